@@ -1,0 +1,80 @@
+"""``online_anomaly``: the built-in streaming detector as a pipeline model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sluice.config.models import ModelConfig
+from sluice.core.errors import ConfigError, ModelError
+from sluice.models.base import Model, ModelContext
+
+_TUNABLES = ("warmup", "horizon", "target_alert_rate", "max_keys", "seed")
+
+
+def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
+    """Stack ``features`` of ``table`` into a float64 matrix (nulls become NaN)."""
+    missing = [f for f in features if f not in table.column_names]
+    if missing:
+        raise ModelError(f"missing feature column(s): {', '.join(missing)}")
+    columns = []
+    for name in features:
+        col = table.column(name)
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
+                or pa.types.is_boolean(col.type)):
+            raise ModelError(f"feature {name!r} is {col.type}, not numeric")
+        col = pc.cast(col, pa.float64())
+        columns.append(col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
+    if not columns:
+        return np.empty((table.num_rows, 0))
+    return np.column_stack(columns)
+
+
+class OnlineAnomalyModel(Model):
+    """Streaming, per-key, multivariate anomaly detection that adapts as data changes."""
+
+    online = True
+
+    def __init__(self, config: ModelConfig, context: ModelContext) -> None:
+        super().__init__(config, context)
+        from sluice.models.online_anomaly import OnlineAnomalyConfig, OnlineAnomalyDetector
+
+        if not config.features:
+            raise ConfigError(f"model {config.name!r}: online_anomaly needs 'features'")
+        options = config.options
+        unknown = set(options) - set(_TUNABLES)
+        if unknown:
+            raise ConfigError(f"model {config.name!r}: unknown option(s) {', '.join(sorted(unknown))}"
+                              f"; available: {', '.join(_TUNABLES)}")
+        self.detector = OnlineAnomalyDetector(OnlineAnomalyConfig(
+            features=list(config.features), key=config.key, **options))
+
+    def score(self, table: pa.Table) -> pa.Table:
+        """Score and learn from ``table`` in event order."""
+        X = feature_matrix(table, self.config.features)
+        keys = None
+        if self.config.key:
+            if self.config.key not in table.column_names:
+                raise ModelError(f"missing key column {self.config.key!r}")
+            keys = table.column(self.config.key).to_numpy(zero_copy_only=False)
+        result = self.detector.score_learn(keys, X)
+        prefix = self.name
+        table = table.append_column(f"{prefix}_score", pa.array(result.score, pa.float64()))
+        table = table.append_column(f"{prefix}_anomaly", pa.array(result.anomaly, pa.bool_()))
+        return table.append_column(f"{prefix}_reason", pa.array(result.reason, pa.string()))
+
+    def state(self) -> bytes | None:
+        """The detector's learned state."""
+        return self.detector.get_state()
+
+    def restore(self, blob: bytes) -> None:
+        """Restore the detector's learned state."""
+        self.detector.set_state(blob)
+
+    def describe(self) -> dict[str, Any]:
+        """Type, features and state size."""
+        return {**super().describe(), "features": self.config.features,
+                "evicted_keys": self.detector.evicted_keys}

@@ -1,0 +1,209 @@
+"""The local runner: the micro-batch loop with checkpoints and idempotent sinks.
+
+One epoch = poll → decode → transforms → models → actions → sinks → checkpoint.
+Before any sink is written the epoch's end position is *planned* in the metadata DB;
+after every sink holds the epoch, the checkpoint commits the position, all operator and
+model state, and the actions outbox in one transaction. After a crash the planned epoch
+is re-read exactly (``poll(until=...)``) and re-written; sinks skip what they hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from sluice.config.models import Pipeline, SinkConfig
+from sluice.core.batch import concat, drop_internal
+from sluice.core.context import EpochContext
+from sluice.core.errors import SluiceError, TransientError
+from sluice.core.settings import Settings
+from sluice.core.types import parse_duration
+from sluice.runners.stats import RunStats
+from sluice.sinks.base import Sink, SinkContext, create_sink
+from sluice.sources.base import Position, Source, SourceBatch, SourceContext, create_source
+from sluice.storage.checkpoints import CheckpointStore
+from sluice.storage.db import get_engine
+from sluice.storage.runs import RunHistory
+
+log = logging.getLogger("sluice.runner")
+ProgressCallback = Callable[[RunStats], None]
+
+
+class LocalRunner:
+    """Runs one pipeline in this process until idle, stopped, or forever."""
+
+    def __init__(self, pipeline: Pipeline, settings: Settings | None = None, *,
+                 until_idle: bool = False, group: str | None = None,
+                 idle_timeout: float = 10.0, on_progress: ProgressCallback | None = None,
+                 stop_event: threading.Event | None = None) -> None:
+        from sluice.runners.stages import Stages
+
+        self.pipeline = pipeline
+        self.settings = (settings or Settings()).ensure()
+        self.until_idle = until_idle
+        self.on_progress = on_progress
+        self.stop_event = stop_event or threading.Event()
+        self.stats = RunStats(pipeline=pipeline.name)
+        engine = get_engine(str(self.settings.metadata_url))
+        self.checkpoints = CheckpointStore(engine)
+        self.history = RunHistory(engine)
+        self.source: Source = create_source(pipeline.source, SourceContext(
+            pipeline=pipeline.name, home=str(self.settings.home), group=group,
+            idle_timeout=idle_timeout))
+        self.stages = Stages(pipeline, self.settings)
+        sink_ctx = SinkContext(pipeline.name, self.settings, pipeline.event_time)
+        self.sinks: list[Sink] = [create_sink(cfg, sink_ctx) for cfg in pipeline.sinks]
+        self._side_ctx = SinkContext(pipeline.name, self.settings, None)
+        self._side_sinks: dict[str, Sink] = {}
+        self.epoch = 0
+        self.position: Position | None = None
+        self._max_rows = pipeline.batch.max_rows
+        self._max_latency = parse_duration(pipeline.batch.max_latency).total_seconds()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def run(self, max_epochs: int | None = None) -> RunStats:
+        """Run until idle (``until_idle``), ``stop()``, or ``max_epochs`` epochs."""
+        run_id = self.history.start(self.pipeline.name)
+        status, error = "failed", None
+        try:
+            self._recover()
+            done = 0
+            while not self.stop_event.is_set() and (max_epochs is None or done < max_epochs):
+                if not self._step():
+                    break
+                done += 1
+            status = "stopped" if self.stop_event.is_set() else "succeeded"
+        except SluiceError as exc:
+            error = str(exc)
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.stats.finish()
+            self.history.finish(run_id, status, self.stats.as_dict(), error)
+            self.close()
+        return self.stats
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current epoch, checkpoint and return."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        """Release the source, sinks and stage resources."""
+        for closer in [self.source.close, *(s.close for s in self.sinks),
+                       *(s.close for s in self._side_sinks.values()), self.stages.close]:
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing must not mask the real error
+                log.exception("error while closing")
+
+    # -- the loop ------------------------------------------------------------------------
+    def _recover(self) -> None:
+        ckpt = self.checkpoints.load(self.pipeline.name)
+        self.epoch, self.position = ckpt.epoch, ckpt.position
+        self.stages.restore(ckpt.states)
+        self.source.open(ckpt.position)
+        if ckpt.planned_epoch is not None and ckpt.planned_position is not None:
+            log.info("replaying epoch %s of %s", ckpt.planned_epoch, self.pipeline.name)
+            batch = self._read(until=ckpt.planned_position)
+            self._process(batch, ckpt.planned_epoch, final=False)
+
+    def _step(self) -> bool:
+        batch = self._read()
+        if batch is None:
+            if self.until_idle and self.source.exhausted:
+                self._finish()
+                return False
+            return True
+        self.checkpoints.plan(self.pipeline.name, self.epoch + 1, batch.position)
+        self._process(batch, self.epoch + 1, final=False)
+        return True
+
+    def _finish(self) -> None:
+        """End of a bounded input: flush open windows as one last epoch."""
+        if not self.stages.holds_state():
+            return
+        empty = SourceBatch(pa.table({}), "arrow", self.position or {})
+        self.checkpoints.plan(self.pipeline.name, self.epoch + 1, empty.position)
+        self._process(empty, self.epoch + 1, final=True)
+
+    def _read(self, until: Position | None = None) -> SourceBatch | None:
+        """Poll until ``max_rows`` rows, ``max_latency`` elapsed, or (replay) ``until``."""
+        deadline = time.monotonic() + self._max_latency
+        parts: list[SourceBatch] = []
+        rows = 0
+        while rows < self._max_rows:
+            remaining = max(0.0, deadline - time.monotonic())
+            part = self.source.poll(self._max_rows - rows, remaining, until=until)
+            if part is None:
+                if until is not None and not parts and not self.stop_event.is_set():
+                    continue
+                break
+            parts.append(part)
+            rows += part.data.num_rows
+            if until is not None and part.position == until:
+                break
+            if time.monotonic() >= deadline and until is None:
+                break
+        if not parts:
+            return None
+        tables = [p.data for p in parts]
+        return SourceBatch(concat(tables), parts[-1].raw_format, parts[-1].position)
+
+    def _process(self, batch: SourceBatch, epoch: int, *, final: bool) -> None:
+        ctx = EpochContext(self.pipeline.name, epoch, final=final)
+        started = time.perf_counter()
+        table, pending = self.stages.run(batch, ctx)
+        self._write_sinks(drop_internal(table), ctx, epoch)
+        states = self.stages.states()
+        writers = self.stages.commit_writers(pending, epoch)
+        self.checkpoints.commit(self.pipeline.name, epoch, batch.position, states, writers)
+        self.source.commit(batch.position)
+        self.stages.after_commit()
+        self.epoch, self.position = epoch, batch.position
+        self.stats.add_epoch(batch.data.num_rows, table.num_rows, ctx.counters,
+                             time.perf_counter() - started)
+        if self.on_progress:
+            self.on_progress(self.stats)
+
+    # -- sinks ---------------------------------------------------------------------------
+    def _side_sink(self, table_name: str) -> Sink:
+        sink = self._side_sinks.get(table_name)
+        if sink is None:
+            sink = create_sink(SinkConfig(type="lake", table=table_name), self._side_ctx)
+            self._side_sinks[table_name] = sink
+        return sink
+
+    def _write_sinks(self, table: pa.Table, ctx: EpochContext, epoch: int) -> None:
+        writes: list[tuple[Sink, pa.Table]] = [(sink, table) for sink in self.sinks]
+        for name, parts in sorted(ctx.side_outputs.items()):
+            writes.append((self._side_sink(name), drop_internal(concat(parts))))
+        if ctx.dead_letters:
+            writes.append((self._side_sink(self.pipeline.dead_letter.table),
+                           concat(ctx.dead_letters)))
+        for sink, data in writes:
+            self._write_with_retry(sink, data, epoch)
+
+    def _write_with_retry(self, sink: Sink, data: pa.Table, epoch: int) -> None:
+        delay = 0.5
+        while True:
+            try:
+                sink.write(data, epoch)
+                return
+            except TransientError as exc:
+                self.stats.sink_retries += 1
+                log.warning("sink %s unavailable (%s); retrying in %.1fs", sink.sink_id, exc, delay)
+                if self.stop_event.wait(delay):
+                    raise
+                delay = min(delay * 2, 30.0)
+
+
+def run(pipeline: Pipeline, settings: Settings | None = None, **options: Any) -> RunStats:
+    """Run ``pipeline`` with the local runner (``until_idle=True`` for bounded inputs)."""
+    return LocalRunner(pipeline, settings, **options).run()

@@ -1,0 +1,144 @@
+"""The processing stages of one pipeline: decode, transforms, models and actions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pyarrow as pa
+
+from sluice.config.models import Pipeline
+from sluice.core.context import EpochContext, rows_as_json
+from sluice.core.errors import ConfigError
+from sluice.core.settings import Settings
+from sluice.models.base import Model, ModelContext, create_model
+from sluice.sources.base import SourceBatch
+from sluice.sources.decode import Decoder
+from sluice.storage.checkpoints import Writer
+from sluice.transforms.base import Transform
+from sluice.transforms.build import build_transforms
+
+log = logging.getLogger("sluice.runner")
+
+
+class Stages:
+    """Everything between the source and the sinks, with its checkpointable state."""
+
+    def __init__(self, pipeline: Pipeline, settings: Settings) -> None:
+        self.pipeline = pipeline
+        self.decoders: dict[str, Decoder] = {}
+        self.transforms: list[Transform] = build_transforms(
+            pipeline.transforms, event_time=pipeline.event_time, settings=settings)
+        mctx = ModelContext(pipeline.name, settings)
+        self.models: list[Model] = [create_model(cfg, mctx) for cfg in pipeline.models]
+        self.actions = self._action_engine(settings)
+
+    def _action_engine(self, settings: Settings) -> Any:
+        if not self.pipeline.actions:
+            return None
+        from sluice.actions.engine import ActionEngine
+
+        return ActionEngine(self.pipeline.actions, pipeline=self.pipeline.name, settings=settings)
+
+    def _decoder(self, raw_format: str) -> Decoder:
+        decoder = self.decoders.get(raw_format)
+        if decoder is None:
+            if not self.pipeline.schema_ and raw_format != "arrow":
+                raise ConfigError(f"pipeline {self.pipeline.name!r}: a schema is required to "
+                                  f"decode {raw_format} input")
+            decoder = Decoder(self.pipeline.fields, raw_format)
+            self.decoders[raw_format] = decoder
+        return decoder
+
+    # -- one epoch -----------------------------------------------------------------------
+    def run(self, batch: SourceBatch, ctx: EpochContext) -> tuple[pa.Table, Any]:
+        """Decode and transform ``batch``, score it and evaluate the actions."""
+        if batch.data.num_columns == 0:
+            table = None
+        elif self.pipeline.schema_ or batch.raw_format != "arrow":
+            table = self._decoder(batch.raw_format).decode(batch.data, ctx)
+        else:
+            table = batch.data
+        table = self._transform(table, ctx)
+        table = self._score(table, ctx)
+        pending = self.actions.evaluate(table, ctx) if self.actions is not None else None
+        return table, pending
+
+    def _transform(self, table: pa.Table | None, ctx: EpochContext) -> pa.Table:
+        """Apply every transform; on the final epoch flush each one's held rows downstream."""
+        for index, transform in enumerate(self.transforms):
+            if table is not None:
+                before = ctx.counters["dead_lettered"]
+                rows_in = table.num_rows
+                table = transform.apply(table, ctx)
+                if getattr(transform, "replaces_stream", False):
+                    late = ctx.counters["dead_lettered"] - before
+                    ctx.counters["aggregated"] += rows_in - late
+            if ctx.final:
+                flushed = transform.finish(ctx)
+                if flushed is not None and flushed.num_rows:
+                    table = flushed if table is None else pa.concat_tables(
+                        [table, flushed], promote_options="permissive")
+            del index
+        return table if table is not None else pa.table({})
+
+    def _score(self, table: pa.Table, ctx: EpochContext) -> pa.Table:
+        for model in self.models:
+            if table.num_rows == 0:
+                break
+            try:
+                table = model.score(table)
+            except Exception as exc:  # noqa: BLE001 - a failing model must not stop the pipeline
+                log.warning("model %s failed on epoch %s: %s", model.name, ctx.epoch, exc)
+                keep = [c for c in table.column_names if not c.startswith("__")]
+                origin = table.column("__origin").combine_chunks() \
+                    if "__origin" in table.column_names else None
+                ctx.dead_letter(f"model:{model.name}", f"model error: {type(exc).__name__}: {exc}",
+                                rows_as_json(table.select(keep)), origin)
+                table = table.slice(0, 0)
+        return table
+
+    # -- checkpoint ----------------------------------------------------------------------
+    def holds_state(self) -> bool:
+        """True when some transform may still hold rows to flush at end of input."""
+        return any(t.state() is not None for t in self.transforms)
+
+    def states(self) -> dict[str, bytes | None]:
+        """Every operator's and model's state, keyed by a stable operator id."""
+        out: dict[str, bytes | None] = {}
+        for i, transform in enumerate(self.transforms):
+            out[f"transform[{i}]"] = transform.state()
+        for model in self.models:
+            out[f"model:{model.name}"] = model.state()
+        if self.actions is not None:
+            out["actions"] = self.actions.state()
+        return out
+
+    def restore(self, states: dict[str, bytes]) -> None:
+        """Restore state saved by ``states()``."""
+        for i, transform in enumerate(self.transforms):
+            if f"transform[{i}]" in states:
+                transform.restore(states[f"transform[{i}]"])
+        for model in self.models:
+            if f"model:{model.name}" in states:
+                model.restore(states[f"model:{model.name}"])
+        if self.actions is not None and "actions" in states:
+            self.actions.restore(states["actions"])
+
+    def commit_writers(self, pending: Any, epoch: int) -> list[Writer]:
+        """Extra rows to commit with the checkpoint (the actions outbox)."""
+        if self.actions is None or pending is None:
+            return []
+        return [self.actions.outbox_writer(pending, epoch)]
+
+    def after_commit(self) -> None:
+        """Wake the action dispatcher and let models pick up promoted versions."""
+        if self.actions is not None:
+            self.actions.notify()
+        for model in self.models:
+            model.refresh()
+
+    def close(self) -> None:
+        """Release stage resources."""
+        if self.actions is not None and hasattr(self.actions, "close"):
+            self.actions.close()
