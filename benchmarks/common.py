@@ -1,0 +1,63 @@
+"""Shared helpers for the benchmarks: cached data, timed subprocesses with peak RSS."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA = Path(__file__).parent / ".data"
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Measured:
+    """Wall time and peak resident memory of one child process."""
+
+    seconds: float
+    peak_rss_mb: float
+    output: str
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run ``cmd`` and return its wall time (process start included) and peak RSS."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    output = proc.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
+    return Measured(seconds, usage.ru_maxrss / 1024, output)
+
+
+def telemetry_file(n_events: int, seed: int = 1) -> Path:
+    """A cached JSON-lines file of ``n_events`` generated telemetry events."""
+    from sluice.sources import synthetic
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / f"telemetry_{n_events}_{seed}.jsonl"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        synthetic.write_jsonl(synthetic.telemetry(n_events, n_devices=100, seed=seed,
+                                                  labels=False), tmp)
+        tmp.rename(path)
+    return path
+
+
+def machine() -> str:
+    """One line describing the machine the figures come from."""
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},"
+            f" {platform.system()} {platform.release()}")
+
+
+def python() -> str:
+    """The interpreter running the benchmark (children use the same)."""
+    return sys.executable

@@ -1,0 +1,49 @@
+"""The demo's pipeline files (written under SLUICE_HOME/demo so users can read and rerun them)."""
+
+from __future__ import annotations
+
+TELEMETRY = """\
+# IoT telemetry: validate, derive, enrich, window, score, act, land in lake + warehouse.
+name: telemetry
+source: {{type: file, path: "{data}/telemetry.jsonl", format: json}}
+schema:
+  device_id: {{type: string, required: true}}
+  ts: timestamp
+  temperature: double
+  pressure: double
+  vibration: double
+  status: string
+  is_anomaly: boolean
+  anomaly_kind: string
+event_time: ts
+transforms:
+  - derive: {{temp_c: "round((temperature - 32) * 5 / 9, 3)"}}
+  - enrich: {{path: "{data}/devices.csv", on: device_id, columns: [site, model]}}
+  - window: {{key: device_id, size: 1m, aggregate: {{temp_c_mean: "avg(temp_c)",
+      pressure_max: "max(pressure)", events: "count(*)"}}, into: telemetry_1m}}
+{models}{actions}sinks:
+  - {{type: lake, table: telemetry}}
+  - {{type: warehouse, table: telemetry}}
+"""
+
+TELEMETRY_MODELS = """\
+models:
+  - {name: temp_anomaly, type: online_anomaly, features: [temp_c, pressure, vibration], key: device_id}
+"""
+
+TICKETS = """\
+# Support tickets: validate and land; the text model routes them (category, urgency).
+name: tickets
+source: {{type: file, path: "{data}/tickets.jsonl", format: json}}
+schema:
+  ticket_id: {{type: string, required: true}}
+  ts: timestamp
+  customer: string
+  text: {{type: string, required: true}}
+  category: string
+  urgency: string
+event_time: ts
+{models}{actions}sinks:
+  - {{type: lake, table: tickets}}
+  - {{type: warehouse, table: tickets}}
+"""
