@@ -146,6 +146,24 @@ class TransformStep(Strict):
         return getattr(self, self.kind)
 
 
+class DriftSpec(Strict):
+    """Watch a model's inputs and score for drift; ``on_drift`` says what to do."""
+
+    features: list[str] | None = None  # default: the model's features
+    reference: int = Field(default=5_000, gt=100)  # rows that form the reference distribution
+    window: int = Field(default=5_000, gt=100)  # rows per comparison window
+    psi_threshold: float = 0.25
+    ks_threshold: float = 0.2
+    on_drift: str = "alert"  # alert | retrain | none
+
+    @field_validator("on_drift")
+    @classmethod
+    def _known_reaction(cls, value: str) -> str:
+        if value not in ("alert", "retrain", "none"):
+            raise ValueError("on_drift must be alert, retrain or none")
+        return value
+
+
 class ModelConfig(Open):
     """A model scoring the stream: ``type`` selects the implementation."""
 
@@ -153,6 +171,7 @@ class ModelConfig(Open):
     type: str
     features: list[str] = Field(default_factory=list)
     key: str | None = None
+    drift: DriftSpec | None = None
 
     _n = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "model name")))
 

@@ -54,13 +54,17 @@ class OnlineAnomalyModel(Model):
 
     def score(self, table: pa.Table) -> pa.Table:
         """Score and learn from ``table`` in event order."""
+        return self.apply(table, learn=True)
+
+    def apply(self, table: pa.Table, *, learn: bool) -> pa.Table:
+        """Score ``table``; update the state only when ``learn``."""
         X = feature_matrix(table, self.config.features)
         keys = None
         if self.config.key:
             if self.config.key not in table.column_names:
                 raise ModelError(f"missing key column {self.config.key!r}")
             keys = table.column(self.config.key).to_numpy(zero_copy_only=False)
-        result = self.detector.score_learn(keys, X)
+        result = (self.detector.score_learn if learn else self.detector.score)(keys, X)
         prefix = self.name
         table = table.append_column(f"{prefix}_score", pa.array(result.score, pa.float64()))
         table = table.append_column(f"{prefix}_anomaly", pa.array(result.anomaly, pa.bool_()))
@@ -78,3 +82,4 @@ class OnlineAnomalyModel(Model):
         """Type, features and state size."""
         return {**super().describe(), "features": self.config.features,
                 "evicted_keys": self.detector.evicted_keys}
+

@@ -31,7 +31,32 @@ class Stages:
             pipeline.transforms, event_time=pipeline.event_time, settings=settings)
         mctx = ModelContext(pipeline.name, settings)
         self.models: list[Model] = [create_model(cfg, mctx) for cfg in pipeline.models]
+        self._index_online_models(settings)
+        self.drift = self._drift_watches(settings)
         self.actions = self._action_engine(settings)
+
+    def _index_online_models(self, settings: Settings) -> None:
+        online = [m for m in self.models if m.online]
+        if not online:
+            return
+        from sluice.models.registry import OnlineModelIndex, OnlineModelInfo
+
+        index = OnlineModelIndex(settings)
+        for model in online:
+            cfg = model.config
+            index.record(OnlineModelInfo(cfg.name, self.pipeline.name, cfg.type,
+                                         list(cfg.features), cfg.key))
+
+    def _drift_watches(self, settings: Settings) -> dict[str, Any]:
+        watched = [m for m in self.models if m.config.drift and m.config.drift.on_drift != "none"]
+        if not watched:
+            return {}
+        from sluice.models.drift import DriftLog, DriftWatch
+        from sluice.storage.db import get_engine
+
+        self.drift_log = DriftLog(get_engine(str(settings.metadata_url)))
+        return {m.name: DriftWatch(m.name, m.config.drift, m.config.features)  # type: ignore[arg-type]
+                for m in watched}
 
     def _action_engine(self, settings: Settings) -> Any:
         if not self.pipeline.actions:
@@ -88,6 +113,8 @@ class Stages:
                 break
             try:
                 table = model.score(table)
+                if model.name in self.drift:
+                    table = self._observe_drift(model.name, table, ctx)
             except Exception as exc:  # noqa: BLE001 - a failing model must not stop the pipeline
                 log.warning("model %s failed on epoch %s: %s", model.name, ctx.epoch, exc)
                 keep = [c for c in table.column_names if not c.startswith("__")]
@@ -96,6 +123,16 @@ class Stages:
                 ctx.dead_letter(f"model:{model.name}", f"model error: {type(exc).__name__}: {exc}",
                                 rows_as_json(table.select(keep)), origin)
                 table = table.slice(0, 0)
+        return table
+
+    def _observe_drift(self, name: str, table: pa.Table, ctx: EpochContext) -> pa.Table:
+        watch = self.drift[name]
+        table, events = watch.observe(table)
+        if events:
+            ctx.counters["drift_events"] += len(events)
+            self.drift_log.record(self.pipeline.name, name, ctx.epoch, watch.spec.on_drift, events)
+            log.warning("drift in %s: %s", name, ", ".join(
+                f"{e.feature} {e.detector}={e.value:.2f}" for e in events))
         return table
 
     # -- checkpoint ----------------------------------------------------------------------
@@ -110,6 +147,8 @@ class Stages:
             out[f"transform[{i}]"] = transform.state()
         for model in self.models:
             out[f"model:{model.name}"] = model.state()
+        for name, watch in self.drift.items():
+            out[f"drift:{name}"] = watch.state()
         if self.actions is not None:
             out["actions"] = self.actions.state()
         return out
@@ -122,6 +161,9 @@ class Stages:
         for model in self.models:
             if f"model:{model.name}" in states:
                 model.restore(states[f"model:{model.name}"])
+        for name, watch in self.drift.items():
+            if f"drift:{name}" in states:
+                watch.restore(states[f"drift:{name}"])
         if self.actions is not None and "actions" in states:
             self.actions.restore(states["actions"])
 

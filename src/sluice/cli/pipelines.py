@@ -1,39 +1,19 @@
-"""The ``sluice`` command line (thin: parse, call the layers, print)."""
+"""Pipeline commands: run, validate, query, dlq, demo."""
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from sluice.cli.common import FormatOpt, console, err_console, fail, settings
 from sluice.core.errors import SluiceError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Sluice: ingest, validate, score, act on and land event streams.")
+app = typer.Typer()
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay the dead-letter store.")
-app.add_typer(dlq_app, name="dlq")
-console = Console()
-err_console = Console(stderr=True)
-
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json or csv")]
-
-
-def _fail(exc: BaseException) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code=2 if isinstance(exc, SluiceError) else 1)
-
-
-def _settings() -> Any:
-    from sluice.core.settings import Settings
-
-    return Settings()
-
 
 @app.command()
 def validate(pipeline: Annotated[Path, typer.Argument(help="pipeline YAML file")]) -> None:
@@ -43,7 +23,7 @@ def validate(pipeline: Annotated[Path, typer.Argument(help="pipeline YAML file")
     try:
         p = check_pipeline(pipeline)
     except SluiceError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"[green]ok[/] {pipeline}: pipeline [bold]{p.name}[/] "
                   f"({p.source.type} → {len(p.transforms)} transform(s), {len(p.models)} model(s),"
                   f" {len(p.actions)} action(s), {len(p.sinks)} sink(s))")
@@ -66,17 +46,17 @@ def run(
     from sluice.runners.progress import ProgressReporter, print_summary
 
     if runner != "local":
-        _fail(SluiceError(f"runner {runner!r} is not available in this build; use --runner local"))
+        fail(SluiceError(f"runner {runner!r} is not available in this build; use --runner local"))
     try:
         p = load_pipeline(pipeline)
         stop = threading.Event()
         _install_stop_handlers(stop)
         with ProgressReporter(console, p.name, enabled=not quiet) as progress:
-            stats = LocalRunner(p, _settings(), until_idle=until_idle, group=group,
+            stats = LocalRunner(p, settings(), until_idle=until_idle, group=group,
                                 idle_timeout=idle_timeout, on_progress=progress.update,
                                 stop_event=stop).run()
     except SluiceError as exc:
-        _fail(exc)
+        fail(exc)
     print_summary(console, stats)
 
 
@@ -103,9 +83,9 @@ def query(
     from sluice.storage.query import QueryEngine
 
     try:
-        table = QueryEngine(_settings()).query(sql, limit=limit)
+        table = QueryEngine(settings()).query(sql, limit=limit)
     except SluiceError as exc:
-        _fail(exc)
+        fail(exc)
     print_table(console, table, fmt)
 
 
@@ -120,9 +100,9 @@ def dlq_list(
     from sluice.sinks.dead_letter import read_dead_letters
 
     try:
-        table = read_dead_letters(_settings(), pipeline=pipeline, limit=limit)
+        table = read_dead_letters(settings(), pipeline=pipeline, limit=limit)
     except SluiceError as exc:
-        _fail(exc)
+        fail(exc)
     print_table(console, table, fmt)
 
 
@@ -137,20 +117,6 @@ def demo(
     from sluice.demo import run_demo
 
     try:
-        run_demo(console, _settings(), events=events, serve=serve, port=port)
+        run_demo(console, settings(), events=events, serve=serve, port=port)
     except SluiceError as exc:
-        _fail(exc)
-
-
-def main() -> None:
-    """Entry point of the ``sluice`` console script."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
-
+        fail(exc)

@@ -1,0 +1,25 @@
+"""The ``sluice`` command line (thin: parse, call the layers, print)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from sluice.cli import models, pipelines
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Sluice: ingest, validate, score, act on and land event streams.")
+app.registered_commands.extend(pipelines.app.registered_commands)
+app.add_typer(pipelines.dlq_app, name="dlq")
+app.add_typer(models.app, name="models")
+
+
+def main() -> None:
+    """Entry point of the ``sluice`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

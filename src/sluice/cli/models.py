@@ -1,0 +1,93 @@
+"""``sluice models``: list, train, promote, rollback, evaluate."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sluice.cli.common import console, fail, settings
+from sluice.core.errors import SluiceError
+
+app = typer.Typer(no_args_is_help=True, help="The model registry: train, evaluate, promote.")
+
+
+@app.command("list")
+def list_models(name: Annotated[str | None, typer.Argument(help="only this model")] = None
+                ) -> None:
+    """List registered versions and online models."""
+    from sluice.models.registry import ModelRegistry, OnlineModelIndex
+
+    try:
+        versions = ModelRegistry(settings()).list(name)
+        online = OnlineModelIndex(settings()).list()
+    except SluiceError as exc:
+        fail(exc)
+    view = Table("name", "version", "stage", "type", "features", "metrics", header_style="bold")
+    for v in versions:
+        metrics = ", ".join(f"{k}={val:.3f}" if isinstance(val, float) else f"{k}={val}"
+                            for k, val in list(v.metrics.items())[:4])
+        view.add_row(v.name, str(v.version), v.stage, v.format, ", ".join(v.features), metrics)
+    for m in online:
+        if name in (None, m.name):
+            view.add_row(m.name, "-", f"online in {m.pipeline}", m.type, ", ".join(m.features),
+                         "")
+    console.print(view)
+
+
+@app.command()
+def train(
+    name: Annotated[str, typer.Argument(help="model name in the registry")],
+    table: Annotated[str, typer.Option(help="lake or warehouse table to train on")],
+    model_type: Annotated[str, typer.Option("--type", help="isolation_forest, autoencoder or "
+                                            "text_classifier")] = "isolation_forest",
+    features: Annotated[str, typer.Option(help="comma-separated feature columns")] = "",
+    label: Annotated[str | None, typer.Option(help="label column (evaluation / text)")] = None,
+    time_column: Annotated[str | None, typer.Option("--time", help="time column")] = None,
+    since: Annotated[str | None, typer.Option(help="train on rows at or after this time")] = None,
+    until: Annotated[str | None, typer.Option(help="train on rows before this time")] = None,
+    promote: Annotated[bool, typer.Option(help="promote to production when done")] = False,
+) -> None:
+    """Train a model on lake data and register it as a candidate."""
+    from sluice.models.registry import ModelRegistry
+    from sluice.models.train import TrainSpec
+    from sluice.models.train import train as run_training
+
+    spec = TrainSpec(name=name, kind=model_type, table=table,
+                     features=[f.strip() for f in features.split(",") if f.strip()],
+                     label=label, time_column=time_column, since=since, until=until)
+    try:
+        with console.status(f"training {name} ({model_type}) on {table}..."):
+            version = run_training(settings(), spec)
+        if promote:
+            version = ModelRegistry(settings()).promote(name, version.version)
+    except SluiceError as exc:
+        fail(exc)
+    console.print(f"[green]registered[/] {name} v{version.version} ({version.stage}) "
+                  f"metrics: {json.dumps(version.metrics, default=str)}")
+
+
+@app.command()
+def promote(name: str, version: int) -> None:
+    """Make a version the production one (running pipelines pick it up at the next checkpoint)."""
+    from sluice.models.registry import ModelRegistry
+
+    try:
+        v = ModelRegistry(settings()).promote(name, version)
+    except SluiceError as exc:
+        fail(exc)
+    console.print(f"[green]promoted[/] {v.name} v{v.version} to production")
+
+
+@app.command()
+def rollback(name: str) -> None:
+    """Return to the previous production version."""
+    from sluice.models.registry import ModelRegistry
+
+    try:
+        v = ModelRegistry(settings()).rollback(name)
+    except SluiceError as exc:
+        fail(exc)
+    console.print(f"[green]rolled back[/] {v.name} to v{v.version}")
