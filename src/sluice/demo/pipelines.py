@@ -31,6 +31,12 @@ models:
   - {name: temp_anomaly, type: online_anomaly, features: [temp_c, pressure, vibration], key: device_id}
 """
 
+TICKET_MODELS = """\
+models:
+  - {name: ticket_category, type: text_classifier, features: [text]}
+  - {name: ticket_urgency, type: text_classifier, features: [text]}
+"""
+
 TICKETS = """\
 # Support tickets: validate and land; the text model routes them (category, urgency).
 name: tickets

@@ -55,13 +55,41 @@ def _pipeline_files(home: Path, data: Path) -> dict[str, Path]:
     files = {
         "telemetry": pipelines.TELEMETRY.format(data=data, models=pipelines.TELEMETRY_MODELS,
                                                 actions=""),
-        "tickets": pipelines.TICKETS.format(data=data, models="", actions=""),
+        "tickets": pipelines.TICKETS.format(data=data, models=pipelines.TICKET_MODELS,
+                                            actions=""),
     }
     out = {}
     for name, text in files.items():
         path = folder / f"{name}.yaml"
         path.write_text(text, encoding="utf-8")
         out[name] = path
+    return out
+
+
+def train_ticket_models(settings: Settings) -> dict[str, Any]:
+    """Train the category and urgency text models on a separate ticket sample; promote them."""
+    import tempfile
+
+    import joblib
+
+    from sluice.models.registry import ModelRegistry
+    from sluice.models.text import train_text_classifier
+    from sluice.sources import synthetic
+
+    training = synthetic.tickets(4_000, seed=11)
+    texts = training.column("text").to_pylist()
+    registry = ModelRegistry(settings)
+    out = {}
+    for target in ("category", "urgency"):
+        labels = [str(x) for x in training.column(target).to_pylist()]
+        model, metrics = train_text_classifier(texts, labels, seed=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.joblib"
+            joblib.dump(model, path)
+            registry.register(f"ticket_{target}", "text_classifier", path, features=["text"],
+                              metrics=metrics, params={"classes": list(model.classes_)},
+                              stage="production")
+        out[f"ticket {target} model accuracy (held out)"] = f"{metrics['accuracy']:.1%}"
     return out
 
 
@@ -95,9 +123,11 @@ def run_demo(console: Console, settings: Settings, *, events: int = 200_000,
         _write_data(data, events, tickets)
     files = _pipeline_files(settings.home, data)
     _reset_outputs(settings)
+    with console.status("training the ticket text models..."):
+        text_metrics = train_ticket_models(settings)
     telemetry = _run(console, settings, files["telemetry"])
     ticket_stats = _run(console, settings, files["tickets"])
-    result = DemoResult(telemetry, ticket_stats, events)
+    result = DemoResult(telemetry, ticket_stats, events, extra=text_metrics)
     _print_summary(console, settings, result, time.perf_counter() - started)
     if serve:
         from sluice.demo.serve import serve_demo
@@ -113,6 +143,25 @@ def _count(settings: Settings, sql: str) -> Any:
     return table.column(0)[0].as_py() if table.num_rows else None
 
 
+def _quality(settings: Settings) -> dict[str, str]:
+    """Anomaly precision/recall against the injected truth; ticket routing accuracy."""
+    tp, fp, fn = (_count(settings, "select count(*) from telemetry where " + cond) or 0
+                  for cond in ("temp_anomaly_anomaly and is_anomaly",
+                               "temp_anomaly_anomaly and not is_anomaly",
+                               "not temp_anomaly_anomaly and is_anomaly"))
+    flagged = tp + fp
+    precision = tp / flagged if flagged else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    routed = _count(settings, "select avg((ticket_category_label = category)::int) from tickets")
+    urgency = _count(settings, "select avg((ticket_urgency_label = urgency)::int) from tickets")
+    return {
+        "anomalies flagged (temp_anomaly)": f"{flagged:,}",
+        "anomaly precision / recall vs injected truth": f"{precision:.1%} / {recall:.1%}",
+        "tickets routed to the right category / urgency":
+            f"{(routed or 0):.1%} / {(urgency or 0):.1%}",
+    }
+
+
 def _print_summary(console: Console, settings: Settings, result: DemoResult,
                    seconds: float) -> None:
     t = result.telemetry
@@ -123,6 +172,8 @@ def _print_summary(console: Console, settings: Settings, result: DemoResult,
     windows = _count(settings, "select count(*) from telemetry_1m")
     summary.add_row("1-minute windows (telemetry_1m)", f"{windows or 0:,}")
     summary.add_row("support tickets landed", f"{result.tickets.events_out:,}")
+    for label, value in _quality(settings).items():
+        summary.add_row(label, value)
     for key, value in result.extra.items():
         summary.add_row(key, str(value))
     summary.add_row("time", f"{seconds:.1f} s")
