@@ -7,11 +7,12 @@ import sys
 
 import typer
 
-from sluice.cli import models, pipelines
+from sluice.cli import models, pipelines, service
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Sluice: ingest, validate, score, act on and land event streams.")
 app.registered_commands.extend(pipelines.app.registered_commands)
+app.registered_commands.extend(service.app.registered_commands)
 app.add_typer(pipelines.dlq_app, name="dlq")
 app.add_typer(models.app, name="models")
 

@@ -91,3 +91,56 @@ def rollback(name: str) -> None:
     except SluiceError as exc:
         fail(exc)
     console.print(f"[green]rolled back[/] {v.name} to v{v.version}")
+
+
+@app.command()
+def evaluate(
+    name: Annotated[str | None, typer.Argument(help="registered model (omit with --dataset)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="nab or generator: evaluate online_anomaly "
+                                                "with default settings")] = None,
+    table: Annotated[str | None, typer.Option(help="labelled table for a registered model")] = None,
+    label: Annotated[str | None, typer.Option(help="label column of --table")] = None,
+    nab_path: Annotated[str | None, typer.Option(help="NAB data folder (default: found "
+                                                 "beside the repository or SLUICE_NAB_PATH)")] = None,
+) -> None:
+    """Evaluate on labelled data: NAB scores, or precision/recall/F1/ROC-AUC/AP."""
+    from sluice.models import evaluate as ev
+
+    try:
+        if dataset == "nab":
+            with console.status("streaming the NAB corpus through online_anomaly..."):
+                report = ev.evaluate_on_nab(nab_path)
+            _print_nab(report)
+        elif dataset == "generator":
+            with console.status("scoring the generator's labelled telemetry..."):
+                _print_metrics("online_anomaly on generated telemetry", ev.evaluate_on_generator())
+        elif name and table and label:
+            _print_metrics(f"{name} on {table}", ev.evaluate_registered(settings(), name, table,
+                                                                         label))
+        else:
+            raise SluiceError("give --dataset nab|generator, or NAME --table T --label COLUMN")
+    except SluiceError as exc:
+        fail(exc)
+
+
+def _print_metrics(title: str, metrics: dict[str, object]) -> None:
+    view = Table(title=title, show_header=False, title_justify="left")
+    for key, value in metrics.items():
+        view.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    console.print(view)
+
+
+def _print_nab(report: object) -> None:
+    profiles = report.profiles  # type: ignore[attr-defined]
+    view = Table(title=f"NAB scores of online_anomaly ({report.files} files, "  # type: ignore[attr-defined]
+                 f"{report.rows:,} rows; 0 = null detector, 100 = perfect)",  # type: ignore[attr-defined]
+                 title_justify="left", header_style="bold")
+    view.add_column("profile")
+    view.add_column("score", justify="right")
+    categories = sorted({c for p in profiles.values() for c in p.categories})
+    for cat in categories:
+        view.add_column(cat, justify="right")
+    for name, result in profiles.items():
+        view.add_row(name, f"{result.score:.1f}",
+                     *(f"{result.categories.get(c, float('nan')):.1f}" for c in categories))
+    console.print(view)

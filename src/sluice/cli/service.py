@@ -1,0 +1,71 @@
+"""Service commands: serve, ingest, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sluice.cli.common import console, err_console, fail, settings
+from sluice.core.errors import SluiceError
+
+app = typer.Typer()
+
+
+@app.command()
+def serve(
+    pipelines: Annotated[list[Path] | None, typer.Argument(help="pipeline files to run")] = None,
+    host: Annotated[str, typer.Option(help="bind address; beyond loopback API keys are "
+                                      "required")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 5000,
+    group: Annotated[str | None, typer.Option(help="Kafka consumer group")] = None,
+) -> None:
+    """Serve the API and dashboard, the scheduler and the given pipelines."""
+    from sluice.runners.serve import serve as run_service
+
+    def ready(url: str) -> None:
+        console.print(f"[green]serving[/] {url}  (dashboard {url}/, API docs {url}/docs); "
+                      "Ctrl-C to stop")
+
+    try:
+        run_service(settings(), list(pipelines or []), host=host, port=port, group=group,
+                    on_ready=ready)
+    except SluiceError as exc:
+        fail(exc)
+
+
+@app.command()
+def ingest(
+    stream: Annotated[str, typer.Argument(help="embedded log stream")],
+    file: Annotated[str, typer.Argument(help="NDJSON or JSON-array file, or - for stdin")],
+) -> None:
+    """Append events to a stream of the embedded log (like POST /api/v1/ingest/STREAM)."""
+    from sluice.storage.log import ingest_file
+
+    try:
+        count, first, last = ingest_file(settings(), stream, file)
+    except SluiceError as exc:
+        fail(exc)
+    console.print(f"appended {count:,} event(s) to {stream} (offsets {first}..{last})")
+
+
+@app.command()
+def predict(
+    data: Annotated[str, typer.Argument(help="a string, or a JSON object / array of records")],
+    model: Annotated[str | None, typer.Option(help="model name (default: by input kind)")] = None,
+) -> None:
+    """Score one input with a model (like POST /api/v1/predict)."""
+    from sluice.models.predict import Predictor
+
+    try:
+        parsed = json.loads(data) if data.lstrip()[:1] in ("{", "[") else data
+    except json.JSONDecodeError as exc:
+        err_console.print(f"[bold red]error:[/] invalid JSON: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        result = Predictor(settings()).predict(parsed, model=model)
+    except SluiceError as exc:
+        fail(exc)
+    console.print_json(json.dumps(result, default=str))

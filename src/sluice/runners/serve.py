@@ -1,0 +1,71 @@
+"""``sluice serve``: the API, the scheduler and the given pipelines in one process."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sluice.config.loader import load_pipeline
+from sluice.core.settings import Settings
+from sluice.runners.supervisor import PipelineSupervisor
+
+log = logging.getLogger("sluice.serve")
+
+
+def models_provider(settings: Settings) -> Any:
+    """A callable listing registry versions and online models for the API."""
+    from sluice.models.registry import ModelRegistry, OnlineModelIndex
+
+    def provide() -> list[dict[str, Any]]:
+        out = [v.as_dict() for v in ModelRegistry(settings).list()]
+        out += [{"name": m.name, "version": None, "stage": "online", "format": m.type,
+                 "features": m.features, "pipeline": m.pipeline}
+                for m in OnlineModelIndex(settings).list()]
+        return out
+
+    return provide
+
+
+def build_service(settings: Settings, pipeline_files: list[Path], *,
+                  group: str | None = None) -> tuple[Any, PipelineSupervisor]:
+    """The FastAPI app wired to a supervisor of ``pipeline_files`` and the model registry."""
+    from sluice.api.app import create_app
+    from sluice.models.predict import Predictor
+
+    pipelines = [load_pipeline(path) for path in pipeline_files]
+    supervisor = PipelineSupervisor(pipelines, settings, group=group)
+    predictor = Predictor(settings)
+    extra = _jobs_provider(settings)
+    app = create_app(settings, pipelines_provider=supervisor, predictor=predictor.predict,
+                     models_provider=models_provider(settings), jobs_provider=extra)
+    return app, supervisor
+
+
+def _jobs_provider(settings: Settings) -> Any:
+    try:
+        from sluice.orchestration.service import jobs_provider
+    except ImportError:
+        return None
+    return jobs_provider(settings)
+
+
+def serve(settings: Settings, pipeline_files: list[Path], *, host: str = "127.0.0.1",
+          port: int = 5000, group: str | None = None, on_ready: Any = None) -> None:
+    """Serve until SIGTERM/Ctrl-C; then stop pipelines after their epoch and exit."""
+    import uvicorn
+
+    from sluice.api.auth import ApiKeys, check_bind
+
+    check_bind(host, ApiKeys.from_env())
+    app, supervisor = build_service(settings, pipeline_files, group=group)
+    supervisor.start_all()
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        on_ready(f"http://{host}:{port}")
+    try:
+        server.run()
+    finally:
+        log.info("stopping pipelines")
+        supervisor.stop_all()
