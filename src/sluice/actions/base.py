@@ -1,16 +1,35 @@
 """Actions turn scored rows into deliveries (webhook, Kafka, e-mail, jobs, ...).
 
-Integration contract with the runner (``runners/local.py``):
+Integration contract with the runner (``runners/local.py`` through ``runners/stages.py``):
 
-* ``engine = ActionEngine(pipeline.actions, ActionContext(...))`` once per run.
+* ``engine = ActionEngine(pipeline.actions, pipeline=name, settings=settings)`` once per run
+  (optional ``event_time=`` column and ``job_runner=`` callable).
 * per epoch: ``pending = engine.evaluate(table, ctx)`` after the models;
   at checkpoint: ``CheckpointStore.commit(..., writers=[engine.outbox_writer(pending, epoch)])``
   so outbox rows are durable in the same transaction as the epoch;
   after the commit: ``engine.notify()`` wakes the dispatcher.
 * ``engine.state()`` / ``engine.restore(blob)`` checkpoint rule state (for/dedupe/cooldown).
+
+An action type is a class with an ``Options`` pydantic model (its type-specific keys),
+``template_fields`` (option names rendered per fired row with Jinja2) and ``deliver``,
+which raises ``TransientActionError`` (retry) or ``PermanentActionError`` (give up).
 """
 
 from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sluice.core.errors import ConfigError, PermanentActionError
+from sluice.core.plugins import load_plugin
+from sluice.core.settings import Settings
 
 BUILTIN_ACTIONS = {
     "webhook": "sluice.actions.webhook:WebhookAction",
@@ -21,3 +40,116 @@ BUILTIN_ACTIONS = {
     "run_job": "sluice.actions.jobs:RunJobAction",
     "airflow": "sluice.actions.airflow:AirflowAction",
 }
+
+JobRunner = Callable[[str, dict[str, Any], str], Any]
+"""``job_runner(job_name, params, idempotency_key)`` starts a Sluice job (orchestration)."""
+
+_SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class OptionsModel(BaseModel):
+    """Base of every action type's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+@dataclass
+class ActionContext:
+    """What an action type needs from the runtime."""
+
+    pipeline: str
+    settings: Settings | None = None
+    job_runner: JobRunner | None = None
+
+
+@dataclass
+class Delivery:
+    """One outbox record handed to an action type for delivery."""
+
+    id: int
+    pipeline: str
+    action: str
+    epoch: int
+    key: str
+    severity: str
+    idempotency_key: str
+    message: dict[str, Any]
+    attempt: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def payload(self) -> Any:
+        """The rendered payload (a JSON value)."""
+        return self.message.get("payload")
+
+
+class Action(ABC):
+    """A delivery target; ``deliver`` raises Transient/PermanentActionError on failure."""
+
+    Options: ClassVar[type[OptionsModel]] = OptionsModel
+    template_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, options: OptionsModel, context: ActionContext) -> None:
+        self.name = name
+        self.options = options
+        self.context = context
+
+    @property
+    def target(self) -> str:
+        """Circuit-breaker identity (a host, a broker, a server); defaults to the action."""
+        return f"{self.context.pipeline}/{self.name}"
+
+    def templates(self) -> dict[str, str]:
+        """The option templates rendered per fired row, by field name."""
+        out: dict[str, str] = {}
+        for name in self.template_fields:
+            value = getattr(self.options, name, None)
+            if isinstance(value, str):
+                out[name] = value
+        return out
+
+    @abstractmethod
+    def deliver(self, delivery: Delivery) -> None:
+        """Deliver one record; raise TransientActionError or PermanentActionError on failure."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def parse_options(model: type[OptionsModel], options: dict[str, Any], action: str) -> Any:
+    """Validate ``options`` with ``model``; errors name the action and the key."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or None
+        raise ConfigError(f"action {action!r}: {first['msg']}", key=key) from None
+
+
+def create_action(
+    type_name: str, name: str, options: dict[str, Any], context: ActionContext
+) -> Action:
+    """Instantiate the action type ``type_name`` with its validated options."""
+    cls = load_plugin("actions", type_name, BUILTIN_ACTIONS)
+    action: Action = cls(name, parse_options(cls.Options, options, name), context)
+    return action
+
+
+def resolve_secrets(text: str, what: str) -> str:
+    """Replace ``${VAR}`` with the environment value at delivery time (never stored)."""
+
+    def sub(match: re.Match[str]) -> str:
+        value = os.environ.get(match.group(1))
+        if value is None:
+            raise PermanentActionError(f"{what}: environment variable {match.group(1)} is not set")
+        return value
+
+    return _SECRET_REF.sub(sub, text)
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (paths and queries may hold secrets)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"

@@ -1,0 +1,348 @@
+"""The dispatcher: delivers outbox rows in order per key, with retries and circuit breakers.
+
+Each round reads the pending rows (oldest first), groups them into chains per
+(pipeline, action, key) — a row whose key has an earlier row still waiting is held back —
+delivers the chains on a small thread pool, and records every attempt in one transaction.
+Transient failures are retried with exponential backoff and jitter until ``max_attempts``
+(then ``dead``); permanent failures are ``failed`` at once. A target that keeps failing
+opens its circuit breaker: its rows wait without spending attempts until it half-opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, insert, select, update
+
+from sluice.actions.base import Action, Delivery
+from sluice.actions.outbox import (
+    AWAITING,
+    DEAD,
+    DELIVERED,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    attempts,
+    decode_payload,
+    ensure_outbox,
+    outbox,
+)
+from sluice.actions.rules import RetrySpec
+from sluice.core.errors import PermanentError
+from sluice.core.types import duration_us
+
+log = logging.getLogger("sluice.actions")
+Clock = Callable[[], float]
+
+
+@dataclass
+class Route:
+    """Where the rows of one (pipeline, action) go, and how they are retried."""
+
+    action: Action
+    retry: RetrySpec
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed ``attempt``: exponential, capped, equal jitter."""
+        base = duration_us(self.retry.backoff) / 1e6
+        cap = duration_us(self.retry.max_backoff) / 1e6
+        delay = min(cap, base * 2 ** min(attempt - 1, 40))
+        return delay / 2 + rng.uniform(0, delay / 2)
+
+
+class CircuitBreaker:
+    """Per-target breaker: opens after ``threshold`` consecutive failures for ``reset`` s."""
+
+    def __init__(self, threshold: int, reset: float, clock: Clock) -> None:
+        self.threshold, self.reset, self.clock = threshold, reset, clock
+        self._failures: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, target: str) -> bool:
+        """True when the target is closed, or open long enough to try again (half-open)."""
+        with self._lock:
+            return self._open_until.get(target, 0.0) <= self.clock()
+
+    def open_until(self, target: str) -> float:
+        """When an open breaker lets a probe through (0 when closed)."""
+        return self._open_until.get(target, 0.0)
+
+    def success(self, target: str) -> None:
+        """Close the breaker."""
+        with self._lock:
+            self._failures.pop(target, None)
+            self._open_until.pop(target, None)
+
+    def failure(self, target: str) -> None:
+        """Count a failure; open (or re-open) at the threshold."""
+        with self._lock:
+            count = self._failures.get(target, 0) + 1
+            self._failures[target] = count
+            if count >= self.threshold:
+                self._open_until[target] = self.clock() + self.reset
+                if count == self.threshold:
+                    log.warning("circuit breaker open for %s (%d failures)", target, count)
+
+
+@dataclass
+class Outcome:
+    """The result of one delivery attempt."""
+
+    row: Any
+    status: str  # delivered | transient | permanent
+    latency_ms: float
+    error: str | None = None
+
+
+class Dispatcher:
+    """Delivers outbox rows of the given routes; ``start()`` runs it in a background thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        routes: dict[tuple[str, str], Route],
+        *,
+        workers: int = 8,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        breaker_threshold: int = 5,
+        breaker_reset: float = 30.0,
+        clock: Clock = time.time,
+        seed: int | None = None,
+    ) -> None:
+        ensure_outbox(engine)
+        self.engine, self.routes = engine, routes
+        self.workers, self.batch_size, self.poll_interval = workers, batch_size, poll_interval
+        self.clock = clock
+        self.breaker = CircuitBreaker(breaker_threshold, breaker_reset, clock)
+        self._rng = random.Random(seed)
+        self._pipelines = sorted({p for p, _ in routes})
+        self._pool: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._next_due = float("inf")
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background delivery thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="sluice-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread after its current round and release the pool."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def wake(self) -> None:
+        """Deliver new rows now instead of at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:  # the dispatcher must survive DB hiccups
+                log.exception("action dispatcher round failed")
+                done = 0
+            if done:
+                continue
+            timeout = min(self.poll_interval, max(0.0, self._next_due - self.clock()))
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    # -- one round -----------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Expire approvals, deliver what is due, record the attempts; return attempts made."""
+        if not self.routes:
+            return 0
+        now = self.clock()
+        self._next_due = float("inf")
+        self._expire(now)
+        chains = self._plan(self._pending(), now)
+        if not chains:
+            return 0
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sluice-action")
+        outcomes = [o for chain in self._pool.map(self._deliver_chain, chains) for o in chain]
+        self._record(outcomes)
+        return len(outcomes)
+
+    def _pending(self) -> list[Any]:
+        query = (
+            select(outbox)
+            .where(outbox.c.status == PENDING, outbox.c.pipeline.in_(self._pipelines))
+            .order_by(outbox.c.id)
+            .limit(self.batch_size * 4)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def _plan(self, rows: list[Any], now: float) -> list[list[Any]]:
+        """Chains of due rows; a key whose oldest row is not due holds its later rows."""
+        blocked: set[tuple[str, str, str]] = set()
+        chains: dict[tuple[str, str, str], list[Any]] = {}
+        singles: list[list[Any]] = []
+        taken = 0
+        for row in rows:
+            route = self.routes.get((row.pipeline, row.action))
+            if route is None:
+                continue
+            key = (row.pipeline, row.action, row.key) if row.key else None
+            if key is not None and key in blocked:
+                continue
+            target = route.action.target
+            due = max(row.next_attempt_at, self.breaker.open_until(target))
+            if due > now or taken >= self.batch_size:
+                self._next_due = min(self._next_due, due)
+                if key is not None:
+                    blocked.add(key)
+                continue
+            taken += 1
+            if key is None:
+                singles.append([row])
+            else:
+                chains.setdefault(key, []).append(row)
+        return [*chains.values(), *singles]
+
+    def _deliver_chain(self, rows: list[Any]) -> list[Outcome]:
+        out: list[Outcome] = []
+        for row in rows:
+            route = self.routes[(row.pipeline, row.action)]
+            if not self.breaker.allow(route.action.target):
+                break
+            outcome = self._attempt(row, route)
+            out.append(outcome)
+            if outcome.status == "transient":
+                break
+        return out
+
+    def _attempt(self, row: Any, route: Route) -> Outcome:
+        delivery = Delivery(
+            id=row.id,
+            pipeline=row.pipeline,
+            action=row.action,
+            epoch=row.epoch,
+            key=row.key,
+            severity=row.severity,
+            idempotency_key=row.idempotency_key,
+            message=decode_payload(row.payload),
+            attempt=row.attempts + 1,
+        )
+        target = route.action.target
+        started = time.perf_counter()
+        try:
+            route.action.deliver(delivery)
+        except PermanentError as exc:
+            return Outcome(row, "permanent", _ms(started), _reason(exc))
+        except Exception as exc:  # transient or unknown: retried, bounded
+            self.breaker.failure(target)
+            return Outcome(row, "transient", _ms(started), _reason(exc))
+        self.breaker.success(target)
+        return Outcome(row, DELIVERED, _ms(started))
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        now = self.clock()
+        stamp = datetime.fromtimestamp(now, UTC)
+        updates, logged = [], []
+        for o in outcomes:
+            attempt = o.row.attempts + 1
+            status, next_at = self._next_status(o, attempt, now)
+            updates.append(
+                {
+                    "_id": o.row.id,
+                    "_status": status,
+                    "_attempts": attempt,
+                    "_next": next_at,
+                    "_error": o.error,
+                    "_at": stamp,
+                }
+            )
+            logged.append(
+                {
+                    "outbox_id": o.row.id,
+                    "attempt": attempt,
+                    "status": o.status,
+                    "latency_ms": o.latency_ms,
+                    "error": o.error,
+                    "at": stamp,
+                }
+            )
+            if status == DEAD:
+                log.warning(
+                    "action %s/%s #%d is dead after %d attempts: %s",
+                    o.row.pipeline,
+                    o.row.action,
+                    o.row.id,
+                    attempt,
+                    o.error,
+                )
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id == bindparam("_id"))
+            .values(
+                status=bindparam("_status"),
+                attempts=bindparam("_attempts"),
+                next_attempt_at=bindparam("_next"),
+                last_error=bindparam("_error"),
+                updated_at=bindparam("_at"),
+            )
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, updates)
+            conn.execute(insert(attempts), logged)
+
+    def _next_status(self, o: Outcome, attempt: int, now: float) -> tuple[str, float]:
+        if o.status == DELIVERED:
+            return DELIVERED, now
+        if o.status == "permanent":
+            return FAILED, now
+        route = self.routes[(o.row.pipeline, o.row.action)]
+        if attempt >= route.retry.max_attempts:
+            return DEAD, now
+        next_at = now + route.backoff(attempt, self._rng)
+        self._next_due = min(self._next_due, next_at)
+        return PENDING, next_at
+
+    def _expire(self, now: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.status == AWAITING,
+                    outbox.c.expires_at <= now,
+                    outbox.c.pipeline.in_(self._pipelines),
+                )
+                .values(
+                    status=EXPIRED,
+                    last_error="approval expired",
+                    updated_at=datetime.fromtimestamp(now, UTC),
+                )
+            )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:2000]

@@ -1,0 +1,411 @@
+"""The action engine: evaluates every rule over a scored batch and feeds the outbox.
+
+All rule conditions run in one DuckDB query per batch (``SELECT cond1, cond2, ... FROM
+batch``); ``for``/dedupe/cooldown/rate limits work on numpy arrays of the rows that hold;
+templates render only for the rows that survive. See ``actions/base.py`` for the runner
+contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sluice.actions.base import Action, ActionContext, JobRunner, create_action, parse_options
+from sluice.actions.dispatcher import Dispatcher, Route
+from sluice.actions.outbox import (
+    AWAITING,
+    FAILED,
+    ActionRecord,
+    PendingActions,
+    RuleCounts,
+    ensure_outbox,
+    write_pending,
+)
+from sluice.actions.rules import (
+    RULE_KEYS,
+    GroupIndex,
+    RuleOptions,
+    RuleState,
+    key_strings,
+)
+from sluice.actions.templates import PayloadTemplate, TemplateRenderError
+from sluice.config.models import ActionConfig
+from sluice.core.context import EpochContext
+from sluice.core.errors import ConfigError
+from sluice.core.settings import Settings
+from sluice.core.types import duration_us
+from sluice.storage.checkpoints import Writer
+from sluice.storage.db import get_engine
+
+log = logging.getLogger("sluice.actions")
+
+
+def _check_condition(name: str, when: str) -> None:
+    """Reject a ``when`` that DuckDB cannot parse as one boolean expression."""
+    sql = f"SELECT ({when}) AS c"
+    try:
+        with duckdb.connect() as con:
+            parsed = con.execute(f"SELECT json_serialize_sql({_quote(sql)})").fetchone()
+    except duckdb.Error as exc:
+        raise ConfigError(f"action {name!r}: invalid condition: {exc}", key="when") from None
+    body = orjson.loads(parsed[0]) if parsed else {}
+    if body.get("error"):
+        raise ConfigError(
+            f"action {name!r}: invalid condition {when!r}: "
+            f"{body.get('error_message', 'syntax error')}",
+            key="when",
+        )
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass
+class Rule:
+    """One compiled action: condition, options, state, templates and the action type."""
+
+    name: str
+    type: str
+    when: str
+    options: RuleOptions
+    state: RuleState
+    action: Action
+    payload: PayloadTemplate | None
+    fields: dict[str, PayloadTemplate]
+
+    @classmethod
+    def compile(cls, config: ActionConfig, context: ActionContext) -> Rule:
+        """Validate ``config`` (errors name the action) and build the rule."""
+        extra = config.options
+        rule_opts = {k: v for k, v in extra.items() if k in RULE_KEYS}
+        type_opts = {k: v for k, v in extra.items() if k not in RULE_KEYS}
+        options: RuleOptions = parse_options(RuleOptions, rule_opts, config.name)  # type: ignore[arg-type]
+        _check_condition(config.name, config.when)
+        action = create_action(config.type, config.name, type_opts, context)
+        payload = (
+            PayloadTemplate(options.payload, config.name) if options.payload is not None else None
+        )
+        fields = {f: PayloadTemplate(t, config.name, f) for f, t in action.templates().items()}
+        return cls(
+            config.name,
+            config.type,
+            config.when,
+            options,
+            RuleState.build(options),
+            action,
+            payload,
+            fields,
+        )
+
+
+class ActionEngine:
+    """Evaluates the pipeline's action rules per epoch and owns the outbox dispatcher."""
+
+    def __init__(
+        self,
+        actions: Sequence[ActionConfig],
+        *,
+        pipeline: str,
+        settings: Settings | None = None,
+        event_time: str | None = None,
+        job_runner: JobRunner | None = None,
+        dispatch: bool = True,
+        clock: Callable[[], float] = time.time,
+        dispatcher_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.settings = settings or Settings()
+        self.event_time = event_time
+        self.clock = clock
+        context = ActionContext(pipeline, self.settings, job_runner)
+        names = [a.name for a in actions]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"pipeline {pipeline!r}: action names must be unique")
+        self.rules = [Rule.compile(cfg, context) for cfg in actions]
+        self.db = get_engine(str(self.settings.metadata_url))
+        ensure_outbox(self.db)
+        self._con = duckdb.connect()
+        routes = {(pipeline, r.name): Route(r.action, r.options.retry) for r in self.rules}
+        self.dispatcher = Dispatcher(self.db, routes, clock=clock, **(dispatcher_options or {}))
+        if dispatch:
+            self.dispatcher.start()
+
+    # -- per epoch -----------------------------------------------------------------------
+    def evaluate(self, table: pa.Table, ctx: EpochContext) -> PendingActions:
+        """Evaluate every rule over the scored ``table``; return the records to commit."""
+        pending = PendingActions()
+        if table.num_rows == 0 or not self.rules:
+            return pending
+        conditions = self._conditions(table)
+        times = self._times(table)
+        now_us = int(self.clock() * 1_000_000)
+        groups: dict[tuple[str, ...], GroupIndex] = {}
+        for rule, cond in zip(self.rules, conditions, strict=True):
+            counts = RuleCounts(rule.name)
+            pending.counts.append(counts)
+            if cond is None:
+                counts.rule_errors = 1
+                ctx.counters["action_rule_errors"] += 1
+                continue
+            if rule.state.streaks is not None:
+                cond = self._streaks(rule, table, cond, times, groups)
+            rows = self._select(rule, table, cond, times, now_us, counts)
+            if len(rows):
+                pending.records.extend(self._records(rule, table, rows, ctx.epoch, counts))
+            ctx.counters["actions_fired"] += counts.fired
+            ctx.counters["actions_emitted"] += counts.emitted
+            ctx.counters["actions_suppressed"] += (
+                counts.suppressed_dedupe + counts.suppressed_cooldown + counts.suppressed_rate_limit
+            )
+        return pending
+
+    def _conditions(self, table: pa.Table) -> list[np.ndarray | None]:
+        """Every rule's condition as a bool array, in one query (per rule if one fails)."""
+        self._con.register("batch", table)
+        try:
+            exprs = [
+                f"COALESCE(CAST(({r.when}) AS BOOLEAN), false) AS r{i}"
+                for i, r in enumerate(self.rules)
+            ]
+            try:
+                out = self._con.sql(f"SELECT {', '.join(exprs)} FROM batch").to_arrow_table()
+                return [_bools(out.column(i)) for i in range(len(self.rules))]
+            except duckdb.Error:
+                return [
+                    self._one_condition(expr, rule)
+                    for expr, rule in zip(exprs, self.rules, strict=True)
+                ]
+        finally:
+            self._con.unregister("batch")
+
+    def _one_condition(self, expr: str, rule: Rule) -> np.ndarray | None:
+        try:
+            return _bools(self._con.sql(f"SELECT {expr} FROM batch").to_arrow_table().column(0))
+        except duckdb.Error as exc:
+            log.warning("action %s: condition failed on this batch: %s", rule.name, exc)
+            return None
+
+    def _times(self, table: pa.Table) -> np.ndarray:
+        """Event time in microseconds per row, else the evaluation clock."""
+        if self.event_time and self.event_time in table.column_names:
+            col = pc.cast(table.column(self.event_time), pa.timestamp("us", tz="UTC"))
+            values = pc.cast(col, pa.int64())
+            now = int(self.clock() * 1_000_000)
+            return np.asarray(
+                pc.fill_null(values, now).to_numpy(zero_copy_only=False), dtype=np.int64
+            )
+        return np.full(table.num_rows, int(self.clock() * 1_000_000), dtype=np.int64)
+
+    def _select(
+        self,
+        rule: Rule,
+        table: pa.Table,
+        cond: np.ndarray,
+        times: np.ndarray,
+        now_us: int,
+        counts: RuleCounts,
+    ) -> np.ndarray:
+        """Indices of rows that fire and survive dedupe, cooldown and rate limit."""
+        opts, state = rule.options, rule.state
+        rows = np.flatnonzero(cond)
+        counts.fired = len(rows)
+        horizon = int(times.max()) if len(times) else now_us
+        dedupe_keys = cool_keys = rate_keys = None
+        if state.dedupe is not None and opts.dedupe is not None and len(rows):
+            dedupe_keys = key_strings(table, _cols(opts.dedupe.key), rows)
+            keep = state.dedupe.check(dedupe_keys, times[rows])
+            counts.suppressed_dedupe = int((~keep).sum())
+            rows, dedupe_keys = rows[keep], dedupe_keys[keep]
+        if state.cooldown is not None and len(rows):
+            cool_keys = key_strings(table, _cols(opts.group_by), rows)
+            keep = state.cooldown.check(cool_keys, times[rows])
+            counts.suppressed_cooldown = int((~keep).sum())
+            rows, cool_keys = rows[keep], cool_keys[keep]
+            dedupe_keys = dedupe_keys[keep] if dedupe_keys is not None else None
+        if state.rate is not None and opts.rate_limit is not None and len(rows):
+            rate_keys = key_strings(table, _cols(opts.rate_limit.key), rows)  # type: ignore[union-attr]
+            keep = state.rate.check(rate_keys, now_us)
+            counts.suppressed_rate_limit = int((~keep).sum())
+            rows, rate_keys = rows[keep], rate_keys[keep]
+            dedupe_keys = dedupe_keys[keep] if dedupe_keys is not None else None
+            cool_keys = cool_keys[keep] if cool_keys is not None else None
+        if state.dedupe is not None:
+            state.dedupe.commit(_or_empty(dedupe_keys), times[rows], horizon)
+        if state.cooldown is not None:
+            state.cooldown.commit(_or_empty(cool_keys), times[rows], horizon)
+        if state.rate is not None:
+            state.rate.commit(_or_empty(rate_keys), now_us)
+        counts.emitted = len(rows)
+        return rows
+
+    def _streaks(
+        self,
+        rule: Rule,
+        table: pa.Table,
+        cond: np.ndarray,
+        times: np.ndarray,
+        groups: dict[tuple[str, ...], GroupIndex],
+    ) -> np.ndarray:
+        streaks = rule.state.streaks
+        assert streaks is not None
+        if not cond.any() and not streaks.open:
+            return cond
+        columns = tuple(_cols(rule.options.group_by))
+        index = groups.get(columns)
+        if index is None:
+            index = groups[columns] = GroupIndex.build(*_group_index(table, list(columns)))
+        return streaks.apply(cond, index, times)
+
+    def _records(
+        self, rule: Rule, table: pa.Table, rows: np.ndarray, epoch: int, counts: RuleCounts
+    ) -> list[ActionRecord]:
+        visible = [c for c in table.column_names if not c.startswith("__")]
+        dicts = orjson.loads(
+            orjson.dumps(
+                table.select(visible).take(pa.array(rows, pa.int64())).to_pylist(), default=str
+            )
+        )
+        keys = key_strings(table, rule.options.ordering_columns(), rows)
+        reasons = _reasons(table, visible, rows)
+        status = AWAITING if rule.options.approval == "required" else None
+        expires = (
+            self.clock() + duration_us(rule.options.approval_timeout) / 1e6 if status else None
+        )
+        out = []
+        for index, row, key, reason in zip(
+            rows.tolist(), dicts, keys.tolist(), reasons, strict=True
+        ):
+            variables = self._variables(rule, row, key, epoch, reason)
+            record = ActionRecord(
+                rule.name,
+                rule.type,
+                str(index),
+                key,
+                rule.options.severity,
+                {},
+                status or "pending",
+                expires_at=expires,
+            )
+            try:
+                record.message = self._message(rule, variables)
+            except TemplateRenderError as exc:
+                record.status, record.error, record.expires_at = FAILED, str(exc), None
+                record.message = {"payload": None, "row": row}
+                counts.template_errors += 1
+            out.append(record)
+        return out
+
+    def _variables(
+        self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
+    ) -> dict[str, Any]:
+        return {
+            **row,
+            "row": row,
+            "action": rule.name,
+            "pipeline": self.pipeline,
+            "epoch": epoch,
+            "severity": rule.options.severity,
+            "key": key,
+            "reason": reason,
+        }
+
+    def _message(self, rule: Rule, variables: dict[str, Any]) -> dict[str, Any]:
+        if rule.payload is not None:
+            payload = rule.payload.render(variables)
+        else:
+            payload = {
+                k: variables[k]
+                for k in ("action", "pipeline", "epoch", "severity", "key", "reason", "row")
+            }
+        message = {"payload": payload}
+        for name, template in rule.fields.items():
+            message[name] = template.render(variables)
+        return message
+
+    # -- checkpoint and lifecycle --------------------------------------------------------
+    def outbox_writer(self, pending: PendingActions, epoch: int) -> Writer:
+        """A writer that inserts ``pending`` in the checkpoint transaction of ``epoch``."""
+        now = self.clock()
+        return lambda conn: write_pending(conn, self.pipeline, epoch, pending, now)
+
+    def notify(self) -> None:
+        """Wake the dispatcher after a commit."""
+        self.dispatcher.wake()
+
+    def state(self) -> bytes:
+        """Rule state (for/dedupe/cooldown/rate) as bytes for the checkpoint."""
+        return orjson.dumps({r.name: r.state.dump() for r in self.rules})
+
+    def restore(self, blob: bytes) -> None:
+        """Restore rule state saved by ``state()``."""
+        data = orjson.loads(blob)
+        for rule in self.rules:
+            if rule.name in data:
+                rule.state.load(data[rule.name])
+
+    def close(self) -> None:
+        """Stop the dispatcher and release connections."""
+        self.dispatcher.stop()
+        for rule in self.rules:
+            rule.action.close()
+        self._con.close()
+
+
+def _cols(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _or_empty(keys: np.ndarray | None) -> np.ndarray:
+    return keys if keys is not None else np.zeros(0, dtype=object)
+
+
+def _reasons(table: pa.Table, visible: list[str], rows: np.ndarray) -> list[Any]:
+    """The first non-empty ``<model>_reason`` of each row (None when there is none)."""
+    columns = [c for c in visible if c.endswith("_reason")]
+    if not columns:
+        return [None] * len(rows)
+    taken = table.select(columns).take(pa.array(rows, pa.int64()))
+    parts = [
+        pc.if_else(
+            pc.equal(pc.cast(taken.column(c), pa.string()), ""),
+            None,
+            pc.cast(taken.column(c), pa.string()),
+        )
+        for c in columns
+    ]
+    merged = pc.coalesce(*parts) if len(parts) > 1 else parts[0]
+    return list(merged.to_pylist())
+
+
+def _bools(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _group_index(table: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct group keys as strings, group code per row) over the whole table."""
+    n = table.num_rows
+    if not columns:
+        return np.array([""], dtype=object), np.zeros(n, dtype=np.int64)
+    if len(columns) == 1:
+        encoded = pc.dictionary_encode(
+            table.column(columns[0]).combine_chunks(), null_encoding="encode"
+        )
+        names = pc.fill_null(pc.cast(encoded.dictionary, pa.string()), "")
+        uniques = np.asarray(names.to_numpy(zero_copy_only=False), dtype=object)
+        return uniques, np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    keys = key_strings(table, columns, np.arange(n))
+    uniques, codes = np.unique(keys.astype(str), return_inverse=True)
+    return uniques.astype(object), codes.astype(np.int64)

@@ -1,0 +1,68 @@
+"""The ``log`` action: one JSON line per action, to a file or to the ``sluice.actions`` logger."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import orjson
+
+from sluice.actions.base import Action, Delivery, OptionsModel
+from sluice.core.errors import TransientActionError
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class LogOptions(OptionsModel):
+    """Options of the ``log`` action: a file path (JSON lines) or the logger."""
+
+    path: str | None = None
+    level: str = "info"
+
+
+class LogAction(Action):
+    """Appends one JSON object per action (metadata plus the rendered payload)."""
+
+    Options = LogOptions
+    options: LogOptions
+    _lock = threading.Lock()
+
+    @property
+    def target(self) -> str:
+        """The file (or logger) written to."""
+        return f"log:{self.options.path or 'logger'}"
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Write one JSON line."""
+        line = orjson.dumps(
+            {
+                "action": delivery.action,
+                "pipeline": delivery.pipeline,
+                "epoch": delivery.epoch,
+                "key": delivery.key,
+                "severity": delivery.severity,
+                "idempotency_key": delivery.idempotency_key,
+                "payload": delivery.payload,
+            },
+            default=str,
+        ).decode()
+        if self.options.path is None:
+            logging.getLogger("sluice.actions").log(
+                _LEVELS.get(self.options.level, logging.INFO), "%s", line
+            )
+            return
+        path = Path(self.options.path)
+        try:
+            with self._lock:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+        except OSError as exc:
+            raise TransientActionError(f"cannot append to {path}: {exc}") from None

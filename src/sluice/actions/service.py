@@ -1,0 +1,201 @@
+"""``ActionsService``: the audit trail and operator commands behind the CLI and the API.
+
+``sluice actions list|retry|approve|reject`` and ``GET /api/v1/actions`` call this class;
+a running dispatcher picks up retried/approved rows at its next poll.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from sluice.actions.outbox import (
+    AWAITING,
+    DEAD,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    REJECTED,
+    STATUSES,
+    as_dicts,
+    attempts,
+    counts,
+    decode_payload,
+    ensure_outbox,
+    outbox,
+)
+from sluice.core.errors import ActionError, NotFoundError, PermanentError, QueryError
+from sluice.core.settings import Settings
+from sluice.storage.db import get_engine
+
+RETRYABLE = (FAILED, DEAD, EXPIRED, REJECTED)
+
+
+class ActionStateError(ActionError, PermanentError):
+    """The action is not in a state that allows this command (e.g. approving a delivered one)."""
+
+
+class ActionsService:
+    """Lists actions, shows their attempts, and retries/approves/rejects them."""
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if engine is None:
+            engine = get_engine(str((settings or Settings()).metadata_url))
+        self.engine = engine
+        self.clock = clock
+        ensure_outbox(engine)
+
+    def list(
+        self,
+        status: str | None = None,
+        *,
+        pipeline: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Outbox rows, newest first, optionally filtered."""
+        if status is not None and status not in STATUSES:
+            raise QueryError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        query = (
+            select(outbox)
+            .order_by(outbox.c.id.desc())
+            .limit(max(1, min(limit, 10_000)))
+            .offset(max(0, offset))
+        )
+        for column, value in (
+            (outbox.c.status, status),
+            (outbox.c.pipeline, pipeline),
+            (outbox.c.action, action),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        with self.engine.connect() as conn:
+            return [_public(r) for r in as_dicts(conn.execute(query))]
+
+    def get(self, action_id: int) -> dict[str, Any]:
+        """One outbox row with its attempts."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(outbox).where(outbox.c.id == action_id)).first()
+            if row is None:
+                raise NotFoundError(f"action {action_id} does not exist")
+            tries = as_dicts(
+                conn.execute(
+                    select(attempts)
+                    .where(attempts.c.outbox_id == action_id)
+                    .order_by(attempts.c.id)
+                )
+            )
+        out = _public(dict(row._mapping))
+        out["attempt_log"] = tries
+        return out
+
+    def retry(self, action_id: int) -> dict[str, Any]:
+        """Queue a failed, dead, expired or rejected action again with a fresh retry budget."""
+        return self._move(action_id, RETRYABLE, PENDING, reset=True)
+
+    def approve(self, action_id: int) -> dict[str, Any]:
+        """Release an action held for approval (an expired one cannot be approved)."""
+        row = self.get(action_id)
+        if (
+            row["status"] == AWAITING
+            and row["expires_at"] is not None
+            and row["expires_at"] <= self.clock()
+        ):
+            self._move(action_id, (AWAITING,), EXPIRED, error="approval expired")
+            raise ActionStateError(f"action {action_id} expired before it was approved")
+        return self._move(action_id, (AWAITING,), PENDING)
+
+    def reject(self, action_id: int) -> dict[str, Any]:
+        """Reject an action held for approval; it is never delivered."""
+        return self._move(action_id, (AWAITING,), REJECTED, error="rejected by an operator")
+
+    def _move(
+        self,
+        action_id: int,
+        allowed: tuple[str, ...],
+        status: str,
+        *,
+        reset: bool = False,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        now = self.clock()
+        values: dict[str, Any] = {
+            "status": status,
+            "updated_at": datetime.fromtimestamp(now, UTC),
+            "next_attempt_at": now,
+        }
+        if reset:
+            values.update(attempts=0, last_error=None)
+        if error is not None:
+            values["last_error"] = error
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(outbox)
+                .where(outbox.c.id == action_id, outbox.c.status.in_(allowed))
+                .values(**values)
+            ).rowcount
+        if not done:
+            current = self.get(action_id)["status"]
+            raise ActionStateError(
+                f"action {action_id} is {current}; only "
+                f"{'/'.join(allowed)} actions can become {status}"
+            )
+        return self.get(action_id)
+
+    def stats(self, pipeline: str | None = None) -> dict[str, Any]:
+        """Counts by status, fired/suppressed totals per action, attempt latency."""
+        by_status = select(outbox.c.status, func.count()).group_by(outbox.c.status)
+        totals = select(
+            counts.c.pipeline,
+            counts.c.action,
+            *(func.sum(getattr(counts.c, c)).label(c) for c in _COUNT_COLUMNS),
+        ).group_by(counts.c.pipeline, counts.c.action)
+        if pipeline is not None:
+            by_status = by_status.where(outbox.c.pipeline == pipeline)
+            totals = totals.where(counts.c.pipeline == pipeline)
+        latency = select(
+            func.count(), func.avg(attempts.c.latency_ms), func.max(attempts.c.latency_ms)
+        )
+        with self.engine.connect() as conn:
+            statuses = {s: int(n) for s, n in conn.execute(by_status)}
+            actions = [
+                {k: (int(v) if k in _COUNT_COLUMNS else v) for k, v in r.items()}
+                for r in as_dicts(conn.execute(totals))
+            ]
+            n, avg, worst = conn.execute(latency).one()
+        return {
+            "by_status": {s: statuses.get(s, 0) for s in STATUSES},
+            "actions": actions,
+            "attempts": {"count": int(n or 0), "avg_latency_ms": avg, "max_latency_ms": worst},
+        }
+
+
+_COUNT_COLUMNS = (
+    "fired",
+    "emitted",
+    "suppressed_dedupe",
+    "suppressed_cooldown",
+    "suppressed_rate_limit",
+    "template_errors",
+    "rule_errors",
+)
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["payload"] = decode_payload(row["payload"])
+    for name in ("created_at", "updated_at"):
+        if isinstance(row.get(name), datetime):
+            row[name] = row[name].isoformat()
+    return row

@@ -1,0 +1,1 @@
+"""Building blocks of ``online_anomaly``: segmented scans, detectors, combination, state."""

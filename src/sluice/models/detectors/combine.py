@@ -1,0 +1,90 @@
+"""Turn the detectors' statistics into one score per event, as NAB's best detectors do.
+
+1. *Raw surprise*: the largest detector statistic of the event, as ``-log10`` of its two-sided
+   normal tail probability, Bonferroni-corrected for the number of statistics looked at.
+2. *Anomaly likelihood* (after Numenta's HTM detector): the short-term average of the raw
+   surprise compared with its long-term distribution for the same key, as a tail surprise;
+   this adapts each key's scale, so a noisy key does not drown a quiet one.
+3. *Novelty*: an event only keeps its full surprise when it exceeds the key's recent (decaying)
+   maximum; the rest of an ongoing episode is damped, so one incident is one alert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import log_ndtr
+
+from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
+
+SCALE = 4.0
+LN10 = float(np.log(10.0))
+POST_STATE = ("lw", "l1", "l2", "mx", "hist")
+N_BINS = 13
+
+
+@dataclass(frozen=True)
+class PostParams:
+    """Constants of the post-processing (fixed defaults; not tuned per series)."""
+
+    long_decay: float
+    short_decay: float
+    max_decay: float
+    damping: float = 0.0
+    raw_weight: float = 0.1
+    like_weight: float = 0.0
+    compress: bool = True
+    sd_floor: float = 0.05
+    margin: float = 1.0
+    outlier_z: float = 3.0
+    outlier_weight: float = 1.0
+    extreme_weight: float = 0.05
+
+
+def surprise(z: np.ndarray, tests: int = 1) -> np.ndarray:
+    """``-log10`` of the two-sided normal tail of ``|z|``, corrected for ``tests`` looks."""
+    log_p = np.log(2.0) + log_ndtr(-np.abs(z)) + np.log(max(tests, 1))
+    return np.maximum(-log_p / LN10, 0.0)
+
+
+def strongest(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Largest ``|z|`` over (detector, feature) for each event, with its detector and feature."""
+    d, p, n = z.shape
+    flat = np.abs(z).reshape(d * p, n)
+    best = np.argmax(flat, axis=0)
+    value = flat[best, np.arange(n)]
+    return value, best // p, best % p
+
+
+def post_process(raw: np.ndarray, warm: np.ndarray, segs: Segments, params: PostParams,
+                 init: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Anomaly-likelihood and novelty stages: score in [0, 1) per event, and final state."""
+    wf = warm.astype(np.float64)
+    rv = np.log1p(raw) * wf if params.compress else raw * wf
+    rows = np.stack([wf, rv, rv * rv])
+    before, final = ew_scan(rows, params.long_decay, segs,
+                            np.stack([init["lw"], init["l1"], init["l2"]]))
+    lw, l1, l2 = before
+    mean = l1 / np.maximum(lw, 1e-12)
+    sd = np.sqrt(np.maximum(l2 / np.maximum(lw, 1e-12) - mean * mean, 0.0)) + params.sd_floor
+    ok = lw > 5.0
+    z_inst = np.where(ok, (rv - mean) / sd, 0.0)
+    # empirical rarity: EW share of this key's past events at least as surprising as this one
+    edges = np.linspace(0.0, 6.0, N_BINS)
+    b = np.searchsorted(edges, rv, side="right") - 1
+    learn = wf * np.where(z_inst > params.outlier_z, params.outlier_weight, 1.0)
+    onehot = (np.arange(N_BINS)[:, None] == b[None, :]) * learn
+    hb, hfin = ew_scan(onehot, params.long_decay, segs, init["hist"])
+    tail = np.cumsum(hb[::-1], axis=0)[::-1]
+    above = np.take_along_axis(tail, np.maximum(b, 0)[None, :], axis=0)[0]
+    rarity = -np.log10((above + 0.5) / (lw + 1.0))
+    z = rarity + params.raw_weight * np.minimum(np.maximum(z_inst, 0.0), 10.0)
+    z = np.where(ok, z + params.extreme_weight * np.minimum(raw, 40.0), 0.0)
+    z = z * wf
+    zpos = np.maximum(z, 0.0)
+    mx_before, mx_final = decayed_max(zpos, params.max_decay, segs, init["mx"])
+    z = np.where(zpos > mx_before * params.margin, zpos, zpos * params.damping)
+    u = z / (z + SCALE)
+    state = {"lw": final[0], "l1": final[1], "l2": final[2], "mx": mx_final, "hist": hfin}
+    return u, state

@@ -1,0 +1,153 @@
+# ruff: noqa: N803 - X is the conventional name of a feature matrix (public API)
+"""The cheap per-feature detectors of ``online_anomaly``, vectorised over a key-sorted batch.
+
+Every detector turns an event into a signed, roughly standard-normal statistic computed only
+from the state before the event:
+
+* ``level``  - deviation from a robust exponentially weighted mean, in EW standard deviations
+  (the mean/variance learn from values winsorised at the bounds of a first, plain EW pass);
+* ``trend``  - short-horizon mean of those deviations, in standard errors (drifts, shifts);
+* ``spread`` - short-horizon variance over long-horizon variance (Wilson-Hilferty z);
+* ``rate``   - first difference over its robust EW scale (jumps, "rising faster than usual");
+* ``stuck``  - run of identical values, as the z of ``p0 ** run`` where ``p0`` is the learned
+  rate of repeats (so a naturally quantised signal needs a longer run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_length
+
+DETECTORS = ("level", "trend", "spread", "rate", "stuck")
+# per-slot, per-feature state (all float64; see FeatureState)
+FEATURE_STATE = ("ref", "w", "a1", "b1", "a2", "b2", "wd", "d1", "d2", "z0",
+                 "ws", "es", "vs", "prev", "run")
+CLIP = 4.0
+
+
+@dataclass(frozen=True)
+class Horizons:
+    """Decay factors derived from the configured horizon."""
+
+    long: float
+    short: float
+
+    @classmethod
+    def from_events(cls, horizon: int, short: int) -> Horizons:
+        """Decays for a long horizon and a short horizon given in events."""
+        return cls(1.0 - 1.0 / max(horizon, 2), 1.0 - 1.0 / max(short, 2))
+
+    @property
+    def short_dof(self) -> float:
+        """Effective sample size of a short-horizon EW average."""
+        a = 1.0 - self.short
+        return (2.0 - a) / a
+
+
+@dataclass
+class FeatureResult:
+    """Statistics per detector (5, p, n), plus values needed to explain a verdict."""
+
+    z: np.ndarray
+    ratio: np.ndarray  # spread ratio (p, n)
+    run: np.ndarray  # stuck run length (p, n)
+    mean: np.ndarray  # EW level before each event (p, n)
+    sd: np.ndarray  # EW sd before each event (p, n)
+    state: dict[str, np.ndarray]  # final state per segment, each (p, m)
+
+
+def _moments(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ws = np.maximum(w, 1e-12)
+    mean = a / ws
+    return mean, np.maximum(b / ws - mean * mean, 0.0)
+
+
+def _scale_floor(mean: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    return 1e-9 + (1e-6 * np.abs(mean + ref)) ** 2
+
+
+def _level(c: np.ndarray, m: np.ndarray, segs: Segments, st: dict[str, np.ndarray],
+           hz: Horizons, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    (w, a1, b1), (out["w"], out["a1"], out["b1"]) = _scan3(
+        [m, c, c * c], hz.long, segs, [st["w"], st["a1"], st["b1"]])
+    mu1, var1 = _moments(a1, b1, w)
+    bound = CLIP * np.sqrt(var1 + _scale_floor(mu1, st["ref"][..., segs.seg]))
+    cc = np.where(w > 2.0, np.clip(c, mu1 - bound, mu1 + bound), c) * m
+    (a2, b2), (out["a2"], out["b2"]) = _scan3([cc, cc * cc], hz.long, segs,
+                                              [st["a2"], st["b2"]])
+    mu2, var2 = _moments(a2, b2, w)
+    return w, mu2, var2
+
+
+def _scan3(rows: list[np.ndarray], decay: float, segs: Segments, init: list[np.ndarray]
+           ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    p = rows[0].shape[0]
+    before, final = ew_scan(np.concatenate(rows), decay, segs, np.concatenate(init))
+    return ([before[i * p:(i + 1) * p] for i in range(len(rows))],
+            [final[i * p:(i + 1) * p] for i in range(len(rows))])
+
+
+def _rate(x: np.ndarray, m: np.ndarray, segs: Segments, st: dict[str, np.ndarray],
+          hz: Horizons, out: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    prev, out["prev"] = last_valid(x, m, segs, st["prev"])
+    d = x - prev
+    dm = m & np.isfinite(d)
+    d = np.where(dm, d, 0.0)
+    rep = dm & (d == 0.0)
+    (wd, d1, z0), (out["wd"], out["d1"], out["z0"]) = _scan3(
+        [dm.astype(np.float64), d * d, rep.astype(np.float64)], hz.long, segs,
+        [st["wd"], st["d1"], st["z0"]])
+    bound = CLIP * np.sqrt(d1 / np.maximum(wd, 1e-12))
+    dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
+    (d2,), (out["d2"],) = _scan3([dc * dc], hz.long, segs, [st["d2"]])
+    run, out["run"] = run_length(rep, segs, st["run"])
+    p0 = (z0 + 0.1) / (wd + 1.0)
+    stuck = np.sqrt(2.0 * np.maximum(-run * np.log(np.minimum(p0, 0.999)), 0.0))
+    return d, wd, d2, stuck, run
+
+
+def feature_scores(X: np.ndarray, segs: Segments, st: dict[str, np.ndarray],
+                   hz: Horizons) -> FeatureResult:
+    """All per-feature detector statistics for a key-sorted batch ``X`` (p, n)."""
+    m = np.isfinite(X)
+    ref = st["ref"][..., segs.seg]
+    c = np.where(m, X - ref, 0.0)
+    mf = m.astype(np.float64)
+    out: dict[str, np.ndarray] = {}
+    w, mu, var = _level(c, mf, segs, st, hz, out)
+    var = var + _scale_floor(mu, ref)
+    sd = np.sqrt(var)
+    ready = m & (w > 2.0)
+    e = np.where(ready, (c - mu) / sd, 0.0)
+    ec = np.clip(e, -2 * CLIP, 2 * CLIP)
+    # short-horizon stats include the current event (they summarise "the last few events")
+    (ws, es, vs), (out["ws"], out["es"], out["vs"]) = _scan3(
+        [ready.astype(np.float64), ec, ec * ec], hz.short, segs, [st["ws"], st["es"], st["vs"]])
+    ws, es, vs = ws * hz.short + ready, es * hz.short + ec, vs * hz.short + ec * ec
+    wss = np.maximum(ws, 1e-12)
+    dof = np.clip(ws, 0.0, hz.short_dof)
+    trend = np.where(ws > 3.0, es / wss * np.sqrt(dof), 0.0)
+    ratio = np.where(ws > 3.0, vs / wss, 1.0)
+    k = 2.0 / (9.0 * np.maximum(dof, 1.0))
+    spread = np.where(ws > 3.0, (np.cbrt(ratio) - (1.0 - k)) / np.sqrt(k), 0.0)
+    x = np.where(m, c, np.nan)
+    d, wd, d2, stuck, run = _rate(x, m, segs, {**st, "prev": st["prev"] - st["ref"]}, hz, out)
+    out["prev"] = out["prev"] + st["ref"]
+    dsd = np.sqrt(d2 / np.maximum(wd, 1e-12) + _scale_floor(mu, ref))
+    rate = np.where(ready & (wd > 2.0), d / dsd, 0.0)
+    z = np.stack([e, trend, spread, rate, np.where(m, stuck, 0.0)])
+    out["ref"] = st["ref"]
+    return FeatureResult(z, ratio, run, mu + ref, sd, out)
+
+
+def recenter(state: dict[str, np.ndarray]) -> None:
+    """Move each slot's reference to its current robust mean (keeps sums well conditioned)."""
+    w = np.maximum(state["w"], 1e-12)
+    delta = np.where(state["w"] > 0, state["a2"] / w, 0.0)
+    for a, b in (("a1", "b1"), ("a2", "b2")):
+        state[b] = state[b] - 2.0 * delta * state[a] + state["w"] * delta * delta
+        state[a] = state[a] - state["w"] * delta
+    state["ref"] = state["ref"] + delta

@@ -1,0 +1,268 @@
+# ruff: noqa: N803, N806 - X is the conventional name of a feature matrix (public API)
+"""``online_anomaly``: a streaming, per-key, multivariate anomaly detector vectorised over a batch.
+
+Each key (device, account ...) keeps its own exponentially weighted state. A batch is sorted by
+key and every detector runs as a segmented scan (see :mod:`sluice.models.detectors.scan`), so an
+event is scored only from the events of its key that came before it - including earlier events
+of the same batch - without a per-event Python loop. Several cheap detectors (level, trend,
+spread, rate of change, stuck sensor, pairwise structure) are combined into a surprise, which
+goes through an anomaly-likelihood and a novelty stage (see
+:mod:`sluice.models.detectors.combine`). Scores are in ``[0, 1)``: ``score = s / (s + 4)`` for a
+surprise of ``s`` (``-log10`` probability), so 0.5 is about a one-in-10,000 event. The alert
+threshold needs no labels: it is the ``1 - target_alert_rate`` quantile of recent scores,
+never below ``min_score``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sluice.core.errors import ModelError, StateError
+from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process, strongest
+from sluice.models.detectors.combine import surprise as to_surprise
+from sluice.models.detectors.explain import explain
+from sluice.models.detectors.keys import KeyTable
+from sluice.models.detectors.scan import Segments
+from sluice.models.detectors.structure import structure_scores
+from sluice.models.detectors.univariate import (
+    DETECTORS,
+    FEATURE_STATE,
+    FeatureResult,
+    Horizons,
+    feature_scores,
+    recenter,
+)
+
+HIST_BINS = 2000
+STATE_VERSION = 1
+
+
+@dataclass
+class OnlineAnomalyConfig:
+    """Settings of :class:`OnlineAnomalyDetector`; every default works out of the box."""
+
+    features: list[str]
+    key: str | None = None
+    warmup: int = 30
+    horizon: int = 300
+    target_alert_rate: float = 0.01
+    max_keys: int = 100_000
+    seed: int = 0
+    short_horizon: int = 8
+    novelty_horizon: int = 50
+    min_score: float = 0.3
+    calibration_horizon: int = 100_000
+
+
+@dataclass
+class ScoreResult:
+    """Per-row outputs: score in [0, 1) (higher is more anomalous), alert flag and reason."""
+
+    score: np.ndarray
+    anomaly: np.ndarray
+    reason: np.ndarray
+
+
+@dataclass
+class _Batch:
+    """Intermediate results of one batch, in key-sorted order."""
+
+    segs: Segments
+    features: FeatureResult
+    structure: np.ndarray
+    partner: np.ndarray
+    final: np.ndarray
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class OnlineAnomalyDetector:
+    """Streaming per-key multivariate anomaly detector (see the module docstring)."""
+
+    def __init__(self, config: OnlineAnomalyConfig) -> None:
+        if not config.features:
+            raise ModelError("online_anomaly needs at least one feature")
+        if not 0.0 < config.target_alert_rate < 1.0:
+            raise ModelError("target_alert_rate must be between 0 and 1")
+        if config.max_keys < 1 or config.horizon < 2 or config.warmup < 0:
+            raise ModelError("max_keys must be >= 1, horizon >= 2 and warmup >= 0")
+        self.config = config
+        self.p = len(config.features)
+        self.hz = Horizons.from_events(config.horizon, config.short_horizon)
+        self.post = PostParams(long_decay=1.0 - 1.0 / (4 * config.horizon),
+                               short_decay=self.hz.short,
+                               max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2))
+        self.n_pairs = self.p * (self.p - 1) // 2
+        self.keys = KeyTable(config.max_keys, self._fresh_state())
+        self.hist = np.zeros(HIST_BINS)
+        self.events = 0
+
+    def _fresh_state(self) -> dict[str, tuple[tuple[int, ...], float]]:
+        spec: dict[str, tuple[tuple[int, ...], float]] = {
+            name: ((self.p,), np.nan if name == "prev" else 0.0) for name in FEATURE_STATE}
+        spec.update({name: ((), 0.0) for name in POST_STATE})
+        spec["hist"] = ((N_BINS,), 0.0)
+        spec.update({"pw": ((self.n_pairs,), 0.0), "pc": ((self.n_pairs,), 0.0),
+                     "count": ((), 0.0)})
+        return spec
+
+    @property
+    def evicted_keys(self) -> int:
+        """How many keys were dropped (least recently seen first) to stay within max_keys."""
+        return self.keys.evicted
+
+    @property
+    def n_keys(self) -> int:
+        """How many keys currently hold state."""
+        return len(self.keys)
+
+    def threshold(self) -> float:
+        """The current label-free alert threshold on the score."""
+        total = self.hist.sum()
+        if total * self.config.target_alert_rate < 10.0:
+            return max(self.config.min_score, 0.45)
+        cum = np.cumsum(self.hist[::-1])
+        above = int(np.searchsorted(cum, self.config.target_alert_rate * total))
+        q = 1.0 - above / HIST_BINS
+        return max(self.config.min_score, q)
+
+    def score_learn(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
+        """Score each row from the state before it, then learn from it (in row order)."""
+        X = self._check(keys, X)
+        n = X.shape[0]
+        if n == 0:
+            return _empty()
+        chunk = self.config.max_keys
+        if keys is not None and n > chunk and self.keys.distinct(keys) > chunk:
+            parts = [self.score_learn(keys[i:i + chunk], X[i:i + chunk])
+                     for i in range(0, n, chunk)]
+            return ScoreResult(*(np.concatenate([getattr(r, f) for r in parts])
+                                 for f in ("score", "anomaly", "reason")))
+        threshold = self.threshold()
+        slots = self.keys.assign(keys, n)
+        batch = self._run(slots, X, self.keys.gather)
+        self.keys.scatter(batch.segs.slot, batch.state)
+        result = self._result(batch, X, threshold)
+        self._calibrate(result.score)
+        return result
+
+    def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
+        """Score rows as :meth:`score_learn` would, without changing any state."""
+        X = self._check(keys, X)
+        if X.shape[0] == 0:
+            return _empty()
+        slots = self.keys.lookup(keys, X.shape[0])
+        batch = self._run(slots, X, self.keys.gather)
+        return self._result(batch, X, self.threshold())
+
+    def _check(self, keys: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1 and self.p == 1:
+            X = X[:, None]
+        if X.ndim != 2 or X.shape[1] != self.p:
+            raise ModelError(f"expected X of shape (n, {self.p}) for features "
+                             f"{self.config.features}, got {X.shape}")
+        if keys is not None and len(keys) != X.shape[0]:
+            raise ModelError(f"{len(keys)} keys for {X.shape[0]} rows")
+        return X
+
+    def _run(self, slots: np.ndarray, X: np.ndarray, gather: Any) -> _Batch:
+        segs = Segments.from_slots(slots)
+        Xs = X[segs.order].T.copy()
+        st = {k: v.T for k, v in gather(segs.slot).items()}
+        _init_reference(st, Xs, segs)
+        fr = feature_scores(Xs, segs, st, self.hz)
+        ready = np.isfinite(Xs) & (fr.sd > 0)
+        if self.p > 1:
+            e = np.clip(fr.z[0], -8.0, 8.0)
+            sz, partner, pw, pc = structure_scores(e, ready & (e != 0), segs, self.hz.long,
+                                                   st["pw"], st["pc"])
+        else:
+            sz, partner = np.zeros_like(Xs), np.zeros(Xs.shape, dtype=np.int64)
+            pw, pc = st["pw"], st["pc"]
+        z = np.concatenate([fr.z, sz[None]])
+        best, _, _ = strongest(z)
+        raw = to_surprise(best, tests=z.shape[0] * self.p)
+        count = st["count"][segs.seg] + segs.offset
+        warm = count >= self.config.warmup
+        final, post = post_process(raw, warm, segs, self.post,
+                                   {k: st[k] for k in POST_STATE})
+        post["hist"] = post["hist"].T
+        state = {k: v.T for k, v in fr.state.items()}
+        state.update(post)
+        state.update({"pw": pw.T, "pc": pc.T, "count": st["count"] + np.bincount(segs.seg)})
+        recenter(state)
+        return _Batch(segs, fr, sz, partner, final, state)
+
+    def _result(self, batch: _Batch, X: np.ndarray, threshold: float) -> ScoreResult:
+        n = X.shape[0]
+        score_sorted = batch.final
+        score = np.empty(n)
+        score[batch.segs.order] = score_sorted
+        anomaly = score >= threshold
+        z = np.concatenate([batch.features.z, batch.structure[None]])
+        reason = explain(z, batch, self.config, anomaly[batch.segs.order], X[batch.segs.order])
+        out_reason = np.empty(n, dtype=object)
+        out_reason[batch.segs.order] = reason
+        return ScoreResult(score, anomaly, out_reason)
+
+    def _calibrate(self, score: np.ndarray) -> None:
+        decay = np.exp(-score.shape[0] / self.config.calibration_horizon)
+        bins = np.minimum((score * HIST_BINS).astype(np.int64), HIST_BINS - 1)
+        self.hist = self.hist * decay + np.bincount(bins, minlength=HIST_BINS)
+        self.events += int(score.shape[0])
+
+    def get_state(self) -> bytes:
+        """Serialise all learned state (exactly restorable with :meth:`set_state`)."""
+        arrays, keys, meta = self.keys.export()
+        header = {"version": STATE_VERSION, "config": asdict(self.config), "keys": keys,
+                  "events": self.events, **meta}
+        buf = io.BytesIO()
+        payload: dict[str, np.ndarray] = {f"s_{k}": v for k, v in arrays.items()}
+        payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        payload["hist"] = self.hist
+        np.savez(buf, **payload)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    def set_state(self, blob: bytes) -> None:
+        """Restore state produced by :meth:`get_state` of a detector with the same features."""
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+                header = json.loads(bytes(data["header"]).decode())
+                arrays = {k[2:]: data[k] for k in data.files if k.startswith("s_")}
+                hist = data["hist"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise StateError(f"online_anomaly state is unreadable: {exc}") from exc
+        if header.get("version") != STATE_VERSION:
+            raise StateError(f"online_anomaly state version {header.get('version')} "
+                             f"is not {STATE_VERSION}")
+        if header["config"]["features"] != self.config.features:
+            raise StateError(f"state was saved for features {header['config']['features']}, "
+                             f"not {self.config.features}")
+        self.keys.restore(arrays, header["keys"], header)
+        self.hist = np.array(hist, dtype=np.float64)
+        self.events = int(header["events"])
+
+
+def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -> None:
+    """Give keys without history a reference level equal to their first finite value."""
+    fresh = st["w"] <= 0.0  # (p, m)
+    if not fresh.any():
+        return
+    n = Xs.shape[1]
+    idx = np.where(np.isfinite(Xs), np.arange(n), n)
+    first = np.minimum.reduceat(idx, segs.start, axis=1)
+    value = np.take_along_axis(Xs, np.minimum(first, n - 1), axis=1)
+    value = np.where(first < n, value, 0.0)
+    st["ref"] = np.where(fresh, value, st["ref"])
+
+
+def _empty() -> ScoreResult:
+    return ScoreResult(np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=object))
+
+
+__all__ = ["DETECTORS", "OnlineAnomalyConfig", "OnlineAnomalyDetector", "ScoreResult"]

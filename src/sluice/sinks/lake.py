@@ -1,0 +1,171 @@
+"""The ``lake`` sink: appends each epoch to a Delta table, exactly once per epoch.
+
+Idempotency uses Delta app transactions: every commit records the transaction
+``(app_id="sluice:{pipeline}:{table}", version=epoch)`` atomically with the data, so an
+epoch the table already holds (or any earlier one) is skipped on replay.
+
+Options (beside ``type`` and ``table``):
+
+* ``partition_by``: a column or list of columns; ``none`` (or ``[]``) for no partitions.
+  Default: ``event_date``, a ``date32`` column derived from the pipeline's ``event_time``
+  column (UTC date) when the first batch has that column, else no partitions. An existing
+  table keeps the partitioning it was created with.
+
+New columns are merged into the table schema (nullable); columns whose name starts with
+``__`` (internal bookkeeping) are not written; all-null columns of Arrow type ``null`` are
+left out until they carry a typed value (Delta has no null type).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sluice.config.models import SinkConfig
+from sluice.core.errors import ConfigError, SinkError, TransientSinkError
+from sluice.sinks.base import Sink, SinkContext
+from sluice.storage.lake_tables import open_delta, storage_options
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+EVENT_DATE = "event_date"
+_NO_PARTITIONS = {"", "none", "null", "false"}
+
+
+def parse_partition_by(value: Any) -> list[str] | None:
+    """Normalise the ``partition_by`` option: a list of columns, [] for none, None = default."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [] if value.strip().lower() in _NO_PARTITIONS else [value]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"partition_by must be a column name or a list of them, got {value!r}")
+
+
+def lake_ready(table: pa.Table) -> pa.Table:
+    """Drop ``__``-prefixed and null-typed columns, which Delta does not store."""
+    keep = [
+        field.name
+        for field in table.schema
+        if not field.name.startswith("__") and not pa.types.is_null(field.type)
+    ]
+    return table if len(keep) == table.num_columns else table.select(keep)
+
+
+def with_event_date(table: pa.Table, event_time: str | None) -> pa.Table:
+    """Add the ``event_date`` column (UTC date of ``event_time``) unless it is there."""
+    if EVENT_DATE in table.column_names:
+        return table
+    column = table.column(event_time) if event_time in table.column_names else None
+    if column is not None and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)):
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            column = column.cast(pa.timestamp(column.type.unit))  # wall clock in UTC
+        dates = pc.cast(column, pa.date32())
+    else:
+        dates = pa.nulls(table.num_rows, pa.date32())
+    return table.append_column(pa.field(EVENT_DATE, pa.date32()), dates)
+
+
+class LakeSink(Sink):
+    """Appends epochs to the Delta table ``settings.lake_path(config.table)``."""
+
+    def __init__(self, config: SinkConfig, context: SinkContext) -> None:
+        super().__init__(config, context)
+        if not config.table:
+            raise ConfigError("a lake sink needs a table name", key="table")
+        self.table_name = config.table
+        self.uri = context.settings.lake_path(config.table)
+        self.app_id = f"sluice:{context.pipeline}:{config.table}"
+        options = config.options
+        self._partition_option = (
+            parse_partition_by(options["partition_by"]) if "partition_by" in options else None
+        )
+        self._delta: DeltaTable | None = None
+
+    def write(self, table: pa.Table, epoch: int) -> bool:
+        """Append ``table`` as ``epoch`` in one Delta commit; False if already written."""
+        if table.num_rows == 0:
+            return True
+        delta = self._refresh()
+        if delta is not None and (delta.transaction_version(self.app_id) or -1) >= epoch:
+            return False
+        data, partitions = self._prepare(lake_ready(table), delta)
+        self._commit(data, partitions, epoch, delta)
+        return True
+
+    def last_epoch(self) -> int | None:
+        """The last epoch this pipeline committed to the table (None if none)."""
+        delta = self._refresh()
+        return delta.transaction_version(self.app_id) if delta is not None else None
+
+    def close(self) -> None:
+        """Forget the cached table handle."""
+        self._delta = None
+
+    def _refresh(self) -> DeltaTable | None:
+        try:
+            if self._delta is None:
+                self._delta = open_delta(self.uri)
+            else:
+                self._delta.update_incremental()
+        except OSError as exc:
+            raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
+        return self._delta
+
+    def _prepare(self, table: pa.Table, delta: DeltaTable | None) -> tuple[pa.Table, list[str]]:
+        if delta is not None:
+            partitions = list(delta.metadata().partition_columns)
+        elif self._partition_option is not None:
+            partitions = self._partition_option
+        else:
+            has_time = self.context.event_time in table.column_names
+            partitions = [EVENT_DATE] if has_time or EVENT_DATE in table.column_names else []
+        if EVENT_DATE in partitions:
+            table = with_event_date(table, self.context.event_time)
+        missing = [p for p in partitions if p not in table.column_names]
+        if missing:
+            raise SinkError(
+                f"lake table {self.table_name!r} is partitioned by {missing} "
+                f"but the batch has no such column"
+            )
+        return table, partitions
+
+    def _commit(
+        self, data: pa.Table, partitions: list[str], epoch: int, delta: DeltaTable | None
+    ) -> None:
+        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
+
+        try:
+            write_deltalake(
+                delta if delta is not None else self.uri,
+                data,
+                mode="append",
+                schema_mode="merge",
+                partition_by=partitions or None,
+                storage_options=storage_options(self.uri) if delta is None else None,
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(self.app_id, epoch)]
+                ),
+            )
+        except (CommitFailedError, OSError) as exc:
+            raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
+        except SchemaMismatchError as exc:
+            raise SinkError(f"lake table {self.table_name!r}: schema mismatch: {exc}") from exc
+        except DeltaError as exc:
+            raise SinkError(f"lake table {self.table_name!r}: {exc}") from exc
+        if delta is None:
+            self._delta = open_delta(self.uri)
+
+
+def write_lake_table(context: SinkContext, table_name: str, table: pa.Table, epoch: int) -> bool:
+    """Write a side output or dead-letter batch to the lake table ``table_name`` (one-shot)."""
+    sink = LakeSink(SinkConfig(type="lake", table=table_name), context)
+    try:
+        return sink.write(table, epoch)
+    finally:
+        sink.close()

@@ -1,0 +1,428 @@
+"""The ``warehouse`` sink: each epoch lands in a SQL table once, with a marker in the same
+transaction.
+
+Where: the ``url`` option, else ``settings.warehouse_url`` (``SLUICE_WAREHOUSE_URL``):
+
+* a path (or ``duckdb:///path``): a DuckDB file. It is opened for each write and closed
+  after it, so other processes (``sluice query``, the API) can read between epochs;
+  rows go in straight from Arrow (``INSERT ... BY NAME``). ``keep_open: true`` keeps the
+  connection (faster for tiny epochs; readers in other processes are then locked out).
+  A file locked by another process is waited for ``lock_wait`` seconds (default 2), then
+  the write fails with TransientSinkError so the runner backs off and retries.
+* ``postgresql://...``: PostgreSQL through psycopg 3 (``pip install "sluice[postgres]"``);
+  rows are bulk-loaded with ``COPY ... FROM STDIN`` fed by pyarrow's CSV writer. The
+  ``schema`` option picks the schema (default: the connection's ``current_schema()``).
+* ``redshift://...``: Amazon Redshift over the same PostgreSQL wire code (DDL, marker,
+  transaction). Redshift cannot ``COPY FROM STDIN``, so rows are sent with batched
+  ``INSERT`` statements: correct but slow, meant for small volumes. Loading through
+  ``COPY`` from S3 staging files is out of scope for now.
+
+Idempotency: the marker table ``_sluice_epochs(pipeline, sink_table, epoch, written_at)``
+is written in the transaction that inserts the rows; an epoch at or below the last marked
+one for ``(pipeline, table)`` is skipped. The table is created from the Arrow schema on
+first write; new columns are added with ``ALTER TABLE ... ADD COLUMN``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from sluice.config.models import SinkConfig
+from sluice.core.deps import require
+from sluice.core.errors import ConfigError, SinkError, TransientSinkError
+from sluice.sinks.base import Sink, SinkContext
+from sluice.sinks.lake import lake_ready
+
+MARKER_TABLE = "_sluice_epochs"
+BATCH_VIEW = "__sluice_batch"
+LOCK_WAIT_SECONDS = 2.0
+_LOCK_HINTS = ("lock", "different configuration", "conflict")
+
+
+def quote(name: str) -> str:
+    """A double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def is_postgres_url(url: str) -> bool:
+    """True for ``postgresql://``, ``postgres://`` and ``redshift://`` URLs."""
+    return url.startswith(("postgresql://", "postgres://", "redshift://"))
+
+
+def duckdb_path(url: str) -> str:
+    """The file path of a DuckDB warehouse URL (a plain path or ``duckdb:///path``)."""
+    return url.removeprefix("duckdb://") if url.startswith("duckdb://") else url
+
+
+class WarehouseBackend(Protocol):
+    """One database flavour: writes an epoch and its marker in one transaction."""
+
+    def write(self, pipeline: str, table: str, data: pa.Table, epoch: int) -> bool:
+        """Write ``data`` into ``table`` as ``epoch``; False if already written."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class WarehouseSink(Sink):
+    """Writes epochs to a DuckDB, PostgreSQL or Redshift table, exactly once each."""
+
+    def __init__(self, config: SinkConfig, context: SinkContext) -> None:
+        super().__init__(config, context)
+        if not config.table:
+            raise ConfigError("a warehouse sink needs a table name", key="table")
+        self.table_name = config.table
+        options = config.options
+        url = str(options.get("url") or context.settings.warehouse_url)
+        self.backend: WarehouseBackend
+        if is_postgres_url(url):
+            self.backend = PostgresWarehouse(url, schema=options.get("schema"))
+        else:
+            self.backend = DuckDBWarehouse(
+                duckdb_path(url),
+                keep_open=bool(options.get("keep_open", False)),
+                lock_wait=float(options.get("lock_wait", LOCK_WAIT_SECONDS)),
+            )
+
+    def write(self, table: pa.Table, epoch: int) -> bool:
+        """Insert ``table`` as ``epoch`` with its marker; False if already written."""
+        if table.num_rows == 0:
+            return True
+        return self.backend.write(self.context.pipeline, self.table_name, lake_ready(table), epoch)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.backend.close()
+
+
+def is_lock_error(exc: duckdb.Error) -> bool:
+    """True when a DuckDB error means the file is held by another process or connection."""
+    text = str(exc).lower()
+    return any(hint in text for hint in _LOCK_HINTS)
+
+
+def connect_duckdb(
+    path: str, read_only: bool = False, wait: float = LOCK_WAIT_SECONDS
+) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, retrying briefly while another process holds its lock."""
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.Error as exc:
+            if not is_lock_error(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
+def _quietly(con: duckdb.DuckDBPyConnection, statement: str | None) -> None:
+    """Run ``statement`` (or unregister the batch view) ignoring errors: cleanup only."""
+    try:
+        if statement is None:
+            con.unregister(BATCH_VIEW)
+        else:
+            con.execute(statement)
+    except duckdb.Error:
+        pass
+
+
+class DuckDBWarehouse:
+    """A DuckDB file warehouse, opened per write unless ``keep_open``."""
+
+    def __init__(
+        self, path: str, keep_open: bool = False, lock_wait: float = LOCK_WAIT_SECONDS
+    ) -> None:
+        self.path = path
+        self.keep_open = keep_open
+        self.lock_wait = lock_wait
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def write(self, pipeline: str, table: str, data: pa.Table, epoch: int) -> bool:
+        """Insert the rows and the marker in one DuckDB transaction."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                written = self._write_in_transaction(con, pipeline, table, data, epoch)
+                con.execute("COMMIT" if written else "ROLLBACK")
+            except BaseException:
+                _quietly(con, "ROLLBACK")
+                raise
+            finally:
+                _quietly(con, None)
+            return written
+        except duckdb.Error as exc:
+            self._drop(con)
+            if isinstance(exc, duckdb.TransactionException) or is_lock_error(exc):
+                raise TransientSinkError(f"warehouse table {table!r}: {exc}") from exc
+            raise SinkError(f"warehouse table {table!r}: {exc}") from exc
+        finally:
+            if not self.keep_open:
+                self._drop(con)
+
+    def close(self) -> None:
+        """Close the kept connection, if any."""
+        if self._con is not None:
+            self._drop(self._con)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self._con is not None:
+            return self._con
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = connect_duckdb(self.path, wait=self.lock_wait)
+        except duckdb.Error as exc:
+            if is_lock_error(exc):
+                raise TransientSinkError(f"warehouse {self.path} is locked: {exc}") from exc
+            raise SinkError(f"cannot open warehouse {self.path}: {exc}") from exc
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (pipeline VARCHAR, "
+            "sink_table VARCHAR, epoch BIGINT, written_at TIMESTAMPTZ)"
+        )
+        if self.keep_open:
+            self._con = con
+        return con
+
+    def _drop(self, con: duckdb.DuckDBPyConnection) -> None:
+        if con is self._con:
+            self._con = None
+        con.close()
+
+    def _write_in_transaction(
+        self, con: duckdb.DuckDBPyConnection, pipeline: str, table: str, data: pa.Table, epoch: int
+    ) -> bool:
+        rows = con.execute(
+            f"SELECT max(epoch) FROM {MARKER_TABLE} WHERE pipeline = ? AND sink_table = ?",
+            [pipeline, table],
+        ).fetchall()
+        if rows[0][0] is not None and rows[0][0] >= epoch:
+            return False
+        con.register(BATCH_VIEW, data)
+        self._ensure_columns(con, table)
+        con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM {BATCH_VIEW}")
+        con.execute(f"INSERT INTO {MARKER_TABLE} VALUES (?, ?, ?, now())", [pipeline, table, epoch])
+        return True
+
+    def _ensure_columns(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        existing = con.execute(
+            "SELECT lower(column_name) FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = current_schema() "
+            "AND table_name = ?",
+            [table],
+        ).fetchall()
+        if not existing:
+            con.execute(f"CREATE TABLE {quote(table)} AS SELECT * FROM {BATCH_VIEW} LIMIT 0")
+            return
+        have = {name for (name,) in existing}
+        for name, sql_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {BATCH_VIEW}").fetchall():
+            if str(name).lower() not in have:
+                con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {sql_type}")
+
+
+def describe_backend(url: str) -> dict[str, Any]:
+    """Which warehouse a URL names, without credentials (for status output)."""
+    if is_postgres_url(url):
+        return {
+            "kind": "redshift" if url.startswith("redshift://") else "postgresql",
+            "url": redact_url(url),
+        }
+    return {"kind": "duckdb", "path": duckdb_path(url)}
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (safe for logs and errors)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def pg_type(arrow_type: pa.DataType, redshift: bool = False) -> str:
+    """The PostgreSQL (or Redshift) column type for an Arrow type."""
+    t = arrow_type
+    if pa.types.is_dictionary(t):
+        return pg_type(t.value_type, redshift)
+    simple = [
+        (pa.types.is_boolean, "BOOLEAN"),
+        (pa.types.is_int8, "SMALLINT"),
+        (pa.types.is_int16, "SMALLINT"),
+        (pa.types.is_uint8, "SMALLINT"),
+        (pa.types.is_int32, "INTEGER"),
+        (pa.types.is_uint16, "INTEGER"),
+        (pa.types.is_int64, "BIGINT"),
+        (pa.types.is_uint32, "BIGINT"),
+        (pa.types.is_uint64, "NUMERIC(20, 0)"),
+        (pa.types.is_float16, "REAL"),
+        (pa.types.is_float32, "REAL"),
+        (pa.types.is_float64, "DOUBLE PRECISION"),
+        (pa.types.is_date, "DATE"),
+        (pa.types.is_time, "TIME"),
+    ]
+    for check, name in simple:
+        if check(t):
+            return name
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz is not None else "TIMESTAMP"
+    if pa.types.is_decimal(t):
+        return f"NUMERIC({t.precision}, {t.scale})"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "VARBYTE" if redshift else "BYTEA"
+    if pa.types.is_nested(t):
+        return "SUPER" if redshift else "JSONB"
+    return "VARCHAR(65535)" if redshift else "TEXT"
+
+
+def csv_ready(data: pa.Table) -> pa.Table:
+    """Cast columns pyarrow's CSV writer cannot write: nested → JSON text, binary → hex."""
+    replace = []
+    for field in data.schema:
+        if pa.types.is_nested(field.type):
+            replace.append(f"to_json({quote(field.name)})::VARCHAR AS {quote(field.name)}")
+        elif pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            replace.append(f"'\\x' || hex({quote(field.name)}) AS {quote(field.name)}")
+    if not replace:
+        return data
+    con = duckdb.connect()
+    try:
+        con.register(BATCH_VIEW, data)
+        relation = con.sql(f"SELECT * REPLACE ({', '.join(replace)}) FROM {BATCH_VIEW}")
+        return relation.to_arrow_table() if relation is not None else data
+    finally:
+        con.close()
+
+
+class PostgresWarehouse:
+    """A PostgreSQL (or Redshift) warehouse over one kept psycopg connection."""
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self.redshift = url.startswith("redshift://")
+        self.url = "postgresql://" + url.split("://", 1)[1] if self.redshift else url
+        self.schema = schema
+        self._conn: Any = None
+
+    def write(self, pipeline: str, table: str, data: pa.Table, epoch: int) -> bool:
+        """Insert rows (COPY) and the marker in one transaction."""
+        psycopg = require("psycopg", "postgres", "the PostgreSQL warehouse")
+        conn = self._connect(psycopg)
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                if self._last_epoch(cur, pipeline, table) >= epoch:
+                    return False
+                self._ensure_columns(cur, table, data.schema)
+                self._load(cur, table, data)
+                cur.execute(
+                    f"INSERT INTO {self._name(MARKER_TABLE)} "
+                    "(pipeline, sink_table, epoch) VALUES (%s, %s, %s)",
+                    (pipeline, table, epoch),
+                )
+            return True
+        except psycopg.Error as exc:
+            raise self._classify(psycopg, exc, table) from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connect(self, psycopg: Any) -> Any:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            self._conn = psycopg.connect(self.url, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise TransientSinkError(
+                f"cannot connect to the warehouse {redact_url(self.url)}: "
+                f"{str(exc).strip().splitlines()[0]}"
+            ) from None
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._name(MARKER_TABLE)} ("
+                "pipeline VARCHAR(512) NOT NULL, sink_table VARCHAR(512) NOT NULL, "
+                "epoch BIGINT NOT NULL, written_at TIMESTAMPTZ DEFAULT now(), "
+                "PRIMARY KEY (pipeline, sink_table, epoch))"
+            )
+        return self._conn
+
+    def _classify(self, psycopg: Any, exc: Exception, table: str) -> SinkError:
+        errors = psycopg.errors
+        transient = (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            errors.LockNotAvailable,
+            errors.DeadlockDetected,
+            errors.SerializationFailure,
+            errors.UniqueViolation,
+        )  # a racing writer marked the epoch first
+        message = f"warehouse table {table!r}: {str(exc).strip().splitlines()[0]}"
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            self.close()
+        if isinstance(exc, transient):
+            return TransientSinkError(message)
+        return SinkError(message)
+
+    def _name(self, table: str) -> str:
+        return f"{quote(self.schema)}.{quote(table)}" if self.schema else quote(table)
+
+    def _last_epoch(self, cur: Any, pipeline: str, table: str) -> int:
+        cur.execute(
+            f"SELECT max(epoch) FROM {self._name(MARKER_TABLE)} "
+            "WHERE pipeline = %s AND sink_table = %s",
+            (pipeline, table),
+        )
+        row = cur.fetchone()
+        return -1 if row is None or row[0] is None else int(row[0])
+
+    def _ensure_columns(self, cur: Any, table: str, schema: pa.Schema) -> None:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = COALESCE(%s, current_schema()) AND table_name = %s",
+            (self.schema, table),
+        )
+        have = {name for (name,) in cur.fetchall()}
+        columns = [
+            f"{quote(f.name)} {pg_type(f.type, self.redshift)}"
+            for f in schema
+            if f.name not in have
+        ]
+        if not have:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {self._name(table)} ({', '.join(columns)})")
+        for column in columns if have else []:
+            cur.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {column}")
+
+    def _load(self, cur: Any, table: str, data: pa.Table) -> None:
+        import io
+
+        import pyarrow.csv as pacsv
+
+        columns = ", ".join(quote(name) for name in data.column_names)
+        data = csv_ready(data)
+        if self.redshift:
+            self._insert_rows(cur, table, columns, data)
+            return
+        options = pacsv.WriteOptions(include_header=False)
+        with cur.copy(f"COPY {self._name(table)} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+            for batch in data.to_batches(max_chunksize=100_000):
+                buffer = io.BytesIO()
+                pacsv.write_csv(batch, buffer, options)
+                copy.write(buffer.getbuffer())
+
+    def _insert_rows(self, cur: Any, table: str, columns: str, data: pa.Table) -> None:
+        marks = ", ".join(["%s"] * data.num_columns)
+        sql = f"INSERT INTO {self._name(table)} ({columns}) VALUES ({marks})"
+        for batch in data.to_batches(max_chunksize=1_000):
+            values = [column.to_pylist() for column in batch.columns]
+            cur.executemany(sql, list(zip(*values, strict=True)))

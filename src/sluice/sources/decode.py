@@ -1,0 +1,275 @@
+"""Decode raw source rows into the pipeline's schema; rows that do not fit become dead letters.
+
+One DuckDB query per batch does the whole job over the Arrow table: it parses JSON lines
+(``json_transform`` to text values), casts every field, fills defaults and computes a
+per-row rejection reason (null for good rows). Good rows leave typed exactly to the schema;
+the others go to ``ctx.dead_letter`` with their raw payload, origin and reason.
+
+Input formats (``raw_format``):
+
+* ``json``: a ``_raw`` string column holding one JSON object per row.
+* ``csv``: one string column per CSV column (missing values are null).
+* ``arrow``: typed columns (Parquet, generators), cast to the schema.
+
+Optional bookkeeping columns honoured in every format: ``__origin`` (kept on good rows),
+``__invalid_utf8`` (bool: the row is rejected as ``invalid UTF-8``) and ``__error``
+(string: the row is rejected with that reason; its payload is in ``_raw``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sluice.config.models import FieldSpec
+from sluice.core.context import EpochContext
+from sluice.core.errors import ConfigError
+from sluice.core.types import DUCKDB_TYPES, arrow_type
+
+RAW_FORMATS = ("json", "csv", "arrow")
+_SHOWN_CHARS = 80  # how much of a bad value a reason quotes
+_MORSEL_ROWS = 20_000  # DuckDB parallelises an Arrow scan by record batch
+
+
+def _ident(name: str) -> str:
+    """Quote ``name`` as a SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    """Quote ``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def text_cast(type_name: str, ref: str) -> str:
+    """SQL turning the text value ``ref`` into ``type_name`` (NULL when it does not fit)."""
+    if type_name == "string":
+        return ref
+    if type_name == "json":
+        return f"CASE WHEN json_valid({ref}) THEN {ref} ELSE to_json({ref})::VARCHAR END"
+    if type_name == "double":
+        return f"TRY_CAST({ref} AS DOUBLE)"
+    if type_name == "long":
+        as_double = f"TRY_CAST({ref} AS DOUBLE)"
+        return f"CASE WHEN {as_double} = floor({as_double}) THEN TRY_CAST({ref} AS BIGINT) END"
+    if type_name == "boolean":
+        return f"CASE lower(trim({ref})) WHEN 'true' THEN true WHEN 'false' THEN false END"
+    if type_name == "date":
+        return f"TRY_CAST({ref} AS DATE)"
+    if type_name == "timestamp":
+        epoch_ms = f"try(to_timestamp(TRY_CAST({ref} AS DOUBLE) / 1000.0))"
+        return f"COALESCE(TRY_CAST({ref} AS TIMESTAMPTZ), {epoch_ms})"
+    raise ConfigError(f"unknown type {type_name!r}")
+
+
+def typed_cast(type_name: str, ref: str, source: pa.DataType) -> str:
+    """SQL turning the typed value ``ref`` (Arrow type ``source``) into ``type_name``."""
+    if pa.types.is_string(source) or pa.types.is_large_string(source):
+        return text_cast(type_name, ref)
+    if type_name == "timestamp" and (pa.types.is_integer(source) or pa.types.is_floating(source)):
+        return f"try(to_timestamp({ref} / 1000.0))"
+    if type_name == "long" and pa.types.is_floating(source):
+        return f"CASE WHEN {ref} = floor({ref}) THEN TRY_CAST({ref} AS BIGINT) END"
+    if type_name == "json":
+        return f"to_json({ref})::VARCHAR"
+    if type_name == "string" and not pa.types.is_dictionary(source):
+        return f"TRY_CAST({ref} AS VARCHAR)"
+    return f"TRY_CAST({ref} AS {DUCKDB_TYPES[type_name]})"
+
+
+def _failure_reason(name: str, spec: FieldSpec, ref: str, value: str, shown: str) -> str:
+    """CASE branches naming the first problem of field ``name``."""
+    branches = []
+    if spec.required:
+        branches.append(f"WHEN {ref} IS NULL THEN {_literal(f'missing required field {name!r}')}")
+    if spec.type == "timestamp":
+        prefix = _literal(f"field {name!r}: not a timestamp: ")
+    elif spec.type == "date":
+        prefix = _literal(f"field {name!r}: not a date: ")
+    else:
+        prefix = _literal(f"field {name!r}: expected {spec.type}, got ")
+    branches.append(
+        f"WHEN {ref} IS NOT NULL AND {value} IS NULL THEN {prefix} || left({shown}, {_SHOWN_CHARS})"
+    )
+    return "\n".join(branches)
+
+
+def _in_morsels(table: pa.Table) -> pa.Table:
+    """Re-chunk ``table`` without copying so DuckDB's threads share the scan (per batch)."""
+    if table.num_columns == 0 or all(len(c) <= _MORSEL_ROWS for c in table.column(0).chunks):
+        return table
+    return pa.Table.from_batches(table.to_batches(max_chunksize=_MORSEL_ROWS), table.schema)
+
+
+class Decoder:
+    """Casts raw rows to the schema and dead-letters those that do not fit, vectorised."""
+
+    def __init__(self, fields: dict[str, FieldSpec], raw_format: str) -> None:
+        if raw_format not in RAW_FORMATS:
+            raise ConfigError(
+                f"unknown raw format {raw_format!r}; expected one of " + ", ".join(RAW_FORMATS)
+            )
+        self.fields = dict(fields)
+        self.raw_format = raw_format
+        self.schema = pa.schema([pa.field(n, arrow_type(s.type)) for n, s in fields.items()])
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._defaults = {
+            n: self._default_sql(n, s) for n, s in fields.items() if s.default is not None
+        }
+        self._queries: dict[tuple[Any, ...], str] = {}
+
+    def close(self) -> None:
+        """Release the DuckDB connection."""
+        self._con.close()
+
+    def _default_sql(self, name: str, spec: FieldSpec) -> str:
+        """Validate the default of ``name`` once and return it as a typed SQL literal."""
+        default = spec.default
+        text = json.dumps(default) if isinstance(default, dict | list | bool) else str(default)
+        sql_type = DUCKDB_TYPES[spec.type]
+        cast = text_cast(spec.type, "v")
+        value = self._con.execute(
+            f"SELECT ({cast})::{sql_type} IS NOT NULL FROM (SELECT ?::VARCHAR AS v)", [text]
+        ).fetchall()
+        if not value or not value[0][0]:
+            raise ConfigError(
+                f"schema field {name!r}: default {spec.default!r} is not a valid {spec.type}"
+            )
+        return f"({text_cast(spec.type, _literal(text))})::{sql_type}"
+
+    # -- query building ----------------------------------------------------------------
+    def _query(self, schema: pa.Schema) -> str:
+        """Return (and cache) the decode query for input tables shaped like ``schema``."""
+        key = tuple((f.name, str(f.type)) for f in schema)
+        query = self._queries.get(key)
+        if query is None:
+            query = self._build_query(schema)
+            self._queries[key] = query
+        return query
+
+    def _build_query(self, schema: pa.Schema) -> str:
+        names = set(schema.names)
+        values, reasons = self._field_sql(schema)
+        special = []
+        if "__invalid_utf8" in names:
+            special.append("WHEN \"__invalid_utf8\" THEN 'invalid UTF-8'")
+        if "__error" in names:
+            special.append('WHEN "__error" IS NOT NULL THEN "__error"')
+        if self.raw_format == "json":
+            special += [
+                "WHEN __jt IS NULL THEN 'malformed JSON'",
+                "WHEN __jt <> 'OBJECT' THEN 'not a JSON object'",
+            ]
+        reason = "CASE " + "\n".join(special + reasons) + " END" if special or reasons else "NULL"
+        outputs = []
+        for name, spec in self.fields.items():
+            expr = values[name]
+            if name in self._defaults:
+                expr = f"COALESCE({expr}, {self._defaults[name]})"
+            outputs.append(f"({expr})::{DUCKDB_TYPES[spec.type]} AS {_ident(name)}")
+        if "__origin" in names:
+            outputs.append('"__origin"')
+        outputs.append(f"{reason} AS __reason")
+        outputs.append(f"{self._raw_sql(schema)} AS __raw_payload")
+        typed = f"SELECT {', '.join(outputs)} FROM ({self._parsed_sql(schema)}) AS parsed"
+        kept = [_ident(n) for n in self.fields] + (['"__origin"'] if "__origin" in names else [])
+        return (
+            f"SELECT {', '.join([*kept, '__reason'])}, CASE WHEN __reason IS NOT NULL "
+            f"THEN __raw_payload END AS __raw_payload FROM ({typed}) AS typed"
+        )
+
+    def _parsed_sql(self, schema: pa.Schema) -> str:
+        """The input relation, with JSON lines parsed into one text column per field."""
+        if self.raw_format != "json":
+            return "SELECT * FROM batch"
+        texts = [n for n, s in self.fields.items() if s.type != "json"]
+        jsons = [n for n, s in self.fields.items() if s.type == "json"]
+        lists, columns = [], []
+        for alias, func, names in (
+            ("__t", "json_extract_string", texts),
+            ("__j", "json_extract", jsons),
+        ):
+            if names:
+                paths = ", ".join(_literal("$." + json.dumps(n, ensure_ascii=False)) for n in names)
+                lists.append(
+                    f"CASE WHEN __jt = 'OBJECT' THEN {func}(_raw, [{paths}]) END AS {alias}"
+                )
+                columns += [
+                    f"{alias}[{i}] AS {_ident('__v_' + n)}" for i, n in enumerate(names, start=1)
+                ]
+        inner = "SELECT *, try(json_type(_raw)) AS __jt FROM batch"
+        if lists:
+            inner = f"SELECT *, {', '.join(lists)} FROM ({inner})"
+        return f"SELECT {', '.join(['*', *columns])} FROM ({inner})"
+
+    def _field_sql(self, schema: pa.Schema) -> tuple[dict[str, str], list[str]]:
+        """Per field: the value expression, and the CASE branches of its failure reason."""
+        values: dict[str, str] = {}
+        reasons: list[str] = []
+        for name, spec in self.fields.items():
+            if self.raw_format == "json":
+                ref = _ident("__v_" + name)
+                path = _literal("$." + json.dumps(name, ensure_ascii=False))
+                value = text_cast(spec.type, ref)
+                if spec.type == "json":
+                    ref = f"NULLIF({ref}::VARCHAR, 'null')"
+                    value = ref
+                shown = f"json_extract(_raw, {path})::VARCHAR"
+            elif name in schema.names:
+                ref = _ident(name)
+                value = typed_cast(spec.type, ref, schema.field(name).type)
+                shown = f"to_json({ref})::VARCHAR"
+            else:
+                ref, value, shown = "NULL", "NULL", "NULL"
+            values[name] = value
+            reasons.append(_failure_reason(name, spec, ref, value, shown))
+        return values, reasons
+
+    def _raw_sql(self, schema: pa.Schema) -> str:
+        """The dead-letter payload: the raw line, or the input row as a JSON object."""
+        if self.raw_format == "json":
+            return "_raw"
+        cols = [n for n in schema.names if not n.startswith("__") and n != "_raw"]
+        row_json = (
+            f"to_json(struct_pack({', '.join(_ident(c) for c in cols)}))::VARCHAR"
+            if cols
+            else "'{}'"
+        )
+        return f"COALESCE(_raw, {row_json})" if "_raw" in schema.names else row_json
+
+    # -- decoding ------------------------------------------------------------------------
+    def decode(self, batch: pa.Table, ctx: EpochContext) -> pa.Table:
+        """Return the rows of ``batch`` that fit the schema; dead-letter the others."""
+        origin_field = (
+            [pa.field("__origin", pa.string())] if "__origin" in batch.column_names else []
+        )
+        out_schema = pa.schema([*self.schema, *origin_field])
+        if batch.num_rows == 0:
+            return out_schema.empty_table()
+        if self.raw_format == "json" and "_raw" not in batch.column_names:
+            raise ConfigError("json input needs a '_raw' column holding the JSON text")
+        query = self._query(batch.schema)
+        self._con.register("batch", _in_morsels(batch))
+        try:
+            result = self._con.sql(query).to_arrow_table()
+        finally:
+            self._con.unregister("batch")
+        reason = result.column("__reason")
+        if reason.null_count == result.num_rows:
+            return result.select(out_schema.names).cast(out_schema)
+        bad_mask = pc.is_valid(reason)
+        bad = result.filter(bad_mask)
+        origin = bad.column("__origin") if origin_field else None
+        ctx.dead_letter(
+            stage="decode",
+            reason=bad.column("__reason").combine_chunks(),
+            raw=bad.column("__raw_payload").combine_chunks(),
+            origin=origin.combine_chunks() if origin is not None else None,
+        )
+        good = result.filter(pc.invert(bad_mask))
+        return good.select(out_schema.names).cast(out_schema)

@@ -1,0 +1,545 @@
+"""Source of ``type: kafka``: a consumer-group member reading topics into Arrow batches.
+
+Options: ``topic`` (one or a list) or ``pattern``; ``bootstrap_servers``; ``group``
+(default ``sluice-<pipeline>``; ``sluice run --group`` overrides); ``format`` (``json`` or
+``csv`` with ``columns``); ``include`` (any of key, headers, topic, partition, offset,
+timestamp, as columns ``_key``, ``_headers``, ``_topic``, ``_partition``, ``_offset``,
+``_kafka_ts``); ``consumer`` (extra librdkafka settings); ``session_timeout_ms``.
+
+Offsets are never auto-committed: ``commit(position)`` commits them after the checkpoint.
+A position is ``{"offsets": {"topic/partition": next offset}}`` for the partitions this
+member holds. On assignment each partition starts at the checkpoint's offset when it has
+one, else at the group's committed offset, else at the earliest record. Rebalancing is
+cooperative (incremental); ``set_rebalance_listener`` lets the runner checkpoint before
+partitions go away. ``exhausted`` is time based (no records for ``idle_timeout`` seconds),
+because some brokers (tansu) report wrong watermarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sluice.config.models import SourceConfig
+from sluice.core.errors import ConfigError, SourceError
+from sluice.sources.base import Position, Source, SourceBatch, SourceContext
+from sluice.sources.kafka_common import DEFAULT_BOOTSTRAP, client_config, kafka_module
+from sluice.sources.lines import invalid_utf8_records
+
+log = logging.getLogger("sluice.sources.kafka")
+
+IncludeName = Literal["key", "headers", "topic", "partition", "offset", "timestamp"]
+RebalanceHandler = Callable[[list[str]], None]
+MAX_CONSUME = 1_000_000  # librdkafka's upper bound for one consume() call
+ERROR_HISTORY = 100
+JOIN_GRACE_S = 30.0  # extra idle time allowed for joining the group
+
+
+class KafkaOptions(BaseModel):
+    """The ``source:`` keys of a Kafka source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str | list[str] | None = None
+    pattern: str | None = None
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    group: str | None = None
+    include: list[IncludeName] = Field(default_factory=list)
+    columns: list[str] | None = None
+    consumer: dict[str, Any] = Field(default_factory=dict)
+    session_timeout_ms: int = Field(default=6000, gt=0)
+    assignor: Literal["cooperative-sticky", "range", "roundrobin"] = "cooperative-sticky"
+
+    @model_validator(mode="after")
+    def _one_subscription(self) -> KafkaOptions:
+        if (self.topic is None) == (self.pattern is None):
+            raise ValueError("a kafka source needs exactly one of 'topic' or 'pattern'")
+        if isinstance(self.topic, list) and not self.topic:
+            raise ValueError("'topic' must name at least one topic")
+        return self
+
+    @property
+    def subscription(self) -> list[str]:
+        """Topics (or the ``^``-anchored pattern) to subscribe to."""
+        if self.pattern is not None:
+            return [self.pattern if self.pattern.startswith("^") else "^" + self.pattern]
+        return [self.topic] if isinstance(self.topic, str) else list(self.topic or [])
+
+
+def parse_options(config: SourceConfig) -> KafkaOptions:
+    """Validate the Kafka keys of ``config`` (ConfigError naming the bad key)."""
+    fmt = config.format or "json"
+    if fmt not in ("json", "csv"):
+        raise ConfigError(f"kafka source format {fmt!r}: expected json or csv", key="source.format")
+    try:
+        options = KafkaOptions.model_validate(config.options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"kafka source: {first['msg']}", key=f"source.{where}" if where else "source"
+        ) from None
+    if fmt == "csv" and not options.columns:
+        raise ConfigError(
+            "a csv kafka source needs 'columns: [...]' (messages carry no header)",
+            key="source.columns",
+        )
+    return options
+
+
+def partition_key(topic: str, partition: int) -> str:
+    """``topic/partition``: how positions name a partition."""
+    return f"{topic}/{partition}"
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """Inverse of ``partition_key``."""
+    topic, _, partition = key.rpartition("/")
+    return topic, int(partition)
+
+
+class KafkaSource(Source):
+    """Consumes topics as a consumer-group member; offsets follow the pipeline checkpoint."""
+
+    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+        super().__init__(config, context)
+        self.options = parse_options(config)
+        self.format = config.format or "json"
+        self.group = context.group or self.options.group or f"sluice-{context.pipeline}"
+        self._kafka = kafka_module("the Kafka source")
+        self._consumer: Any = None
+        self._checkpoint: dict[str, int] = {}
+        self._positions: dict[str, int] = {}
+        self._assigned: set[str] = set()
+        self._paused: list[Any] = []
+        self._revoked: list[str] = []
+        self._newly_assigned: list[str] = []
+        self._on_revoke: RebalanceHandler | None = None
+        self._on_assign: RebalanceHandler | None = None
+        self._last_activity = time.monotonic()
+        self._ever_assigned = False
+        self.errors: list[str] = []
+
+    # -- lifecycle -------------------------------------------------------------------
+    def _consumer_config(self) -> dict[str, Any]:
+        config = client_config(
+            self.options.bootstrap_servers,
+            self.options.consumer,
+            group_id=self.group,
+            enable_auto_commit=False,
+            enable_auto_offset_store=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.options.session_timeout_ms,
+            partition_assignment_strategy=self.options.assignor,
+        )
+        config.update({"logger": log, "error_cb": self._on_client_error})
+        return config
+
+    def open(self, position: Position | None) -> None:
+        """Join the group; partitions start at ``position``'s offsets where it has them."""
+        self._checkpoint = _offsets_of(position)
+        self._positions = {}
+        self._consumer = self._kafka.Consumer(self._consumer_config())
+        self._consumer.subscribe(
+            self.options.subscription,
+            on_assign=self._assign_cb,
+            on_revoke=self._revoke_cb,
+            on_lost=self._lost_cb,
+        )
+        self._last_activity = time.monotonic()
+
+    def close(self) -> None:
+        """Leave the group (revoking the partitions) and close the connection."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            consumer.close()
+
+    # -- rebalancing -----------------------------------------------------------------
+    def set_rebalance_listener(
+        self, on_revoke: RebalanceHandler, on_assign: RebalanceHandler
+    ) -> None:
+        """Call ``on_revoke(keys)`` before partitions go and ``on_assign(keys)`` after."""
+        self._on_revoke, self._on_assign = on_revoke, on_assign
+
+    def assigned_partitions(self) -> list[str]:
+        """Partitions (``topic/partition``) this member holds now."""
+        return sorted(self._assigned)
+
+    def revoked_partitions(self) -> list[str]:
+        """Partitions revoked since the last call (then forgotten)."""
+        revoked, self._revoked = self._revoked, []
+        return revoked
+
+    def newly_assigned_partitions(self) -> list[str]:
+        """Partitions assigned since the last call (then forgotten)."""
+        assigned, self._newly_assigned = self._newly_assigned, []
+        return assigned
+
+    def _assign_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        keys = [partition_key(tp.topic, tp.partition) for tp in partitions]
+        for tp, key in zip(partitions, keys, strict=True):
+            if key in self._checkpoint:
+                tp.offset = self._checkpoint[key]
+                self._positions[key] = self._checkpoint[key]
+        if self.options.assignor == "cooperative-sticky":
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        self._assigned.update(keys)
+        self._ever_assigned = True
+        self._newly_assigned.extend(keys)
+        self._last_activity = time.monotonic()
+        if keys:
+            log.info("assigned %s", ", ".join(keys))
+        if self._on_assign is not None and keys:
+            self._on_assign(keys)
+
+    def _revoke_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        keys = [partition_key(tp.topic, tp.partition) for tp in partitions]
+        if keys:
+            log.info("revoking %s", ", ".join(keys))
+        if self._on_revoke is not None and keys:
+            self._on_revoke(keys)
+        self._forget(keys)
+        if self.options.assignor == "cooperative-sticky":
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+
+    def _lost_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        keys = [partition_key(tp.topic, tp.partition) for tp in partitions]
+        log.warning("lost %s (session expired); another member owns them now", ", ".join(keys))
+        self._revoke_cb(consumer, partitions)
+
+    def _forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self._assigned.discard(key)
+            self._positions.pop(key, None)
+            self._checkpoint.pop(key, None)
+        self._revoked.extend(keys)
+
+    # -- reading ---------------------------------------------------------------------
+    @property
+    def position(self) -> Position:
+        """Next offset of every partition held and read (or checkpointed) so far."""
+        return {"offsets": dict(sorted(self._positions.items()))}
+
+    def poll(
+        self, max_rows: int, timeout: float, until: Position | None = None
+    ) -> SourceBatch | None:
+        """Up to ``max_rows`` records; with ``until``, exactly the records before its offsets."""
+        if self._consumer is None:
+            raise SourceError("the Kafka source is not open")
+        stop = _offsets_of(until) if until is not None else None
+        if stop is None and self._paused:
+            self._resume_all()
+        messages = self._consumer.consume(max(1, min(max_rows, MAX_CONSUME)), max(timeout, 0.0))
+        messages = self._drop_errors(messages)
+        if stop is not None:
+            messages = self._clip(messages, stop)
+        if not messages:
+            return None
+        self._last_activity = time.monotonic()
+        columns = MessageColumns.of(messages, self._single_topic)
+        self._advance(columns)
+        table = build_table(columns, self.format, self.options.columns, self.options.include)
+        return SourceBatch(
+            data=table,
+            raw_format="json" if self.format == "json" else "csv",
+            position=self.position,
+        )
+
+    @property
+    def _single_topic(self) -> str | None:
+        subscription = self.options.subscription
+        return subscription[0] if self.options.pattern is None and len(subscription) == 1 else None
+
+    def _advance(self, columns: MessageColumns) -> None:
+        """Move each partition's next offset past the last record read from it."""
+        for key, last in columns.last_offsets().items():
+            self._positions[key] = last + 1
+
+    def _drop_errors(self, messages: list[Any]) -> list[Any]:
+        """Messages without an error; errors are logged (fatal ones raise)."""
+        errors = list(filter(None, map(self._kafka.Message.error, messages)))
+        if not errors:
+            return messages
+        for error in errors:
+            if error.code() == self._kafka.KafkaError._PARTITION_EOF:
+                continue
+            self._record_error(error)
+        return [m for m in messages if m.error() is None]
+
+    def _on_client_error(self, error: Any) -> None:
+        self._record_error(error)
+
+    def _record_error(self, error: Any) -> None:
+        text = f"{error.name()}: {error.str()}"
+        self.errors = [*self.errors[-(ERROR_HISTORY - 1) :], text]
+        if error.fatal():
+            raise SourceError(f"Kafka consumer failed: {text}")
+        log.warning("Kafka consumer: %s", text)
+
+    def _clip(self, messages: list[Any], stop: dict[str, int]) -> list[Any]:
+        """Keep the records before ``stop``; rewind and pause partitions that reached it.
+
+        Runs only while replaying an epoch after a restart, so a plain loop is fine.
+        """
+        kept, rewind = [], {}
+        for message in messages:
+            key = partition_key(message.topic(), message.partition())
+            if message.offset() < stop.get(key, -1):
+                kept.append(message)
+            elif key not in rewind:
+                rewind[key] = message.offset()
+        for key, offset in rewind.items():
+            topic, partition = split_key(key)
+            tp = self._kafka.TopicPartition(topic, partition, offset)
+            self._consumer.seek(tp)
+            self._consumer.pause([tp])
+            self._paused.append(tp)
+        return kept
+
+    def _resume_all(self) -> None:
+        held = [
+            tp for tp in self._paused if partition_key(tp.topic, tp.partition) in self._assigned
+        ]
+        if held:
+            self._consumer.resume(held)
+        self._paused = []
+
+    @property
+    def exhausted(self) -> bool:
+        """True when no record arrived (and no assignment changed) for ``idle_timeout`` s.
+
+        Before the first assignment the group join counts too, so the wait is longer then.
+        """
+        idle = time.monotonic() - self._last_activity
+        if not self._ever_assigned:
+            return idle >= self.context.idle_timeout + JOIN_GRACE_S
+        return idle >= self.context.idle_timeout
+
+    def commit(self, position: Position) -> None:
+        """Commit ``position``'s offsets of the partitions still held (synchronously)."""
+        if self._consumer is None:
+            return
+        offsets = [
+            self._kafka.TopicPartition(*split_key(key), offset)
+            for key, offset in _offsets_of(position).items()
+            if key in self._assigned
+        ]
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except self._kafka.KafkaException as exc:
+            log.warning("offset commit failed (the checkpoint holds the position): %s", exc)
+
+    def lag(self) -> dict[str, Any]:
+        """Best-effort backlog per held partition (broker watermarks may be wrong)."""
+        if self._consumer is None:
+            return {}
+        lag: dict[str, Any] = {}
+        for key in sorted(self._assigned):
+            topic, partition = split_key(key)
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    self._kafka.TopicPartition(topic, partition), timeout=1.0
+                )
+            except self._kafka.KafkaException:
+                continue
+            lag[key] = max(0, high - self._positions.get(key, 0))
+        return lag
+
+
+def _offsets_of(position: Position | None) -> dict[str, int]:
+    """The ``offsets`` of a position, validated."""
+    if not position:
+        return {}
+    offsets = position.get("offsets")
+    if not isinstance(offsets, dict):
+        raise SourceError(f"not a Kafka position: {position!r}")
+    try:
+        return {str(key): int(value) for key, value in offsets.items() if split_key(str(key))[0]}
+    except ValueError:
+        raise SourceError(f"not a Kafka position: {position!r}") from None
+
+
+# -- Arrow columns from consumed messages ------------------------------------------------
+@dataclass
+class MessageColumns:
+    """Columns of one consume() result, extracted with C-level ``map`` (no Python loop)."""
+
+    messages: list[Any]
+    values: list[bytes | None]
+    partitions: np.ndarray
+    offsets: np.ndarray
+    topics: pa.Array | None  # None: every message is from ``topic``
+    topic: str | None
+
+    @classmethod
+    def of(cls, messages: list[Any], topic: str | None) -> MessageColumns:
+        """Extract payloads, partitions, offsets (and topics when several are read)."""
+        message = type(messages[0])
+        count = len(messages)
+        topics = (
+            None if topic is not None else pa.array(list(map(message.topic, messages)), pa.string())
+        )
+        return cls(
+            messages,
+            list(map(message.value, messages)),
+            np.fromiter(map(message.partition, messages), np.int32, count),
+            np.fromiter(map(message.offset, messages), np.int64, count),
+            topics,
+            topic,
+        )
+
+    def topic_column(self) -> pa.Array:
+        """The topic of every message."""
+        if self.topics is not None:
+            return self.topics
+        return pa.repeat(pa.scalar(self.topic, pa.string()), len(self.messages))
+
+    def last_offsets(self) -> dict[str, int]:
+        """Highest offset read per ``topic/partition``."""
+        if self.topics is None:
+            groups = {str(self.topic): np.arange(len(self.messages))}
+        else:
+            encoded = self.topics.dictionary_encode()
+            codes = encoded.indices.to_numpy()
+            groups = {
+                str(name): np.flatnonzero(codes == code)
+                for code, name in enumerate(encoded.dictionary.to_pylist())
+            }
+        last: dict[str, int] = {}
+        for topic, rows in groups.items():
+            for partition in np.unique(self.partitions[rows]):
+                in_partition = rows[self.partitions[rows] == partition]
+                last[partition_key(topic, int(partition))] = int(self.offsets[in_partition].max())
+        return last
+
+    def origin(self) -> pa.Array:
+        """``topic/partition@offset`` per message."""
+        topic = self.topics if self.topics is not None else pa.scalar(self.topic, pa.string())
+        return pc.binary_join_element_wise(
+            topic,
+            "/",
+            pa.array(self.partitions).cast(pa.string()),
+            "@",
+            pa.array(self.offsets).cast(pa.string()),
+            "",
+        )
+
+
+def decode_utf8(values: list[bytes | None]) -> tuple[pa.Array, pa.Array]:
+    """Payloads as strings and a per-row invalid-UTF-8 flag (bad bytes become U+FFFD)."""
+    binary = pa.array(values, pa.binary())
+    try:
+        return binary.cast(pa.string()), pa.array(np.zeros(len(values), bool))
+    except pa.ArrowInvalid:
+        pass
+    offsets = np.frombuffer(binary.buffers()[1], np.int32, len(values) + 1).astype(np.int64)
+    invalid = invalid_utf8_records(binary.buffers()[2], offsets[:-1], offsets[1:])
+    fixed = pa.array(
+        [bytes(values[i] or b"").decode("utf-8", "replace") for i in np.flatnonzero(invalid)],
+        pa.string(),
+    )
+    mask = pa.array(invalid)
+    replaced = pc.replace_with_mask(binary, mask, fixed.cast(pa.binary()))
+    return replaced.cast(pa.string()), mask
+
+
+def csv_columns(raw: pa.Array, names: list[str]) -> dict[str, pa.Array]:
+    """Parse one CSV record per message into string columns (bad records: ``__error``)."""
+    count = len(raw)
+    quotes = pc.count_substring(pc.fill_null(raw, ""), '"')
+    unusable = pc.or_kleene(
+        pc.is_null(raw),
+        pc.or_(
+            pc.match_substring_regex(pc.fill_null(raw, ""), "[\\r\\n]"),
+            pc.equal(pc.bit_wise_and(quotes, 1), 1),
+        ),
+    )
+    lines = pc.if_else(unusable, "", raw)
+    rejected: list[int] = []
+
+    def on_invalid(row: Any) -> str:
+        rejected.append(row.number - 1)
+        return "skip"
+
+    joined = pc.binary_join(pa.ListArray.from_arrays([0, count], lines.cast(pa.binary())), b"\n")[0]
+    data = pa.py_buffer(joined.as_py() or b"")
+    parsed = pa_csv.read_csv(
+        data,
+        read_options=pa_csv.ReadOptions(column_names=names, use_threads=False),
+        parse_options=pa_csv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            null_values=[""],
+        ),
+    )
+    good = np.ones(count, bool)
+    good[rejected] = False
+    index = np.full(count, -1, np.int64)
+    index[good] = np.arange(int(good.sum()))
+    take = pa.array(index, mask=index < 0)
+    error = pc.if_else(
+        unusable,
+        "not a single-line CSV record",
+        pc.if_else(
+            pa.array(good), pa.scalar(None, pa.string()), f"expected {len(names)} CSV columns"
+        ),
+    )
+    out = {name: parsed.column(name).combine_chunks().take(take) for name in names}
+    out["__error"] = error
+    return out
+
+
+def include_columns(columns: MessageColumns, include: Sequence[str]) -> dict[str, pa.Array]:
+    """The Kafka metadata columns asked for by ``include``."""
+    message = type(columns.messages[0])
+    out: dict[str, pa.Array] = {}
+    if "key" in include:
+        out["_key"] = decode_utf8(list(map(message.key, columns.messages)))[0]
+    if "headers" in include:
+        out["_headers"] = pa.array(
+            list(map(message.headers, columns.messages)), pa.map_(pa.string(), pa.binary())
+        )
+    if "topic" in include:
+        out["_topic"] = columns.topic_column()
+    if "partition" in include:
+        out["_partition"] = pa.array(columns.partitions)
+    if "offset" in include:
+        out["_offset"] = pa.array(columns.offsets)
+    if "timestamp" in include:
+        stamps = np.array(list(map(message.timestamp, columns.messages)), np.int64)
+        out["_kafka_ts"] = pa.array(stamps[:, 1], pa.int64(), mask=stamps[:, 0] == 0).cast(
+            pa.timestamp("ms", tz="UTC")
+        )
+    return out
+
+
+def build_table(
+    columns: MessageColumns, fmt: str, csv_names: list[str] | None, include: Sequence[str]
+) -> pa.Table:
+    """The raw table of one poll: ``_raw`` (json) or CSV columns, metadata, bookkeeping."""
+    raw, invalid = decode_utf8(columns.values)
+    data: dict[str, pa.Array] = {}
+    if fmt == "csv":
+        data.update(csv_columns(raw, csv_names or []))
+    data["_raw"] = raw
+    data.update(include_columns(columns, include))
+    data["__invalid_utf8"] = invalid
+    data["__origin"] = columns.origin()
+    return pa.table(data)

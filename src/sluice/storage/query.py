@@ -1,0 +1,367 @@
+"""Read-only SQL over the warehouse and the lake tables, by name, through DuckDB.
+
+Each query runs in a fresh in-memory DuckDB session that is set up, then sealed:
+
+* the DuckDB warehouse file is attached ``READ_ONLY`` as ``warehouse`` (a writer holding
+  its lock is waited for briefly, then the query fails with a clear QueryError);
+* every Delta table under the lake root is registered as a pyarrow dataset (DuckDB's own
+  delta extension cannot be installed offline) and exposed as the view ``lake.<name>``;
+* unqualified names: a warehouse table wins over a lake table of the same name; the lake
+  one stays reachable as ``lake.<name>`` (and the warehouse one as ``warehouse.<name>``);
+* then ``enable_external_access=false`` and ``lock_configuration=true``: no file can be
+  read or written, nothing attached, no extension loaded, and that cannot be undone.
+
+Only one ``SELECT``/``WITH``/``FROM``/``VALUES``/``DESCRIBE``/``SHOW``/``SUMMARIZE``/
+``EXPLAIN`` statement is accepted (checked with DuckDB's own parser).
+
+PostgreSQL/Redshift warehouse: DuckDB's postgres extension is not available offline, so
+the warehouse tables a query names are read whole through psycopg into Arrow and exposed
+under their names (types inferred from the Python values; an empty table has text
+columns). Suitable for modest tables; query PostgreSQL directly for large ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from sluice.core.errors import QueryError
+from sluice.core.settings import Settings
+from sluice.sinks.warehouse import (
+    LOCK_WAIT_SECONDS,
+    MARKER_TABLE,
+    duckdb_path,
+    is_lock_error,
+    is_postgres_url,
+    quote,
+)
+from sluice.storage.lake_tables import lake_row_count, lake_table_names, open_delta
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable
+
+WAREHOUSE = "warehouse"
+LAKE_SCHEMA = "lake"
+_READ_ONLY_TYPES = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+_EXPLAIN = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """One queryable table: its name, where it lives, its size and columns."""
+
+    name: str
+    kind: str  # "lake" or "warehouse"
+    rows: int | None
+    columns: list[str]
+    types: list[str] = field(default_factory=list)
+
+
+def check_read_only(sql: str) -> None:
+    """Raise QueryError unless ``sql`` is exactly one read-only statement."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"invalid SQL: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise QueryError(f"exactly one statement is allowed, got {len(statements)}")
+    kind = statements[0].type
+    if kind not in _READ_ONLY_TYPES:
+        raise QueryError(
+            f"queries are read-only: {kind.name} statements are not allowed "
+            "(use SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN)"
+        )
+    if kind == duckdb.StatementType.EXPLAIN:
+        match = _EXPLAIN.match(sql)
+        if match is None:
+            raise QueryError("could not read the EXPLAIN statement")
+        check_read_only(match.group("rest"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class QueryEngine:
+    """Runs read-only SQL over the lake and the warehouse; safe to share between threads."""
+
+    def __init__(
+        self, settings: Settings, timeout: float | None = 30.0, lock_wait: float = LOCK_WAIT_SECONDS
+    ) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.lock_wait = lock_wait
+        self._deltas: dict[str, DeltaTable] = {}
+        self._datasets: dict[str, tuple[int, pads.Dataset]] = {}
+        self._cache_lock = threading.Lock()
+
+    def query(self, sql: str, limit: int | None = None) -> pa.Table:
+        """Run one read-only statement; return at most ``limit`` rows as a pyarrow Table."""
+        check_read_only(sql)
+        if limit is not None and limit < 0:
+            raise QueryError(f"limit must be >= 0, got {limit}")
+        con = self._session(sql)
+        try:
+            return self._run(con, sql, limit)
+        finally:
+            con.close()
+
+    def tables(self) -> list[TableInfo]:
+        """Every table a query can name unqualified (shadowed lake tables are left out)."""
+        infos = self._warehouse_infos()
+        taken = {info.name.lower() for info in infos}
+        for name in lake_table_names(self.settings):
+            if name.lower() in taken:
+                continue
+            delta = self._delta(name)
+            if delta is not None:
+                schema = pa.schema(delta.schema().to_arrow())
+                infos.append(
+                    TableInfo(
+                        name,
+                        "lake",
+                        lake_row_count(delta),
+                        schema.names,
+                        [str(t) for t in schema.types],
+                    )
+                )
+        return sorted(infos, key=lambda info: info.name)
+
+    def _run(self, con: duckdb.DuckDBPyConnection, sql: str, limit: int | None) -> pa.Table:
+        timer = threading.Timer(self.timeout, con.interrupt) if self.timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            relation = con.sql(sql)
+            if relation is None:
+                return pa.table({})
+            if limit is None:
+                return relation.to_arrow_table()
+            return _first_rows(relation, limit)
+        except duckdb.InterruptException:
+            raise QueryError(
+                f"the query took longer than {self.timeout:g}s and was "
+                "stopped; narrow it down or add a LIMIT"
+            ) from None
+        except duckdb.Error as exc:
+            raise QueryError(_first_line(exc)) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _session(self, sql: str) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(
+            config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+        )
+        try:
+            warehouse = self._attach_warehouse(con, sql)
+            self._register_lake(con, skip={name.lower() for name in warehouse})
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _attach_warehouse(self, con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+        url = str(self.settings.warehouse_url)
+        if is_postgres_url(url):
+            tables = read_pg_tables(url, sql)
+            for name, table in tables.items():
+                con.register(f"__warehouse_{name}", table)
+                con.execute(
+                    f"CREATE VIEW {quote(name)} AS SELECT * FROM {quote('__warehouse_' + name)}"
+                )
+            return list(tables)
+        path = duckdb_path(url)
+        if not os.path.exists(path):
+            return []
+        self._attach_duckdb(con, path)
+        names = [
+            str(row[0])
+            for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+                "AND schema_name = 'main' AND table_name <> ?",
+                [WAREHOUSE, MARKER_TABLE],
+            ).fetchall()
+        ]
+        for name in names:
+            con.execute(
+                f"CREATE VIEW {quote(name)} AS SELECT * FROM {WAREHOUSE}.main.{quote(name)}"
+            )
+        return names
+
+    def _attach_duckdb(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+        literal = "'" + path.replace("'", "''") + "'"
+        deadline = time.monotonic() + self.lock_wait
+        delay = 0.02
+        while True:
+            try:
+                con.execute(f"ATTACH {literal} AS {WAREHOUSE} (READ_ONLY)")
+                return
+            except duckdb.Error as exc:
+                if not is_lock_error(exc):
+                    raise QueryError(
+                        f"cannot open the warehouse {path}: {_first_line(exc)}"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise QueryError(
+                        f"the warehouse {path} is being written (locked by another process or "
+                        f"connection) and stayed locked for {self.lock_wait:g}s; try again "
+                        f"({_first_line(exc)})"
+                    ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _register_lake(self, con: duckdb.DuckDBPyConnection, skip: set[str]) -> None:
+        con.execute(f"CREATE SCHEMA {LAKE_SCHEMA}")
+        for index, name in enumerate(lake_table_names(self.settings)):
+            dataset = self._dataset(name)
+            if dataset is None:
+                continue
+            source = f"__lake_{index}"
+            con.register(source, dataset)
+            con.execute(f"CREATE VIEW {LAKE_SCHEMA}.{quote(name)} AS SELECT * FROM {source}")
+            if name.lower() not in skip:
+                con.execute(f"CREATE VIEW {quote(name)} AS SELECT * FROM {source}")
+
+    def _delta(self, name: str) -> DeltaTable | None:
+        with self._cache_lock:
+            delta = self._deltas.get(name)
+            if delta is None:
+                delta = open_delta(self.settings.lake_path(name))
+                if delta is not None:
+                    self._deltas[name] = delta
+            else:
+                delta.update_incremental()
+            return delta
+
+    def _dataset(self, name: str) -> pads.Dataset | None:
+        delta = self._delta(name)
+        if delta is None:
+            return None
+        with self._cache_lock:
+            cached = self._datasets.get(name)
+            if cached is None or cached[0] != delta.version():
+                cached = (delta.version(), delta.to_pyarrow_dataset())
+                self._datasets[name] = cached
+            return cached[1]
+
+    def _warehouse_infos(self) -> list[TableInfo]:
+        url = str(self.settings.warehouse_url)
+        if is_postgres_url(url):
+            return pg_table_infos(url)
+        path = duckdb_path(url)
+        if not os.path.exists(path):
+            return []
+        con = duckdb.connect()
+        try:
+            self._attach_duckdb(con, path)
+            return _duckdb_infos(con)
+        finally:
+            con.close()
+
+
+def _duckdb_infos(con: duckdb.DuckDBPyConnection) -> list[TableInfo]:
+    rows = con.execute(
+        "SELECT table_name, list(column_name ORDER BY column_index), "
+        "list(data_type ORDER BY column_index) FROM duckdb_columns() "
+        "WHERE database_name = ? AND schema_name = 'main' AND table_name <> ? "
+        "GROUP BY table_name",
+        [WAREHOUSE, MARKER_TABLE],
+    ).fetchall()
+    infos = []
+    for name, columns, types in rows:
+        count = con.execute(f"SELECT count(*) FROM {WAREHOUSE}.main.{quote(name)}").fetchall()[0][0]
+        infos.append(TableInfo(str(name), "warehouse", int(count), list(columns), list(types)))
+    return infos
+
+
+def _first_rows(relation: duckdb.DuckDBPyRelation, limit: int) -> pa.Table:
+    reader: Any = relation.to_arrow_reader(max(1, min(limit, 65_536)))
+    batches, have = [], 0
+    for batch in reader:
+        if have >= limit:
+            break
+        batches.append(batch)
+        have += batch.num_rows
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    return table.slice(0, limit)
+
+
+def _pg_connect(url: str) -> Any:
+    from sluice.core.deps import require
+    from sluice.sinks.warehouse import redact_url
+
+    psycopg = require("psycopg", "postgres", "the PostgreSQL warehouse")
+    url = "postgresql://" + url.split("://", 1)[1]
+    try:
+        return psycopg.connect(url, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise QueryError(
+            f"cannot connect to the warehouse {redact_url(url)}: {_first_line(exc)}"
+        ) from None
+
+
+_PG_TABLES = (
+    "SELECT c.table_name, array_agg(c.column_name::text ORDER BY c.ordinal_position), "
+    "array_agg(c.data_type::text ORDER BY c.ordinal_position), max(k.reltuples)::bigint "
+    "FROM information_schema.columns c JOIN information_schema.tables t "
+    "ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+    "LEFT JOIN pg_class k ON k.oid = (quote_ident(c.table_schema) || '.' || "
+    "quote_ident(c.table_name))::regclass "
+    "WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' "
+    f"AND c.table_name <> '{MARKER_TABLE}' GROUP BY c.table_name"
+)
+
+
+def pg_table_infos(url: str) -> list[TableInfo]:
+    """The PostgreSQL warehouse's tables in the connection's current schema."""
+    with _pg_connect(url) as conn:
+        rows = conn.execute(_PG_TABLES).fetchall()
+    return [
+        TableInfo(
+            str(name),
+            "warehouse",
+            int(rows) if rows is not None and rows >= 0 else None,
+            list(columns),
+            list(types),
+        )
+        for name, columns, types, rows in rows
+    ]
+
+
+def read_pg_tables(url: str, sql: str) -> dict[str, pa.Table]:
+    """The PostgreSQL tables whose names appear in ``sql``, read whole into Arrow."""
+    tables: dict[str, pa.Table] = {}
+    with _pg_connect(url) as conn:
+        for info in (i for i in _pg_infos(conn) if _mentions(sql, i.name)):
+            cur = conn.execute(f"SELECT * FROM {quote(info.name)}")
+            rows = cur.fetchall()
+            if rows:
+                arrays = [pa.array(list(values)) for values in zip(*rows, strict=True)]
+            else:
+                arrays = [pa.array([], pa.string()) for _ in info.columns]
+            tables[info.name] = pa.Table.from_arrays(arrays, names=info.columns)
+    return tables
+
+
+def _pg_infos(conn: Any) -> list[TableInfo]:
+    return [
+        TableInfo(str(name), "warehouse", None, list(columns), list(types))
+        for name, columns, types, _ in conn.execute(_PG_TABLES).fetchall()
+    ]
+
+
+def _mentions(sql: str, name: str) -> bool:
+    return re.search(rf"(?<![\w$]){re.escape(name)}(?![\w$])", sql, re.IGNORECASE) is not None

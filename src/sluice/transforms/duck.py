@@ -1,0 +1,111 @@
+"""A small shared helper: SQL over Arrow tables through one reusable DuckDB connection."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sluice.core.errors import ConfigError
+
+# DuckDB errors that mean "this SQL cannot be bound/parsed" rather than "this data is bad".
+SQL_CONFIG_ERRORS: tuple[type[Exception], ...] = (
+    duckdb.ParserException,
+    duckdb.BinderException,
+    duckdb.CatalogException,
+    duckdb.NotImplementedException,
+)
+
+
+def quote(name: str) -> str:
+    """Quote an identifier for DuckDB SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckSQL:
+    """One in-memory DuckDB connection (UTC session) that runs SQL over Arrow tables."""
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        if threads is not None:  # one thread makes float aggregates bit-for-bit repeatable
+            self.con.execute(f"SET threads = {int(threads)}")
+
+    def query(self, sql: str, **tables: pa.Table) -> pa.Table:
+        """Run ``sql`` with each keyword table registered under its name; return Arrow."""
+        for name, table in tables.items():
+            self.con.register(name, table)
+        try:
+            return self.con.sql(sql).to_arrow_table()
+        finally:
+            for name in tables:
+                self.con.unregister(name)
+
+    def parse_error(self, sql: str) -> str | None:
+        """Return DuckDB's parser message for ``sql``, or None when it parses."""
+        tree = self._parse(sql)
+        return str(tree.get("error_message", "syntax error")) if tree.get("error") else None
+
+    def column_refs(self, sql: str) -> set[str]:
+        """Every identifier that ``sql`` references as a column (parsed, not bound)."""
+        tree = self._parse(sql)
+        return {
+            name
+            for node in _walk(tree)
+            if node.get("class") == "COLUMN_REF"
+            for name in node.get("column_names", [])
+        }
+
+    def _parse(self, sql: str) -> dict[str, Any]:
+        rows = self.con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()
+        return dict(json.loads(rows[0][0]))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def check_expression(duck: DuckSQL, sql: str, where: str, *, select: str | None = None) -> None:
+    """Raise a ConfigError naming ``where`` when the expression ``sql`` does not parse."""
+    error = duck.parse_error(select or f"SELECT ({sql}) FROM t")
+    if error:
+        raise ConfigError(f"invalid SQL {sql!r}: {error}", key=where)
+
+
+def empty_like(table: pa.Table) -> pa.Table:
+    """A zero-row table with the schema of ``table`` (for binding checks)."""
+    return table.schema.empty_table()
+
+
+def to_ipc(table: pa.Table, meta: dict[str, str]) -> bytes:
+    """Serialise ``table`` plus string metadata as Arrow IPC stream bytes (operator state)."""
+    table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def from_ipc(blob: bytes) -> tuple[pa.Table, dict[str, str]]:
+    """Read bytes written by ``to_ipc``: the table and its metadata."""
+    table = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    return table.replace_schema_metadata(None), meta
+
+
+def optional_int(text: str | None) -> int | None:
+    """Parse an int saved as text by ``to_ipc`` metadata (``None`` stays None)."""
+    return None if text in (None, "None") else int(text)

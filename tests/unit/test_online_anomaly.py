@@ -1,0 +1,145 @@
+# ruff: noqa: N806 - X is the conventional name of a feature matrix (public API)
+"""Behaviour of the online_anomaly detector: causality, state, bad input, bounded keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sluice.core.errors import ModelError, StateError
+from sluice.models.online_anomaly import OnlineAnomalyConfig, OnlineAnomalyDetector
+
+
+def _detector(**kw: object) -> OnlineAnomalyDetector:
+    return OnlineAnomalyDetector(OnlineAnomalyConfig(features=["temp_c", "pressure"],
+                                                     key="device_id", **kw))  # type: ignore[arg-type]
+
+
+def _data(n: int = 3000, keys: int = 5, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    k = np.array([f"d{i}" for i in rng.integers(0, keys, n)], dtype=object)
+    X = rng.normal([20.0, 30.0], [1.0, 0.5], size=(n, 2))
+    return k, X
+
+
+def test_spike_is_flagged_with_a_reason() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(20.0, 1.0, size=(1500, 2))
+    X[1200, 0] += 12.0
+    det = _detector()
+    res = det.score_learn(np.full(1500, "dev-1", dtype=object), X)
+    assert res.anomaly[1200]
+    assert res.score[1200] == res.score.max()
+    assert "temp_c" in res.reason[1200] and "sigma" in res.reason[1200]
+    assert res.reason[100] == ""
+    assert ((res.score >= 0) & (res.score < 1)).all()
+
+
+def test_stuck_sensor_reason() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.normal(20.0, 1.0, size=(1000, 1))
+    X[700:760, 0] = X[699, 0]
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["pressure"]))
+    res = det.score_learn(None, X)
+    flagged = np.flatnonzero(res.anomaly)
+    assert any(700 <= i < 760 for i in flagged)
+    assert any("stuck at" in res.reason[i] for i in flagged if 700 <= i < 760)
+
+
+def test_causal_and_batch_split_independent_scores() -> None:
+    keys, X = _data()
+    whole = _detector().score_learn(keys, X).score
+    prefix = _detector().score_learn(keys[:2000], X[:2000]).score
+    # equal up to float rounding: other keys' sums share one IIR filter pass
+    np.testing.assert_allclose(whole[:2000], prefix, rtol=1e-9, atol=1e-12)
+    det = _detector()
+    parts = [det.score_learn(keys[i:i + 700], X[i:i + 700]).score for i in range(0, 3000, 700)]
+    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-9, atol=1e-9)
+
+
+def test_deterministic() -> None:
+    keys, X = _data()
+    a, b = _detector().score_learn(keys, X), _detector().score_learn(keys, X)
+    np.testing.assert_array_equal(a.score, b.score)
+    np.testing.assert_array_equal(a.reason, b.reason)
+
+
+def test_state_round_trip_continues_exactly() -> None:
+    keys, X = _data()
+    straight = _detector()
+    straight.score_learn(keys[:1500], X[:1500])
+    expected = straight.score_learn(keys[1500:], X[1500:])
+    first = _detector()
+    first.score_learn(keys[:1500], X[:1500])
+    blob = first.get_state()
+    resumed = _detector()
+    resumed.set_state(blob)
+    assert resumed.get_state() == blob
+    got = resumed.score_learn(keys[1500:], X[1500:])
+    np.testing.assert_array_equal(got.score, expected.score)
+    np.testing.assert_array_equal(got.anomaly, expected.anomaly)
+
+
+def test_set_state_rejects_other_features_and_garbage() -> None:
+    det = _detector()
+    det.score_learn(*_data(100))
+    other = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["x"]))
+    with pytest.raises(StateError):
+        other.set_state(det.get_state())
+    with pytest.raises(StateError):
+        det.set_state(b"not a state")
+
+
+def test_score_only_does_not_change_state() -> None:
+    keys, X = _data()
+    det = _detector()
+    det.score_learn(keys[:2000], X[:2000])
+    before = det.get_state()
+    peek = det.score(keys[2000:], X[2000:])
+    assert det.get_state() == before
+    learned = det.score_learn(keys[2000:], X[2000:])
+    np.testing.assert_array_equal(peek.score, learned.score)
+    after = det.get_state()
+    det.score(np.array(["never-seen"], dtype=object), X[:1])
+    assert det.get_state() == after
+
+
+def test_nan_inf_and_missing_features_are_scored() -> None:
+    keys, X = _data(1000)
+    X[500, 0] = np.nan
+    X[600, 1] = np.inf
+    X[700] = np.nan
+    res = _detector().score_learn(keys, X)
+    assert np.isfinite(res.score).all()
+    assert "missing temp_c" in res.reason[500]
+    assert "missing pressure" in res.reason[600]
+    assert res.reason[700] == "missing temp_c; missing pressure"
+
+
+def test_one_shot_keys_and_empty_batches() -> None:
+    det = _detector()
+    res = det.score_learn(np.array(["a", "b", "c"], dtype=object), np.ones((3, 2)))
+    assert not res.anomaly.any() and (res.score == 0).all()
+    empty = det.score_learn(np.array([], dtype=object), np.zeros((0, 2)))
+    assert empty.score.shape == (0,)
+    int_keys = det.score_learn(np.array([1, 2, 1]), np.ones((3, 2)))
+    assert int_keys.score.shape == (3,)
+
+
+def test_wrong_shape_is_a_model_error() -> None:
+    with pytest.raises(ModelError):
+        _detector().score_learn(None, np.ones((4, 3)))
+    with pytest.raises(ModelError):
+        _detector().score_learn(np.array(["a"]), np.ones((2, 2)))
+
+
+def test_million_distinct_keys_stay_bounded() -> None:
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["v"], key="id", max_keys=50_000))
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    for start in range(0, n, 250_000):
+        keys = np.arange(start, start + 250_000)
+        det.score_learn(keys, rng.normal(size=(250_000, 1)))
+    assert det.n_keys == 50_000
+    assert det.evicted_keys == n - 50_000
+    assert det.keys.cap == 50_000
