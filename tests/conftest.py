@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.kafka_broker import (  # noqa: F401 - fixtures
+    durable_kafka_broker_fixture,
+    kafka_broker_fixture,
+    moto_s3_server_fixture,
+)
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

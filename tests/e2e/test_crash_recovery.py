@@ -86,9 +86,9 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(events_file: Path, tmp_pat
     assert proc.returncode == 0, err.decode()
 
     con = duckdb.connect()
-    expected = con.sql(
+    expected = con.execute(
         f"select count(*) from read_json('{events_file}', format='newline_delimited') "
-        "where status <> 'maintenance'").fetchone()[0]
+        "where status <> 'maintenance'").fetchall()[0][0]
     assert expected > 100_000
 
     from deltalake import DeltaTable
@@ -96,19 +96,19 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(events_file: Path, tmp_pat
     lake = DeltaTable(str(home / "lake" / "crashy")).to_pyarrow_table(
         columns=["device_id", "ts"])
     con.register("lake", lake)
-    lake_n, lake_distinct = con.sql(
-        "select count(*), count(distinct (device_id, ts)) from lake").fetchone()
+    lake_n, lake_distinct = con.execute(
+        "select count(*), count(distinct (device_id, ts)) from lake").fetchall()[0]
     assert (lake_n, lake_distinct) == (expected, expected)
 
-    con.execute(f"attach '{home / 'warehouse.duckdb'}' as wh (read_only)")
-    wh_n, wh_distinct = con.sql(
-        "select count(*), count(distinct (device_id, ts)) from wh.crashy").fetchone()
+    con.execute(f"attach '{home / 'warehouse.duckdb'}' as wh (read_only)").fetchall()
+    wh_n, wh_distinct = con.execute(
+        "select count(*), count(distinct (device_id, ts)) from wh.crashy").fetchall()[0]
     assert (wh_n, wh_distinct) == (expected, expected)
 
     windows = DeltaTable(str(home / "lake" / "crashy_1m")).to_pyarrow_table()
     con.register("windows", windows)
-    got = con.sql("select device_id, window_start, n from windows order by all").fetchall()
-    want = con.sql(
+    got = con.execute("select device_id, window_start, n from windows order by all").fetchall()
+    want = con.execute(
         f"select device_id, time_bucket(interval 1 minute, ts::timestamptz) w, count(*) "
         f"from read_json('{events_file}', format='newline_delimited', "
         "columns={device_id: 'VARCHAR', ts: 'TIMESTAMPTZ', status: 'VARCHAR'}) "

@@ -38,7 +38,7 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str) -> 
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+            key = _key(key_node)
             lines[(*path, key)] = key_node.start_mark.line + 1
             out[key] = _build(value_node, (*path, key), lines, file)
             lines[(*path, key)] = key_node.start_mark.line + 1
@@ -56,6 +56,16 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str) -> 
                 f"environment variable {exc.args[0]} is not set (write ${{{exc.args[0]}:-default}} "
                 "to give a default)", file=file, line=lines[path], key=_dotted(path)) from None
     return value
+
+
+def _key(node: yaml.Node) -> Any:
+    """A mapping key; YAML 1.1 booleans (``on``, ``yes``...) used as keys stay text."""
+    if isinstance(node, yaml.ScalarNode) and node.style is None and \
+            node.tag == "tag:yaml.org,2002:bool":
+        return node.value
+    if node.tag == "tag:yaml.org,2002:str":
+        return node.value
+    return yaml.safe_load(yaml.serialize(node))
 
 
 def _dotted(path: Path_) -> str:

@@ -27,8 +27,9 @@ from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post
 from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable
+from sluice.models.detectors.regime import regime_mask, shift_counts
 from sluice.models.detectors.scan import Segments
-from sluice.models.detectors.structure import structure_scores
+from sluice.models.detectors.structure import PAIR_STATE, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
     FEATURE_STATE,
@@ -106,8 +107,9 @@ class OnlineAnomalyDetector:
             name: ((self.p,), np.nan if name == "prev" else 0.0) for name in FEATURE_STATE}
         spec.update({name: ((), 0.0) for name in POST_STATE})
         spec["hist"] = ((N_BINS,), 0.0)
-        spec.update({"pw": ((self.n_pairs,), 0.0), "pc": ((self.n_pairs,), 0.0),
-                     "count": ((), 0.0)})
+        spec.update({"dev": ((self.p,), 0.0), "reg": ((self.p,), 0.0)})
+        spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
+        spec["count"] = ((), 0.0)
         return spec
 
     @property
@@ -177,14 +179,16 @@ class OnlineAnomalyDetector:
         _init_reference(st, Xs, segs)
         fr = feature_scores(Xs, segs, st, self.hz)
         ready = np.isfinite(Xs) & (fr.sd > 0)
+        reg, reg_state = self._regime(fr.short_mean, ready, segs, st)
         if self.p > 1:
             e = np.clip(fr.z[0], -8.0, 8.0)
-            sz, partner, pw, pc = structure_scores(e, ready & (e != 0), segs, self.hz.long,
-                                                   st["pw"], st["pc"])
+            sz, partner, pair = structure_scores(e, ready & (e != 0) & ~reg, segs, self.hz.long,
+                                                 {k: st[k] for k in PAIR_STATE})
         else:
             sz, partner = np.zeros_like(Xs), np.zeros(Xs.shape, dtype=np.int64)
-            pw, pc = st["pw"], st["pc"]
+            pair = {k: st[k] for k in PAIR_STATE}
         z = np.concatenate([fr.z, sz[None]])
+        z = np.where(reg[None], 0.0, z)
         best, _, _ = strongest(z)
         raw = to_surprise(best, tests=z.shape[0] * self.p)
         count = st["count"][segs.seg] + segs.offset
@@ -194,9 +198,24 @@ class OnlineAnomalyDetector:
         post["hist"] = post["hist"].T
         state = {k: v.T for k, v in fr.state.items()}
         state.update(post)
-        state.update({"pw": pw.T, "pc": pc.T, "count": st["count"] + np.bincount(segs.seg)})
+        state.update({k: v.T for k, v in reg_state.items()})
+        state.update({k: v.T for k, v in pair.items()})
+        state["count"] = st["count"] + np.bincount(segs.seg)
         recenter(state)
         return _Batch(segs, fr, sz, partner, final, state)
+
+    def _regime(self, short_mean: np.ndarray, ready: np.ndarray, segs: Segments,
+                st: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        used = self.keys.used
+        counts = shift_counts(self.keys.arrays["dev"], used)
+        known = used & (self.keys.arrays["count"] > 0)
+        fresh = np.zeros(segs.n)
+        fresh[segs.start] = st["count"] <= 0
+        arrival = np.empty(segs.n)
+        arrival[segs.order] = fresh
+        active = float(known.sum()) + np.cumsum(arrival)
+        return regime_mask(short_mean, ready, segs, {"dev": st["dev"], "reg": st["reg"]},
+                           counts, active[segs.order])
 
     def _result(self, batch: _Batch, X: np.ndarray, threshold: float) -> ScoreResult:
         n = X.shape[0]

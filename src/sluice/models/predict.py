@@ -1,7 +1,7 @@
 """``sluice.predict``: score a string, a record or a list of records with a model.
 
 Defaults: a string goes to the production text classifier; a record goes to the first
-online anomaly model a pipeline runs (scored from that pipeline's latest checkpoint, without
+online anomaly model (by name) that has learned state (scored from that pipeline's latest checkpoint, without
 learning), else to the first production model of another kind. ``model=NAME`` picks one.
 """
 
@@ -43,6 +43,9 @@ class Predictor:
             found = next((v.name for v in versions if v.format == "text_classifier"), None)
         else:
             online = self.online.list()
+            trained = [m for m in online
+                       if f"model:{m.name}" in self.checkpoints.load(m.pipeline).states]
+            online = trained or online
             found = online[0].name if online else next(
                 (v.name for v in versions if v.format != "text_classifier"), None)
         if found is None:

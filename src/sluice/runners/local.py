@@ -115,11 +115,16 @@ class LocalRunner:
             self._process(batch, ckpt.planned_epoch, final=False)
 
     def _step(self) -> bool:
+        if self.until_idle and self.source.exhausted:
+            self._finish()
+            return False
         batch = self._read()
         if batch is None:
             if self.until_idle and self.source.exhausted:
                 self._finish()
                 return False
+            if self.source.exhausted:  # a finished bounded source in a streaming run
+                self.stop_event.wait(min(self._max_latency, 1.0))
             return True
         self.checkpoints.plan(self.pipeline.name, self.epoch + 1, batch.position)
         self._process(batch, self.epoch + 1, final=False)
@@ -140,9 +145,13 @@ class LocalRunner:
         rows = 0
         while rows < self._max_rows:
             remaining = max(0.0, deadline - time.monotonic())
+            if until is not None and (parts and parts[-1].position == until
+                                      or not parts and self.position == until):
+                break
             part = self.source.poll(self._max_rows - rows, remaining, until=until)
             if part is None:
                 if until is not None and not parts and not self.stop_event.is_set():
+                    self.stop_event.wait(0.05)
                     continue
                 break
             parts.append(part)
@@ -152,6 +161,8 @@ class LocalRunner:
             if time.monotonic() >= deadline and until is None:
                 break
         if not parts:
+            if until is not None:
+                return SourceBatch(pa.table({}), "arrow", until)
             return None
         tables = [p.data for p in parts]
         return SourceBatch(concat(tables), parts[-1].raw_format, parts[-1].position)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,32 @@ def _jobs_provider(settings: Settings) -> Any:
     return jobs_provider(settings)
 
 
+def _graceful_server_class() -> Any:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):  # type: ignore[misc]
+        """Shuts down on SIGTERM/SIGINT and exits 0 (uvicorn re-raises the signal)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
+
+
+def _GracefulServer(config: Any) -> Any:  # noqa: N802 - a factory standing for the class
+    return _graceful_server_class()(config)
+
+
 def serve(settings: Settings, pipeline_files: list[Path], *, host: str = "127.0.0.1",
           port: int = 5000, group: str | None = None, on_ready: Any = None) -> None:
     """Serve until SIGTERM/Ctrl-C; then stop pipelines after their epoch and exit."""
@@ -61,7 +91,7 @@ def serve(settings: Settings, pipeline_files: list[Path], *, host: str = "127.0.
     app, supervisor = build_service(settings, pipeline_files, group=group)
     supervisor.start_all()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    server = _GracefulServer(config)
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")
     try:

@@ -63,7 +63,8 @@ class Stages:
             return None
         from sluice.actions.engine import ActionEngine
 
-        return ActionEngine(self.pipeline.actions, pipeline=self.pipeline.name, settings=settings)
+        return ActionEngine(self.pipeline.actions, pipeline=self.pipeline.name, settings=settings,
+                            event_time=self.pipeline.event_time)
 
     def _decoder(self, raw_format: str) -> Decoder:
         decoder = self.decoders.get(raw_format)
@@ -137,8 +138,8 @@ class Stages:
 
     # -- checkpoint ----------------------------------------------------------------------
     def holds_state(self) -> bool:
-        """True when some transform may still hold rows to flush at end of input."""
-        return any(t.state() is not None for t in self.transforms)
+        """True when a window may still hold rows to flush at end of input."""
+        return any(hasattr(t, "replaces_stream") for t in self.transforms)
 
     def states(self) -> dict[str, bytes | None]:
         """Every operator's and model's state, keyed by a stable operator id."""
@@ -182,5 +183,7 @@ class Stages:
 
     def close(self) -> None:
         """Release stage resources."""
+        for decoder in self.decoders.values():
+            decoder.close()
         if self.actions is not None and hasattr(self.actions, "close"):
             self.actions.close()

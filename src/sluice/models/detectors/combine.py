@@ -40,6 +40,7 @@ class PostParams:
     outlier_z: float = 3.0
     outlier_weight: float = 1.0
     extreme_weight: float = 0.05
+    persist: float = float("inf")
 
 
 def surprise(z: np.ndarray, tests: int = 1) -> np.ndarray:
@@ -84,7 +85,8 @@ def post_process(raw: np.ndarray, warm: np.ndarray, segs: Segments, params: Post
     z = z * wf
     zpos = np.maximum(z, 0.0)
     mx_before, mx_final = decayed_max(zpos, params.max_decay, segs, init["mx"])
-    z = np.where(zpos > mx_before * params.margin, zpos, zpos * params.damping)
+    keep = (zpos > mx_before * params.margin) | (raw >= params.persist)
+    z = np.where(keep, zpos, zpos * params.damping)
     u = z / (z + SCALE)
     state = {"lw": final[0], "l1": final[1], "l2": final[2], "mx": mx_final, "hist": hfin}
     return u, state

@@ -1,0 +1,60 @@
+"""Global regime changes: when most keys shift the same way at once, it is not an anomaly.
+
+Each key keeps the sign of its short-horizon mean deviation per feature (``+1``, ``0`` or
+``-1``). Walking the batch in arrival order, the number of keys currently shifted up (down) is
+a running sum of the changes of that sign, so the share of shifted keys is known causally at
+every event. While at least :data:`MIN_KEYS` keys are active and more than :data:`SHARE` of
+them are shifted the same way, a key shifted that way enters a *regime* state for that
+feature, which lasts as long as its short-horizon deviation persists; the detectors of that
+feature are silenced meanwhile, while the key's model adapts to the new level.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sluice.models.detectors.scan import Segments
+
+MIN_KEYS = 10
+SHARE = 0.5
+SHIFTED = 2.0  # short-horizon mean deviation (sigma) that counts a key as shifted
+PERSISTS = 1.0  # ... and that keeps a key in its regime state
+
+
+def shift_counts(dev: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Keys shifted up and down per feature, from the stored signs (2, p)."""
+    live = dev[used]
+    return np.stack([(live > 0).sum(axis=0), (live < 0).sum(axis=0)]).astype(np.float64)
+
+
+def regime_mask(short_mean: np.ndarray, ready: np.ndarray, segs: Segments,
+                init: dict[str, np.ndarray], counts: np.ndarray, active: np.ndarray
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Events (p, n) inside a global regime change for their key, and the final key state.
+
+    ``init`` holds each segment's ``dev`` and ``reg`` (p, m); ``counts`` (2, p) the shifted
+    keys before the batch; ``active`` (n,) the active keys at each sorted event.
+    """
+    dev = np.where(ready, np.sign(short_mean) * (np.abs(short_mean) > SHIFTED), 0.0)
+    held = segs.shift(dev, init["dev"])
+    dev = np.where(ready, dev, held)
+    n = segs.n
+    shares = []
+    for k, sign in enumerate((1.0, -1.0)):
+        change = (dev == sign).astype(np.float64) - (held == sign)
+        arrival = np.empty_like(change)
+        arrival[:, segs.order] = change
+        running = counts[k][:, None] + np.cumsum(arrival, axis=1)
+        shares.append(running[:, segs.order])
+    enough = active >= MIN_KEYS
+    up = enough & (shares[0] > SHARE * active) & (short_mean > SHIFTED)
+    down = enough & (shares[1] > SHARE * active) & (short_mean < -SHIFTED)
+    start = ready & (up | down)
+    keep = start | (np.abs(short_mean) > PERSISTS) | ~ready
+    idx = np.broadcast_to(np.arange(n), dev.shape)
+    last_start = np.maximum.accumulate(np.where(start, idx, -1), axis=-1)
+    last_break = np.maximum.accumulate(np.where(keep, -1, idx), axis=-1)
+    seg_start = segs.start[segs.seg]
+    carried = (init["reg"][:, segs.seg] > 0) & (last_break < seg_start)
+    reg = ((last_start >= seg_start) & (last_start > last_break)) | carried
+    return reg, {"dev": dev[:, segs.last], "reg": reg[:, segs.last].astype(np.float64)}
