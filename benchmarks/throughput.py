@@ -49,6 +49,7 @@ def run_baseline(data: Path, work: Path) -> Measured:
     """One DuckDB query: read_json → filter/derive → GROUP BY window → warehouse + Parquet."""
     script = work / "baseline.py"
     script.write_text(BASELINE)
+    (work / "base.duckdb").unlink(missing_ok=True)
     return run_measured([python(), str(script), str(data), str(work / "base.duckdb"),
                          str(work / "base.parquet")])
 

@@ -90,14 +90,17 @@ def test_catchup_off_runs_latest_only_and_on_runs_all(tmp_path: Path, settings: 
     assert [r["interval_start"].hour for r in scheduler.tick()] == [2]
     scheduler.close()
 
-    job = jobs_from_text(f"""
+    job = jobs_from_text(
+        """
 jobs:
   - name: hourly
-    schedule: {{every: 1h}}
+    schedule: {every: 1h}
     catchup: true
     start_date: 2026-01-01T00:00:00Z
-    tasks: [{{name: q, type: sql, sql: "SELECT 1"}}]
-""", "j.yaml").jobs[0]
+    tasks: [{name: q, type: sql, sql: "SELECT 1"}]
+""",
+        "j.yaml",
+    ).jobs[0]
     intervals = due_intervals(job, clock.now, None)
     assert [(s.hour, e.hour) for s, e in intervals] == [(0, 1), (1, 2), (2, 3)]
     assert due_intervals(job, clock.now, intervals[-1][1]) == []
@@ -113,7 +116,10 @@ def test_catchup_scheduler_creates_missed_runs(tmp_path: Path, settings: Setting
         ran += len(started)
     assert ran == 3
     assert [line.split()[1][11:13] for line in marker.read_text().splitlines()] == [
-        "00", "01", "02"]
+        "00",
+        "01",
+        "02",
+    ]
     scheduler.close()
 
 
@@ -124,15 +130,17 @@ jobs:
     schedule: {cron: "0 2 * * *", timezone: Europe/Paris}
     tasks: [{name: q, type: sql, sql: "SELECT 1"}]
 """).jobs[0]
-    (start, end), = due_intervals(job, datetime(2026, 1, 3, 12, 0, tzinfo=UTC), None)
-    assert (start, end) == (datetime(2026, 1, 2, 1, tzinfo=UTC), datetime(2026, 1, 3, 1, tzinfo=UTC))
-    days = backfill_intervals(job, datetime(2026, 1, 1, tzinfo=UTC),
-                              datetime(2026, 1, 4, tzinfo=UTC))
+    ((start, end),) = due_intervals(job, datetime(2026, 1, 3, 12, 0, tzinfo=UTC), None)
+    assert start == datetime(2026, 1, 2, 1, tzinfo=UTC)
+    assert end == datetime(2026, 1, 3, 1, tzinfo=UTC)
+    days = backfill_intervals(
+        job, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 4, tzinfo=UTC)
+    )
     assert [s.day for s, _ in days] == [1, 2, 3]
 
 
 def test_killed_run_is_marked_failed_and_retried(tmp_path: Path, settings: Settings) -> None:
-    jobs, marker = _jobs(tmp_path, extra="    retries: 1\n    retry_delay: 0s")
+    jobs, _ = _jobs(tmp_path, extra="    retries: 1\n    retry_delay: 0s")
     clock = FakeClock(datetime(2026, 1, 1, 5, 30, tzinfo=UTC))
     dead = Scheduler(settings, jobs, clock=clock, owner="dead", lease="60s")
     (run_id,) = dead.create_due_runs()

@@ -354,8 +354,15 @@ class ActionEngine:
             if rule.name in data:
                 rule.state.load(data[rule.name])
 
-    def close(self) -> None:
-        """Stop the dispatcher and release connections."""
+    def close(self, drain_seconds: float = 10.0) -> None:
+        """Deliver what is due (bounded in time), stop the dispatcher, release connections."""
+        self.dispatcher.stop()
+        deadline = time.monotonic() + drain_seconds
+        try:
+            while time.monotonic() < deadline and self.dispatcher.run_once() > 0:
+                pass
+        except Exception:  # noqa: BLE001 - undelivered actions stay in the outbox
+            log.exception("draining the outbox failed; pending actions stay queued")
         self.dispatcher.stop()
         for rule in self.rules:
             rule.action.close()

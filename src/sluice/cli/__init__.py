@@ -7,14 +7,18 @@ import sys
 
 import typer
 
-from sluice.cli import models, pipelines, service
+from sluice.cli import models, ops, pipelines, service
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Sluice: ingest, validate, score, act on and land event streams.")
 app.registered_commands.extend(pipelines.app.registered_commands)
 app.registered_commands.extend(service.app.registered_commands)
 app.add_typer(pipelines.dlq_app, name="dlq")
+app.registered_commands.extend(ops.app.registered_commands)
 app.add_typer(models.app, name="models")
+app.add_typer(ops.actions_app, name="actions")
+app.add_typer(ops.pipelines_app, name="pipelines")
+app.add_typer(ops.api_app, name="api")
 
 
 def main() -> None:

@@ -31,6 +31,27 @@ models:
   - {name: temp_anomaly, type: online_anomaly, features: [temp_c, pressure, vibration], key: device_id}
 """
 
+TELEMETRY_ACTIONS = """\
+actions:
+  - name: page-oncall
+    when: "temp_anomaly_anomaly"
+    type: webhook
+    url: "{receiver}/alerts"
+    severity: critical
+    dedupe: {{key: device_id, window: 10m}}
+    payload: {{device: "{{{{ device_id }}}}", at: "{{{{ ts }}}}", why: "{{{{ reason }}}}"}}
+"""
+
+TICKET_ACTIONS = """\
+actions:
+  - name: route-urgent
+    when: "ticket_urgency_label = 'critical'"
+    type: log
+    path: "{home}/demo/urgent_tickets.jsonl"
+    payload: {{ticket: "{{{{ ticket_id }}}}", team: "{{{{ ticket_category_label }}}}",
+               text: "{{{{ text }}}}"}}
+"""
+
 TICKET_MODELS = """\
 models:
   - {name: ticket_category, type: text_classifier, features: [text]}

@@ -15,6 +15,7 @@ from rich.table import Table
 from sluice.config.loader import load_pipeline
 from sluice.core.settings import Settings
 from sluice.demo import pipelines
+from sluice.demo.receiver import OpsReceiver
 from sluice.runners.local import LocalRunner
 from sluice.runners.progress import ProgressReporter
 from sluice.runners.stats import RunStats
@@ -50,13 +51,15 @@ def _write_data(data: Path, events: int, tickets: int) -> None:
     synthetic.write_jsonl(synthetic.tickets(tickets, seed=7), data / "tickets.jsonl")
 
 
-def _pipeline_files(home: Path, data: Path) -> dict[str, Path]:
+def _pipeline_files(home: Path, data: Path, receiver: str) -> dict[str, Path]:
     folder = home / "demo"
     files = {
-        "telemetry": pipelines.TELEMETRY.format(data=data, models=pipelines.TELEMETRY_MODELS,
-                                                actions=""),
-        "tickets": pipelines.TICKETS.format(data=data, models=pipelines.TICKET_MODELS,
-                                            actions=""),
+        "telemetry": pipelines.TELEMETRY.format(
+            data=data, models=pipelines.TELEMETRY_MODELS,
+            actions=pipelines.TELEMETRY_ACTIONS.format(receiver=receiver)),
+        "tickets": pipelines.TICKETS.format(
+            data=data, models=pipelines.TICKET_MODELS,
+            actions=pipelines.TICKET_ACTIONS.format(home=home)),
     }
     out = {}
     for name, text in files.items():
@@ -110,6 +113,7 @@ def _reset_outputs(settings: Settings) -> None:
     for table in ("telemetry", "telemetry_1m", "tickets", "dead_letter"):
         shutil.rmtree(settings.lake_path(table), ignore_errors=True)
     Path(str(settings.warehouse_url)).unlink(missing_ok=True)
+    (settings.home / "demo" / "urgent_tickets.jsonl").unlink(missing_ok=True)
 
 
 def run_demo(console: Console, settings: Settings, *, events: int = 200_000,
@@ -121,19 +125,34 @@ def run_demo(console: Console, settings: Settings, *, events: int = 200_000,
     console.print(f"[bold]Sluice demo[/] — state in {settings.home}")
     with console.status("generating sample data..."):
         _write_data(data, events, tickets)
-    files = _pipeline_files(settings.home, data)
     _reset_outputs(settings)
     with console.status("training the ticket text models..."):
         text_metrics = train_ticket_models(settings)
-    telemetry = _run(console, settings, files["telemetry"])
-    ticket_stats = _run(console, settings, files["tickets"])
+    with OpsReceiver() as receiver:
+        files = _pipeline_files(settings.home, data, receiver.url)
+        telemetry = _run(console, settings, files["telemetry"])
+        ticket_stats = _run(console, settings, files["tickets"])
     result = DemoResult(telemetry, ticket_stats, events, extra=text_metrics)
+    result.extra.update(_action_counts(settings, receiver))
     _print_summary(console, settings, result, time.perf_counter() - started)
     if serve:
         from sluice.demo.serve import serve_demo
 
         serve_demo(console, settings, files, port=port)
     return result
+
+
+def _action_counts(settings: Settings, receiver: OpsReceiver) -> dict[str, Any]:
+    from sluice.actions.service import ActionsService
+
+    rows = ActionsService(settings=settings).list(limit=100_000)
+    fired = {name: sum(1 for r in rows if r.get("action") == name)
+             for name in ("page-oncall", "route-urgent")}
+    delivered = sum(1 for r in rows if r.get("status") == "delivered")
+    return {"actions fired: page on-call webhook / urgent tickets routed":
+            f"{fired['page-oncall']:,} / {fired['route-urgent']:,}",
+            "actions delivered (webhooks received by the local on-call stub)":
+            f"{delivered:,} ({len(receiver.keys):,} webhooks)"}
 
 
 def _count(settings: Settings, sql: str) -> Any:

@@ -20,13 +20,17 @@ Clock = Callable[[], datetime]
 MAX_BACKOFF = timedelta(hours=1)
 
 
-class TaskTimeout(Exception):
+class TaskTimeoutError(Exception):
     """An attempt ran longer than its timeout."""
 
 
-def run_with_timeout(work: Callable[[], None], timeout: float | None,
-                     heartbeat: Callable[[], None] | None = None, beat: float = 5.0) -> None:
-    """Run ``work`` in a thread; raise TaskTimeout if it outlives ``timeout`` seconds.
+def run_with_timeout(
+    work: Callable[[], None],
+    timeout: float | None,
+    heartbeat: Callable[[], None] | None = None,
+    beat: float = 5.0,
+) -> None:
+    """Run ``work`` in a thread; raise TaskTimeoutError if it outlives ``timeout`` seconds.
 
     A Python thread cannot be killed: a timed-out attempt is recorded as failed and its
     thread is abandoned (``shell`` tasks run in a subprocess, which is killed instead).
@@ -47,7 +51,7 @@ def run_with_timeout(work: Callable[[], None], timeout: float | None,
         thread.join(wait)
         if thread.is_alive():
             if deadline is not None and time.monotonic() >= deadline:
-                raise TaskTimeout(f"timed out after {timeout:g}s")
+                raise TaskTimeoutError(f"timed out after {timeout:g}s")
             if heartbeat:
                 heartbeat()
     if errors:
@@ -57,8 +61,16 @@ def run_with_timeout(work: Callable[[], None], timeout: float | None,
 class RunExecutor:
     """Executes claimed runs and records every task attempt in the run store."""
 
-    def __init__(self, settings: Settings, store: RunStore, *, clock: Clock, owner: str,
-                 lease: timedelta, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RunStore,
+        *,
+        clock: Clock,
+        owner: str,
+        lease: timedelta,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings, self.store, self.clock = settings, store, clock
         self.owner, self.lease, self.sleep = owner, lease, sleep
 
@@ -68,8 +80,9 @@ class RunExecutor:
         self.store.fail_interrupted(run_id, self.clock())
         history = self.store.task_attempts(run_id)
         params = {**job.params, **(run.get("params") or {})}
-        variables = template_variables(job.name, run["interval_start"], run["interval_end"],
-                                       params, run_id)
+        variables = template_variables(
+            job.name, run["interval_start"], run["interval_end"], params, run_id
+        )
         states: dict[str, str] = {}
         for task in job.topological_order():
             mine = [a for a in history if a["task"] == task.name]
@@ -78,8 +91,12 @@ class RunExecutor:
                 continue
             blocked = [d for d in task.depends_on if states.get(d) != "success"]
             if blocked:
-                self.store.skip_task(run_id, task.name, self.clock(),
-                                     f"upstream did not succeed: {', '.join(blocked)}")
+                self.store.skip_task(
+                    run_id,
+                    task.name,
+                    self.clock(),
+                    f"upstream did not succeed: {', '.join(blocked)}",
+                )
                 states[task.name] = "skipped"
                 continue
             failed_before = sum(1 for a in mine if a["state"] == "failed")
@@ -88,8 +105,14 @@ class RunExecutor:
         self.store.finish(run_id, final, self.clock())
         return final
 
-    def _attempts(self, job: JobSpec, task: TaskSpec, run_id: int, variables: dict[str, Any],
-                  failed_before: int) -> str:
+    def _attempts(
+        self,
+        job: JobSpec,
+        task: TaskSpec,
+        run_id: int,
+        variables: dict[str, Any],
+        failed_before: int,
+    ) -> str:
         allowed = job.task_retries(task) + 1
         delay = job.task_retry_delay(task)
         attempt = failed_before
@@ -102,23 +125,32 @@ class RunExecutor:
                 return "success"
         return "failed"
 
-    def attempt(self, job: JobSpec, task: TaskSpec, run_id: int, attempt: int,
-                variables: dict[str, Any]) -> bool:
+    def attempt(
+        self, job: JobSpec, task: TaskSpec, run_id: int, attempt: int, variables: dict[str, Any]
+    ) -> bool:
         """Run one attempt of ``task``; record it; True on success."""
         self._renew(run_id)
         attempt_id = self.store.start_task(run_id, task.name, attempt, self.clock())
-        ctx = TaskContext(self.settings, job.name, task.name, variables, now=self.clock(),
-                          timeout=job.task_timeout(task))
+        ctx = TaskContext(
+            self.settings,
+            job.name,
+            task.name,
+            variables,
+            now=self.clock(),
+            timeout=job.task_timeout(task),
+        )
         error = None
         try:
-            run_with_timeout(lambda: execute_task(task.type, task.options, ctx), ctx.timeout,
-                             heartbeat=lambda: self._renew(run_id))
+            run_with_timeout(
+                lambda: execute_task(task.type, task.options, ctx),
+                ctx.timeout,
+                heartbeat=lambda: self._renew(run_id),
+            )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, TaskTimeout):
+            if not isinstance(exc, TaskTimeoutError):
                 ctx.log(traceback.format_exc(limit=5))
-            log.warning("job %s task %s attempt %d failed: %s", job.name, task.name, attempt,
-                        error)
+            log.warning("job %s task %s attempt %d failed: %s", job.name, task.name, attempt, error)
         state = "failed" if error else "success"
         self.store.finish_task(attempt_id, state, self.clock(), "\n".join(ctx.lines), error)
         return error is None

@@ -53,8 +53,11 @@ def _last_fire(spec: ScheduleSpec, now: datetime) -> datetime:
         return epoch + ((now - epoch) // step) * step
     from croniter import croniter
 
-    return croniter(str(spec.cron), now.astimezone(spec.tz)).get_prev(datetime).astimezone(UTC) \
-        if not croniter.match(str(spec.cron), now.astimezone(spec.tz)) else now
+    return (
+        croniter(str(spec.cron), now.astimezone(spec.tz)).get_prev(datetime).astimezone(UTC)
+        if not croniter.match(str(spec.cron), now.astimezone(spec.tz))
+        else now
+    )
 
 
 def _prev_fire(spec: ScheduleSpec, instant: datetime) -> datetime:
@@ -66,8 +69,9 @@ def _prev_fire(spec: ScheduleSpec, instant: datetime) -> datetime:
     return croniter(str(spec.cron), instant.astimezone(spec.tz)).get_prev(datetime).astimezone(UTC)
 
 
-def due_intervals(job: JobSpec, now: datetime, last_end: datetime | None
-                  ) -> list[tuple[datetime, datetime]]:
+def due_intervals(
+    job: JobSpec, now: datetime, last_end: datetime | None
+) -> list[tuple[datetime, datetime]]:
     """Data intervals [start, end) of ``job`` whose end has passed and that have no run yet.
 
     Without catch-up only the latest complete interval is due; with catch-up every interval
@@ -89,8 +93,9 @@ def due_intervals(job: JobSpec, now: datetime, last_end: datetime | None
     return _intervals_between(spec, origin, latest_end)
 
 
-def _intervals_between(spec: ScheduleSpec, origin: datetime, until: datetime
-                       ) -> list[tuple[datetime, datetime]]:
+def _intervals_between(
+    spec: ScheduleSpec, origin: datetime, until: datetime
+) -> list[tuple[datetime, datetime]]:
     out: list[tuple[datetime, datetime]] = []
     start = origin
     for end in _fires(spec, origin):
@@ -101,13 +106,13 @@ def _intervals_between(spec: ScheduleSpec, origin: datetime, until: datetime
     return out
 
 
-def backfill_intervals(job: JobSpec, start: datetime, end: datetime
-                       ) -> list[tuple[datetime, datetime]]:
+def backfill_intervals(
+    job: JobSpec, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
     """Every schedule interval of ``job`` that starts in [start, end)."""
     spec = job.schedule_spec or ScheduleSpec(every="1d")
     first = next(_fires(spec, start - timedelta(microseconds=1)))
-    return [(s, e) for s, e in _intervals_between(spec, first, end + _step(spec, end))
-            if s < end]
+    return [(s, e) for s, e in _intervals_between(spec, first, end + _step(spec, end)) if s < end]
 
 
 def _step(spec: ScheduleSpec, at: datetime) -> timedelta:
@@ -119,15 +124,24 @@ def _step(spec: ScheduleSpec, at: datetime) -> timedelta:
 class Scheduler:
     """Creates due runs of the jobs in the metadata DB and executes them on worker threads."""
 
-    def __init__(self, settings: Settings, jobs: JobsFile, *, clock: Clock = utc_now,
-                 max_workers: int = 2, lease: str = "60s", owner: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobsFile,
+        *,
+        clock: Clock = utc_now,
+        max_workers: int = 2,
+        lease: str = "60s",
+        owner: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings, self.jobs, self.clock = settings, jobs, clock
         self.store = RunStore(get_engine(str(settings.ensure().metadata_url)))
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = parse_duration(lease)
-        self.executor = RunExecutor(settings, self.store, clock=clock, owner=self.owner,
-                                    lease=self.lease, sleep=sleep)
+        self.executor = RunExecutor(
+            settings, self.store, clock=clock, owner=self.owner, lease=self.lease, sleep=sleep
+        )
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sluice-job")
         self.max_workers = max_workers
         self._inflight: dict[int, Future[str]] = {}

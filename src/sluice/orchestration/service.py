@@ -42,13 +42,16 @@ def store_for(settings: Settings) -> RunStore:
 
 def _json_run(run: dict[str, Any]) -> dict[str, Any]:
     out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
-    out["tasks"] = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in t.items()}
-                    for t in run.get("tasks", [])]
+    out["tasks"] = [
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in t.items()}
+        for t in run.get("tasks", [])
+    ]
     return out
 
 
-def describe_jobs(settings: Settings, jobs: JobsFile, runs_per_job: int = 10
-                  ) -> list[dict[str, Any]]:
+def describe_jobs(
+    settings: Settings, jobs: JobsFile, runs_per_job: int = 10
+) -> list[dict[str, Any]]:
     """Every job with its schedule, tasks, recent runs and each task's latest state per run."""
     store = store_for(settings)
     out = []
@@ -60,60 +63,80 @@ def describe_jobs(settings: Settings, jobs: JobsFile, runs_per_job: int = 10
             for attempt in run["tasks"]:
                 latest[attempt["task"]] = attempt["state"]
             run["task_states"] = latest
-        out.append({
-            "name": job.name, "description": job.description,
-            "schedule": (spec.cron or f"every {spec.every}") if spec else None,
-            "timezone": spec.timezone if spec else None, "catchup": job.catchup,
-            "tasks": [{"name": t.name, "type": t.type, "depends_on": t.depends_on}
-                      for t in job.tasks],
-            "runs": runs,
-        })
+        out.append(
+            {
+                "name": job.name,
+                "description": job.description,
+                "schedule": (spec.cron or f"every {spec.every}") if spec else None,
+                "timezone": spec.timezone if spec else None,
+                "catchup": job.catchup,
+                "tasks": [
+                    {"name": t.name, "type": t.type, "depends_on": t.depends_on} for t in job.tasks
+                ],
+                "runs": runs,
+            }
+        )
     return out
 
 
-def jobs_provider(settings: Settings, jobs_file: str | Path | None = None
-                  ) -> Callable[[], list[dict[str, Any]]]:
+def jobs_provider(
+    settings: Settings, jobs_file: str | Path | None = None
+) -> Callable[[], list[dict[str, Any]]]:
     """A callable for ``GET /api/v1/jobs`` (the jobs file is re-read on every call)."""
     return lambda: describe_jobs(settings, resolve_jobs(settings, jobs_file))
 
 
-def trigger(settings: Settings, job_name: str, params: dict[str, Any] | None = None, *,
-            jobs_file: str | Path | None = None, now: datetime | None = None) -> int:
+def trigger(
+    settings: Settings,
+    job_name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    jobs_file: str | Path | None = None,
+    now: datetime | None = None,
+) -> int:
     """Queue a manual run of ``job_name`` (a running scheduler executes it); return its id."""
     job = resolve_jobs(settings, jobs_file).job(job_name)
     moment = now or utc_now()
-    run_id = store_for(settings).create(job.name, moment, moment, moment, kind="manual",
-                                        params=params)
+    run_id = store_for(settings).create(
+        job.name, moment, moment, moment, kind="manual", params=params
+    )
     if run_id is None:
         raise ConfigError(f"job {job_name!r} was already triggered at {moment.isoformat()}")
     return run_id
 
 
-def run_now(settings: Settings, jobs: JobsFile, job_name: str,
-            params: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_now(
+    settings: Settings, jobs: JobsFile, job_name: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run ``job_name`` now in this process and return the finished run."""
     jobs.job(job_name)
     run_id = _trigger_in(settings, jobs, job_name, params)
     return _execute_runs(settings, jobs, [run_id])[0]
 
 
-def _trigger_in(settings: Settings, jobs: JobsFile, job_name: str,
-                params: dict[str, Any] | None) -> int:
+def _trigger_in(
+    settings: Settings, jobs: JobsFile, job_name: str, params: dict[str, Any] | None
+) -> int:
     moment = utc_now()
-    run_id = store_for(settings).create(job_name, moment, moment, moment, kind="manual",
-                                        params=params)
+    run_id = store_for(settings).create(
+        job_name, moment, moment, moment, kind="manual", params=params
+    )
     assert run_id is not None
     return run_id
 
 
-def backfill(settings: Settings, jobs: JobsFile, job_name: str, start: datetime,
-             end: datetime) -> list[dict[str, Any]]:
+def backfill(
+    settings: Settings, jobs: JobsFile, job_name: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
     """Run every interval of ``job_name`` starting in [start, end) that has no run yet."""
     job = jobs.job(job_name)
     store = store_for(settings)
     now = utc_now()
-    ids = [rid for s, e in backfill_intervals(job, start, end)
-           if (rid := store.create(job.name, s, e, now)) is not None]
+    ids = [
+        rid
+        for s, e in backfill_intervals(job, start, end)
+        if (rid := store.create(job.name, s, e, now)) is not None
+    ]
     return _execute_runs(settings, jobs, ids)
 
 
@@ -130,14 +153,22 @@ def _execute_runs(settings: Settings, jobs: JobsFile, ids: list[int]) -> list[di
     return [store.get(run_id) for run_id in ids]
 
 
-def run_task(settings: Settings, jobs: JobsFile, job_name: str, task_name: str, *,
-             start: datetime, end: datetime | None = None,
-             params: dict[str, Any] | None = None) -> list[str]:
+def run_task(
+    settings: Settings,
+    jobs: JobsFile,
+    job_name: str,
+    task_name: str,
+    *,
+    start: datetime,
+    end: datetime | None = None,
+    params: dict[str, Any] | None = None,
+) -> list[str]:
     """Run one task once, outside the run history (Airflow keeps its own); return its log."""
     job = jobs.job(job_name)
     task = job.task(task_name)
-    variables = template_variables(job.name, start, end or start + timedelta(days=1),
-                                   {**job.params, **(params or {})})
+    variables = template_variables(
+        job.name, start, end or start + timedelta(days=1), {**job.params, **(params or {})}
+    )
     ctx = TaskContext(settings, job.name, task.name, variables, timeout=job.task_timeout(task))
     run_with_timeout(lambda: execute_task(task.type, task.options, ctx), ctx.timeout)
     return ctx.lines

@@ -1,4 +1,4 @@
-"""The jobs file: jobs of tasks with dependencies, schedules and retry policies (file:line errors)."""
+"""The jobs file: DAGs of tasks with dependencies, schedules and retry policies."""
 
 from __future__ import annotations
 
@@ -13,8 +13,17 @@ from sluice.config.loader import Path_, load_model, parse_yaml, validation_error
 from sluice.core.errors import ConfigError, NotFoundError
 from sluice.core.types import parse_duration
 
-TaskType = Literal["run_pipeline", "train_model", "evaluate_model", "promote_if_better", "compact",
-                   "export", "quality_check", "sql", "shell"]
+TaskType = Literal[
+    "run_pipeline",
+    "train_model",
+    "evaluate_model",
+    "promote_if_better",
+    "compact",
+    "export",
+    "quality_check",
+    "sql",
+    "shell",
+]
 COMMON_TASK_KEYS = {"name", "type", "depends_on", "retries", "retry_delay", "timeout"}
 
 
@@ -96,7 +105,7 @@ class JobSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    schedule: str | ScheduleSpec | None = None
+    schedule: ScheduleSpec | None = None
     timezone: str | None = None
     start_date: datetime | None = None
     catchup: bool = False
@@ -124,7 +133,7 @@ class JobSpec(_Strict):
     def schedule_spec(self) -> ScheduleSpec | None:
         """The normalised schedule (job-level ``timezone`` applied), or None for manual jobs."""
         spec = self.schedule
-        if spec is None or isinstance(spec, str):
+        if spec is None:
             return None
         if self.timezone and spec.timezone == "UTC":
             return spec.model_copy(update={"timezone": self.timezone})
@@ -143,8 +152,9 @@ class JobSpec(_Strict):
 
     def task_retry_delay(self, task: TaskSpec) -> timedelta:
         """First retry delay of ``task`` (doubled after each failed attempt)."""
-        return parse_duration(task.retry_delay if task.retry_delay is not None
-                              else self.retry_delay)
+        return parse_duration(
+            task.retry_delay if task.retry_delay is not None else self.retry_delay
+        )
 
     def task_timeout(self, task: TaskSpec) -> float | None:
         """Timeout of one attempt of ``task`` in seconds, or None."""
@@ -157,13 +167,12 @@ class JobSpec(_Strict):
         ordered: list[TaskSpec] = []
         pending = list(self.tasks)
         while pending:
-            ready = [t for t in pending if set(t.depends_on) <= done]
-            if not ready:
+            ready = next((t for t in pending if set(t.depends_on) <= done), None)
+            if ready is None:
                 raise ConfigError(f"job {self.name!r}: tasks form a dependency cycle")
-            for task in ready:
-                ordered.append(task)
-                done.add(task.name)
-            pending = [t for t in pending if t.name not in done]
+            ordered.append(ready)
+            done.add(ready.name)
+            pending.remove(ready)
         return ordered
 
 
@@ -210,8 +219,12 @@ def _check_names(jobs: JobsFile, lines: dict[Path_, int], file: str) -> None:
     seen: set[str] = set()
     for j, job in enumerate(jobs.jobs):
         if job.name in seen:
-            raise ConfigError(f"duplicate job name {job.name!r}", file=file,
-                              line=lines.get(("jobs", j, "name")), key=f"jobs[{j}].name")
+            raise ConfigError(
+                f"duplicate job name {job.name!r}",
+                file=file,
+                line=lines.get(("jobs", j, "name")),
+                key=f"jobs[{j}].name",
+            )
         seen.add(job.name)
 
 
@@ -222,17 +235,27 @@ def _check_job(job: JobSpec, j: int, lines: dict[Path_, int], file: str) -> None
     for t, task in enumerate(job.tasks):
         where: Path_ = ("jobs", j, "tasks", t)
         if names.count(task.name) > 1:
-            raise ConfigError(f"duplicate task name {task.name!r}", file=file,
-                              line=lines.get((*where, "name")), key=f"jobs[{j}].tasks[{t}].name")
+            raise ConfigError(
+                f"duplicate task name {task.name!r}",
+                file=file,
+                line=lines.get((*where, "name")),
+                key=f"jobs[{j}].tasks[{t}].name",
+            )
         for dep in task.depends_on:
             if dep not in names or dep == task.name:
                 raise ConfigError(
-                    f"unknown dependency {dep!r} (tasks: {', '.join(names)})", file=file,
-                    line=lines.get((*where, "depends_on")), key=f"jobs[{j}].tasks[{t}].depends_on")
+                    f"unknown dependency {dep!r} (tasks: {', '.join(names)})",
+                    file=file,
+                    line=lines.get((*where, "depends_on")),
+                    key=f"jobs[{j}].tasks[{t}].depends_on",
+                )
         if task.type == "shell" and not job.allow_shell:
-            raise ConfigError("shell tasks are off; set `allow_shell: true` on the job to allow "
-                              "them", file=file, line=lines.get((*where, "type")),
-                              key=f"jobs[{j}].tasks[{t}].type")
+            raise ConfigError(
+                "shell tasks are off; set `allow_shell: true` on the job to allow them",
+                file=file,
+                line=lines.get((*where, "type")),
+                key=f"jobs[{j}].tasks[{t}].type",
+            )
         try:
             OPTION_MODELS[task.type].model_validate(task.options)
         except ValidationError as exc:
@@ -240,5 +263,6 @@ def _check_job(job: JobSpec, j: int, lines: dict[Path_, int], file: str) -> None
     try:
         job.topological_order()
     except ConfigError as exc:
-        raise ConfigError(exc.detail, file=file, line=lines.get(("jobs", j, "tasks")),
-                          key=f"jobs[{j}].tasks") from None
+        raise ConfigError(
+            exc.detail, file=file, line=lines.get(("jobs", j, "tasks")), key=f"jobs[{j}].tasks"
+        ) from None

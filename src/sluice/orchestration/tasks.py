@@ -17,7 +17,7 @@ from sluice.core.settings import Settings
 from sluice.core.types import parse_duration
 
 
-class TaskFailed(SluiceError):
+class TaskFailedError(SluiceError):
     """A task ran and its outcome is a failure (a check did not hold, a command failed)."""
 
 
@@ -118,10 +118,15 @@ class ShellOptions(_Options):
 
 
 OPTION_MODELS: dict[str, type[_Options]] = {
-    "run_pipeline": RunPipelineOptions, "train_model": TrainModelOptions,
-    "evaluate_model": EvaluateModelOptions, "promote_if_better": PromoteOptions,
-    "compact": CompactOptions, "export": ExportOptions, "quality_check": QualityCheckOptions,
-    "sql": SqlOptions, "shell": ShellOptions,
+    "run_pipeline": RunPipelineOptions,
+    "train_model": TrainModelOptions,
+    "evaluate_model": EvaluateModelOptions,
+    "promote_if_better": PromoteOptions,
+    "compact": CompactOptions,
+    "export": ExportOptions,
+    "quality_check": QualityCheckOptions,
+    "sql": SqlOptions,
+    "shell": ShellOptions,
 }
 
 
@@ -142,12 +147,20 @@ class TaskContext:
         self.lines.append(message)
 
 
-def template_variables(job: str, start: datetime, end: datetime, params: dict[str, Any],
-                       run_id: int | None = None) -> dict[str, Any]:
+def template_variables(
+    job: str, start: datetime, end: datetime, params: dict[str, Any], run_id: int | None = None
+) -> dict[str, Any]:
     """The ``{{ ds }}``-style variables of a data interval."""
-    return {"ds": start.strftime("%Y-%m-%d"), "ds_nodash": start.strftime("%Y%m%d"),
-            "data_interval_start": start.isoformat(), "data_interval_end": end.isoformat(),
-            "ts": start.isoformat(), "params": params, "job": job, "run_id": run_id}
+    return {
+        "ds": start.strftime("%Y-%m-%d"),
+        "ds_nodash": start.strftime("%Y%m%d"),
+        "data_interval_start": start.isoformat(),
+        "data_interval_end": end.isoformat(),
+        "ts": start.isoformat(),
+        "params": params,
+        "job": job,
+        "run_id": run_id,
+    }
 
 
 def render(value: Any, variables: dict[str, Any]) -> Any:
@@ -198,10 +211,21 @@ def _run_pipeline(opts: Any, ctx: TaskContext) -> None:
 def _train_model(opts: Any, ctx: TaskContext) -> None:
     from sluice.models.train import TrainSpec, train
 
-    version = train(ctx.settings, TrainSpec(
-        name=opts.model, kind=opts.kind, table=opts.table, features=opts.features,
-        label=opts.label, time_column=opts.time_column, since=opts.since, until=opts.until,
-        seed=opts.seed, params=opts.params))
+    version = train(
+        ctx.settings,
+        TrainSpec(
+            name=opts.model,
+            kind=opts.kind,
+            table=opts.table,
+            features=opts.features,
+            label=opts.label,
+            time_column=opts.time_column,
+            since=opts.since,
+            until=opts.until,
+            seed=opts.seed,
+            params=opts.params,
+        ),
+    )
     ctx.log(f"trained {version.name} v{version.version}: metrics {version.metrics}")
 
 
@@ -210,11 +234,15 @@ def _evaluate_model(opts: Any, ctx: TaskContext) -> None:
 
     metrics = evaluate_registered(ctx.settings, opts.model, opts.table, opts.label)
     ctx.log(f"evaluated {opts.model}: {metrics}")
-    low = {k: metrics.get(k) for k, floor in opts.minimum.items()
-           if not isinstance(metrics.get(k), int | float) or metrics[k] < floor}
+    low = {
+        k: metrics.get(k)
+        for k, floor in opts.minimum.items()
+        if not isinstance(metrics.get(k), int | float) or metrics[k] < floor
+    }
     if low:
-        raise TaskFailed(f"{opts.model}: metrics below their minimum: {low} "
-                         f"(minimum {opts.minimum})")
+        raise TaskFailedError(
+            f"{opts.model}: metrics below their minimum: {low} (minimum {opts.minimum})"
+        )
 
 
 def _promote_if_better(opts: Any, ctx: TaskContext) -> None:
@@ -230,7 +258,7 @@ def _promote_if_better(opts: Any, ctx: TaskContext) -> None:
         return
     value = newest.metrics.get(opts.metric)
     if not isinstance(value, int | float):
-        raise TaskFailed(f"v{newest.version} has no metric {opts.metric!r}")
+        raise TaskFailedError(f"v{newest.version} has no metric {opts.metric!r}")
     if current is not None:
         base = current.metrics.get(opts.metric)
         if isinstance(base, int | float):
@@ -249,8 +277,11 @@ def _compact(opts: Any, ctx: TaskContext) -> None:
     result = table.optimize.compact(target_size=opts.target_size)
     ctx.log(f"optimize {opts.table}: {result}")
     if opts.vacuum:
-        removed = table.vacuum(retention_hours=opts.retention_hours, dry_run=False,
-                               enforce_retention_duration=opts.retention_hours >= 168)
+        removed = table.vacuum(
+            retention_hours=opts.retention_hours,
+            dry_run=False,
+            enforce_retention_duration=opts.retention_hours >= 168,
+        )
         ctx.log(f"vacuum {opts.table}: removed {len(removed)} files")
 
 
@@ -308,8 +339,11 @@ def _quality_check(opts: Any, ctx: TaskContext) -> None:
         if count < opts.min_rows:
             failures.append(f"{opts.table} has {count} rows, expected at least {opts.min_rows}")
     for column in opts.not_null:
-        nulls = engine.query(f'SELECT count(*) AS n FROM {table} WHERE "{_plain(column)}" IS NULL'
-                             ).column("n")[0].as_py()
+        nulls = (
+            engine.query(f'SELECT count(*) AS n FROM {table} WHERE "{_plain(column)}" IS NULL')
+            .column("n")[0]
+            .as_py()
+        )
         if nulls:
             failures.append(f"{opts.table}.{column} has {nulls} null values")
     if opts.freshness is not None:
@@ -319,13 +353,16 @@ def _quality_check(opts: Any, ctx: TaskContext) -> None:
         if bad.num_rows:
             failures.append(f"assertion returned rows: {sql!r}: {bad.to_pylist()}")
     if failures:
-        raise TaskFailed("quality check failed: " + "; ".join(failures))
+        raise TaskFailedError("quality check failed: " + "; ".join(failures))
     ctx.log("all checks passed")
 
 
 def _freshness(engine: Any, table: str, fresh: Freshness, ctx: TaskContext) -> list[str]:
-    newest = engine.query(f'SELECT max("{_plain(fresh.column)}") AS t FROM {table}'
-                          ).column("t")[0].as_py()
+    newest = (
+        engine.query(f'SELECT max("{_plain(fresh.column)}") AS t FROM {table}')
+        .column("t")[0]
+        .as_py()
+    )
     if newest is None:
         return [f"{table} has no {fresh.column} values (freshness)"]
     if newest.tzinfo is None:
@@ -345,22 +382,39 @@ def _sql(opts: Any, ctx: TaskContext) -> None:
 
 
 def _shell(opts: Any, ctx: TaskContext) -> None:
-    env = {**os.environ, **opts.env, "SLUICE_DS": ctx.variables["ds"],
-           "SLUICE_DATA_INTERVAL_START": ctx.variables["data_interval_start"],
-           "SLUICE_DATA_INTERVAL_END": ctx.variables["data_interval_end"]}
+    env = {
+        **os.environ,
+        **opts.env,
+        "SLUICE_DS": ctx.variables["ds"],
+        "SLUICE_DATA_INTERVAL_START": ctx.variables["data_interval_start"],
+        "SLUICE_DATA_INTERVAL_END": ctx.variables["data_interval_end"],
+    }
     try:
-        done = subprocess.run(opts.command, shell=True, cwd=opts.cwd, env=env,  # noqa: S602
-                              capture_output=True, text=True, timeout=ctx.timeout, check=False)
+        done = subprocess.run(
+            opts.command,
+            shell=True,
+            cwd=opts.cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=ctx.timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        raise TaskFailed(f"command timed out after {ctx.timeout}s (killed)") from None
+        raise TaskFailedError(f"command timed out after {ctx.timeout}s (killed)") from None
     ctx.log(done.stdout[-20_000:] + done.stderr[-20_000:])
     if done.returncode != 0:
-        raise TaskFailed(f"command exited with status {done.returncode}")
+        raise TaskFailedError(f"command exited with status {done.returncode}")
 
 
 RUNNERS: dict[str, Callable[[Any, TaskContext], None]] = {
-    "run_pipeline": _run_pipeline, "train_model": _train_model,
-    "evaluate_model": _evaluate_model, "promote_if_better": _promote_if_better,
-    "compact": _compact, "export": _export, "quality_check": _quality_check, "sql": _sql,
+    "run_pipeline": _run_pipeline,
+    "train_model": _train_model,
+    "evaluate_model": _evaluate_model,
+    "promote_if_better": _promote_if_better,
+    "compact": _compact,
+    "export": _export,
+    "quality_check": _quality_check,
+    "sql": _sql,
     "shell": _shell,
 }

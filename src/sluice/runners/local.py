@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,9 @@ class LocalRunner:
         self._side_sinks: dict[str, Sink] = {}
         self.epoch = 0
         self.position: Position | None = None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"sluice-{pipeline.name}")
+        self._pending_read: Future[SourceBatch | None] | None = None
+        self._prefetch = getattr(self.source, "prefetch_safe", False)
         self._max_rows = pipeline.batch.max_rows
         self._max_latency = parse_duration(pipeline.batch.max_latency).total_seconds()
 
@@ -96,6 +100,10 @@ class LocalRunner:
 
     def close(self) -> None:
         """Release the source, sinks and stage resources."""
+        if self._pending_read is not None:
+            self._pending_read.cancel()
+            wait([self._pending_read])
+        self._pool.shutdown(wait=True)
         for closer in [self.source.close, *(s.close for s in self.sinks),
                        *(s.close for s in self._side_sinks.values()), self.stages.close]:
             try:
@@ -115,10 +123,10 @@ class LocalRunner:
             self._process(batch, ckpt.planned_epoch, final=False)
 
     def _step(self) -> bool:
-        if self.until_idle and self.source.exhausted:
+        if self.until_idle and self._pending_read is None and self.source.exhausted:
             self._finish()
             return False
-        batch = self._read()
+        batch = self._next_batch()
         if batch is None:
             if self.until_idle and self.source.exhausted:
                 self._finish()
@@ -137,6 +145,15 @@ class LocalRunner:
         empty = SourceBatch(pa.table({}), "arrow", self.position or {})
         self.checkpoints.plan(self.pipeline.name, self.epoch + 1, empty.position)
         self._process(empty, self.epoch + 1, final=True)
+
+    def _next_batch(self) -> SourceBatch | None:
+        """The next batch; sources that allow it read the following one meanwhile."""
+        if not self._prefetch:
+            return self._read()
+        pending = self._pending_read or self._pool.submit(self._read)
+        batch = pending.result()
+        self._pending_read = self._pool.submit(self._read) if batch is not None else None
+        return batch
 
     def _read(self, until: Position | None = None) -> SourceBatch | None:
         """Poll until ``max_rows`` rows, ``max_latency`` elapsed, or (replay) ``until``."""
@@ -198,8 +215,10 @@ class LocalRunner:
         if ctx.dead_letters:
             writes.append((self._side_sink(self.pipeline.dead_letter.table),
                            concat(ctx.dead_letters)))
-        for sink, data in writes:
-            self._write_with_retry(sink, data, epoch)
+        futures = [self._pool.submit(self._write_with_retry, sink, data, epoch)
+                   for sink, data in writes]
+        for future in futures:
+            future.result()
 
     def _write_with_retry(self, sink: Sink, data: pa.Table, epoch: int) -> None:
         delay = 0.5

@@ -396,6 +396,8 @@ def open_reader(fmt: str, path: str, state: dict[str, Any], options: FileOptions
 class FileSource(Source):
     """Reads JSON lines, CSV or Parquet files in bounded chunks with exact positions."""
 
+    prefetch_safe = True  # the runner may read the next batch while one is processed
+
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
         self.options = parse_options(config)

@@ -80,6 +80,8 @@ def parse_options(config: SourceConfig) -> GeneratorOptions:
 class GeneratorSource(Source):
     """Emits deterministic synthetic rows, optionally paced to ``rate`` rows per second."""
 
+    prefetch_safe = True  # the runner may read the next batch while one is processed
+
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
         self.options = parse_options(config)

@@ -24,9 +24,8 @@ from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_leng
 DETECTORS = ("level", "trend", "spread", "rate", "stuck")
 # per-slot, per-feature state (all float64; see FeatureState)
 FEATURE_STATE = ("ref", "w", "a1", "b1", "a2", "b2", "wd", "d1", "d2", "z0",
-                 "ws", "es", "vs", "prev", "run", "s2", "rv")
+                 "ws", "es", "vs", "prev", "run")
 CLIP = 4.0
-TREND_WARMUP = 20.0
 
 
 @dataclass(frozen=True)
@@ -81,14 +80,7 @@ def _level(c: np.ndarray, m: np.ndarray, segs: Segments, st: dict[str, np.ndarra
     (a2, b2), (out["a2"], out["b2"]) = _scan3([cc, cc * cc], hz.long, segs,
                                               [st["a2"], st["b2"]])
     mu2, var2 = _moments(a2, b2, w)
-    # Brown's double smoothing removes the lag of the EW mean behind a slow trend or season
-    (s2,), (out["s2"],) = _scan3([mu2 * m], hz.long, segs, [st["s2"]])
-    trended = w > TREND_WARMUP
-    mu = np.where(trended, 2.0 * mu2 - s2 / np.maximum(w, 1e-12), mu2)
-    resid = np.where(m, np.clip(c - mu, -bound, bound), 0.0)
-    (rv,), (out["rv"],) = _scan3([resid * resid], hz.long, segs, [st["rv"]])
-    var = np.where(trended, rv / np.maximum(w, 1e-12), var2)
-    return w, mu, var
+    return w, mu2, var2
 
 
 def _scan3(rows: list[np.ndarray], decay: float, segs: Segments, init: list[np.ndarray]
@@ -160,5 +152,4 @@ def recenter(state: dict[str, np.ndarray]) -> None:
     for a, b in (("a1", "b1"), ("a2", "b2")):
         state[b] = state[b] - 2.0 * delta * state[a] + state["w"] * delta * delta
         state[a] = state[a] - state["w"] * delta
-    state["s2"] = state["s2"] - state["w"] * delta
     state["ref"] = state["ref"] + delta

@@ -1,0 +1,147 @@
+"""Operations commands: produce (Kafka), actions, pipelines status, api keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sluice.cli.common import FormatOpt, console, fail, settings
+from sluice.core.errors import SluiceError
+
+app = typer.Typer()
+actions_app = typer.Typer(no_args_is_help=True, help="Action deliveries: audit, retry, approve.")
+pipelines_app = typer.Typer(no_args_is_help=True, help="Pipelines: checkpoints, runs, lag.")
+api_app = typer.Typer(no_args_is_help=True, help="API keys.")
+
+
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Argument(help="Kafka topic")],
+    file: Annotated[str, typer.Argument(help="JSON lines / CSV file, or - for stdin")],
+    bootstrap_servers: Annotated[str, typer.Option("--bootstrap-servers", "-b",
+                                                   envvar="KAFKA_BOOTSTRAP")] = "localhost:9092",
+    key: Annotated[str | None, typer.Option(help="field whose value keys each message")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
+) -> None:
+    """Produce a file's records to a Kafka topic (like kafka-console-producer)."""
+    from sluice.sources.kafka_common import produce_file
+
+    try:
+        count = produce_file(bootstrap_servers, topic, file, key=key, format=fmt)
+    except SluiceError as exc:
+        fail(exc)
+    console.print(f"produced {count:,} record(s) to {topic}")
+
+
+@actions_app.command("list")
+def actions_list(
+    status: Annotated[str | None, typer.Option(help="pending, delivered, failed, dead, "
+                                               "awaiting_approval, ...")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="only this pipeline")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    fmt: FormatOpt = "table",
+) -> None:
+    """List actions with their delivery status and attempts."""
+    from sluice.actions.service import ActionsService
+
+    try:
+        rows = ActionsService(settings=settings()).list(status=status, pipeline=pipeline,
+                                                        limit=limit)
+    except SluiceError as exc:
+        fail(exc)
+    if fmt == "json":
+        console.file.write(json.dumps(rows, default=str) + "\n")
+        return
+    view = Table("id", "pipeline", "action", "key", "status", "attempts", "last error",
+                 header_style="bold")
+    for row in rows:
+        view.add_row(str(row.get("id")), str(row.get("pipeline")), str(row.get("action")),
+                     str(row.get("key") or ""), str(row.get("status")),
+                     str(row.get("attempts")), str(row.get("last_error") or ""))
+    console.print(view)
+
+
+def _action_command(verb: str, action_id: int) -> None:
+    from sluice.actions.service import ActionsService
+
+    try:
+        row = getattr(ActionsService(settings=settings()), verb)(action_id)
+    except SluiceError as exc:
+        fail(exc)
+    console.print(f"action {action_id}: {row.get('status')}")
+
+
+@actions_app.command()
+def retry(action_id: int) -> None:
+    """Queue a failed or dead action for delivery again."""
+    _action_command("retry", action_id)
+
+
+@actions_app.command()
+def approve(action_id: int) -> None:
+    """Approve an action that waits for approval."""
+    _action_command("approve", action_id)
+
+
+@actions_app.command()
+def reject(action_id: int) -> None:
+    """Reject an action that waits for approval."""
+    _action_command("reject", action_id)
+
+
+@pipelines_app.command("status")
+def pipelines_status(
+    pipeline: Annotated[Path | None, typer.Argument(help="pipeline file (adds Kafka lag)")] = None,
+) -> None:
+    """Last checkpoint and run of every pipeline; per-partition lag for a Kafka pipeline."""
+    from sluice.storage.checkpoints import CheckpointStore
+    from sluice.storage.db import get_engine
+    from sluice.storage.runs import RunHistory
+
+    engine = get_engine(str(settings().metadata_url))
+    view = Table("pipeline", "epoch", "checkpoint at", "last run", "events in", "dead-lettered",
+                 header_style="bold")
+    runs = {r["pipeline"]: r for r in reversed(RunHistory(engine).recent(limit=500))}
+    for ckpt in CheckpointStore(engine).all():
+        run = runs.get(ckpt["pipeline"], {})
+        stats = run.get("stats") or {}
+        view.add_row(ckpt["pipeline"], str(ckpt["epoch"]), str(ckpt["updated_at"]),
+                     str(run.get("status", "")), f"{stats.get('events_in', 0):,}",
+                     f"{stats.get('dead_lettered', 0):,}")
+    console.print(view)
+    if pipeline is not None:
+        _print_kafka_lag(pipeline)
+
+
+def _print_kafka_lag(path: Path) -> None:
+    from sluice.config.loader import load_pipeline
+    from sluice.sources.kafka_common import consumer_lag
+
+    try:
+        p = load_pipeline(path)
+        if p.source.type != "kafka":
+            return
+        opts = p.source.options
+        topics = opts.get("topic")
+        lag = consumer_lag(opts.get("bootstrap_servers", "localhost:9092"),
+                           opts.get("group") or f"sluice-{p.name}",
+                           topics if isinstance(topics, list) else [topics])
+    except SluiceError as exc:
+        fail(exc)
+    view = Table("partition", "lag (records)", header_style="bold")
+    for part, value in sorted(lag.items()):
+        view.add_row(part, f"{value:,}")
+    console.print(view)
+
+
+@api_app.command("hash-key")
+def hash_key(key: Annotated[str, typer.Argument(help="the API key to hash")],
+             role: Annotated[str, typer.Option(help="read, write or admin")] = "read") -> None:
+    """Print a keys-file line (``sha256-hash:role``) for a key; keys are stored hashed."""
+    from sluice.api.auth import hash_key as do_hash
+
+    console.print(f"{do_hash(key)}:{role}", highlight=False)
