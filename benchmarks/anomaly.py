@@ -19,8 +19,14 @@ from sluice.models.nab import NabReport, evaluate_nab
 from sluice.models.online_anomaly import OnlineAnomalyConfig, OnlineAnomalyDetector
 
 RESULTS = Path(__file__).parent / "results" / "anomaly.md"
-BOARD = {"ARTime": 74.9, "Numenta HTM": 70.5, "CAD OSE": 69.9, "Relative Entropy": 54.6,
-         "Random Cut Forest": 51.7, "Windowed Gaussian": 39.6}
+BOARD = {
+    "ARTime": 74.9,
+    "Numenta HTM": 70.5,
+    "CAD OSE": 69.9,
+    "Relative Entropy": 54.6,
+    "Random Cut Forest": 51.7,
+    "Windowed Gaussian": 39.6,
+}
 
 
 class RiverHST:
@@ -30,8 +36,9 @@ class RiverHST:
         from river import anomaly, compose, preprocessing
 
         self.names = [f"f{i}" for i in range(features)]
-        self.model = compose.Pipeline(preprocessing.MinMaxScaler(),
-                                      anomaly.HalfSpaceTrees(seed=seed))
+        self.model = compose.Pipeline(
+            preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=seed)
+        )
 
     def score_learn(self, keys: Any, X: np.ndarray) -> Any:
         """Score then learn each row, one at a time (River's API)."""
@@ -44,6 +51,7 @@ class RiverHST:
 
         class Result:
             score = out
+
         return Result()
 
 
@@ -51,8 +59,9 @@ def _ours() -> OnlineAnomalyDetector:
     return OnlineAnomalyDetector(OnlineAnomalyConfig(features=["value"]))
 
 
-def throughput(make: Any, n: int, keys: int = 10_000, features: int = 5, batch: int = 100_000
-               ) -> float:
+def throughput(
+    make: Any, n: int, keys: int = 10_000, features: int = 5, batch: int = 100_000
+) -> float:
     """Events per second of score+learn on seeded data with ``keys`` distinct keys."""
     rng = np.random.default_rng(0)
     k = rng.integers(0, keys, size=n)
@@ -61,17 +70,21 @@ def throughput(make: Any, n: int, keys: int = 10_000, features: int = 5, batch: 
     det.score_learn(k[:1000], X[:1000])
     start = time.perf_counter()
     for i in range(0, n, batch):
-        det.score_learn(k[i:i + batch], X[i:i + batch])
+        det.score_learn(k[i : i + batch], X[i : i + batch])
     return n / (time.perf_counter() - start)
 
 
 def _nab_table(reports: list[NabReport]) -> list[str]:
-    lines = ["| detector | standard | reward_low_FP_rate | reward_low_FN_rate |",
-             "|---|---|---|---|"]
+    lines = [
+        "| detector | standard | reward_low_FP_rate | reward_low_FN_rate |",
+        "|---|---|---|---|",
+    ]
     for r in reports:
         p = r.profiles
-        lines.append(f"| {r.detector} | {p['standard'].score:.1f} | "
-                     f"{p['reward_low_FP_rate'].score:.1f} | {p['reward_low_FN_rate'].score:.1f} |")
+        lines.append(
+            f"| {r.detector} | {p['standard'].score:.1f} | "
+            f"{p['reward_low_FP_rate'].score:.1f} | {p['reward_low_FN_rate'].score:.1f} |"
+        )
     lines += [f"| {name} (published) | {score} | | |" for name, score in BOARD.items()]
     return lines
 
@@ -99,22 +112,35 @@ def main() -> None:
         return OnlineAnomalyDetector(OnlineAnomalyConfig(features=list("abcde"), key="k"))
 
     ours_tp = throughput(make_ours, n)
-    river_tp = throughput(lambda: RiverHST(features=5), 20_000 if args.quick else 50_000,
-                          batch=10_000)
-    lines = ["## Anomaly detection (`online_anomaly`)", "",
-             f"Measured by `benchmarks/anomaly.py{' --quick' if args.quick else ''}` on "
-             f"{platform.processor() or platform.machine()}, Python {platform.python_version()}.",
-             "NAB v1.1 corpus (58 files), causal: each file streamed in batches of 500 rows "
-             "through a fresh detector with default settings (no per-file tuning).", "",
-             *_nab_table([ours, river]), "",
-             "Per-category NAB scores of `online_anomaly` (categories without windows show the "
-             "raw false-positive cost):", "", *_category_table(ours), "",
-             f"NAB scoring of all 365k rows took {nab_seconds:.1f} s (detector + scorer).", "",
-             "### Throughput (score + learn, 5 features, 10k keys, one process)", "",
-             "| detector | events/s |", "|---|---|",
-             f"| online_anomaly (batches of 100k) | {ours_tp:,.0f} |",
-             f"| River HalfSpaceTrees + MinMaxScaler | {river_tp:,.0f} |",
-             f"| ratio | {ours_tp / river_tp:.1f}x |", ""]
+    river_tp = throughput(
+        lambda: RiverHST(features=5), 20_000 if args.quick else 50_000, batch=10_000
+    )
+    lines = [
+        "## Anomaly detection (`online_anomaly`)",
+        "",
+        f"Measured by `benchmarks/anomaly.py{' --quick' if args.quick else ''}` on "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}.",
+        "NAB v1.1 corpus (58 files), causal: each file streamed in batches of 500 rows "
+        "through a fresh detector with default settings (no per-file tuning).",
+        "",
+        *_nab_table([ours, river]),
+        "",
+        "Per-category NAB scores of `online_anomaly` (categories without windows show the "
+        "raw false-positive cost):",
+        "",
+        *_category_table(ours),
+        "",
+        f"NAB scoring of all 365k rows took {nab_seconds:.1f} s (detector + scorer).",
+        "",
+        "### Throughput (score + learn, 5 features, 10k keys, one process)",
+        "",
+        "| detector | events/s |",
+        "|---|---|",
+        f"| online_anomaly (batches of 100k) | {ours_tp:,.0f} |",
+        f"| River HalfSpaceTrees + MinMaxScaler | {river_tp:,.0f} |",
+        f"| ratio | {ours_tp / river_tp:.1f}x |",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

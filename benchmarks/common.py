@@ -26,8 +26,9 @@ class Measured:
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
     """Run ``cmd`` and return its wall time (process start included) and peak RSS."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     assert proc.stdout is not None
     output = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
@@ -46,16 +47,19 @@ def telemetry_file(n_events: int, seed: int = 1) -> Path:
     path = DATA / f"telemetry_{n_events}_{seed}.jsonl"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        synthetic.write_jsonl(synthetic.telemetry(n_events, n_devices=100, seed=seed,
-                                                  labels=False), tmp)
+        synthetic.write_jsonl(
+            synthetic.telemetry(n_events, n_devices=100, seed=seed, labels=False), tmp
+        )
         tmp.rename(path)
     return path
 
 
 def machine() -> str:
     """One line describing the machine the figures come from."""
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},"
-            f" {platform.system()} {platform.release()}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},"
+        f" {platform.system()} {platform.release()}"
+    )
 
 
 def python() -> str:

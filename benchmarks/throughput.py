@@ -50,8 +50,9 @@ def run_baseline(data: Path, work: Path) -> Measured:
     script = work / "baseline.py"
     script.write_text(BASELINE)
     (work / "base.duckdb").unlink(missing_ok=True)
-    return run_measured([python(), str(script), str(data), str(work / "base.duckdb"),
-                         str(work / "base.parquet")])
+    return run_measured(
+        [python(), str(script), str(data), str(work / "base.duckdb"), str(work / "base.parquet")]
+    )
 
 
 def run_sluice(data: Path, work: Path, *, into: bool) -> Measured:
@@ -59,10 +60,15 @@ def run_sluice(data: Path, work: Path, *, into: bool) -> Measured:
     home = work / ("home_into" if into else "home")
     shutil.rmtree(home, ignore_errors=True)
     pipeline = work / "bench.yaml"
-    pipeline.write_text(PIPELINE.format(data=data, into=", into: bench_1m" if into else "",
-                                        table="events" if into else "bench"))
-    return run_measured([python(), "-m", "sluice.cli", "run", str(pipeline), "--until-idle",
-                         "--quiet"], env={"SLUICE_HOME": str(home)})
+    pipeline.write_text(
+        PIPELINE.format(
+            data=data, into=", into: bench_1m" if into else "", table="events" if into else "bench"
+        )
+    )
+    return run_measured(
+        [python(), "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"],
+        env={"SLUICE_HOME": str(home)},
+    )
 
 
 def main() -> None:
@@ -80,16 +86,21 @@ def main() -> None:
             agg = run_sluice(data, work, into=False)
             full = run_sluice(data, work, into=True)
             rows.append((n, base, agg, full))
-            print(f"{n:>9,} events: baseline {n / base.seconds:,.0f}/s, sluice {n / agg.seconds:,.0f}/s"
-                  f" ({base.seconds / agg.seconds:.2f}x), events+windows {n / full.seconds:,.0f}/s")
+            print(
+                f"{n:>9,} events: baseline {n / base.seconds:,.0f}/s, "
+                f"sluice {n / agg.seconds:,.0f}/s"
+                f" ({base.seconds / agg.seconds:.2f}x), events+windows {n / full.seconds:,.0f}/s"
+            )
     write_report(rows)
 
 
 def write_report(rows: list[tuple[int, Measured, Measured, Measured]]) -> None:
     """Write the markdown section for BENCHMARKS.md."""
     lines = [
-        "## End-to-end throughput (`benchmarks/throughput.py`)", "",
-        f"Machine: {machine()}. Each figure is one fresh process, start-up included.", "",
+        "## End-to-end throughput (`benchmarks/throughput.py`)",
+        "",
+        f"Machine: {machine()}. Each figure is one fresh process, start-up included.",
+        "",
         "| events | DuckDB-only baseline | Sluice (windows → lake + warehouse) | ratio | "
         "Sluice (events → lake + warehouse, windows `into`) | ratio | peak RSS Sluice |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -100,12 +111,17 @@ def write_report(rows: list[tuple[int, Measured, Measured, Measured]]) -> None:
             f"{n / agg.seconds:,.0f} ev/s ({agg.seconds:.2f} s) | "
             f"{base.seconds / agg.seconds:.2f}x | {n / full.seconds:,.0f} ev/s "
             f"({full.seconds:.2f} s) | {base.seconds / full.seconds:.2f}x | "
-            f"{agg.peak_rss_mb:,.0f} MB / {full.peak_rss_mb:,.0f} MB |")
+            f"{agg.peak_rss_mb:,.0f} MB / {full.peak_rss_mb:,.0f} MB |"
+        )
     (small, _, s_agg, s_full), (large, _, l_agg, l_full) = rows[0], rows[-1]
-    lines += ["", f"Peak RSS {large:,} vs {small:,} events: "
-              f"{l_agg.peak_rss_mb / s_agg.peak_rss_mb:.2f}x (windows only), "
-              f"{l_full.peak_rss_mb / s_full.peak_rss_mb:.2f}x (events + windows) — "
-              "bounded memory means close to 1.0x.", ""]
+    lines += [
+        "",
+        f"Peak RSS {large:,} vs {small:,} events: "
+        f"{l_agg.peak_rss_mb / s_agg.peak_rss_mb:.2f}x (windows only), "
+        f"{l_full.peak_rss_mb / s_full.peak_rss_mb:.2f}x (events + windows) — "
+        "bounded memory means close to 1.0x.",
+        "",
+    ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "throughput.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -3,7 +3,8 @@
 ``import sluice.airflow`` works without Airflow; the operator class is built on first
 access (``from sluice.airflow import SluiceOperator``), on Airflow 3 (``airflow.sdk``)
 or 2.10+ (``airflow.models``). By default the task runs in a subprocess
-(``python -m sluice.cli jobs run-task JOB TASK --jobs FILE --start ... --end ...``) so a
+(``python -m sluice.cli.jobs run-task JOB TASK --jobs FILE --start ... --end ...``, the
+same command as ``sluice jobs run-task``) so a
 crash cannot take the Airflow worker down; ``in_process=True`` calls the Python API.
 """
 
@@ -27,7 +28,7 @@ def _base_operator() -> type:
             from airflow.models import BaseOperator
         except ImportError:
             raise MissingDependencyError("apache-airflow", "airflow", "SluiceOperator") from None
-    return BaseOperator  # type: ignore[no-any-return]
+    return BaseOperator
 
 
 def _interval(context: dict[str, Any]) -> tuple[datetime, datetime | None]:
@@ -42,19 +43,8 @@ def task_command(
     job: str, task: str, jobs_file: str, start: datetime, end: datetime | None
 ) -> list[str]:
     """The ``sluice jobs run-task`` command line for one task and data interval."""
-    command = [
-        sys.executable,
-        "-m",
-        "sluice.cli",
-        "jobs",
-        "run-task",
-        job,
-        task,
-        "--jobs",
-        jobs_file,
-        "--start",
-        start.isoformat(),
-    ]
+    command = [sys.executable, "-m", "sluice.cli.jobs", "run-task", job, task]
+    command += ["--jobs", jobs_file, "--start", start.isoformat()]
     if end is not None:
         command += ["--end", end.isoformat()]
     return command
@@ -63,7 +53,7 @@ def task_command(
 def _build() -> type:
     base: Any = _base_operator()
 
-    class SluiceOperator(base):  # type: ignore[misc,valid-type]
+    class SluiceOperator(base):
         """Runs one task of a Sluice job for the DAG run's data interval."""
 
         ui_color = "#cfe8ff"

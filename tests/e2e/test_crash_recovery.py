@@ -58,9 +58,12 @@ def _committed_epoch(home: Path) -> int:
 
 def _start(pipeline: Path, home: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SLUICE_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "sluice.cli", "run", str(pipeline),
-                             "--until-idle", "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _kill_after_epoch(pipeline: Path, home: Path, epoch: int) -> None:
@@ -82,27 +85,29 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(events_file: Path, tmp_pat
     first_kill = _committed_epoch(home)
     _kill_after_epoch(pipeline, home, first_kill + 5)
     proc = _start(pipeline, home)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
 
     con = duckdb.connect()
     expected = con.execute(
         f"select count(*) from read_json('{events_file}', format='newline_delimited') "
-        "where status <> 'maintenance'").fetchall()[0][0]
+        "where status <> 'maintenance'"
+    ).fetchall()[0][0]
     assert expected > 100_000
 
     from deltalake import DeltaTable
 
-    lake = DeltaTable(str(home / "lake" / "crashy")).to_pyarrow_table(
-        columns=["device_id", "ts"])
+    lake = DeltaTable(str(home / "lake" / "crashy")).to_pyarrow_table(columns=["device_id", "ts"])
     con.register("lake", lake)
     lake_n, lake_distinct = con.execute(
-        "select count(*), count(distinct (device_id, ts)) from lake").fetchall()[0]
+        "select count(*), count(distinct (device_id, ts)) from lake"
+    ).fetchall()[0]
     assert (lake_n, lake_distinct) == (expected, expected)
 
     con.execute(f"attach '{home / 'warehouse.duckdb'}' as wh (read_only)").fetchall()
     wh_n, wh_distinct = con.execute(
-        "select count(*), count(distinct (device_id, ts)) from wh.crashy").fetchall()[0]
+        "select count(*), count(distinct (device_id, ts)) from wh.crashy"
+    ).fetchall()[0]
     assert (wh_n, wh_distinct) == (expected, expected)
 
     windows = DeltaTable(str(home / "lake" / "crashy_1m")).to_pyarrow_table()
@@ -112,6 +117,7 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(events_file: Path, tmp_pat
         f"select device_id, time_bucket(interval 1 minute, ts::timestamptz) w, count(*) "
         f"from read_json('{events_file}', format='newline_delimited', "
         "columns={device_id: 'VARCHAR', ts: 'TIMESTAMPTZ', status: 'VARCHAR'}) "
-        "where status <> 'maintenance' group by all order by all").fetchall()
+        "where status <> 'maintenance' group by all order by all"
+    ).fetchall()
     assert len(got) == len(want)
     assert [(d, n) for d, _, n in got] == [(d, n) for d, _, n in want]

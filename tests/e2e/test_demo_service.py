@@ -17,8 +17,14 @@ import pytest
 from tests.conftest import require_service
 from tests.integration.test_api_server import free_port
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
@@ -39,9 +45,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
     home = tmp_path_factory.mktemp("demo") / "home"
     port = free_port()
     env = {**os.environ, "SLUICE_HOME": str(home), "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "sluice.cli", "demo", "--events", "30000",
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "demo", "--events", "30000", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     _wait_up(url, proc)
     yield url, home, proc
@@ -54,19 +63,27 @@ def test_seed_curl_command_returns_a_prediction(demo) -> None:  # type: ignore[n
     url, _, _ = demo
     curl = shutil.which("curl")
     require_service(curl is not None, "curl")
-    out = subprocess.run([curl, "-s", "-X", "POST", f"{url}/api/v1/predict", "-d",
-                          '{"data": "sample input"}'], capture_output=True, check=True, timeout=30)
+    out = subprocess.run(
+        [curl, "-s", "-X", "POST", f"{url}/api/v1/predict", "-d", '{"data": "sample input"}'],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
     body = orjson.loads(out.stdout)
     assert body["model"] == "ticket_category"
     assert body["prediction"]["label"] in {"billing", "technical", "account", "shipping", "other"}
-    record = httpx.post(f"{url}/api/v1/predict", json={"data": {
-        "device_id": "dev-0001", "temp_c": 25.0, "pressure": 30.0, "vibration": 1.0}})
+    record = httpx.post(
+        f"{url}/api/v1/predict",
+        json={
+            "data": {"device_id": "dev-0001", "temp_c": 25.0, "pressure": 30.0, "vibration": 1.0}
+        },
+    )
     assert record.status_code == 200 and record.json()["model"] == "temp_anomaly"
-    assert 0.0 <= record.json()["prediction"]["score"]
+    assert record.json()["prediction"]["score"] >= 0.0
 
 
 def test_demo_tables_are_queryable(demo) -> None:  # type: ignore[no-untyped-def]
-    url, home, _ = demo
+    url, _, _ = demo
     r = httpx.post(f"{url}/api/v1/query", json={"sql": "select count(*) as n from telemetry"})
     assert r.status_code == 200, r.text
     assert "30000" in r.text.replace(",", "")

@@ -44,7 +44,7 @@ jobs:
     tasks: [{name: q, type: sql, sql: "SELECT 1", timeout: 30s}]
 """
 
-FAKE_AIRFLOW = '''
+FAKE_AIRFLOW = """
 RECORDED = {"dags": [], "operators": []}
 _current = []
 
@@ -60,9 +60,9 @@ class DAG:
 
     def __exit__(self, *exc):
         _current.pop()
-'''
+"""
 
-FAKE_MODELS = '''
+FAKE_MODELS = """
 from airflow import RECORDED, _current
 
 
@@ -77,7 +77,7 @@ class BaseOperator:
     def __rshift__(self, other):
         self.downstream.append(other.task_id)
         return other
-'''
+"""
 
 
 @pytest.fixture
@@ -159,8 +159,9 @@ jobs:
     tasks: [{{name: t, type: shell, command: "echo {{{{ ds }}}} > {out}"}}]
 """)
     monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "home"))
-    operator = sluice.airflow.SluiceOperator(task_id="t", job="j", task="t",
-                                             jobs_file=str(jobs_file))
+    operator = sluice.airflow.SluiceOperator(
+        task_id="t", job="j", task="t", jobs_file=str(jobs_file)
+    )
 
     class Log:
         def info(self, *args: object) -> None:
@@ -170,8 +171,9 @@ jobs:
     start = datetime(2026, 2, 3, tzinfo=UTC)
     operator.execute({"data_interval_start": start, "data_interval_end": start + timedelta(1)})
     assert out.read_text().strip() == "2026-02-03"
-    failing = sluice.airflow.SluiceOperator(task_id="x", job="j", task="missing",
-                                            jobs_file=str(jobs_file))
+    failing = sluice.airflow.SluiceOperator(
+        task_id="x", job="j", task="missing", jobs_file=str(jobs_file)
+    )
     failing.log = Log()
     with pytest.raises(RuntimeError, match="exit status"):
         failing.execute({"data_interval_start": start})

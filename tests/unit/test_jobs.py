@@ -302,3 +302,45 @@ def test_bad_schedule_gives_file_and_line() -> None:
             "    tasks: [{name: a, type: sql, sql: x}]\n",
             "jobs.yaml",
         )
+
+
+def test_train_then_promote_if_better(tmp_path: Path, settings: Settings) -> None:
+    from sluice.models.registry import ModelRegistry
+
+    _events(settings)
+    jobs = jobs_from_text("""
+jobs:
+  - name: retrain
+    tasks:
+      - {name: train, type: train_model, model: det, kind: isolation_forest, table: events,
+         features: [value]}
+      - {name: promote, type: promote_if_better, model: det, metric: score,
+         depends_on: [train]}
+""")
+    run = run_now(settings, jobs, "retrain")
+    assert _states(run) == [("train", 1, "success"), ("promote", 1, "failed")]
+    assert "no metric 'score'" in run["tasks"][1]["error"]
+
+    registry = ModelRegistry(settings)
+    artifact = tmp_path / "a.bin"
+    artifact.write_bytes(b"x")
+    promote = jobs_from_text("""
+jobs:
+  - name: p
+    tasks: [{name: p, type: promote_if_better, model: det, metric: score}]
+""")
+    registry.register(
+        "det", "isolation_forest", artifact, features=["value"], metrics={"score": 0.5}
+    )
+    assert run_now(settings, promote, "p")["state"] == "success"
+    assert registry.production("det").version == 2  # no production before: promoted
+    registry.register(
+        "det", "isolation_forest", artifact, features=["value"], metrics={"score": 0.4}
+    )
+    run_now(settings, promote, "p")
+    assert registry.production("det").version == 2  # worse: kept
+    registry.register(
+        "det", "isolation_forest", artifact, features=["value"], metrics={"score": 0.9}
+    )
+    run_now(settings, promote, "p")
+    assert registry.production("det").version == 4

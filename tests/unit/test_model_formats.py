@@ -26,8 +26,9 @@ TABLE = pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2]})
 def _register_sklearn(settings, tmp_path: Path, estimator, name: str = "clf") -> None:
     path = tmp_path / "model.joblib"
     joblib.dump(estimator, path)
-    ModelRegistry(settings).register(name, "sklearn", path, features=["a", "b", "c"],
-                                     stage="production")
+    ModelRegistry(settings).register(
+        name, "sklearn", path, features=["a", "b", "c"], stage="production"
+    )
 
 
 def _model(settings, **kw):
@@ -63,8 +64,9 @@ def test_wrong_feature_count_fails_at_load(settings, tmp_path: Path) -> None:
 def test_corrupt_file_fails_at_load(settings, tmp_path: Path) -> None:
     path = tmp_path / "model.joblib"
     path.write_bytes(b"not a pickle at all")
-    ModelRegistry(settings).register("clf", "sklearn", path, features=["a", "b", "c"],
-                                     stage="production")
+    ModelRegistry(settings).register(
+        "clf", "sklearn", path, features=["a", "b", "c"], stage="production"
+    )
     with pytest.raises(ModelError, match="cannot load"):
         _model(settings)
 
@@ -104,8 +106,11 @@ def test_onnx_model_matches_sklearn(settings, tmp_path: Path) -> None:
     model = _model(settings, type="onnx", path="clf.onnx")
     out = model.score(TABLE)
     assert out.column("clf_label").to_pylist() == list(est.predict(X.astype(np.float32)))
-    np.testing.assert_allclose(out.column("clf_proba").to_numpy(),
-                               est.predict_proba(X.astype(np.float32)).max(axis=1), rtol=1e-4)
+    np.testing.assert_allclose(
+        out.column("clf_proba").to_numpy(),
+        est.predict_proba(X.astype(np.float32)).max(axis=1),
+        rtol=1e-4,
+    )
 
 
 def test_onnx_wrong_feature_count(settings, tmp_path: Path) -> None:
@@ -132,8 +137,9 @@ def test_torchscript_model(settings) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(Net()).save(str(settings.models_dir / "net.pt"))
     example = torch.zeros(4, 3)
-    program = torch.export.export(Net(), (example,),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        Net(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(settings.models_dir / "net.pt2"))
     for name in ("net.pt", "net.pt2"):
         model = _model(settings, type="torch", path=name, classes=["high", "low"])
@@ -148,8 +154,11 @@ def test_model_error_at_inference_dead_letters_the_batch(settings, tmp_path: Pat
     from sluice.sources.base import SourceBatch
 
     _register_sklearn(settings, tmp_path, LogisticRegression().fit(X, Y))
-    pipeline = Pipeline(name="p", source={"type": "generator"},
-                        models=[{"name": "clf", "type": "sklearn", "features": ["a", "b", "c"]}])
+    pipeline = Pipeline(
+        name="p",
+        source={"type": "generator"},
+        models=[{"name": "clf", "type": "sklearn", "features": ["a", "b", "c"]}],
+    )
     stages = Stages(pipeline, settings)
     bad = pa.table({"a": [1.0], "b": [2.0], "c": ["not numeric"]})
     ctx = EpochContext("p", 1)

@@ -18,10 +18,12 @@ def _artifact(tmp_path: Path, name: str = "m.bin") -> Path:
 
 def test_versions_promote_and_rollback(settings, tmp_path: Path) -> None:
     reg = ModelRegistry(settings)
-    v1 = reg.register("clf", "sklearn", _artifact(tmp_path), features=["a", "b"],
-                      metrics={"f1": 0.8})
-    v2 = reg.register("clf", "sklearn", _artifact(tmp_path), features=["a", "b"],
-                      metrics={"f1": 0.9})
+    v1 = reg.register(
+        "clf", "sklearn", _artifact(tmp_path), features=["a", "b"], metrics={"f1": 0.8}
+    )
+    v2 = reg.register(
+        "clf", "sklearn", _artifact(tmp_path), features=["a", "b"], metrics={"f1": 0.9}
+    )
     assert (v1.version, v2.version) == (1, 2)
     assert v1.stage == v2.stage == "candidate"
     assert reg.production("clf") is None

@@ -23,8 +23,10 @@ from sluice.models.nab import (
 
 def _series() -> list[NabSeries]:
     # 100 rows: probation = 15 rows; windows at rows 40-49 and 70-79
-    return [NabSeries("cat/a.csv", np.zeros(100), [(40, 49), (70, 79)]),
-            NabSeries("cat/b.csv", np.zeros(100), [])]
+    return [
+        NabSeries("cat/a.csv", np.zeros(100), [(40, 49), (70, 79)]),
+        NabSeries("cat/b.csv", np.zeros(100), []),
+    ]
 
 
 def _scores(fire_at: dict[str, list[int]]) -> dict[str, np.ndarray]:
@@ -76,19 +78,25 @@ def test_binary_metrics() -> None:
     assert m["roc_auc"] == 1.0 and m["average_precision"] == 1.0
 
 
-def test_find_and_evaluate_on_a_tiny_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                             ) -> None:
+def test_find_and_evaluate_on_a_tiny_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "nab"
     (root / "labels").mkdir(parents=True)
     (root / "demo").mkdir()
     ts = np.arange("2020-01-01T00:00", 400, dtype="datetime64[m]")
     values = np.random.default_rng(0).normal(size=400)
     values[300] += 30.0
-    lines = ["timestamp,value"] + [f"{str(t).replace('T', ' ')}:00,{v}"
-                                   for t, v in zip(ts, values, strict=True)]
+    lines = ["timestamp,value"] + [
+        f"{str(t).replace('T', ' ')}:00,{v}" for t, v in zip(ts, values, strict=True)
+    ]
     (root / "demo" / "s.csv").write_text("\n".join(lines) + "\n")
-    window = [[f"{str(ts[290]).replace('T', ' ')}:00.000000",
-               f"{str(ts[310]).replace('T', ' ')}:00.000000"]]
+    window = [
+        [
+            f"{str(ts[290]).replace('T', ' ')}:00.000000",
+            f"{str(ts[310]).replace('T', ' ')}:00.000000",
+        ]
+    ]
     (root / "labels" / "combined_windows.json").write_text(json.dumps({"demo/s.csv": window}))
     monkeypatch.setenv("SLUICE_NAB_PATH", str(root))
     assert find_nab_dataset() == root
@@ -97,6 +105,7 @@ def test_find_and_evaluate_on_a_tiny_dataset(tmp_path: Path, monkeypatch: pytest
         def score_learn(self, keys: object, X: np.ndarray) -> object:
             class R:
                 score = (np.abs(X[:, 0]) > 10).astype(float)
+
             return R()
 
     report = evaluate_nab(Spike, batch_size=64)

@@ -11,8 +11,9 @@ from sluice.models.online_anomaly import OnlineAnomalyConfig, OnlineAnomalyDetec
 
 
 def _detector(**kw: object) -> OnlineAnomalyDetector:
-    return OnlineAnomalyDetector(OnlineAnomalyConfig(features=["temp_c", "pressure"],
-                                                     key="device_id", **kw))  # type: ignore[arg-type]
+    return OnlineAnomalyDetector(
+        OnlineAnomalyConfig(features=["temp_c", "pressure"], key="device_id", **kw)
+    )  # type: ignore[arg-type]
 
 
 def _data(n: int = 3000, keys: int = 5, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +54,7 @@ def test_causal_and_batch_split_independent_scores() -> None:
     # equal up to float rounding: other keys' sums share one IIR filter pass
     np.testing.assert_allclose(whole[:2000], prefix, rtol=1e-9, atol=1e-12)
     det = _detector()
-    parts = [det.score_learn(keys[i:i + 700], X[i:i + 700]).score for i in range(0, 3000, 700)]
+    parts = [det.score_learn(keys[i : i + 700], X[i : i + 700]).score for i in range(0, 3000, 700)]
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-9, atol=1e-9)
 
 

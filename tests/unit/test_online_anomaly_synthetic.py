@@ -54,18 +54,19 @@ def make_telemetry(devices: int = 50, events: int = 800, seed: int = 7) -> Telem
                 end = at
             elif kind == "shift":
                 end = at + int(rng.integers(20, 50))
-                X[d, at:end + 1, f] += sign * rng.uniform(5, 8) * noise[f]
+                X[d, at : end + 1, f] += sign * rng.uniform(5, 8) * noise[f]
             elif kind == "stuck":
                 end = at + int(rng.integers(30, 60))
-                X[d, at:end + 1, f] = X[d, at - 1, f]
+                X[d, at : end + 1, f] = X[d, at - 1, f]
             else:
                 end = at + 99
-                X[d, at:end + 1, f] += sign * np.linspace(0, 12, 100) * noise[f]
+                X[d, at : end + 1, f] += sign * np.linspace(0, 12, 100) * noise[f]
             spans.append((d, int(at), int(end), kind))
     order = np.argsort(np.tile(t, devices), kind="stable")
     keys = np.repeat(np.array([f"dev-{d:03d}" for d in range(devices)], dtype=object), events)
-    return Telemetry(keys[order], X.reshape(-1, 2)[order], np.tile(t, devices)[order], spans,
-                     regime_at)
+    return Telemetry(
+        keys[order], X.reshape(-1, 2)[order], np.tile(t, devices)[order], spans, regime_at
+    )
 
 
 def event_f1(tele: Telemetry, alert: np.ndarray) -> dict[str, float]:
@@ -89,10 +90,13 @@ def event_f1(tele: Telemetry, alert: np.ndarray) -> dict[str, float]:
 
 def run_detector(tele: Telemetry, batch: int = 2_000) -> np.ndarray:
     """Stream the telemetry through a default detector in batches; return the alert flags."""
-    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["temp_c", "pressure"],
-                                                    key="device_id", horizon=HORIZON))
-    flags = [det.score_learn(tele.keys[i:i + batch], tele.X[i:i + batch]).anomaly
-             for i in range(0, len(tele.keys), batch)]
+    det = OnlineAnomalyDetector(
+        OnlineAnomalyConfig(features=["temp_c", "pressure"], key="device_id", horizon=HORIZON)
+    )
+    flags = [
+        det.score_learn(tele.keys[i : i + batch], tele.X[i : i + batch]).anomaly
+        for i in range(0, len(tele.keys), batch)
+    ]
     return np.concatenate(flags)
 
 
@@ -103,8 +107,7 @@ def test_finds_injected_anomalies_with_label_free_threshold() -> None:
     assert metrics["f1"] >= 0.6, metrics
 
 
-@pytest.mark.xfail(reason="issue target F1 >= 0.9 not reached yet (about 0.67 today)",
-                   strict=False)
+@pytest.mark.xfail(reason="issue target F1 >= 0.9 not reached yet (about 0.67 today)", strict=False)
 def test_meets_issue_f1_target() -> None:
     tele = make_telemetry()
     assert event_f1(tele, run_detector(tele))["f1"] >= 0.9

@@ -157,3 +157,31 @@ def test_killed_run_is_marked_failed_and_retried(tmp_path: Path, settings: Setti
     assert [(t["attempt"], t["state"]) for t in run["tasks"]] == [(1, "failed"), (2, "success")]
     assert "lease expired" in run["tasks"][0]["error"]
     survivor.close()
+
+
+def test_background_scheduler_runs_and_stops(tmp_path: Path, settings: Settings) -> None:
+    import time
+
+    from sluice.orchestration.service import start_scheduler, store_for
+
+    marker = tmp_path / "bg"
+    path = tmp_path / "jobs.yaml"
+    path.write_text(f"""
+jobs:
+  - name: bg
+    schedule: "every 1h"
+    allow_shell: true
+    tasks: [{{name: t, type: shell, command: "echo ran >> {marker}"}}]
+""")
+    started = start_scheduler(settings, path, poll=0.05)
+    assert started is not None
+    _, stop, thread = started
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+        r["state"] == "success" for r in store_for(settings).recent("bg")
+    ):
+        time.sleep(0.05)
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert marker.read_text().split() == ["ran"]

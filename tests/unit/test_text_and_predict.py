@@ -17,12 +17,24 @@ from sluice.models.registry import ModelRegistry
 from sluice.models.text import train_text_classifier
 
 TEXTS = {
-    "billing": ["I was charged twice on my invoice", "refund the duplicate payment please",
-                "my credit card was billed the wrong amount", "invoice total is wrong"],
-    "technical": ["the app crashes when I open settings", "error 500 when uploading a file",
-                  "the sensor dashboard does not load", "sync fails with a timeout error"],
-    "shipping": ["my parcel has not arrived yet", "the delivery was sent to the wrong address",
-                 "tracking number shows no update", "package arrived damaged in transit"],
+    "billing": [
+        "I was charged twice on my invoice",
+        "refund the duplicate payment please",
+        "my credit card was billed the wrong amount",
+        "invoice total is wrong",
+    ],
+    "technical": [
+        "the app crashes when I open settings",
+        "error 500 when uploading a file",
+        "the sensor dashboard does not load",
+        "sync fails with a timeout error",
+    ],
+    "shipping": [
+        "my parcel has not arrived yet",
+        "the delivery was sent to the wrong address",
+        "tracking number shows no update",
+        "package arrived damaged in transit",
+    ],
 }
 
 
@@ -42,17 +54,28 @@ def _register(settings, tmp_path: Path) -> None:
     assert metrics["accuracy"] > 0.9
     path = tmp_path / "model.joblib"
     joblib.dump(model, path)
-    ModelRegistry(settings).register("tickets", "text_classifier", path, features=["text"],
-                                     metrics=metrics, params={"classes": list(TEXTS)},
-                                     stage="production")
+    ModelRegistry(settings).register(
+        "tickets",
+        "text_classifier",
+        path,
+        features=["text"],
+        metrics=metrics,
+        params={"classes": list(TEXTS)},
+        stage="production",
+    )
 
 
 def test_text_classifier_routes_text_with_reasons(settings, tmp_path: Path) -> None:
     _register(settings, tmp_path)
-    model = create_model(ModelConfig(name="tickets", type="text_classifier", features=["text"]),
-                         ModelContext("p", settings))
-    out = model.score(pa.table({"text": ["I got billed twice, refund please",
-                                         "the app crashes with an error", None]}))
+    model = create_model(
+        ModelConfig(name="tickets", type="text_classifier", features=["text"]),
+        ModelContext("p", settings),
+    )
+    out = model.score(
+        pa.table(
+            {"text": ["I got billed twice, refund please", "the app crashes with an error", None]}
+        )
+    )
     labels = out.column("tickets_label").to_pylist()
     assert labels[:2] == ["billing", "technical"]
     reason = out.column("tickets_reason")[0].as_py()

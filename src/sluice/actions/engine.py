@@ -361,7 +361,7 @@ class ActionEngine:
         try:
             while time.monotonic() < deadline and self.dispatcher.run_once() > 0:
                 pass
-        except Exception:  # noqa: BLE001 - undelivered actions stay in the outbox
+        except Exception:
             log.exception("draining the outbox failed; pending actions stay queued")
         self.dispatcher.stop()
         for rule in self.rules:

@@ -9,8 +9,12 @@ import typer
 
 from sluice.cli import models, ops, pipelines, service
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Sluice: ingest, validate, score, act on and land event streams.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Sluice: ingest, validate, score, act on and land event streams.",
+)
 app.registered_commands.extend(pipelines.app.registered_commands)
 app.registered_commands.extend(service.app.registered_commands)
 app.add_typer(pipelines.dlq_app, name="dlq")

@@ -211,6 +211,11 @@ def scheduler(
         sched.close()
 
 
+@airflow_app.callback()
+def airflow_group() -> None:
+    """Apache Airflow integration: export jobs as DAGs using sluice.airflow.SluiceOperator."""
+
+
 @airflow_app.command("export")
 def export(
     out_dir: Annotated[Path, typer.Argument(help="folder for the DAG files")],
@@ -227,3 +232,7 @@ def export(
         fail(exc)
     for file in written:
         console.print(f"wrote {file}", highlight=False)
+
+
+if __name__ == "__main__":  # ``python -m sluice.cli.jobs run-task ...`` (SluiceOperator)
+    app()

@@ -15,8 +15,7 @@ app = typer.Typer(no_args_is_help=True, help="The model registry: train, evaluat
 
 
 @app.command("list")
-def list_models(name: Annotated[str | None, typer.Argument(help="only this model")] = None
-                ) -> None:
+def list_models(name: Annotated[str | None, typer.Argument(help="only this model")] = None) -> None:
     """List registered versions and online models."""
     from sluice.models.registry import ModelRegistry, OnlineModelIndex
 
@@ -27,13 +26,14 @@ def list_models(name: Annotated[str | None, typer.Argument(help="only this model
         fail(exc)
     view = Table("name", "version", "stage", "type", "features", "metrics", header_style="bold")
     for v in versions:
-        metrics = ", ".join(f"{k}={val:.3f}" if isinstance(val, float) else f"{k}={val}"
-                            for k, val in list(v.metrics.items())[:4])
+        metrics = ", ".join(
+            f"{k}={val:.3f}" if isinstance(val, float) else f"{k}={val}"
+            for k, val in list(v.metrics.items())[:4]
+        )
         view.add_row(v.name, str(v.version), v.stage, v.format, ", ".join(v.features), metrics)
     for m in online:
         if name in (None, m.name):
-            view.add_row(m.name, "-", f"online in {m.pipeline}", m.type, ", ".join(m.features),
-                         "")
+            view.add_row(m.name, "-", f"online in {m.pipeline}", m.type, ", ".join(m.features), "")
     console.print(view)
 
 
@@ -41,8 +41,9 @@ def list_models(name: Annotated[str | None, typer.Argument(help="only this model
 def train(
     name: Annotated[str, typer.Argument(help="model name in the registry")],
     table: Annotated[str, typer.Option(help="lake or warehouse table to train on")],
-    model_type: Annotated[str, typer.Option("--type", help="isolation_forest, autoencoder or "
-                                            "text_classifier")] = "isolation_forest",
+    model_type: Annotated[
+        str, typer.Option("--type", help="isolation_forest, autoencoder or text_classifier")
+    ] = "isolation_forest",
     features: Annotated[str, typer.Option(help="comma-separated feature columns")] = "",
     label: Annotated[str | None, typer.Option(help="label column (evaluation / text)")] = None,
     time_column: Annotated[str | None, typer.Option("--time", help="time column")] = None,
@@ -55,9 +56,16 @@ def train(
     from sluice.models.train import TrainSpec
     from sluice.models.train import train as run_training
 
-    spec = TrainSpec(name=name, kind=model_type, table=table,
-                     features=[f.strip() for f in features.split(",") if f.strip()],
-                     label=label, time_column=time_column, since=since, until=until)
+    spec = TrainSpec(
+        name=name,
+        kind=model_type,
+        table=table,
+        features=[f.strip() for f in features.split(",") if f.strip()],
+        label=label,
+        time_column=time_column,
+        since=since,
+        until=until,
+    )
     try:
         with console.status(f"training {name} ({model_type}) on {table}..."):
             version = run_training(settings(), spec)
@@ -65,8 +73,10 @@ def train(
             version = ModelRegistry(settings()).promote(name, version.version)
     except SluiceError as exc:
         fail(exc)
-    console.print(f"[green]registered[/] {name} v{version.version} ({version.stage}) "
-                  f"metrics: {json.dumps(version.metrics, default=str)}")
+    console.print(
+        f"[green]registered[/] {name} v{version.version} ({version.stage}) "
+        f"metrics: {json.dumps(version.metrics, default=str)}"
+    )
 
 
 @app.command()
@@ -95,13 +105,21 @@ def rollback(name: str) -> None:
 
 @app.command()
 def evaluate(
-    name: Annotated[str | None, typer.Argument(help="registered model (omit with --dataset)")] = None,
-    dataset: Annotated[str | None, typer.Option(help="nab or generator: evaluate online_anomaly "
-                                                "with default settings")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="registered model (omit with --dataset)")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="nab or generator: evaluate online_anomaly with default settings"),
+    ] = None,
     table: Annotated[str | None, typer.Option(help="labelled table for a registered model")] = None,
     label: Annotated[str | None, typer.Option(help="label column of --table")] = None,
-    nab_path: Annotated[str | None, typer.Option(help="NAB data folder (default: found "
-                                                 "beside the repository or SLUICE_NAB_PATH)")] = None,
+    nab_path: Annotated[
+        str | None,
+        typer.Option(
+            help="NAB data folder (default: found beside the repository or SLUICE_NAB_PATH)"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate on labelled data: NAB scores, or precision/recall/F1/ROC-AUC/AP."""
     from sluice.models import evaluate as ev
@@ -115,8 +133,9 @@ def evaluate(
             with console.status("scoring the generator's labelled telemetry..."):
                 _print_metrics("online_anomaly on generated telemetry", ev.evaluate_on_generator())
         elif name and table and label:
-            _print_metrics(f"{name} on {table}", ev.evaluate_registered(settings(), name, table,
-                                                                         label))
+            _print_metrics(
+                f"{name} on {table}", ev.evaluate_registered(settings(), name, table, label)
+            )
         else:
             raise SluiceError("give --dataset nab|generator, or NAME --table T --label COLUMN")
     except SluiceError as exc:
@@ -132,15 +151,21 @@ def _print_metrics(title: str, metrics: dict[str, object]) -> None:
 
 def _print_nab(report: object) -> None:
     profiles = report.profiles  # type: ignore[attr-defined]
-    view = Table(title=f"NAB scores of online_anomaly ({report.files} files, "  # type: ignore[attr-defined]
-                 f"{report.rows:,} rows; 0 = null detector, 100 = perfect)",  # type: ignore[attr-defined]
-                 title_justify="left", header_style="bold")
+    view = Table(
+        title=f"NAB scores of online_anomaly ({report.files} files, "  # type: ignore[attr-defined]
+        f"{report.rows:,} rows; 0 = null detector, 100 = perfect)",  # type: ignore[attr-defined]
+        title_justify="left",
+        header_style="bold",
+    )
     view.add_column("profile")
     view.add_column("score", justify="right")
     categories = sorted({c for p in profiles.values() for c in p.categories})
     for cat in categories:
         view.add_column(cat, justify="right")
     for name, result in profiles.items():
-        view.add_row(name, f"{result.score:.1f}",
-                     *(f"{result.categories.get(c, float('nan')):.1f}" for c in categories))
+        view.add_row(
+            name,
+            f"{result.score:.1f}",
+            *(f"{result.categories.get(c, float('nan')):.1f}" for c in categories),
+        )
     console.print(view)

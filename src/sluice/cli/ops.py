@@ -22,8 +22,9 @@ api_app = typer.Typer(no_args_is_help=True, help="API keys.")
 def produce(
     topic: Annotated[str, typer.Argument(help="Kafka topic")],
     file: Annotated[str, typer.Argument(help="JSON lines / CSV file, or - for stdin")],
-    bootstrap_servers: Annotated[str, typer.Option("--bootstrap-servers", "-b",
-                                                   envvar="KAFKA_BOOTSTRAP")] = "localhost:9092",
+    bootstrap_servers: Annotated[
+        str, typer.Option("--bootstrap-servers", "-b", envvar="KAFKA_BOOTSTRAP")
+    ] = "localhost:9092",
     key: Annotated[str | None, typer.Option(help="field whose value keys each message")] = None,
     fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
 ) -> None:
@@ -39,8 +40,9 @@ def produce(
 
 @actions_app.command("list")
 def actions_list(
-    status: Annotated[str | None, typer.Option(help="pending, delivered, failed, dead, "
-                                               "awaiting_approval, ...")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, delivered, failed, dead, awaiting_approval, ...")
+    ] = None,
     pipeline: Annotated[str | None, typer.Option(help="only this pipeline")] = None,
     limit: Annotated[int, typer.Option(help="at most this many")] = 50,
     fmt: FormatOpt = "table",
@@ -49,19 +51,27 @@ def actions_list(
     from sluice.actions.service import ActionsService
 
     try:
-        rows = ActionsService(settings=settings()).list(status=status, pipeline=pipeline,
-                                                        limit=limit)
+        rows = ActionsService(settings=settings()).list(
+            status=status, pipeline=pipeline, limit=limit
+        )
     except SluiceError as exc:
         fail(exc)
     if fmt == "json":
         console.file.write(json.dumps(rows, default=str) + "\n")
         return
-    view = Table("id", "pipeline", "action", "key", "status", "attempts", "last error",
-                 header_style="bold")
+    view = Table(
+        "id", "pipeline", "action", "key", "status", "attempts", "last error", header_style="bold"
+    )
     for row in rows:
-        view.add_row(str(row.get("id")), str(row.get("pipeline")), str(row.get("action")),
-                     str(row.get("key") or ""), str(row.get("status")),
-                     str(row.get("attempts")), str(row.get("last_error") or ""))
+        view.add_row(
+            str(row.get("id")),
+            str(row.get("pipeline")),
+            str(row.get("action")),
+            str(row.get("key") or ""),
+            str(row.get("status")),
+            str(row.get("attempts")),
+            str(row.get("last_error") or ""),
+        )
     console.print(view)
 
 
@@ -103,15 +113,27 @@ def pipelines_status(
     from sluice.storage.runs import RunHistory
 
     engine = get_engine(str(settings().metadata_url))
-    view = Table("pipeline", "epoch", "checkpoint at", "last run", "events in", "dead-lettered",
-                 header_style="bold")
+    view = Table(
+        "pipeline",
+        "epoch",
+        "checkpoint at",
+        "last run",
+        "events in",
+        "dead-lettered",
+        header_style="bold",
+    )
     runs = {r["pipeline"]: r for r in reversed(RunHistory(engine).recent(limit=500))}
     for ckpt in CheckpointStore(engine).all():
         run = runs.get(ckpt["pipeline"], {})
         stats = run.get("stats") or {}
-        view.add_row(ckpt["pipeline"], str(ckpt["epoch"]), str(ckpt["updated_at"]),
-                     str(run.get("status", "")), f"{stats.get('events_in', 0):,}",
-                     f"{stats.get('dead_lettered', 0):,}")
+        view.add_row(
+            ckpt["pipeline"],
+            str(ckpt["epoch"]),
+            str(ckpt["updated_at"]),
+            str(run.get("status", "")),
+            f"{stats.get('events_in', 0):,}",
+            f"{stats.get('dead_lettered', 0):,}",
+        )
     console.print(view)
     if pipeline is not None:
         _print_kafka_lag(pipeline)
@@ -127,9 +149,11 @@ def _print_kafka_lag(path: Path) -> None:
             return
         opts = p.source.options
         topics = opts.get("topic")
-        lag = consumer_lag(opts.get("bootstrap_servers", "localhost:9092"),
-                           opts.get("group") or f"sluice-{p.name}",
-                           topics if isinstance(topics, list) else [topics])
+        lag = consumer_lag(
+            str(opts.get("bootstrap_servers", "localhost:9092")),
+            str(opts.get("group") or f"sluice-{p.name}"),
+            [str(t) for t in (topics if isinstance(topics, list) else [topics])],
+        )
     except SluiceError as exc:
         fail(exc)
     view = Table("partition", "lag (records)", header_style="bold")
@@ -139,8 +163,10 @@ def _print_kafka_lag(path: Path) -> None:
 
 
 @api_app.command("hash-key")
-def hash_key(key: Annotated[str, typer.Argument(help="the API key to hash")],
-             role: Annotated[str, typer.Option(help="read, write or admin")] = "read") -> None:
+def hash_key(
+    key: Annotated[str, typer.Argument(help="the API key to hash")],
+    role: Annotated[str, typer.Option(help="read, write or admin")] = "read",
+) -> None:
     """Print a keys-file line (``sha256-hash:role``) for a key; keys are stored hashed."""
     from sluice.api.auth import hash_key as do_hash
 

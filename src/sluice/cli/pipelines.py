@@ -15,6 +15,7 @@ from sluice.core.errors import SluiceError
 app = typer.Typer()
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay the dead-letter store.")
 
+
 @app.command()
 def validate(pipeline: Annotated[Path, typer.Argument(help="pipeline YAML file")]) -> None:
     """Check a pipeline file; errors name the file, line and key."""
@@ -24,20 +25,27 @@ def validate(pipeline: Annotated[Path, typer.Argument(help="pipeline YAML file")
         p = check_pipeline(pipeline)
     except SluiceError as exc:
         fail(exc)
-    console.print(f"[green]ok[/] {pipeline}: pipeline [bold]{p.name}[/] "
-                  f"({p.source.type} → {len(p.transforms)} transform(s), {len(p.models)} model(s),"
-                  f" {len(p.actions)} action(s), {len(p.sinks)} sink(s))")
+    console.print(
+        f"[green]ok[/] {pipeline}: pipeline [bold]{p.name}[/] "
+        f"({p.source.type} → {len(p.transforms)} transform(s), {len(p.models)} model(s),"
+        f" {len(p.actions)} action(s), {len(p.sinks)} sink(s))"
+    )
 
 
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML file")],
-    until_idle: Annotated[bool, typer.Option("--until-idle", help="stop once the source has "
-                                             "nothing more (files read, topic drained)")] = False,
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle", help="stop once the source has nothing more (files read, topic drained)"
+        ),
+    ] = False,
     runner: Annotated[str, typer.Option(help="local or spark")] = "local",
     group: Annotated[str | None, typer.Option(help="Kafka consumer group of this replica")] = None,
-    idle_timeout: Annotated[float, typer.Option(help="seconds without records that count as "
-                                                "idle (Kafka)")] = 10.0,
+    idle_timeout: Annotated[
+        float, typer.Option(help="seconds without records that count as idle (Kafka)")
+    ] = 10.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Run a pipeline."""
@@ -52,9 +60,15 @@ def run(
         stop = threading.Event()
         _install_stop_handlers(stop)
         with ProgressReporter(console, p.name, enabled=not quiet) as progress:
-            stats = LocalRunner(p, settings(), until_idle=until_idle, group=group,
-                                idle_timeout=idle_timeout, on_progress=progress.update,
-                                stop_event=stop).run()
+            stats = LocalRunner(
+                p,
+                settings(),
+                until_idle=until_idle,
+                group=group,
+                idle_timeout=idle_timeout,
+                on_progress=progress.update,
+                stop_event=stop,
+            ).run()
     except SluiceError as exc:
         fail(exc)
     print_summary(console, stats)
@@ -108,8 +122,9 @@ def dlq_list(
 
 @app.command()
 def demo(
-    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the API and dashboard"
-                                        " afterwards")] = True,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="serve the API and dashboard afterwards")
+    ] = True,
     events: Annotated[int, typer.Option(help="telemetry events to generate")] = 200_000,
     port: Annotated[int, typer.Option(help="API port")] = 5000,
 ) -> None:

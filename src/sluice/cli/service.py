@@ -17,8 +17,9 @@ app = typer.Typer()
 @app.command()
 def serve(
     pipelines: Annotated[list[Path] | None, typer.Argument(help="pipeline files to run")] = None,
-    host: Annotated[str, typer.Option(help="bind address; beyond loopback API keys are "
-                                      "required")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="bind address; beyond loopback API keys are required")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 5000,
     group: Annotated[str | None, typer.Option(help="Kafka consumer group")] = None,
 ) -> None:
@@ -26,12 +27,14 @@ def serve(
     from sluice.runners.serve import serve as run_service
 
     def ready(url: str) -> None:
-        console.print(f"[green]serving[/] {url}  (dashboard {url}/, API docs {url}/docs); "
-                      "Ctrl-C to stop")
+        console.print(
+            f"[green]serving[/] {url}  (dashboard {url}/, API docs {url}/docs); Ctrl-C to stop"
+        )
 
     try:
-        run_service(settings(), list(pipelines or []), host=host, port=port, group=group,
-                    on_ready=ready)
+        run_service(
+            settings(), list(pipelines or []), host=host, port=port, group=group, on_ready=ready
+        )
     except SluiceError as exc:
         fail(exc)
 

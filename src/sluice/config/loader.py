@@ -49,19 +49,28 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str) -> 
     if isinstance(value, str) and "${" in value:
         try:
             value = interpolate(value)
-            if node.style is None:  # plain scalars keep YAML typing after substitution
+            if (
+                getattr(node, "style", None) is None
+            ):  # plain scalars keep YAML typing after substitution
                 value = yaml.safe_load(value) if value.strip() else value
         except KeyError as exc:
             raise ConfigError(
                 f"environment variable {exc.args[0]} is not set (write ${{{exc.args[0]}:-default}} "
-                "to give a default)", file=file, line=lines[path], key=_dotted(path)) from None
+                "to give a default)",
+                file=file,
+                line=lines[path],
+                key=_dotted(path),
+            ) from None
     return value
 
 
 def _key(node: yaml.Node) -> Any:
     """A mapping key; YAML 1.1 booleans (``on``, ``yes``...) used as keys stay text."""
-    if isinstance(node, yaml.ScalarNode) and node.style is None and \
-            node.tag == "tag:yaml.org,2002:bool":
+    if (
+        isinstance(node, yaml.ScalarNode)
+        and node.style is None
+        and node.tag == "tag:yaml.org,2002:bool"
+    ):
         return node.value
     if node.tag == "tag:yaml.org,2002:str":
         return node.value
@@ -82,8 +91,9 @@ def parse_yaml(text: str, file: str = "<string>") -> tuple[Any, dict[Path_, int]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {problem}", file=file,
-                          line=mark.line + 1 if mark else None) from None
+        raise ConfigError(
+            f"invalid YAML: {problem}", file=file, line=mark.line + 1 if mark else None
+        ) from None
     if node is None:
         raise ConfigError("the file is empty", file=file, line=1)
     lines: dict[Path_, int] = {}
@@ -97,8 +107,9 @@ def _line_for(loc: Path_, lines: dict[Path_, int]) -> int | None:
     return None
 
 
-def validation_error(exc: ValidationError, lines: dict[Path_, int], file: str,
-                     prefix: Path_ = ()) -> ConfigError:
+def validation_error(
+    exc: ValidationError, lines: dict[Path_, int], file: str, prefix: Path_ = ()
+) -> ConfigError:
     """Turn a pydantic ValidationError into ``file:line: key.path: message`` lines."""
     messages = []
     first_line = None
@@ -115,9 +126,9 @@ def validation_error(exc: ValidationError, lines: dict[Path_, int], file: str,
         elif err["type"] == "missing":
             msg = "required key is missing"
         messages.append(f"{file}:{line or '?'}: {_dotted(full) or '(top)'}: {msg}")
-    err = ConfigError("\n".join(messages))
-    err.file, err.line = file, first_line
-    return err
+    error = ConfigError("\n".join(messages))
+    error.file, error.line = file, first_line
+    return error
 
 
 def load_model(model: type[M], data: Any, lines: dict[Path_, int], file: str) -> M:

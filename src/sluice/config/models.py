@@ -99,8 +99,9 @@ class WindowSpec(Strict):
     allowed_lateness: str = "0s"
     time: str | None = None
 
-    _dur = field_validator("size", "slide", "allowed_lateness")(classmethod(
-        lambda cls, v: _check_duration(v)))
+    _dur = field_validator("size", "slide", "allowed_lateness")(
+        classmethod(lambda cls, v: _check_duration(v))
+    )
 
 
 class DedupeSpec(Strict):
@@ -130,7 +131,8 @@ class TransformStep(Strict):
             kinds = [k for k in data if k in cls.model_fields]
             if len(data) != 1 or len(kinds) != 1:
                 raise ValueError(
-                    "a transform step is one of: " + ", ".join(cls.model_fields)
+                    "a transform step is one of: "
+                    + ", ".join(cls.model_fields)
                     + f" (got {', '.join(map(str, data)) or 'nothing'})"
                 )
         return data

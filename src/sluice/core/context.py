@@ -9,15 +9,17 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-DEAD_LETTER_SCHEMA = pa.schema([
-    pa.field("pipeline", pa.string()),
-    pa.field("epoch", pa.int64()),
-    pa.field("stage", pa.string()),
-    pa.field("reason", pa.string()),
-    pa.field("raw", pa.string()),
-    pa.field("origin", pa.string()),
-    pa.field("rejected_at", pa.timestamp("us", tz="UTC")),
-])
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("pipeline", pa.string()),
+        pa.field("epoch", pa.int64()),
+        pa.field("stage", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("raw", pa.string()),
+        pa.field("origin", pa.string()),
+        pa.field("rejected_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 def rows_as_json(table: pa.Table) -> pa.Array:
@@ -27,10 +29,13 @@ def rows_as_json(table: pa.Table) -> pa.Array:
     if table.num_columns == 0:
         return pa.array(["{}"] * table.num_rows, pa.string())
     con = duckdb.connect()
-    rel = con.from_arrow(table)
-    cols = ", ".join(f'"{c}"' for c in table.column_names)
-    out = con.sql(f"SELECT to_json(struct_pack({cols}))::VARCHAR AS j FROM rel").to_arrow_table()
-    return out.column("j").combine_chunks()
+    try:
+        con.register("rows_in", table)
+        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in table.column_names)
+        sql = f"SELECT to_json(struct_pack({cols}))::VARCHAR AS j FROM rows_in"
+        return con.sql(sql).to_arrow_table().column("j").combine_chunks()
+    finally:
+        con.close()
 
 
 @dataclass
@@ -44,8 +49,9 @@ class EpochContext:
     counters: Counter[str] = field(default_factory=Counter)
     final: bool = False  # the source is exhausted: flush open windows
 
-    def dead_letter(self, stage: str, reason: pa.Array | str, raw: pa.Array,
-                    origin: pa.Array | None = None) -> None:
+    def dead_letter(
+        self, stage: str, reason: pa.Array | str, raw: pa.Array, origin: pa.Array | None = None
+    ) -> None:
         """Record rejected rows with their raw payload, stage and reason."""
         n = len(raw)
         if n == 0:
@@ -53,20 +59,27 @@ class EpochContext:
         if isinstance(reason, str):
             reason = pa.array([reason] * n, pa.string())
         now = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))
-        self.dead_letters.append(pa.table({
-            "pipeline": pa.array([self.pipeline] * n, pa.string()),
-            "epoch": pa.array([self.epoch] * n, pa.int64()),
-            "stage": pa.array([stage] * n, pa.string()),
-            "reason": reason.cast(pa.string()),
-            "raw": raw.cast(pa.string()),
-            "origin": origin.cast(pa.string()) if origin is not None
-            else pa.nulls(n, pa.string()),
-            "rejected_at": pa.array([now.value] * n, pa.timestamp("us", tz="UTC")),
-        }, schema=DEAD_LETTER_SCHEMA))
+        self.dead_letters.append(
+            pa.table(
+                {
+                    "pipeline": pa.array([self.pipeline] * n, pa.string()),
+                    "epoch": pa.array([self.epoch] * n, pa.int64()),
+                    "stage": pa.array([stage] * n, pa.string()),
+                    "reason": reason.cast(pa.string()),
+                    "raw": raw.cast(pa.string()),
+                    "origin": origin.cast(pa.string())
+                    if origin is not None
+                    else pa.nulls(n, pa.string()),
+                    "rejected_at": pa.array([now.value] * n, pa.timestamp("us", tz="UTC")),
+                },
+                schema=DEAD_LETTER_SCHEMA,
+            )
+        )
         self.counters["dead_lettered"] += n
 
-    def dead_letter_rows(self, stage: str, reason: pa.Array | str, rows: pa.Table,
-                         origin: pa.Array | None = None) -> None:
+    def dead_letter_rows(
+        self, stage: str, reason: pa.Array | str, rows: pa.Table, origin: pa.Array | None = None
+    ) -> None:
         """Record decoded rows as dead letters; their raw payload is the row as JSON."""
         if rows.num_rows:
             if origin is None and "__origin" in rows.column_names:

@@ -34,8 +34,14 @@ class PermanentError(SluiceError):
 class ConfigError(PermanentError):
     """A pipeline file, jobs file or setting is invalid."""
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 key: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
         self.file, self.line, self.key, self.detail = file, line, key, message
         where = ""
         if file:
@@ -51,7 +57,7 @@ class MissingDependencyError(SluiceError, ImportError):
         what = f" for {feature}" if feature else ""
         super().__init__(
             f"{package} is required{what} but is not installed. "
-            f"Install it with: pip install \"sluice[{extra}]\""
+            f'Install it with: pip install "sluice[{extra}]"'
         )
 
 

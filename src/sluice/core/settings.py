@@ -25,13 +25,19 @@ class Settings:
         object.__setattr__(self, "home", home)
         env = os.environ
         if self.metadata_url is None:
-            object.__setattr__(self, "metadata_url", env.get("SLUICE_METADATA_URL")
-                               or f"sqlite:///{home / 'metadata.db'}")
+            object.__setattr__(
+                self,
+                "metadata_url",
+                env.get("SLUICE_METADATA_URL") or f"sqlite:///{home / 'metadata.db'}",
+            )
         if self.lake_root is None:
             object.__setattr__(self, "lake_root", env.get("SLUICE_LAKE_URL") or str(home / "lake"))
         if self.warehouse_url is None:
-            object.__setattr__(self, "warehouse_url", env.get("SLUICE_WAREHOUSE_URL")
-                               or str(home / "warehouse.duckdb"))
+            object.__setattr__(
+                self,
+                "warehouse_url",
+                env.get("SLUICE_WAREHOUSE_URL") or str(home / "warehouse.duckdb"),
+            )
 
     @property
     def models_dir(self) -> Path:

@@ -28,7 +28,8 @@ transforms:
 
 TELEMETRY_MODELS = """\
 models:
-  - {name: temp_anomaly, type: online_anomaly, features: [temp_c, pressure, vibration], key: device_id}
+  - {name: temp_anomaly, type: online_anomaly, key: device_id,
+     features: [temp_c, pressure, vibration]}
 """
 
 TELEMETRY_ACTIONS = """\

@@ -16,7 +16,7 @@ class OpsReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.requests += 1
                 receiver.keys.add(self.headers.get("Idempotency-Key") or str(receiver.requests))

@@ -55,11 +55,15 @@ def _pipeline_files(home: Path, data: Path, receiver: str) -> dict[str, Path]:
     folder = home / "demo"
     files = {
         "telemetry": pipelines.TELEMETRY.format(
-            data=data, models=pipelines.TELEMETRY_MODELS,
-            actions=pipelines.TELEMETRY_ACTIONS.format(receiver=receiver)),
+            data=data,
+            models=pipelines.TELEMETRY_MODELS,
+            actions=pipelines.TELEMETRY_ACTIONS.format(receiver=receiver),
+        ),
         "tickets": pipelines.TICKETS.format(
-            data=data, models=pipelines.TICKET_MODELS,
-            actions=pipelines.TICKET_ACTIONS.format(home=home)),
+            data=data,
+            models=pipelines.TICKET_MODELS,
+            actions=pipelines.TICKET_ACTIONS.format(home=home),
+        ),
     }
     out = {}
     for name, text in files.items():
@@ -89,9 +93,15 @@ def train_ticket_models(settings: Settings) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.joblib"
             joblib.dump(model, path)
-            registry.register(f"ticket_{target}", "text_classifier", path, features=["text"],
-                              metrics=metrics, params={"classes": list(model.classes_)},
-                              stage="production")
+            registry.register(
+                f"ticket_{target}",
+                "text_classifier",
+                path,
+                features=["text"],
+                metrics=metrics,
+                params={"classes": list(model.classes_)},
+                stage="production",
+            )
         out[f"ticket {target} model accuracy (held out)"] = f"{metrics['accuracy']:.1%}"
     return out
 
@@ -103,8 +113,7 @@ def _run(console: Console, settings: Settings, path: Path) -> RunStats:
     pipeline = load_pipeline(path)
     CheckpointStore(get_engine(str(settings.metadata_url))).reset(pipeline.name)
     with ProgressReporter(console, pipeline.name) as progress:
-        return LocalRunner(pipeline, settings, until_idle=True,
-                           on_progress=progress.update).run()
+        return LocalRunner(pipeline, settings, until_idle=True, on_progress=progress.update).run()
 
 
 def _reset_outputs(settings: Settings) -> None:
@@ -116,8 +125,15 @@ def _reset_outputs(settings: Settings) -> None:
     (settings.home / "demo" / "urgent_tickets.jsonl").unlink(missing_ok=True)
 
 
-def run_demo(console: Console, settings: Settings, *, events: int = 200_000,
-             tickets: int = 2_000, serve: bool = True, port: int = 5000) -> DemoResult:
+def run_demo(
+    console: Console,
+    settings: Settings,
+    *,
+    events: int = 200_000,
+    tickets: int = 2_000,
+    serve: bool = True,
+    port: int = 5000,
+) -> DemoResult:
     """Generate data, run the demo pipelines, print the summary, optionally serve."""
     settings.ensure()
     started = time.perf_counter()
@@ -146,13 +162,19 @@ def _action_counts(settings: Settings, receiver: OpsReceiver) -> dict[str, Any]:
     from sluice.actions.service import ActionsService
 
     rows = ActionsService(settings=settings).list(limit=100_000)
-    fired = {name: sum(1 for r in rows if r.get("action") == name)
-             for name in ("page-oncall", "route-urgent")}
+    fired = {
+        name: sum(1 for r in rows if r.get("action") == name)
+        for name in ("page-oncall", "route-urgent")
+    }
     delivered = sum(1 for r in rows if r.get("status") == "delivered")
-    return {"actions fired: page on-call webhook / urgent tickets routed":
-            f"{fired['page-oncall']:,} / {fired['route-urgent']:,}",
-            "actions delivered (webhooks received by the local on-call stub)":
-            f"{delivered:,} ({len(receiver.keys):,} webhooks)"}
+    return {
+        "actions fired: on-call pages / urgent tickets routed": (
+            f"{fired['page-oncall']:,} / {fired['route-urgent']:,}"
+        ),
+        "actions delivered (webhooks at the local on-call stub)": (
+            f"{delivered:,} ({len(receiver.keys):,} webhooks)"
+        ),
+    }
 
 
 def _count(settings: Settings, sql: str) -> Any:
@@ -164,10 +186,14 @@ def _count(settings: Settings, sql: str) -> Any:
 
 def _quality(settings: Settings) -> dict[str, str]:
     """Anomaly precision/recall against the injected truth; ticket routing accuracy."""
-    tp, fp, fn = (_count(settings, "select count(*) from telemetry where " + cond) or 0
-                  for cond in ("temp_anomaly_anomaly and is_anomaly",
-                               "temp_anomaly_anomaly and not is_anomaly",
-                               "not temp_anomaly_anomaly and is_anomaly"))
+    tp, fp, fn = (
+        _count(settings, "select count(*) from telemetry where " + cond) or 0
+        for cond in (
+            "temp_anomaly_anomaly and is_anomaly",
+            "temp_anomaly_anomaly and not is_anomaly",
+            "not temp_anomaly_anomaly and is_anomaly",
+        )
+    )
     flagged = tp + fp
     precision = tp / flagged if flagged else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
@@ -176,13 +202,15 @@ def _quality(settings: Settings) -> dict[str, str]:
     return {
         "anomalies flagged (temp_anomaly)": f"{flagged:,}",
         "anomaly precision / recall vs injected truth": f"{precision:.1%} / {recall:.1%}",
-        "tickets routed to the right category / urgency":
-            f"{(routed or 0):.1%} / {(urgency or 0):.1%}",
+        "tickets routed to the right category / urgency": (
+            f"{(routed or 0):.1%} / {(urgency or 0):.1%}"
+        ),
     }
 
 
-def _print_summary(console: Console, settings: Settings, result: DemoResult,
-                   seconds: float) -> None:
+def _print_summary(
+    console: Console, settings: Settings, result: DemoResult, seconds: float
+) -> None:
     t = result.telemetry
     summary = Table(title="demo summary", show_header=False, title_justify="left")
     summary.add_row("telemetry events generated", f"{result.generated_events:,}")

@@ -24,14 +24,16 @@ batch: {max_rows: 50000, max_latency: 500ms}
 transforms:
   - derive: {temp_c: "round((temperature - 32) * 5 / 9, 3)"}
 models:
-  - {name: live_anomaly, type: online_anomaly, features: [temp_c, pressure, vibration], key: device_id}
+  - {name: live_anomaly, type: online_anomaly, key: device_id,
+     features: [temp_c, pressure, vibration]}
 sinks:
   - {type: lake, table: telemetry_live}
 """
 
 
-def serve_demo(console: Console, settings: Settings, files: dict[str, Path], *,
-               port: int = 5000) -> None:
+def serve_demo(
+    console: Console, settings: Settings, files: dict[str, Path], *, port: int = 5000
+) -> None:
     """Serve until Ctrl-C."""
     from sluice.runners.serve import serve
 
@@ -40,7 +42,7 @@ def serve_demo(console: Console, settings: Settings, files: dict[str, Path], *,
 
     def ready(url: str) -> None:
         console.print(f"\n[green]Dashboard[/] {url}/   [green]API docs[/] {url}/docs")
-        console.print(f"Try: curl -X POST {url}/api/v1/predict -d '{{\"data\": \"sample input\"}}'")
+        console.print(f'Try: curl -X POST {url}/api/v1/predict -d \'{{"data": "sample input"}}\'')
         console.print("Ctrl-C to stop.")
 
     serve(settings, [*files.values(), live], host="127.0.0.1", port=port, on_ready=ready)

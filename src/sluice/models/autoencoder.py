@@ -10,8 +10,9 @@ import numpy as np
 from sluice.core.deps import require
 
 
-def fit_autoencoder(X: np.ndarray, folder: Path, *, seed: int = 0, epochs: int = 20,
-                    contamination: float = 0.01) -> tuple[Path, dict[str, Any]]:
+def fit_autoencoder(
+    X: np.ndarray, folder: Path, *, seed: int = 0, epochs: int = 20, contamination: float = 0.01
+) -> tuple[Path, dict[str, Any]]:
     """Train on standardised ``X``; save a scripted module mapping rows to their error."""
     torch = require("torch", "torch", "autoencoder training")
     torch.manual_seed(seed)
@@ -20,16 +21,20 @@ def fit_autoencoder(X: np.ndarray, folder: Path, *, seed: int = 0, epochs: int =
     n_features = X.shape[1]
     hidden = max(2, n_features // 2)
 
-    class Scorer(torch.nn.Module):  # type: ignore[misc,name-defined]
+    class Scorer(torch.nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
             self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
             self.net = torch.nn.Sequential(
-                torch.nn.Linear(n_features, 16), torch.nn.ReLU(),
-                torch.nn.Linear(16, hidden), torch.nn.ReLU(),
-                torch.nn.Linear(hidden, 16), torch.nn.ReLU(),
-                torch.nn.Linear(16, n_features))
+                torch.nn.Linear(n_features, 16),
+                torch.nn.ReLU(),
+                torch.nn.Linear(16, hidden),
+                torch.nn.ReLU(),
+                torch.nn.Linear(hidden, 16),
+                torch.nn.ReLU(),
+                torch.nn.Linear(16, n_features),
+            )
 
         def forward(self, x: Any) -> Any:
             z = (x - self.mean) / self.std
@@ -52,5 +57,7 @@ def fit_autoencoder(X: np.ndarray, folder: Path, *, seed: int = 0, epochs: int =
     batch = torch.export.Dim("batch")
     program = torch.export.export(model, (data[:8],), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
-    return path, {"threshold": float(np.quantile(errors, 1 - contamination)),
-                  "n_features": n_features}
+    return path, {
+        "threshold": float(np.quantile(errors, 1 - contamination)),
+        "n_features": n_features,
+    }

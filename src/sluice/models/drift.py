@@ -25,7 +25,8 @@ N_BINS = 10
 PH_DELTA, PH_LAMBDA = 0.1, 50.0
 
 drift_events = Table(
-    "drift_events", METADATA,
+    "drift_events",
+    METADATA,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("pipeline", String(200), nullable=False, index=True),
     Column("model", String(100), nullable=False),
@@ -88,7 +89,7 @@ class DriftMonitor:
         start = 0
         while start < X.shape[0]:
             take = min(self.spec.window - self.window_rows, X.shape[0] - start)
-            self.window += self._histogram(X[start:start + take])
+            self.window += self._histogram(X[start : start + take])
             self.window_rows += take
             start += take
             if self.window_rows >= self.spec.window:
@@ -107,7 +108,7 @@ class DriftMonitor:
             self.ph = np.zeros((len(self.columns), 7))
             self.ph[:, 0], self.ph[:, 1], self.ph[:, 6] = len(ref), ref.mean(axis=0) / scale, scale
             self.reference_rows = []
-            rest = rows[self.spec.reference:]
+            rest = rows[self.spec.reference :]
             return self.update(rest) if rest.shape[0] else []
         return []
 
@@ -115,8 +116,9 @@ class DriftMonitor:
         assert self.edges is not None
         out = np.zeros((X.shape[1], N_BINS))
         for j in range(X.shape[1]):
-            out[j] = np.bincount(np.searchsorted(self.edges[j], X[:, j], side="right"),
-                                 minlength=N_BINS)[:N_BINS]
+            out[j] = np.bincount(
+                np.searchsorted(self.edges[j], X[:, j], side="right"), minlength=N_BINS
+            )[:N_BINS]
         return out
 
     def _compare(self) -> list[DriftEvent]:
@@ -149,17 +151,31 @@ class DriftMonitor:
                 events.append(DriftEvent(name, "page_hinkley", gap, PH_LAMBDA))
                 self.ph[j] = [0, 0.0, 0.0, 0.0, 0.0, 0.0, scale]
             else:
-                self.ph[j] = [n[-1], means[-1], up[-1], min(up_min0, up.min()), down[-1],
-                              max(down_max0, down.max()), scale]
+                self.ph[j] = [
+                    n[-1],
+                    means[-1],
+                    up[-1],
+                    min(up_min0, up.min()),
+                    down[-1],
+                    max(down_max0, down.max()),
+                    scale,
+                ]
         return events
 
     def state(self) -> bytes:
         """Serialise histograms and online state."""
         buf = io.BytesIO()
         pending = np.vstack(self.reference_rows) if self.reference_rows else np.empty((0, 0))
-        np.savez(buf, edges=self.edges if self.edges is not None else np.empty((0, 0)),
-                 reference=self.reference, window=self.window, ph=self.ph, pending=pending,
-                 window_rows=np.array([self.window_rows]), columns=np.array(self.columns))
+        np.savez(
+            buf,
+            edges=self.edges if self.edges is not None else np.empty((0, 0)),
+            reference=self.reference,
+            window=self.window,
+            ph=self.ph,
+            pending=pending,
+            window_rows=np.array([self.window_rows]),
+            columns=np.array(self.columns),
+        )
         return buf.getvalue()
 
     def restore(self, blob: bytes) -> None:
@@ -179,23 +195,38 @@ class DriftLog:
         self.engine = engine
         ensure_tables(engine, "drift_events")
 
-    def record(self, pipeline: str, model: str, epoch: int, action: str,
-               events: list[DriftEvent]) -> None:
+    def record(
+        self, pipeline: str, model: str, epoch: int, action: str, events: list[DriftEvent]
+    ) -> None:
         """Insert ``events``."""
         if not events:
             return
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            conn.execute(insert(drift_events), [
-                {"pipeline": pipeline, "model": model, "feature": e.feature,
-                 "detector": e.detector, "value": e.value, "threshold": e.threshold,
-                 "action": action, "epoch": epoch, "detected_at": now} for e in events])
+            conn.execute(
+                insert(drift_events),
+                [
+                    {
+                        "pipeline": pipeline,
+                        "model": model,
+                        "feature": e.feature,
+                        "detector": e.detector,
+                        "value": e.value,
+                        "threshold": e.threshold,
+                        "action": action,
+                        "epoch": epoch,
+                        "detected_at": now,
+                    }
+                    for e in events
+                ],
+            )
 
     def recent(self, limit: int = 50) -> pa.Table:
         """The latest drift events."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(drift_events).order_by(drift_events.c.id.desc())
-                                .limit(limit)).all()
+            rows = conn.execute(
+                select(drift_events).order_by(drift_events.c.id.desc()).limit(limit)
+            ).all()
         return pa.Table.from_pylist([dict(r._mapping) for r in rows])
 
 
@@ -211,12 +242,18 @@ class DriftWatch:
         """Update the monitor with ``table``; add ``<model>_drift`` when reacting by alert."""
         from sluice.models.online import feature_matrix
 
-        columns = [c for c in [*self.inputs, f"{self.model}_score", f"{self.model}_proba"]
-                   if c in table.column_names]
+        columns = [
+            c
+            for c in [*self.inputs, f"{self.model}_score", f"{self.model}_proba"]
+            if c in table.column_names
+        ]
         if self.monitor is None:
             self.monitor = DriftMonitor(self.spec, columns)
-        events = self.monitor.update(feature_matrix(table, self.monitor.columns)) \
-            if table.num_rows else []
+        events = (
+            self.monitor.update(feature_matrix(table, self.monitor.columns))
+            if table.num_rows
+            else []
+        )
         if self.spec.on_drift == "alert":
             flag = pa.array(np.full(table.num_rows, bool(events)), pa.bool_())
             table = table.append_column(f"{self.model}_drift", flag)

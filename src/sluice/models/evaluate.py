@@ -27,28 +27,38 @@ def evaluate_on_nab(root: str | None = None) -> Any:
 
     from sluice.models.nab import evaluate_nab
 
-    return evaluate_nab(lambda: online_detector(["value"]), root=Path(root) if root else None,
-                        name="online_anomaly")
+    return evaluate_nab(
+        lambda: online_detector(["value"]), root=Path(root) if root else None, name="online_anomaly"
+    )
 
 
-def evaluate_on_generator(events: int = 200_000, devices: int = 50, seed: int = 7,
-                          batch_rows: int = 20_000) -> dict[str, Any]:
+def evaluate_on_generator(
+    events: int = 200_000, devices: int = 50, seed: int = 7, batch_rows: int = 20_000
+) -> dict[str, Any]:
     """Precision/recall/F1/AUC on the generator's injected anomalies (label-free threshold)."""
     from sluice.sources import synthetic
 
     table = synthetic.telemetry(events, n_devices=devices, seed=seed)
     detector = online_detector(GENERATOR_FEATURES, key="device_id")
     keys = table.column("device_id").to_numpy(zero_copy_only=False)
-    X = np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
-                         for f in GENERATOR_FEATURES])
+    X = np.column_stack(
+        [
+            table.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
+            for f in GENERATOR_FEATURES
+        ]
+    )
     flags, scores = [], []
     for start in range(0, table.num_rows, batch_rows):
-        result = detector.score_learn(keys[start:start + batch_rows], X[start:start + batch_rows])
+        result = detector.score_learn(
+            keys[start : start + batch_rows], X[start : start + batch_rows]
+        )
         flags.append(result.anomaly)
         scores.append(result.score)
     truth = np.asarray(table.column("is_anomaly").to_numpy(zero_copy_only=False), dtype=bool)
-    return {"events": table.num_rows, **binary_metrics(truth, np.concatenate(flags),
-                                                       np.concatenate(scores))}
+    return {
+        "events": table.num_rows,
+        **binary_metrics(truth, np.concatenate(flags), np.concatenate(scores)),
+    }
 
 
 def evaluate_registered(settings: Settings, name: str, table: str, label: str) -> dict[str, Any]:
@@ -62,8 +72,10 @@ def evaluate_registered(settings: Settings, name: str, table: str, label: str) -
     if not label.replace("_", "").isalnum() or not table.replace("_", "").isalnum():
         raise ConfigError("table and label must be plain names")
     data: pa.Table = QueryEngine(settings).query(f'SELECT * FROM "{table}"')
-    model = create_model(ModelConfig(name=name, type=version.format, features=version.features),
-                         ModelContext("evaluate", settings))
+    model = create_model(
+        ModelConfig(name=name, type=version.format, features=version.features),
+        ModelContext("evaluate", settings),
+    )
     scored = model.score(data)
     truth = np.asarray(scored.column(label).to_pylist())
     if f"{name}_anomaly" in scored.column_names:
@@ -71,5 +83,8 @@ def evaluate_registered(settings: Settings, name: str, table: str, label: str) -
         scores = np.asarray(scored.column(f"{name}_score").to_pylist(), dtype=np.float64)
         return {"version": version.version, **binary_metrics(truth.astype(bool), flags, scores)}
     predicted = np.asarray(scored.column(f"{name}_label").to_pylist())
-    return {"version": version.version, "rows": len(truth),
-            "accuracy": float(np.mean(predicted.astype(str) == truth.astype(str)))}
+    return {
+        "version": version.version,
+        "rows": len(truth),
+        "accuracy": float(np.mean(predicted.astype(str) == truth.astype(str))),
+    }

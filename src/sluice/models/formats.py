@@ -35,8 +35,10 @@ class FileModel(Model):
         super().__init__(config, context)
         unknown = set(config.options) - _OPTIONS
         if unknown:
-            raise ConfigError(f"model {config.name!r}: unknown option(s) "
-                              f"{', '.join(sorted(unknown))}; available: {', '.join(sorted(_OPTIONS))}")
+            raise ConfigError(
+                f"model {config.name!r}: unknown option(s) "
+                f"{', '.join(sorted(unknown))}; available: {', '.join(sorted(_OPTIONS))}"
+            )
         self.registry = ModelRegistry(context.settings)
         self.version: ModelVersion | None = None
         self.params: dict[str, Any] = {}
@@ -55,9 +57,11 @@ class FileModel(Model):
             self.load_artifact(path)
         except ModelError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any loader failure is a clear ModelError
-            raise ModelError(f"model {self.name!r}: cannot load {path.name} as {self.format}: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise ModelError(
+                f"model {self.name!r}: cannot load {path.name} as {self.format}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         self.version = version
         self.params = dict(version.params) if version else _sidecar_params(path)
         self.check_features()
@@ -66,9 +70,11 @@ class FileModel(Model):
         """Fail at load when the model expects a different number of features."""
         expected = self.expected_features()
         if expected is not None and self.config.features and expected != len(self.config.features):
-            raise ModelError(f"model {self.name!r} expects {expected} feature(s) but the "
-                             f"pipeline gives {len(self.config.features)}: "
-                             f"{', '.join(self.config.features)}")
+            raise ModelError(
+                f"model {self.name!r} expects {expected} feature(s) but the "
+                f"pipeline gives {len(self.config.features)}: "
+                f"{', '.join(self.config.features)}"
+            )
 
     def expected_features(self) -> int | None:
         """How many features the loaded artifact takes (None when unknown)."""
@@ -251,8 +257,7 @@ class KerasModel(FileModel):
 
     def infer(self, X: np.ndarray) -> Outputs:
         """Batched ``predict``."""
-        values = np.asarray(self.keras_model.predict(np.nan_to_num(X), verbose=0),
-                            dtype=np.float64)
+        values = np.asarray(self.keras_model.predict(np.nan_to_num(X), verbose=0), dtype=np.float64)
         if values.ndim == 2 and values.shape[1] > 1:
             return from_probabilities(values, self.classes(values.shape[1]))
         return Outputs(score=values.reshape(-1))

@@ -25,8 +25,9 @@ def from_probabilities(probabilities: np.ndarray, classes: list[str] | np.ndarra
     best = probabilities.argmax(axis=1)
     labels = np.asarray(classes, dtype=object)[best]
     proba = probabilities[np.arange(len(best)), best]
-    reason = np.char.add(np.char.add("predicted ", labels.astype(str)),
-                         np.char.mod(" with probability %.2f", proba)).astype(object)
+    reason = np.char.add(
+        np.char.add("predicted ", labels.astype(str)), np.char.mod(" with probability %.2f", proba)
+    ).astype(object)
     return Outputs(label=labels.astype(str), proba=proba, reason=reason)
 
 
@@ -41,14 +42,19 @@ def from_anomaly_scores(scores: np.ndarray, threshold: float) -> Outputs:
 
 def append_outputs(table: pa.Table, prefix: str, out: Outputs) -> pa.Table:
     """Add ``<prefix>_label/_proba/_score/_anomaly/_reason`` columns to ``table``."""
-    columns = [("label", out.label, pa.string()), ("proba", out.proba, pa.float64()),
-               ("score", out.score, pa.float64()), ("anomaly", out.anomaly, pa.bool_()),
-               ("reason", out.reason, pa.string())]
+    columns = [
+        ("label", out.label, pa.string()),
+        ("proba", out.proba, pa.float64()),
+        ("score", out.score, pa.float64()),
+        ("anomaly", out.anomaly, pa.bool_()),
+        ("reason", out.reason, pa.string()),
+    ]
     for suffix, values, typ in columns:
         if values is not None:
             name = f"{prefix}_{suffix}"
             arr = pa.array(np.asarray(values).tolist() if typ == pa.string() else values, typ)
             index = table.schema.get_field_index(name)
-            table = table.set_column(index, name, arr) if index >= 0 \
-                else table.append_column(name, arr)
+            table = (
+                table.set_column(index, name, arr) if index >= 0 else table.append_column(name, arr)
+            )
     return table

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray,
-                   scores: np.ndarray | None = None) -> dict[str, float]:
+def binary_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None = None
+) -> dict[str, float]:
     """Precision, recall and F1 of ``y_pred``; ROC-AUC and average precision of ``scores``."""
     from sklearn.metrics import (
         average_precision_score,

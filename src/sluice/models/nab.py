@@ -84,8 +84,12 @@ class NabReport:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
-        return {"detector": self.detector, "files": self.files, "rows": self.rows,
-                "profiles": {k: vars(v) for k, v in self.profiles.items()}}
+        return {
+            "detector": self.detector,
+            "files": self.files,
+            "rows": self.rows,
+            "profiles": {k: vars(v) for k, v in self.profiles.items()},
+        }
 
 
 class _Scored(Protocol):
@@ -113,16 +117,22 @@ def find_nab_dataset(start: Path | None = None) -> Path:
         candidate = parent.parent / "shared" / "datasets" / "nab"
         if (candidate / "labels" / "combined_windows.json").is_file():
             return candidate
-    raise NotFoundError(f"NAB dataset not found: set {NAB_ENV} or place it at "
-                        "../shared/datasets/nab (relative to the repository)")
+    raise NotFoundError(
+        f"NAB dataset not found: set {NAB_ENV} or place it at "
+        "../shared/datasets/nab (relative to the repository)"
+    )
 
 
 def _read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types={"timestamp": pa.timestamp("us"), "value": pa.float64()}))
+    table = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={"timestamp": pa.timestamp("us"), "value": pa.float64()}
+        ),
+    )
     ts = table.column("timestamp").to_numpy().astype("datetime64[us]")
     return ts, table.column("value").to_numpy().astype(np.float64)
 
@@ -159,8 +169,9 @@ def _sigma(y: np.ndarray) -> np.ndarray:
     return np.where(y > 3.0, -1.0, out)
 
 
-def row_weights(n: int, windows: list[tuple[int, int]], profile: NabProfile
-                ) -> tuple[np.ndarray, np.ndarray]:
+def row_weights(
+    n: int, windows: list[tuple[int, int]], profile: NabProfile
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-row value of a detection and its window index (-1 outside, -2 probationary)."""
     idx = np.arange(n, dtype=np.float64)
     weight = np.full(n, -profile.fp)
@@ -188,8 +199,9 @@ class _Corpus:
     n_windows: int
 
 
-def _corpus(series: list[NabSeries], scores: Mapping[str, np.ndarray], profile: NabProfile
-            ) -> _Corpus:
+def _corpus(
+    series: list[NabSeries], scores: Mapping[str, np.ndarray], profile: NabProfile
+) -> _Corpus:
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     offset = 0
     for f, s in enumerate(series):
@@ -201,8 +213,9 @@ def _corpus(series: list[NabSeries], scores: Mapping[str, np.ndarray], profile: 
         win = window[keep]
         win = np.where(win >= 0, win + offset, -1)
         offset += len(s.windows)
-        parts.append((np.nan_to_num(sc[keep], nan=-np.inf), weight[keep], win,
-                      np.full(win.shape, f)))
+        parts.append(
+            (np.nan_to_num(sc[keep], nan=-np.inf), weight[keep], win, np.full(win.shape, f))
+        )
     score, weight, window, file_of = (np.concatenate(p) for p in zip(*parts, strict=True))
     return _Corpus(score, weight, window, file_of, offset)
 
@@ -231,11 +244,13 @@ def _sweep(c: _Corpus, profile: NabProfile, scored_windows: np.ndarray) -> tuple
     return float(total[best]), float(s[best])
 
 
-def _raw_by_file(c: _Corpus, profile: NabProfile, threshold: float, n_files: int
-                 ) -> tuple[np.ndarray, np.ndarray, int, int]:
+def _raw_by_file(
+    c: _Corpus, profile: NabProfile, threshold: float, n_files: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
     det = c.score >= threshold
-    raw = np.bincount(c.file_of[det & (c.window < 0)], c.weight[det & (c.window < 0)],
-                      minlength=n_files).astype(np.float64)
+    raw = np.bincount(
+        c.file_of[det & (c.window < 0)], c.weight[det & (c.window < 0)], minlength=n_files
+    ).astype(np.float64)
     fp = int(np.count_nonzero(det & (c.window < 0)))
     best = np.full(c.n_windows, -profile.fn)
     hit = det & (c.window >= 0)
@@ -248,8 +263,9 @@ def _raw_by_file(c: _Corpus, profile: NabProfile, threshold: float, n_files: int
     return raw, win_file, tp, fp
 
 
-def score_profile(series: list[NabSeries], scores: Mapping[str, np.ndarray],
-                  profile: NabProfile) -> ProfileResult:
+def score_profile(
+    series: list[NabSeries], scores: Mapping[str, np.ndarray], profile: NabProfile
+) -> ProfileResult:
     """NAB-score one profile: sweep the threshold, then normalise overall and per category."""
     c = _corpus(series, scores, profile)
     scored_windows = np.unique(c.window[c.window >= 0])
@@ -263,15 +279,28 @@ def score_profile(series: list[NabSeries], scores: Mapping[str, np.ndarray],
         n = float(n_win[files].sum())
         cat_raw = float(raw[files].sum())
         # categories without windows report the raw (false-positive) cost instead
-        categories[cat] = (100.0 * (cat_raw + profile.fn * n) / ((profile.tp + profile.fn) * n)
-                           if n else cat_raw)
+        categories[cat] = (
+            100.0 * (cat_raw + profile.fn * n) / ((profile.tp + profile.fn) * n) if n else cat_raw
+        )
     score = 100.0 * (raw_total - null) / (perfect - null) if perfect > null else 0.0
-    return ProfileResult(profile.name, score, threshold, raw_total, categories,
-                         tp=tp, fp=fp, fn=len(scored_windows) - tp)
+    return ProfileResult(
+        profile.name,
+        score,
+        threshold,
+        raw_total,
+        categories,
+        tp=tp,
+        fp=fp,
+        fn=len(scored_windows) - tp,
+    )
 
 
-def score_nab(series: list[NabSeries], scores: Mapping[str, np.ndarray],
-              profiles: Iterable[str] = tuple(PROFILES), detector: str = "detector") -> NabReport:
+def score_nab(
+    series: list[NabSeries],
+    scores: Mapping[str, np.ndarray],
+    profiles: Iterable[str] = tuple(PROFILES),
+    detector: str = "detector",
+) -> NabReport:
     """Score precomputed per-file anomaly scores under the given profiles."""
     unknown = [p for p in profiles if p not in PROFILES]
     if unknown:
@@ -280,27 +309,36 @@ def score_nab(series: list[NabSeries], scores: Mapping[str, np.ndarray],
     return NabReport(detector, results, len(series), int(sum(len(s.values) for s in series)))
 
 
-def stream_scores(detector: StreamingDetector, values: np.ndarray, batch_size: int = 500
-                  ) -> np.ndarray:
+def stream_scores(
+    detector: StreamingDetector, values: np.ndarray, batch_size: int = 500
+) -> np.ndarray:
     """Feed one series through a detector in order, ``batch_size`` rows at a time."""
     X = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    out = [np.asarray(detector.score_learn(None, X[i:i + batch_size]).score, dtype=np.float64)
-           for i in range(0, len(X), batch_size)]
+    out = [
+        np.asarray(detector.score_learn(None, X[i : i + batch_size]).score, dtype=np.float64)
+        for i in range(0, len(X), batch_size)
+    ]
     return np.concatenate(out) if out else np.empty(0)
 
 
-def evaluate_nab(detector_factory: Callable[[], StreamingDetector],
-                 profiles: Iterable[str] = tuple(PROFILES), *, root: Path | None = None,
-                 batch_size: int = 500, categories: Iterable[str] | None = None,
-                 name: str = "detector") -> NabReport:
+def evaluate_nab(
+    detector_factory: Callable[[], StreamingDetector],
+    profiles: Iterable[str] = tuple(PROFILES),
+    *,
+    root: Path | None = None,
+    batch_size: int = 500,
+    categories: Iterable[str] | None = None,
+    name: str = "detector",
+) -> NabReport:
     """Stream every NAB file causally through a fresh detector and NAB-score the result."""
     series = load_nab(root, categories)
     scores = {s.name: stream_scores(detector_factory(), s.values, batch_size) for s in series}
     return score_nab(series, scores, profiles, name)
 
 
-def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray,
-                   scores: np.ndarray | None = None) -> dict[str, float]:
+def binary_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None = None
+) -> dict[str, float]:
     """Precision, recall, F1 (from ``y_pred``), ROC-AUC and average precision (from scores)."""
     from sklearn.metrics import (
         average_precision_score,
@@ -310,10 +348,16 @@ def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray,
 
     y_true = np.asarray(y_true, dtype=bool)
     y_pred = np.asarray(y_pred, dtype=bool)
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="binary",
-                                                 zero_division=0.0)
-    out = {"precision": float(p), "recall": float(r), "f1": float(f),
-           "roc_auc": float("nan"), "average_precision": float("nan")}
+    p, r, f, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="binary", zero_division=0.0
+    )
+    out = {
+        "precision": float(p),
+        "recall": float(r),
+        "f1": float(f),
+        "roc_auc": float("nan"),
+        "average_precision": float("nan"),
+    }
     if scores is not None and 0 < y_true.sum() < y_true.size:
         s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
         out["roc_auc"] = float(roc_auc_score(y_true, s))

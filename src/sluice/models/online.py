@@ -23,8 +23,11 @@ def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
     columns = []
     for name in features:
         col = table.column(name)
-        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
-                or pa.types.is_boolean(col.type)):
+        if not (
+            pa.types.is_floating(col.type)
+            or pa.types.is_integer(col.type)
+            or pa.types.is_boolean(col.type)
+        ):
             raise ModelError(f"feature {name!r} is {col.type}, not numeric")
         col = pc.cast(col, pa.float64())
         columns.append(col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
@@ -47,10 +50,13 @@ class OnlineAnomalyModel(Model):
         options = config.options
         unknown = set(options) - set(_TUNABLES)
         if unknown:
-            raise ConfigError(f"model {config.name!r}: unknown option(s) {', '.join(sorted(unknown))}"
-                              f"; available: {', '.join(_TUNABLES)}")
-        self.detector = OnlineAnomalyDetector(OnlineAnomalyConfig(
-            features=list(config.features), key=config.key, **options))
+            raise ConfigError(
+                f"model {config.name!r}: unknown option(s) {', '.join(sorted(unknown))}"
+                f"; available: {', '.join(_TUNABLES)}"
+            )
+        self.detector = OnlineAnomalyDetector(
+            OnlineAnomalyConfig(features=list(config.features), key=config.key, **options)
+        )
 
     def score(self, table: pa.Table) -> pa.Table:
         """Score and learn from ``table`` in event order."""
@@ -80,6 +86,8 @@ class OnlineAnomalyModel(Model):
 
     def describe(self) -> dict[str, Any]:
         """Type, features and state size."""
-        return {**super().describe(), "features": self.config.features,
-                "evicted_keys": self.detector.evicted_keys}
-
+        return {
+            **super().describe(),
+            "features": self.config.features,
+            "evicted_keys": self.detector.evicted_keys,
+        }

@@ -28,7 +28,7 @@ from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable
 from sluice.models.detectors.regime import regime_mask, shift_counts
-from sluice.models.detectors.scan import Segments
+from sluice.models.detectors.scan import Segments, latch
 from sluice.models.detectors.structure import PAIR_STATE, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
@@ -40,7 +40,8 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 1
+STATE_VERSION = 2
+PERSIST_SURPRISE = 2.0  # -log10 p of the strongest statistic that keeps an incident alerted
 
 
 @dataclass
@@ -78,6 +79,7 @@ class _Batch:
     structure: np.ndarray
     partner: np.ndarray
     final: np.ndarray
+    alert: np.ndarray
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -94,9 +96,11 @@ class OnlineAnomalyDetector:
         self.config = config
         self.p = len(config.features)
         self.hz = Horizons.from_events(config.horizon, config.short_horizon)
-        self.post = PostParams(long_decay=1.0 - 1.0 / (4 * config.horizon),
-                               short_decay=self.hz.short,
-                               max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2))
+        self.post = PostParams(
+            long_decay=1.0 - 1.0 / (4 * config.horizon),
+            short_decay=self.hz.short,
+            max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2),
+        )
         self.n_pairs = self.p * (self.p - 1) // 2
         self.keys = KeyTable(config.max_keys, self._fresh_state())
         self.hist = np.zeros(HIST_BINS)
@@ -104,9 +108,11 @@ class OnlineAnomalyDetector:
 
     def _fresh_state(self) -> dict[str, tuple[tuple[int, ...], float]]:
         spec: dict[str, tuple[tuple[int, ...], float]] = {
-            name: ((self.p,), np.nan if name == "prev" else 0.0) for name in FEATURE_STATE}
+            name: ((self.p,), np.nan if name == "prev" else 0.0) for name in FEATURE_STATE
+        }
         spec.update({name: ((), 0.0) for name in POST_STATE})
         spec["hist"] = ((N_BINS,), 0.0)
+        spec["open"] = ((), 0.0)
         spec.update({"dev": ((self.p,), 0.0), "reg": ((self.p,), 0.0)})
         spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
         spec["count"] = ((), 0.0)
@@ -140,13 +146,18 @@ class OnlineAnomalyDetector:
             return _empty()
         chunk = self.config.max_keys
         if keys is not None and n > chunk and self.keys.distinct(keys) > chunk:
-            parts = [self.score_learn(keys[i:i + chunk], X[i:i + chunk])
-                     for i in range(0, n, chunk)]
-            return ScoreResult(*(np.concatenate([getattr(r, f) for r in parts])
-                                 for f in ("score", "anomaly", "reason")))
+            parts = [
+                self.score_learn(keys[i : i + chunk], X[i : i + chunk]) for i in range(0, n, chunk)
+            ]
+            return ScoreResult(
+                *(
+                    np.concatenate([getattr(r, f) for r in parts])
+                    for f in ("score", "anomaly", "reason")
+                )
+            )
         threshold = self.threshold()
         slots = self.keys.assign(keys, n)
-        batch = self._run(slots, X, self.keys.gather)
+        batch = self._run(slots, X, self.keys.gather, threshold)
         self.keys.scatter(batch.segs.slot, batch.state)
         result = self._result(batch, X, threshold)
         self._calibrate(result.score)
@@ -158,21 +169,24 @@ class OnlineAnomalyDetector:
         if X.shape[0] == 0:
             return _empty()
         slots = self.keys.lookup(keys, X.shape[0])
-        batch = self._run(slots, X, self.keys.gather)
-        return self._result(batch, X, self.threshold())
+        threshold = self.threshold()
+        batch = self._run(slots, X, self.keys.gather, threshold)
+        return self._result(batch, X, threshold)
 
     def _check(self, keys: np.ndarray | None, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1 and self.p == 1:
             X = X[:, None]
         if X.ndim != 2 or X.shape[1] != self.p:
-            raise ModelError(f"expected X of shape (n, {self.p}) for features "
-                             f"{self.config.features}, got {X.shape}")
+            raise ModelError(
+                f"expected X of shape (n, {self.p}) for features "
+                f"{self.config.features}, got {X.shape}"
+            )
         if keys is not None and len(keys) != X.shape[0]:
             raise ModelError(f"{len(keys)} keys for {X.shape[0]} rows")
         return X
 
-    def _run(self, slots: np.ndarray, X: np.ndarray, gather: Any) -> _Batch:
+    def _run(self, slots: np.ndarray, X: np.ndarray, gather: Any, threshold: float) -> _Batch:
         segs = Segments.from_slots(slots)
         Xs = X[segs.order].T.copy()
         st = {k: v.T for k, v in gather(segs.slot).items()}
@@ -182,8 +196,9 @@ class OnlineAnomalyDetector:
         reg, reg_state = self._regime(fr.short_mean, ready, segs, st)
         if self.p > 1:
             e = np.clip(fr.z[0], -8.0, 8.0)
-            sz, partner, pair = structure_scores(e, ready & (e != 0) & ~reg, segs, self.hz.long,
-                                                 {k: st[k] for k in PAIR_STATE})
+            sz, partner, pair = structure_scores(
+                e, ready & (e != 0) & ~reg, segs, self.hz.long, {k: st[k] for k in PAIR_STATE}
+            )
         else:
             sz, partner = np.zeros_like(Xs), np.zeros(Xs.shape, dtype=np.int64)
             pair = {k: st[k] for k in PAIR_STATE}
@@ -193,19 +208,21 @@ class OnlineAnomalyDetector:
         raw = to_surprise(best, tests=z.shape[0] * self.p)
         count = st["count"][segs.seg] + segs.offset
         warm = count >= self.config.warmup
-        final, post = post_process(raw, warm, segs, self.post,
-                                   {k: st[k] for k in POST_STATE})
+        final, post = post_process(raw, warm, segs, self.post, {k: st[k] for k in POST_STATE})
         post["hist"] = post["hist"].T
+        # an incident stays alerted while its deviation persists (the score itself is damped)
+        alert, post["open"] = latch(final >= threshold, raw >= PERSIST_SURPRISE, segs, st["open"])
         state = {k: v.T for k, v in fr.state.items()}
         state.update(post)
         state.update({k: v.T for k, v in reg_state.items()})
         state.update({k: v.T for k, v in pair.items()})
         state["count"] = st["count"] + np.bincount(segs.seg)
         recenter(state)
-        return _Batch(segs, fr, sz, partner, final, state)
+        return _Batch(segs, fr, sz, partner, final, alert, state)
 
-    def _regime(self, short_mean: np.ndarray, ready: np.ndarray, segs: Segments,
-                st: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _regime(
+        self, short_mean: np.ndarray, ready: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         used = self.keys.used
         counts = shift_counts(self.keys.arrays["dev"], used)
         known = used & (self.keys.arrays["count"] > 0)
@@ -214,15 +231,22 @@ class OnlineAnomalyDetector:
         arrival = np.empty(segs.n)
         arrival[segs.order] = fresh
         active = float(known.sum()) + np.cumsum(arrival)
-        return regime_mask(short_mean, ready, segs, {"dev": st["dev"], "reg": st["reg"]},
-                           counts, active[segs.order])
+        return regime_mask(
+            short_mean,
+            ready,
+            segs,
+            {"dev": st["dev"], "reg": st["reg"]},
+            counts,
+            active[segs.order],
+        )
 
     def _result(self, batch: _Batch, X: np.ndarray, threshold: float) -> ScoreResult:
         n = X.shape[0]
         score_sorted = batch.final
         score = np.empty(n)
         score[batch.segs.order] = score_sorted
-        anomaly = score >= threshold
+        anomaly = np.empty(n, dtype=bool)
+        anomaly[batch.segs.order] = batch.alert
         z = np.concatenate([batch.features.z, batch.structure[None]])
         reason = explain(z, batch, self.config, anomaly[batch.segs.order], X[batch.segs.order])
         out_reason = np.empty(n, dtype=object)
@@ -238,8 +262,13 @@ class OnlineAnomalyDetector:
     def get_state(self) -> bytes:
         """Serialise all learned state (exactly restorable with :meth:`set_state`)."""
         arrays, keys, meta = self.keys.export()
-        header = {"version": STATE_VERSION, "config": asdict(self.config), "keys": keys,
-                  "events": self.events, **meta}
+        header = {
+            "version": STATE_VERSION,
+            "config": asdict(self.config),
+            "keys": keys,
+            "events": self.events,
+            **meta,
+        }
         buf = io.BytesIO()
         payload: dict[str, np.ndarray] = {f"s_{k}": v for k, v in arrays.items()}
         payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -257,11 +286,14 @@ class OnlineAnomalyDetector:
         except (OSError, ValueError, KeyError) as exc:
             raise StateError(f"online_anomaly state is unreadable: {exc}") from exc
         if header.get("version") != STATE_VERSION:
-            raise StateError(f"online_anomaly state version {header.get('version')} "
-                             f"is not {STATE_VERSION}")
+            raise StateError(
+                f"online_anomaly state version {header.get('version')} is not {STATE_VERSION}"
+            )
         if header["config"]["features"] != self.config.features:
-            raise StateError(f"state was saved for features {header['config']['features']}, "
-                             f"not {self.config.features}")
+            raise StateError(
+                f"state was saved for features {header['config']['features']}, "
+                f"not {self.config.features}"
+            )
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])

@@ -1,8 +1,9 @@
 """``sluice.predict``: score a string, a record or a list of records with a model.
 
 Defaults: a string goes to the production text classifier; a record goes to the first
-online anomaly model (by name) that has learned state (scored from that pipeline's latest checkpoint, without
-learning), else to the first production model of another kind. ``model=NAME`` picks one.
+online anomaly model (by name) that has learned state (scored from its pipeline's latest
+checkpoint, without learning), else to the first production model of another kind.
+``model=NAME`` picks one.
 """
 
 from __future__ import annotations
@@ -43,15 +44,20 @@ class Predictor:
             found = next((v.name for v in versions if v.format == "text_classifier"), None)
         else:
             online = self.online.list()
-            trained = [m for m in online
-                       if f"model:{m.name}" in self.checkpoints.load(m.pipeline).states]
+            trained = [
+                m for m in online if f"model:{m.name}" in self.checkpoints.load(m.pipeline).states
+            ]
             online = trained or online
-            found = online[0].name if online else next(
-                (v.name for v in versions if v.format != "text_classifier"), None)
+            found = (
+                online[0].name
+                if online
+                else next((v.name for v in versions if v.format != "text_classifier"), None)
+            )
         if found is None:
             kind = "text classifier" if text else "model for records"
-            raise NotFoundError(f"no {kind} is available; run `sluice demo` or train one with "
-                                "`sluice models train`")
+            raise NotFoundError(
+                f"no {kind} is available; run `sluice demo` or train one with `sluice models train`"
+            )
         return found
 
     def _load(self, name: str) -> tuple[Model, Any]:
@@ -64,8 +70,15 @@ class Predictor:
             model, marker = self._load_online(info)
         else:
             version = self.registry.get(name)
-            config = ModelConfig(name=name, type=version.format, features=version.features,
-                                 registry=name, version=version.version)
+            config = ModelConfig.model_validate(
+                {
+                    "name": name,
+                    "type": version.format,
+                    "features": version.features,
+                    "registry": name,
+                    "version": version.version,
+                }
+            )
             model = create_model(config, ModelContext("predict", self.settings))
             marker = version.version
         if cached and cached[2] == marker:
@@ -123,8 +136,11 @@ def _score_only(model: Model, table: pa.Table) -> pa.Table:
 
 
 def _predictions(table: pa.Table, name: str) -> list[dict[str, Any]]:
-    columns = {suffix: f"{name}_{suffix}" for suffix in _OUTPUTS
-               if f"{name}_{suffix}" in table.column_names}
+    columns = {
+        suffix: f"{name}_{suffix}"
+        for suffix in _OUTPUTS
+        if f"{name}_{suffix}" in table.column_names
+    }
     picked = table.select(list(columns.values())).rename_columns(list(columns))
     return picked.to_pylist()
 
@@ -132,7 +148,9 @@ def _predictions(table: pa.Table, name: str) -> list[dict[str, Any]]:
 _default: Predictor | None = None
 
 
-def predict(data: Any, model: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+def predict(
+    data: Any, model: str | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
     """Module-level convenience over a shared ``Predictor``."""
     global _default
     if settings is not None:

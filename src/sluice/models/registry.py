@@ -25,7 +25,8 @@ from sluice.storage.db import METADATA, ensure_tables, get_engine
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 
 model_versions = Table(
-    "model_versions", METADATA,
+    "model_versions",
+    METADATA,
     Column("name", String(100), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("stage", String(20), nullable=False),
@@ -58,11 +59,18 @@ class ModelVersion:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
-        return {"name": self.name, "version": self.version, "stage": self.stage,
-                "format": self.format, "features": self.features, "metrics": self.metrics,
-                "params": self.params, "data_range": self.data_range,
-                "created_at": self.created_at.isoformat() if self.created_at else None,
-                "promoted_at": self.promoted_at.isoformat() if self.promoted_at else None}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "stage": self.stage,
+            "format": self.format,
+            "features": self.features,
+            "metrics": self.metrics,
+            "params": self.params,
+            "data_range": self.data_range,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "promoted_at": self.promoted_at.isoformat() if self.promoted_at else None,
+        }
 
 
 def check_name(name: str) -> str:
@@ -81,15 +89,25 @@ class ModelRegistry:
         self.engine = get_engine(str(settings.metadata_url))
         ensure_tables(self.engine, "model_versions")
 
-    def register(self, name: str, fmt: str, artifact: Path, *, features: list[str],
-                 metrics: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
-                 data_range: dict[str, Any] | None = None, stage: str = "candidate"
-                 ) -> ModelVersion:
+    def register(
+        self,
+        name: str,
+        fmt: str,
+        artifact: Path,
+        *,
+        features: list[str],
+        metrics: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        data_range: dict[str, Any] | None = None,
+        stage: str = "candidate",
+    ) -> ModelVersion:
         """Copy ``artifact`` into the registry as the next version of ``name``."""
         check_name(name)
         with self.engine.begin() as conn:
-            last = conn.execute(select(model_versions.c.version).where(
-                model_versions.c.name == name).order_by(model_versions.c.version.desc())
+            last = conn.execute(
+                select(model_versions.c.version)
+                .where(model_versions.c.name == name)
+                .order_by(model_versions.c.version.desc())
             ).scalar()
             version = (last or 0) + 1
             folder = self.root / name / f"v{version}"
@@ -99,29 +117,44 @@ class ModelRegistry:
                 shutil.copytree(artifact, target, dirs_exist_ok=True)
             else:
                 shutil.copy2(artifact, target)
-            conn.execute(insert(model_versions).values(
-                name=name, version=version, stage="candidate", format=fmt,
-                artifact=str(target.relative_to(self.root)), features=json.dumps(features),
-                metrics=json.dumps(metrics or {}, default=float),
-                params=json.dumps(params or {}, default=str),
-                data_range=json.dumps(data_range, default=str) if data_range else None,
-                created_at=datetime.now(UTC)))
+            conn.execute(
+                insert(model_versions).values(
+                    name=name,
+                    version=version,
+                    stage="candidate",
+                    format=fmt,
+                    artifact=str(target.relative_to(self.root)),
+                    features=json.dumps(features),
+                    metrics=json.dumps(metrics or {}, default=float),
+                    params=json.dumps(params or {}, default=str),
+                    data_range=json.dumps(data_range, default=str) if data_range else None,
+                    created_at=datetime.now(UTC),
+                )
+            )
         if stage == "production":
             self.promote(name, version)
         return self.get(name, version)
 
     def _row(self, row: Any) -> ModelVersion:
         return ModelVersion(
-            name=row.name, version=row.version, stage=row.stage, format=row.format,
-            artifact=self.root / row.artifact, features=json.loads(row.features),
-            metrics=json.loads(row.metrics), params=json.loads(row.params),
+            name=row.name,
+            version=row.version,
+            stage=row.stage,
+            format=row.format,
+            artifact=self.root / row.artifact,
+            features=json.loads(row.features),
+            metrics=json.loads(row.metrics),
+            params=json.loads(row.params),
             data_range=json.loads(row.data_range) if row.data_range else None,
-            created_at=row.created_at, promoted_at=row.promoted_at)
+            created_at=row.created_at,
+            promoted_at=row.promoted_at,
+        )
 
     def list(self, name: str | None = None) -> list[ModelVersion]:
         """Every version (of ``name``), newest first."""
-        query = select(model_versions).order_by(model_versions.c.name,
-                                                model_versions.c.version.desc())
+        query = select(model_versions).order_by(
+            model_versions.c.name, model_versions.c.version.desc()
+        )
         if name:
             query = query.where(model_versions.c.name == name)
         with self.engine.connect() as conn:
@@ -149,27 +182,43 @@ class ModelRegistry:
         self.get(name, version)
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            conn.execute(update(model_versions).where(and_(
-                model_versions.c.name == name, model_versions.c.stage == "production"))
-                .values(stage="archived"))
-            conn.execute(update(model_versions).where(and_(
-                model_versions.c.name == name, model_versions.c.version == version))
-                .values(stage="production", promoted_at=now))
+            conn.execute(
+                update(model_versions)
+                .where(and_(model_versions.c.name == name, model_versions.c.stage == "production"))
+                .values(stage="archived")
+            )
+            conn.execute(
+                update(model_versions)
+                .where(and_(model_versions.c.name == name, model_versions.c.version == version))
+                .values(stage="production", promoted_at=now)
+            )
         return self.get(name, version)
 
     def rollback(self, name: str) -> ModelVersion:
         """Return to the most recently archived production version."""
         current = self.production(name)
-        archived = [v for v in self.list(name) if v.stage == "archived" and v.promoted_at
-                    and (current is None or v.version != current.version)]
+        archived = [
+            v
+            for v in self.list(name)
+            if v.stage == "archived"
+            and v.promoted_at
+            and (current is None or v.version != current.version)
+        ]
         if not archived:
             raise ModelError(f"model {name!r} has no earlier production version to roll back to")
         previous = max(archived, key=lambda v: v.promoted_at or datetime.min.replace(tzinfo=UTC))
         if current is not None:
             with self.engine.begin() as conn:
-                conn.execute(update(model_versions).where(and_(
-                    model_versions.c.name == name, model_versions.c.version == current.version))
-                    .values(stage="candidate"))
+                conn.execute(
+                    update(model_versions)
+                    .where(
+                        and_(
+                            model_versions.c.name == name,
+                            model_versions.c.version == current.version,
+                        )
+                    )
+                    .values(stage="candidate")
+                )
         return self.promote(name, previous.version)
 
     def resolve_artifact(self, path: str | Path) -> Path:
@@ -179,16 +228,19 @@ class ModelRegistry:
             candidate = self.root / candidate
         resolved = candidate.resolve()
         if not resolved.is_relative_to(self.root.resolve()):
-            raise ModelError(f"model file {str(path)!r} is outside the model directory "
-                             f"{self.root}; copy it there (pickle-based formats run code when "
-                             "loaded, so Sluice only loads them from there)")
+            raise ModelError(
+                f"model file {str(path)!r} is outside the model directory "
+                f"{self.root}; copy it there (pickle-based formats run code when "
+                "loaded, so Sluice only loads them from there)"
+            )
         if not resolved.exists():
             raise ModelError(f"model file {str(path)!r} does not exist under {self.root}")
         return resolved
 
 
 online_models = Table(
-    "online_models", METADATA,
+    "online_models",
+    METADATA,
     Column("name", String(100), primary_key=True),
     Column("pipeline", String(200), nullable=False),
     Column("type", String(40), nullable=False),
@@ -218,20 +270,26 @@ class OnlineModelIndex:
 
     def record(self, info: OnlineModelInfo) -> None:
         """Insert or update the entry for ``info.name``."""
-        values = {"pipeline": info.pipeline, "type": info.type,
-                  "features": json.dumps(info.features), "key": info.key,
-                  "updated_at": datetime.now(UTC)}
+        values = {
+            "pipeline": info.pipeline,
+            "type": info.type,
+            "features": json.dumps(info.features),
+            "key": info.key,
+            "updated_at": datetime.now(UTC),
+        }
         with self.engine.begin() as conn:
-            if not conn.execute(update(online_models).where(online_models.c.name == info.name)
-                                .values(**values)).rowcount:
+            if not conn.execute(
+                update(online_models).where(online_models.c.name == info.name).values(**values)
+            ).rowcount:
                 conn.execute(insert(online_models).values(name=info.name, **values))
 
     def list(self) -> list[OnlineModelInfo]:
         """Every online model, by name."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(online_models).order_by(online_models.c.name)).all()
-        return [OnlineModelInfo(r.name, r.pipeline, r.type, json.loads(r.features), r.key)
-                for r in rows]
+        return [
+            OnlineModelInfo(r.name, r.pipeline, r.type, json.loads(r.features), r.key) for r in rows
+        ]
 
     def get(self, name: str) -> OnlineModelInfo | None:
         """The entry for ``name``, if any."""

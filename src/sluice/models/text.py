@@ -22,17 +22,29 @@ def build_text_pipeline(seed: int = 0) -> Any:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import FeatureUnion, Pipeline
 
-    features = FeatureUnion([
-        ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)),
-        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2,
-                                  sublinear_tf=True, max_features=50_000)),
-    ])
-    return Pipeline([("tfidf", features),
-                     ("clf", LogisticRegression(max_iter=1000, C=4.0, random_state=seed))])
+    features = FeatureUnion(
+        [
+            ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)),
+            (
+                "chars",
+                TfidfVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=(3, 5),
+                    min_df=2,
+                    sublinear_tf=True,
+                    max_features=50_000,
+                ),
+            ),
+        ]
+    )
+    return Pipeline(
+        [("tfidf", features), ("clf", LogisticRegression(max_iter=1000, C=4.0, random_state=seed))]
+    )
 
 
-def train_text_classifier(texts: list[str], labels: list[str], *, test_fraction: float = 0.2,
-                          seed: int = 0) -> tuple[Any, dict[str, float]]:
+def train_text_classifier(
+    texts: list[str], labels: list[str], *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Any, dict[str, float]]:
     """Fit on a shuffled split, report held-out accuracy and macro F1, refit on all data."""
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import train_test_split
@@ -40,12 +52,16 @@ def train_text_classifier(texts: list[str], labels: list[str], *, test_fraction:
     if len(set(labels)) < 2:
         raise ModelError("a text classifier needs at least two distinct labels")
     x_train, x_test, y_train, y_test = train_test_split(
-        texts, labels, test_size=test_fraction, random_state=seed, stratify=labels)
+        texts, labels, test_size=test_fraction, random_state=seed, stratify=labels
+    )
     model = build_text_pipeline(seed).fit(x_train, y_train)
     predicted = model.predict(x_test)
-    metrics = {"accuracy": float(accuracy_score(y_test, predicted)),
-               "f1_macro": float(f1_score(y_test, predicted, average="macro")),
-               "n_train": len(x_train), "n_test": len(x_test)}
+    metrics = {
+        "accuracy": float(accuracy_score(y_test, predicted)),
+        "f1_macro": float(f1_score(y_test, predicted, average="macro")),
+        "n_train": len(x_train),
+        "n_test": len(x_test),
+    }
     return build_text_pipeline(seed).fit(texts, labels), metrics
 
 
@@ -95,8 +111,10 @@ class TextClassifierModel(SklearnModel):
         out = from_probabilities(probabilities, [str(c) for c in self.estimator.classes_])
         assert out.label is not None and out.proba is not None
         word = _top_word(self.estimator, texts, out.label).astype(str)
-        reason = np.char.add(np.char.add(out.label.astype(str), np.char.mod(" (p=%.2f", out.proba)),
-                             np.where(word != "", np.char.add("; key word: ", word), ""))
+        reason = np.char.add(
+            np.char.add(out.label.astype(str), np.char.mod(" (p=%.2f", out.proba)),
+            np.where(word != "", np.char.add("; key word: ", word), ""),
+        )
         out.reason = np.char.add(reason, ")").astype(object)
         return out
 

@@ -83,9 +83,19 @@ def train(settings: Settings, spec: TrainSpec) -> ModelVersion:
             artifact, params = fit(X, spec, Path(tmp))
             metrics = _label_metrics(settings, spec, artifact, params, data, X)
         return ModelRegistry(settings).register(
-            spec.name, spec.kind, artifact, features=spec.features, metrics=metrics,
-            params=params, data_range={"table": spec.table, "since": spec.since,
-                                       "until": spec.until, "rows": data.num_rows})
+            spec.name,
+            spec.kind,
+            artifact,
+            features=spec.features,
+            metrics=metrics,
+            params=params,
+            data_range={
+                "table": spec.table,
+                "since": spec.since,
+                "until": spec.until,
+                "rows": data.num_rows,
+            },
+        )
 
 
 def _matrix(table: pa.Table, features: list[str]) -> np.ndarray:
@@ -95,15 +105,21 @@ def _matrix(table: pa.Table, features: list[str]) -> np.ndarray:
     return X[np.isfinite(X).all(axis=1)]
 
 
-def _fit_isolation_forest(X: np.ndarray, spec: TrainSpec, folder: Path) -> tuple[Path, dict[str, Any]]:
+def _fit_isolation_forest(
+    X: np.ndarray, spec: TrainSpec, folder: Path
+) -> tuple[Path, dict[str, Any]]:
     require("sklearn", "ml", "isolation_forest training")
     import joblib
     from sklearn.ensemble import IsolationForest
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), IsolationForest(
-        n_estimators=int(spec.params.get("n_estimators", 200)), random_state=spec.seed))
+    model = make_pipeline(
+        StandardScaler(),
+        IsolationForest(
+            n_estimators=int(spec.params.get("n_estimators", 200)), random_state=spec.seed
+        ),
+    )
     model.fit(X)
     scores = -model.score_samples(X)
     threshold = float(np.quantile(scores, 1 - float(spec.params.get("contamination", 0.01))))
@@ -115,13 +131,18 @@ def _fit_isolation_forest(X: np.ndarray, spec: TrainSpec, folder: Path) -> tuple
 def _fit_autoencoder(X: np.ndarray, spec: TrainSpec, folder: Path) -> tuple[Path, dict[str, Any]]:
     from sluice.models.autoencoder import fit_autoencoder
 
-    return fit_autoencoder(X, folder, seed=spec.seed,
-                           epochs=int(spec.params.get("epochs", 20)),
-                           contamination=float(spec.params.get("contamination", 0.01)))
+    return fit_autoencoder(
+        X,
+        folder,
+        seed=spec.seed,
+        epochs=int(spec.params.get("epochs", 20)),
+        contamination=float(spec.params.get("contamination", 0.01)),
+    )
 
 
-def _fit_text(data: pa.Table, spec: TrainSpec, folder: Path
-              ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+def _fit_text(
+    data: pa.Table, spec: TrainSpec, folder: Path
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     import joblib
 
     from sluice.models.text import train_text_classifier
@@ -136,8 +157,14 @@ def _fit_text(data: pa.Table, spec: TrainSpec, folder: Path
     return path, metrics, {"classes": [str(c) for c in model.classes_], "text": spec.features[0]}
 
 
-def _label_metrics(settings: Settings, spec: TrainSpec, artifact: Path, params: dict[str, Any],
-                   data: pa.Table, X: np.ndarray) -> dict[str, Any]:
+def _label_metrics(
+    settings: Settings,
+    spec: TrainSpec,
+    artifact: Path,
+    params: dict[str, Any],
+    data: pa.Table,
+    X: np.ndarray,
+) -> dict[str, Any]:
     """Precision/recall/F1/AUC on the training range when the table has a label column."""
     if not spec.label:
         return {"rows": int(X.shape[0])}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -172,3 +173,33 @@ def run_task(
     ctx = TaskContext(settings, job.name, task.name, variables, timeout=job.task_timeout(task))
     run_with_timeout(lambda: execute_task(task.type, task.options, ctx), ctx.timeout)
     return ctx.lines
+
+
+def start_scheduler(
+    settings: Settings, jobs_file: str | Path | None = None, *, poll: float = 5.0
+) -> tuple[Scheduler, threading.Event, threading.Thread] | None:
+    """Start the embedded scheduler on a daemon thread (for ``sluice serve``); None if no jobs.
+
+    Stop it with ``event.set(); thread.join()`` (running runs finish first).
+    """
+    jobs = resolve_jobs(settings, jobs_file)
+    if not jobs.jobs:
+        return None
+    scheduler = Scheduler(settings, jobs)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=scheduler.run_forever, args=(stop, poll), daemon=True, name="sluice-scheduler"
+    )
+    thread.start()
+    return scheduler, stop, thread
+
+
+def job_runner(
+    settings: Settings, jobs_file: str | Path | None = None
+) -> Callable[[str, dict[str, Any], str], None]:
+    """The ``run_job`` action's runner: queue a manual run for the scheduler to execute."""
+
+    def run(job: str, params: dict[str, Any], idempotency_key: str) -> None:
+        trigger(settings, job, {**params, "idempotency_key": idempotency_key}, jobs_file=jobs_file)
+
+    return run

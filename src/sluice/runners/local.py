@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import pyarrow as pa
@@ -38,10 +38,17 @@ ProgressCallback = Callable[[RunStats], None]
 class LocalRunner:
     """Runs one pipeline in this process until idle, stopped, or forever."""
 
-    def __init__(self, pipeline: Pipeline, settings: Settings | None = None, *,
-                 until_idle: bool = False, group: str | None = None,
-                 idle_timeout: float = 10.0, on_progress: ProgressCallback | None = None,
-                 stop_event: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: Settings | None = None,
+        *,
+        until_idle: bool = False,
+        group: str | None = None,
+        idle_timeout: float = 10.0,
+        on_progress: ProgressCallback | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         from sluice.runners.stages import Stages
 
         self.pipeline = pipeline
@@ -53,9 +60,15 @@ class LocalRunner:
         engine = get_engine(str(self.settings.metadata_url))
         self.checkpoints = CheckpointStore(engine)
         self.history = RunHistory(engine)
-        self.source: Source = create_source(pipeline.source, SourceContext(
-            pipeline=pipeline.name, home=str(self.settings.home), group=group,
-            idle_timeout=idle_timeout))
+        self.source: Source = create_source(
+            pipeline.source,
+            SourceContext(
+                pipeline=pipeline.name,
+                home=str(self.settings.home),
+                group=group,
+                idle_timeout=idle_timeout,
+            ),
+        )
         self.stages = Stages(pipeline, self.settings)
         sink_ctx = SinkContext(pipeline.name, self.settings, pipeline.event_time)
         self.sinks: list[Sink] = [create_sink(cfg, sink_ctx) for cfg in pipeline.sinks]
@@ -104,11 +117,15 @@ class LocalRunner:
             self._pending_read.cancel()
             wait([self._pending_read])
         self._pool.shutdown(wait=True)
-        for closer in [self.source.close, *(s.close for s in self.sinks),
-                       *(s.close for s in self._side_sinks.values()), self.stages.close]:
+        for closer in [
+            self.source.close,
+            *(s.close for s in self.sinks),
+            *(s.close for s in self._side_sinks.values()),
+            self.stages.close,
+        ]:
             try:
                 closer()
-            except Exception:  # noqa: BLE001 - closing must not mask the real error
+            except Exception:
                 log.exception("error while closing")
 
     # -- the loop ------------------------------------------------------------------------
@@ -120,6 +137,7 @@ class LocalRunner:
         if ckpt.planned_epoch is not None and ckpt.planned_position is not None:
             log.info("replaying epoch %s of %s", ckpt.planned_epoch, self.pipeline.name)
             batch = self._read(until=ckpt.planned_position)
+            assert batch is not None  # a replay always returns a batch
             self._process(batch, ckpt.planned_epoch, final=False)
 
     def _step(self) -> bool:
@@ -162,8 +180,9 @@ class LocalRunner:
         rows = 0
         while rows < self._max_rows:
             remaining = max(0.0, deadline - time.monotonic())
-            if until is not None and (parts and parts[-1].position == until
-                                      or not parts and self.position == until):
+            if until is not None and (
+                (parts and parts[-1].position == until) or (not parts and self.position == until)
+            ):
                 break
             part = self.source.poll(self._max_rows - rows, remaining, until=until)
             if part is None:
@@ -195,8 +214,9 @@ class LocalRunner:
         self.source.commit(batch.position)
         self.stages.after_commit()
         self.epoch, self.position = epoch, batch.position
-        self.stats.add_epoch(batch.data.num_rows, table.num_rows, ctx.counters,
-                             time.perf_counter() - started)
+        self.stats.add_epoch(
+            batch.data.num_rows, table.num_rows, ctx.counters, time.perf_counter() - started
+        )
         if self.on_progress:
             self.on_progress(self.stats)
 
@@ -213,10 +233,12 @@ class LocalRunner:
         for name, parts in sorted(ctx.side_outputs.items()):
             writes.append((self._side_sink(name), drop_internal(concat(parts))))
         if ctx.dead_letters:
-            writes.append((self._side_sink(self.pipeline.dead_letter.table),
-                           concat(ctx.dead_letters)))
-        futures = [self._pool.submit(self._write_with_retry, sink, data, epoch)
-                   for sink, data in writes]
+            writes.append(
+                (self._side_sink(self.pipeline.dead_letter.table), concat(ctx.dead_letters))
+            )
+        futures = [
+            self._pool.submit(self._write_with_retry, sink, data, epoch) for sink, data in writes
+        ]
         for future in futures:
             future.result()
 

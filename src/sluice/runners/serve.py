@@ -23,16 +23,25 @@ def models_provider(settings: Settings) -> Any:
 
     def provide() -> list[dict[str, Any]]:
         out = [v.as_dict() for v in ModelRegistry(settings).list()]
-        out += [{"name": m.name, "version": None, "stage": "online", "format": m.type,
-                 "features": m.features, "pipeline": m.pipeline}
-                for m in OnlineModelIndex(settings).list()]
+        out += [
+            {
+                "name": m.name,
+                "version": None,
+                "stage": "online",
+                "format": m.type,
+                "features": m.features,
+                "pipeline": m.pipeline,
+            }
+            for m in OnlineModelIndex(settings).list()
+        ]
         return out
 
     return provide
 
 
-def build_service(settings: Settings, pipeline_files: list[Path], *,
-                  group: str | None = None) -> tuple[Any, PipelineSupervisor]:
+def build_service(
+    settings: Settings, pipeline_files: list[Path], *, group: str | None = None
+) -> tuple[Any, PipelineSupervisor]:
     """The FastAPI app wired to a supervisor of ``pipeline_files`` and the model registry."""
     from sluice.api.app import create_app
     from sluice.models.predict import Predictor
@@ -41,8 +50,13 @@ def build_service(settings: Settings, pipeline_files: list[Path], *,
     supervisor = PipelineSupervisor(pipelines, settings, group=group)
     predictor = Predictor(settings)
     extra = _jobs_provider(settings)
-    app = create_app(settings, pipelines_provider=supervisor, predictor=predictor.predict,
-                     models_provider=models_provider(settings), jobs_provider=extra)
+    app = create_app(
+        settings,
+        pipelines_provider=supervisor,  # type: ignore[arg-type]
+        predictor=predictor.predict,
+        models_provider=models_provider(settings),
+        jobs_provider=extra,
+    )
     return app, supervisor
 
 
@@ -57,7 +71,7 @@ def _jobs_provider(settings: Settings) -> Any:
 def _graceful_server_class() -> Any:
     import uvicorn
 
-    class GracefulServer(uvicorn.Server):  # type: ignore[misc]
+    class GracefulServer(uvicorn.Server):
         """Shuts down on SIGTERM/SIGINT and exits 0 (uvicorn re-raises the signal)."""
 
         @contextlib.contextmanager
@@ -65,8 +79,9 @@ def _graceful_server_class() -> Any:
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
-            previous = {sig: signal.signal(sig, self.handle_exit)
-                        for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {
+                sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
             try:
                 yield
             finally:
@@ -80,8 +95,15 @@ def _GracefulServer(config: Any) -> Any:  # noqa: N802 - a factory standing for 
     return _graceful_server_class()(config)
 
 
-def serve(settings: Settings, pipeline_files: list[Path], *, host: str = "127.0.0.1",
-          port: int = 5000, group: str | None = None, on_ready: Any = None) -> None:
+def serve(
+    settings: Settings,
+    pipeline_files: list[Path],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    group: str | None = None,
+    on_ready: Any = None,
+) -> None:
     """Serve until SIGTERM/Ctrl-C; then stop pipelines after their epoch and exit."""
     import uvicorn
 

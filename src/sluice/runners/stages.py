@@ -28,7 +28,8 @@ class Stages:
         self.pipeline = pipeline
         self.decoders: dict[str, Decoder] = {}
         self.transforms: list[Transform] = build_transforms(
-            pipeline.transforms, event_time=pipeline.event_time, settings=settings)
+            pipeline.transforms, event_time=pipeline.event_time, settings=settings
+        )
         mctx = ModelContext(pipeline.name, settings)
         self.models: list[Model] = [create_model(cfg, mctx) for cfg in pipeline.models]
         self._index_online_models(settings)
@@ -44,8 +45,9 @@ class Stages:
         index = OnlineModelIndex(settings)
         for model in online:
             cfg = model.config
-            index.record(OnlineModelInfo(cfg.name, self.pipeline.name, cfg.type,
-                                         list(cfg.features), cfg.key))
+            index.record(
+                OnlineModelInfo(cfg.name, self.pipeline.name, cfg.type, list(cfg.features), cfg.key)
+            )
 
     def _drift_watches(self, settings: Settings) -> dict[str, Any]:
         watched = [m for m in self.models if m.config.drift and m.config.drift.on_drift != "none"]
@@ -55,23 +57,31 @@ class Stages:
         from sluice.storage.db import get_engine
 
         self.drift_log = DriftLog(get_engine(str(settings.metadata_url)))
-        return {m.name: DriftWatch(m.name, m.config.drift, m.config.features)  # type: ignore[arg-type]
-                for m in watched}
+        return {
+            m.name: DriftWatch(m.name, m.config.drift, m.config.features)  # type: ignore[arg-type]
+            for m in watched
+        }
 
     def _action_engine(self, settings: Settings) -> Any:
         if not self.pipeline.actions:
             return None
         from sluice.actions.engine import ActionEngine
 
-        return ActionEngine(self.pipeline.actions, pipeline=self.pipeline.name, settings=settings,
-                            event_time=self.pipeline.event_time)
+        return ActionEngine(
+            self.pipeline.actions,
+            pipeline=self.pipeline.name,
+            settings=settings,
+            event_time=self.pipeline.event_time,
+        )
 
     def _decoder(self, raw_format: str) -> Decoder:
         decoder = self.decoders.get(raw_format)
         if decoder is None:
             if not self.pipeline.schema_ and raw_format != "arrow":
-                raise ConfigError(f"pipeline {self.pipeline.name!r}: a schema is required to "
-                                  f"decode {raw_format} input")
+                raise ConfigError(
+                    f"pipeline {self.pipeline.name!r}: a schema is required to "
+                    f"decode {raw_format} input"
+                )
             decoder = Decoder(self.pipeline.fields, raw_format)
             self.decoders[raw_format] = decoder
         return decoder
@@ -103,8 +113,11 @@ class Stages:
             if ctx.final:
                 flushed = transform.finish(ctx)
                 if flushed is not None and flushed.num_rows:
-                    table = flushed if table is None else pa.concat_tables(
-                        [table, flushed], promote_options="permissive")
+                    table = (
+                        flushed
+                        if table is None
+                        else pa.concat_tables([table, flushed], promote_options="permissive")
+                    )
             del index
         return table if table is not None else pa.table({})
 
@@ -116,13 +129,20 @@ class Stages:
                 table = model.score(table)
                 if model.name in self.drift:
                     table = self._observe_drift(model.name, table, ctx)
-            except Exception as exc:  # noqa: BLE001 - a failing model must not stop the pipeline
+            except Exception as exc:
                 log.warning("model %s failed on epoch %s: %s", model.name, ctx.epoch, exc)
                 keep = [c for c in table.column_names if not c.startswith("__")]
-                origin = table.column("__origin").combine_chunks() \
-                    if "__origin" in table.column_names else None
-                ctx.dead_letter(f"model:{model.name}", f"model error: {type(exc).__name__}: {exc}",
-                                rows_as_json(table.select(keep)), origin)
+                origin = (
+                    table.column("__origin").combine_chunks()
+                    if "__origin" in table.column_names
+                    else None
+                )
+                ctx.dead_letter(
+                    f"model:{model.name}",
+                    f"model error: {type(exc).__name__}: {exc}",
+                    rows_as_json(table.select(keep)),
+                    origin,
+                )
                 table = table.slice(0, 0)
         return table
 
@@ -132,8 +152,11 @@ class Stages:
         if events:
             ctx.counters["drift_events"] += len(events)
             self.drift_log.record(self.pipeline.name, name, ctx.epoch, watch.spec.on_drift, events)
-            log.warning("drift in %s: %s", name, ", ".join(
-                f"{e.feature} {e.detector}={e.value:.2f}" for e in events))
+            log.warning(
+                "drift in %s: %s",
+                name,
+                ", ".join(f"{e.feature} {e.detector}={e.value:.2f}" for e in events),
+            )
         return table
 
     # -- checkpoint ----------------------------------------------------------------------

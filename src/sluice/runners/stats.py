@@ -25,8 +25,9 @@ class RunStats:
     seconds: float = 0.0
     busy_seconds: float = 0.0
 
-    def add_epoch(self, rows_in: int, rows_out: int, counters: Counter[str],
-                  seconds: float) -> None:
+    def add_epoch(
+        self, rows_in: int, rows_out: int, counters: Counter[str], seconds: float
+    ) -> None:
         """Fold one epoch's counts in."""
         self.epochs += 1
         self.events_in += rows_in
@@ -52,9 +53,14 @@ class RunStats:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary."""
         return {
-            "events_in": self.events_in, "events_out": self.events_out,
-            "filtered": self.filtered, "dead_lettered": self.dead_lettered,
-            "aggregated": self.aggregated, "epochs": self.epochs,
-            "sink_retries": self.sink_retries, "seconds": round(self.seconds, 3),
-            "events_per_second": round(self.rate, 1), **dict(self.extra),
+            "events_in": self.events_in,
+            "events_out": self.events_out,
+            "filtered": self.filtered,
+            "dead_lettered": self.dead_lettered,
+            "aggregated": self.aggregated,
+            "epochs": self.epochs,
+            "sink_retries": self.sink_retries,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.rate, 1),
+            **dict(self.extra),
         }

@@ -43,8 +43,9 @@ class PipelineWorker:
             return
         self._stop = threading.Event()
         self.state = "starting"
-        self._thread = threading.Thread(target=self._loop, name=f"pipeline-{self.pipeline.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"pipeline-{self.pipeline.name}", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -65,17 +66,26 @@ class PipelineWorker:
                 self._base_total += self._current
                 self._current = 0
                 self._last_tick = None
-                self._runner = LocalRunner(self.pipeline, self.settings, group=self.group,
-                                           on_progress=self._progress, stop_event=self._stop)
+                self._runner = LocalRunner(
+                    self.pipeline,
+                    self.settings,
+                    group=self.group,
+                    on_progress=self._progress,
+                    stop_event=self._stop,
+                )
                 self.state = "running"
                 self._runner.run()
                 backoff = 1.0
-            except Exception as exc:  # noqa: BLE001 - the supervisor restarts failed pipelines
+            except Exception as exc:
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.state = "failed"
-                log.error("pipeline %s failed (%s); restarting in %.0fs", self.pipeline.name,
-                          self.last_error, backoff)
+                log.error(
+                    "pipeline %s failed (%s); restarting in %.0fs",
+                    self.pipeline.name,
+                    self.last_error,
+                    backoff,
+                )
                 if self._stop.wait(backoff):
                     break
                 self.restarts += 1
@@ -106,12 +116,16 @@ class PipelineWorker:
         lag: Any = runner.source.lag() if runner is not None else {}
         idle = self._last_tick is None or time.monotonic() - self._last_tick[0] > 5
         return {
-            "name": self.pipeline.name, "state": self.state,
+            "name": self.pipeline.name,
+            "state": self.state,
             "events_total": self.events_total,
             "events_per_second": 0.0 if idle else round(self.rate, 1),
-            "lag": lag, "last_checkpoint": self.last_checkpoint,
+            "lag": lag,
+            "last_checkpoint": self.last_checkpoint,
             "epoch": runner.epoch if runner is not None else self.epoch,
-            "errors": self.errors, "last_error": self.last_error, "restarts": self.restarts,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "restarts": self.restarts,
             "source": self.pipeline.source.model_dump(exclude_none=True),
             "tables": _lake_tables(self.pipeline),
         }
@@ -126,8 +140,9 @@ def _lake_tables(pipeline: Pipeline) -> list[str]:
 class PipelineSupervisor:
     """The serve runtime's pipelines, as the API's ``PipelinesProvider``."""
 
-    def __init__(self, pipelines: list[Pipeline], settings: Settings,
-                 group: str | None = None) -> None:
+    def __init__(
+        self, pipelines: list[Pipeline], settings: Settings, group: str | None = None
+    ) -> None:
         names = [p.name for p in pipelines]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:

@@ -64,8 +64,9 @@ class Source(ABC):
         """Start reading at ``position`` (None: from the beginning)."""
 
     @abstractmethod
-    def poll(self, max_rows: int, timeout: float, until: Position | None = None
-             ) -> SourceBatch | None:
+    def poll(
+        self, max_rows: int, timeout: float, until: Position | None = None
+    ) -> SourceBatch | None:
         """Return up to ``max_rows`` rows, or None when nothing arrived within ``timeout``."""
 
     @property

@@ -27,7 +27,8 @@ from sqlalchemy import (
 from sluice.storage.db import METADATA, ensure_tables
 
 checkpoints = Table(
-    "checkpoints", METADATA,
+    "checkpoints",
+    METADATA,
     Column("pipeline", String(200), primary_key=True),
     Column("epoch", Integer, nullable=False),
     Column("position", Text, nullable=False),
@@ -36,7 +37,8 @@ checkpoints = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 operator_state = Table(
-    "operator_state", METADATA,
+    "operator_state",
+    METADATA,
     Column("pipeline", String(200), primary_key=True),
     Column("operator", String(200), primary_key=True),
     Column("epoch", Integer, nullable=False),
@@ -68,45 +70,82 @@ class CheckpointStore:
     def load(self, pipeline: str) -> Checkpoint:
         """Return the pipeline's checkpoint (epoch 0, no position, when it never ran)."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(checkpoints).where(checkpoints.c.pipeline == pipeline)).first()
+            row = conn.execute(
+                select(checkpoints).where(checkpoints.c.pipeline == pipeline)
+            ).first()
             if row is None:
                 return Checkpoint()
-            states = {r.operator: bytes(r.data) for r in conn.execute(
-                select(operator_state).where(operator_state.c.pipeline == pipeline))}
+            states = {
+                r.operator: bytes(r.data)
+                for r in conn.execute(
+                    select(operator_state).where(operator_state.c.pipeline == pipeline)
+                )
+            }
         return Checkpoint(
-            epoch=row.epoch, position=json.loads(row.position), states=states,
+            epoch=row.epoch,
+            position=json.loads(row.position),
+            states=states,
             planned_epoch=row.planned_epoch,
             planned_position=json.loads(row.planned_position) if row.planned_position else None,
-            updated_at=row.updated_at)
+            updated_at=row.updated_at,
+        )
 
     def plan(self, pipeline: str, epoch: int, position: dict[str, Any]) -> None:
         """Record that ``epoch`` will end at ``position`` before any sink is written."""
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            done = conn.execute(update(checkpoints).where(checkpoints.c.pipeline == pipeline)
-                                .values(planned_epoch=epoch, planned_position=json.dumps(position),
-                                        updated_at=now)).rowcount
+            done = conn.execute(
+                update(checkpoints)
+                .where(checkpoints.c.pipeline == pipeline)
+                .values(planned_epoch=epoch, planned_position=json.dumps(position), updated_at=now)
+            ).rowcount
             if not done:
-                conn.execute(insert(checkpoints).values(
-                    pipeline=pipeline, epoch=0, position="null", planned_epoch=epoch,
-                    planned_position=json.dumps(position), updated_at=now))
+                conn.execute(
+                    insert(checkpoints).values(
+                        pipeline=pipeline,
+                        epoch=0,
+                        position="null",
+                        planned_epoch=epoch,
+                        planned_position=json.dumps(position),
+                        updated_at=now,
+                    )
+                )
 
-    def commit(self, pipeline: str, epoch: int, position: dict[str, Any],
-               states: dict[str, bytes | None], writers: list[Writer] | None = None) -> None:
+    def commit(
+        self,
+        pipeline: str,
+        epoch: int,
+        position: dict[str, Any],
+        states: dict[str, bytes | None],
+        writers: list[Writer] | None = None,
+    ) -> None:
         """Commit ``epoch``: position, operator states and extra rows in one transaction."""
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            values = {"epoch": epoch, "position": json.dumps(position), "planned_epoch": None,
-                      "planned_position": None, "updated_at": now}
-            if not conn.execute(update(checkpoints).where(checkpoints.c.pipeline == pipeline)
-                                .values(**values)).rowcount:
+            values = {
+                "epoch": epoch,
+                "position": json.dumps(position),
+                "planned_epoch": None,
+                "planned_position": None,
+                "updated_at": now,
+            }
+            if not conn.execute(
+                update(checkpoints).where(checkpoints.c.pipeline == pipeline).values(**values)
+            ).rowcount:
                 conn.execute(insert(checkpoints).values(pipeline=pipeline, **values))
             for name, blob in states.items():
-                conn.execute(delete(operator_state).where(
-                    (operator_state.c.pipeline == pipeline) & (operator_state.c.operator == name)))
+                conn.execute(
+                    delete(operator_state).where(
+                        (operator_state.c.pipeline == pipeline)
+                        & (operator_state.c.operator == name)
+                    )
+                )
                 if blob is not None:
-                    conn.execute(insert(operator_state).values(
-                        pipeline=pipeline, operator=name, epoch=epoch, data=blob))
+                    conn.execute(
+                        insert(operator_state).values(
+                            pipeline=pipeline, operator=name, epoch=epoch, data=blob
+                        )
+                    )
             for write in writers or []:
                 write(conn)
 
@@ -119,6 +158,7 @@ class CheckpointStore:
     def all(self) -> list[dict[str, Any]]:
         """Every pipeline's last checkpoint (for status pages)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(checkpoints.c.pipeline, checkpoints.c.epoch,
-                                       checkpoints.c.updated_at)).all()
+            rows = conn.execute(
+                select(checkpoints.c.pipeline, checkpoints.c.epoch, checkpoints.c.updated_at)
+            ).all()
         return [dict(r._mapping) for r in rows]

@@ -6,12 +6,24 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, Integer, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
 
 from sluice.storage.db import METADATA, ensure_tables
 
 pipeline_runs = Table(
-    "pipeline_runs", METADATA,
+    "pipeline_runs",
+    METADATA,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("pipeline", String(200), nullable=False, index=True),
     Column("status", String(20), nullable=False),
@@ -32,17 +44,28 @@ class RunHistory:
     def start(self, pipeline: str) -> int:
         """Record a run start; return its id."""
         with self.engine.begin() as conn:
-            result = conn.execute(insert(pipeline_runs).values(
-                pipeline=pipeline, status="running", started_at=datetime.now(UTC)))
+            result = conn.execute(
+                insert(pipeline_runs).values(
+                    pipeline=pipeline, status="running", started_at=datetime.now(UTC)
+                )
+            )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    def finish(self, run_id: int, status: str, stats: dict[str, Any],
-               error: str | None = None) -> None:
+    def finish(
+        self, run_id: int, status: str, stats: dict[str, Any], error: str | None = None
+    ) -> None:
         """Record a run's end, counters and error (if any)."""
         with self.engine.begin() as conn:
-            conn.execute(update(pipeline_runs).where(pipeline_runs.c.id == run_id).values(
-                status=status, finished_at=datetime.now(UTC), stats=json.dumps(stats),
-                error=error))
+            conn.execute(
+                update(pipeline_runs)
+                .where(pipeline_runs.c.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=datetime.now(UTC),
+                    stats=json.dumps(stats),
+                    error=error,
+                )
+            )
 
     def recent(self, pipeline: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent runs, newest first."""

@@ -58,14 +58,20 @@ def strongest(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return value, best // p, best % p
 
 
-def post_process(raw: np.ndarray, warm: np.ndarray, segs: Segments, params: PostParams,
-                 init: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def post_process(
+    raw: np.ndarray,
+    warm: np.ndarray,
+    segs: Segments,
+    params: PostParams,
+    init: dict[str, np.ndarray],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Anomaly-likelihood and novelty stages: score in [0, 1) per event, and final state."""
     wf = warm.astype(np.float64)
     rv = np.log1p(raw) * wf if params.compress else raw * wf
     rows = np.stack([wf, rv, rv * rv])
-    before, final = ew_scan(rows, params.long_decay, segs,
-                            np.stack([init["lw"], init["l1"], init["l2"]]))
+    before, final = ew_scan(
+        rows, params.long_decay, segs, np.stack([init["lw"], init["l1"], init["l2"]])
+    )
     lw, l1, l2 = before
     mean = l1 / np.maximum(lw, 1e-12)
     sd = np.sqrt(np.maximum(l2 / np.maximum(lw, 1e-12) - mean * mean, 0.0)) + params.sd_floor

@@ -42,8 +42,9 @@ def _phrase(det: int, feat: str, z: float, info: dict[str, Any], entity: str) ->
     return f"{feat} {a:.1f} sigma off its usual relation to {info['other']}"
 
 
-def explain(z: np.ndarray, batch: Any, config: Any, flagged: np.ndarray, X: np.ndarray
-            ) -> np.ndarray:
+def explain(
+    z: np.ndarray, batch: Any, config: Any, flagged: np.ndarray, X: np.ndarray
+) -> np.ndarray:
     """Reason per key-sorted row: the strongest detector for flagged rows, missing features."""
     n = X.shape[0]
     reason = np.full(n, "", dtype=object)
@@ -61,8 +62,12 @@ def explain(z: np.ndarray, batch: Any, config: Any, flagged: np.ndarray, X: np.n
         parts = []
         if flagged[r]:
             det, f = divmod(b, p)
-            info = {"ratio": fr.ratio[f, r], "run": fr.run[f, r], "value": X[r, f],
-                    "other": features[int(batch.partner[f, r])]}
+            info = {
+                "ratio": fr.ratio[f, r],
+                "run": fr.run[f, r],
+                "value": X[r, f],
+                "other": features[int(batch.partner[f, r])],
+            }
             parts.append(_phrase(det, features[f], float(z[det, f, r]), info, entity))
         parts.extend(f"missing {features[f]}" for f in np.flatnonzero(missing[r]).tolist())
         reason[r] = "; ".join(parts)

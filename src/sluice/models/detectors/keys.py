@@ -20,8 +20,9 @@ def factorize(keys: np.ndarray | None, n: int) -> tuple[list[Any], np.ndarray]:
     import pyarrow as pa
 
     try:
-        encoded = pa.array(arr.tolist() if arr.dtype.kind != "O" else arr,
-                           from_pandas=False).dictionary_encode(null_encoding="encode")
+        encoded = pa.array(
+            arr.tolist() if arr.dtype.kind != "O" else arr, from_pandas=False
+        ).dictionary_encode(null_encoding="encode")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         uniq, inv = np.unique(arr.astype(str), return_inverse=True)
         return uniq.tolist(), inv.reshape(-1)
@@ -74,8 +75,8 @@ class KeyTable:
         new = np.flatnonzero(slots < 0)
         if new.size:
             self._make_room(int(new.size))
-            taken = self.free[-new.size:]
-            del self.free[-new.size:]
+            taken = self.free[-new.size :]
+            del self.free[-new.size :]
             for i, slot in zip(new.tolist(), taken, strict=True):
                 self.index[uniq[i]] = slot
                 self.slot_keys[slot] = uniq[i]
@@ -128,14 +129,16 @@ class KeyTable:
 
     def export(self) -> tuple[dict[str, np.ndarray], list[Any], dict[str, Any]]:
         """Arrays, slot keys and counters for a checkpoint."""
-        arrays = {**self.arrays, "_last_seen": self.last_seen,
-                  "_free": np.array(self.free, dtype=np.int64),
-                  "_used": self.used}
+        arrays = {
+            **self.arrays,
+            "_last_seen": self.last_seen,
+            "_free": np.array(self.free, dtype=np.int64),
+            "_used": self.used,
+        }
         meta = {"tick": self.tick, "evicted": self.evicted}
         return arrays, self.slot_keys, meta
 
-    def restore(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]
-                ) -> None:
+    def restore(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
         """Inverse of :meth:`export`."""
         self.arrays = {name: np.array(arrays[name]) for name in self.spec}
         self.last_seen = np.array(arrays["_last_seen"], dtype=np.int64)

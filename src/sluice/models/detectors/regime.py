@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments
+from sluice.models.detectors.scan import Segments, latch
 
 MIN_KEYS = 10
 SHARE = 0.5
@@ -27,9 +27,14 @@ def shift_counts(dev: np.ndarray, used: np.ndarray) -> np.ndarray:
     return np.stack([(live > 0).sum(axis=0), (live < 0).sum(axis=0)]).astype(np.float64)
 
 
-def regime_mask(short_mean: np.ndarray, ready: np.ndarray, segs: Segments,
-                init: dict[str, np.ndarray], counts: np.ndarray, active: np.ndarray
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def regime_mask(
+    short_mean: np.ndarray,
+    ready: np.ndarray,
+    segs: Segments,
+    init: dict[str, np.ndarray],
+    counts: np.ndarray,
+    active: np.ndarray,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Events (p, n) inside a global regime change for their key, and the final key state.
 
     ``init`` holds each segment's ``dev`` and ``reg`` (p, m); ``counts`` (2, p) the shifted
@@ -50,11 +55,6 @@ def regime_mask(short_mean: np.ndarray, ready: np.ndarray, segs: Segments,
     up = enough & (shares[0] > SHARE * active) & (short_mean > SHIFTED)
     down = enough & (shares[1] > SHARE * active) & (short_mean < -SHIFTED)
     start = ready & (up | down)
-    keep = start | (np.abs(short_mean) > PERSISTS) | ~ready
-    idx = np.broadcast_to(np.arange(n), dev.shape)
-    last_start = np.maximum.accumulate(np.where(start, idx, -1), axis=-1)
-    last_break = np.maximum.accumulate(np.where(keep, -1, idx), axis=-1)
-    seg_start = segs.start[segs.seg]
-    carried = (init["reg"][:, segs.seg] > 0) & (last_break < seg_start)
-    reg = ((last_start >= seg_start) & (last_start > last_break)) | carried
-    return reg, {"dev": dev[:, segs.last], "reg": reg[:, segs.last].astype(np.float64)}
+    keep = (np.abs(short_mean) > PERSISTS) | ~ready
+    reg, reg_final = latch(start, keep, segs, init["reg"])
+    return reg, {"dev": dev[:, segs.last], "reg": reg_final}

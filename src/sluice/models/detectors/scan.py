@@ -73,8 +73,9 @@ class Segments:
         return out
 
 
-def ew_scan(v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
+def ew_scan(
+    v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-key ``y_t = decay * y_{t-1} + v_t`` over rows of ``v`` (r, n).
 
     Returns the state *before* each event (r, n) and each segment's final state (r, m).
@@ -89,32 +90,35 @@ def ew_scan(v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
     return segs.shift(y, init), y[..., segs.last]
 
 
-def last_valid(x: np.ndarray, valid: np.ndarray, segs: Segments, init: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+def last_valid(
+    x: np.ndarray, valid: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Most recent valid value of the same key before each event, and after each segment."""
     idx = np.broadcast_to(np.arange(segs.n), x.shape)
     pos = np.maximum.accumulate(np.where(valid, idx, -1), axis=-1)
     seg_start = segs.start[segs.seg]
     inside = pos >= seg_start
-    filled = np.where(inside, np.take_along_axis(x, np.maximum(pos, 0), axis=-1),
-                      init[..., segs.seg])
+    filled = np.where(
+        inside, np.take_along_axis(x, np.maximum(pos, 0), axis=-1), init[..., segs.seg]
+    )
     return segs.shift(filled, init), filled[..., segs.last]
 
 
-def run_length(repeat: np.ndarray, segs: Segments, init: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+def run_length(
+    repeat: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Length of the run of consecutive ``repeat`` events ending at each event (carrying init)."""
     idx = np.broadcast_to(np.arange(segs.n), repeat.shape)
     last_break = np.maximum.accumulate(np.where(repeat, -1, idx), axis=-1)
     seg_start = segs.start[segs.seg]
-    run = np.where(last_break >= seg_start, idx - last_break,
-                   init[..., segs.seg] + segs.offset + 1)
+    run = np.where(last_break >= seg_start, idx - last_break, init[..., segs.seg] + segs.offset + 1)
     run = np.where(repeat, run, 0)
     return run, run[..., segs.last]
 
 
-def decayed_max(v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+def decayed_max(
+    v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-key ``M_t = max(v_t, decay * M_{t-1})`` for ``v >= 0``; before each event and final.
 
     In log space this is a cumulative maximum of ``log v_j - j log decay``; segments are kept
@@ -131,3 +135,16 @@ def decayed_max(v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
     after = np.exp(np.minimum(m, 700.0))
     after = np.where(after <= 1e-299, 0.0, after)
     return segs.shift(after, init), after[..., segs.last]
+
+
+def latch(
+    start: np.ndarray, keep: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-key ``on_t = start_t or (on_{t-1} and keep_t)`` (``init`` per segment); and final."""
+    idx = np.broadcast_to(np.arange(segs.n), start.shape)
+    last_start = np.maximum.accumulate(np.where(start, idx, -1), axis=-1)
+    last_break = np.maximum.accumulate(np.where(keep | start, -1, idx), axis=-1)
+    seg_start = segs.start[segs.seg]
+    carried = (init[..., segs.seg] > 0) & (last_break < seg_start)
+    on = ((last_start >= seg_start) & (last_start > last_break)) | carried
+    return on, on[..., segs.last].astype(np.float64)

@@ -26,16 +26,16 @@ PAIR_STATE = ("pw", "pc", "rw", "rv1", "rv2")
 CLIP = 4.0
 
 
-def structure_scores(e: np.ndarray, ready: np.ndarray, segs: Segments, decay: float,
-                     init: dict[str, np.ndarray]
-                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def structure_scores(
+    e: np.ndarray, ready: np.ndarray, segs: Segments, decay: float, init: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Per-feature structure statistic (p, n), its partner feature, and final pair state."""
     p, n = e.shape
     i, j = pair_index(p)
     both = (ready[i] & ready[j]).astype(np.float64)
     rows = np.concatenate([both, both * e[i] * e[j]])
     before, final = ew_scan(rows, decay, segs, np.concatenate([init["pw"], init["pc"]]))
-    w, c = before[: len(i)], before[len(i):]
+    w, c = before[: len(i)], before[len(i) :]
     rho = np.where(w > 30.0, c / (w + 20.0), 0.0)  # shrunk toward 0 while evidence is thin
     rho = np.clip(rho, -0.99, 0.99)
     usable = (np.abs(rho) >= MIN_CORRELATION) & (both > 0)
@@ -43,12 +43,18 @@ def structure_scores(e: np.ndarray, ready: np.ndarray, segs: Segments, decay: fl
     r_ij = np.where(usable, e[i] - rho * e[j], 0.0)
     r_ji = np.where(usable, e[j] - rho * e[i], 0.0)
     lim = np.sqrt(np.maximum(1.0 - rho * rho, 1e-4)) * 2 * CLIP
-    rows = np.concatenate([usable.astype(np.float64), np.minimum(r_ij * r_ij, lim * lim),
-                           np.minimum(r_ji * r_ji, lim * lim)])
+    rows = np.concatenate(
+        [
+            usable.astype(np.float64),
+            np.minimum(r_ij * r_ij, lim * lim),
+            np.minimum(r_ji * r_ji, lim * lim),
+        ]
+    )
     k = len(i)
-    before2, fin2 = ew_scan(rows, decay, segs,
-                            np.concatenate([init["rw"], init["rv1"], init["rv2"]]))
-    rw, v_ij, v_ji = before2[:k], before2[k:2 * k], before2[2 * k:]
+    before2, fin2 = ew_scan(
+        rows, decay, segs, np.concatenate([init["rw"], init["rv1"], init["rv2"]])
+    )
+    rw, v_ij, v_ji = before2[:k], before2[k : 2 * k], before2[2 * k :]
     ok = usable & (rw > 30.0)
     prior = (1.0 - rho * rho) * 20.0
     r_ij = np.where(ok, r_ij / np.sqrt((v_ij + prior) / (rw + 20.0)), 0.0)
@@ -60,6 +66,11 @@ def structure_scores(e: np.ndarray, ready: np.ndarray, segs: Segments, decay: fl
             better = np.abs(r) > np.abs(z[a])
             z[a] = np.where(better, r, z[a])
             partner[a] = np.where(better, b, partner[a])
-    state = {"pw": final[:k], "pc": final[k:], "rw": fin2[:k], "rv1": fin2[k:2 * k],
-             "rv2": fin2[2 * k:]}
+    state = {
+        "pw": final[:k],
+        "pc": final[k:],
+        "rw": fin2[:k],
+        "rv1": fin2[k : 2 * k],
+        "rv2": fin2[2 * k :],
+    }
     return z, partner, state

@@ -23,9 +23,28 @@ from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_leng
 
 DETECTORS = ("level", "trend", "spread", "rate", "stuck")
 # per-slot, per-feature state (all float64; see FeatureState)
-FEATURE_STATE = ("ref", "w", "a1", "b1", "a2", "b2", "wd", "d1", "d2", "z0",
-                 "ws", "es", "vs", "prev", "run")
+FEATURE_STATE = (
+    "ref",
+    "w",
+    "a1",
+    "b1",
+    "a2",
+    "b2",
+    "wd",
+    "d1",
+    "d2",
+    "z0",
+    "ws",
+    "es",
+    "vs",
+    "prev",
+    "run",
+    "wm",
+    "em",
+)
 CLIP = 4.0
+BIAS_CLIP = 3.0
+MEDIUM_HORIZON = 50
 
 
 @dataclass(frozen=True)
@@ -34,6 +53,7 @@ class Horizons:
 
     long: float
     short: float
+    medium: float = 1.0 - 1.0 / MEDIUM_HORIZON
 
     @classmethod
     def from_events(cls, horizon: int, short: int) -> Horizons:
@@ -70,37 +90,55 @@ def _scale_floor(mean: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return 1e-9 + (1e-6 * np.abs(mean + ref)) ** 2
 
 
-def _level(c: np.ndarray, m: np.ndarray, segs: Segments, st: dict[str, np.ndarray],
-           hz: Horizons, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _level(
+    c: np.ndarray,
+    m: np.ndarray,
+    segs: Segments,
+    st: dict[str, np.ndarray],
+    hz: Horizons,
+    out: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (w, a1, b1), (out["w"], out["a1"], out["b1"]) = _scan3(
-        [m, c, c * c], hz.long, segs, [st["w"], st["a1"], st["b1"]])
+        [m, c, c * c], hz.long, segs, [st["w"], st["a1"], st["b1"]]
+    )
     mu1, var1 = _moments(a1, b1, w)
     bound = CLIP * np.sqrt(var1 + _scale_floor(mu1, st["ref"][..., segs.seg]))
     cc = np.where(w > 2.0, np.clip(c, mu1 - bound, mu1 + bound), c) * m
-    (a2, b2), (out["a2"], out["b2"]) = _scan3([cc, cc * cc], hz.long, segs,
-                                              [st["a2"], st["b2"]])
+    (a2, b2), (out["a2"], out["b2"]) = _scan3([cc, cc * cc], hz.long, segs, [st["a2"], st["b2"]])
     mu2, var2 = _moments(a2, b2, w)
     return w, mu2, var2
 
 
-def _scan3(rows: list[np.ndarray], decay: float, segs: Segments, init: list[np.ndarray]
-           ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _scan3(
+    rows: list[np.ndarray], decay: float, segs: Segments, init: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     p = rows[0].shape[0]
     before, final = ew_scan(np.concatenate(rows), decay, segs, np.concatenate(init))
-    return ([before[i * p:(i + 1) * p] for i in range(len(rows))],
-            [final[i * p:(i + 1) * p] for i in range(len(rows))])
+    return (
+        [before[i * p : (i + 1) * p] for i in range(len(rows))],
+        [final[i * p : (i + 1) * p] for i in range(len(rows))],
+    )
 
 
-def _rate(x: np.ndarray, m: np.ndarray, segs: Segments, st: dict[str, np.ndarray],
-          hz: Horizons, out: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+def _rate(
+    x: np.ndarray,
+    m: np.ndarray,
+    segs: Segments,
+    st: dict[str, np.ndarray],
+    hz: Horizons,
+    out: dict[str, np.ndarray],
+) -> tuple[np.ndarray, ...]:
     prev, out["prev"] = last_valid(x, m, segs, st["prev"])
     d = x - prev
     dm = m & np.isfinite(d)
     d = np.where(dm, d, 0.0)
     rep = dm & (d == 0.0)
     (wd, d1, z0), (out["wd"], out["d1"], out["z0"]) = _scan3(
-        [dm.astype(np.float64), d * d, rep.astype(np.float64)], hz.long, segs,
-        [st["wd"], st["d1"], st["z0"]])
+        [dm.astype(np.float64), d * d, rep.astype(np.float64)],
+        hz.long,
+        segs,
+        [st["wd"], st["d1"], st["z0"]],
+    )
     bound = CLIP * np.sqrt(d1 / np.maximum(wd, 1e-12))
     dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
     (d2,), (out["d2"],) = _scan3([dc * dc], hz.long, segs, [st["d2"]])
@@ -110,8 +148,9 @@ def _rate(x: np.ndarray, m: np.ndarray, segs: Segments, st: dict[str, np.ndarray
     return d, wd, d2, stuck, run
 
 
-def feature_scores(X: np.ndarray, segs: Segments, st: dict[str, np.ndarray],
-                   hz: Horizons) -> FeatureResult:
+def feature_scores(
+    X: np.ndarray, segs: Segments, st: dict[str, np.ndarray], hz: Horizons
+) -> FeatureResult:
     """All per-feature detector statistics for a key-sorted batch ``X`` (p, n)."""
     m = np.isfinite(X)
     ref = st["ref"][..., segs.seg]
@@ -126,11 +165,18 @@ def feature_scores(X: np.ndarray, segs: Segments, st: dict[str, np.ndarray],
     ec = np.clip(e, -2 * CLIP, 2 * CLIP)
     # short-horizon stats include the current event (they summarise "the last few events")
     (ws, es, vs), (out["ws"], out["es"], out["vs"]) = _scan3(
-        [ready.astype(np.float64), ec, ec * ec], hz.short, segs, [st["ws"], st["es"], st["vs"]])
+        [ready.astype(np.float64), ec, ec * ec], hz.short, segs, [st["ws"], st["es"], st["vs"]]
+    )
     ws, es, vs = ws * hz.short + ready, es * hz.short + ec, vs * hz.short + ec * ec
     wss = np.maximum(ws, 1e-12)
     dof = np.clip(ws, 0.0, hz.short_dof)
-    trend = np.where(ws > 3.0, es / wss * np.sqrt(dof), 0.0)
+    # against the medium-horizon mean deviation, so a slowly varying lag (season) is not a trend
+    r = ready.astype(np.float64)
+    (wm, em), (out["wm"], out["em"]) = _scan3(
+        [r, np.clip(ec, -BIAS_CLIP, BIAS_CLIP) * r], hz.medium, segs, [st["wm"], st["em"]]
+    )
+    bias = np.where(wm > 10.0, em / np.maximum(wm, 1e-12), 0.0)
+    trend = np.where(ws > 3.0, (es / wss - bias) * np.sqrt(dof), 0.0)
     ratio = np.where(ws > 3.0, vs / wss, 1.0)
     k = 2.0 / (9.0 * np.maximum(dof, 1.0))
     spread = np.where(ws > 3.0, (np.cbrt(ratio) - (1.0 - k)) / np.sqrt(k), 0.0)
