@@ -185,3 +185,18 @@ jobs:
     thread.join(10)
     assert not thread.is_alive()
     assert marker.read_text().split() == ["ran"]
+
+
+def test_worker_that_lost_its_lease_stops(tmp_path: Path, settings: Settings) -> None:
+    jobs, marker = _jobs(tmp_path)
+    clock = FakeClock(datetime(2026, 1, 1, 5, 30, tzinfo=UTC))
+    slow = Scheduler(settings, jobs, clock=clock, owner="slow")
+    (run_id,) = slow.create_due_runs()
+    run = slow.store.get(run_id)
+    assert slow.store.claim(run_id, "slow", clock.now, clock.now + timedelta(seconds=60))
+    clock.advance(seconds=61)
+    assert slow.store.claim(run_id, "other", clock.now, clock.now + timedelta(seconds=60))
+    assert slow.executor.execute(jobs.jobs[0], run) == "lost"
+    assert not marker.exists()
+    assert slow.store.get(run_id)["lease_owner"] == "other"
+    slow.close()

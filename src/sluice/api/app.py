@@ -21,7 +21,7 @@ from sluice.api.deps import (
 )
 from sluice.api.errors import install_error_handlers
 from sluice.api.metrics import ApiMetrics
-from sluice.api.routes import data, ingest, ops, pipelines, predict
+from sluice.api.routes import automation, data, ingest, ops, pipelines, predict
 from sluice.core.settings import Settings
 from sluice.storage.log import open_log
 
@@ -61,7 +61,7 @@ def create_app(
         query_engine_factory=query_engine_factory,
     )
     install_error_handlers(app)
-    for module in (ingest, predict, pipelines, data, ops):
+    for module in (ingest, predict, pipelines, data, ops, automation):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from sluice.cli import models, ops, pipelines, service
+from sluice.cli import jobs, models, ops, pipelines, service
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -23,6 +23,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(ops.actions_app, name="actions")
 app.add_typer(ops.pipelines_app, name="pipelines")
 app.add_typer(ops.api_app, name="api")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(jobs.airflow_app, name="airflow")
+app.add_typer(jobs.scheduler_app, name="scheduler")
 
 
 def main() -> None:

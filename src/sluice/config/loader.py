@@ -13,16 +13,18 @@ from pydantic import BaseModel, ValidationError
 from sluice.config.models import Pipeline
 from sluice.core.errors import ConfigError
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_VAR = re.compile(r"\$?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 M = TypeVar("M", bound=BaseModel)
 Path_ = tuple[str | int, ...]
 
 
 def interpolate(text: str, env: dict[str, str] | None = None) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` with values from the environment."""
+    """Replace ``${VAR}`` and ``${VAR:-default}`` from the environment; ``$${VAR}`` escapes."""
     env = os.environ if env is None else env  # type: ignore[assignment]
 
     def sub(match: re.Match[str]) -> str:
+        if match.group(0).startswith("$$"):
+            return match.group(0)[1:]
         name, default = match.group(1), match.group(2)
         if name in env:  # type: ignore[operator]
             return env[name]  # type: ignore[index]

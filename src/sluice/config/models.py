@@ -128,6 +128,7 @@ class TransformStep(Strict):
     @classmethod
     def _exactly_one(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if v is not None}
             kinds = [k for k in data if k in cls.model_fields]
             if len(data) != 1 or len(kinds) != 1:
                 raise ValueError(

@@ -75,3 +75,22 @@ event_time: ts
   - {{type: lake, table: tickets}}
   - {{type: warehouse, table: tickets}}
 """
+
+JOBS = """\
+# Nightly maintenance: retrain the batch anomaly model on the lake, promote it if it is
+# better, compact the telemetry table, then check the data. `sluice jobs run nightly`.
+jobs:
+  - name: nightly
+    schedule: {cron: "0 2 * * *", timezone: UTC}
+    retries: 2
+    retry_delay: 5m
+    timeout: 30m
+    tasks:
+      - {name: train, type: train_model, model: telemetry_iforest, kind: isolation_forest,
+         table: telemetry, features: [temp_c, pressure, vibration], label: is_anomaly}
+      - {name: promote, type: promote_if_better, model: telemetry_iforest, metric: f1,
+         depends_on: [train]}
+      - {name: compact, type: compact, table: telemetry}
+      - {name: check, type: quality_check, table: telemetry, min_rows: 1,
+         not_null: [device_id, ts], depends_on: [promote, compact]}
+"""

@@ -150,6 +150,8 @@ def run_demo(
         ticket_stats = _run(console, settings, files["tickets"])
     result = DemoResult(telemetry, ticket_stats, events, extra=text_metrics)
     result.extra.update(_action_counts(settings, receiver))
+    with console.status("running the nightly job once (retrain, promote, compact, check)..."):
+        result.extra.update(_run_nightly_job(settings))
     _print_summary(console, settings, result, time.perf_counter() - started)
     if serve:
         from sluice.demo.serve import serve_demo
@@ -175,6 +177,17 @@ def _action_counts(settings: Settings, receiver: OpsReceiver) -> dict[str, Any]:
             f"{delivered:,} ({len(receiver.keys):,} webhooks)"
         ),
     }
+
+
+def _run_nightly_job(settings: Settings) -> dict[str, Any]:
+    """Write the demo's jobs file under SLUICE_HOME (the scheduler's default) and run it once."""
+    from sluice.orchestration.service import resolve_jobs, run_now
+
+    path = settings.home / "jobs.yaml"
+    path.write_text(pipelines.JOBS, encoding="utf-8")
+    run = run_now(settings, resolve_jobs(settings, path), "nightly")
+    states = ", ".join(f"{t['task']} {t['state']}" for t in run.get("tasks", []))
+    return {"nightly job (scheduled 02:00 UTC), run now": f"{run.get('state')}: {states}"}
 
 
 def _count(settings: Settings, sql: str) -> Any:

@@ -1,4 +1,3 @@
-# ruff: noqa: N803, N806 - X is the conventional name of a feature matrix (public API)
 """``online_anomaly``: a streaming, per-key, multivariate anomaly detector vectorised over a batch.
 
 Each key (device, account ...) keeps its own exponentially weighted state. A batch is sorted by
@@ -41,7 +40,7 @@ from sluice.models.detectors.univariate import (
 
 HIST_BINS = 2000
 STATE_VERSION = 2
-PERSIST_SURPRISE = 2.0  # -log10 p of the strongest statistic that keeps an incident alerted
+PERSIST_SURPRISE = 3.0  # -log10 p of the strongest statistic that keeps an incident alerted
 
 
 @dataclass
@@ -57,7 +56,7 @@ class OnlineAnomalyConfig:
     seed: int = 0
     short_horizon: int = 8
     novelty_horizon: int = 50
-    min_score: float = 0.3
+    min_score: float = 0.4
     calibration_horizon: int = 100_000
 
 
@@ -193,7 +192,7 @@ class OnlineAnomalyDetector:
         _init_reference(st, Xs, segs)
         fr = feature_scores(Xs, segs, st, self.hz)
         ready = np.isfinite(Xs) & (fr.sd > 0)
-        reg, reg_state = self._regime(fr.short_mean, ready, segs, st)
+        reg, reg_state = self._regime(fr.z[0], fr.short_mean, ready, segs, st)
         if self.p > 1:
             e = np.clip(fr.z[0], -8.0, 8.0)
             sz, partner, pair = structure_scores(
@@ -221,7 +220,12 @@ class OnlineAnomalyDetector:
         return _Batch(segs, fr, sz, partner, final, alert, state)
 
     def _regime(
-        self, short_mean: np.ndarray, ready: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
+        self,
+        level: np.ndarray,
+        short_mean: np.ndarray,
+        ready: np.ndarray,
+        segs: Segments,
+        st: dict[str, np.ndarray],
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         used = self.keys.used
         counts = shift_counts(self.keys.arrays["dev"], used)
@@ -232,6 +236,7 @@ class OnlineAnomalyDetector:
         arrival[segs.order] = fresh
         active = float(known.sum()) + np.cumsum(arrival)
         return regime_mask(
+            level,
             short_mean,
             ready,
             segs,

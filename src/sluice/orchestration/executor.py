@@ -24,6 +24,10 @@ class TaskTimeoutError(Exception):
     """An attempt ran longer than its timeout."""
 
 
+class LeaseLostError(Exception):
+    """Another worker took over the run (this worker's lease expired)."""
+
+
 def run_with_timeout(
     work: Callable[[], None],
     timeout: float | None,
@@ -75,8 +79,16 @@ class RunExecutor:
         self.owner, self.lease, self.sleep = owner, lease, sleep
 
     def execute(self, job: JobSpec, run: dict[str, Any]) -> str:
-        """Run (or resume) ``run`` of ``job``; return its final state."""
+        """Run (or resume) ``run`` of ``job``; return its final state (``lost`` if taken over)."""
+        try:
+            return self._execute(job, run)
+        except LeaseLostError:
+            log.warning("job %s run %s: lease lost; another worker resumes it", job.name, run["id"])
+            return "lost"
+
+    def _execute(self, job: JobSpec, run: dict[str, Any]) -> str:
         run_id = int(run["id"])
+        self._renew(run_id)  # still ours? only then clean up after a dead worker
         self.store.fail_interrupted(run_id, self.clock())
         history = self.store.task_attempts(run_id)
         params = {**job.params, **(run.get("params") or {})}
@@ -119,7 +131,7 @@ class RunExecutor:
         while attempt < allowed:
             if attempt:
                 backoff = min(delay * (2 ** (attempt - 1)), MAX_BACKOFF)
-                self.sleep(backoff.total_seconds())
+                self._sleep(backoff.total_seconds(), run_id)
             attempt += 1
             if self.attempt(job, task, run_id, attempt, variables):
                 return "success"
@@ -146,6 +158,8 @@ class RunExecutor:
                 ctx.timeout,
                 heartbeat=lambda: self._renew(run_id),
             )
+        except LeaseLostError:
+            raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, TaskTimeoutError):
@@ -155,5 +169,14 @@ class RunExecutor:
         self.store.finish_task(attempt_id, state, self.clock(), "\n".join(ctx.lines), error)
         return error is None
 
+    def _sleep(self, seconds: float, run_id: int) -> None:
+        """Back off without letting the lease lapse."""
+        chunk = max(self.lease.total_seconds() / 3, 0.001)
+        while seconds > 0:
+            self.sleep(min(seconds, chunk))
+            seconds -= chunk
+            self._renew(run_id)
+
     def _renew(self, run_id: int) -> None:
-        self.store.renew(run_id, self.owner, self.clock() + self.lease)
+        if not self.store.renew(run_id, self.owner, self.clock() + self.lease):
+            raise LeaseLostError(f"run {run_id}")

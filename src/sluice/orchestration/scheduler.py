@@ -53,11 +53,9 @@ def _last_fire(spec: ScheduleSpec, now: datetime) -> datetime:
         return epoch + ((now - epoch) // step) * step
     from croniter import croniter
 
-    return (
-        croniter(str(spec.cron), now.astimezone(spec.tz)).get_prev(datetime).astimezone(UTC)
-        if not croniter.match(str(spec.cron), now.astimezone(spec.tz))
-        else now
-    )
+    # cron has minute granularity: one second later makes an exact fire time count as passed
+    base = (now + timedelta(seconds=1)).astimezone(spec.tz)
+    return croniter(str(spec.cron), base).get_prev(datetime).astimezone(UTC)
 
 
 def _prev_fire(spec: ScheduleSpec, instant: datetime) -> datetime:

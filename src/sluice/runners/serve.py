@@ -60,11 +60,15 @@ def build_service(
     return app, supervisor
 
 
+def _start_scheduler(settings: Settings) -> Any:
+    from sluice.orchestration.service import start_scheduler
+
+    return start_scheduler(settings)
+
+
 def _jobs_provider(settings: Settings) -> Any:
-    try:
-        from sluice.orchestration.service import jobs_provider
-    except ImportError:
-        return None
+    from sluice.orchestration.service import jobs_provider
+
     return jobs_provider(settings)
 
 
@@ -112,6 +116,7 @@ def serve(
     check_bind(host, ApiKeys.from_env())
     app, supervisor = build_service(settings, pipeline_files, group=group)
     supervisor.start_all()
+    scheduler = _start_scheduler(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = _GracefulServer(config)
     if on_ready is not None:
@@ -121,3 +126,6 @@ def serve(
     finally:
         log.info("stopping pipelines")
         supervisor.stop_all()
+        if scheduler is not None:
+            scheduler[1].set()
+            scheduler[2].join(timeout=60)

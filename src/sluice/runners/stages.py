@@ -67,11 +67,14 @@ class Stages:
             return None
         from sluice.actions.engine import ActionEngine
 
+        from sluice.orchestration.service import job_runner
+
         return ActionEngine(
             self.pipeline.actions,
             pipeline=self.pipeline.name,
             settings=settings,
             event_time=self.pipeline.event_time,
+            job_runner=job_runner(settings),
         )
 
     def _decoder(self, raw_format: str) -> Decoder:

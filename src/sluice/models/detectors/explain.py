@@ -1,4 +1,3 @@
-# ruff: noqa: N803 - X is the conventional name of a feature matrix (public API)
 """Reasons in words for flagged rows: which feature deviated, and how."""
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Global regime changes: when most keys shift the same way at once, it is not an anomaly.
 
-Each key keeps the sign of its short-horizon mean deviation per feature (``+1``, ``0`` or
-``-1``). Walking the batch in arrival order, the number of keys currently shifted up (down) is
-a running sum of the changes of that sign, so the share of shifted keys is known causally at
-every event. While at least :data:`MIN_KEYS` keys are active and more than :data:`SHARE` of
-them are shifted the same way, a key shifted that way enters a *regime* state for that
-feature, which lasts as long as its short-horizon deviation persists; the detectors of that
-feature are silenced meanwhile, while the key's model adapts to the new level.
+Each key keeps the sign of its latest level deviation beyond :data:`SHIFTED` sigma per
+feature (``+1``, ``0`` or ``-1``). Walking the batch in arrival order, the number of keys
+currently shifted up (down) is a running sum of the changes of that sign, so the share of
+shifted keys is known causally at every event. While at least :data:`MIN_KEYS` keys are
+active and more than :data:`SHARE` of them are shifted the same way, a key shifted that way
+enters a *regime* state for that feature, which lasts as long as its deviation persists; the
+detectors of that feature are silenced meanwhile, while the key's model adapts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sluice.models.detectors.scan import Segments, latch
 
 MIN_KEYS = 10
 SHARE = 0.5
-SHIFTED = 2.0  # short-horizon mean deviation (sigma) that counts a key as shifted
+SHIFTED = 3.0  # level deviation (sigma) that counts a key as shifted
 PERSISTS = 1.0  # ... and that keeps a key in its regime state
 
 
@@ -28,6 +28,7 @@ def shift_counts(dev: np.ndarray, used: np.ndarray) -> np.ndarray:
 
 
 def regime_mask(
+    level: np.ndarray,
     short_mean: np.ndarray,
     ready: np.ndarray,
     segs: Segments,
@@ -40,10 +41,9 @@ def regime_mask(
     ``init`` holds each segment's ``dev`` and ``reg`` (p, m); ``counts`` (2, p) the shifted
     keys before the batch; ``active`` (n,) the active keys at each sorted event.
     """
-    dev = np.where(ready, np.sign(short_mean) * (np.abs(short_mean) > SHIFTED), 0.0)
+    dev = np.where(ready, np.sign(level) * (np.abs(level) > SHIFTED), 0.0)
     held = segs.shift(dev, init["dev"])
     dev = np.where(ready, dev, held)
-    n = segs.n
     shares = []
     for k, sign in enumerate((1.0, -1.0)):
         change = (dev == sign).astype(np.float64) - (held == sign)
@@ -52,9 +52,9 @@ def regime_mask(
         running = counts[k][:, None] + np.cumsum(arrival, axis=1)
         shares.append(running[:, segs.order])
     enough = active >= MIN_KEYS
-    up = enough & (shares[0] > SHARE * active) & (short_mean > SHIFTED)
-    down = enough & (shares[1] > SHARE * active) & (short_mean < -SHIFTED)
+    up = enough & (shares[0] > SHARE * active) & (level > SHIFTED)
+    down = enough & (shares[1] > SHARE * active) & (level < -SHIFTED)
     start = ready & (up | down)
-    keep = (np.abs(short_mean) > PERSISTS) | ~ready
+    keep = (np.abs(short_mean) > PERSISTS) | (np.abs(level) > SHIFTED) | ~ready
     reg, reg_final = latch(start, keep, segs, init["reg"])
     return reg, {"dev": dev[:, segs.last], "reg": reg_final}

@@ -1,4 +1,3 @@
-# ruff: noqa: N803 - X is the conventional name of a feature matrix (public API)
 """The cheap per-feature detectors of ``online_anomaly``, vectorised over a key-sorted batch.
 
 Every detector turns an event into a signed, roughly standard-normal statistic computed only
