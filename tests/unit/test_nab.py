@@ -1,4 +1,3 @@
-# ruff: noqa: N803 - X is the conventional name of a feature matrix (public API)
 """NAB scorer on hand-made series whose scores can be worked out by hand."""
 
 from __future__ import annotations

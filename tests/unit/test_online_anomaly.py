@@ -1,4 +1,3 @@
-# ruff: noqa: N806 - X is the conventional name of a feature matrix (public API)
 """Behaviour of the online_anomaly detector: causality, state, bad input, bounded keys."""
 
 from __future__ import annotations

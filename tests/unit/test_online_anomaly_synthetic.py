@@ -1,4 +1,3 @@
-# ruff: noqa: N806 - X is the conventional name of a feature matrix (public API)
 """Generator-style check: seeded IoT telemetry with injected anomalies and a regime change.
 
 Scoring rule (event level, documented here because F1 depends on it): an injected anomaly
@@ -107,7 +106,7 @@ def test_finds_injected_anomalies_with_label_free_threshold() -> None:
     assert metrics["f1"] >= 0.6, metrics
 
 
-@pytest.mark.xfail(reason="issue target F1 >= 0.9 not reached yet (about 0.67 today)", strict=False)
+@pytest.mark.xfail(reason="issue target F1 >= 0.9 not reached yet (about 0.63 today)", strict=False)
 def test_meets_issue_f1_target() -> None:
     tele = make_telemetry()
     assert event_f1(tele, run_detector(tele))["f1"] >= 0.9

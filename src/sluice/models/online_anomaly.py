@@ -9,7 +9,10 @@ goes through an anomaly-likelihood and a novelty stage (see
 :mod:`sluice.models.detectors.combine`). Scores are in ``[0, 1)``: ``score = s / (s + 4)`` for a
 surprise of ``s`` (``-log10`` probability), so 0.5 is about a one-in-10,000 event. The alert
 threshold needs no labels: it is the ``1 - target_alert_rate`` quantile of recent scores,
-never below ``min_score``.
+never below ``min_score``. An alert then stays on for the key while its strongest statistic
+stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident is flagged, although its score
+is damped after the first event). When most keys shift the same way at once (a global regime
+change, see :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
 """
 
 from __future__ import annotations

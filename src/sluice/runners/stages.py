@@ -66,7 +66,6 @@ class Stages:
         if not self.pipeline.actions:
             return None
         from sluice.actions.engine import ActionEngine
-
         from sluice.orchestration.service import job_runner
 
         return ActionEngine(

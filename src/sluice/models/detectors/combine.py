@@ -40,7 +40,6 @@ class PostParams:
     outlier_z: float = 3.0
     outlier_weight: float = 1.0
     extreme_weight: float = 0.05
-    persist: float = float("inf")
 
 
 def surprise(z: np.ndarray, tests: int = 1) -> np.ndarray:
@@ -91,7 +90,7 @@ def post_process(
     z = z * wf
     zpos = np.maximum(z, 0.0)
     mx_before, mx_final = decayed_max(zpos, params.max_decay, segs, init["mx"])
-    keep = (zpos > mx_before * params.margin) | (raw >= params.persist)
+    keep = zpos > mx_before * params.margin
     z = np.where(keep, zpos, zpos * params.damping)
     u = z / (z + SCALE)
     state = {"lw": final[0], "l1": final[1], "l2": final[2], "mx": mx_final, "hist": hfin}

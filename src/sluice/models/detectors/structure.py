@@ -59,13 +59,11 @@ def structure_scores(
     prior = (1.0 - rho * rho) * 20.0
     r_ij = np.where(ok, r_ij / np.sqrt((v_ij + prior) / (rw + 20.0)), 0.0)
     r_ji = np.where(ok, r_ji / np.sqrt((v_ji + prior) / (rw + 20.0)), 0.0)
-    z = np.zeros((p, n))
-    partner = np.zeros((p, n), dtype=np.int64)
-    for q in range(k):
-        for a, b, r in ((i[q], j[q], r_ij[q]), (j[q], i[q], r_ji[q])):
-            better = np.abs(r) > np.abs(z[a])
-            z[a] = np.where(better, r, z[a])
-            partner[a] = np.where(better, b, partner[a])
+    cand = np.zeros((p, p, n))  # cand[a, b]: statistic of feature a predicted from b
+    cand[i, j] = r_ij
+    cand[j, i] = r_ji
+    partner = np.argmax(np.abs(cand), axis=1)
+    z = np.take_along_axis(cand, partner[:, None, :], axis=1)[:, 0]
     state = {
         "pw": final[:k],
         "pc": final[k:],
