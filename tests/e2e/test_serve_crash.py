@@ -108,7 +108,8 @@ def test_sigkill_of_serve_during_ingest_loses_no_acknowledged_event(tmp_path: Pa
         r = httpx.post(
             f"{url}/api/v1/query",
             json={
-                "sql": f"select count(*) as n from live where batch in ({','.join(map(str, acked))})"
+                "sql": "select count(*) as n from live where batch in "
+                f"({','.join(map(str, acked))})"
             },
         )
         body = r.json()

@@ -1,4 +1,3 @@
-# ruff: noqa: N803, N806 - X is the conventional name of a feature matrix (public API)
 """NAB (Numenta Anomaly Benchmark) scoring from the benchmark's published rules, plus metrics.
 
 The scorer follows the current official NAB sweeper: the first ``min(floor(0.15 n), 750)``
