@@ -3,9 +3,9 @@
 ``import sluice.airflow`` works without Airflow; the operator class is built on first
 access (``from sluice.airflow import SluiceOperator``), on Airflow 3 (``airflow.sdk``)
 or 2.10+ (``airflow.models``). By default the task runs in a subprocess
-(``python -m sluice.cli.jobs run-task JOB TASK --jobs FILE --start ... --end ...``, the
-same command as ``sluice jobs run-task``) so a
-crash cannot take the Airflow worker down; ``in_process=True`` calls the Python API.
+(``python -m sluice.cli jobs run-task JOB TASK --jobs FILE --start ... --end ...``, i.e.
+``sluice jobs run-task``) so a crash cannot take the Airflow worker down;
+``in_process=True`` calls the Python API.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def task_command(
     job: str, task: str, jobs_file: str, start: datetime, end: datetime | None
 ) -> list[str]:
     """The ``sluice jobs run-task`` command line for one task and data interval."""
-    command = [sys.executable, "-m", "sluice.cli.jobs", "run-task", job, task]
+    # ``-m sluice.cli``, not ``-m sluice.cli.jobs``: the package imports ``jobs`` first, so
+    # runpy would warn that the module is already in sys.modules.
+    command = [sys.executable, "-m", "sluice.cli", "jobs", "run-task", job, task]
     command += ["--jobs", jobs_file, "--start", start.isoformat()]
     if end is not None:
         command += ["--end", end.isoformat()]
