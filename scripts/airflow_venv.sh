@@ -24,6 +24,10 @@ airflow_ok() {
 
 if ! airflow_ok; then
   echo "building $VENV (apache-airflow $AIRFLOW_VERSION)"
+  if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ]; then
+    echo "error: $VENV exists and is not a virtual environment; not replacing it" >&2
+    exit 1
+  fi
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
   "$PYTHON" -m venv "$VENV"

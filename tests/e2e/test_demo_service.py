@@ -107,11 +107,16 @@ def test_dashboard_shows_demo_pipelines_and_anomalies(demo, tmp_path: Path) -> N
         pipelines = page.inner_text("#pipelines tbody")
         anomalies = page.inner_text("#anomalies tbody")
         models = page.inner_text("#models tbody")
+        jobs = page.inner_text("#jobs tbody")
+        success_squares = page.locator("#jobs .sq.success").count()
         browser.close()
     assert errors == []
     assert "telemetry" in pipelines and "tickets" in pipelines
     assert "sigma" in anomalies or "stuck" in anomalies or "rising" in anomalies
     assert "ticket_category" in models
+    assert "nightly" in jobs and "success" in jobs
+    assert success_squares >= 4  # the demo ran the nightly job once: four green squares
+    assert "30,005" in pipelines  # events read by the demo's earlier run (5 were bad)
     assert len(shot) > 30_000
 
 

@@ -141,9 +141,6 @@ class LocalRunner:
             self._process(batch, ckpt.planned_epoch, final=False)
 
     def _step(self) -> bool:
-        if self.until_idle and self._pending_read is None and self.source.exhausted:
-            self._finish()
-            return False
         batch = self._next_batch()
         if batch is None:
             if self.until_idle and self.source.exhausted:

@@ -36,6 +36,7 @@ class PipelineWorker:
         self._thread: threading.Thread | None = None
         self._runner: LocalRunner | None = None
         self._last_tick: tuple[float, int] | None = None
+        self._history_cache: tuple[int, str | None, int] | None = None
 
     def start(self) -> None:
         """Start the worker thread (no-op when it runs)."""
@@ -110,19 +111,37 @@ class PipelineWorker:
         """Events read by every run of this worker."""
         return self._base_total + self._current
 
+    def _history(self) -> tuple[int, str | None, int]:
+        """Events of earlier runs, last checkpoint time and epoch from the metadata DB."""
+        from sluice.storage.checkpoints import CheckpointStore
+        from sluice.storage.db import get_engine
+        from sluice.storage.runs import RunHistory
+
+        if self._history_cache is None:
+            engine = get_engine(str(self.settings.metadata_url))
+            runs = RunHistory(engine).recent(self.pipeline.name, limit=1000)
+            before = sum(
+                int(r["stats"].get("events_in", 0)) for r in runs if r["status"] != "running"
+            )
+            ckpt = CheckpointStore(engine).load(self.pipeline.name)
+            at = ckpt.updated_at.isoformat() if ckpt.updated_at else None
+            self._history_cache = (before, at, ckpt.epoch)
+        return self._history_cache
+
     def status(self) -> dict[str, Any]:
         """The pipeline's status for the API and dashboard."""
+        earlier, checkpoint_at, checkpoint_epoch = self._history()
         runner = self._runner
         lag: Any = runner.source.lag() if runner is not None else {}
         idle = self._last_tick is None or time.monotonic() - self._last_tick[0] > 5
         return {
             "name": self.pipeline.name,
             "state": self.state,
-            "events_total": self.events_total,
+            "events_total": earlier + self.events_total,
             "events_per_second": 0.0 if idle else round(self.rate, 1),
             "lag": lag,
-            "last_checkpoint": self.last_checkpoint,
-            "epoch": runner.epoch if runner is not None else self.epoch,
+            "last_checkpoint": self.last_checkpoint or checkpoint_at,
+            "epoch": runner.epoch if runner is not None else checkpoint_epoch,
             "errors": self.errors,
             "last_error": self.last_error,
             "restarts": self.restarts,

@@ -160,10 +160,36 @@ function renderStreams(streams) {
     cell(number(s.lag), "num")]);
 }
 
+function runGrid(job) {
+  // Airflow-style grid: one row per task, one square per run (oldest left), coloured by state.
+  const td = document.createElement("td");
+  const grid = document.createElement("div");
+  grid.className = "grid";
+  const runs = (job.runs || []).slice().reverse();
+  for (const task of job.tasks || []) {
+    const row = document.createElement("div");
+    row.className = "grid-row";
+    const label = document.createElement("span");
+    label.className = "grid-task";
+    label.textContent = task.name;
+    row.appendChild(label);
+    for (const run of runs) {
+      const state = (run.task_states || {})[task.name] || "none";
+      const square = document.createElement("span");
+      square.className = "sq " + state;
+      square.title = task.name + " · " + (when(run.interval_start || run.created_at) || "") + " · " + state;
+      row.appendChild(square);
+    }
+    grid.appendChild(row);
+  }
+  td.appendChild(grid);
+  return td;
+}
+
 function renderJobs(jobs) {
   fill("jobs", jobs, (j) => {
-    const run = (j.runs && j.runs[0]) || j.last_run || {};
-    return [cell(j.name), cell(when(run.started_at)), badge(run.status || j.status)];
+    const run = (j.runs && j.runs[0]) || {};
+    return [cell(j.name), cell(j.schedule), badge(run.state || "no runs"), runGrid(j)];
   });
 }
 

@@ -1,0 +1,263 @@
+"""A real Apache Airflow loads and runs the DAGs that ``sluice airflow export`` writes.
+
+Airflow lives in its own virtual environment (``scripts/airflow_venv.sh``, cached in
+``$SLUICE_AIRFLOW_VENV`` or ``~/.cache/sluice/airflow-venv``) with Sluice installed
+editable, so the DAG files import ``sluice.airflow`` and ``SluiceOperator`` runs
+``sluice jobs run-task`` exactly as on a deployment. Under ``CI=true`` a venv that cannot be
+built fails the test; elsewhere the test is skipped (e.g. PyPI is unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sluice.core.settings import Settings
+from sluice.orchestration.airflow_export import export_dags
+from sluice.orchestration.spec import load_jobs
+from sluice.sinks.base import SinkContext
+from sluice.sinks.lake import write_lake_table
+from sluice.storage.db import dispose_all
+from tests.conftest import require_service
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_SCRIPT = REPO / "scripts" / "airflow_venv.sh"
+DAY = "2026-01-02"
+ROWS = 50
+
+JOBS = """
+jobs:
+  - name: daily-load
+    schedule: {{cron: "0 3 * * *", timezone: Europe/Paris}}
+    start_date: 2026-01-01T00:00:00Z
+    retries: 2
+    retry_delay: 1s
+    timeout: 5m
+    tasks:
+      - {{name: check, type: quality_check, table: events, min_rows: 40, not_null: [id, ts]}}
+      - {{name: to_parquet, type: export, table: events, path: "{out}/{{{{ ds }}}}.parquet",
+          depends_on: [check]}}
+      - {{name: count, type: sql, sql: "SELECT count(*) AS n FROM events",
+          depends_on: [to_parquet], retries: 0}}
+  - name: strict-check
+    schedule: {{every: 1h}}
+    tasks:
+      - {{name: too_many, type: quality_check, table: events, min_rows: 1000}}
+"""
+
+# Runs inside the Airflow venv: what Airflow itself made of the DAG files.
+PROBE = """
+import json, sys
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 2
+    from airflow.models.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1])
+out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+for dag_id, dag in bag.dags.items():
+    table = dag.timetable  # Airflow 3 SDK timetables; Airflow 2 keeps these as _expression/_delta
+    every = getattr(table, "delta", None) or getattr(table, "_delta", None)
+    out["dags"][dag_id] = {
+        "schedule": getattr(table, "expression", None) or getattr(table, "_expression", None)
+        or every.total_seconds(),
+        "timezone": str(dag.timezone),
+        "catchup": dag.catchup,
+        "tasks": {
+            t.task_id: {
+                "operator": type(t).__name__,
+                "retries": t.retries,
+                "retry_delay": t.retry_delay.total_seconds(),
+                "backoff": bool(t.retry_exponential_backoff),
+                "timeout": t.execution_timeout and t.execution_timeout.total_seconds(),
+                "upstream": sorted(t.upstream_task_ids),
+            }
+            for t in dag.tasks
+        },
+    }
+with open(sys.argv[2], "w") as f:
+    json.dump(out, f)
+"""
+
+
+@dataclass
+class RealAirflow:
+    """An Airflow home with the exported DAGs, driven through the ``airflow`` CLI."""
+
+    venv: Path
+    env: dict[str, str]
+    dags: Path
+    out: Path
+    tmp: Path
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run ``airflow ARGS`` in the Airflow venv (never raises on a non-zero status)."""
+        return subprocess.run(
+            [str(self.venv / "bin" / "airflow"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def json(self, *args: str) -> Any:
+        """The parsed ``-o json`` output of ``airflow ARGS``."""
+        done = self.run(*args, "-o", "json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        # Airflow prints warnings on stdout before the document; the document is one line.
+        lines = [line for line in done.stdout.splitlines() if line.startswith(("[", "{"))]
+        assert lines, done.stdout + done.stderr
+        return json.loads(lines[-1])
+
+    def task_states(self, dag_id: str) -> dict[str, str]:
+        """Task id → state of the only run of ``dag_id``, checked to be for ``DAY``."""
+        (run,) = self.json("dags", "list-runs", dag_id)
+        assert run["logical_date"].startswith(DAY)
+        states = self.json("tasks", "states-for-dag-run", dag_id, run["run_id"])
+        return {row["task_id"]: row["state"] for row in states} | {"<run>": run["state"]}
+
+
+def _build_venv() -> Path:
+    """The cached Airflow venv, built or refreshed by ``scripts/airflow_venv.sh``."""
+    venv = Path(os.environ.get("SLUICE_AIRFLOW_VENV", Path.home() / ".cache/sluice/airflow-venv"))
+    try:
+        done = subprocess.run(
+            ["bash", str(VENV_SCRIPT), str(venv)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        problem = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        built = done.returncode == 0
+    except subprocess.TimeoutExpired:
+        problem, built = "timed out after 900 s", False
+    require_service(built, f"an Apache Airflow venv (scripts/airflow_venv.sh: {problem})")
+    return venv
+
+
+def _airflow_env(venv: Path, root: Path, sluice_home: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}
+        and not key.startswith(("AIRFLOW", "SLUICE_"))
+    }
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(root / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(root / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        SLUICE_HOME=str(sluice_home),
+    )
+    return env
+
+
+def _create_events(settings: Settings) -> None:
+    """The lake table ``events`` (ROWS rows), written through Sluice's lake sink."""
+    ids = pa.array(range(ROWS), pa.int64())
+    ts = pa.array([1_767_225_600_000_000 + i * 60_000_000 for i in range(ROWS)])
+    table = pa.table({"id": ids, "ts": ts.cast(pa.timestamp("us", "UTC"))})
+    try:
+        write_lake_table(SinkContext("airflow-test", settings), "events", table, epoch=1)
+    finally:
+        dispose_all()
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> RealAirflow:
+    """Airflow with a migrated metadata DB and the exported DAGs of ``JOBS``."""
+    venv = _build_venv()
+    root = tmp_path_factory.mktemp("airflow")
+    sluice_home = root / "sluice-home"
+    _create_events(Settings(home=sluice_home))
+    jobs_file = root / "jobs.yaml"
+    jobs_file.write_text(JOBS.format(out=root / "out"), encoding="utf-8")
+    export_dags(load_jobs(jobs_file), root / "dags", jobs_file)
+    real = RealAirflow(
+        venv, _airflow_env(venv, root, sluice_home), root / "dags", root / "out", root
+    )
+    done = real.run("db", "migrate")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return real
+
+
+def test_airflow_parses_the_exported_dags_without_import_errors(airflow: RealAirflow) -> None:
+    assert airflow.json("dags", "list-import-errors", "--local") == []
+    listed = {dag["dag_id"] for dag in airflow.json("dags", "list", "--local")}
+    assert listed == {"sluice_daily_load", "sluice_strict_check"}
+    # What a scheduler does: serialize into the metadata DB; errors there too would show.
+    done = airflow.run("dags", "reserialize")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert airflow.json("dags", "list-import-errors") == []
+    assert {dag["dag_id"] for dag in airflow.json("dags", "list")} == listed
+
+
+def test_schedule_retries_and_dependencies_map_one_to_one(airflow: RealAirflow) -> None:
+    probe, result = airflow.tmp / "probe.py", airflow.tmp / "probe.json"
+    probe.write_text(PROBE, encoding="utf-8")
+    python = str(airflow.venv / "bin" / "python")
+    done = subprocess.run(
+        [python, str(probe), str(airflow.dags), str(result)],
+        env=airflow.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(result.read_text())
+    assert found["import_errors"] == {}
+    daily = found["dags"]["sluice_daily_load"]
+    assert (daily["schedule"], daily["timezone"], daily["catchup"]) == (
+        "0 3 * * *",
+        "Europe/Paris",
+        False,
+    )
+    tasks = daily["tasks"]
+    assert {t["operator"] for t in tasks.values()} == {"SluiceOperator"}
+    assert tasks["check"] == {
+        "operator": "SluiceOperator",
+        "retries": 2,
+        "retry_delay": 1.0,
+        "backoff": True,
+        "timeout": 300.0,
+        "upstream": [],
+    }
+    assert tasks["to_parquet"]["upstream"] == ["check"]
+    assert (tasks["count"]["upstream"], tasks["count"]["retries"]) == (["to_parquet"], 0)
+    strict = found["dags"]["sluice_strict_check"]
+    assert (strict["schedule"], strict["tasks"]["too_many"]["retries"]) == (3600.0, 0)
+
+
+def test_dags_test_runs_the_sluice_tasks(airflow: RealAirflow) -> None:
+    done = airflow.run("dags", "test", "sluice_daily_load", DAY)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
+    assert airflow.task_states("sluice_daily_load") == {
+        "check": "success",
+        "to_parquet": "success",
+        "count": "success",
+        "<run>": "success",
+    }
+    # The export task really ran, for the run's data interval ({{ ds }}).
+    assert [p.name for p in airflow.out.iterdir()] == [f"{DAY}.parquet"]
+    assert pq.read_table(airflow.out / f"{DAY}.parquet").num_rows == ROWS
+    assert f"rows: {ROWS}" in done.stdout + done.stderr  # the quality check's own log line
+
+
+def test_failed_quality_check_fails_the_dag_run(airflow: RealAirflow) -> None:
+    done = airflow.run("dags", "test", "sluice_strict_check", DAY)
+    assert done.returncode != 0
+    assert f"events has {ROWS} rows, expected at least 1000" in done.stdout + done.stderr
+    assert airflow.task_states("sluice_strict_check") == {"too_many": "failed", "<run>": "failed"}
