@@ -42,11 +42,11 @@ def _committed_epoch(home: Path) -> int:
     try:
         with sqlite3.connect(home / "metadata.db", timeout=5) as conn:
             row = conn.execute(
-                "select epoch from checkpoints where pipeline='kafkacrash'"
+                "select sum(epoch) from checkpoints where pipeline like 'kafkacrash#%'"
             ).fetchone()
     except sqlite3.OperationalError:
         return 0
-    return int(row[0]) if row else 0
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _start(pipeline: Path, home: Path) -> subprocess.Popen[bytes]:

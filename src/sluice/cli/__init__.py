@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -30,7 +31,11 @@ app.add_typer(jobs.scheduler_app, name="scheduler")
 
 def main() -> None:
     """Entry point of the ``sluice`` console script."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("SLUICE_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         app()
     except KeyboardInterrupt:

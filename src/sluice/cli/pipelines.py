@@ -50,7 +50,7 @@ def run(
 ) -> None:
     """Run a pipeline."""
     from sluice.config.loader import load_pipeline
-    from sluice.runners.local import LocalRunner
+    from sluice.runners.local import create_runner
     from sluice.runners.progress import ProgressReporter, print_summary
 
     if runner != "local":
@@ -60,7 +60,7 @@ def run(
         stop = threading.Event()
         _install_stop_handlers(stop)
         with ProgressReporter(console, p.name, enabled=not quiet) as progress:
-            stats = LocalRunner(
+            stats = create_runner(
                 p,
                 settings(),
                 until_idle=until_idle,

@@ -193,14 +193,14 @@ def execute_task(task_type: str, options: dict[str, Any], ctx: TaskContext) -> N
 
 def _run_pipeline(opts: Any, ctx: TaskContext) -> None:
     from sluice.config.loader import pipeline_from_text
-    from sluice.runners.local import LocalRunner
+    from sluice.runners.local import create_runner
 
     path = Path(opts.pipeline)
     text = path.read_text(encoding="utf-8")
     if opts.template:
         text = render(text, ctx.variables)
     pipeline = pipeline_from_text(text, str(path))
-    runner = LocalRunner(pipeline, ctx.settings, until_idle=True, idle_timeout=opts.idle_timeout)
+    runner = create_runner(pipeline, ctx.settings, until_idle=True, idle_timeout=opts.idle_timeout)
     try:
         stats = runner.run(max_epochs=opts.max_epochs)
     finally:

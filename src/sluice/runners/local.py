@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -25,11 +25,14 @@ from sluice.core.errors import SluiceError, TransientError
 from sluice.core.settings import Settings
 from sluice.core.types import parse_duration
 from sluice.runners.stats import RunStats
-from sluice.sinks.base import Sink, SinkContext, create_sink
+from sluice.sinks.base import Marks, Sink, SinkContext, create_sink
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext, create_source
 from sluice.storage.checkpoints import CheckpointStore
 from sluice.storage.db import get_engine
 from sluice.storage.runs import RunHistory
+
+if TYPE_CHECKING:
+    from sluice.runners.stages import Stages
 
 log = logging.getLogger("sluice.runner")
 ProgressCallback = Callable[[RunStats], None]
@@ -49,8 +52,6 @@ class LocalRunner:
         on_progress: ProgressCallback | None = None,
         stop_event: threading.Event | None = None,
     ) -> None:
-        from sluice.runners.stages import Stages
-
         self.pipeline = pipeline
         self.settings = (settings or Settings()).ensure()
         self.until_idle = until_idle
@@ -69,7 +70,7 @@ class LocalRunner:
                 idle_timeout=idle_timeout,
             ),
         )
-        self.stages = Stages(pipeline, self.settings)
+        self.stages = self._create_stages()
         sink_ctx = SinkContext(pipeline.name, self.settings, pipeline.event_time)
         self.sinks: list[Sink] = [create_sink(cfg, sink_ctx) for cfg in pipeline.sinks]
         self._side_ctx = SinkContext(pipeline.name, self.settings, None)
@@ -81,6 +82,11 @@ class LocalRunner:
         self._prefetch = getattr(self.source, "prefetch_safe", False)
         self._max_rows = pipeline.batch.max_rows
         self._max_latency = parse_duration(pipeline.batch.max_latency).total_seconds()
+
+    def _create_stages(self) -> Stages:
+        from sluice.runners.stages import Stages
+
+        return Stages(self.pipeline, self.settings)
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self, max_epochs: int | None = None) -> RunStats:
@@ -121,12 +127,15 @@ class LocalRunner:
             self.source.close,
             *(s.close for s in self.sinks),
             *(s.close for s in self._side_sinks.values()),
-            self.stages.close,
+            *self._stage_closers(),
         ]:
             try:
                 closer()
             except Exception:
                 log.exception("error while closing")
+
+    def _stage_closers(self) -> list[Callable[[], None]]:
+        return [self.stages.close]
 
     # -- the loop ------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -225,7 +234,7 @@ class LocalRunner:
             self._side_sinks[table_name] = sink
         return sink
 
-    def _write_sinks(self, table: pa.Table, ctx: EpochContext, epoch: int) -> None:
+    def _write_sinks(self, table: pa.Table, ctx: EpochContext, epoch: int | Marks) -> None:
         writes: list[tuple[Sink, pa.Table]] = [(sink, table) for sink in self.sinks]
         for name, parts in sorted(ctx.side_outputs.items()):
             writes.append((self._side_sink(name), drop_internal(concat(parts))))
@@ -239,7 +248,7 @@ class LocalRunner:
         for future in futures:
             future.result()
 
-    def _write_with_retry(self, sink: Sink, data: pa.Table, epoch: int) -> None:
+    def _write_with_retry(self, sink: Sink, data: pa.Table, epoch: int | Marks) -> None:
         delay = 0.5
         while True:
             try:
@@ -253,6 +262,19 @@ class LocalRunner:
                 delay = min(delay * 2, 30.0)
 
 
+def create_runner(
+    pipeline: Pipeline, settings: Settings | None = None, **options: Any
+) -> LocalRunner:
+    """The runner for ``pipeline``: one task per partition for partitioned sources (Kafka)."""
+    from sluice.sources.base import source_class
+
+    if getattr(source_class(pipeline.source), "partitioned", False):
+        from sluice.runners.partitioned import PartitionedRunner
+
+        return PartitionedRunner(pipeline, settings, **options)
+    return LocalRunner(pipeline, settings, **options)
+
+
 def run(pipeline: Pipeline, settings: Settings | None = None, **options: Any) -> RunStats:
-    """Run ``pipeline`` with the local runner (``until_idle=True`` for bounded inputs)."""
-    return LocalRunner(pipeline, settings, **options).run()
+    """Run ``pipeline`` (``until_idle=True`` for bounded inputs)."""
+    return create_runner(pipeline, settings, **options).run()

@@ -11,7 +11,7 @@ from typing import Any
 from sluice.config.models import Pipeline
 from sluice.core.errors import NotFoundError
 from sluice.core.settings import Settings
-from sluice.runners.local import LocalRunner
+from sluice.runners.local import LocalRunner, create_runner
 from sluice.runners.stats import RunStats
 
 log = logging.getLogger("sluice.serve")
@@ -67,7 +67,7 @@ class PipelineWorker:
                 self._base_total += self._current
                 self._current = 0
                 self._last_tick = None
-                self._runner = LocalRunner(
+                self._runner = create_runner(
                     self.pipeline,
                     self.settings,
                     group=self.group,

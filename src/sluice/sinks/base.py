@@ -1,8 +1,16 @@
-"""The sink protocol: write one epoch idempotently, so a replayed epoch is skipped."""
+"""The sink protocol: write one epoch idempotently, so a replayed epoch is skipped.
+
+An epoch is named by its *marks*: ``{stream: epoch}``. A plain pipeline has one stream (its
+name); a partitioned pipeline (Kafka) has one stream per partition task
+(``pipeline#topic/partition``), each with its own epoch counter, and one write may carry the
+epochs of several tasks. A sink records every mark atomically with the rows, and skips a write
+when it already holds any of its marks (writes are atomic, so it then holds all of them).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -16,6 +24,8 @@ BUILTIN_SINKS = {
     "warehouse": "sluice.sinks.warehouse:WarehouseSink",
     "kafka": "sluice.sinks.kafka:KafkaSink",
 }
+
+Marks = Mapping[str, int]
 
 
 @dataclass
@@ -40,8 +50,16 @@ class Sink(ABC):
         return f"{self.config.type}:{self.config.table}"
 
     @abstractmethod
-    def write(self, table: pa.Table, epoch: int) -> bool:
+    def write(self, table: pa.Table, epoch: int | Marks) -> bool:
         """Write ``table`` as ``epoch``; return False when the epoch was already there."""
+
+    def marks(self, epoch: int | Marks) -> dict[str, int]:
+        """``epoch`` as marks: a plain number is the pipeline's own stream."""
+        if isinstance(epoch, int):
+            return {self.context.pipeline: epoch}
+        if not epoch:
+            raise ValueError("a write needs at least one epoch mark")
+        return dict(epoch)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -8,7 +8,8 @@ duplicates from its own retries) and ``write`` returns only once the broker ackn
 every record, so a checkpoint never runs ahead of Kafka. If the process dies after the
 records were acknowledged but before the checkpoint, the replayed epoch produces them
 again. Every record therefore carries deterministic headers ``sluice-pipeline``,
-``sluice-epoch`` and ``sluice-row`` (row index within the epoch) and a deterministic key,
+``sluice-epoch`` (the epoch; ``stream=epoch,...`` for a partitioned pipeline) and
+``sluice-row`` (row index within the epoch) and a deterministic key,
 so downstream consumers drop repeats by ``(pipeline, epoch, row)``. Exactly-once holds
 for the lake and the warehouse (checkpoints + idempotent sinks), not through Kafka.
 """
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sluice.config.models import SinkConfig
 from sluice.core.errors import ConfigError, TransientSinkError
-from sluice.sinks.base import Sink, SinkContext
+from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.sources.kafka_common import (
     DEFAULT_BOOTSTRAP,
     FLUSH_TIMEOUT_S,
@@ -85,7 +86,7 @@ class KafkaSink(Sink):
         settings = producer_config(self.options.bootstrap_servers, self.options.producer)
         settings.update({"delivery.report.only.error": True, "on_delivery": self._on_delivery})
         self._producer = self._kafka.Producer(settings)
-        self._last_epoch = -1
+        self._last_epochs: dict[str, int] = {}
 
     @property
     def sink_id(self) -> str:
@@ -95,20 +96,21 @@ class KafkaSink(Sink):
     def _on_delivery(self, error: Any, _message: Any) -> None:
         self._failures.append(error.str())
 
-    def write(self, table: pa.Table, epoch: int) -> bool:
+    def write(self, table: pa.Table, epoch: int | Marks) -> bool:
         """Produce ``table`` as ``epoch`` and wait for the broker's acknowledgement."""
-        if epoch <= self._last_epoch:
+        marks = self.marks(epoch)
+        if any(e <= self._last_epochs.get(s, -1) for s, e in marks.items()):
             return False
         values = rows_to_json(table).to_pylist()
         keys = self._keys(table)
         self._failures = []
-        self._produce_all(values, keys, epoch)
+        self._produce_all(values, keys, epoch_label(marks, self.context.pipeline))
         if self._producer.flush(FLUSH_TIMEOUT_S) or self._failures:
             detail = self._failures[0] if self._failures else "not acknowledged in time"
             raise TransientSinkError(
                 f"producing to Kafka topic {self.options.topic!r} failed: {detail}"
             )
-        self._last_epoch = epoch
+        self._last_epochs.update(marks)
         return True
 
     def _keys(self, table: pa.Table) -> list[str | None]:
@@ -124,10 +126,10 @@ class KafkaSink(Sink):
         keys: list[str | None] = pc.cast(table.column(key), pa.string()).to_pylist()
         return keys
 
-    def _produce_all(self, values: list[str], keys: list[str | None], epoch: int) -> None:
+    def _produce_all(self, values: list[str], keys: list[str | None], epoch: str) -> None:
         """Queue every record (the one per-record loop: the client API is per record)."""
         pipeline = self.context.pipeline.encode()
-        epoch_header = str(epoch).encode()
+        epoch_header = epoch.encode()
         produce, topic = self._producer.produce, self.options.topic
         for row, (value, key) in enumerate(zip(values, keys, strict=True)):
             headers = [
@@ -151,3 +153,10 @@ class KafkaSink(Sink):
             log.warning(
                 "%d records to %s were not delivered before close", remaining, self.options.topic
             )
+
+
+def epoch_label(marks: dict[str, int], pipeline: str) -> str:
+    """The ``sluice-epoch`` header: the epoch number, or ``stream=epoch,...`` for tasks."""
+    if list(marks) == [pipeline]:
+        return str(marks[pipeline])
+    return ",".join(f"{stream}={epoch}" for stream, epoch in sorted(marks.items()))

@@ -1,7 +1,8 @@
 """The ``lake`` sink: appends each epoch to a Delta table, exactly once per epoch.
 
-Idempotency uses Delta app transactions: every commit records the transaction
-``(app_id="sluice:{pipeline}:{table}", version=epoch)`` atomically with the data, so an
+Idempotency uses Delta app transactions: every commit records, for each of its marks, the
+transaction ``(app_id="sluice:{stream}:{table}", version=epoch)`` atomically with the data
+(``stream`` is the pipeline, or ``pipeline#topic/partition`` for a partition task), so an
 epoch the table already holds (or any earlier one) is skipped on replay.
 
 Options (beside ``type`` and ``table``):
@@ -25,7 +26,7 @@ import pyarrow.compute as pc
 
 from sluice.config.models import SinkConfig
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
-from sluice.sinks.base import Sink, SinkContext
+from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.storage.lake_tables import open_delta, storage_options
 
 if TYPE_CHECKING:
@@ -79,23 +80,34 @@ class LakeSink(Sink):
             raise ConfigError("a lake sink needs a table name", key="table")
         self.table_name = config.table
         self.uri = context.settings.lake_path(config.table)
-        self.app_id = f"sluice:{context.pipeline}:{config.table}"
+        self.app_id = self.app_id_of(context.pipeline)
         options = config.options
         self._partition_option = (
             parse_partition_by(options["partition_by"]) if "partition_by" in options else None
         )
         self._delta: DeltaTable | None = None
 
-    def write(self, table: pa.Table, epoch: int) -> bool:
+    def app_id_of(self, stream: str) -> str:
+        """The Delta app-transaction id of ``stream``'s writes to this table."""
+        return f"sluice:{stream}:{self.table_name}"
+
+    def write(self, table: pa.Table, epoch: int | Marks) -> bool:
         """Append ``table`` as ``epoch`` in one Delta commit; False if already written."""
+        marks = self.marks(epoch)
         if table.num_rows == 0:
             return True
         delta = self._refresh()
-        if delta is not None and (delta.transaction_version(self.app_id) or -1) >= epoch:
+        if delta is not None and self._holds_any(delta, marks):
             return False
         data, partitions = self._prepare(lake_ready(table), delta)
-        self._commit(data, partitions, epoch, delta)
+        self._commit(data, partitions, marks, delta)
         return True
+
+    def _holds_any(self, delta: DeltaTable, marks: dict[str, int]) -> bool:
+        return any(
+            (delta.transaction_version(self.app_id_of(stream)) or -1) >= epoch
+            for stream, epoch in marks.items()
+        )
 
     def last_epoch(self) -> int | None:
         """The last epoch this pipeline committed to the table (None if none)."""
@@ -135,7 +147,11 @@ class LakeSink(Sink):
         return table, partitions
 
     def _commit(
-        self, data: pa.Table, partitions: list[str], epoch: int, delta: DeltaTable | None
+        self,
+        data: pa.Table,
+        partitions: list[str],
+        marks: dict[str, int],
+        delta: DeltaTable | None,
     ) -> None:
         from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
@@ -149,7 +165,10 @@ class LakeSink(Sink):
                 partition_by=partitions or None,
                 storage_options=storage_options(self.uri) if delta is None else None,
                 commit_properties=CommitProperties(
-                    app_transactions=[Transaction(self.app_id, epoch)]
+                    app_transactions=[
+                        Transaction(self.app_id_of(stream), epoch)
+                        for stream, epoch in sorted(marks.items())
+                    ]
                 ),
             )
         except (CommitFailedError, OSError) as exc:
@@ -162,7 +181,9 @@ class LakeSink(Sink):
             self._delta = open_delta(self.uri)
 
 
-def write_lake_table(context: SinkContext, table_name: str, table: pa.Table, epoch: int) -> bool:
+def write_lake_table(
+    context: SinkContext, table_name: str, table: pa.Table, epoch: int | Marks
+) -> bool:
     """Write a side output or dead-letter batch to the lake table ``table_name`` (one-shot)."""
     sink = LakeSink(SinkConfig(type="lake", table=table_name), context)
     try:

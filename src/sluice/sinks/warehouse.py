@@ -18,9 +18,11 @@ Where: the ``url`` option, else ``settings.warehouse_url`` (``SLUICE_WAREHOUSE_U
   ``COPY`` from S3 staging files is out of scope for now.
 
 Idempotency: the marker table ``_sluice_epochs(pipeline, sink_table, epoch, written_at)``
-is written in the transaction that inserts the rows; an epoch at or below the last marked
-one for ``(pipeline, table)`` is skipped. The table is created from the Arrow schema on
-first write; new columns are added with ``ALTER TABLE ... ADD COLUMN``.
+gets one row per mark (``pipeline`` holds the mark's stream: the pipeline, or
+``pipeline#topic/partition`` for a partition task) in the transaction that inserts the rows;
+a write whose mark is at or below the last marked epoch of its ``(stream, table)`` is
+skipped. The table is created from the Arrow schema on first write; new columns are added
+with ``ALTER TABLE ... ADD COLUMN``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import pyarrow as pa
 from sluice.config.models import SinkConfig
 from sluice.core.deps import require
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
-from sluice.sinks.base import Sink, SinkContext
+from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.sinks.lake import lake_ready
 
 MARKER_TABLE = "_sluice_epochs"
@@ -62,8 +64,8 @@ def duckdb_path(url: str) -> str:
 class WarehouseBackend(Protocol):
     """One database flavour: writes an epoch and its marker in one transaction."""
 
-    def write(self, pipeline: str, table: str, data: pa.Table, epoch: int) -> bool:
-        """Write ``data`` into ``table`` as ``epoch``; False if already written."""
+    def write(self, marks: dict[str, int], table: str, data: pa.Table) -> bool:
+        """Write ``data`` into ``table`` under ``marks``; False if already written."""
         ...
 
     def close(self) -> None:
@@ -91,11 +93,12 @@ class WarehouseSink(Sink):
                 lock_wait=float(options.get("lock_wait", LOCK_WAIT_SECONDS)),
             )
 
-    def write(self, table: pa.Table, epoch: int) -> bool:
+    def write(self, table: pa.Table, epoch: int | Marks) -> bool:
         """Insert ``table`` as ``epoch`` with its marker; False if already written."""
+        marks = self.marks(epoch)
         if table.num_rows == 0:
             return True
-        return self.backend.write(self.context.pipeline, self.table_name, lake_ready(table), epoch)
+        return self.backend.write(marks, self.table_name, lake_ready(table))
 
     def close(self) -> None:
         """Close the database connection."""
@@ -146,13 +149,13 @@ class DuckDBWarehouse:
         self.lock_wait = lock_wait
         self._con: duckdb.DuckDBPyConnection | None = None
 
-    def write(self, pipeline: str, table: str, data: pa.Table, epoch: int) -> bool:
-        """Insert the rows and the marker in one DuckDB transaction."""
+    def write(self, marks: dict[str, int], table: str, data: pa.Table) -> bool:
+        """Insert the rows and the markers in one DuckDB transaction."""
         con = self._connect()
         try:
             con.execute("BEGIN TRANSACTION")
             try:
-                written = self._write_in_transaction(con, pipeline, table, data, epoch)
+                written = self._write_in_transaction(con, marks, table, data)
                 con.execute("COMMIT" if written else "ROLLBACK")
             except BaseException:
                 _quietly(con, "ROLLBACK")
@@ -199,18 +202,22 @@ class DuckDBWarehouse:
         con.close()
 
     def _write_in_transaction(
-        self, con: duckdb.DuckDBPyConnection, pipeline: str, table: str, data: pa.Table, epoch: int
+        self, con: duckdb.DuckDBPyConnection, marks: dict[str, int], table: str, data: pa.Table
     ) -> bool:
-        rows = con.execute(
-            f"SELECT max(epoch) FROM {MARKER_TABLE} WHERE pipeline = ? AND sink_table = ?",
-            [pipeline, table],
-        ).fetchall()
-        if rows[0][0] is not None and rows[0][0] >= epoch:
-            return False
+        for stream, epoch in marks.items():
+            rows = con.execute(
+                f"SELECT max(epoch) FROM {MARKER_TABLE} WHERE pipeline = ? AND sink_table = ?",
+                [stream, table],
+            ).fetchall()
+            if rows[0][0] is not None and rows[0][0] >= epoch:
+                return False
         con.register(BATCH_VIEW, data)
         self._ensure_columns(con, table)
         con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM {BATCH_VIEW}")
-        con.execute(f"INSERT INTO {MARKER_TABLE} VALUES (?, ?, ?, now())", [pipeline, table, epoch])
+        con.executemany(
+            f"INSERT INTO {MARKER_TABLE} VALUES (?, ?, ?, now())",
+            [[stream, table, epoch] for stream, epoch in sorted(marks.items())],
+        )
         return True
 
     def _ensure_columns(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -313,20 +320,20 @@ class PostgresWarehouse:
         self.schema = schema
         self._conn: Any = None
 
-    def write(self, pipeline: str, table: str, data: pa.Table, epoch: int) -> bool:
-        """Insert rows (COPY) and the marker in one transaction."""
+    def write(self, marks: dict[str, int], table: str, data: pa.Table) -> bool:
+        """Insert rows (COPY) and the markers in one transaction."""
         psycopg = require("psycopg", "postgres", "the PostgreSQL warehouse")
         conn = self._connect(psycopg)
         try:
             with conn.transaction(), conn.cursor() as cur:
-                if self._last_epoch(cur, pipeline, table) >= epoch:
+                if any(self._last_epoch(cur, s, table) >= e for s, e in marks.items()):
                     return False
                 self._ensure_columns(cur, table, data.schema)
                 self._load(cur, table, data)
-                cur.execute(
+                cur.executemany(
                     f"INSERT INTO {self._name(MARKER_TABLE)} "
                     "(pipeline, sink_table, epoch) VALUES (%s, %s, %s)",
-                    (pipeline, table, epoch),
+                    [(stream, table, epoch) for stream, epoch in sorted(marks.items())],
                 )
             return True
         except psycopg.Error as exc:

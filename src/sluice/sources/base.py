@@ -85,8 +85,12 @@ class Source(ABC):
         return {}
 
 
+def source_class(config: SourceConfig) -> type[Source]:
+    """The class of the source named by ``config.type``."""
+    cls: type[Source] = load_plugin("sources", config.type, BUILTIN_SOURCES)
+    return cls
+
+
 def create_source(config: SourceConfig, context: SourceContext) -> Source:
     """Instantiate the source named by ``config.type``."""
-    cls = load_plugin("sources", config.type, BUILTIN_SOURCES)
-    source: Source = cls(config, context)
-    return source
+    return source_class(config)(config, context)

@@ -11,8 +11,11 @@ A position is ``{"offsets": {"topic/partition": next offset}}`` for the partitio
 member holds. On assignment each partition starts at the checkpoint's offset when it has
 one, else at the group's committed offset, else at the earliest record. Rebalancing is
 cooperative (incremental); ``set_rebalance_listener`` lets the runner checkpoint before
-partitions go away. ``exhausted`` is time based (no records for ``idle_timeout`` seconds),
-because some brokers (tansu) report wrong watermarks.
+partitions go away, and ``set_offset_lookup`` lets it supply a start offset per partition
+from its per-partition checkpoints when partitions arrive. Every batch has the bookkeeping
+columns ``__task`` (``topic/partition``) and ``__offset``; ``split`` cuts a batch into one
+batch per partition for the partitioned runner. ``exhausted`` is time based (no records for
+``idle_timeout`` seconds), because some brokers (tansu) report wrong watermarks.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ log = logging.getLogger("sluice.sources.kafka")
 
 IncludeName = Literal["key", "headers", "topic", "partition", "offset", "timestamp"]
 RebalanceHandler = Callable[[list[str]], None]
+OffsetLookup = Callable[[list[str]], dict[str, int]]
+TASK_COLUMN = "__task"
+OFFSET_COLUMN = "__offset"
 MAX_CONSUME = 1_000_000  # librdkafka's upper bound for one consume() call
 ERROR_HISTORY = 100
 JOIN_GRACE_S = 30.0  # extra idle time allowed for joining the group
@@ -110,6 +116,8 @@ def split_key(key: str) -> tuple[str, int]:
 class KafkaSource(Source):
     """Consumes topics as a consumer-group member; offsets follow the pipeline checkpoint."""
 
+    partitioned = True  # run as one task per partition (runners/partitioned.py)
+
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
         self.options = parse_options(config)
@@ -125,6 +133,7 @@ class KafkaSource(Source):
         self._newly_assigned: list[str] = []
         self._on_revoke: RebalanceHandler | None = None
         self._on_assign: RebalanceHandler | None = None
+        self._offset_lookup: OffsetLookup | None = None
         self._last_activity = time.monotonic()
         self._ever_assigned = False
         self.errors: list[str] = []
@@ -170,6 +179,10 @@ class KafkaSource(Source):
         """Call ``on_revoke(keys)`` before partitions go and ``on_assign(keys)`` after."""
         self._on_revoke, self._on_assign = on_revoke, on_assign
 
+    def set_offset_lookup(self, lookup: OffsetLookup) -> None:
+        """Ask ``lookup(keys)`` for the start offsets of partitions as they are assigned."""
+        self._offset_lookup = lookup
+
     def assigned_partitions(self) -> list[str]:
         """Partitions (``topic/partition``) this member holds now."""
         return sorted(self._assigned)
@@ -186,6 +199,8 @@ class KafkaSource(Source):
 
     def _assign_cb(self, consumer: Any, partitions: list[Any]) -> None:
         keys = [partition_key(tp.topic, tp.partition) for tp in partitions]
+        if self._offset_lookup is not None and keys:
+            self._checkpoint.update(self._offset_lookup(keys))
         for tp, key in zip(partitions, keys, strict=True):
             if key in self._checkpoint:
                 tp.offset = self._checkpoint[key]
@@ -252,11 +267,38 @@ class KafkaSource(Source):
         columns = MessageColumns.of(messages, self._single_topic)
         self._advance(columns)
         table = build_table(columns, self.format, self.options.columns, self.options.include)
+        table = table.append_column(TASK_COLUMN, columns.task_keys()).append_column(
+            OFFSET_COLUMN, pa.array(columns.offsets)
+        )
         return SourceBatch(
             data=table,
             raw_format="json" if self.format == "json" else "csv",
             position=self.position,
         )
+
+    def split(self, batch: SourceBatch) -> dict[str, tuple[SourceBatch, pa.Array]]:
+        """One batch per partition (position: that partition's) and its records' offsets."""
+        data = batch.data
+        if TASK_COLUMN not in data.column_names or data.num_rows == 0:
+            return {}
+        encoded = pc.dictionary_encode(data.column(TASK_COLUMN)).combine_chunks()
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+        rest = data.drop_columns([TASK_COLUMN])
+        ends = _offsets_of(batch.position)
+        out: dict[str, tuple[SourceBatch, pa.Array]] = {}
+        for code, key in enumerate(encoded.dictionary.to_pylist()):
+            part = rest.take(pa.array(order[bounds[code] : bounds[code + 1]]))
+            offsets = part.column(OFFSET_COLUMN).combine_chunks()
+            end = ends.get(key, int(pc.max(offsets).as_py()) + 1)
+            out[key] = (
+                SourceBatch(
+                    part.drop_columns([OFFSET_COLUMN]), batch.raw_format, {"offsets": {key: end}}
+                ),
+                offsets,
+            )
+        return out
 
     @property
     def _single_topic(self) -> str | None:
@@ -402,6 +444,19 @@ class MessageColumns:
             topics,
             topic,
         )
+
+    def task_keys(self) -> pa.Array:
+        """``topic/partition`` of every message."""
+        if self.topics is None:
+            unique, codes = np.unique(self.partitions, return_inverse=True)
+            names = [partition_key(str(self.topic), int(p)) for p in unique]
+        else:
+            encoded = self.topics.dictionary_encode()
+            topic_names = encoded.dictionary.to_pylist()
+            pairs = (encoded.indices.to_numpy().astype(np.int64) << 32) | self.partitions
+            unique, codes = np.unique(pairs, return_inverse=True)
+            names = [partition_key(topic_names[int(u) >> 32], int(u) & 0xFFFFFFFF) for u in unique]
+        return pa.array(names, pa.string()).take(pa.array(codes.astype(np.int32)))
 
     def topic_column(self) -> pa.Array:
         """The topic of every message."""

@@ -60,6 +60,42 @@ class Checkpoint:
     updated_at: datetime | None = None
 
 
+@dataclass
+class StreamCommit:
+    """One stream's part of a checkpoint commit."""
+
+    stream: str
+    epoch: int
+    position: dict[str, Any]
+    states: dict[str, bytes | None]
+
+
+def _commit_stream(conn: Connection, item: StreamCommit, now: datetime) -> None:
+    values = {
+        "epoch": item.epoch,
+        "position": json.dumps(item.position),
+        "planned_epoch": None,
+        "planned_position": None,
+        "updated_at": now,
+    }
+    if not conn.execute(
+        update(checkpoints).where(checkpoints.c.pipeline == item.stream).values(**values)
+    ).rowcount:
+        conn.execute(insert(checkpoints).values(pipeline=item.stream, **values))
+    for name, blob in item.states.items():
+        conn.execute(
+            delete(operator_state).where(
+                (operator_state.c.pipeline == item.stream) & (operator_state.c.operator == name)
+            )
+        )
+        if blob is not None:
+            conn.execute(
+                insert(operator_state).values(
+                    pipeline=item.stream, operator=name, epoch=item.epoch, data=blob
+                )
+            )
+
+
 class CheckpointStore:
     """Reads and commits checkpoints atomically in the metadata database."""
 
@@ -92,24 +128,25 @@ class CheckpointStore:
 
     def plan(self, pipeline: str, epoch: int, position: dict[str, Any]) -> None:
         """Record that ``epoch`` will end at ``position`` before any sink is written."""
+        self.plan_many({pipeline: (epoch, position)})
+
+    def plan_many(self, plans: dict[str, tuple[int, dict[str, Any]]]) -> None:
+        """``plan`` for several streams (partition tasks) in one transaction."""
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            done = conn.execute(
-                update(checkpoints)
-                .where(checkpoints.c.pipeline == pipeline)
-                .values(planned_epoch=epoch, planned_position=json.dumps(position), updated_at=now)
-            ).rowcount
-            if not done:
-                conn.execute(
-                    insert(checkpoints).values(
-                        pipeline=pipeline,
-                        epoch=0,
-                        position="null",
-                        planned_epoch=epoch,
-                        planned_position=json.dumps(position),
-                        updated_at=now,
+            for stream, (epoch, position) in sorted(plans.items()):
+                planned = {"planned_epoch": epoch, "planned_position": json.dumps(position)}
+                done = conn.execute(
+                    update(checkpoints)
+                    .where(checkpoints.c.pipeline == stream)
+                    .values(**planned, updated_at=now)
+                ).rowcount
+                if not done:
+                    conn.execute(
+                        insert(checkpoints).values(
+                            pipeline=stream, epoch=0, position="null", updated_at=now, **planned
+                        )
                     )
-                )
 
     def commit(
         self,
@@ -120,40 +157,50 @@ class CheckpointStore:
         writers: list[Writer] | None = None,
     ) -> None:
         """Commit ``epoch``: position, operator states and extra rows in one transaction."""
+        self.commit_many([StreamCommit(pipeline, epoch, position, states)], writers)
+
+    def commit_many(self, commits: list[StreamCommit], writers: list[Writer] | None = None) -> None:
+        """``commit`` for several streams (partition tasks) in one transaction."""
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            values = {
-                "epoch": epoch,
-                "position": json.dumps(position),
-                "planned_epoch": None,
-                "planned_position": None,
-                "updated_at": now,
-            }
-            if not conn.execute(
-                update(checkpoints).where(checkpoints.c.pipeline == pipeline).values(**values)
-            ).rowcount:
-                conn.execute(insert(checkpoints).values(pipeline=pipeline, **values))
-            for name, blob in states.items():
-                conn.execute(
-                    delete(operator_state).where(
-                        (operator_state.c.pipeline == pipeline)
-                        & (operator_state.c.operator == name)
-                    )
-                )
-                if blob is not None:
-                    conn.execute(
-                        insert(operator_state).values(
-                            pipeline=pipeline, operator=name, epoch=epoch, data=blob
-                        )
-                    )
+            for item in commits:
+                _commit_stream(conn, item, now)
             for write in writers or []:
                 write(conn)
 
     def reset(self, pipeline: str) -> None:
-        """Forget a pipeline's checkpoint and state (it starts from the beginning)."""
+        """Forget a pipeline's checkpoint and state, its partition tasks' too."""
+        tasks = pipeline.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%"
         with self.engine.begin() as conn:
-            conn.execute(delete(checkpoints).where(checkpoints.c.pipeline == pipeline))
-            conn.execute(delete(operator_state).where(operator_state.c.pipeline == pipeline))
+            for table in (checkpoints, operator_state):
+                conn.execute(
+                    delete(table).where(
+                        (table.c.pipeline == pipeline) | table.c.pipeline.like(tasks, escape="\\")
+                    )
+                )
+
+    def tasks(self, pipeline: str) -> list[dict[str, Any]]:
+        """The partition tasks' checkpoints of ``pipeline`` (stream, epoch, position, time)."""
+        prefix = pipeline + "#"
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    checkpoints.c.pipeline,
+                    checkpoints.c.epoch,
+                    checkpoints.c.position,
+                    checkpoints.c.updated_at,
+                ).where(checkpoints.c.pipeline > prefix, checkpoints.c.pipeline < pipeline + "$")
+            ).all()
+        return [
+            {
+                "task": r.pipeline.removeprefix(prefix),
+                "epoch": r.epoch,
+                "position": json.loads(r.position),
+                "updated_at": r.updated_at,
+            }
+            for r in rows
+            if r.pipeline.startswith(prefix)
+        ]
 
     def all(self) -> list[dict[str, Any]]:
         """Every pipeline's last checkpoint (for status pages)."""
