@@ -141,3 +141,15 @@ def test_killed_replica_hands_its_partitions_over(kafka_broker: str, tmp_path: P
     expected = _windows(single_home)
     assert expected.num_rows > 0
     assert _windows(home).equals(expected)
+
+    status = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "pipelines", "status", str(pipeline)],
+        env={**os.environ, "SLUICE_HOME": str(home), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "replicated" in status
+    for partition in range(PARTITIONS):
+        assert f"{topic}/{partition}" in status

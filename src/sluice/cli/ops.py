@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from sluice.cli.common import FormatOpt, console, fail, settings
 from sluice.core.errors import SluiceError
+
+if TYPE_CHECKING:
+    from sluice.storage.checkpoints import CheckpointStore
 
 app = typer.Typer()
 actions_app = typer.Typer(no_args_is_help=True, help="Action deliveries: audit, retry, approve.")
@@ -136,10 +139,10 @@ def pipelines_status(
         )
     console.print(view)
     if pipeline is not None:
-        _print_kafka_lag(pipeline)
+        _print_kafka_lag(pipeline, CheckpointStore(engine))
 
 
-def _print_kafka_lag(path: Path) -> None:
+def _print_kafka_lag(path: Path, store: CheckpointStore) -> None:
     from sluice.config.loader import load_pipeline
     from sluice.sources.kafka_common import consumer_lag
 
@@ -156,9 +159,25 @@ def _print_kafka_lag(path: Path) -> None:
         )
     except SluiceError as exc:
         fail(exc)
-    view = Table("partition", "lag (records)", header_style="bold")
-    for part, value in sorted(lag.items()):
-        view.add_row(part, f"{value:,}")
+    tasks = {t["task"]: t for t in store.tasks(p.name)}
+    view = Table(
+        "partition",
+        "epoch",
+        "checkpoint offset",
+        "lag (records)",
+        "checkpoint at",
+        header_style="bold",
+    )
+    for part in sorted(set(lag) | set(tasks)):
+        task = tasks.get(part, {})
+        offset = (task.get("position") or {}).get("offsets", {}).get(part)
+        view.add_row(
+            part,
+            str(task.get("epoch", "")),
+            "" if offset is None else f"{offset:,}",
+            f"{lag[part]:,}" if part in lag else "",
+            str(task.get("updated_at", "")),
+        )
     console.print(view)
 
 

@@ -203,9 +203,23 @@ class CheckpointStore:
         ]
 
     def all(self) -> list[dict[str, Any]]:
-        """Every pipeline's last checkpoint (for status pages)."""
+        """Every pipeline's last checkpoint (for status pages).
+
+        A partitioned pipeline's tasks fold into one entry: ``epoch`` is the sum of their
+        epochs, ``updated_at`` the latest, ``partitions`` how many there are.
+        """
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(checkpoints.c.pipeline, checkpoints.c.epoch, checkpoints.c.updated_at)
             ).all()
-        return [dict(r._mapping) for r in rows]
+        folded: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            name, _, task = row.pipeline.partition("#")
+            entry = folded.setdefault(
+                name, {"pipeline": name, "epoch": 0, "updated_at": None, "partitions": 0}
+            )
+            entry["epoch"] += row.epoch
+            entry["partitions"] += 1 if task else 0
+            if entry["updated_at"] is None or row.updated_at > entry["updated_at"]:
+                entry["updated_at"] = row.updated_at
+        return sorted(folded.values(), key=lambda e: e["pipeline"])
