@@ -1,11 +1,12 @@
-"""``SluiceOperator`` for Airflow DAG files: runs one task of a Sluice job.
+"""``SluiceOperator`` for Apache Airflow 3 DAG files: runs one task of a Sluice job.
 
 ``import sluice.airflow`` works without Airflow; the operator class is built on first
-access (``from sluice.airflow import SluiceOperator``), on Airflow 3 (``airflow.sdk``)
-or 2.10+ (``airflow.models``). By default the task runs in a subprocess
+access (``from sluice.airflow import SluiceOperator``) on ``airflow.sdk.BaseOperator``, so
+Sluice and Airflow 3.x share one environment (Airflow 2 pins SQLAlchemy < 2, which Sluice
+cannot use). By default the task runs in a subprocess of that environment's Python
 (``python -m sluice.cli jobs run-task JOB TASK --jobs FILE --start ... --end ...``, i.e.
 ``sluice jobs run-task``) so a crash cannot take the Airflow worker down;
-``in_process=True`` calls the Python API.
+``in_process=True`` calls the Python API. The data interval is the DAG run's.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ def _base_operator() -> type:
     try:
         from airflow.sdk import BaseOperator
     except ImportError:
-        try:
-            from airflow.models import BaseOperator
-        except ImportError:
-            raise MissingDependencyError("apache-airflow", "airflow", "SluiceOperator") from None
+        raise MissingDependencyError("apache-airflow>=3", "airflow", "SluiceOperator") from None
     return BaseOperator
 
 

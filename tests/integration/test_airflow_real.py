@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 
 from sluice.core.settings import Settings
 from sluice.orchestration.airflow_export import export_dags
+from sluice.orchestration.scheduler import latest_interval
 from sluice.orchestration.spec import load_jobs
 from sluice.sinks.base import SinkContext
 from sluice.sinks.lake import write_lake_table
@@ -33,6 +35,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 REPO = Path(__file__).resolve().parents[2]
 VENV_SCRIPT = REPO / "scripts" / "airflow_venv.sh"
 DAY = "2026-01-02"
+FIRED = f"{DAY}T02:00:00+00:00"  # a fire time of daily-load (03:00 in Paris)
 ROWS = 50
 
 JOBS = """
@@ -40,6 +43,7 @@ jobs:
   - name: daily-load
     schedule: {{cron: "0 3 * * *", timezone: Europe/Paris}}
     start_date: 2026-01-01T00:00:00Z
+    allow_shell: true
     retries: 2
     retry_delay: 1s
     timeout: 5m
@@ -49,6 +53,12 @@ jobs:
           depends_on: [check]}}
       - {{name: count, type: sql, sql: "SELECT count(*) AS n FROM events",
           depends_on: [to_parquet], retries: 0}}
+      - name: interval
+        type: shell
+        command: >-
+          echo {{{{ ds }}}} {{{{ data_interval_start }}}} {{{{ data_interval_end }}}}
+          > {out}/interval.txt
+        depends_on: [count]
   - name: strict-check
     schedule: {{every: 1h}}
     tasks:
@@ -60,15 +70,16 @@ PROBE = """
 import json, sys
 try:
     from airflow.dag_processing.dagbag import DagBag
-except ImportError:  # Airflow 2
+except ImportError:  # Airflow 3.0
     from airflow.models.dagbag import DagBag
 
 bag = DagBag(dag_folder=sys.argv[1])
 out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
 for dag_id, dag in bag.dags.items():
-    table = dag.timetable  # Airflow 3 SDK timetables; Airflow 2 keeps these as _expression/_delta
+    table = dag.timetable  # SDK timetables have expression/delta; core ones _expression/_delta
     every = getattr(table, "delta", None) or getattr(table, "_delta", None)
     out["dags"][dag_id] = {
+        "timetable": type(table).__name__,
         "schedule": getattr(table, "expression", None) or getattr(table, "_expression", None)
         or every.total_seconds(),
         "timezone": str(dag.timezone),
@@ -120,10 +131,10 @@ class RealAirflow:
         assert lines, done.stdout + done.stderr
         return json.loads(lines[-1])
 
-    def task_states(self, dag_id: str) -> dict[str, str]:
-        """Task id → state of the only run of ``dag_id``, checked to be for ``DAY``."""
+    def task_states(self, dag_id: str, logical_date: str = DAY) -> dict[str, str]:
+        """Task id → state of the only run of ``dag_id``, checked to be for ``logical_date``."""
         (run,) = self.json("dags", "list-runs", dag_id)
-        assert run["logical_date"].startswith(DAY)
+        assert run["logical_date"].startswith(logical_date[:19])
         states = self.json("tasks", "states-for-dag-run", dag_id, run["run_id"])
         return {row["task_id"]: row["state"] for row in states} | {"<run>": run["state"]}
 
@@ -220,7 +231,8 @@ def test_schedule_retries_and_dependencies_map_one_to_one(airflow: RealAirflow) 
     found = json.loads(result.read_text())
     assert found["import_errors"] == {}
     daily = found["dags"]["sluice_daily_load"]
-    assert (daily["schedule"], daily["timezone"], daily["catchup"]) == (
+    assert (daily["timetable"], daily["schedule"], daily["timezone"], daily["catchup"]) == (
+        "CronDataIntervalTimetable",
         "0 3 * * *",
         "Europe/Paris",
         False,
@@ -238,21 +250,35 @@ def test_schedule_retries_and_dependencies_map_one_to_one(airflow: RealAirflow) 
     assert tasks["to_parquet"]["upstream"] == ["check"]
     assert (tasks["count"]["upstream"], tasks["count"]["retries"]) == (["to_parquet"], 0)
     strict = found["dags"]["sluice_strict_check"]
-    assert (strict["schedule"], strict["tasks"]["too_many"]["retries"]) == (3600.0, 0)
+    assert (strict["timetable"], strict["schedule"]) == ("DeltaDataIntervalTimetable", 3600.0)
+    assert strict["tasks"]["too_many"]["retries"] == 0
 
 
 def test_dags_test_runs_the_sluice_tasks(airflow: RealAirflow) -> None:
-    done = airflow.run("dags", "test", "sluice_daily_load", DAY)
+    done = airflow.run("dags", "test", "sluice_daily_load", FIRED)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
-    assert airflow.task_states("sluice_daily_load") == {
+    assert airflow.task_states("sluice_daily_load", FIRED) == {
         "check": "success",
         "to_parquet": "success",
         "count": "success",
+        "interval": "success",
         "<run>": "success",
     }
+    # The tasks got the interval Sluice's own scheduler would run at that moment: the day
+    # that ended at the 03:00 (Paris) fire time, not a zero-length interval at it.
+    spec = load_jobs(airflow.tmp / "jobs.yaml").job("daily-load").schedule_spec
+    assert spec is not None
+    start, end = latest_interval(spec, datetime.fromisoformat(FIRED))
+    assert (start.isoformat(), end.isoformat()) == (
+        "2026-01-01T02:00:00+00:00",
+        "2026-01-02T02:00:00+00:00",
+    )
+    ds = start.date().isoformat()
+    interval = (airflow.out / "interval.txt").read_text().split()
+    assert interval == [ds, start.isoformat(), end.isoformat()]
     # The export task really ran, for the run's data interval ({{ ds }}).
-    assert [p.name for p in airflow.out.iterdir()] == [f"{DAY}.parquet"]
-    assert pq.read_table(airflow.out / f"{DAY}.parquet").num_rows == ROWS
+    assert sorted(p.name for p in airflow.out.iterdir()) == [f"{ds}.parquet", "interval.txt"]
+    assert pq.read_table(airflow.out / f"{ds}.parquet").num_rows == ROWS
     assert f"rows: {ROWS}" in done.stdout + done.stderr  # the quality check's own log line
 
 

@@ -1,7 +1,7 @@
 """``sluice airflow export``: generated DAG files compile and wire schedule/retries/deps 1:1.
 
 Airflow is not installed in the unit-test environment, so the import test is *structural*:
-a tiny fake ``airflow`` package (written to tmp_path and put on sys.path) records every DAG
+a tiny fake ``airflow.sdk`` (written to tmp_path and put on sys.path) records every DAG
 and operator the generated file builds. Loading the DAGs in a real Airflow is a separate,
 heavier test (own virtualenv) that this file does not cover.
 """
@@ -9,6 +9,7 @@ heavier test (own virtualenv) that this file does not cover.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import sluice.airflow
 from sluice.core.errors import MissingDependencyError
 from sluice.orchestration.airflow_export import export_dags
+from sluice.orchestration.scheduler import due_intervals
 from sluice.orchestration.spec import load_jobs
 
 JOBS = """
@@ -44,7 +46,7 @@ jobs:
     tasks: [{name: q, type: sql, sql: "SELECT 1", timeout: 30s}]
 """
 
-FAKE_AIRFLOW = """
+FAKE_SDK = """
 RECORDED = {"dags": [], "operators": []}
 _current = []
 
@@ -60,10 +62,6 @@ class DAG:
 
     def __exit__(self, *exc):
         _current.pop()
-"""
-
-FAKE_MODELS = """
-from airflow import RECORDED, _current
 
 
 class BaseOperator:
@@ -77,6 +75,16 @@ class BaseOperator:
     def __rshift__(self, other):
         self.downstream.append(other.task_id)
         return other
+
+
+class CronDataIntervalTimetable:
+    def __init__(self, cron, timezone):
+        self.cron, self.timezone = cron, timezone
+
+
+class DeltaDataIntervalTimetable:
+    def __init__(self, delta):
+        self.delta = delta
 """
 
 
@@ -90,13 +98,13 @@ def exported(tmp_path: Path) -> tuple[list[Path], Path]:
 @pytest.fixture
 def fake_airflow(tmp_path: Path):
     root = tmp_path / "fake"
-    (root / "airflow" / "models").mkdir(parents=True)
-    (root / "airflow" / "__init__.py").write_text(FAKE_AIRFLOW)
-    (root / "airflow" / "models" / "__init__.py").write_text(FAKE_MODELS)
+    (root / "airflow" / "sdk").mkdir(parents=True)
+    (root / "airflow" / "__init__.py").write_text("")
+    (root / "airflow" / "sdk" / "__init__.py").write_text(FAKE_SDK)
     sys.path.insert(0, str(root))
     sluice.airflow._cache.clear()
     try:
-        yield importlib.import_module("airflow")
+        yield importlib.import_module("airflow.sdk")
     finally:
         sys.path.remove(str(root))
         for name in [n for n in sys.modules if n == "airflow" or n.startswith("airflow.")]:
@@ -118,13 +126,12 @@ def test_exported_files_compile_and_map_the_job(exported: tuple[list[Path], Path
     for path in paths:
         compile(path.read_text(), str(path), "exec")
     text = paths[0].read_text()
-    assert "schedule='0 2 * * *'" in text
-    assert "'Europe/Paris'" in text
+    assert "CronDataIntervalTimetable('0 2 * * *', timezone='Europe/Paris')" in text
     assert '"retries": 3' in text and "timedelta(seconds=300)" in text
     assert "execution_timeout" in text
     assert repr(str(jobs_file.absolute())) in text
     assert "tasks['train'] >> tasks['promote']" in text
-    assert "schedule=timedelta(seconds=3600)" in paths[1].read_text()
+    assert "DeltaDataIntervalTimetable(timedelta(seconds=3600))" in paths[1].read_text()
 
 
 def test_exported_dag_builds_with_fake_airflow(exported, fake_airflow) -> None:
@@ -132,13 +139,17 @@ def test_exported_dag_builds_with_fake_airflow(exported, fake_airflow) -> None:
     module = _load(paths[0])
     (dag,) = fake_airflow.RECORDED["dags"]
     assert dag.kwargs["dag_id"] == "sluice_nightly_retrain"
-    assert dag.kwargs["schedule"] == "0 2 * * *"
+    schedule = dag.kwargs["schedule"]
+    assert type(schedule).__name__ == "CronDataIntervalTimetable"
+    assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "Europe/Paris")
     assert dag.kwargs["catchup"] is False
     assert dag.kwargs["default_args"]["retries"] == 3
     assert dag.kwargs["default_args"]["retry_delay"] == timedelta(minutes=5)
     assert dag.kwargs["default_args"]["execution_timeout"] == timedelta(hours=1)
     assert dag.kwargs["params"] == {"table": "events"}
-    assert module.START_DATE.utcoffset() == timedelta(hours=1)  # Paris in January
+    # start_date 00:00Z is 01:00 in Paris; the first 02:00 Paris run starts the first interval
+    assert module.START_DATE.utcoffset() == timedelta(hours=1)
+    assert module.START_DATE.astimezone(UTC) == datetime(2026, 1, 1, 1, tzinfo=UTC)
     ops = {op.task_id: op for op in fake_airflow.RECORDED["operators"]}
     assert set(ops) == {"train", "promote", "compact", "check"}
     assert all(op.dag is dag for op in ops.values())
@@ -177,6 +188,61 @@ jobs:
     failing.log = Log()
     with pytest.raises(RuntimeError, match="exit status"):
         failing.execute({"data_interval_start": start})
+
+
+def test_interval_schedules_start_where_sluice_starts(tmp_path: Path, fake_airflow) -> None:
+    jobs_file = tmp_path / "jobs.yaml"
+    jobs_file.write_text("""
+jobs:
+  - name: odd
+    schedule: {every: 11m}
+    start_date: 2026-01-01T00:00:00Z
+    catchup: true
+    tasks: [{name: q, type: sql, sql: "SELECT 1"}]
+""")
+    jobs = load_jobs(jobs_file)
+    (path,) = export_dags(jobs, tmp_path / "dags", jobs_file)
+    module = _load(path)
+    (dag,) = fake_airflow.RECORDED["dags"]
+    assert dag.kwargs["schedule"].delta == timedelta(minutes=11)
+    # Airflow counts `every` intervals from start_date, Sluice from the epoch: they agree
+    # once the start date is Sluice's first interval start.
+    job = jobs.job("odd")
+    first, second = due_intervals(job, datetime(2026, 1, 1, 0, 30, tzinfo=UTC), None)[:2]
+    assert module.START_DATE == first[0] != datetime(2026, 1, 1, tzinfo=UTC)
+    assert second[0] == module.START_DATE + dag.kwargs["schedule"].delta
+
+
+def test_empty_interval_becomes_the_jobs_latest_interval(tmp_path: Path, monkeypatch) -> None:
+    """A zero-length interval (Airflow's trigger timetables) runs Sluice's interval then."""
+    out = tmp_path / "ran.txt"
+    jobs_file = tmp_path / "jobs.yaml"
+    jobs_file.write_text(f"""
+jobs:
+  - name: j
+    schedule: {{cron: "0 2 * * *", timezone: Europe/Paris}}
+    allow_shell: true
+    tasks:
+      - name: t
+        type: shell
+        command: >-
+          echo {{{{ ds }}}} {{{{ data_interval_start }}}} {{{{ data_interval_end }}}} > {out}
+""")
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path / "home"))
+    fired = datetime(2026, 3, 4, 1, 0, 5, tzinfo=UTC)  # 02:00:05 in Paris
+    done = subprocess.run(
+        sluice.airflow.task_command("j", "t", str(jobs_file), fired, fired),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert out.read_text().split() == [
+        "2026-03-03",
+        "2026-03-03T01:00:00+00:00",
+        "2026-03-04T01:00:00+00:00",
+    ]
 
 
 def test_operator_without_airflow_names_the_extra() -> None:

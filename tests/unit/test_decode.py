@@ -289,3 +289,84 @@ def test_defaults_of_every_type() -> None:
             "meta": '{"k": [1]}',
         }
     ]
+
+
+def kafka_batch() -> pa.Table:
+    """A JSON batch shaped like the Kafka source's, with ``include`` metadata columns."""
+    return pa.table(
+        {
+            "_raw": ['{"device_id":"a","ts":"2024-01-01"}', "{oops", '{"device_id":"c","ts":1}'],
+            "_key": ["k1", "k2", None],
+            "_partition": pa.array([0, 2, 1], pa.int32()),
+            "_offset": pa.array([10, 11, 12], pa.int64()),
+            "_headers": pa.array([[("h", b"v")], [], None], pa.map_(pa.string(), pa.binary())),
+            "_kafka_ts": pa.array([1_000, 2_000, None], pa.timestamp("ms", tz="UTC")),
+            "__invalid_utf8": [False, False, False],
+            "__origin": ["t/0@10", "t/2@11", "t/1@12"],
+        }
+    )
+
+
+def test_source_metadata_columns_pass_through_when_not_declared() -> None:
+    batch = kafka_batch()
+    ctx = EpochContext("test", 1)
+    out = Decoder(TELEMETRY, "json").decode(batch, ctx)
+    metadata = ["_key", "_partition", "_offset", "_headers", "_kafka_ts"]
+    assert out.column_names == [*TELEMETRY, *metadata, "__origin"]
+    for name in metadata:  # their own types, untouched
+        assert out.schema.field(name).type == batch.schema.field(name).type
+    assert out.select([*metadata, "__origin"]).to_pylist() == [
+        {
+            "_key": "k1",
+            "_partition": 0,
+            "_offset": 10,
+            "_headers": [("h", b"v")],
+            "_kafka_ts": datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC),
+            "__origin": "t/0@10",
+        },
+        {
+            "_key": None,
+            "_partition": 1,
+            "_offset": 12,
+            "_headers": None,
+            "_kafka_ts": None,
+            "__origin": "t/1@12",
+        },
+    ]
+    assert dead(ctx) == [
+        {"reason": "malformed JSON", "raw": "{oops", "origin": "t/2@11", "stage": "decode"}
+    ]
+
+
+def test_declared_metadata_columns_come_from_the_column_and_are_cast() -> None:
+    fields = {
+        "device_id": FieldSpec(type="string"),
+        "_partition": FieldSpec(type="long", required=True),
+        "_key": FieldSpec(type="string"),
+    }
+    batch = kafka_batch().slice(0, 1)
+    batch = batch.set_column(
+        0, "_raw", pa.array(['{"device_id":"a","_partition":"not this","_key":"nor this"}'])
+    )
+    ctx = EpochContext("test", 1)
+    out = Decoder(fields, "json").decode(batch, ctx)
+    assert dead(ctx) == []
+    assert out.schema.field("_partition").type == pa.int64()
+    assert out.select(["device_id", "_partition", "_key", "_offset"]).to_pylist() == [
+        {"device_id": "a", "_partition": 0, "_key": "k1", "_offset": 10}
+    ]
+
+
+def test_raw_and_bookkeeping_columns_never_pass_through() -> None:
+    out, _ = decode_lines(['{"device_id":"a","ts":"2024-01-01"}'])
+    assert "_raw" not in out.column_names
+    batch = pa.table(
+        {
+            "device_id": ["a"],
+            "ts": ["2024-01-01"],
+            "extra": ["an undeclared CSV column"],
+            "__error": pa.array([None], pa.string()),
+        }
+    )
+    csv = Decoder(TELEMETRY, "csv").decode(batch, EpochContext("test", 1))
+    assert csv.column_names == list(TELEMETRY)

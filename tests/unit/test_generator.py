@@ -13,7 +13,7 @@ import pytest
 
 from sluice.config.models import SourceConfig
 from sluice.core.errors import ConfigError, SourceError
-from sluice.sources import synthetic
+from sluice.sources import synthetic, synthetic_text
 from sluice.sources.base import SourceBatch, SourceContext, create_source
 from sluice.sources.generator import GeneratorSource
 
@@ -141,21 +141,31 @@ def test_drift_label_starts_at_three_sigma() -> None:
 
 
 def test_tickets_have_every_label_and_are_deterministic() -> None:
-    table = synthetic.tickets(2_000, seed=1)
-    assert table.equals(synthetic.tickets(2_000, seed=1))
-    assert set(table.column("category").to_pylist()) == set(synthetic.CATEGORIES)
-    assert set(table.column("urgency").to_pylist()) == set(synthetic.URGENCIES)
+    table = synthetic_text.tickets(2_000, seed=1)
+    assert table.equals(synthetic_text.tickets(2_000, seed=1))
+    assert set(table.column("category").to_pylist()) == set(synthetic_text.CATEGORIES)
+    assert set(table.column("urgency").to_pylist()) == set(synthetic_text.URGENCIES)
     texts = table.column("text").to_pylist()
     assert len(set(texts)) > 1_900
     assert all(t and "{n}" not in t and "  " not in t for t in texts)
-    assert synthetic.tickets(50, seed=1, first=1_950).equals(table.slice(1_950))
+    assert synthetic_text.tickets(50, seed=1, first=1_950).equals(table.slice(1_950))
+
+
+def test_tickets_are_still_reachable_from_synthetic() -> None:
+    assert synthetic.tickets is synthetic_text.tickets
+    assert (synthetic.CATEGORIES, synthetic.URGENCIES) == (
+        synthetic_text.CATEGORIES,
+        synthetic_text.URGENCIES,
+    )
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        synthetic.nope  # noqa: B018
 
 
 def test_tickets_are_learnable_but_not_trivially() -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    data = synthetic.tickets(4_000, seed=2).to_pydict()
+    data = synthetic_text.tickets(4_000, seed=2).to_pydict()
     features = TfidfVectorizer(sublinear_tf=True).fit_transform(data["text"])
     model = LogisticRegression(max_iter=300).fit(features[:3_000], data["category"][:3_000])
     accuracy = np.mean(model.predict(features[3_000:]) == np.array(data["category"][3_000:]))
@@ -235,7 +245,7 @@ def test_tickets_source_and_labels_off(tmp_path: Path) -> None:
     source = _source(tmp_path, kind="tickets", events=100, seed=3, labels=False)
     source.open({"emitted": 40})
     table = _concat(_drain(source, 25))
-    expected = synthetic.tickets(60, seed=3, first=40).drop_columns(["category", "urgency"])
+    expected = synthetic_text.tickets(60, seed=3, first=40).drop_columns(["category", "urgency"])
     assert table.drop_columns(["__origin"]).equals(expected)
     telemetry = _source(tmp_path, events=10, labels=False)
     telemetry.open(None)

@@ -10,13 +10,14 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
 import pyarrow as pa
 import pytest
 
-from sluice.core.errors import NotFoundError, SourceError
+from sluice.core.errors import ConfigError, NotFoundError, SourceError
 from sluice.core.settings import Settings
 from sluice.storage.log import (
     EmbeddedLog,
@@ -232,3 +233,125 @@ def test_ingest_file_bad_line_is_named(tmp_path: Path) -> None:
 def test_ingest_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no such file"):
         ingest_file(Settings(home=tmp_path), "s", tmp_path / "missing.jsonl")
+
+
+# -- periodic retention ---------------------------------------------------------------------
+
+DAY_US = 86_400_000_000
+
+
+class FakeClock:
+    """Microseconds since the epoch, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_767_225_600_000_000  # 2026-01-01
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _pipeline_reading(home: Path, stream: str, name: str, offset: int) -> None:
+    """A pipeline's log source that checkpointed ``offset``: its consumer position."""
+    from sluice.config.models import SourceConfig
+    from sluice.sources.base import SourceContext, create_source
+
+    config = SourceConfig.model_validate({"type": "log", "stream": stream})
+    source = create_source(config, SourceContext(pipeline=name, home=str(home)))
+    source.open({"offset": offset})
+    source.commit({"offset": offset})
+
+
+def test_retention_never_deletes_what_a_pipeline_has_not_consumed(tmp_path: Path) -> None:
+    clock = FakeClock()
+    log = open_log(Settings(home=tmp_path).log_dir)
+    log.clock = clock
+    log.append("events", _events(10))
+    _pipeline_reading(tmp_path, "events", "slow", 4)
+    _pipeline_reading(tmp_path, "events", "fast", 9)
+    clock.now += 8 * DAY_US
+    log.append("events", _events(2, start=10))
+    result = log.apply_retention("events", max_age="7d")
+    assert (result.deleted, result.held, result.holders) == (4, 6, {"slow": 4, "fast": 9})
+    assert log.start_offset("events") == 4
+    _pipeline_reading(tmp_path, "events", "slow", 12)
+    result = log.apply_retention("events", max_age="7d")
+    assert (result.deleted, result.held, result.holders) == (5, 1, {"fast": 9})
+    assert log.forget_consumer("events", "fast") and not log.forget_consumer("events", "fast")
+    result = log.apply_retention("events", max_age="7d")
+    assert (result.deleted, result.held) == (1, 0)
+    assert log.read("events", 0, 100).column("_offset").to_pylist() == [10, 11]
+
+
+def test_retention_pass_trims_every_stream_and_warns_about_holders(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sluice.storage.log_retention import LogRetention, RetentionPolicy
+
+    clock, ticks = FakeClock(), [0.0]
+    log = EmbeddedLog(tmp_path, clock=clock)
+    log.append("a", [b"x" * 100] * 10)
+    log.append("b", [b"y" * 100] * 10)
+    log.commit_consumer("b", "stalled", 2)
+    retention = LogRetention(log, RetentionPolicy(max_age=None, max_bytes=300), lambda: ticks[0])
+    with caplog.at_level("WARNING", logger="sluice.log.retention"):
+        done = retention.run_once()
+    assert {s: (r.deleted, r.held) for s, r in done.items()} == {"a": (7, 0), "b": (2, 5)}
+    assert log.start_offset("a") == 7 and log.start_offset("b") == 2
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "stream 'b' keeps 5 records" in warning and "'stalled' (at offset 2)" in warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sluice.log.retention"):
+        retention.run_once()  # still held, but warned about less than an hour ago
+        assert caplog.records == []
+        ticks[0] += 3601
+        retention.run_once()
+    assert len(caplog.records) == 1
+
+
+def test_retention_thread_runs_until_stopped(tmp_path: Path) -> None:
+    from sluice.storage.log_retention import LogRetention, RetentionPolicy
+
+    clock = FakeClock()
+    log = EmbeddedLog(tmp_path, clock=clock)
+    log.append("s", _events(5))
+    clock.now += 2 * DAY_US
+    log.append("s", _events(1, start=5))
+    retention = LogRetention(log, RetentionPolicy(max_age=timedelta(days=1), check_every=0.01))
+    retention.start()
+    try:
+        deadline = time.monotonic() + 30
+        while log.start_offset("s") != 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.start_offset("s") == 5
+        clock.now += 2 * DAY_US  # later passes keep running: the newer record goes too
+        while log.start_offset("s") != 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.start_offset("s") == 6
+    finally:
+        retention.stop()
+    assert not any(t.name == "sluice-log-retention" for t in threading.enumerate())
+
+
+def test_retention_policy_from_env() -> None:
+    from sluice.storage.log_retention import RetentionPolicy, parse_size
+
+    assert RetentionPolicy.from_env({}) == RetentionPolicy(timedelta(days=7), None, 60.0)
+    policy = RetentionPolicy.from_env(
+        {
+            "SLUICE_LOG_RETENTION": "none",
+            "SLUICE_LOG_RETENTION_BYTES": "64MiB",
+            "SLUICE_LOG_RETENTION_CHECK": "10s",
+        }
+    )
+    assert policy == RetentionPolicy(None, 64 * 1024 * 1024, 10.0)
+    assert not RetentionPolicy.from_env({"SLUICE_LOG_RETENTION": "off"}).enabled
+    assert [parse_size(t) for t in ("1000", "2KB", "3 kib", "1GB")] == [
+        1000,
+        2000,
+        3072,
+        10**9,
+    ]
+    with pytest.raises(ConfigError, match="invalid size '12 parsecs'"):
+        RetentionPolicy.from_env({"SLUICE_LOG_RETENTION_BYTES": "12 parsecs"})
+    with pytest.raises(ConfigError, match="invalid duration"):
+        RetentionPolicy.from_env({"SLUICE_LOG_RETENTION": "a week"})

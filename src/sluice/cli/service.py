@@ -1,4 +1,4 @@
-"""Service commands: serve, ingest, predict."""
+"""Service commands: serve, ingest, forget-consumer, predict."""
 
 from __future__ import annotations
 
@@ -52,6 +52,27 @@ def ingest(
     except SluiceError as exc:
         fail(exc)
     console.print(f"appended {count:,} event(s) to {stream} (offsets {first}..{last})")
+
+
+@app.command("forget-consumer")
+def forget_consumer(
+    stream: Annotated[str, typer.Argument(help="embedded log stream")],
+    consumer: Annotated[str, typer.Argument(help="consumer name (the pipeline's name)")],
+) -> None:
+    """Release a gone pipeline's hold on a stream (retention and ingest backpressure)."""
+    from sluice.storage.log import open_log
+
+    log = open_log(settings().log_dir)
+    try:
+        if not log.exists(stream):
+            fail(SluiceError(f"stream {stream!r} does not exist"))
+        forgotten = log.forget_consumer(stream, consumer)
+    except (SluiceError, ValueError) as exc:
+        fail(exc)
+    if not forgotten:
+        known = ", ".join(sorted(log.consumers(stream))) or "none"
+        fail(SluiceError(f"stream {stream!r} has no consumer {consumer!r} (consumers: {known})"))
+    console.print(f"forgot consumer {consumer} of {stream}")
 
 
 @app.command()

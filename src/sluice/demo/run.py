@@ -40,7 +40,7 @@ class DemoResult:
 
 
 def _write_data(data: Path, events: int, tickets: int) -> None:
-    from sluice.sources import synthetic
+    from sluice.sources import synthetic, synthetic_text
 
     data.mkdir(parents=True, exist_ok=True)
     path = data / "telemetry.jsonl"
@@ -48,7 +48,7 @@ def _write_data(data: Path, events: int, tickets: int) -> None:
     with path.open("ab") as handle:  # a few broken records, to show the dead-letter store
         handle.write(b"\n".join(GARBAGE_LINES) + b"\n")
     pacsv.write_csv(synthetic.devices(50, seed=7), data / "devices.csv")
-    synthetic.write_jsonl(synthetic.tickets(tickets, seed=7), data / "tickets.jsonl")
+    synthetic.write_jsonl(synthetic_text.tickets(tickets, seed=7), data / "tickets.jsonl")
 
 
 def _pipeline_files(home: Path, data: Path, receiver: str) -> dict[str, Path]:
@@ -81,9 +81,9 @@ def train_ticket_models(settings: Settings) -> dict[str, Any]:
 
     from sluice.models.registry import ModelRegistry
     from sluice.models.text import train_text_classifier
-    from sluice.sources import synthetic
+    from sluice.sources import synthetic_text
 
-    training = synthetic.tickets(4_000, seed=11)
+    training = synthetic_text.tickets(4_000, seed=11)
     texts = training.column("text").to_pylist()
     registry = ModelRegistry(settings)
     out = {}

@@ -67,6 +67,17 @@ def _prev_fire(spec: ScheduleSpec, instant: datetime) -> datetime:
     return croniter(str(spec.cron), instant.astimezone(spec.tz)).get_prev(datetime).astimezone(UTC)
 
 
+def latest_interval(spec: ScheduleSpec, instant: datetime) -> tuple[datetime, datetime]:
+    """The latest complete interval [start, end) of ``spec`` at ``instant`` (end <= instant)."""
+    end = _last_fire(spec, instant)
+    return _prev_fire(spec, end), end
+
+
+def first_fire(spec: ScheduleSpec, instant: datetime) -> datetime:
+    """The first schedule instant at or after ``instant``, in UTC."""
+    return next(_fires(spec, instant.astimezone(UTC) - timedelta(microseconds=1)))
+
+
 def due_intervals(
     job: JobSpec, now: datetime, last_end: datetime | None
 ) -> list[tuple[datetime, datetime]]:
@@ -78,14 +89,14 @@ def due_intervals(
     spec = job.schedule_spec
     if spec is None:
         return []
-    latest_end = _last_fire(spec, now)
-    latest = (_prev_fire(spec, latest_end), latest_end)
+    latest = latest_interval(spec, now)
+    latest_end = latest[1]
     if last_end is not None and latest_end <= last_end:
         return []
     origin = last_end
     if origin is None and job.catchup and job.start_date is not None:
         start = job.start_date if job.start_date.tzinfo else job.start_date.replace(tzinfo=spec.tz)
-        origin = next(_fires(spec, start.astimezone(UTC) - timedelta(microseconds=1)))
+        origin = first_fire(spec, start)
     if not job.catchup or origin is None:
         return [latest] if latest[0] >= (origin or latest[0]) else []
     return _intervals_between(spec, origin, latest_end)

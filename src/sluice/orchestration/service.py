@@ -13,7 +13,12 @@ from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.orchestration.executor import run_with_timeout
 from sluice.orchestration.history import RunStore
-from sluice.orchestration.scheduler import Scheduler, backfill_intervals, utc_now
+from sluice.orchestration.scheduler import (
+    Scheduler,
+    backfill_intervals,
+    latest_interval,
+    utc_now,
+)
 from sluice.orchestration.spec import JobsFile, load_jobs
 from sluice.orchestration.tasks import TaskContext, execute_task, template_variables
 from sluice.storage.db import get_engine
@@ -164,9 +169,16 @@ def run_task(
     end: datetime | None = None,
     params: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Run one task once, outside the run history (Airflow keeps its own); return its log."""
+    """Run one task once, outside the run history (Airflow keeps its own); return its log.
+
+    The data interval is [start, end), one day without ``end``. An empty one (``end <=
+    start``: what Airflow's trigger timetables pass) becomes the job's latest complete
+    schedule interval at ``end``, the interval Sluice's own scheduler would run then.
+    """
     job = jobs.job(job_name)
     task = job.task(task_name)
+    if end is not None and end <= start and job.schedule_spec is not None:
+        start, end = latest_interval(job.schedule_spec, end)
     variables = template_variables(
         job.name, start, end or start + timedelta(days=1), {**job.params, **(params or {})}
     )

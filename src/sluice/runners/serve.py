@@ -1,4 +1,4 @@
-"""``sluice serve``: the API, the scheduler and the given pipelines in one process."""
+"""``sluice serve``: the API, the scheduler, log retention and the pipelines in one process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 from sluice.config.loader import load_pipeline
 from sluice.core.settings import Settings
 from sluice.runners.supervisor import PipelineSupervisor
+from sluice.storage.log import open_log
+from sluice.storage.log_retention import LogRetention, RetentionPolicy
 
 log = logging.getLogger("sluice.serve")
 
@@ -114,9 +116,12 @@ def serve(
     from sluice.api.auth import ApiKeys, check_bind
 
     check_bind(host, ApiKeys.from_env())
+    retention_policy = RetentionPolicy.from_env()  # a bad setting fails before anything starts
     app, supervisor = build_service(settings, pipeline_files, group=group)
     supervisor.start_all()
     scheduler = _start_scheduler(settings)
+    retention = LogRetention(open_log(settings.log_dir), retention_policy)
+    retention.start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = _GracefulServer(config)
     if on_ready is not None:
@@ -126,6 +131,7 @@ def serve(
     finally:
         log.info("stopping pipelines")
         supervisor.stop_all()
+        retention.stop()
         if scheduler is not None:
             scheduler[1].set()
             scheduler[2].join(timeout=60)

@@ -14,6 +14,11 @@ Input formats (``raw_format``):
 Optional bookkeeping columns honoured in every format: ``__origin`` (kept on good rows),
 ``__invalid_utf8`` (bool: the row is rejected as ``invalid UTF-8``) and ``__error``
 (string: the row is rejected with that reason; its payload is in ``_raw``).
+
+Source metadata columns, named with one leading underscore (``_key``, ``_partition``,
+``_kafka_ts``... but not ``_raw``), pass through to the good rows with their own type when
+the schema does not declare them; a declared one is cast to its field's type and, for
+``json`` input, taken from the column rather than from the JSON object.
 """
 
 from __future__ import annotations
@@ -98,6 +103,11 @@ def _failure_reason(name: str, spec: FieldSpec, ref: str, value: str, shown: str
     return "\n".join(branches)
 
 
+def metadata_columns(schema: pa.Schema) -> list[str]:
+    """Names of the source metadata columns of ``schema`` (``_name``, not ``__`` nor ``_raw``)."""
+    return [n for n in schema.names if n[:1] == "_" and n[:2] != "__" and n != "_raw"]
+
+
 def _in_morsels(table: pa.Table) -> pa.Table:
     """Re-chunk ``table`` without copying so DuckDB's threads share the scan (per batch)."""
     if table.num_columns == 0 or all(len(c) <= _MORSEL_ROWS for c in table.column(0).chunks):
@@ -172,23 +182,37 @@ class Decoder:
             if name in self._defaults:
                 expr = f"COALESCE({expr}, {self._defaults[name]})"
             outputs.append(f"({expr})::{DUCKDB_TYPES[spec.type]} AS {_ident(name)}")
+        passed = [_ident(n) for n in self._passthrough(schema)]
         if "__origin" in names:
-            outputs.append('"__origin"')
+            passed.append('"__origin"')
+        outputs += passed
         outputs.append(f"{reason} AS __reason")
         outputs.append(f"{self._raw_sql(schema)} AS __raw_payload")
         typed = f"SELECT {', '.join(outputs)} FROM ({self._parsed_sql(schema)}) AS parsed"
-        kept = [_ident(n) for n in self.fields] + (['"__origin"'] if "__origin" in names else [])
+        kept = [_ident(n) for n in self.fields] + passed
         return (
             f"SELECT {', '.join([*kept, '__reason'])}, CASE WHEN __reason IS NOT NULL "
             f"THEN __raw_payload END AS __raw_payload FROM ({typed}) AS typed"
         )
 
+    def _passthrough(self, schema: pa.Schema) -> list[str]:
+        """The metadata columns of ``schema`` that no field declares: kept as they are."""
+        return [n for n in metadata_columns(schema) if n not in self.fields]
+
+    def _from_json(self, schema: pa.Schema) -> list[str]:
+        """The fields read from the JSON object (all but declared metadata columns)."""
+        if self.raw_format != "json":
+            return []
+        columns = set(metadata_columns(schema))
+        return [n for n in self.fields if n not in columns]
+
     def _parsed_sql(self, schema: pa.Schema) -> str:
         """The input relation, with JSON lines parsed into one text column per field."""
         if self.raw_format != "json":
             return "SELECT * FROM batch"
-        texts = [n for n, s in self.fields.items() if s.type != "json"]
-        jsons = [n for n, s in self.fields.items() if s.type == "json"]
+        from_json = self._from_json(schema)
+        texts = [n for n in from_json if self.fields[n].type != "json"]
+        jsons = [n for n in from_json if self.fields[n].type == "json"]
         lists, columns = [], []
         for alias, func, names in (
             ("__t", "json_extract_string", texts),
@@ -211,8 +235,9 @@ class Decoder:
         """Per field: the value expression, and the CASE branches of its failure reason."""
         values: dict[str, str] = {}
         reasons: list[str] = []
+        from_json = set(self._from_json(schema))
         for name, spec in self.fields.items():
-            if self.raw_format == "json":
+            if name in from_json:
                 ref = _ident("__v_" + name)
                 path = _literal("$." + json.dumps(name, ensure_ascii=False))
                 value = text_cast(spec.type, ref)
@@ -248,7 +273,8 @@ class Decoder:
         origin_field = (
             [pa.field("__origin", pa.string())] if "__origin" in batch.column_names else []
         )
-        out_schema = pa.schema([*self.schema, *origin_field])
+        passed = [batch.schema.field(n) for n in self._passthrough(batch.schema)]
+        out_schema = pa.schema([*self.schema, *passed, *origin_field])
         if batch.num_rows == 0:
             return out_schema.empty_table()
         if self.raw_format == "json" and "_raw" not in batch.column_names:

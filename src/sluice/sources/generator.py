@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sluice.config.models import SourceConfig
 from sluice.core.errors import ConfigError, SourceError
 from sluice.core.types import parse_duration
-from sluice.sources import synthetic
+from sluice.sources import synthetic, synthetic_text
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext
 
 _IDLE_SLEEP = 0.1  # longest nap of a poll that has nothing to give
@@ -162,7 +162,9 @@ class GeneratorSource(Source):
 
     def _rows(self, first: int, stop: int) -> pa.Table:
         if self.options.kind == "tickets":
-            table = synthetic.tickets(stop - first, self.options.seed, self.options.start, first)
+            table = synthetic_text.tickets(
+                stop - first, self.options.seed, self.options.start, first
+            )
             if not self.options.labels:
                 table = table.drop_columns(["category", "urgency"])
         else:

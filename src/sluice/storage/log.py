@@ -6,6 +6,9 @@ assign, the positions committed by consumers, and the dead-letter origins alread
 replayed. Offsets start at 0, are dense, and are never reused (retention deletes the
 oldest records but the next offset is kept apart from the records).
 
+Retention (``apply_retention``) deletes the oldest records beyond a size or age limit but
+never one a consumer has not processed yet: those are kept, and reported, until it has.
+
 Every ``append`` is one transaction with ``synchronous=FULL``: when it returns, the
 records are on disk (a SIGKILL right after loses nothing). Threads of one process share
 one writer connection per stream behind a lock; other processes may append and read the
@@ -19,7 +22,8 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import repeat
 from pathlib import Path
@@ -100,11 +104,24 @@ class _Stream:
             self.reader.close()
 
 
-class EmbeddedLog:
-    """Named append-only streams under ``root``; thread-safe, durable when ``append`` returns."""
+@dataclass(frozen=True)
+class Retention:
+    """What one retention pass did to a stream."""
 
-    def __init__(self, root: Path | str) -> None:
+    deleted: int = 0
+    held: int = 0  # records past the limits kept because a consumer has not processed them
+    holders: dict[str, int] = field(default_factory=dict)  # those consumers: next offset
+
+
+class EmbeddedLog:
+    """Named append-only streams under ``root``; thread-safe, durable when ``append`` returns.
+
+    ``clock`` (microseconds since the epoch) stamps records and judges their age.
+    """
+
+    def __init__(self, root: Path | str, clock: Callable[[], int] = _now_us) -> None:
         self.root = Path(root)
+        self.clock = clock
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
 
@@ -159,7 +176,7 @@ class EmbeddedLog:
         items = _as_bytes_list(payloads)
         handle = self._open(stream, create=create)
         with handle.write_lock:
-            first, last = _insert(handle.writer, items, _now_us())
+            first, last = _insert(handle.writer, items, self.clock())
         if items:
             with handle.appended:
                 handle.appended.notify_all()
@@ -178,7 +195,7 @@ class EmbeddedLog:
             try:
                 done = {row[0] for row in conn.execute("SELECT origin FROM replayed")}
                 todo = [(p, o) for p, o in zip(payloads, origins, strict=True) if o not in done]
-                first, last = _insert(conn, [p for p, _ in todo], _now_us(), in_tx=True)
+                first, last = _insert(conn, [p for p, _ in todo], self.clock(), in_tx=True)
                 conn.executemany(
                     "INSERT INTO replayed(origin, offset) VALUES (?, ?)",
                     [(o, first + i) for i, (_, o) in enumerate(todo)],
@@ -252,8 +269,15 @@ class EmbeddedLog:
                 "INSERT INTO consumers(name, next_offset, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET next_offset = excluded.next_offset, "
                 "updated_at = excluded.updated_at",
-                (consumer, next_offset, _now_us()),
+                (consumer, next_offset, self.clock()),
             )
+
+    def forget_consumer(self, stream: str, consumer: str) -> bool:
+        """Drop ``consumer``'s position so it holds nothing back; False if it had none."""
+        handle = self._open(stream)
+        with handle.write_lock:
+            cursor = handle.writer.execute("DELETE FROM consumers WHERE name = ?", (consumer,))
+        return cursor.rowcount > 0
 
     def consumers(self, stream: str) -> dict[str, int]:
         """Committed next offsets by consumer name."""
@@ -297,16 +321,30 @@ class EmbeddedLog:
         Never deletes a record at or after ``keep_from`` nor after the slowest committed
         consumer. Returns the number of records deleted.
         """
-        cutoff = self._retention_cutoff(stream, max_bytes, max_age)
-        floors = [f for f in (keep_from, self.min_consumer_offset(stream)) if f is not None]
-        if floors:
-            cutoff = min(cutoff, *floors)
+        return self.apply_retention(stream, max_bytes, max_age, keep_from).deleted
+
+    def apply_retention(
+        self,
+        stream: str,
+        max_bytes: int | None = None,
+        max_age: str | float | timedelta | None = None,
+        keep_from: int | None = None,
+    ) -> Retention:
+        """Like :meth:`retain`; also count the records that consumers kept past the limits."""
+        limit = self._retention_cutoff(stream, max_bytes, max_age)
+        consumers = self.consumers(stream)
+        holders = {name: offset for name, offset in consumers.items() if offset < limit}
+        cutoff = min([limit, *holders.values()] + ([keep_from] if keep_from is not None else []))
+        held = 0
+        if holders:
+            sql = "SELECT COUNT(*) FROM records WHERE offset >= ? AND offset < ?"
+            held = self._scalar(stream, sql, (min(holders.values()), limit)) or 0
         if cutoff <= 0:
-            return 0
+            return Retention(0, held, holders)
         handle = self._open(stream)
         with handle.write_lock:
             cursor = handle.writer.execute("DELETE FROM records WHERE offset < ?", (cutoff,))
-            return cursor.rowcount
+        return Retention(cursor.rowcount, held, holders)
 
     def _retention_cutoff(
         self, stream: str, max_bytes: int | None, max_age: str | float | timedelta | None
@@ -315,7 +353,7 @@ class EmbeddedLog:
         cutoff = 0
         if max_age is not None:
             age = max_age if isinstance(max_age, timedelta) else parse_duration(max_age)
-            oldest_kept = _now_us() - int(age.total_seconds() * 1_000_000)
+            oldest_kept = self.clock() - int(age.total_seconds() * 1_000_000)
             first_young = self._scalar(
                 stream, "SELECT MIN(offset) FROM records WHERE ts >= ?", (oldest_kept,)
             )
