@@ -78,3 +78,9 @@ def test_yaml_syntax_error_and_empty_file(tmp_path: Path) -> None:
     assert "empty" in _error("")
     with pytest.raises(ConfigError, match="no such file"):
         load_pipeline(tmp_path / "missing.yaml")
+
+
+def test_names_fit_the_metadata_columns() -> None:
+    message = _error(GOOD.replace("name: telemetry", f"name: {'t' * 101}"))
+    assert "pipeline.yaml:1: name: " in message and "longer than 100 characters" in message
+    assert pipeline_from_text(GOOD.replace("name: telemetry", f"name: {'t' * 100}"))

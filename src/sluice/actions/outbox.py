@@ -25,11 +25,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    insert,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sluice.storage.db import METADATA, ensure_tables
+from sluice.storage.upsert import insert_ignore
 
 PENDING, DELIVERED, FAILED, DEAD = "pending", "delivered", "failed", "dead"
 AWAITING, EXPIRED, REJECTED = "awaiting_approval", "expired", "rejected"
@@ -136,21 +135,6 @@ class PendingActions:
         return len(self.records)
 
 
-def _insert_ignore(
-    conn: Connection, table: Table, rows: list[dict[str, Any]], conflict: list[str]
-) -> None:
-    if not rows:
-        return
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        stmt: Any = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    elif dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    else:  # pragma: no cover - other databases: plain insert
-        stmt = insert(table)
-    conn.execute(stmt, rows)
-
-
 def write_pending(
     conn: Connection, pipeline: str, epoch: int, pending: PendingActions, now: float
 ) -> None:
@@ -176,8 +160,8 @@ def write_pending(
         }
         for r in pending.records
     ]
-    _insert_ignore(conn, outbox, rows, ["idempotency_key"])
-    _insert_ignore(
+    insert_ignore(conn, outbox, rows, ["idempotency_key"])
+    insert_ignore(
         conn,
         counts,
         [{"pipeline": pipeline, "epoch": epoch, "at": stamp, **vars(c)} for c in pending.counts],

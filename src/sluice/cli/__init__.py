@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from sluice.cli import jobs, models, ops, pipelines, service
+from sluice.cli import db, jobs, models, ops, pipelines, service
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -27,6 +27,7 @@ app.add_typer(ops.api_app, name="api")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.airflow_app, name="airflow")
 app.add_typer(jobs.scheduler_app, name="scheduler")
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:

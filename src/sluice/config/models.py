@@ -13,11 +13,16 @@ from sluice.core.types import SCHEMA_TYPES, parse_duration
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
+_NAME_MAX = 100  # the metadata DB's name columns hold 100 characters (model names)
+
+
 def _check_name(value: str, what: str) -> str:
     if not _NAME.match(value):
         raise ValueError(
             f"{what} {value!r} must start with a letter or _ and use only letters, digits, _ and -"
         )
+    if len(value) > _NAME_MAX:
+        raise ValueError(f"{what} {value[:20]!r}... is longer than {_NAME_MAX} characters")
     return value
 
 

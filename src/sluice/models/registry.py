@@ -21,6 +21,7 @@ from sqlalchemy import Column, DateTime, Integer, String, Table, Text, and_, ins
 from sluice.core.errors import ModelError, NotFoundError
 from sluice.core.settings import Settings
 from sluice.storage.db import METADATA, ensure_tables, get_engine
+from sluice.storage.upsert import upsert
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 
@@ -278,10 +279,7 @@ class OnlineModelIndex:
             "updated_at": datetime.now(UTC),
         }
         with self.engine.begin() as conn:
-            if not conn.execute(
-                update(online_models).where(online_models.c.name == info.name).values(**values)
-            ).rowcount:
-                conn.execute(insert(online_models).values(name=info.name, **values))
+            upsert(conn, online_models, {"name": info.name, **values}, ["name"])
 
     def list(self) -> list[OnlineModelInfo]:
         """Every online model, by name."""

@@ -85,7 +85,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)
     type: TaskType
     depends_on: list[str] = Field(default_factory=list)
     retries: int | None = Field(default=None, ge=0)
@@ -103,7 +103,7 @@ class TaskSpec(BaseModel):
 class JobSpec(_Strict):
     """A job: a DAG of tasks with a schedule and a retry/timeout policy."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)
     description: str = ""
     schedule: ScheduleSpec | None = None
     timezone: str | None = None

@@ -2,7 +2,8 @@
 
 SQLite (WAL mode, synchronous FULL) under ``SLUICE_HOME`` is the embedded default;
 ``SLUICE_METADATA_URL=postgresql://...`` points several replicas at one PostgreSQL.
-Feature modules declare their tables on ``METADATA`` and call ``ensure_tables``.
+Feature modules declare their tables on ``METADATA``; the schema itself is made by the
+Alembic migrations in ``storage/migrations``, applied when an engine is first created.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
+
+from sluice.core.deps import require
+from sluice.core.errors import ConfigError, MissingDependencyError
 
 METADATA = MetaData()
 _engines: dict[str, Engine] = {}
 _created: set[tuple[str, str]] = set()
+_migrated: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -27,32 +33,88 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cursor.close()
 
 
+def _postgres_utc(dbapi_conn: object, _record: object) -> None:
+    """Times are read back in UTC whatever the server's TimeZone (SQLite holds UTC too)."""
+    cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    cursor.execute("SET TIME ZONE 'UTC'")
+    cursor.close()
+    dbapi_conn.commit()  # type: ignore[attr-defined]
+
+
 def _postgres_url(url: str) -> str:
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            require("psycopg", "postgres", "a PostgreSQL metadata store")
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
     return url
 
 
+def make_engine(url: str) -> Engine:
+    """A new engine for ``url`` (not cached, schema untouched), creating SQLite's folder."""
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, poolclass=NullPool)
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        if url.startswith(("postgresql://", "postgresql+", "postgres://")):
+            engine = create_engine(_postgres_url(url), pool_pre_ping=True)
+            event.listen(engine, "connect", _postgres_utc)
+            return engine
+        reason = "only SQLite and PostgreSQL are supported"
+    except (ArgumentError, ImportError) as exc:
+        if isinstance(exc, MissingDependencyError):
+            raise
+        reason = str(exc)
+    raise ConfigError(
+        f"{_masked(url)} cannot be used as the metadata database ({reason}); use "
+        "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB",
+        key="SLUICE_METADATA_URL",
+    )
+
+
+def _masked(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "the URL"
+
+
 def get_engine(url: str) -> Engine:
-    """Return the (cached) engine for ``url``, creating the SQLite file's folder if needed."""
+    """Return the (cached) engine for ``url`` with its schema migrated to the newest revision."""
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-                engine = create_engine(url, poolclass=NullPool)
-                event.listen(engine, "connect", _sqlite_pragmas)
-            else:
-                engine = create_engine(_postgres_url(url), pool_pre_ping=True)
+            engine = make_engine(url)
+            try:
+                _migrate(engine)
+            except BaseException:
+                engine.dispose()
+                raise
             _engines[url] = engine
         return engine
 
 
+def _migrate(engine: Engine) -> None:
+    from sluice.storage.migrate import ensure_schema
+
+    key = engine.url.render_as_string(hide_password=False)
+    if key not in _migrated:
+        ensure_schema(engine)
+        _migrated.add(key)
+
+
 def ensure_tables(engine: Engine, *names: str) -> None:
-    """Create the named tables of ``METADATA`` (all when no names) if they do not exist."""
+    """Migrate ``engine`` to the newest schema, then create any named table still missing.
+
+    The migrations create every table; ``create_all`` only covers a table declared in code
+    whose migration has not been written yet.
+    """
     key = (str(engine.url), ",".join(sorted(names)))
     if key in _created:
         return
+    with _lock:
+        _migrate(engine)
     tables = [METADATA.tables[n] for n in names] if names else None
     METADATA.create_all(engine, tables=tables, checkfirst=True)
     _created.add(key)
@@ -65,3 +127,4 @@ def dispose_all() -> None:
             engine.dispose()
         _engines.clear()
         _created.clear()
+        _migrated.clear()

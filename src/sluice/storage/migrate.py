@@ -1,0 +1,131 @@
+"""Schema migrations of the metadata DB: Alembic revisions shipped in ``storage/migrations``.
+
+``ensure_schema`` brings a database to the head revision the first time a process uses
+it. Processes that start together are serialised: on PostgreSQL by a transaction-scoped
+advisory lock, on SQLite by ``BEGIN IMMEDIATE``; the one that waited finds the schema at
+head and does nothing. A database created before migrations existed (its tables made by
+``create_all``, no ``alembic_version``) is adopted: the first revision creates only the
+tables it lacks and stamps it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, Engine, MetaData, inspect, text
+from sqlalchemy.exc import OperationalError
+
+from sluice.core.errors import StateError
+from sluice.storage.db import METADATA
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# The newest revision, known without importing Alembic (a test keeps it equal to the scripts).
+HEAD = "0001"
+# Any constant: replicas of one database agree on it, other users of the database do not use it.
+ADVISORY_LOCK_KEY = 0x51C1CE_DB
+# Modules that declare tables on METADATA (for comparing the models with the migrations).
+TABLE_MODULES = (
+    "sluice.storage.checkpoints",
+    "sluice.storage.runs",
+    "sluice.actions.outbox",
+    "sluice.orchestration.history",
+    "sluice.models.registry",
+    "sluice.models.drift",
+)
+
+
+def declared_metadata() -> MetaData:
+    """``METADATA`` with every Sluice table declared on it."""
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+    return METADATA
+
+
+def _config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head() -> str:
+    """The newest revision shipped with this version of Sluice."""
+    return HEAD
+
+
+def script_head() -> str | None:
+    """The newest revision according to the scripts in ``migrations/versions``."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current(engine: Engine) -> str | None:
+    """The revision the database is at (None before the first migration)."""
+    with _reachable(engine), engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Migrate to ``revision`` while holding the migration lock; return the revision reached."""
+    from alembic import command
+
+    with _reachable(engine), engine.connect() as conn:
+        _lock(conn)
+        command.upgrade(_config(conn), revision)
+        conn.commit()
+    return current(engine)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade to head unless the database is already there; refuse a newer schema."""
+    revision = current(engine)
+    if revision == HEAD:
+        return
+    if revision is not None and not _known(revision):
+        where = engine.url.render_as_string(hide_password=True)
+        raise StateError(
+            f"metadata database {where} is at schema revision {revision}, which this version "
+            f"of Sluice does not know (its newest is {HEAD}): upgrade Sluice"
+        )
+    upgrade(engine)
+
+
+def _known(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _lock(conn: Connection) -> None:
+    """Take the lock that serialises migrations; it is released when ``conn`` commits."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def _reachable(engine: Engine) -> Iterator[None]:
+    """Turn "cannot connect" into a StateError naming the database without its password."""
+    try:
+        yield
+    except OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StateError(f"metadata database {where} is unavailable: {reason}") from exc

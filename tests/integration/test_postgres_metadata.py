@@ -1,0 +1,409 @@
+"""The metadata store on PostgreSQL and SQLite: migrations, adoption, races, a crashed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, inspect, text
+from typer.testing import CliRunner
+
+from sluice.core.errors import StateError
+from sluice.core.settings import Settings
+from sluice.storage import migrate
+from sluice.storage.checkpoints import CheckpointStore
+from sluice.storage.db import METADATA, dispose_all, get_engine, make_engine
+from tests.conftest import require_service
+
+psycopg = pytest.importorskip("psycopg")
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def postgres_up() -> bool:
+    try:
+        with psycopg.connect(f"{SERVER}/test", connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def new_database() -> Iterator[Callable[[], str]]:
+    """Creates uniquely named databases on demand; drops them all when the session ends."""
+    made: list[str] = []
+
+    def make() -> str:
+        require_service(postgres_up(), "PostgreSQL at 127.0.0.1:5432")
+        name = f"sluice_meta_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(f"{SERVER}/test", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{SERVER}/{name}"
+
+    yield make
+    dispose_all()
+    if made:
+        with psycopg.connect(f"{SERVER}/test", autocommit=True) as conn:
+            for name in made:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(new_database: Callable[[], str], sluice_home: Path) -> str:
+    """An empty PostgreSQL database for one test."""
+    return new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_url(request: pytest.FixtureRequest, sluice_home: Path) -> str:
+    """An empty metadata database of each supported kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{sluice_home / 'metadata.db'}"
+    make: Callable[[], str] = request.getfixturevalue("new_database")
+    return make()
+
+
+def tables(engine: Engine) -> set[str]:
+    """Tables present in the database."""
+    return set(inspect(engine).get_table_names())
+
+
+def schema_diff(engine: Engine) -> list[Any]:
+    """Differences between the migrated schema and the tables declared in code."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn), migrate.declared_metadata()))
+
+
+# -- migrations -------------------------------------------------------------------------
+
+
+def test_head_constant_names_the_newest_script() -> None:
+    assert migrate.script_head() == migrate.HEAD
+
+
+def test_migrations_build_the_declared_schema_on_an_empty_database(any_url: str) -> None:
+    engine = make_engine(any_url)
+    try:
+        assert migrate.current(engine) is None
+        assert tables(engine) == set()
+        assert migrate.upgrade(engine) == migrate.HEAD
+        declared = set(migrate.declared_metadata().tables)
+        assert tables(engine) == declared | {"alembic_version"}
+        assert schema_diff(engine) == []
+        assert migrate.upgrade(engine) == migrate.HEAD  # a second upgrade is a no-op
+    finally:
+        engine.dispose()
+
+
+CHILD = textwrap.dedent("""
+    import pathlib, sys, time
+    import alembic.command  # imported before the start line, so the race is in the DB
+    from sluice.storage.checkpoints import CheckpointStore
+    from sluice.storage.db import get_engine
+
+    url, go, name = sys.argv[1:4]
+    while not pathlib.Path(go).exists():
+        time.sleep(0.002)
+    CheckpointStore(get_engine(url)).commit(name, 1, {"n": name}, {"s": name.encode()})
+""")
+
+
+def test_replicas_starting_together_migrate_once(any_url: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, any_url, str(go), f"replica-{i}"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    time.sleep(1.0)  # let every child import and wait at the start line
+    go.touch()
+    errors = [child.communicate(timeout=120)[1] for child in children]
+    assert [c.returncode for c in children] == [0] * 4, "\n".join(errors)
+    engine = get_engine(any_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
+            migrate.HEAD
+        ]
+    store = CheckpointStore(engine)
+    for i in range(4):
+        ckpt = store.load(f"replica-{i}")
+        assert (ckpt.epoch, ckpt.position, ckpt.states) == (
+            1,
+            {"n": f"replica-{i}"},
+            {"s": f"replica-{i}".encode()},
+        )
+
+
+def test_sqlite_database_from_before_migrations_is_adopted(sluice_home: Path) -> None:
+    url = f"sqlite:///{sluice_home / 'metadata.db'}"
+    old = make_engine(url)
+    migrate.declared_metadata()
+    METADATA.create_all(  # what ensure_tables made before migrations existed
+        old, tables=[METADATA.tables[n] for n in ("checkpoints", "operator_state", "pipeline_runs")]
+    )
+    with old.begin() as conn:
+        conn.execute(
+            insert(METADATA.tables["checkpoints"]).values(
+                pipeline="old", epoch=7, position='{"offset": 70}', updated_at=datetime.now(UTC)
+            )
+        )
+    old.dispose()
+
+    engine = get_engine(url)
+    assert migrate.current(engine) == migrate.HEAD
+    assert tables(engine) == set(METADATA.tables) | {"alembic_version"}
+    assert schema_diff(engine) == []
+    ckpt = CheckpointStore(engine).load("old")
+    assert (ckpt.epoch, ckpt.position) == (7, {"offset": 70})
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_a_schema_newer_than_this_sluice_is_refused(sluice_home: Path) -> None:
+    url = f"sqlite:///{sluice_home / 'metadata.db'}"
+    get_engine(url)
+    dispose_all()
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(StateError, match=r"revision 9999.*upgrade Sluice"):
+        get_engine(url)
+
+
+def test_unreachable_postgres_is_a_clear_error_without_the_password(sluice_home: Path) -> None:
+    with pytest.raises(StateError, match="unavailable") as info:
+        get_engine("postgresql://sluice:hunter2@127.0.0.1:1/sluice")
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+def test_db_commands(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sluice.cli import app
+
+    monkeypatch.setenv("SLUICE_METADATA_URL", pg_url)
+    runner = CliRunner()
+    result = runner.invoke(app, ["db", "current"])
+    assert result.exit_code == 0 and "revision none" in result.output, result.output
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0 and f"upgraded from empty to revision {migrate.HEAD}" in (
+        result.output
+    )
+    result = runner.invoke(app, ["db", "current"])
+    assert f"revision {migrate.HEAD} (up to date)" in result.output
+
+
+# -- every store on PostgreSQL ----------------------------------------------------------
+
+
+def test_checkpoint_plan_commit_load_round_trip(pg_url: str) -> None:
+    from sluice.actions.outbox import ActionRecord, PendingActions, RuleCounts, write_pending
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # times still come back in UTC
+        conn.execute(f"ALTER DATABASE {pg_url.rsplit('/', 1)[1]} SET timezone TO 'Asia/Kolkata'")
+    store = CheckpointStore(get_engine(pg_url))
+    assert store.load("p").epoch == 0
+    store.plan("p", 1, {"offset": 10})
+    planned = store.load("p")
+    assert (planned.epoch, planned.planned_epoch, planned.planned_position) == (
+        0,
+        1,
+        {"offset": 10},
+    )
+    pending = PendingActions(
+        [ActionRecord("a", "log", "row-1", "k", "info", {"m": 1})], [RuleCounts("a", fired=1)]
+    )
+    blob = bytes(range(256))
+    for _ in range(2):  # a replayed epoch: the outbox insert is ignored, the state replaced
+        store.commit(
+            "p",
+            1,
+            {"offset": 10},
+            {"window": blob, "model": b"m"},
+            [lambda conn: write_pending(conn, "p", 1, pending, time.time())],
+        )
+    store.commit("p", 2, {"offset": 20}, {"model": None})
+    ckpt = store.load("p")
+    assert (ckpt.epoch, ckpt.position, ckpt.planned_epoch) == (2, {"offset": 20}, None)
+    assert ckpt.states == {"window": blob}
+    assert ckpt.updated_at is not None and ckpt.updated_at.utcoffset() == timedelta(0)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM actions_outbox")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM action_counts")).scalar() == 1
+    assert [r["pipeline"] for r in store.all()] == ["p"]
+    store.reset("p")
+    assert store.load("p").epoch == 0
+
+
+def test_runs_jobs_models_drift_and_actions_stores(pg_url: str, tmp_path: Path) -> None:
+    from sluice.actions.service import ActionsService
+    from sluice.models.drift import DriftEvent, DriftLog
+    from sluice.models.registry import ModelRegistry, OnlineModelIndex, OnlineModelInfo
+    from sluice.orchestration.history import RunStore
+    from sluice.storage.runs import RunHistory
+
+    settings = Settings(home=tmp_path / "home", metadata_url=pg_url)
+    engine = get_engine(pg_url)
+
+    history = RunHistory(engine)
+    run = history.start("p")
+    history.finish(run, "succeeded", {"events_in": 5})
+    assert history.recent("p")[0]["stats"] == {"events_in": 5}
+
+    jobs = RunStore(engine)
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    run_id = jobs.create("nightly", t0, t0 + timedelta(days=1), t0)
+    assert run_id is not None
+    assert jobs.create("nightly", t0, t0 + timedelta(days=1), t0) is None  # same interval
+    assert jobs.claim(run_id, "w1", t0, t0 + timedelta(minutes=1))
+    assert not jobs.claim(run_id, "w2", t0, t0 + timedelta(minutes=1))  # lease still live
+    assert jobs.claim(run_id, "w2", t0 + timedelta(minutes=2), t0 + timedelta(minutes=3))
+    assert jobs.active_count("nightly", t0 + timedelta(minutes=2)) == 1
+    attempt = jobs.start_task(run_id, "load", 1, t0)
+    jobs.finish_task(attempt, "success", t0, log="ok")
+    jobs.finish(run_id, "success", t0)
+    got = jobs.get(run_id)
+    assert (got["state"], got["attempts"], got["interval_start"]) == ("success", 2, t0)
+    assert [t["state"] for t in got["tasks"]] == ["success"]
+
+    artifact = tmp_path / "model.bin"
+    artifact.write_bytes(b"weights")
+    registry = ModelRegistry(settings)
+    registry.register("m", "pickle", artifact, features=["x"], metrics={"auc": 0.9})
+    registry.register("m", "pickle", artifact, features=["x"], stage="production")
+    registry.promote("m", 1)
+    assert registry.rollback("m").version == 2
+    assert [(v.version, v.stage) for v in registry.list("m")] == [
+        (2, "production"),
+        (1, "candidate"),
+    ]
+
+    index = OnlineModelIndex(settings)
+    index.record(OnlineModelInfo("om", "p", "hst", ["x"], None))
+    index.record(OnlineModelInfo("om", "p2", "hst", ["x", "y"], "device"))
+    assert index.list() == [OnlineModelInfo("om", "p2", "hst", ["x", "y"], "device")]
+
+    drift = DriftLog(engine)
+    drift.record("p", "m", 3, "alert", [DriftEvent("x", "psi", 0.4, 0.2)])
+    assert drift.recent().to_pylist()[0]["value"] == pytest.approx(0.4)
+
+    stats = ActionsService(engine).stats()
+    assert stats["attempts"] == {"count": 0, "avg_latency_ms": None, "max_latency_ms": None}
+
+
+# -- a crashed and resumed pipeline with its state in PostgreSQL ------------------------
+
+N_ROWS = 30_000
+PIPELINE = """\
+name: pgmeta
+source: {{type: file, path: "{data}", format: json}}
+schema: {{id: long, device_id: string, temperature: double}}
+batch: {{max_rows: 1000}}
+actions:
+  - {{name: hot, when: "temperature > 95", type: log, path: "{alerts}"}}
+sinks:
+  - {{type: lake, table: pgmeta}}
+"""
+JOBS = """
+jobs:
+  - name: tally
+    tasks:
+      - {name: count, type: sql, sql: "SELECT 7 AS seven"}
+"""
+
+
+def _epoch(url: str) -> int:
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            row = conn.execute("SELECT epoch FROM checkpoints WHERE pipeline = 'pgmeta'").fetchone()
+    except psycopg.Error:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def _sluice(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _kill_after(env: dict[str, str], pipeline: Path, url: str, epoch: int) -> None:
+    proc = _sluice(env, "run", str(pipeline), "--until-idle", "--quiet")
+    deadline = time.monotonic() + 120
+    while _epoch(url) < epoch and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_pipeline_killed_and_resumed_lands_every_row_once(pg_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "events.jsonl"
+    rows = [
+        {"id": i, "device_id": f"d{i % 7}", "temperature": 50.0 + (i * 37) % 50}
+        for i in range(N_ROWS)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    hot = sum(1 for r in rows if r["temperature"] > 95)
+    pipeline = tmp_path / "pgmeta.yaml"
+    pipeline.write_text(PIPELINE.format(data=data, alerts=tmp_path / "alerts.jsonl"))
+    home = tmp_path / "home"
+    env = {**os.environ, "SLUICE_HOME": str(home), "SLUICE_METADATA_URL": pg_url}
+
+    _kill_after(env, pipeline, pg_url, 2)
+    _kill_after(env, pipeline, pg_url, _epoch(pg_url) + 3)
+    final = _sluice(env, "run", str(pipeline), "--until-idle", "--quiet")
+    _, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err
+    assert not (home / "metadata.db").exists()  # every bit of metadata went to PostgreSQL
+
+    from deltalake import DeltaTable
+
+    ids = DeltaTable(str(home / "lake" / "pgmeta")).to_pyarrow_table(columns=["id"])["id"]
+    assert len(ids) == N_ROWS and len(set(ids.to_pylist())) == N_ROWS
+
+    jobs_file = tmp_path / "jobs.yaml"
+    jobs_file.write_text(JOBS)
+    out, err = _sluice(env, "jobs", "run", "tally", "--jobs", str(jobs_file)).communicate(
+        timeout=120
+    )
+    assert "count #1: success" in out, err
+
+    with psycopg.connect(pg_url) as conn:
+        runs = conn.execute(
+            "SELECT status FROM pipeline_runs WHERE pipeline = 'pgmeta' ORDER BY id"
+        ).fetchall()
+        outbox = conn.execute(
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM actions_outbox "
+            "WHERE pipeline = 'pgmeta'"
+        ).fetchone()
+        fired = conn.execute(
+            "SELECT sum(fired) FROM action_counts WHERE pipeline = 'pgmeta'"
+        ).fetchone()
+        job = conn.execute("SELECT state FROM job_runs WHERE job = 'tally'").fetchall()
+        tasks = conn.execute("SELECT task, state FROM task_runs").fetchall()
+    assert [r[0] for r in runs] == ["running", "running", "succeeded"]  # two were killed
+    assert tuple(outbox) == (hot, hot)
+    assert fired == (hot,)
+    assert job == [("success",)] and tasks == [("count", "success")]
