@@ -35,9 +35,11 @@ from sluice.core.context import EpochContext
 from sluice.runners.local import LocalRunner
 from sluice.runners.stages import Stages
 from sluice.sources.base import Position, SourceBatch
+from sluice.sources.repartition import OriginFilter
 from sluice.storage.checkpoints import StreamCommit
 
 log = logging.getLogger("sluice.runner")
+ORIGINS_STATE = "source:origins"
 
 
 def task_stream(pipeline: str, key: str) -> str:
@@ -66,6 +68,14 @@ class Task:
     stages: Stages
     epoch: int
     replay: Replay | None = None
+    origins: OriginFilter = field(default_factory=OriginFilter)
+
+    def states(self) -> dict[str, bytes | None]:
+        """The stages' states and the repartition high marks."""
+        states = self.stages.states()
+        if self.origins.high:
+            states[ORIGINS_STATE] = self.origins.state()
+        return states
 
 
 @dataclass
@@ -111,6 +121,8 @@ class PartitionedRunner(LocalRunner):
             stages = Stages(self.pipeline.model_copy(update={"name": stream}), self.settings)
             stages.restore(ckpt.states)
             task = Task(key, stream, stages, ckpt.epoch)
+            if ORIGINS_STATE in ckpt.states:
+                task.origins.restore(ckpt.states[ORIGINS_STATE])
             committed = (ckpt.position or {}).get("offsets", {}).get(key)
             if committed is not None:
                 starts[key] = int(committed)
@@ -257,7 +269,10 @@ class PartitionedRunner(LocalRunner):
         for item in items:
             task = item.task
             ctx = EpochContext(task.stream, item.epoch, final=final)
-            table, pending = task.stages.run(item.batch, ctx)
+            data, repeats = task.origins.apply(item.batch.data)
+            ctx.counters["filtered"] += repeats
+            batch = SourceBatch(data, item.batch.raw_format, item.batch.position)
+            table, pending = task.stages.run(batch, ctx)
             if table.num_rows:
                 outputs.append(drop_internal(table))
             merged.dead_letters.extend(ctx.dead_letters)
@@ -265,7 +280,7 @@ class PartitionedRunner(LocalRunner):
                 merged.side_outputs.setdefault(name, []).extend(tables)
             merged.counters.update(ctx.counters)
             commits.append(
-                StreamCommit(task.stream, item.epoch, item.batch.position, task.stages.states())
+                StreamCommit(task.stream, item.epoch, item.batch.position, task.states())
             )
             writers.extend(task.stages.commit_writers(pending, item.epoch))
             rows_in += item.batch.data.num_rows

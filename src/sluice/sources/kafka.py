@@ -4,7 +4,9 @@ Options: ``topic`` (one or a list) or ``pattern``; ``bootstrap_servers``; ``grou
 (default ``sluice-<pipeline>``; ``sluice run --group`` overrides); ``format`` (``json`` or
 ``csv`` with ``columns``); ``include`` (any of key, headers, topic, partition, offset,
 timestamp, as columns ``_key``, ``_headers``, ``_topic``, ``_partition``, ``_offset``,
-``_kafka_ts``); ``consumer`` (extra librdkafka settings); ``session_timeout_ms``.
+``_kafka_ts``); ``consumer`` (extra librdkafka settings); ``session_timeout_ms``;
+``repartition: {key: FIELD, partitions: N}`` (route records through the internal topic
+``<pipeline>-repartition`` keyed by ``FIELD`` first; see ``sluice.sources.repartition``).
 
 Offsets are never auto-committed: ``commit(position)`` commits them after the checkpoint.
 A position is ``{"offsets": {"topic/partition": next offset}}`` for the partitions this
@@ -37,6 +39,12 @@ from sluice.core.errors import ConfigError, SourceError
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext
 from sluice.sources.kafka_common import DEFAULT_BOOTSTRAP, client_config, kafka_module
 from sluice.sources.lines import invalid_utf8_records
+from sluice.sources.repartition import (
+    Forwarder,
+    RepartitionOptions,
+    internal_topic,
+    origin_columns,
+)
 
 log = logging.getLogger("sluice.sources.kafka")
 
@@ -64,6 +72,7 @@ class KafkaOptions(BaseModel):
     consumer: dict[str, Any] = Field(default_factory=dict)
     session_timeout_ms: int = Field(default=6000, gt=0)
     assignor: Literal["cooperative-sticky", "range", "roundrobin"] = "cooperative-sticky"
+    repartition: RepartitionOptions | None = None
 
     @model_validator(mode="after")
     def _one_subscription(self) -> KafkaOptions:
@@ -125,6 +134,7 @@ class KafkaSource(Source):
         self.group = context.group or self.options.group or f"sluice-{context.pipeline}"
         self._kafka = kafka_module("the Kafka source")
         self._consumer: Any = None
+        self._forwarder: Forwarder | None = None
         self._checkpoint: dict[str, int] = {}
         self._positions: dict[str, int] = {}
         self._assigned: set[str] = set()
@@ -158,8 +168,21 @@ class KafkaSource(Source):
         self._checkpoint = _offsets_of(position)
         self._positions = {}
         self._consumer = self._kafka.Consumer(self._consumer_config())
+        subscription = self.options.subscription
+        if self.options.repartition is not None:
+            self._forwarder = Forwarder(
+                self._kafka,
+                self.options.repartition,
+                bootstrap=self.options.bootstrap_servers,
+                subscription=subscription,
+                group=self.group,
+                pipeline=self.context.pipeline,
+                consumer=self.options.consumer,
+                session_timeout_ms=self.options.session_timeout_ms,
+            )
+            subscription = [self._forwarder.topic]
         self._consumer.subscribe(
-            self.options.subscription,
+            subscription,
             on_assign=self._assign_cb,
             on_revoke=self._revoke_cb,
             on_lost=self._lost_cb,
@@ -168,6 +191,9 @@ class KafkaSource(Source):
 
     def close(self) -> None:
         """Leave the group (revoking the partitions) and close the connection."""
+        if self._forwarder is not None:
+            forwarder, self._forwarder = self._forwarder, None
+            forwarder.close()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             consumer.close()
@@ -257,6 +283,9 @@ class KafkaSource(Source):
         stop = _offsets_of(until) if until is not None else None
         if stop is None and self._paused:
             self._resume_all()
+        forwarder = self._forwarder if stop is None else None
+        if forwarder is not None and forwarder.forward(max_rows, min(timeout, 0.1)):
+            self._last_activity = time.monotonic()
         messages = self._consumer.consume(max(1, min(max_rows, MAX_CONSUME)), max(timeout, 0.0))
         messages = self._drop_errors(messages)
         if stop is not None:
@@ -270,6 +299,9 @@ class KafkaSource(Source):
         table = table.append_column(TASK_COLUMN, columns.task_keys()).append_column(
             OFFSET_COLUMN, pa.array(columns.offsets)
         )
+        if self._forwarder is not None:
+            for name, column in origin_columns(messages).items():
+                table = table.append_column(name, column)
         return SourceBatch(
             data=table,
             raw_format="json" if self.format == "json" else "csv",
@@ -302,6 +334,8 @@ class KafkaSource(Source):
 
     @property
     def _single_topic(self) -> str | None:
+        if self.options.repartition is not None:
+            return internal_topic(self.context.pipeline)
         subscription = self.options.subscription
         return subscription[0] if self.options.pattern is None and len(subscription) == 1 else None
 

@@ -7,6 +7,7 @@ in log lines or error messages, since they may carry SASL credentials.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import logging
 import sys
@@ -33,8 +34,10 @@ class TransientKafkaError(SourceError, TransientError):
 
 
 def kafka_module(feature: str = "Kafka") -> ModuleType:
-    """Import ``confluent_kafka`` or fail naming the ``kafka`` extra."""
-    return require("confluent_kafka", "kafka", feature)
+    """Import ``confluent_kafka`` (with its ``admin`` module) or fail naming the extra."""
+    module = require("confluent_kafka", "kafka", feature)
+    importlib.import_module("confluent_kafka.admin")
+    return module
 
 
 def client_config(
