@@ -17,12 +17,21 @@ window results do not depend on how partitions are spread over replicas.
 
 Records of a partition revoked while a batch was being read are dropped from it: their
 offsets were not committed, and the new owner reads them again.
+
+Fencing: a replica *claims* each task as it is assigned (``CheckpointStore.claim`` writes
+its owner id and loads the checkpoint in one step); plans and commits only succeed for
+the current owner. A replica that stalled past the session timeout and wakes up after its
+partitions moved is therefore refused before it writes anything new; an epoch it had
+planned before the claim is replayed by the new owner with the same idempotency marks.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +45,7 @@ from sluice.runners.local import LocalRunner
 from sluice.runners.stages import Stages
 from sluice.sources.base import Position, SourceBatch
 from sluice.sources.repartition import OriginFilter
-from sluice.storage.checkpoints import StreamCommit
+from sluice.storage.checkpoints import FencedError, StreamCommit, Writer
 
 log = logging.getLogger("sluice.runner")
 ORIGINS_STATE = "source:origins"
@@ -94,6 +103,7 @@ class PartitionedRunner(LocalRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.tasks: dict[str, Task] = {}
         self._dropped: set[str] = set()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         super().__init__(*args, **kwargs)
 
     def _create_stages(self) -> Any:
@@ -114,7 +124,7 @@ class PartitionedRunner(LocalRunner):
         starts: dict[str, int] = {}
         for key in keys:
             stream = task_stream(self.pipeline.name, key)
-            ckpt = self.checkpoints.load(stream)
+            ckpt = self.checkpoints.claim(stream, self.owner)
             old = self.tasks.pop(key, None)
             if old is not None:
                 old.stages.close()
@@ -161,16 +171,30 @@ class PartitionedRunner(LocalRunner):
         replays, fresh = self._sort_slices(batch)
         for item in replays:
             self._process_tasks([item], final=False)
+        fresh = self._plan(fresh)
         if fresh:
-            self.checkpoints.plan_many(
-                {
-                    item.task.stream: (item.epoch, _planned(item))
-                    for item in fresh
-                    if item.start is not None
-                }
-            )
             self._process_tasks(fresh, final=False)
         return True
+
+    def _plan(self, items: list[TaskEpoch], final: bool = False) -> list[TaskEpoch]:
+        """Plan the tasks' next epochs; tasks another replica has claimed are dropped."""
+        while items:
+            extra = {"final": True} if final else {}
+            try:
+                self.checkpoints.plan_many(
+                    {i.task.stream: (i.epoch, {**_planned(i), **extra}) for i in items},
+                    owner=self.owner,
+                )
+                return items
+            except FencedError as exc:
+                items = self._fence(exc.stream, items)
+        return items
+
+    def _fence(self, stream: str, items: list[TaskEpoch]) -> list[TaskEpoch]:
+        """``stream`` belongs to another replica now: drop its task and its items."""
+        log.warning("%s moved to another replica; dropping it here", stream)
+        self._release([stream.split("#", 1)[1]])
+        return [i for i in items if i.task.stream != stream]
 
     def _read(self, until: Position | None = None) -> SourceBatch | None:
         """Poll until ``max_rows`` rows or ``max_latency``; drop revoked partitions' rows."""
@@ -251,12 +275,9 @@ class PartitionedRunner(LocalRunner):
                 continue
             empty = SourceBatch(pa.table({}), "arrow", {"offsets": {task.key: int(offset)}})
             items.append(TaskEpoch(task, task.epoch + 1, empty, int(offset)))
-        if not items:
-            return
-        self.checkpoints.plan_many(
-            {i.task.stream: (i.epoch, {**_planned(i), "final": True}) for i in items}
-        )
-        self._process_tasks(items, final=True)
+        items = self._plan(items, final=True)
+        if items:
+            self._process_tasks(items, final=True)
 
     def _process_tasks(self, items: list[TaskEpoch], *, final: bool) -> None:
         """Run each task's stages, write the sinks once, commit all tasks together."""
@@ -264,7 +285,7 @@ class PartitionedRunner(LocalRunner):
         merged = EpochContext(self.pipeline.name, self.epoch + 1, final=final)
         outputs: list[pa.Table] = []
         commits: list[StreamCommit] = []
-        writers = []
+        writers: dict[str, list[Writer]] = {}
         rows_in = 0
         for item in items:
             task = item.task
@@ -282,11 +303,11 @@ class PartitionedRunner(LocalRunner):
             commits.append(
                 StreamCommit(task.stream, item.epoch, item.batch.position, task.states())
             )
-            writers.extend(task.stages.commit_writers(pending, item.epoch))
+            writers[task.stream] = task.stages.commit_writers(pending, item.epoch)
             rows_in += item.batch.data.num_rows
         output = concat(outputs)
         self._write_sinks(output, merged, {i.task.stream: i.epoch for i in items})
-        self.checkpoints.commit_many(commits, writers)
+        items = self._commit(items, commits, writers)
         position = {"offsets": {i.task.key: i.batch.position["offsets"][i.task.key] for i in items}}
         self.source.commit(position)
         for item in items:
@@ -299,6 +320,21 @@ class PartitionedRunner(LocalRunner):
         )
         if self.on_progress:
             self.on_progress(self.stats)
+
+    def _commit(
+        self, items: list[TaskEpoch], commits: list[StreamCommit], writers: dict[str, list[Writer]]
+    ) -> list[TaskEpoch]:
+        """Commit the tasks' checkpoints together; fenced tasks are dropped, not committed."""
+        while commits:
+            try:
+                self.checkpoints.commit_many(
+                    commits, [w for c in commits for w in writers[c.stream]], owner=self.owner
+                )
+                break
+            except FencedError as exc:
+                items = self._fence(exc.stream, items)
+                commits = [c for c in commits if c.stream != exc.stream]
+        return items
 
 
 def _planned(item: TaskEpoch) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 
+from sluice.core.errors import StateError
 from sluice.storage.db import METADATA, ensure_tables
 
 checkpoints = Table(
@@ -35,6 +36,7 @@ checkpoints = Table(
     Column("planned_epoch", Integer),
     Column("planned_position", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("owner", String(100)),
 )
 operator_state = Table(
     "operator_state",
@@ -70,7 +72,21 @@ class StreamCommit:
     states: dict[str, bytes | None]
 
 
-def _commit_stream(conn: Connection, item: StreamCommit, now: datetime) -> None:
+class FencedError(StateError):
+    """Another replica owns the partition task now; this one must drop it."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"{stream} is owned by another replica now")
+        self.stream = stream
+
+
+def _owned_by(owner: str | None) -> list[Any]:
+    return [] if owner is None else [checkpoints.c.owner == owner]
+
+
+def _commit_stream(
+    conn: Connection, item: StreamCommit, now: datetime, owner: str | None = None
+) -> None:
     values = {
         "epoch": item.epoch,
         "position": json.dumps(item.position),
@@ -79,8 +95,12 @@ def _commit_stream(conn: Connection, item: StreamCommit, now: datetime) -> None:
         "updated_at": now,
     }
     if not conn.execute(
-        update(checkpoints).where(checkpoints.c.pipeline == item.stream).values(**values)
+        update(checkpoints)
+        .where(checkpoints.c.pipeline == item.stream, *_owned_by(owner))
+        .values(**values)
     ).rowcount:
+        if owner is not None:
+            raise FencedError(item.stream)
         conn.execute(insert(checkpoints).values(pipeline=item.stream, **values))
     for name, blob in item.states.items():
         conn.execute(
@@ -130,17 +150,25 @@ class CheckpointStore:
         """Record that ``epoch`` will end at ``position`` before any sink is written."""
         self.plan_many({pipeline: (epoch, position)})
 
-    def plan_many(self, plans: dict[str, tuple[int, dict[str, Any]]]) -> None:
-        """``plan`` for several streams (partition tasks) in one transaction."""
+    def plan_many(
+        self, plans: dict[str, tuple[int, dict[str, Any]]], owner: str | None = None
+    ) -> None:
+        """``plan`` for several streams (partition tasks) in one transaction.
+
+        With ``owner``, each stream must still be owned by it (see ``claim``): a replica
+        whose partitions moved on is fenced off with ``FencedError`` before it writes.
+        """
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             for stream, (epoch, position) in sorted(plans.items()):
                 planned = {"planned_epoch": epoch, "planned_position": json.dumps(position)}
                 done = conn.execute(
                     update(checkpoints)
-                    .where(checkpoints.c.pipeline == stream)
+                    .where(checkpoints.c.pipeline == stream, *_owned_by(owner))
                     .values(**planned, updated_at=now)
                 ).rowcount
+                if not done and owner is not None:
+                    raise FencedError(stream)
                 if not done:
                     conn.execute(
                         insert(checkpoints).values(
@@ -159,14 +187,38 @@ class CheckpointStore:
         """Commit ``epoch``: position, operator states and extra rows in one transaction."""
         self.commit_many([StreamCommit(pipeline, epoch, position, states)], writers)
 
-    def commit_many(self, commits: list[StreamCommit], writers: list[Writer] | None = None) -> None:
-        """``commit`` for several streams (partition tasks) in one transaction."""
+    def commit_many(
+        self,
+        commits: list[StreamCommit],
+        writers: list[Writer] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        """``commit`` for several streams in one transaction (fenced like ``plan_many``)."""
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             for item in commits:
-                _commit_stream(conn, item, now)
+                _commit_stream(conn, item, now, owner)
             for write in writers or []:
                 write(conn)
+
+    def claim(self, stream: str, owner: str) -> Checkpoint:
+        """Make ``owner`` the holder of ``stream`` and load its checkpoint, atomically.
+
+        A previous holder's later ``plan_many``/``commit_many`` then fail (fencing); an
+        epoch it planned before the claim is in the returned checkpoint, to be replayed.
+        """
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(checkpoints).where(checkpoints.c.pipeline == stream).values(owner=owner)
+            ).rowcount
+            if not claimed:
+                conn.execute(
+                    insert(checkpoints).values(
+                        pipeline=stream, epoch=0, position="null", updated_at=now, owner=owner
+                    )
+                )
+        return self.load(stream)
 
     def reset(self, pipeline: str) -> None:
         """Forget a pipeline's checkpoint and state, its partition tasks' too."""
