@@ -238,7 +238,7 @@ def test_csv_messages_become_string_columns(kafka_broker: str) -> None:
         ({}, "source"),
         ({"topic": "a", "pattern": "b.*"}, "source"),
         ({"topic": "a", "include": ["nope"]}, "source.include.0"),
-        ({"topic": "a", "format": "avro"}, "source.format"),
+        ({"topic": "a", "format": "protobuf"}, "source.format"),
         ({"topic": "a", "format": "csv"}, "source.columns"),
     ],
 )

@@ -13,7 +13,7 @@ from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, create_model
 from sluice.sources.base import SourceBatch
-from sluice.sources.decode import Decoder
+from sluice.sources.decode import Decoder, reject_flagged
 from sluice.storage.checkpoints import Writer
 from sluice.transforms.base import Transform
 from sluice.transforms.build import build_transforms
@@ -96,7 +96,7 @@ class Stages:
         elif self.pipeline.schema_ or batch.raw_format != "arrow":
             table = self._decoder(batch.raw_format).decode(batch.data, ctx)
         else:
-            table = batch.data
+            table = reject_flagged(batch.data, ctx)
         table = self._transform(table, ctx)
         table = self._score(table, ctx)
         pending = self.actions.evaluate(table, ctx) if self.actions is not None else None

@@ -299,3 +299,26 @@ class Decoder:
         )
         good = result.filter(pc.invert(bad_mask))
         return good.select(out_schema.names).cast(out_schema)
+
+
+def reject_flagged(batch: pa.Table, ctx: EpochContext) -> pa.Table:
+    """Typed input without a pipeline schema: dead-letter the rows a source flagged.
+
+    Rows with an ``__error`` go to ``ctx.dead_letter`` (payload from ``_raw``); the others
+    pass as they are, without ``_raw``. A batch without ``__error`` is returned unchanged.
+    """
+    if "__error" not in batch.column_names:
+        return batch
+    bad_mask = pc.is_valid(batch.column("__error"))
+    bad = batch.filter(bad_mask)
+    if bad.num_rows:
+        raw = bad.column("_raw") if "_raw" in bad.column_names else pa.nulls(bad.num_rows)
+        origin = bad.column("__origin") if "__origin" in bad.column_names else None
+        ctx.dead_letter(
+            stage="decode",
+            reason=bad.column("__error").combine_chunks(),
+            raw=raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw,
+            origin=origin.combine_chunks() if origin is not None else None,
+        )
+    good = batch.filter(pc.invert(bad_mask)) if bad.num_rows else batch
+    return good.drop_columns([c for c in ("_raw", "__error") if c in good.column_names])

@@ -8,6 +8,12 @@ timestamp, as columns ``_key``, ``_headers``, ``_topic``, ``_partition``, ``_off
 ``repartition: {key: FIELD, partitions: N}`` (route records through the internal topic
 ``<pipeline>-repartition`` keyed by ``FIELD`` first; see ``sluice.sources.repartition``).
 
+``format: avro`` reads Avro payloads into typed columns: raw datums with ``schema`` (an
+``.avsc`` path or a mapping), or the Confluent wire format with ``schema_registry: {url}``
+(any Confluent-compatible registry; ``schema`` then is the reader schema). JSON payloads may
+be validated against a ``json_schema``. Messages that fail are dead-lettered with the
+reason; see ``kafka_formats``.
+
 Offsets are never auto-committed: ``commit(position)`` commits them after the checkpoint.
 A position is ``{"offsets": {"topic/partition": next offset}}`` for the partitions this
 member holds. On assignment each partition starts at the checkpoint's offset when it has
@@ -38,6 +44,14 @@ from sluice.config.models import SourceConfig
 from sluice.core.errors import ConfigError, SourceError
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext
 from sluice.sources.kafka_common import DEFAULT_BOOTSTRAP, client_config, kafka_module
+from sluice.sources.kafka_formats import (
+    FORMATS,
+    RAW_FORMATS,
+    PayloadFormat,
+    RegistryOptions,
+    check_format_options,
+    payload_format,
+)
 from sluice.sources.lines import invalid_utf8_records
 from sluice.sources.repartition import (
     Forwarder,
@@ -73,6 +87,9 @@ class KafkaOptions(BaseModel):
     session_timeout_ms: int = Field(default=6000, gt=0)
     assignor: Literal["cooperative-sticky", "range", "roundrobin"] = "cooperative-sticky"
     repartition: RepartitionOptions | None = None
+    avro_schema: str | dict[str, Any] | list[Any] | None = Field(default=None, alias="schema")
+    schema_registry: RegistryOptions | None = None
+    json_schema: str | dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_subscription(self) -> KafkaOptions:
@@ -93,8 +110,10 @@ class KafkaOptions(BaseModel):
 def parse_options(config: SourceConfig) -> KafkaOptions:
     """Validate the Kafka keys of ``config`` (ConfigError naming the bad key)."""
     fmt = config.format or "json"
-    if fmt not in ("json", "csv"):
-        raise ConfigError(f"kafka source format {fmt!r}: expected json or csv", key="source.format")
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"kafka source format {fmt!r}: expected json, csv or avro", key="source.format"
+        )
     try:
         options = KafkaOptions.model_validate(config.options)
     except ValidationError as exc:
@@ -108,6 +127,7 @@ def parse_options(config: SourceConfig) -> KafkaOptions:
             "a csv kafka source needs 'columns: [...]' (messages carry no header)",
             key="source.columns",
         )
+    check_format_options(fmt, options)
     return options
 
 
@@ -131,6 +151,7 @@ class KafkaSource(Source):
         super().__init__(config, context)
         self.options = parse_options(config)
         self.format = config.format or "json"
+        self.payloads = payload_format(self.format, self.options)
         self.group = context.group or self.options.group or f"sluice-{context.pipeline}"
         self._kafka = kafka_module("the Kafka source")
         self._consumer: Any = None
@@ -295,7 +316,9 @@ class KafkaSource(Source):
         self._last_activity = time.monotonic()
         columns = MessageColumns.of(messages, self._single_topic)
         self._advance(columns)
-        table = build_table(columns, self.format, self.options.columns, self.options.include)
+        table = build_table(
+            columns, self.format, self.options.columns, self.options.include, self.payloads
+        )
         table = table.append_column(TASK_COLUMN, columns.task_keys()).append_column(
             OFFSET_COLUMN, pa.array(columns.offsets)
         )
@@ -304,7 +327,7 @@ class KafkaSource(Source):
                 table = table.append_column(name, column)
         return SourceBatch(
             data=table,
-            raw_format="json" if self.format == "json" else "csv",
+            raw_format=RAW_FORMATS[self.format],
             position=self.position,
         )
 
@@ -620,11 +643,16 @@ def include_columns(columns: MessageColumns, include: Sequence[str]) -> dict[str
 
 
 def build_table(
-    columns: MessageColumns, fmt: str, csv_names: list[str] | None, include: Sequence[str]
+    columns: MessageColumns,
+    fmt: str,
+    csv_names: list[str] | None,
+    include: Sequence[str],
+    payloads: PayloadFormat | None = None,
 ) -> pa.Table:
-    """The raw table of one poll: ``_raw`` (json) or CSV columns, metadata, bookkeeping."""
-    raw, invalid = decode_utf8(columns.values)
-    data: dict[str, pa.Array] = {}
+    """The raw table of one poll: ``_raw`` (json), CSV or Avro columns, metadata, bookkeeping."""
+    values, decoded = payloads.decode(columns.values) if payloads else (columns.values, {})
+    raw, invalid = decode_utf8(values)
+    data: dict[str, pa.Array] = dict(decoded)
     if fmt == "csv":
         data.update(csv_columns(raw, csv_names or []))
     data["_raw"] = raw
