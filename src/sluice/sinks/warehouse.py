@@ -323,8 +323,8 @@ class PostgresWarehouse:
     def write(self, marks: dict[str, int], table: str, data: pa.Table) -> bool:
         """Insert rows (COPY) and the markers in one transaction."""
         psycopg = require("psycopg", "postgres", "the PostgreSQL warehouse")
-        conn = self._connect(psycopg)
         try:
+            conn = self._connect(psycopg)
             with conn.transaction(), conn.cursor() as cur:
                 if any(self._last_epoch(cur, s, table) >= e for s, e in marks.items()):
                     return False

@@ -17,13 +17,16 @@ reason; see ``kafka_formats``.
 Offsets are never auto-committed: ``commit(position)`` commits them after the checkpoint.
 A position is ``{"offsets": {"topic/partition": next offset}}`` for the partitions this
 member holds. On assignment each partition starts at the checkpoint's offset when it has
-one, else at the group's committed offset, else at the earliest record. Rebalancing is
-cooperative (incremental); ``set_rebalance_listener`` lets the runner checkpoint before
-partitions go away, and ``set_offset_lookup`` lets it supply a start offset per partition
-from its per-partition checkpoints when partitions arrive. Every batch has the bookkeeping
-columns ``__task`` (``topic/partition``) and ``__offset``; ``split`` cuts a batch into one
-batch per partition for the partitioned runner. ``exhausted`` is time based (no records for
-``idle_timeout`` seconds), because some brokers (tansu) report wrong watermarks.
+one, else at the group's committed offset (or, outside the partitioned runner, where this
+member stopped reading it if that is later: a commit may have failed in a broker outage),
+else at the earliest record. Rebalancing is cooperative (incremental);
+``set_rebalance_listener`` lets the runner act before partitions go away, and
+``set_offset_lookup`` lets it supply a start offset per partition from its per-partition
+checkpoints when partitions arrive (the partitioned runner's checkpoints are then the
+only authority). Every batch has the bookkeeping columns ``__task`` (``topic/partition``)
+and ``__offset``; ``split`` cuts a batch into one batch per partition for the partitioned
+runner. ``exhausted`` is time based (no records for ``idle_timeout`` seconds), because some
+brokers (tansu) report wrong watermarks; a broker outage does not count as idle time.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ OFFSET_COLUMN = "__offset"
 MAX_CONSUME = 1_000_000  # librdkafka's upper bound for one consume() call
 ERROR_HISTORY = 100
 JOIN_GRACE_S = 30.0  # extra idle time allowed for joining the group
+PROBE_TIMEOUT_S = 2.0  # how long a reachability check waits for the broker
 
 
 class KafkaOptions(BaseModel):
@@ -158,6 +162,7 @@ class KafkaSource(Source):
         self._forwarder: Forwarder | None = None
         self._checkpoint: dict[str, int] = {}
         self._positions: dict[str, int] = {}
+        self._released: dict[str, int] = {}  # next offsets of partitions that went away
         self._assigned: set[str] = set()
         self._paused: list[Any] = []
         self._revoked: list[str] = []
@@ -166,7 +171,7 @@ class KafkaSource(Source):
         self._on_assign: RebalanceHandler | None = None
         self._offset_lookup: OffsetLookup | None = None
         self._last_activity = time.monotonic()
-        self._ever_assigned = False
+        self._broker_down = False
         self.errors: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------
@@ -248,16 +253,16 @@ class KafkaSource(Source):
         keys = [partition_key(tp.topic, tp.partition) for tp in partitions]
         if self._offset_lookup is not None and keys:
             self._checkpoint.update(self._offset_lookup(keys))
+        starts = self._start_offsets(consumer, partitions, keys)
         for tp, key in zip(partitions, keys, strict=True):
-            if key in self._checkpoint:
-                tp.offset = self._checkpoint[key]
-                self._positions[key] = self._checkpoint[key]
+            if key in starts:
+                tp.offset = starts[key]
+                self._positions[key] = starts[key]
         if self.options.assignor == "cooperative-sticky":
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
         self._assigned.update(keys)
-        self._ever_assigned = True
         self._newly_assigned.extend(keys)
         self._last_activity = time.monotonic()
         if keys:
@@ -265,8 +270,45 @@ class KafkaSource(Source):
         if self._on_assign is not None and keys:
             self._on_assign(keys)
 
+    def _start_offsets(
+        self, consumer: Any, partitions: list[Any], keys: list[str]
+    ) -> dict[str, int]:
+        """Offsets that override the group's committed ones for newly assigned partitions.
+
+        The checkpoint's offsets come first. A partition this member read before it went
+        away (say, the session expired in a broker outage) restarts where this member stopped
+        reading when the group's committed offset is behind that: the offset commit may have
+        failed during the outage, and the records read are checkpointed or in the batch being
+        read, so re-reading them from the group's offset would write them twice.
+        """
+        starts = {key: self._checkpoint[key] for key in keys if key in self._checkpoint}
+        if self._offset_lookup is not None:
+            return starts  # uncommitted records were dropped with their task: read them again
+        again = [
+            (tp, key)
+            for tp, key in zip(partitions, keys, strict=True)
+            if key not in starts and key in self._released
+        ]
+        if not again:
+            return starts
+        try:
+            committed = consumer.committed(
+                [self._kafka.TopicPartition(tp.topic, tp.partition) for tp, _ in again],
+                timeout=PROBE_TIMEOUT_S,
+            )
+        except self._kafka.KafkaException:
+            committed = []
+        group = {
+            partition_key(tp.topic, tp.partition): tp.offset for tp in committed if tp.error is None
+        }
+        for _tp, key in again:
+            if group.get(key, -1) < self._released[key]:
+                starts[key] = self._released[key]
+        return starts
+
     def _revoke_cb(self, consumer: Any, partitions: list[Any]) -> None:
         keys = [partition_key(tp.topic, tp.partition) for tp in partitions]
+        self._last_activity = time.monotonic()
         if keys:
             log.info("revoking %s", ", ".join(keys))
         if self._on_revoke is not None and keys:
@@ -279,13 +321,14 @@ class KafkaSource(Source):
 
     def _lost_cb(self, consumer: Any, partitions: list[Any]) -> None:
         keys = [partition_key(tp.topic, tp.partition) for tp in partitions]
-        log.warning("lost %s (session expired); another member owns them now", ", ".join(keys))
+        log.warning("lost %s (session expired); rejoining the group", ", ".join(keys))
         self._revoke_cb(consumer, partitions)
 
     def _forget(self, keys: list[str]) -> None:
         for key in keys:
             self._assigned.discard(key)
-            self._positions.pop(key, None)
+            if key in self._positions:
+                self._released[key] = self._positions.pop(key)
             self._checkpoint.pop(key, None)
         self._revoked.extend(keys)
 
@@ -384,6 +427,11 @@ class KafkaSource(Source):
     def _record_error(self, error: Any) -> None:
         text = f"{error.name()}: {error.str()}"
         self.errors = [*self.errors[-(ERROR_HISTORY - 1) :], text]
+        if error.code() in (
+            self._kafka.KafkaError._ALL_BROKERS_DOWN,
+            self._kafka.KafkaError._TRANSPORT,
+        ):
+            self._broker_down = True
         if error.fatal():
             raise SourceError(f"Kafka consumer failed: {text}")
         log.warning("Kafka consumer: %s", text)
@@ -420,12 +468,33 @@ class KafkaSource(Source):
     def exhausted(self) -> bool:
         """True when no record arrived (and no assignment changed) for ``idle_timeout`` s.
 
-        Before the first assignment the group join counts too, so the wait is longer then.
+        While no partition is held (before the first assignment, or after losing them) the
+        group join counts too, so the wait is longer then. A broker outage is not idleness:
+        after a connection error, the source is not exhausted until the broker answers again,
+        and the idle time restarts then.
         """
         idle = time.monotonic() - self._last_activity
-        if not self._ever_assigned:
+        if not self._assigned:
             return idle >= self.context.idle_timeout + JOIN_GRACE_S
-        return idle >= self.context.idle_timeout
+        if idle < self.context.idle_timeout:
+            return False
+        if self._broker_down:
+            if not self._broker_reachable():
+                return False
+            self._broker_down = False
+            self._last_activity = time.monotonic()
+            return False
+        return True
+
+    def _broker_reachable(self) -> bool:
+        """True when a broker answers a metadata request."""
+        if self._consumer is None:
+            return False
+        try:
+            self._consumer.list_topics(timeout=PROBE_TIMEOUT_S)
+        except self._kafka.KafkaException:
+            return False
+        return True
 
     def commit(self, position: Position) -> None:
         """Commit ``position``'s offsets of the partitions still held (synchronously)."""
