@@ -4,7 +4,7 @@ Each key (device, account ...) keeps its own exponentially weighted state. A bat
 key and every detector runs as a segmented scan (see :mod:`sluice.models.detectors.scan`), so an
 event is scored only from the events of its key that came before it - including earlier events
 of the same batch - without a per-event Python loop. Several cheap detectors (level, trend,
-spread, rate of change, stuck sensor, pairwise structure) are combined into a surprise, which
+spread, rate of change, stuck sensor, seasonality, pairwise structure) are combined into a surprise, which
 goes through an anomaly-likelihood and a novelty stage (see
 :mod:`sluice.models.detectors.combine`). Scores are in ``[0, 1)``: ``score = s / (s + 4)`` for a
 surprise of ``s`` (``-log10`` probability), so 0.5 is about a one-in-10,000 event. The alert
@@ -31,6 +31,14 @@ from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable
 from sluice.models.detectors.regime import regime_mask, shift_counts
 from sluice.models.detectors.scan import Segments, latch
+from sluice.models.detectors.seasonal import (
+    MIN_PERIOD,
+    SEASON_STATE,
+    History,
+    SeasonResult,
+    explained,
+    season_scores,
+)
 from sluice.models.detectors.structure import PAIR_STATE, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
@@ -42,7 +50,7 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 2
+STATE_VERSION = 3
 PERSIST_SURPRISE = 3.0  # -log10 p of the strongest statistic that keeps an incident alerted
 
 
@@ -61,6 +69,7 @@ class OnlineAnomalyConfig:
     novelty_horizon: int = 50
     min_score: float = 0.4
     calibration_horizon: int = 100_000
+    season_window: int = 640  # values kept per key and feature for seasonality (0 = off)
 
 
 @dataclass
@@ -80,6 +89,10 @@ class _Batch:
     features: FeatureResult
     structure: np.ndarray
     partner: np.ndarray
+    season: np.ndarray
+    period: np.ndarray
+    expected: np.ndarray
+    history: History | None
     final: np.ndarray
     alert: np.ndarray
     state: dict[str, np.ndarray] = field(default_factory=dict)
@@ -95,6 +108,8 @@ class OnlineAnomalyDetector:
             raise ModelError("target_alert_rate must be between 0 and 1")
         if config.max_keys < 1 or config.horizon < 2 or config.warmup < 0:
             raise ModelError("max_keys must be >= 1, horizon >= 2 and warmup >= 0")
+        if config.season_window and config.season_window < 4 * MIN_PERIOD:
+            raise ModelError(f"season_window must be 0 (off) or >= {4 * MIN_PERIOD}")
         self.config = config
         self.p = len(config.features)
         self.hz = Horizons.from_events(config.horizon, config.short_horizon)
@@ -104,7 +119,10 @@ class OnlineAnomalyDetector:
             max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2),
         )
         self.n_pairs = self.p * (self.p - 1) // 2
-        self.keys = KeyTable(config.max_keys, self._fresh_state())
+        self.window = config.season_window
+        self.refresh = max(4 * MIN_PERIOD, self.window // 2)
+        bulk = {"buf": ((self.p, self.window), np.nan)} if self.window else {}
+        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0
 
@@ -117,6 +135,7 @@ class OnlineAnomalyDetector:
         spec["open"] = ((), 0.0)
         spec.update({"dev": ((self.p,), 0.0), "reg": ((self.p,), 0.0)})
         spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
+        spec.update({name: ((self.p,), 0.0) for name in SEASON_STATE})
         spec["count"] = ((), 0.0)
         return spec
 
@@ -161,6 +180,8 @@ class OnlineAnomalyDetector:
         slots = self.keys.assign(keys, n)
         batch = self._run(slots, X, self.keys.gather, threshold)
         self.keys.scatter(batch.segs.slot, batch.state)
+        if batch.history is not None:
+            batch.history.write()
         result = self._result(batch, X, threshold)
         self._calibrate(result.score)
         return result
@@ -196,6 +217,7 @@ class OnlineAnomalyDetector:
         fr = feature_scores(Xs, segs, st, self.hz)
         ready = np.isfinite(Xs) & (fr.sd > 0)
         reg, reg_state = self._regime(fr.z[0], fr.short_mean, ready, segs, st)
+        hist, season = self._season(Xs, segs, st)
         if self.p > 1:
             e = np.clip(fr.z[0], -8.0, 8.0)
             sz, partner, pair = structure_scores(
@@ -204,10 +226,11 @@ class OnlineAnomalyDetector:
         else:
             sz, partner = np.zeros_like(Xs), np.zeros(Xs.shape, dtype=np.int64)
             pair = {k: st[k] for k in PAIR_STATE}
-        z = np.concatenate([fr.z, sz[None]])
+        z = np.concatenate([explained(fr.z, season), season.z[None], sz[None]])
         z = np.where(reg[None], 0.0, z)
         best, _, _ = strongest(z)
-        raw = to_surprise(best, tests=z.shape[0] * self.p)
+        # the seasonal statistic stands in for the level one (it caps it), so not one more look
+        raw = to_surprise(best, tests=(z.shape[0] - 1) * self.p)
         count = st["count"][segs.seg] + segs.offset
         warm = count >= self.config.warmup
         final, post = post_process(raw, warm, segs, self.post, {k: st[k] for k in POST_STATE})
@@ -218,9 +241,29 @@ class OnlineAnomalyDetector:
         state.update(post)
         state.update({k: v.T for k, v in reg_state.items()})
         state.update({k: v.T for k, v in pair.items()})
+        state.update({k: v.T for k, v in season.state.items()})
         state["count"] = st["count"] + np.bincount(segs.seg)
         recenter(state)
-        return _Batch(segs, fr, sz, partner, final, alert, state)
+        return _Batch(
+            segs, fr, sz, partner, season.z, season.period, season.expected, hist, final, alert,
+            state,
+        )
+
+    def _season(
+        self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
+    ) -> tuple[History | None, SeasonResult]:
+        init = {k: st[k] for k in SEASON_STATE}
+        if not self.window:
+            zero = np.zeros_like(Xs)
+            return None, SeasonResult(zero, zero, np.full_like(Xs, np.nan), init)
+        hist = History(
+            Xs.astype(np.float32),
+            segs,
+            st["count"].astype(np.int64),
+            self.keys.arrays["buf"],
+            segs.slot < self.keys.cap,
+        )
+        return hist, season_scores(Xs, hist, init, self.refresh)
 
     def _regime(
         self,
@@ -255,7 +298,7 @@ class OnlineAnomalyDetector:
         score[batch.segs.order] = score_sorted
         anomaly = np.empty(n, dtype=bool)
         anomaly[batch.segs.order] = batch.alert
-        z = np.concatenate([batch.features.z, batch.structure[None]])
+        z = np.concatenate([batch.features.z, batch.season[None], batch.structure[None]])
         reason = explain(z, batch, self.config, anomaly[batch.segs.order], X[batch.segs.order])
         out_reason = np.empty(n, dtype=object)
         out_reason[batch.segs.order] = reason
