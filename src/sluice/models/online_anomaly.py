@@ -69,7 +69,7 @@ class OnlineAnomalyConfig:
     novelty_horizon: int = 50
     min_score: float = 0.4
     calibration_horizon: int = 100_000
-    season_window: int = 640  # values kept per key and feature for seasonality (0 = off)
+    season_window: int = 720  # values kept per key and feature for seasonality (0 = off)
 
 
 @dataclass

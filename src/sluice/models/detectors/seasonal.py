@@ -167,17 +167,31 @@ def _best_residual(x: np.ndarray, earlier: list[np.ndarray]) -> np.ndarray:
     return best
 
 
-def _refresh_points(
-    c0: np.ndarray, lengths: np.ndarray, every: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Refreshes inside the batch: segment and event index of each, and each segment's first."""
-    first = np.maximum(-(-c0 // every), 1) * every
-    end = c0 + lengths
-    count = np.maximum((end - 1 - first) // every + 1, 0)
+def _multiples(lo: np.ndarray, hi: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Segment and value of every positive multiple of ``step`` in ``[lo, hi)`` per segment."""
+    first = np.maximum(-(-lo // step), 1) * step
+    count = np.maximum((hi - 1 - first) // step + 1, 0)
     base = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-    seg = np.repeat(np.arange(len(c0)), count)
+    seg = np.repeat(np.arange(len(lo)), count)
     k = np.arange(int(count.sum())) - base[seg]
-    return seg, first[seg] + k * every, base
+    return seg, first[seg] + k * step
+
+
+def refresh_points(
+    c0: np.ndarray, lengths: np.ndarray, every: int, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment and key event index of each refresh inside the batch, sorted by both.
+
+    A key is re-analysed every ``every`` events, and four times as often while its history
+    is shorter than the window (so a season is found as soon as two cycles are in view).
+    """
+    end = c0 + lengths
+    early = _multiples(c0, np.minimum(end, window), max(every // 4, 1))
+    late = _multiples(np.maximum(c0, window), end, every)
+    seg = np.concatenate([early[0], late[0]])
+    q = np.concatenate([early[1], late[1]])
+    order = np.lexsort((q, seg))
+    return seg[order], q[order]
 
 
 def season_scores(
@@ -187,23 +201,21 @@ def season_scores(
     p, n = x.shape
     segs = hist.segs
     window = hist.buf.shape[2]
-    rseg, rq, base = _refresh_points(hist.c0, segs.lengths, every)
+    rseg, rq = refresh_points(hist.c0, segs.lengths, every, window)
     period = init["sp"][:, segs.seg].copy()
     scale = init["ss"][:, segs.seg].copy()
     fin_p, fin_s = init["sp"].copy(), init["ss"].copy()
     if rseg.size:
         rp, rs = _refresh(hist, rseg, rq, p, window)
-        cnt = np.bincount(rseg, minlength=len(hist.c0))
+        span = int(max(rq.max(), (hist.c0 + segs.lengths).max())) + 1
         tau = hist.c0[segs.seg] + segs.offset
-        b = base[segs.seg]
-        first = rq[np.minimum(b, rq.size - 1)]
-        after = (cnt[segs.seg] > 0) & (tau >= first)
-        j = np.where(after, b + (tau - first) // every, 0)
+        j = np.searchsorted(rseg * span + rq, segs.seg * span + tau, side="right") - 1
+        after = (j >= 0) & (rseg[np.maximum(j, 0)] == segs.seg)
+        j = np.where(after, j, 0)
         period = np.where(after[None], rp[:, j], period)
         scale = np.where(after[None], rs[:, j], scale)
-        last = np.flatnonzero(cnt > 0)
-        last_j = base[last] + cnt[last] - 1
-        fin_p[:, last], fin_s[:, last] = rp[:, last_j], rs[:, last_j]
+        last = np.flatnonzero(np.append(rseg[1:] != rseg[:-1], True))
+        fin_p[:, rseg[last]], fin_s[:, rseg[last]] = rp[:, last], rs[:, last]
     z, expected = _statistic(x, hist, period, scale)
     return SeasonResult(z, period, expected, {"sp": fin_p, "ss": fin_s})
 
