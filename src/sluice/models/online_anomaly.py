@@ -4,12 +4,15 @@ Each key (device, account ...) keeps its own exponentially weighted state. A bat
 key and every detector runs as a segmented scan (see :mod:`sluice.models.detectors.scan`), so an
 event is scored only from the events of its key that came before it - including earlier events
 of the same batch - without a per-event Python loop. Several cheap detectors (level, trend,
-spread, rate of change, stuck sensor, seasonality, pairwise structure) are combined into a surprise, which
-goes through an anomaly-likelihood and a novelty stage (see
+spread, rate of change, stuck sensor, seasonality - see
+:mod:`sluice.models.detectors.seasonal` - and pairwise structure) are combined into a
+surprise, which goes through an anomaly-likelihood and a novelty stage (see
 :mod:`sluice.models.detectors.combine`). Scores are in ``[0, 1)``: ``score = s / (s + 4)`` for a
 surprise of ``s`` (``-log10`` probability), so 0.5 is about a one-in-10,000 event. The alert
 threshold needs no labels: it is the ``1 - target_alert_rate`` quantile of recent scores,
-never below ``min_score``. An alert then stays on for the key while its strongest statistic
+never below ``min_score``. After an alert, a key's published scores stay damped for a while
+unless something stronger happens (so one incident ranks once, as NAB rewards); alerts are
+decided before that damping. An alert then stays on for the key while its strongest statistic
 stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident is flagged, although its score
 is damped after the first event). When most keys shift the same way at once (a global regime
 change, see :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
@@ -67,6 +70,7 @@ class OnlineAnomalyConfig:
     seed: int = 0
     short_horizon: int = 8
     novelty_horizon: int = 50
+    quiet_horizon: int = 400  # events over which an alert's level damps later scores
     min_score: float = 0.4
     calibration_horizon: int = 100_000
     season_window: int = 720  # values kept per key and feature for seasonality (0 = off)
@@ -94,6 +98,7 @@ class _Batch:
     expected: np.ndarray
     history: History | None
     final: np.ndarray
+    alerting: np.ndarray
     alert: np.ndarray
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -117,6 +122,7 @@ class OnlineAnomalyDetector:
             long_decay=1.0 - 1.0 / (4 * config.horizon),
             short_decay=self.hz.short,
             max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2),
+            quiet_decay=1.0 - 1.0 / max(config.quiet_horizon, 2),
         )
         self.n_pairs = self.p * (self.p - 1) // 2
         self.window = config.season_window
@@ -183,7 +189,7 @@ class OnlineAnomalyDetector:
         if batch.history is not None:
             batch.history.write()
         result = self._result(batch, X, threshold)
-        self._calibrate(result.score)
+        self._calibrate(batch.alerting)
         return result
 
     def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
@@ -233,10 +239,14 @@ class OnlineAnomalyDetector:
         raw = to_surprise(best, tests=(z.shape[0] - 1) * self.p)
         count = st["count"][segs.seg] + segs.offset
         warm = count >= self.config.warmup
-        final, post = post_process(raw, warm, segs, self.post, {k: st[k] for k in POST_STATE})
+        final, alerting, post = post_process(
+            raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold
+        )
         post["hist"] = post["hist"].T
         # an incident stays alerted while its deviation persists (the score itself is damped)
-        alert, post["open"] = latch(final >= threshold, raw >= PERSIST_SURPRISE, segs, st["open"])
+        alert, post["open"] = latch(
+            alerting >= threshold, raw >= PERSIST_SURPRISE, segs, st["open"]
+        )
         state = {k: v.T for k, v in fr.state.items()}
         state.update(post)
         state.update({k: v.T for k, v in reg_state.items()})
@@ -245,7 +255,17 @@ class OnlineAnomalyDetector:
         state["count"] = st["count"] + np.bincount(segs.seg)
         recenter(state)
         return _Batch(
-            segs, fr, sz, partner, season.z, season.period, season.expected, hist, final, alert,
+            segs,
+            fr,
+            sz,
+            partner,
+            season.z,
+            season.period,
+            season.expected,
+            hist,
+            final,
+            alerting,
+            alert,
             state,
         )
 
