@@ -31,7 +31,7 @@ from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process, strongest
 from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable
+from sluice.models.detectors.keys import KeyTable, Spec
 from sluice.models.detectors.regime import regime_mask, shift_counts
 from sluice.models.detectors.scan import Segments, latch
 from sluice.models.detectors.seasonal import (
@@ -127,7 +127,7 @@ class OnlineAnomalyDetector:
         self.n_pairs = self.p * (self.p - 1) // 2
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
-        bulk = {"buf": ((self.p, self.window), np.nan)} if self.window else {}
+        bulk: Spec = {"buf": ((self.p, self.window), np.nan)} if self.window else {}
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0

@@ -1,14 +1,17 @@
 """Seasonality: how far a value is from what the same point of the previous cycles showed.
 
 Each key keeps a ring buffer of its last ``window`` values per feature (float32, indexed by
-the key's event count). Every ``refresh`` events of a key the buffer's autocorrelation
-(masked for gaps and short histories, via one FFT) is searched for a dominant period: the
-shortest strong local peak that follows a clear dip. The period is kept only when predicting
-each value from the value one or two periods earlier leaves a residual scale well under the
-window's spread (the season explains most of the variance). The statistic is the residual
-against whichever of the last two cycles agrees best (so one odd cycle does not echo a period
-later), over that residual's robust scale. Everything runs on deterministic per-key event
-counts, so the result does not depend on how a stream is cut into batches.
+the key's event count, read and written in place). Every ``refresh`` events of a key (more
+often while its history is short) the buffer's autocorrelation - masked for gaps, via one
+FFT - is searched for a dominant period: the shortest strong local peak that follows a clear
+dip. The period is trusted only when predicting each value from the same point of the last
+two cycles leaves a residual scale well under the window's spread (the season explains most
+of the variance). The statistic is the residual against whichever earlier cycle agrees
+best, give or take one event (so one odd cycle does not echo a period later, and a pattern
+that wanders by an event is not an anomaly), over that residual's scale fitted to its tail
+(see :func:`residual_scale`). Where a season is trusted it also caps the other detectors
+(see :func:`explained`). Everything is keyed to deterministic per-key event counts, so
+results do not depend on how a stream is cut into batches.
 """
 
 from __future__ import annotations
@@ -51,8 +54,7 @@ class History:
     real: np.ndarray  # segment's slot holds stored state (m,)
 
     def at(self, seg: np.ndarray, tau: np.ndarray, feat: np.ndarray) -> np.ndarray:
-        """Value of feature ``feat`` of segment ``seg``'s key at event index ``tau`` (NaN if
-        unknown); all arrays flat and of the same shape."""
+        """Values of features ``feat`` of segments ``seg`` at key event indexes ``tau`` (or NaN)."""
         window = self.buf.shape[2]
         c0 = self.c0[seg]
         out = np.full(tau.shape, np.nan)
@@ -198,7 +200,7 @@ def season_scores(
     x: np.ndarray, hist: History, init: dict[str, np.ndarray], every: int
 ) -> SeasonResult:
     """Seasonal statistic of each event of the key-sorted batch ``x`` (p, n)."""
-    p, n = x.shape
+    p = x.shape[0]
     segs = hist.segs
     window = hist.buf.shape[2]
     rseg, rq = refresh_points(hist.c0, segs.lengths, every, window)
