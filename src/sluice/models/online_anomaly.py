@@ -127,7 +127,8 @@ class OnlineAnomalyDetector:
         self.n_pairs = self.p * (self.p - 1) // 2
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
-        bulk: Spec = {"buf": ((self.p, self.window), np.nan)} if self.window else {}
+        # zeros, not NaN: only values written for a key are ever read (see History.at)
+        bulk: Spec = {"buf": ((self.p, self.window), 0.0)} if self.window else {}
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0

@@ -59,7 +59,11 @@ class KeyTable:
         extra = new_cap - self.cap
         for name, (shape, fill) in self._all():
             dtype = np.float32 if name in self.bulk else np.float64
-            block = np.full((extra, *shape), fill, dtype=dtype)
+            block = (
+                np.zeros((extra, *shape), dtype=dtype)
+                if fill == 0.0
+                else np.full((extra, *shape), fill, dtype=dtype)
+            )
             old = self.arrays.get(name)
             self.arrays[name] = block if old is None else np.concatenate([old, block])
         self.last_seen = np.concatenate([self.last_seen, np.zeros(extra, dtype=np.int64)])

@@ -225,21 +225,30 @@ def season_scores(
 def _refresh(
     hist: History, rseg: np.ndarray, rq: np.ndarray, p: int, window: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Period and scale (p, k) from the ``window`` values before each refresh point."""
-    periods, scales = [], []
-    for lo in range(0, rseg.size, CHUNK):
-        seg, q = rseg[lo : lo + CHUNK], rq[lo : lo + CHUNK]
-        shape = (seg.size, p, window)
-        tau = q[:, None, None] - window + np.arange(window)[None, None, :]
-        w = hist.at(
-            np.broadcast_to(seg[:, None, None], shape).ravel(),
-            np.broadcast_to(tau, shape).ravel(),
-            np.broadcast_to(np.arange(p)[None, :, None], shape).ravel(),
-        ).reshape(seg.size * p, window)
-        rp, rs = detect(w)
-        periods.append(rp.reshape(seg.size, p).T.astype(np.float64))
-        scales.append(rs.reshape(seg.size, p).T)
-    return np.concatenate(periods, axis=1), np.concatenate(scales, axis=1)
+    """Period and scale (p, k) from the values before each refresh point.
+
+    A key with a short history is analysed over the shortest of ``window``, ``window / 2``,
+    ``window / 4`` ... that holds all of it (cheaper, and the same wherever a batch ends).
+    """
+    periods, scales = np.zeros((p, rseg.size)), np.zeros((p, rseg.size))
+    length = np.full(rseg.size, window)
+    while length.min() // 2 >= 4 * MIN_PERIOD and (rq <= length // 2).any():
+        length = np.where(rq <= length // 2, length // 2, length)
+    for size in np.unique(length).tolist():
+        sel = np.flatnonzero(length == size)
+        for lo in range(0, sel.size, CHUNK):
+            idx = sel[lo : lo + CHUNK]
+            shape = (idx.size, p, size)
+            tau = rq[idx, None, None] - size + np.arange(size)[None, None, :]
+            w = hist.at(
+                np.broadcast_to(rseg[idx, None, None], shape).ravel(),
+                np.broadcast_to(tau, shape).ravel(),
+                np.broadcast_to(np.arange(p)[None, :, None], shape).ravel(),
+            ).reshape(idx.size * p, size)
+            rp, rs = detect(w)
+            periods[:, idx] = rp.reshape(idx.size, p).T
+            scales[:, idx] = rs.reshape(idx.size, p).T
+    return periods, scales
 
 
 def _statistic(
