@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from sluice.core.errors import StateError
 from sluice.models.detectors.seasonal import detect
 from sluice.models.online_anomaly import OnlineAnomalyConfig, OnlineAnomalyDetector, ScoreResult
 
@@ -73,3 +75,11 @@ def test_batch_split_and_state_round_trip_with_an_active_season() -> None:
     got = np.concatenate([first.score, rest.score])
     np.testing.assert_allclose(got, whole.score, rtol=1e-9, atol=1e-9)
     assert any("cycle" in r for r in whole.reason)
+
+
+def test_state_from_another_season_window_is_rejected() -> None:
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["cpu"], season_window=64))
+    det.score_learn(None, _seasonal()[:200, None])
+    other = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["cpu"]))
+    with pytest.raises(StateError, match="season_window"):
+        other.set_state(det.get_state())

@@ -366,6 +366,12 @@ class OnlineAnomalyDetector:
                 f"state was saved for features {header['config']['features']}, "
                 f"not {self.config.features}"
             )
+        saved_window = header["config"].get("season_window", 0)
+        if saved_window != self.config.season_window:
+            raise StateError(
+                f"state was saved with season_window={saved_window}, "
+                f"not {self.config.season_window}"
+            )
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])
