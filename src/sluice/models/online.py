@@ -12,7 +12,7 @@ from sluice.config.models import ModelConfig
 from sluice.core.errors import ConfigError, ModelError
 from sluice.models.base import Model, ModelContext
 
-_TUNABLES = ("warmup", "horizon", "target_alert_rate", "max_keys", "seed")
+_TUNABLES = ("warmup", "horizon", "target_alert_rate", "max_keys", "seed", "season_window")
 
 
 def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:

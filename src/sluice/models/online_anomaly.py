@@ -4,12 +4,15 @@ Each key (device, account ...) keeps its own exponentially weighted state. A bat
 key and every detector runs as a segmented scan (see :mod:`sluice.models.detectors.scan`), so an
 event is scored only from the events of its key that came before it - including earlier events
 of the same batch - without a per-event Python loop. Several cheap detectors (level, trend,
-spread, rate of change, stuck sensor, pairwise structure) are combined into a surprise, which
-goes through an anomaly-likelihood and a novelty stage (see
+spread, rate of change, stuck sensor, seasonality - see
+:mod:`sluice.models.detectors.seasonal` - and pairwise structure) are combined into a
+surprise, which goes through an anomaly-likelihood and a novelty stage (see
 :mod:`sluice.models.detectors.combine`). Scores are in ``[0, 1)``: ``score = s / (s + 4)`` for a
 surprise of ``s`` (``-log10`` probability), so 0.5 is about a one-in-10,000 event. The alert
 threshold needs no labels: it is the ``1 - target_alert_rate`` quantile of recent scores,
-never below ``min_score``. An alert then stays on for the key while its strongest statistic
+never below ``min_score``. After an alert, a key's published scores stay damped for a while
+unless something stronger happens (so one incident ranks once, as NAB rewards); alerts are
+decided before that damping. An alert then stays on for the key while its strongest statistic
 stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident is flagged, although its score
 is damped after the first event). When most keys shift the same way at once (a global regime
 change, see :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
@@ -28,9 +31,17 @@ from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process, strongest
 from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable
+from sluice.models.detectors.keys import KeyTable, Spec
 from sluice.models.detectors.regime import regime_mask, shift_counts
 from sluice.models.detectors.scan import Segments, latch
+from sluice.models.detectors.seasonal import (
+    MIN_PERIOD,
+    SEASON_STATE,
+    History,
+    SeasonResult,
+    explained,
+    season_scores,
+)
 from sluice.models.detectors.structure import PAIR_STATE, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
@@ -42,7 +53,7 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 2
+STATE_VERSION = 3
 PERSIST_SURPRISE = 3.0  # -log10 p of the strongest statistic that keeps an incident alerted
 
 
@@ -59,8 +70,10 @@ class OnlineAnomalyConfig:
     seed: int = 0
     short_horizon: int = 8
     novelty_horizon: int = 50
+    quiet_horizon: int = 400  # events over which an alert's level damps later scores
     min_score: float = 0.4
     calibration_horizon: int = 100_000
+    season_window: int = 720  # values kept per key and feature for seasonality (0 = off)
 
 
 @dataclass
@@ -80,7 +93,12 @@ class _Batch:
     features: FeatureResult
     structure: np.ndarray
     partner: np.ndarray
+    season: np.ndarray
+    period: np.ndarray
+    expected: np.ndarray
+    history: History | None
     final: np.ndarray
+    alerting: np.ndarray
     alert: np.ndarray
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -95,6 +113,8 @@ class OnlineAnomalyDetector:
             raise ModelError("target_alert_rate must be between 0 and 1")
         if config.max_keys < 1 or config.horizon < 2 or config.warmup < 0:
             raise ModelError("max_keys must be >= 1, horizon >= 2 and warmup >= 0")
+        if config.season_window and config.season_window < 4 * MIN_PERIOD:
+            raise ModelError(f"season_window must be 0 (off) or >= {4 * MIN_PERIOD}")
         self.config = config
         self.p = len(config.features)
         self.hz = Horizons.from_events(config.horizon, config.short_horizon)
@@ -102,9 +122,14 @@ class OnlineAnomalyDetector:
             long_decay=1.0 - 1.0 / (4 * config.horizon),
             short_decay=self.hz.short,
             max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2),
+            quiet_decay=1.0 - 1.0 / max(config.quiet_horizon, 2),
         )
         self.n_pairs = self.p * (self.p - 1) // 2
-        self.keys = KeyTable(config.max_keys, self._fresh_state())
+        self.window = config.season_window
+        self.refresh = max(4 * MIN_PERIOD, self.window // 2)
+        # zeros, not NaN: only values written for a key are ever read (see History.at)
+        bulk: Spec = {"buf": ((self.p, self.window), 0.0)} if self.window else {}
+        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0
 
@@ -117,6 +142,7 @@ class OnlineAnomalyDetector:
         spec["open"] = ((), 0.0)
         spec.update({"dev": ((self.p,), 0.0), "reg": ((self.p,), 0.0)})
         spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
+        spec.update({name: ((self.p,), 0.0) for name in SEASON_STATE})
         spec["count"] = ((), 0.0)
         return spec
 
@@ -161,8 +187,10 @@ class OnlineAnomalyDetector:
         slots = self.keys.assign(keys, n)
         batch = self._run(slots, X, self.keys.gather, threshold)
         self.keys.scatter(batch.segs.slot, batch.state)
+        if batch.history is not None:
+            batch.history.write()
         result = self._result(batch, X, threshold)
-        self._calibrate(result.score)
+        self._calibrate(batch.alerting)
         return result
 
     def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
@@ -196,6 +224,7 @@ class OnlineAnomalyDetector:
         fr = feature_scores(Xs, segs, st, self.hz)
         ready = np.isfinite(Xs) & (fr.sd > 0)
         reg, reg_state = self._regime(fr.z[0], fr.short_mean, ready, segs, st)
+        hist, season = self._season(Xs, segs, st)
         if self.p > 1:
             e = np.clip(fr.z[0], -8.0, 8.0)
             sz, partner, pair = structure_scores(
@@ -204,23 +233,58 @@ class OnlineAnomalyDetector:
         else:
             sz, partner = np.zeros_like(Xs), np.zeros(Xs.shape, dtype=np.int64)
             pair = {k: st[k] for k in PAIR_STATE}
-        z = np.concatenate([fr.z, sz[None]])
+        z = np.concatenate([explained(fr.z, season), season.z[None], sz[None]])
         z = np.where(reg[None], 0.0, z)
         best, _, _ = strongest(z)
-        raw = to_surprise(best, tests=z.shape[0] * self.p)
+        # the seasonal statistic stands in for the level one (it caps it), so not one more look
+        raw = to_surprise(best, tests=(z.shape[0] - 1) * self.p)
         count = st["count"][segs.seg] + segs.offset
         warm = count >= self.config.warmup
-        final, post = post_process(raw, warm, segs, self.post, {k: st[k] for k in POST_STATE})
+        final, alerting, post = post_process(
+            raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold
+        )
         post["hist"] = post["hist"].T
         # an incident stays alerted while its deviation persists (the score itself is damped)
-        alert, post["open"] = latch(final >= threshold, raw >= PERSIST_SURPRISE, segs, st["open"])
+        alert, post["open"] = latch(
+            alerting >= threshold, raw >= PERSIST_SURPRISE, segs, st["open"]
+        )
         state = {k: v.T for k, v in fr.state.items()}
         state.update(post)
         state.update({k: v.T for k, v in reg_state.items()})
         state.update({k: v.T for k, v in pair.items()})
+        state.update({k: v.T for k, v in season.state.items()})
         state["count"] = st["count"] + np.bincount(segs.seg)
         recenter(state)
-        return _Batch(segs, fr, sz, partner, final, alert, state)
+        return _Batch(
+            segs,
+            fr,
+            sz,
+            partner,
+            season.z,
+            season.period,
+            season.expected,
+            hist,
+            final,
+            alerting,
+            alert,
+            state,
+        )
+
+    def _season(
+        self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
+    ) -> tuple[History | None, SeasonResult]:
+        init = {k: st[k] for k in SEASON_STATE}
+        if not self.window:
+            zero = np.zeros_like(Xs)
+            return None, SeasonResult(zero, zero, np.full_like(Xs, np.nan), init)
+        hist = History(
+            Xs.astype(np.float32),
+            segs,
+            st["count"].astype(np.int64),
+            self.keys.arrays["buf"],
+            segs.slot < self.keys.cap,
+        )
+        return hist, season_scores(Xs, hist, init, self.refresh)
 
     def _regime(
         self,
@@ -255,7 +319,7 @@ class OnlineAnomalyDetector:
         score[batch.segs.order] = score_sorted
         anomaly = np.empty(n, dtype=bool)
         anomaly[batch.segs.order] = batch.alert
-        z = np.concatenate([batch.features.z, batch.structure[None]])
+        z = np.concatenate([batch.features.z, batch.season[None], batch.structure[None]])
         reason = explain(z, batch, self.config, anomaly[batch.segs.order], X[batch.segs.order])
         out_reason = np.empty(n, dtype=object)
         out_reason[batch.segs.order] = reason
@@ -301,6 +365,12 @@ class OnlineAnomalyDetector:
             raise StateError(
                 f"state was saved for features {header['config']['features']}, "
                 f"not {self.config.features}"
+            )
+        saved_window = header["config"].get("season_window", 0)
+        if saved_window != self.config.season_window:
+            raise StateError(
+                f"state was saved with season_window={saved_window}, "
+                f"not {self.config.season_window}"
             )
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)

@@ -7,6 +7,10 @@
    this adapts each key's scale, so a noisy key does not drown a quiet one.
 3. *Novelty*: an event only keeps its full surprise when it exceeds the key's recent (decaying)
    maximum; the rest of an ongoing episode is damped, so one incident is one alert.
+4. *Quiet period* (the published score only): after an alert-level event, the key's scores
+   stay damped unless they beat that alert (its level decays over ``quiet_horizon`` events),
+   as NAB's best detectors suppress repeats; ordinary fluctuations do not feed this maximum.
+   Alerts start from the score before this stage, so a new incident is still flagged.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
 
 SCALE = 4.0
 LN10 = float(np.log(10.0))
-POST_STATE = ("lw", "l1", "l2", "mx", "hist")
+POST_STATE = ("lw", "l1", "l2", "mx", "ax", "hist")
 N_BINS = 13
 
 
@@ -40,6 +44,7 @@ class PostParams:
     outlier_z: float = 3.0
     outlier_weight: float = 1.0
     extreme_weight: float = 0.05
+    quiet_decay: float = 1.0 - 1.0 / 400
 
 
 def surprise(z: np.ndarray, tests: int = 1) -> np.ndarray:
@@ -63,8 +68,9 @@ def post_process(
     segs: Segments,
     params: PostParams,
     init: dict[str, np.ndarray],
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Anomaly-likelihood and novelty stages: score in [0, 1) per event, and final state."""
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Anomaly-likelihood and novelty stages: score and alerting score in [0, 1), final state."""
     wf = warm.astype(np.float64)
     rv = np.log1p(raw) * wf if params.compress else raw * wf
     rows = np.stack([wf, rv, rv * rv])
@@ -92,6 +98,10 @@ def post_process(
     mx_before, mx_final = decayed_max(zpos, params.max_decay, segs, init["mx"])
     keep = zpos > mx_before * params.margin
     z = np.where(keep, zpos, zpos * params.damping)
-    u = z / (z + SCALE)
     state = {"lw": final[0], "l1": final[1], "l2": final[2], "mx": mx_final, "hist": hfin}
-    return u, state
+    alarm = z / (z + SCALE) >= threshold
+    ax_before, state["ax"] = decayed_max(
+        np.where(alarm, z, 0.0), params.quiet_decay, segs, init["ax"]
+    )
+    quiet = np.where(z > ax_before * params.margin, z, z * params.damping)
+    return quiet / (quiet + SCALE), z / (z + SCALE), state

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-# detector order: level, trend, spread, rate, stuck, structure
-_PREFERENCE = np.array([1.0, 0.9, 0.8, 0.95, 1.0, 0.8])
+# detector order: level, trend, spread, rate, stuck, season, structure
+_PREFERENCE = np.array([1.0, 0.9, 0.8, 0.95, 1.0, 1.0, 0.8])
 
 
 def _entity(key: str | None) -> str:
@@ -38,6 +38,12 @@ def _phrase(det: int, feat: str, z: float, info: dict[str, Any], entity: str) ->
         return f"{feat} jumped {way} {a:.1f} sigma from the previous value"
     if det == 4:
         return f"{feat} stuck at {info['value']:.6g} for {int(info['run']) + 1} events"
+    if det == 5:
+        side = "above" if z > 0 else "below"
+        return (
+            f"{feat} {a:.1f} sigma {side} its usual level at this point of {entity} "
+            f"{int(info['period'])}-event cycle (expected {info['expected']:.6g})"
+        )
     return f"{feat} {a:.1f} sigma off its usual relation to {info['other']}"
 
 
@@ -66,6 +72,8 @@ def explain(
                 "run": fr.run[f, r],
                 "value": X[r, f],
                 "other": features[int(batch.partner[f, r])],
+                "period": batch.period[f, r],
+                "expected": batch.expected[f, r],
             }
             parts.append(_phrase(det, features[f], float(z[det, f, r]), info, entity))
         parts.extend(f"missing {features[f]}" for f in np.flatnonzero(missing[r]).tolist())

@@ -1,4 +1,8 @@
-"""Per-key state slots with bounded size: least-recently-seen keys are evicted beyond a limit."""
+"""Per-key state slots with bounded size: least-recently-seen keys are evicted beyond a limit.
+
+Small per-key state is gathered for the keys of a batch and scattered back; *bulk* state
+(float32 ring buffers) is read and written in place by slot, never copied whole.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +37,10 @@ def factorize(keys: np.ndarray | None, n: int) -> tuple[list[Any], np.ndarray]:
 class KeyTable:
     """Maps keys to rows of per-key state arrays; evicts the least recently seen keys."""
 
-    def __init__(self, max_keys: int, spec: Spec) -> None:
+    def __init__(self, max_keys: int, spec: Spec, bulk: Spec | None = None) -> None:
         self.max_keys = max_keys
         self.spec = spec
+        self.bulk = bulk or {}
         self.cap = 0
         self.arrays: dict[str, np.ndarray] = {}
         self.last_seen = np.zeros(0, dtype=np.int64)
@@ -52,8 +57,13 @@ class KeyTable:
 
     def _grow(self, new_cap: int) -> None:
         extra = new_cap - self.cap
-        for name, (shape, fill) in self.spec.items():
-            block = np.full((extra, *shape), fill)
+        for name, (shape, fill) in self._all():
+            dtype = np.float32 if name in self.bulk else np.float64
+            block = (
+                np.zeros((extra, *shape), dtype=dtype)
+                if fill == 0.0
+                else np.full((extra, *shape), fill, dtype=dtype)
+            )
             old = self.arrays.get(name)
             self.arrays[name] = block if old is None else np.concatenate([old, block])
         self.last_seen = np.concatenate([self.last_seen, np.zeros(extra, dtype=np.int64)])
@@ -61,6 +71,9 @@ class KeyTable:
         self.slot_keys.extend([None] * extra)
         self.free.extend(range(new_cap - 1, self.cap - 1, -1))
         self.cap = new_cap
+
+    def _all(self) -> list[tuple[str, tuple[tuple[int, ...], float]]]:
+        return [*self.spec.items(), *self.bulk.items()]
 
     def distinct(self, keys: np.ndarray) -> int:
         """Number of distinct keys in ``keys``."""
@@ -98,7 +111,7 @@ class KeyTable:
             del self.index[self.slot_keys[slot]]
             self.slot_keys[slot] = None
         self.used[victims] = False
-        for name, (_, fill) in self.spec.items():
+        for name, (_, fill) in self._all():
             self.arrays[name][victims] = fill
         self.free.extend(victims[::-1].tolist())
         self.evicted += int(victims.size)
@@ -140,7 +153,7 @@ class KeyTable:
 
     def restore(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
         """Inverse of :meth:`export`."""
-        self.arrays = {name: np.array(arrays[name]) for name in self.spec}
+        self.arrays = {name: np.array(arrays[name]) for name, _ in self._all()}
         self.last_seen = np.array(arrays["_last_seen"], dtype=np.int64)
         self.free = [int(v) for v in arrays["_free"]]
         self.used = np.array(arrays["_used"], dtype=bool)
