@@ -2,9 +2,10 @@
 
 Object-store credentials come from the standard AWS environment variables
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``,
-``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``). Delta commits on S3 need a safe rename: set
-``AWS_S3_ALLOW_UNSAFE_RENAME=true`` when a single writer per table is guaranteed, or
-configure a locking provider (``AWS_S3_LOCKING_PROVIDER=dynamodb`` + ``DELTA_DYNAMO_TABLE_NAME``).
+``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``). deltalake 1.x commits to S3 with conditional
+writes (``If-None-Match``), so several writers (replicas) may append to one table safely on
+AWS S3 and on stores that support conditional writes (MinIO, moto); no locking provider or
+``AWS_S3_ALLOW_UNSAFE_RENAME`` is needed (both are still passed through when set).
 """
 
 from __future__ import annotations
