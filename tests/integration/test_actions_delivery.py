@@ -23,6 +23,8 @@ from sluice.storage.checkpoints import CheckpointStore
 from tests.integration.test_actions_receiver import Received, Receiver
 
 FAST_RETRY = {"max_attempts": 100, "backoff": "50ms", "max_backoff": "300ms"}
+OUTAGE_S = 30.0  # the scenario: the receiver is down for 30 s, then up
+OUTAGE_RETRY = {"max_attempts": 1000, "backoff": "50ms", "max_backoff": "1s"}
 
 
 def make(settings: Settings, actions: list[dict[str, Any]], **kw: Any) -> ActionEngine:
@@ -77,7 +79,7 @@ def test_receiver_down_then_up_delivers_each_action_once_in_order_per_key(
                 "type": "webhook",
                 "url": f"{receiver.url}/alerts",
                 "key": "device",
-                "retry": FAST_RETRY,
+                "retry": OUTAGE_RETRY,
                 "payload": {"seq": "{{ seq }}", "device": "{{ device }}"},
             }
         ],
@@ -92,7 +94,7 @@ def test_receiver_down_then_up_delivers_each_action_once_in_order_per_key(
     engine.dispatcher.start()
     commit(engine, 2, engine.evaluate(events(100, 10, start=200), EpochContext("p", 2)))
     engine.notify()
-    time.sleep(3.0)  # the receiver is down: connection refused, retried with backoff
+    time.sleep(OUTAGE_S)  # the receiver is down: connection refused, retried with backoff
     assert statuses(engine).get("delivered", 0) == 0
     receiver.start()
     try:
