@@ -15,8 +15,10 @@ Produces N JSON telemetry events to a 4-partition topic, then measures in the sa
 
 Rates count from the first record received (Pathway: first record scored) to the end of the
 work for the last one, so the consumer-group join (about 3 s on tansu) is left out alike.
+Everything is measured ``--rounds`` times (rounds of all consumers one after another) and
+each consumer's best round is kept, since other jobs may share the machine.
 Usage: ``python benchmarks/kafka.py [--events 1000000] [--quix-events 200000]
-[--bootstrap HOST:PORT] [--quix-python PY] [--pathway-python PY] [--breakdown]``
+[--rounds 2] [--bootstrap HOST:PORT] [--quix-python PY] [--pathway-python PY] [--breakdown]``
 """
 
 from __future__ import annotations
@@ -64,10 +66,11 @@ PATHWAY = "Pathway 0.33, same pipeline"
 
 @dataclass
 class Rate:
-    """One measured consumer: events/s over how many events."""
+    """One measured consumer: events/s over how many events (and every round's events/s)."""
 
     events_per_s: float
     events: int
+    rounds: tuple[float, ...] = ()
 
 
 def produce(bootstrap: str, n_events: int) -> str:
@@ -285,7 +288,9 @@ def kept_events(n: int) -> int:
         return sum(b'"status":"maintenance"' not in line for line in lines)
 
 
-def render(n: int, rates: dict[str, Rate], notes: list[str], breakdown: list[str]) -> str:
+def render(
+    n: int, rounds: int, rates: dict[str, Rate], notes: list[str], breakdown: list[str]
+) -> str:
     """The Markdown section of BENCHMARKS.md."""
     bare, tuned = rates[BARE_DEFAULT].events_per_s, rates[BARE_TUNED].events_per_s
     lines = [
@@ -296,15 +301,18 @@ def render(n: int, rates: dict[str, Rate], notes: list[str], breakdown: list[str
         "derive → 1-minute tumbling window per device (a side table) → anomaly score per "
         "device → table. Rates count from the first record received (the group join, about "
         "3 s on tansu, is left out) to the end of the work for the last event, its sink "
-        "write included. Every consumer but the first row gets the librdkafka setting "
-        f"`{json.dumps(CONSUMER)}` (see below).",
+        f"write included. Every consumer ran {rounds} times, one after another in rounds, and "
+        "each figure is its best round (other jobs share the 2 cores). Every consumer but the "
+        f"first row gets the librdkafka setting `{json.dumps(CONSUMER)}` (see below).",
         "",
-        "| consumer | events measured | events/s | vs bare (defaults) | vs bare (same settings) |",
-        "|---|---:|---:|---:|---:|",
+        "| consumer | events measured | events/s (best) | every round | vs bare (defaults) "
+        "| vs bare (same settings) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, rate in rates.items():
+        every = ", ".join(f"{r / 1000:,.0f}k" for r in rate.rounds)
         lines.append(
-            f"| {name} | {rate.events:,} | {rate.events_per_s:,.0f} | "
+            f"| {name} | {rate.events:,} | {rate.events_per_s:,.0f} | {every} | "
             f"{rate.events_per_s / bare:.2f}x | {rate.events_per_s / tuned:.2f}x |"
         )
     pipeline = rates.get(PIPELINE)
@@ -343,7 +351,10 @@ NOTES = [
     "fetched online, so both outputs are CSV (`pw.io.csv.write`); the z-score is a Python UDF "
     "holding per-device state outside Pathway (it has no per-event stateful map) and scores "
     "rows in the order Pathway hands them over, not event order. `static` mode stops early "
-    "on tansu (wrong watermarks), so it streams and stops once the last event is scored.",
+    "on tansu (wrong watermarks), so it streams and stops once the last event is scored. "
+    "Its rate counts from the first event scored: Pathway reads and parses its first batch "
+    "(up to `autocommit_duration_ms`, 1.5 s) before scoring anything, and that is not "
+    "counted, which flatters it.",
     f"* Sluice's window uses `allowed_lateness: {LATENESS}`: tansu serves each partition's "
     "whole backlog per fetch, so partitions are read one after another and events arrive "
     "out of order across them by up to the data's whole span. Sluice's watermark is global, "
@@ -362,6 +373,9 @@ def main() -> None:
     parser.add_argument("--pathway-python", help="python of a venv with pathway==0.33.*")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="time each pipeline stage")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="measure everything this often; keep each best"
+    )
     args = parser.parse_args()
     broker = None
     if args.bootstrap is None:
@@ -378,31 +392,36 @@ def main() -> None:
     notes = list(NOTES)
     breakdown: list[str] = []
 
-    def measure(name: str, run: Callable[[], Rate]) -> None:
-        rates[name] = run()
-        print(f"{name}: {rates[name].events_per_s:,.0f} events/s", flush=True)
-
     try:
         topic = produce(bootstrap, n)
-        measure(BARE_DEFAULT, lambda: bare_consumer(bootstrap, topic, n, settings={}))
-        measure(BARE_TUNED, lambda: bare_consumer(bootstrap, topic, n))
-        measure(SOURCE, lambda: kafka_source(bootstrap, topic, n))
+        runs: dict[str, Callable[[], Rate]] = {
+            BARE_DEFAULT: lambda: bare_consumer(bootstrap, topic, n, settings={}),
+            BARE_TUNED: lambda: bare_consumer(bootstrap, topic, n),
+            SOURCE: lambda: kafka_source(bootstrap, topic, n),
+        }
         if not args.skip_pipeline:
-            measure(PIPELINE, lambda: run_sluice_pipeline(bootstrap, topic, n))
-            measure(PIPELINE_DEFAULT, lambda: run_sluice_pipeline(bootstrap, topic, n, {}))
+            runs[PIPELINE] = lambda: run_sluice_pipeline(bootstrap, topic, n)
+            runs[PIPELINE_DEFAULT] = lambda: run_sluice_pipeline(bootstrap, topic, n, {})
         settings = json.dumps(CONSUMER)
         quix, why = baseline_python(args.quix_python, "quix", "quixstreams")
         if quix is not None:
             args_q = (bootstrap, topic, str(quix_n), settings)
-            measure(QUIX, lambda: run_baseline(quix, "quix_pipeline.py", *args_q))
+            runs[QUIX] = lambda: run_baseline(quix, "quix_pipeline.py", *args_q)
         else:
             notes.append(f"* Quix Streams was not measured: {why}.")
         pathway, why = baseline_python(args.pathway_python, "pathway", "pathway")
         if pathway is not None:
             args_p = (bootstrap, topic, str(n), str(kept_events(n)), settings)
-            measure(PATHWAY, lambda: run_baseline(pathway, "pathway_pipeline.py", *args_p))
+            runs[PATHWAY] = lambda: run_baseline(pathway, "pathway_pipeline.py", *args_p)
         else:
             notes.append(f"* Pathway was not measured: {why}.")
+        for round_ in range(1, args.rounds + 1):
+            for name, run in runs.items():
+                rate = run()
+                print(f"round {round_}: {name}: {rate.events_per_s:,.0f} events/s", flush=True)
+                seen = rates[name].rounds if name in rates else ()
+                best = rate if not seen or rate.events_per_s > max(seen) else rates[name]
+                rates[name] = Rate(best.events_per_s, best.events, (*seen, rate.events_per_s))
         if args.breakdown and not args.skip_pipeline:
             from kafka_breakdown import stage_breakdown
 
@@ -414,7 +433,7 @@ def main() -> None:
     for name, rate in rates.items():
         ratio = rate.events_per_s / rates[BARE_DEFAULT].events_per_s
         print(f"{name:55s} {rate.events_per_s:12,.0f} events/s  ({ratio:.2f}x bare)")
-    section = render(n, rates, notes, breakdown)
+    section = render(n, args.rounds, rates, notes, breakdown)
     (Path(__file__).parent / "results" / "kafka.md").write_text(section)
 
 
