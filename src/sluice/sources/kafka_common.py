@@ -58,14 +58,24 @@ def producer_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict
 
 
 def ensure_topic(
-    bootstrap: str, topic: str, partitions: int = 1, extra: dict[str, Any] | None = None
+    bootstrap: str,
+    topic: str,
+    partitions: int = 1,
+    extra: dict[str, Any] | None = None,
+    topic_config: dict[str, str] | None = None,
 ) -> bool:
-    """Create ``topic`` with ``partitions`` unless it exists; return True when created."""
+    """Create ``topic`` with ``partitions`` (and ``topic_config``) unless it exists.
+
+    Returns True when the topic was created.
+    """
     kafka = kafka_module("Kafka topic administration")
-    admin = kafka.admin.AdminClient(client_config(bootstrap, extra))
+    admin_module = require("confluent_kafka.admin", "kafka", "Kafka topic administration")
+    admin = admin_module.AdminClient(client_config(bootstrap, extra))
     if topic in admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics:
         return False
-    future = admin.create_topics([kafka.admin.NewTopic(topic, partitions, 1)])[topic]
+    future = admin.create_topics(
+        [admin_module.NewTopic(topic, partitions, 1, config=topic_config or {})]
+    )[topic]
     try:
         future.result(ADMIN_TIMEOUT_S)
     except kafka.KafkaException as exc:
