@@ -31,9 +31,11 @@ brokers (tansu) report wrong watermarks; a broker outage does not count as idle 
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -73,6 +75,7 @@ OFFSET_COLUMN = "__offset"
 MAX_CONSUME = 1_000_000  # librdkafka's upper bound for one consume() call
 ERROR_HISTORY = 100
 JOIN_GRACE_S = 30.0  # extra idle time allowed for joining the group
+QUEUED_MIN_MESSAGES = 1_000_000
 PROBE_TIMEOUT_S = 2.0  # how long a reachability check waits for the broker
 
 
@@ -185,6 +188,10 @@ class KafkaSource(Source):
             auto_offset_reset="earliest",
             session_timeout_ms=self.options.session_timeout_ms,
             partition_assignment_strategy=self.options.assignor,
+            # librdkafka stops fetching at 100k queued messages and then waits
+            # fetch.queue.backoff.ms (1 s): that pause, not the broker, caps a default consumer
+            # (benchmarks/kafka.py). Memory stays bounded by queued.max.messages.kbytes.
+            queued_min_messages=QUEUED_MIN_MESSAGES,
         )
         config.update({"logger": log, "error_cb": self._on_client_error})
         return config
@@ -350,14 +357,15 @@ class KafkaSource(Source):
         forwarder = self._forwarder if stop is None else None
         if forwarder is not None and forwarder.forward(max_rows, min(timeout, 0.1)):
             self._last_activity = time.monotonic()
-        messages = self._consumer.consume(max(1, min(max_rows, MAX_CONSUME)), max(timeout, 0.0))
-        messages = self._drop_errors(messages)
-        if stop is not None:
-            messages = self._clip(messages, stop)
-        if not messages:
-            return None
-        self._last_activity = time.monotonic()
-        columns = MessageColumns.of(messages, self._single_topic)
+        with gc_paused():  # a consume() allocates one object per message: no GC passes meanwhile
+            messages = self._consumer.consume(max(1, min(max_rows, MAX_CONSUME)), max(timeout, 0.0))
+            messages = self._drop_errors(messages)
+            if stop is not None:
+                messages = self._clip(messages, stop)
+            if not messages:
+                return None
+            self._last_activity = time.monotonic()
+            columns = MessageColumns.of(messages, self._single_topic)
         self._advance(columns)
         table = build_table(
             columns, self.format, self.options.columns, self.options.include, self.payloads
@@ -527,6 +535,18 @@ class KafkaSource(Source):
                 continue
             lag[key] = max(0, high - self._positions.get(key, 0))
         return lag
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Suspend the cyclic garbage collector inside the block (it holds no cycles)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _offsets_of(position: Position | None) -> dict[str, int]:
