@@ -9,6 +9,7 @@ them; ``#`` starts a comment). Clients send ``Authorization: Bearer KEY`` or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
@@ -93,6 +94,7 @@ class ApiKeys:
         return self.roles_by_hash.get(hash_key(key))
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(host: str | None) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ::1."""
     if not host:

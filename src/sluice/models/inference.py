@@ -25,10 +25,15 @@ def from_probabilities(probabilities: np.ndarray, classes: list[str] | np.ndarra
     best = probabilities.argmax(axis=1)
     labels = np.asarray(classes, dtype=object)[best]
     proba = probabilities[np.arange(len(best)), best]
-    reason = np.char.add(
-        np.char.add("predicted ", labels.astype(str)), np.char.mod(" with probability %.2f", proba)
-    ).astype(object)
-    return Outputs(label=labels.astype(str), proba=proba, reason=reason)
+    names = labels.astype(str)
+    reason = np.array(
+        [
+            f"predicted {n} with probability {p:.2f}"
+            for n, p in zip(names.tolist(), proba.tolist(), strict=True)
+        ],
+        dtype=object,
+    )
+    return Outputs(label=names, proba=proba, reason=reason)
 
 
 def from_anomaly_scores(scores: np.ndarray, threshold: float) -> Outputs:

@@ -4,55 +4,113 @@ Defaults: a string goes to the production text classifier; a record goes to the 
 online anomaly model (by name) that has learned state (scored from its pipeline's latest
 checkpoint, without learning), else to the first production model of another kind.
 ``model=NAME`` picks one.
+
+A model is loaded on its first request and kept. At most every ``refresh_seconds`` a
+background thread takes one cheap look at the metadata database (see
+:mod:`sluice.models.catalog`: no model bytes) and loads again only the models that changed
+(a promoted or rolled-back version, a newer online checkpoint), swapping each in when it is
+ready; requests meanwhile go on with the model they have, without waiting for the database.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+from sqlalchemy import select
 
 from sluice.config.models import ModelConfig
 from sluice.core.errors import ModelError, NotFoundError
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, create_model
+from sluice.models.catalog import Catalog, ModelSource
+from sluice.models.records import score_records
 from sluice.models.registry import ModelRegistry, OnlineModelIndex, OnlineModelInfo
-from sluice.storage.checkpoints import CheckpointStore
+from sluice.storage.checkpoints import operator_state
 from sluice.storage.db import get_engine
 
+log = logging.getLogger("sluice.predict")
 _OUTPUTS = ("label", "proba", "score", "anomaly", "reason")
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """A loaded model and the source it was loaded from."""
+
+    model: Model
+    source: ModelSource
+
+
 class Predictor:
-    """Loads models once, refreshes them at most every ``refresh_seconds``, predicts."""
+    """Keeps loaded models, refreshes changed ones in the background, predicts."""
 
     def __init__(self, settings: Settings | None = None, refresh_seconds: float = 2.0) -> None:
         self.settings = settings or Settings()
         self.refresh_seconds = refresh_seconds
         self.registry = ModelRegistry(self.settings)
         self.online = OnlineModelIndex(self.settings)
-        self.checkpoints = CheckpointStore(get_engine(str(self.settings.metadata_url)))
-        self._cache: dict[str, tuple[float, Model, Any]] = {}
-        self._lock = threading.Lock()
+        self.engine = get_engine(str(self.settings.metadata_url))
+        self._catalog: Catalog | None = None
+        self._checked_at = 0.0
+        self._loaded: dict[str, _Loaded] = {}
+        self._lock = threading.RLock()
+        self._refresher: threading.Thread | None = None
+
+    def _read_catalog(self) -> Catalog:
+        catalog = Catalog.read(self.engine, self.registry, self.online)
+        with self._lock:
+            self._catalog, self._checked_at = catalog, time.monotonic()
+        return catalog
+
+    def _current_catalog(self) -> Catalog:
+        """The catalog in hand (read now only the first time); starts a refresh when due."""
+        with self._lock:
+            catalog = self._catalog
+            if catalog is None:
+                return self._read_catalog()
+            if time.monotonic() - self._checked_at >= self.refresh_seconds:
+                self._refresh_in_background()
+            return catalog
+
+    def _refresh_in_background(self) -> None:
+        if self._refresher is not None and self._refresher.is_alive():
+            return
+        self._checked_at = time.monotonic()
+        self._refresher = threading.Thread(
+            target=self._refresh_logged, name="sluice-predict-refresh", daemon=True
+        )
+        self._refresher.start()
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception as exc:  # keep serving the models in hand
+            log.warning("could not refresh the models for predict: %s", exc)
+
+    def refresh(self) -> None:
+        """Look at the metadata database now and load again every kept model that changed."""
+        catalog = self._read_catalog()
+        for name, kept in list(self._loaded.items()):
+            source = catalog.source(name)
+            if source is None or source.marker == kept.source.marker:
+                continue
+            loaded = _Loaded(self._build(source), source)
+            with self._lock:
+                self._loaded[name] = loaded
+
+    def wait_for_refresh(self, timeout: float | None = None) -> None:
+        """Wait until a background refresh in flight (if any) has finished."""
+        refresher = self._refresher
+        if refresher is not None:
+            refresher.join(timeout)
 
     def default_model(self, text: bool) -> str:
         """The model used when the request names none."""
-        versions = [v for v in self.registry.list() if v.stage == "production"]
-        if text:
-            found = next((v.name for v in versions if v.format == "text_classifier"), None)
-        else:
-            online = self.online.list()
-            trained = [
-                m for m in online if f"model:{m.name}" in self.checkpoints.load(m.pipeline).states
-            ]
-            online = trained or online
-            found = (
-                online[0].name
-                if online
-                else next((v.name for v in versions if v.format != "text_classifier"), None)
-            )
+        found = self._current_catalog().default_name(text)
         if found is None:
             kind = "text classifier" if text else "model for records"
             raise NotFoundError(
@@ -60,40 +118,49 @@ class Predictor:
             )
         return found
 
-    def _load(self, name: str) -> tuple[Model, Any]:
-        now = time.monotonic()
-        cached = self._cache.get(name)
-        if cached and now - cached[0] < self.refresh_seconds:
-            return cached[1], cached[2]
-        info = self.online.get(name)
-        if info is not None:
-            model, marker = self._load_online(info)
-        else:
-            version = self.registry.get(name)
-            config = ModelConfig.model_validate(
-                {
-                    "name": name,
-                    "type": version.format,
-                    "features": version.features,
-                    "registry": name,
-                    "version": version.version,
-                }
-            )
-            model = create_model(config, ModelContext("predict", self.settings))
-            marker = version.version
-        if cached and cached[2] == marker:
-            model = cached[1]
-        self._cache[name] = (now, model, marker)
-        return model, marker
+    def _load(self, name: str) -> _Loaded:
+        kept = self._loaded.get(name)
+        catalog = self._current_catalog()
+        if kept is not None:
+            return kept
+        source = catalog.source(name)
+        if source is None:  # maybe registered since the last look
+            source = self._read_catalog().source(name)
+        if source is None:
+            raise NotFoundError(f"no model named {name!r} in the registry")
+        loaded = _Loaded(self._build(source), source)
+        self._loaded[name] = loaded
+        return loaded
 
-    def _load_online(self, info: OnlineModelInfo) -> tuple[Model, Any]:
+    def _build(self, source: ModelSource) -> Model:
+        if source.online is not None:
+            return self._build_online(source.online)
+        version = source.version
+        assert version is not None
+        config = ModelConfig.model_validate(
+            {
+                "name": version.name,
+                "type": version.format,
+                "features": version.features,
+                "registry": version.name,
+                "version": version.version,
+            }
+        )
+        return create_model(config, ModelContext("predict", self.settings))
+
+    def _build_online(self, info: OnlineModelInfo) -> Model:
         config = ModelConfig(name=info.name, type=info.type, features=info.features, key=info.key)
         model = create_model(config, ModelContext(info.pipeline, self.settings))
-        checkpoint = self.checkpoints.load(info.pipeline)
-        blob = checkpoint.states.get(f"model:{info.name}")
+        with self.engine.connect() as conn:
+            blob = conn.execute(
+                select(operator_state.c.data).where(
+                    operator_state.c.pipeline == info.pipeline,
+                    operator_state.c.operator == f"model:{info.name}",
+                )
+            ).scalar()
         if blob:
-            model.restore(blob)
-        return model, checkpoint.epoch
+            model.restore(bytes(blob))
+        return model
 
     def predict(self, data: Any, model: str | None = None) -> dict[str, Any]:
         """Score ``data`` (a string, a record, or a list of either)."""
@@ -104,12 +171,13 @@ class Predictor:
         if not texts and not all(isinstance(r, dict) for r in records):
             raise ModelError("'data' must be a string, an object, or a list of strings or objects")
         name = model or self.default_model(text=texts)
-        with self._lock:
-            loaded, marker = self._load(name)
-            table = _to_table(records, loaded, texts)
-            scored = _score_only(loaded, table)
-        predictions = _predictions(scored, name)
-        result: dict[str, Any] = {"model": name, "version": marker}
+        with self._lock:  # models (plugins too) need not be thread-safe
+            loaded = self._load(name)
+            predictions = None if texts else score_records(loaded.model, records)
+            if predictions is None:
+                scored = _score_only(loaded.model, _to_table(records, loaded.model, texts))
+                predictions = _predictions(scored, name)
+        result: dict[str, Any] = {"model": name, "version": loaded.source.number}
         if isinstance(data, list):
             result["predictions"] = predictions
         else:

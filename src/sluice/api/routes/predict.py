@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from sluice.api.auth import read_access
 from sluice.api.body import json_body
-from sluice.api.deps import AppState, get_state
+from sluice.api.deps import AppState
 from sluice.api.errors import ApiError, JSONOut
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
@@ -52,12 +52,14 @@ def _parse_request(payload: Any) -> tuple[Any, str | None]:
 
 @router.post(
     "/predict",
-    dependencies=[Depends(read_access)],
     summary="Predict with the default model (text for a string, anomaly for records) or 'model'",
     openapi_extra={"requestBody": {"content": {"application/json": {"example": _EXAMPLE}}}},
 )
-async def predict(request: Request, state: AppState = Depends(get_state)) -> JSONOut:
+async def predict(request: Request) -> JSONOut:
     """Run the predictor on ``data`` and return its answer."""
+    # auth and state are read here rather than as dependencies: this is the hot path
+    await read_access(request)
+    state: AppState = request.app.state.sluice
     data, model = _parse_request(await json_body(request, _MAX_PREDICT_BODY))
     if state.predictor is None:
         raise ApiError(503, "no model is available for predictions in this server", None)

@@ -1,0 +1,88 @@
+"""What the metadata database says about models at one moment, read without any model bytes.
+
+One look reads the registry's versions, the online-model index and the epochs of the online
+models' saved states; a model's *marker* (its registry version, or its online entry and state
+epoch) changes exactly when the model to serve changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from sluice.models.registry import ModelRegistry, ModelVersion, OnlineModelIndex, OnlineModelInfo
+from sluice.storage.checkpoints import operator_state
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the model to serve under a name comes from, and its marker."""
+
+    online: OnlineModelInfo | None
+    version: ModelVersion | None
+    marker: Any
+
+    @property
+    def number(self) -> int:
+        """The version answered to clients: registry version, or online state epoch."""
+        if self.version is not None:
+            return self.version.version
+        return int(self.marker[1] or 0)
+
+
+@dataclass
+class Catalog:
+    """Registry versions, online models and the epochs of their saved states."""
+
+    versions: list[ModelVersion]
+    online: list[OnlineModelInfo]
+    state_epochs: dict[tuple[str, str], int]  # (pipeline, "model:NAME") -> epoch of the state
+
+    @classmethod
+    def read(cls, engine: Engine, registry: ModelRegistry, index: OnlineModelIndex) -> Catalog:
+        """One look at the metadata database."""
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    operator_state.c.pipeline, operator_state.c.operator, operator_state.c.epoch
+                ).where(operator_state.c.operator.like("model:%"))
+            ).all()
+        return cls(
+            versions=registry.list(),
+            online=index.list(),
+            state_epochs={(r.pipeline, r.operator): int(r.epoch) for r in rows},
+        )
+
+    def version(self, name: str) -> ModelVersion | None:
+        """The production version of ``name``, else its newest one."""
+        mine = [v for v in self.versions if v.name == name]
+        return next((v for v in mine if v.stage == "production"), mine[0] if mine else None)
+
+    def online_model(self, name: str) -> OnlineModelInfo | None:
+        """The online model called ``name``, if any."""
+        return next((m for m in self.online if m.name == name), None)
+
+    def state_epoch(self, info: OnlineModelInfo) -> int | None:
+        """The epoch of the online model's saved state (None when it has learned nothing)."""
+        return self.state_epochs.get((info.pipeline, f"model:{info.name}"))
+
+    def source(self, name: str) -> ModelSource | None:
+        """Where ``name`` comes from now (an online model wins over a registry name)."""
+        info = self.online_model(name)
+        if info is not None:
+            return ModelSource(info, None, (info, self.state_epoch(info)))
+        version = self.version(name)
+        return ModelSource(None, version, version.version) if version is not None else None
+
+    def default_name(self, text: bool) -> str | None:
+        """The model for a request naming none (see ``sluice.models.predict``)."""
+        production = [v for v in self.versions if v.stage == "production"]
+        if text:
+            return next((v.name for v in production if v.format == "text_classifier"), None)
+        trained = [m for m in self.online if self.state_epoch(m) is not None]
+        online = trained or self.online
+        if online:
+            return online[0].name
+        return next((v.name for v in production if v.format != "text_classifier"), None)
