@@ -383,8 +383,7 @@ def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -
     if not fresh.any():
         return
     n = Xs.shape[1]
-    idx = np.where(np.isfinite(Xs), np.arange(n), n)
-    first = np.minimum.reduceat(idx, segs.start, axis=1)
+    first = segs.first(np.isfinite(Xs))
     value = np.take_along_axis(Xs, np.minimum(first, n - 1), axis=1)
     value = np.where(first < n, value, 0.0)
     st["ref"] = np.where(fresh, value, st["ref"])

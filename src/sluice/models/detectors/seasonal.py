@@ -59,7 +59,7 @@ class History:
         c0 = self.c0[seg]
         out = np.full(tau.shape, np.nan)
         inb = tau >= c0
-        pos = self.segs.start[seg[inb]] + (tau[inb] - c0[inb])
+        pos = self.segs.position(seg[inb], tau[inb] - c0[inb])
         out[inb] = self.xs[feat[inb], pos]
         old = ~inb & (tau >= 0) & (tau >= c0 - window) & self.real[seg]
         if old.any():
