@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from sluice.core.errors import ModelError, StateError
-from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process, strongest
+from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process
 from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable, Spec
@@ -39,8 +39,8 @@ from sluice.models.detectors.seasonal import (
     SEASON_STATE,
     History,
     SeasonResult,
-    explained,
     season_scores,
+    seasonal_cap,
 )
 from sluice.models.detectors.structure import PAIR_STATE, structure_scores
 from sluice.models.detectors.univariate import (
@@ -233,11 +233,9 @@ class OnlineAnomalyDetector:
         else:
             sz, partner = np.zeros_like(Xs), np.zeros(Xs.shape, dtype=np.int64)
             pair = {k: st[k] for k in PAIR_STATE}
-        z = np.concatenate([explained(fr.z, season), season.z[None], sz[None]])
-        z = np.where(reg[None], 0.0, z)
-        best, _, _ = strongest(z)
+        best = _peak(fr.z, season, sz, reg)
         # the seasonal statistic stands in for the level one (it caps it), so not one more look
-        raw = to_surprise(best, tests=(z.shape[0] - 1) * self.p)
+        raw = to_surprise(best, tests=(fr.z.shape[0] + 1) * self.p)
         count = st["count"][segs.seg] + segs.offset
         warm = count >= self.config.warmup
         final, alerting, post = post_process(
@@ -387,6 +385,19 @@ def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -
     value = np.take_along_axis(Xs, np.minimum(first, n - 1), axis=1)
     value = np.where(first < n, value, 0.0)
     st["ref"] = np.where(fresh, value, st["ref"])
+
+
+def _peak(z: np.ndarray, season: SeasonResult, sz: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Largest statistic of each event over detectors and features (seasonally capped).
+
+    Features in a regime change count as zero.
+    """
+    peak = np.abs(z).max(axis=0)
+    np.minimum(peak, seasonal_cap(season), out=peak)
+    np.maximum(peak, np.abs(season.z), out=peak)
+    np.maximum(peak, np.abs(sz), out=peak)
+    peak[reg] = 0.0
+    return peak.max(axis=0)
 
 
 def _empty() -> ScoreResult:

@@ -144,9 +144,7 @@ class Segments:
         out[early] = starts[offset[early]] + seg[early]
         if self.tail is not None:
             late = ~early
-            out[late] = (
-                self.tail_from + self.tail.start[seg[late]] + offset[late] - head
-            )
+            out[late] = self.tail_from + self.tail.start[seg[late]] + offset[late] - head
         return out
 
     def first(self, mask: np.ndarray) -> np.ndarray:

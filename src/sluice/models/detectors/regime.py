@@ -44,17 +44,41 @@ def regime_mask(
     dev = np.where(ready, np.sign(level) * (np.abs(level) > SHIFTED), 0.0)
     held = segs.shift(dev, init["dev"])
     dev = np.where(ready, dev, held)
-    shares = []
-    for k, sign in enumerate((1.0, -1.0)):
-        change = (dev == sign).astype(np.float64) - (held == sign)
-        arrival = np.empty_like(change)
-        arrival[:, segs.order] = change
-        running = counts[k][:, None] + np.cumsum(arrival, axis=1)
-        shares.append(running[:, segs.order])
     enough = active >= MIN_KEYS
-    up = enough & (shares[0] > SHARE * active) & (level > SHIFTED)
-    down = enough & (shares[1] > SHARE * active) & (level < -SHIFTED)
-    start = ready & (up | down)
+    start = np.zeros(level.shape, dtype=bool)
+    # a key can only enter a regime where it is shifted itself: count the others just there
+    f, i = np.nonzero(ready & enough & (np.abs(level) > SHIFTED))
+    if f.size:
+        up, down = _running_counts(dev, held, segs, counts, f, i)
+        start[f, i] = np.where(level[f, i] > 0, up, down) > SHARE * active[i]
     keep = (np.abs(short_mean) > PERSISTS) | (np.abs(level) > SHIFTED) | ~ready
     reg, reg_final = latch(start, keep, segs, init["reg"])
     return reg, {"dev": dev[:, segs.last], "reg": reg_final}
+
+
+def _running_counts(
+    dev: np.ndarray,
+    held: np.ndarray,
+    segs: Segments,
+    counts: np.ndarray,
+    f: np.ndarray,
+    i: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keys shifted up and down for feature ``f`` just after each event ``i``, in arrival order.
+
+    Only events whose sign changed move the counts, so only those are summed.
+    """
+    n = dev.shape[1]
+    cf, ci = np.nonzero(dev != held)
+    key = cf * n + segs.order[ci]
+    sort = np.argsort(key, kind="stable")
+    key = key[sort]
+    query = f * n + segs.order[i]
+    hi = np.searchsorted(key, query, side="right")
+    lo = np.searchsorted(key, f * n, side="left")
+    out = []
+    for k, sign in enumerate((1.0, -1.0)):
+        change = (dev[cf, ci] == sign).astype(np.float64) - (held[cf, ci] == sign)
+        total = np.concatenate([[0.0], np.cumsum(change[sort])])
+        out.append(counts[k][f] + (total[hi] - total[lo]))
+    return out[0], out[1]

@@ -278,6 +278,10 @@ def explained(z: np.ndarray, season: SeasonResult) -> np.ndarray:
     Where a period is trusted, a value (or jump, or spread) the season expects is not an
     anomaly: no statistic may exceed the seasonal one in size.
     """
-    on = np.isfinite(season.expected)
-    cap = np.where(on, np.abs(season.z), np.inf)
+    cap = seasonal_cap(season)
     return np.clip(z, -cap[None], cap[None])
+
+
+def seasonal_cap(season: SeasonResult) -> np.ndarray:
+    """Largest size another statistic may have per event (p, n): ``inf`` without a season."""
+    return np.where(np.isfinite(season.expected), np.abs(season.z), np.inf)
