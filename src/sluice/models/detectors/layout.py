@@ -18,6 +18,7 @@ Within a segment, positions increase with the event index in both layouts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -43,7 +44,15 @@ class Segments:
     @classmethod
     def from_slots(cls, slots: np.ndarray, min_block: int = MIN_BLOCK_KEYS) -> Segments:
         """Group batch rows by slot, keeping arrival order inside each group."""
-        base = cls._contiguous(slots)
+        order = _by_slot(slots)
+        return cls.from_sorted(slots[order], order, min_block)
+
+    @classmethod
+    def from_sorted(
+        cls, s: np.ndarray, order: np.ndarray, min_block: int = MIN_BLOCK_KEYS
+    ) -> Segments:
+        """Layout of rows ``order`` whose slots ``s`` are already grouped (sorted by slot)."""
+        base = cls._contiguous(s, order)
         m = base.lengths.shape[0]
         if m < min_block:
             return base
@@ -53,14 +62,8 @@ class Segments:
         return base._mixed(head, active[:head])
 
     @classmethod
-    def _contiguous(cls, slots: np.ndarray) -> Segments:
-        n = slots.shape[0]
-        if n and np.all(slots == slots[0]):
-            order = np.arange(n)
-            s = slots
-        else:
-            order = np.argsort(slots, kind="stable")
-            s = slots[order]
+    def _contiguous(cls, s: np.ndarray, order: np.ndarray) -> Segments:
+        n = s.shape[0]
         is_start = np.ones(n, dtype=bool)
         if n:
             is_start[1:] = s[1:] != s[:-1]
@@ -174,3 +177,28 @@ class Segments:
             before = values[..., self.blocks[-1][0] : self.blocks[-1][0] + k]
             out[..., first:] = self.tail.shift(values[..., first:], before)
         return out
+
+
+def _by_slot(slots: np.ndarray) -> np.ndarray:
+    """Rows sorted by slot, arrival order kept within a slot."""
+    n = slots.shape[0]
+    if n and np.all(slots == slots[0]):
+        return np.arange(n)
+    return np.argsort(slots, kind="stable")
+
+
+def split(slots: np.ndarray, size: int) -> list[Segments]:
+    """The batch cut into chunks of whole keys of about ``size`` events, each with its layout.
+
+    A chunk's ``order`` holds batch rows. Chunks keep each intermediate array small enough to
+    stay in the CPU cache, which makes the element-wise work several times faster.
+    """
+    order = _by_slot(slots)
+    s = slots[order]
+    n = s.shape[0]
+    if n <= size:
+        return [Segments.from_sorted(s, order)]
+    starts = np.flatnonzero(np.append(True, s[1:] != s[:-1]))
+    at = np.minimum(np.searchsorted(starts, np.arange(size, n, size)), starts.shape[0] - 1)
+    cuts = np.unique(np.concatenate([[0], starts[at], [n]])).tolist()
+    return [Segments.from_sorted(s[a:b], order[a:b]) for a, b in pairwise(cuts)]
