@@ -39,6 +39,7 @@ from sluice.models.detectors.seasonal import (
     SEASON_STATE,
     History,
     SeasonResult,
+    ring_mask,
     season_scores,
     seasonal_cap,
 )
@@ -53,7 +54,7 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 3
+STATE_VERSION = 4
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
@@ -135,7 +136,7 @@ class OnlineAnomalyDetector:
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
         self.chunk = max(CHUNK_VALUES // self.p, 1024)
         # zeros, not NaN: only values written for a key are ever read (see History.at)
-        bulk: Spec = {"buf": ((self.p, self.window), 0.0)} if self.window else {}
+        bulk: Spec = {"buf": ((self.window, self.p), 0.0)} if self.window else {}
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0
@@ -325,6 +326,10 @@ class OnlineAnomalyDetector:
     def get_state(self) -> bytes:
         """Serialise all learned state (exactly restorable with :meth:`set_state`)."""
         arrays, keys, meta = self.keys.export()
+        if self.window:
+            # only the values each key holds (a young key's ring is mostly empty)
+            mask = ring_mask(self.keys.arrays["count"], self.keys.used, self.window)
+            arrays["buf"] = arrays["buf"][mask]
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),
@@ -363,6 +368,14 @@ class OnlineAnomalyDetector:
                 f"state was saved with season_window={saved_window}, "
                 f"not {self.config.season_window}"
             )
+        if self.window:
+            mask = ring_mask(arrays["count"], arrays["_used"], self.window)
+            ring = np.zeros((*mask.shape, self.p), dtype=np.float32)
+            try:
+                ring[mask] = arrays["buf"]
+            except ValueError as exc:
+                raise StateError(f"online_anomaly state has a damaged ring buffer: {exc}") from exc
+            arrays["buf"] = ring
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])

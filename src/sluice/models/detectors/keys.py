@@ -2,7 +2,10 @@
 
 Small per-key state lives in one float64 table (a row per slot, the named arrays are views of
 its columns), so a batch gathers and scatters it with one indexing operation each; *bulk*
-state (float32 ring buffers) is read and written in place by slot, never copied whole.
+state (float32 ring buffers) is read and written in place by slot, never copied whole. Bulk
+arrays start as zeros that the operating system maps lazily (a key only costs the memory pages
+its values reach), and are not cleared when a key is evicted: their users only ever read what
+they wrote for the current key.
 """
 
 from __future__ import annotations
@@ -81,14 +84,12 @@ class KeyTable:
             [self.table, np.broadcast_to(self.fill, (extra, len(self.fill)))]
         )
         self.arrays = self._views(self.table)
-        for name, (shape, fill) in self.bulk.items():
-            block = (
-                np.zeros((extra, *shape), dtype=np.float32)
-                if fill == 0.0
-                else np.full((extra, *shape), fill, dtype=np.float32)
-            )
+        for name, (shape, _) in self.bulk.items():
+            grown = np.zeros((new_cap, *shape), dtype=np.float32)
             old = self.bulk_arrays.get(name)
-            self.arrays[name] = block if old is None else np.concatenate([old, block])
+            if old is not None:
+                grown[: self.cap] = old
+            self.arrays[name] = grown
         self.bulk_arrays = {name: self.arrays[name] for name in self.bulk}
         self.last_seen = np.concatenate([self.last_seen, np.zeros(extra, dtype=np.int64)])
         self.used = np.concatenate([self.used, np.zeros(extra, dtype=bool)])
@@ -133,8 +134,6 @@ class KeyTable:
             self.slot_keys[slot] = None
         self.used[victims] = False
         self.table[victims] = self.fill
-        for name, (_, fill) in self.bulk.items():
-            self.arrays[name][victims] = fill
         self.free.extend(victims[::-1].tolist())
         self.evicted += int(victims.size)
 
