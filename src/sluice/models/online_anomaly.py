@@ -182,12 +182,12 @@ class OnlineAnomalyDetector:
             return _empty()
         chunk = self.config.max_keys
         if keys is not None and n > chunk and self.keys.distinct(keys) > chunk:
-            parts = [
+            results = [
                 self.score_learn(keys[i : i + chunk], X[i : i + chunk]) for i in range(0, n, chunk)
             ]
             return ScoreResult(
                 *(
-                    np.concatenate([getattr(r, f) for r in parts])
+                    np.concatenate([getattr(r, f) for r in results])
                     for f in ("score", "anomaly", "reason")
                 )
             )

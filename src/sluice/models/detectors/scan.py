@@ -30,14 +30,25 @@ def ew_scan(
     """
     if not segs.blocks:
         return _ew_contiguous(v, decay, segs, init)
-    d = decay if np.isscalar(decay) else np.asarray(decay)[:, None]
+    d = np.asarray(decay, dtype=np.float64)
+    if d.ndim:
+        d = d[:, None]
     before = np.empty_like(v)
-    carry = np.array(init, dtype=np.float64)
-    for a, b in segs.blocks:
-        cv = carry[..., : b - a]
-        before[..., a:b] = cv
-        cv *= d
-        cv += v[..., a:b]
+    carry = np.empty(init.shape)
+    a0, b0 = segs.blocks[0]
+    before[..., a0:b0] = init
+    # the state after block t is the state before block t + 1, for the segments that go on
+    n = v.shape[-1]
+    for (a, b), (na, nb) in zip(segs.blocks, [*segs.blocks[1:], (n, n)], strict=True):
+        go_on = nb - na
+        if go_on:
+            after = before[..., na:nb]
+            np.multiply(before[..., a : a + go_on], d, out=after)
+            after += v[..., a : a + go_on]
+        if go_on < b - a:
+            done = carry[..., go_on : b - a]
+            np.multiply(before[..., a + go_on : b], d, out=done)
+            done += v[..., a + go_on : b]
     tail = segs.tail
     if tail is not None:
         first = segs.tail_from
@@ -50,19 +61,19 @@ def ew_scan(
 def _ew_contiguous(
     v: np.ndarray, decay: float | np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    if not np.isscalar(decay):
-        decays = np.asarray(decay)
+    if isinstance(decay, np.ndarray):
+        decays = decay
         before, final = np.empty_like(v), np.empty(init.shape)
         for d in np.unique(decays).tolist():
             rows = np.flatnonzero(decays == d)
             before[rows], final[rows] = _ew_contiguous(v[rows], d, segs, init[rows])
         return before, final
-    y = lfilter([1.0], [1.0, -decay], v, axis=-1)
+    y = lfilter([1.0], [1.0, -float(decay)], v, axis=-1)
     prev = np.zeros(init.shape)
     has_prev = segs.start > 0
     prev[..., has_prev] = y[..., segs.start[has_prev] - 1]
     gap = np.repeat(init - prev, segs.lengths, axis=-1)
-    gap *= segs.power(float(decay))  # type: ignore[arg-type]
+    gap *= segs.power(float(decay))
     y += gap
     return segs.shift(y, init), y[..., segs.last]
 

@@ -149,7 +149,8 @@ def feature_scores(
     # second pass on values winsorised at the first pass's bounds
     mu1, var1 = _moments(a1, b1, w)
     cc = _winsorised(c, mu1, var1, w, ref) * mf
-    bound = CLIP * np.sqrt(d1 / np.maximum(wd, 1e-12))
+    # sums of squares; a contiguous scan's correction can leave them a rounding error below 0
+    bound = CLIP * np.sqrt(np.maximum(d1, 0.0) / np.maximum(wd, 1e-12))
     dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
     (a2, b2, d2), fin = _scan_groups(
         [([cc, cc * cc, dc * dc], hz.long, [st["a2"], st["b2"], st["d2"]])], segs
@@ -183,7 +184,7 @@ def feature_scores(
     run, out["run"] = run_length(rep, segs, st["run"])
     p0 = (z0 + 0.1) / (wd + 1.0)
     stuck = np.sqrt(2.0 * np.maximum(-run * np.log(np.minimum(p0, 0.999)), 0.0))
-    dsd = np.sqrt(d2 / np.maximum(wd, 1e-12) + _scale_floor(mu, ref))
+    dsd = np.sqrt(np.maximum(d2, 0.0) / np.maximum(wd, 1e-12) + _scale_floor(mu, ref))
     rate = np.where(ready & (wd > 2.0), d / dsd, 0.0)
     z = np.stack([e, trend, spread, rate, np.where(m, stuck, 0.0)])
     out["ref"] = st["ref"]
