@@ -1,4 +1,4 @@
-# ruff: noqa: N803, N806 - X is the conventional name of a feature matrix
+# ruff: noqa: N806 - X is the conventional name of a feature matrix
 """Benchmark batch inference: Sluice's ``sklearn`` and ``onnx`` model types beside the raw call.
 
 Two small models on 5 features, trained deterministically here (a LogisticRegression
