@@ -184,6 +184,8 @@ def _by_slot(slots: np.ndarray) -> np.ndarray:
     n = slots.shape[0]
     if n and np.all(slots == slots[0]):
         return np.arange(n)
+    if n and slots.min() >= 0 and slots.max() <= np.iinfo(np.uint16).max:
+        slots = slots.astype(np.uint16)  # numpy radix-sorts 16-bit keys: the same order, faster
     return np.argsort(slots, kind="stable")
 
 
