@@ -23,24 +23,25 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 
 from sluice.core.errors import ModelError, StateError
-from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process, strongest
+from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process
 from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable, Spec
-from sluice.models.detectors.regime import regime_mask, shift_counts
+from sluice.models.detectors.layout import split
+from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
 from sluice.models.detectors.scan import Segments, latch
 from sluice.models.detectors.seasonal import (
     MIN_PERIOD,
     SEASON_STATE,
     History,
     SeasonResult,
-    explained,
+    ring_mask,
     season_scores,
+    seasonal_cap,
 )
 from sluice.models.detectors.structure import PAIR_STATE, structure_scores
 from sluice.models.detectors.univariate import (
@@ -53,7 +54,10 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 3
+STATE_VERSION = 4
+# a batch is processed in chunks of whole keys of about this many values (events x features),
+# so that intermediate arrays stay in the CPU cache
+CHUNK_VALUES = 50_000
 PERSIST_SURPRISE = 3.0  # -log10 p of the strongest statistic that keeps an incident alerted
 
 
@@ -87,19 +91,22 @@ class ScoreResult:
 
 @dataclass
 class _Batch:
-    """Intermediate results of one batch, in key-sorted order."""
+    """Intermediate results of one chunk of a batch (all events of some keys), key-grouped."""
 
-    segs: Segments
+    segs: Segments  # segs.order holds batch rows
+    X: np.ndarray  # values (p, n)
+    st: dict[str, np.ndarray]  # state before the chunk, per segment
     features: FeatureResult
-    structure: np.ndarray
-    partner: np.ndarray
-    season: np.ndarray
-    period: np.ndarray
-    expected: np.ndarray
+    ready: np.ndarray
+    season: SeasonResult
     history: History | None
-    final: np.ndarray
-    alerting: np.ndarray
-    alert: np.ndarray
+    dev: np.ndarray
+    held: np.ndarray
+    structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    partner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    final: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    alerting: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    alert: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -127,8 +134,9 @@ class OnlineAnomalyDetector:
         self.n_pairs = self.p * (self.p - 1) // 2
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
+        self.chunk = max(CHUNK_VALUES // self.p, 1024)
         # zeros, not NaN: only values written for a key are ever read (see History.at)
-        bulk: Spec = {"buf": ((self.p, self.window), 0.0)} if self.window else {}
+        bulk: Spec = {"buf": ((self.window, self.p), 0.0)} if self.window else {}
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0
@@ -174,23 +182,24 @@ class OnlineAnomalyDetector:
             return _empty()
         chunk = self.config.max_keys
         if keys is not None and n > chunk and self.keys.distinct(keys) > chunk:
-            parts = [
+            results = [
                 self.score_learn(keys[i : i + chunk], X[i : i + chunk]) for i in range(0, n, chunk)
             ]
             return ScoreResult(
                 *(
-                    np.concatenate([getattr(r, f) for r in parts])
+                    np.concatenate([getattr(r, f) for r in results])
                     for f in ("score", "anomaly", "reason")
                 )
             )
         threshold = self.threshold()
         slots = self.keys.assign(keys, n)
-        batch = self._run(slots, X, self.keys.gather, threshold)
-        self.keys.scatter(batch.segs.slot, batch.state)
-        if batch.history is not None:
-            batch.history.write()
-        result = self._result(batch, X, threshold)
-        self._calibrate(batch.alerting)
+        parts = self._run(slots, X, threshold)
+        for part in parts:
+            self.keys.scatter(part.segs.slot, part.state)
+            if part.history is not None:
+                part.history.write()
+        result = self._result(parts, X)
+        self._calibrate(np.concatenate([part.alerting for part in parts]))
         return result
 
     def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
@@ -200,8 +209,7 @@ class OnlineAnomalyDetector:
             return _empty()
         slots = self.keys.lookup(keys, X.shape[0])
         threshold = self.threshold()
-        batch = self._run(slots, X, self.keys.gather, threshold)
-        return self._result(batch, X, threshold)
+        return self._result(self._run(slots, X, threshold), X)
 
     def _check(self, keys: np.ndarray | None, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -216,30 +224,54 @@ class OnlineAnomalyDetector:
             raise ModelError(f"{len(keys)} keys for {X.shape[0]} rows")
         return X
 
-    def _run(self, slots: np.ndarray, X: np.ndarray, gather: Any, threshold: float) -> _Batch:
-        segs = Segments.from_slots(slots)
+    def _run(self, slots: np.ndarray, X: np.ndarray, threshold: float) -> list[_Batch]:
+        parts = [self._observe(segs, X) for segs in split(slots, self.chunk)]
+        active, shifts = self._shifts(parts, X.shape[0])
+        for part in parts:
+            self._decide(part, active, shifts, threshold)
+        return parts
+
+    def _observe(self, segs: Segments, X: np.ndarray) -> _Batch:
+        """Per-feature statistics and seasonality of one chunk (no cross-key information)."""
         Xs = X[segs.order].T.copy()
-        st = {k: v.T for k, v in gather(segs.slot).items()}
+        st = {k: v.T for k, v in self.keys.gather(segs.slot).items()}
         _init_reference(st, Xs, segs)
         fr = feature_scores(Xs, segs, st, self.hz)
         ready = np.isfinite(Xs) & (fr.sd > 0)
-        reg, reg_state = self._regime(fr.z[0], fr.short_mean, ready, segs, st)
         hist, season = self._season(Xs, segs, st)
+        dev, held = signs(fr.z[0], ready, segs, st["dev"])
+        return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held)
+
+    def _shifts(self, parts: list[_Batch], n: int) -> tuple[np.ndarray, Shifts]:
+        """Active keys at each batch row, and the batch's shift-sign changes (for regimes)."""
+        used = self.keys.used
+        known = used & (self.keys.arrays["count"] > 0)
+        arrival = np.zeros(n)
+        shifts = Shifts(n, shift_counts(self.keys.arrays["dev"], used))
+        for part in parts:
+            arrival[part.segs.order[part.segs.start]] = part.st["count"] <= 0
+            shifts.add(part.dev, part.held, part.segs.order)
+        shifts.close()
+        return float(known.sum()) + np.cumsum(arrival), shifts
+
+    def _decide(self, part: _Batch, active: np.ndarray, shifts: Shifts, threshold: float) -> None:
+        """Regimes, structure, the combined score and the alert of one chunk."""
+        segs, st, fr, ready = part.segs, part.st, part.features, part.ready
+        reg, reg_final = regime_mask(
+            fr.z[0], fr.short_mean, ready, segs, st["reg"], shifts, active[segs.order]
+        )
         if self.p > 1:
             e = np.clip(fr.z[0], -8.0, 8.0)
             sz, partner, pair = structure_scores(
                 e, ready & (e != 0) & ~reg, segs, self.hz.long, {k: st[k] for k in PAIR_STATE}
             )
         else:
-            sz, partner = np.zeros_like(Xs), np.zeros(Xs.shape, dtype=np.int64)
+            sz, partner = np.zeros_like(part.X), np.zeros(part.X.shape, dtype=np.int64)
             pair = {k: st[k] for k in PAIR_STATE}
-        z = np.concatenate([explained(fr.z, season), season.z[None], sz[None]])
-        z = np.where(reg[None], 0.0, z)
-        best, _, _ = strongest(z)
+        best = _peak(fr.z, part.season, sz, reg)
         # the seasonal statistic stands in for the level one (it caps it), so not one more look
-        raw = to_surprise(best, tests=(z.shape[0] - 1) * self.p)
-        count = st["count"][segs.seg] + segs.offset
-        warm = count >= self.config.warmup
+        raw = to_surprise(best, tests=(fr.z.shape[0] + 1) * self.p)
+        warm = st["count"][segs.seg] + segs.offset >= self.config.warmup
         final, alerting, post = post_process(
             raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold
         )
@@ -250,25 +282,13 @@ class OnlineAnomalyDetector:
         )
         state = {k: v.T for k, v in fr.state.items()}
         state.update(post)
-        state.update({k: v.T for k, v in reg_state.items()})
+        state.update({"dev": part.dev[:, segs.last].T, "reg": reg_final.T})
         state.update({k: v.T for k, v in pair.items()})
-        state.update({k: v.T for k, v in season.state.items()})
-        state["count"] = st["count"] + np.bincount(segs.seg)
+        state.update({k: v.T for k, v in part.season.state.items()})
+        state["count"] = st["count"] + segs.lengths
         recenter(state)
-        return _Batch(
-            segs,
-            fr,
-            sz,
-            partner,
-            season.z,
-            season.period,
-            season.expected,
-            hist,
-            final,
-            alerting,
-            alert,
-            state,
-        )
+        part.structure, part.partner, part.final = sz, partner, final
+        part.alerting, part.alert, part.state = alerting, alert, state
 
     def _season(
         self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
@@ -286,44 +306,16 @@ class OnlineAnomalyDetector:
         )
         return hist, season_scores(Xs, hist, init, self.refresh)
 
-    def _regime(
-        self,
-        level: np.ndarray,
-        short_mean: np.ndarray,
-        ready: np.ndarray,
-        segs: Segments,
-        st: dict[str, np.ndarray],
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        used = self.keys.used
-        counts = shift_counts(self.keys.arrays["dev"], used)
-        known = used & (self.keys.arrays["count"] > 0)
-        fresh = np.zeros(segs.n)
-        fresh[segs.start] = st["count"] <= 0
-        arrival = np.empty(segs.n)
-        arrival[segs.order] = fresh
-        active = float(known.sum()) + np.cumsum(arrival)
-        return regime_mask(
-            level,
-            short_mean,
-            ready,
-            segs,
-            {"dev": st["dev"], "reg": st["reg"]},
-            counts,
-            active[segs.order],
-        )
-
-    def _result(self, batch: _Batch, X: np.ndarray, threshold: float) -> ScoreResult:
+    def _result(self, parts: list[_Batch], X: np.ndarray) -> ScoreResult:
         n = X.shape[0]
-        score_sorted = batch.final
-        score = np.empty(n)
-        score[batch.segs.order] = score_sorted
-        anomaly = np.empty(n, dtype=bool)
-        anomaly[batch.segs.order] = batch.alert
-        z = np.concatenate([batch.features.z, batch.season[None], batch.structure[None]])
-        reason = explain(z, batch, self.config, anomaly[batch.segs.order], X[batch.segs.order])
-        out_reason = np.empty(n, dtype=object)
-        out_reason[batch.segs.order] = reason
-        return ScoreResult(score, anomaly, out_reason)
+        score, anomaly = np.empty(n), np.empty(n, dtype=bool)
+        reason = np.full(n, "", dtype=object)
+        for part in parts:
+            rows = part.segs.order
+            score[rows] = part.final
+            anomaly[rows] = part.alert
+            explain(part, self.config, reason)
+        return ScoreResult(score, anomaly, reason)
 
     def _calibrate(self, score: np.ndarray) -> None:
         decay = np.exp(-score.shape[0] / self.config.calibration_horizon)
@@ -334,6 +326,10 @@ class OnlineAnomalyDetector:
     def get_state(self) -> bytes:
         """Serialise all learned state (exactly restorable with :meth:`set_state`)."""
         arrays, keys, meta = self.keys.export()
+        if self.window:
+            # only the values each key holds (a young key's ring is mostly empty)
+            mask = ring_mask(self.keys.arrays["count"], self.keys.used, self.window)
+            arrays["buf"] = arrays["buf"][mask]
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),
@@ -372,6 +368,14 @@ class OnlineAnomalyDetector:
                 f"state was saved with season_window={saved_window}, "
                 f"not {self.config.season_window}"
             )
+        if self.window:
+            mask = ring_mask(arrays["count"], arrays["_used"], self.window)
+            ring = np.zeros((*mask.shape, self.p), dtype=np.float32)
+            try:
+                ring[mask] = arrays["buf"]
+            except ValueError as exc:
+                raise StateError(f"online_anomaly state has a damaged ring buffer: {exc}") from exc
+            arrays["buf"] = ring
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])
@@ -383,11 +387,23 @@ def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -
     if not fresh.any():
         return
     n = Xs.shape[1]
-    idx = np.where(np.isfinite(Xs), np.arange(n), n)
-    first = np.minimum.reduceat(idx, segs.start, axis=1)
+    first = segs.first(np.isfinite(Xs))
     value = np.take_along_axis(Xs, np.minimum(first, n - 1), axis=1)
     value = np.where(first < n, value, 0.0)
     st["ref"] = np.where(fresh, value, st["ref"])
+
+
+def _peak(z: np.ndarray, season: SeasonResult, sz: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Largest statistic of each event over detectors and features (seasonally capped).
+
+    Features in a regime change count as zero.
+    """
+    peak = np.abs(z).max(axis=0)
+    np.minimum(peak, seasonal_cap(season), out=peak)
+    np.maximum(peak, np.abs(season.z), out=peak)
+    np.maximum(peak, np.abs(sz), out=peak)
+    peak[reg] = 0.0
+    return peak.max(axis=0)
 
 
 def _empty() -> ScoreResult:

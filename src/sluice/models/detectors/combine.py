@@ -88,8 +88,7 @@ def post_process(
     learn = wf * np.where(z_inst > params.outlier_z, params.outlier_weight, 1.0)
     onehot = (np.arange(N_BINS)[:, None] == b[None, :]) * learn
     hb, hfin = ew_scan(onehot, params.long_decay, segs, init["hist"])
-    tail = np.cumsum(hb[::-1], axis=0)[::-1]
-    above = np.take_along_axis(tail, np.maximum(b, 0)[None, :], axis=0)[0]
+    above = _at_or_above(hb, np.maximum(b, 0))
     rarity = -np.log10((above + 0.5) / (lw + 1.0))
     z = rarity + params.raw_weight * np.minimum(np.maximum(z_inst, 0.0), 10.0)
     z = np.where(ok, z + params.extreme_weight * np.minimum(raw, 40.0), 0.0)
@@ -105,3 +104,12 @@ def post_process(
     )
     quiet = np.where(z > ax_before * params.margin, z, z * params.damping)
     return quiet / (quiet + SCALE), z / (z + SCALE), state
+
+
+def _at_or_above(hist: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``hist[b:].sum()`` per event, summed from the top bin down (bins, n)."""
+    tail = np.empty_like(hist)
+    tail[-1] = hist[-1]
+    for k in range(hist.shape[0] - 2, -1, -1):
+        np.add(tail[k + 1], hist[k], out=tail[k])
+    return np.take_along_axis(tail, b[None, :], axis=0)[0]

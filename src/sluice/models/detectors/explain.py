@@ -47,35 +47,40 @@ def _phrase(det: int, feat: str, z: float, info: dict[str, Any], entity: str) ->
     return f"{feat} {a:.1f} sigma off its usual relation to {info['other']}"
 
 
-def explain(
-    z: np.ndarray, batch: Any, config: Any, flagged: np.ndarray, X: np.ndarray
-) -> np.ndarray:
-    """Reason per key-sorted row: the strongest detector for flagged rows, missing features."""
-    n = X.shape[0]
-    reason = np.full(n, "", dtype=object)
+def explain(batch: Any, config: Any, out: np.ndarray) -> None:
+    """Reasons of a key-grouped chunk into ``out`` (by batch row): the strongest detector for
+    alerted rows, and missing features."""
+    X = batch.X  # (p, n)
     missing = ~np.isfinite(X)
-    rows = np.flatnonzero(flagged | missing.any(axis=1))
+    rows = np.flatnonzero(batch.alert | missing.any(axis=0))
     if rows.size == 0:
-        return reason
+        return
     features = list(config.features)
     entity = _entity(config.key)
-    d, p = z.shape[0], z.shape[1]
-    sub = np.abs(z[:, :, rows]) * _PREFERENCE[:d, None, None]
-    best = np.argmax(sub.reshape(d * p, rows.size), axis=0)
     fr = batch.features
-    for r, b in zip(rows.tolist(), best.tolist(), strict=True):
+    z = np.concatenate(
+        [fr.z[:, :, rows], batch.season.z[None][:, :, rows], batch.structure[None][:, :, rows]]
+    )
+    d, p = z.shape[0], z.shape[1]
+    sub = np.abs(z) * _PREFERENCE[:d, None, None]
+    det, feat = np.divmod(np.argmax(sub.reshape(d * p, rows.size), axis=0), p)
+    k = np.arange(rows.size)
+    info = {
+        "z": z[det, feat, k].tolist(),
+        "ratio": fr.ratio[feat, rows].tolist(),
+        "run": fr.run[feat, rows].tolist(),
+        "value": X[feat, rows].tolist(),
+        "other": batch.partner[feat, rows].tolist(),
+        "period": batch.season.period[feat, rows].tolist(),
+        "expected": batch.season.expected[feat, rows].tolist(),
+    }
+    flagged = batch.alert[rows].tolist()
+    target = batch.segs.order[rows].tolist()
+    for j, (r, f) in enumerate(zip(rows.tolist(), feat.tolist(), strict=True)):
         parts = []
-        if flagged[r]:
-            det, f = divmod(b, p)
-            info = {
-                "ratio": fr.ratio[f, r],
-                "run": fr.run[f, r],
-                "value": X[r, f],
-                "other": features[int(batch.partner[f, r])],
-                "period": batch.period[f, r],
-                "expected": batch.expected[f, r],
-            }
-            parts.append(_phrase(det, features[f], float(z[det, f, r]), info, entity))
-        parts.extend(f"missing {features[f]}" for f in np.flatnonzero(missing[r]).tolist())
-        reason[r] = "; ".join(parts)
-    return reason
+        if flagged[j]:
+            one = {name: values[j] for name, values in info.items()}
+            one["other"] = features[int(one["other"])]
+            parts.append(_phrase(int(det[j]), features[f], one["z"], one, entity))
+        parts.extend(f"missing {features[g]}" for g in np.flatnonzero(missing[:, r]).tolist())
+        out[target[j]] = "; ".join(parts)

@@ -1,11 +1,16 @@
 """Per-key state slots with bounded size: least-recently-seen keys are evicted beyond a limit.
 
-Small per-key state is gathered for the keys of a batch and scattered back; *bulk* state
-(float32 ring buffers) is read and written in place by slot, never copied whole.
+Small per-key state lives in one float64 table (a row per slot, the named arrays are views of
+its columns), so a batch gathers and scatters it with one indexing operation each; *bulk*
+state (float32 ring buffers) is read and written in place by slot, never copied whole. Bulk
+arrays start as zeros that the operating system maps lazily (a key only costs the memory pages
+its values reach), and are not cleared when a key is evicted: their users only ever read what
+they wrote for the current key.
 """
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -14,19 +19,19 @@ Spec = dict[str, tuple[tuple[int, ...], float]]
 
 
 def factorize(keys: np.ndarray | None, n: int) -> tuple[list[Any], np.ndarray]:
-    """Distinct keys (as plain Python values) and the index of each row's key among them."""
+    """Distinct keys (as plain Python values, first seen first) and each row's index among them."""
     if keys is None:
         return [None], np.zeros(n, dtype=np.int64)
-    arr = np.asarray(keys)
-    if arr.dtype.kind in "iub":
-        uniq, inv = np.unique(arr, return_inverse=True)
-        return uniq.tolist(), inv.reshape(-1)
     import pyarrow as pa
 
+    arr = np.asarray(keys)
     try:
-        encoded = pa.array(
-            arr.tolist() if arr.dtype.kind != "O" else arr, from_pandas=False
-        ).dictionary_encode(null_encoding="encode")
+        if arr.dtype.kind in "iub":
+            encoded = pa.array(arr).dictionary_encode()
+        else:
+            encoded = pa.array(
+                arr.tolist() if arr.dtype.kind != "O" else arr, from_pandas=False
+            ).dictionary_encode(null_encoding="encode")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         uniq, inv = np.unique(arr.astype(str), return_inverse=True)
         return uniq.tolist(), inv.reshape(-1)
@@ -41,8 +46,19 @@ class KeyTable:
         self.max_keys = max_keys
         self.spec = spec
         self.bulk = bulk or {}
+        self.columns: dict[str, tuple[int, int]] = {}
+        width = 0
+        for name, (shape, _) in spec.items():
+            size = int(np.prod(shape, dtype=np.int64))
+            self.columns[name] = (width, width + size)
+            width += size
+        self.fill = np.concatenate(
+            [np.full(int(np.prod(shape, dtype=np.int64)), fill) for shape, fill in spec.values()]
+        )
         self.cap = 0
+        self.table = np.zeros((0, width))
         self.arrays: dict[str, np.ndarray] = {}
+        self.bulk_arrays: dict[str, np.ndarray] = {}
         self.last_seen = np.zeros(0, dtype=np.int64)
         self.used = np.zeros(0, dtype=bool)
         self.slot_keys: list[Any] = []
@@ -55,25 +71,31 @@ class KeyTable:
     def __len__(self) -> int:
         return len(self.index)
 
+    def _views(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views of the columns of ``rows`` (a table or a gathered part of it)."""
+        return {
+            name: rows[:, a:b].reshape(rows.shape[0], *self.spec[name][0])
+            for name, (a, b) in self.columns.items()
+        }
+
     def _grow(self, new_cap: int) -> None:
         extra = new_cap - self.cap
-        for name, (shape, fill) in self._all():
-            dtype = np.float32 if name in self.bulk else np.float64
-            block = (
-                np.zeros((extra, *shape), dtype=dtype)
-                if fill == 0.0
-                else np.full((extra, *shape), fill, dtype=dtype)
-            )
-            old = self.arrays.get(name)
-            self.arrays[name] = block if old is None else np.concatenate([old, block])
+        self.table = np.concatenate(
+            [self.table, np.broadcast_to(self.fill, (extra, len(self.fill)))]
+        )
+        self.arrays = self._views(self.table)
+        for name, (shape, _) in self.bulk.items():
+            grown = np.zeros((new_cap, *shape), dtype=np.float32)
+            old = self.bulk_arrays.get(name)
+            if old is not None:
+                grown[: self.cap] = old
+            self.arrays[name] = grown
+        self.bulk_arrays = {name: self.arrays[name] for name in self.bulk}
         self.last_seen = np.concatenate([self.last_seen, np.zeros(extra, dtype=np.int64)])
         self.used = np.concatenate([self.used, np.zeros(extra, dtype=bool)])
         self.slot_keys.extend([None] * extra)
         self.free.extend(range(new_cap - 1, self.cap - 1, -1))
         self.cap = new_cap
-
-    def _all(self) -> list[tuple[str, tuple[tuple[int, ...], float]]]:
-        return [*self.spec.items(), *self.bulk.items()]
 
     def distinct(self, keys: np.ndarray) -> int:
         """Number of distinct keys in ``keys``."""
@@ -82,7 +104,7 @@ class KeyTable:
     def assign(self, keys: np.ndarray | None, n: int) -> np.ndarray:
         """Slot of each row's key, creating slots (and evicting old keys) as needed."""
         uniq, inv = factorize(keys, n)
-        slots = np.fromiter((self.index.get(k, -1) for k in uniq), np.int64, len(uniq))
+        slots = np.fromiter(map(self.index.get, uniq, repeat(-1)), np.int64, len(uniq))
         self.tick += 1
         self.last_seen[slots[slots >= 0]] = self.tick
         new = np.flatnonzero(slots < 0)
@@ -111,15 +133,14 @@ class KeyTable:
             del self.index[self.slot_keys[slot]]
             self.slot_keys[slot] = None
         self.used[victims] = False
-        for name, (_, fill) in self._all():
-            self.arrays[name][victims] = fill
+        self.table[victims] = self.fill
         self.free.extend(victims[::-1].tolist())
         self.evicted += int(victims.size)
 
     def lookup(self, keys: np.ndarray | None, n: int) -> np.ndarray:
         """Slot of each row's key without creating any; unknown keys get virtual fresh slots."""
         uniq, inv = factorize(keys, n)
-        slots = np.fromiter((self.index.get(k, -1) for k in uniq), np.int64, len(uniq))
+        slots = np.fromiter(map(self.index.get, uniq, repeat(-1)), np.int64, len(uniq))
         unknown = slots < 0
         slots[unknown] = self.cap + np.arange(int(unknown.sum()))
         return slots[inv]
@@ -127,18 +148,17 @@ class KeyTable:
     def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """State rows for ``slots`` (virtual slots beyond capacity read as fresh state)."""
         real = slots < self.cap
-        safe = np.where(real, slots, 0)
-        out = {}
-        for name, (_, fill) in self.spec.items():
-            rows = self.arrays[name][safe]
-            rows[~real] = fill
-            out[name] = rows
-        return out
+        rows = self.table[np.where(real, slots, 0)]
+        if not real.all():
+            rows[~real] = self.fill
+        return self._views(rows)
 
     def scatter(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
         """Write back the final state of ``slots``."""
-        for name in self.spec:
-            self.arrays[name][slots] = state[name]
+        rows = np.empty((slots.shape[0], self.table.shape[1]))
+        for name, (a, b) in self.columns.items():
+            rows[:, a:b] = state[name].reshape(slots.shape[0], b - a)
+        self.table[slots] = rows
 
     def export(self) -> tuple[dict[str, np.ndarray], list[Any], dict[str, Any]]:
         """Arrays, slot keys and counters for a checkpoint."""
@@ -153,11 +173,18 @@ class KeyTable:
 
     def restore(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
         """Inverse of :meth:`export`."""
-        self.arrays = {name: np.array(arrays[name]) for name, _ in self._all()}
+        cap = len(keys)
+        self.table = np.empty((cap, self.table.shape[1]))
+        self.arrays = self._views(self.table)
+        for name in self.spec:
+            self.arrays[name][...] = arrays[name]
+        for name in self.bulk:
+            self.arrays[name] = np.array(arrays[name])
+        self.bulk_arrays = {name: self.arrays[name] for name in self.bulk}
         self.last_seen = np.array(arrays["_last_seen"], dtype=np.int64)
         self.free = [int(v) for v in arrays["_free"]]
         self.used = np.array(arrays["_used"], dtype=bool)
         self.slot_keys = list(keys)
         self.index = {k: i for i, k in enumerate(self.slot_keys) if self.used[i]}
-        self.cap = len(self.slot_keys)
+        self.cap = cap
         self.tick, self.evicted = int(meta["tick"]), int(meta["evicted"])

@@ -3,13 +3,17 @@
 Each key keeps the sign of its latest level deviation beyond :data:`SHIFTED` sigma per
 feature (``+1``, ``0`` or ``-1``). Walking the batch in arrival order, the number of keys
 currently shifted up (down) is a running sum of the changes of that sign, so the share of
-shifted keys is known causally at every event. While at least :data:`MIN_KEYS` keys are
-active and more than :data:`SHARE` of them are shifted the same way, a key shifted that way
+shifted keys is known causally at every event (only events whose sign changed move the counts,
+and only events of keys shifted themselves need them, so both are handled sparsely and a batch
+can be processed in chunks of keys, see :class:`Shifts`). While at least :data:`MIN_KEYS` keys
+are active and more than :data:`SHARE` of them are shifted the same way, a key shifted that way
 enters a *regime* state for that feature, which lasts as long as its deviation persists; the
 detectors of that feature are silenced meanwhile, while the key's model adapts.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,34 +31,67 @@ def shift_counts(dev: np.ndarray, used: np.ndarray) -> np.ndarray:
     return np.stack([(live > 0).sum(axis=0), (live < 0).sum(axis=0)]).astype(np.float64)
 
 
+def signs(
+    level: np.ndarray, ready: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shift sign of each event (p, n), held through events that are not ready, and the one
+    before it (``init`` holds each segment's last sign)."""
+    dev = np.where(ready, np.sign(level) * (np.abs(level) > SHIFTED), 0.0)
+    held = segs.shift(dev, init)
+    return np.where(ready, dev, held), held
+
+
+@dataclass
+class Shifts:
+    """Sign changes of a whole batch, keyed by (feature, batch row), for running counts."""
+
+    n: int
+    counts: np.ndarray  # keys shifted up and down per feature before the batch (2, p)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    key: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    total: np.ndarray = field(default_factory=lambda: np.zeros((2, 1)))
+
+    def add(self, dev: np.ndarray, held: np.ndarray, rows: np.ndarray) -> None:
+        """Record the sign changes of one chunk whose positions are batch ``rows``."""
+        f, i = np.nonzero(dev != held)
+        d, h = dev[f, i], held[f, i]
+        delta = np.stack([(d == s).astype(np.float64) - (h == s) for s in (1.0, -1.0)])
+        self.parts.append((f * self.n + rows[i], delta, f))
+
+    def close(self) -> None:
+        """Sort all recorded changes by feature, then arrival."""
+        key = np.concatenate([k for k, _, _ in self.parts])
+        delta = np.concatenate([d for _, d, _ in self.parts], axis=1)
+        sort = np.argsort(key, kind="stable")
+        self.key = key[sort]
+        self.total = np.concatenate([np.zeros((2, 1)), np.cumsum(delta[:, sort], axis=1)], axis=1)
+
+    def running(self, f: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Keys shifted up and down (2, k) for features ``f`` just after batch rows ``rows``."""
+        hi = np.searchsorted(self.key, f * self.n + rows, side="right")
+        lo = np.searchsorted(self.key, f * self.n, side="left")
+        return self.counts[:, f] + (self.total[:, hi] - self.total[:, lo])
+
+
 def regime_mask(
     level: np.ndarray,
     short_mean: np.ndarray,
     ready: np.ndarray,
     segs: Segments,
-    init: dict[str, np.ndarray],
-    counts: np.ndarray,
+    init: np.ndarray,
+    shifts: Shifts,
     active: np.ndarray,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Events (p, n) inside a global regime change for their key, and the final key state.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Events (p, n) inside a global regime change for their key, and each key's final state.
 
-    ``init`` holds each segment's ``dev`` and ``reg`` (p, m); ``counts`` (2, p) the shifted
-    keys before the batch; ``active`` (n,) the active keys at each sorted event.
+    ``init`` holds each segment's regime flags (p, m); ``active`` (n,) the active keys at
+    each event; ``shifts`` the batch's sign changes (closed).
     """
-    dev = np.where(ready, np.sign(level) * (np.abs(level) > SHIFTED), 0.0)
-    held = segs.shift(dev, init["dev"])
-    dev = np.where(ready, dev, held)
-    shares = []
-    for k, sign in enumerate((1.0, -1.0)):
-        change = (dev == sign).astype(np.float64) - (held == sign)
-        arrival = np.empty_like(change)
-        arrival[:, segs.order] = change
-        running = counts[k][:, None] + np.cumsum(arrival, axis=1)
-        shares.append(running[:, segs.order])
-    enough = active >= MIN_KEYS
-    up = enough & (shares[0] > SHARE * active) & (level > SHIFTED)
-    down = enough & (shares[1] > SHARE * active) & (level < -SHIFTED)
-    start = ready & (up | down)
+    start = np.zeros(level.shape, dtype=bool)
+    # a key can only enter a regime where it is shifted itself: count the others just there
+    f, i = np.nonzero(ready & (active >= MIN_KEYS) & (np.abs(level) > SHIFTED))
+    if f.size:
+        up, down = shifts.running(f, segs.order[i])
+        start[f, i] = np.where(level[f, i] > 0, up, down) > SHARE * active[i]
     keep = (np.abs(short_mean) > PERSISTS) | (np.abs(level) > SHIFTED) | ~ready
-    reg, reg_final = latch(start, keep, segs, init["reg"])
-    return reg, {"dev": dev[:, segs.last], "reg": reg_final}
+    return latch(start, keep, segs, init)

@@ -1,91 +1,79 @@
-"""Segmented (per-key) causal scans over a batch sorted by key, without a per-event loop.
+"""Segmented (per-key) causal scans over a key-grouped batch, without a per-event loop.
 
-A batch is sorted by key slot so that the events of one key form a contiguous *segment*,
-in arrival order. Exponentially weighted sums ``y_t = d * y_{t-1} + v_t`` are run over the
-whole sorted batch with one IIR filter, then each segment is corrected for the value leaked
-in from the previous segment and for its own initial state: the correction at offset ``k``
-of a segment is ``d ** (k + 1) * (init - y_before_segment)``.
+Each scan carries a per-key recurrence through the batch laid out by
+:class:`~sluice.models.detectors.layout.Segments`. In a contiguous layout, exponentially
+weighted sums ``y_t = d * y_{t-1} + v_t`` run over the whole batch with one IIR filter, then
+each segment is corrected for the value leaked in from the previous segment and for its own
+initial state: the correction at offset ``k`` of a segment is ``d ** (k + 1) * (init -
+y_before_segment)``; the other scans use cumulative maxima of event indexes. In a mixed
+layout, the head blocks are stepped through (each step vectorised over keys) and the tail is
+scanned as a contiguous layout from the state the blocks left.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from scipy.signal import lfilter
 
+from sluice.models.detectors.layout import Segments
 
-@dataclass
-class Segments:
-    """Layout of a key-sorted batch: where each key's run of events starts and ends."""
-
-    order: np.ndarray  # batch row of each sorted position
-    slot: np.ndarray  # state slot of each segment
-    seg: np.ndarray  # segment of each sorted position
-    start: np.ndarray  # sorted position of each segment's first event
-    last: np.ndarray  # sorted position of each segment's last event
-    offset: np.ndarray  # position of each event inside its segment (0-based)
-    _powers: dict[float, np.ndarray] = field(default_factory=dict)
-
-    @classmethod
-    def from_slots(cls, slots: np.ndarray) -> Segments:
-        """Group batch rows by slot, keeping arrival order inside each group."""
-        n = slots.shape[0]
-        if n and np.all(slots == slots[0]):
-            order = np.arange(n)
-            s = slots
-        else:
-            order = np.argsort(slots, kind="stable")
-            s = slots[order]
-        is_start = np.ones(n, dtype=bool)
-        if n:
-            is_start[1:] = s[1:] != s[:-1]
-        start = np.flatnonzero(is_start)
-        seg = np.cumsum(is_start) - 1
-        last = np.append(start[1:] - 1, n - 1) if n else start
-        offset = np.arange(n) - start[seg] if n else np.zeros(0, dtype=np.int64)
-        return cls(order, s[start] if n else s, seg, start, last, offset)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """Number of events of each segment."""
-        return self.last - self.start + 1
-
-    @property
-    def n(self) -> int:
-        """Number of events."""
-        return int(self.order.shape[0])
-
-    def power(self, decay: float) -> np.ndarray:
-        """``decay ** (offset + 1)`` for every event (cached per decay)."""
-        cached = self._powers.get(decay)
-        if cached is None:
-            exponent = np.maximum((self.offset + 1.0) * np.log(decay), -690.0)
-            cached = np.exp(exponent)
-            self._powers[decay] = cached
-        return cached
-
-    def shift(self, values: np.ndarray, init: np.ndarray) -> np.ndarray:
-        """Value of the previous event of the same key (``init`` for a segment's first event)."""
-        out = np.empty_like(values)
-        out[..., 1:] = values[..., :-1]
-        out[..., self.start] = init
-        return out
+__all__ = ["Segments", "decayed_max", "ew_scan", "last_valid", "latch", "run_length"]
 
 
 def ew_scan(
-    v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
+    v: np.ndarray, decay: float | np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-key ``y_t = decay * y_{t-1} + v_t`` over rows of ``v`` (r, n).
 
-    Returns the state *before* each event (r, n) and each segment's final state (r, m).
+    ``decay`` is one factor or one per row. Returns the state *before* each event (r, n) and
+    each segment's final state (r, m).
     """
-    y = lfilter([1.0], [1.0, -decay], v, axis=-1)
+    if not segs.blocks:
+        return _ew_contiguous(v, decay, segs, init)
+    d = np.asarray(decay, dtype=np.float64)
+    if d.ndim:
+        d = d[:, None]
+    before = np.empty_like(v)
+    carry = np.empty(init.shape)
+    a0, b0 = segs.blocks[0]
+    before[..., a0:b0] = init
+    # the state after block t is the state before block t + 1, for the segments that go on
+    n = v.shape[-1]
+    for (a, b), (na, nb) in zip(segs.blocks, [*segs.blocks[1:], (n, n)], strict=True):
+        go_on = nb - na
+        if go_on:
+            after = before[..., na:nb]
+            np.multiply(before[..., a : a + go_on], d, out=after)
+            after += v[..., a : a + go_on]
+        if go_on < b - a:
+            done = carry[..., go_on : b - a]
+            np.multiply(before[..., a + go_on : b], d, out=done)
+            done += v[..., a + go_on : b]
+    tail = segs.tail
+    if tail is not None:
+        first = segs.tail_from
+        before[..., first:], carry[..., : tail.m] = _ew_contiguous(
+            v[..., first:], decay, tail, carry[..., : tail.m]
+        )
+    return before, carry
+
+
+def _ew_contiguous(
+    v: np.ndarray, decay: float | np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(decay, np.ndarray):
+        decays = decay
+        before, final = np.empty_like(v), np.empty(init.shape)
+        for d in np.unique(decays).tolist():
+            rows = np.flatnonzero(decays == d)
+            before[rows], final[rows] = _ew_contiguous(v[rows], d, segs, init[rows])
+        return before, final
+    y = lfilter([1.0], [1.0, -float(decay)], v, axis=-1)
     prev = np.zeros(init.shape)
     has_prev = segs.start > 0
     prev[..., has_prev] = y[..., segs.start[has_prev] - 1]
     gap = np.repeat(init - prev, segs.lengths, axis=-1)
-    gap *= segs.power(decay)
+    gap *= segs.power(float(decay))
     y += gap
     return segs.shift(y, init), y[..., segs.last]
 
@@ -94,6 +82,26 @@ def last_valid(
     x: np.ndarray, valid: np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Most recent valid value of the same key before each event, and after each segment."""
+    if not segs.blocks:
+        return _last_valid_contiguous(x, valid, segs, init)
+    before = np.empty_like(x)
+    carry = np.array(init, dtype=x.dtype)
+    for a, b in segs.blocks:
+        cv = carry[..., : b - a]
+        before[..., a:b] = cv
+        np.copyto(cv, x[..., a:b], where=valid[..., a:b])
+    tail = segs.tail
+    if tail is not None:
+        first = segs.tail_from
+        before[..., first:], carry[..., : tail.m] = _last_valid_contiguous(
+            x[..., first:], valid[..., first:], tail, carry[..., : tail.m]
+        )
+    return before, carry
+
+
+def _last_valid_contiguous(
+    x: np.ndarray, valid: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     idx = np.broadcast_to(np.arange(segs.n), x.shape)
     pos = np.maximum.accumulate(np.where(valid, idx, -1), axis=-1)
     seg_start = segs.start[segs.seg]
@@ -108,6 +116,27 @@ def run_length(
     repeat: np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Length of the run of consecutive ``repeat`` events ending at each event (carrying init)."""
+    if not segs.blocks:
+        return _run_length_contiguous(repeat, segs, init)
+    run = np.empty(repeat.shape)
+    carry = np.array(init, dtype=np.float64)
+    for a, b in segs.blocks:
+        cv = carry[..., : b - a]
+        cv += 1.0
+        cv *= repeat[..., a:b]
+        run[..., a:b] = cv
+    tail = segs.tail
+    if tail is not None:
+        first = segs.tail_from
+        run[..., first:], carry[..., : tail.m] = _run_length_contiguous(
+            repeat[..., first:], tail, carry[..., : tail.m]
+        )
+    return run, carry
+
+
+def _run_length_contiguous(
+    repeat: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     idx = np.broadcast_to(np.arange(segs.n), repeat.shape)
     last_break = np.maximum.accumulate(np.where(repeat, -1, idx), axis=-1)
     seg_start = segs.start[segs.seg]
@@ -119,11 +148,30 @@ def run_length(
 def decayed_max(
     v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-key ``M_t = max(v_t, decay * M_{t-1})`` for ``v >= 0``; before each event and final.
+    """Per-key ``M_t = max(v_t, decay * M_{t-1})`` for ``v >= 0``; before each event and final."""
+    if not segs.blocks:
+        return _decayed_max_contiguous(v, decay, segs, init)
+    before = np.empty_like(v)
+    carry = np.array(init, dtype=np.float64)
+    for a, b in segs.blocks:
+        cv = carry[..., : b - a]
+        before[..., a:b] = cv
+        cv *= decay
+        np.maximum(cv, v[..., a:b], out=cv)
+    tail = segs.tail
+    if tail is not None:
+        first = segs.tail_from
+        before[..., first:], carry[..., : tail.m] = _decayed_max_contiguous(
+            v[..., first:], decay, tail, carry[..., : tail.m]
+        )
+    return before, carry
 
-    In log space this is a cumulative maximum of ``log v_j - j log decay``; segments are kept
-    apart by adding a per-segment offset larger than any in-segment range.
-    """
+
+def _decayed_max_contiguous(
+    v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """In log space: a cumulative maximum of ``log v_j - j log decay``, segments kept apart by
+    a per-segment offset larger than any in-segment range."""
     ln_d = np.log(decay)
     k = segs.offset.astype(np.float64)
     logv = np.log(np.maximum(v, 1e-300)) - k * ln_d
@@ -141,6 +189,28 @@ def latch(
     start: np.ndarray, keep: np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-key ``on_t = start_t or (on_{t-1} and keep_t)`` (``init`` per segment); and final."""
+    if not segs.blocks:
+        return _latch_contiguous(start, keep, segs, init)
+    on = np.empty(start.shape, dtype=bool)
+    carry = np.asarray(init) > 0
+    for a, b in segs.blocks:
+        cv = carry[..., : b - a]
+        cv &= keep[..., a:b]
+        cv |= start[..., a:b]
+        on[..., a:b] = cv
+    final = carry.astype(np.float64)
+    tail = segs.tail
+    if tail is not None:
+        first = segs.tail_from
+        on[..., first:], final[..., : tail.m] = _latch_contiguous(
+            start[..., first:], keep[..., first:], tail, final[..., : tail.m]
+        )
+    return on, final
+
+
+def _latch_contiguous(
+    start: np.ndarray, keep: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     idx = np.broadcast_to(np.arange(segs.n), start.shape)
     last_start = np.maximum.accumulate(np.where(start, idx, -1), axis=-1)
     last_break = np.maximum.accumulate(np.where(keep | start, -1, idx), axis=-1)

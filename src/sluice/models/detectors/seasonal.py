@@ -50,32 +50,39 @@ class History:
     xs: np.ndarray  # key-sorted batch values as float32 (p, n)
     segs: Segments
     c0: np.ndarray  # event count of each segment's key before the batch (m,)
-    buf: np.ndarray  # ring buffers (slots, p, window) float32
+    buf: np.ndarray  # ring buffers (slots, window, p) float32
     real: np.ndarray  # segment's slot holds stored state (m,)
 
     def at(self, seg: np.ndarray, tau: np.ndarray, feat: np.ndarray) -> np.ndarray:
         """Values of features ``feat`` of segments ``seg`` at key event indexes ``tau`` (or NaN)."""
-        window = self.buf.shape[2]
+        window = self.buf.shape[1]
         c0 = self.c0[seg]
         out = np.full(tau.shape, np.nan)
         inb = tau >= c0
-        pos = self.segs.start[seg[inb]] + (tau[inb] - c0[inb])
+        pos = self.segs.position(seg[inb], tau[inb] - c0[inb])
         out[inb] = self.xs[feat[inb], pos]
         old = ~inb & (tau >= 0) & (tau >= c0 - window) & self.real[seg]
         if old.any():
             slot = self.segs.slot[seg[old]]
-            out[old] = self.buf[slot, feat[old], tau[old] % window]
+            out[old] = self.buf[slot, tau[old] % window, feat[old]]
         return np.where(np.isfinite(out), out, np.nan)
 
     def write(self) -> None:
         """Store the batch's values in the ring buffers (the last ``window`` of each key)."""
-        window = self.buf.shape[2]
+        window = self.buf.shape[1]
         segs = self.segs
         keep = segs.offset >= (segs.lengths - window)[segs.seg]
         idx = np.flatnonzero(keep)
         seg = segs.seg[idx]
         tau = self.c0[seg] + segs.offset[idx]
-        self.buf[segs.slot[seg], :, tau % window] = self.xs[:, idx].T
+        self.buf[segs.slot[seg], tau % window] = self.xs[:, idx].T
+
+
+def ring_mask(count: np.ndarray, used: np.ndarray, window: int) -> np.ndarray:
+    """Ring positions (slots, window) that hold a value of the slot's key: the first
+    ``min(count, window)`` ones (event ``tau`` is kept at ``tau % window``)."""
+    held = np.where(used, np.minimum(count, window), 0)
+    return np.arange(window)[None, :] < held[:, None]
 
 
 def detect(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +209,7 @@ def season_scores(
     """Seasonal statistic of each event of the key-sorted batch ``x`` (p, n)."""
     p = x.shape[0]
     segs = hist.segs
-    window = hist.buf.shape[2]
+    window = hist.buf.shape[1]
     rseg, rq = refresh_points(hist.c0, segs.lengths, every, window)
     period = init["sp"][:, segs.seg].copy()
     scale = init["ss"][:, segs.seg].copy()
@@ -278,6 +285,10 @@ def explained(z: np.ndarray, season: SeasonResult) -> np.ndarray:
     Where a period is trusted, a value (or jump, or spread) the season expects is not an
     anomaly: no statistic may exceed the seasonal one in size.
     """
-    on = np.isfinite(season.expected)
-    cap = np.where(on, np.abs(season.z), np.inf)
+    cap = seasonal_cap(season)
     return np.clip(z, -cap[None], cap[None])
+
+
+def seasonal_cap(season: SeasonResult) -> np.ndarray:
+    """Largest size another statistic may have per event (p, n): ``inf`` without a season."""
+    return np.where(np.isfinite(season.expected), np.abs(season.z), np.inf)

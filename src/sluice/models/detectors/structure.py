@@ -59,11 +59,7 @@ def structure_scores(
     prior = (1.0 - rho * rho) * 20.0
     r_ij = np.where(ok, r_ij / np.sqrt((v_ij + prior) / (rw + 20.0)), 0.0)
     r_ji = np.where(ok, r_ji / np.sqrt((v_ji + prior) / (rw + 20.0)), 0.0)
-    cand = np.zeros((p, p, n))  # cand[a, b]: statistic of feature a predicted from b
-    cand[i, j] = r_ij
-    cand[j, i] = r_ji
-    partner = np.argmax(np.abs(cand), axis=1)
-    z = np.take_along_axis(cand, partner[:, None, :], axis=1)[:, 0]
+    z, partner = _strongest_partner(p, n, r_ij, r_ji, ok)
     state = {
         "pw": final[:k],
         "pc": final[k:],
@@ -72,3 +68,22 @@ def structure_scores(
         "rv2": fin2[2 * k :],
     }
     return z, partner, state
+
+
+def _strongest_partner(
+    p: int, n: int, r_ij: np.ndarray, r_ji: np.ndarray, ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the residual of largest size over its partners (the first one on ties)."""
+    z = np.zeros((p, n))
+    partner = np.zeros((p, n), dtype=np.int64)
+    size = np.zeros((p, n))
+    # pairs in (i, j) order visit each feature's partners in increasing order
+    for q, (i, j) in enumerate(zip(*pair_index(p), strict=True)):
+        if not ok[q].any():
+            continue
+        for a, b, r in ((i, j, r_ij[q]), (j, i, r_ji[q])):
+            better = np.flatnonzero(np.abs(r) > size[a])
+            size[a, better] = np.abs(r[better])
+            z[a, better] = r[better]
+            partner[a, better] = b
+    return z, partner

@@ -89,62 +89,37 @@ def _scale_floor(mean: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return 1e-9 + (1e-6 * np.abs(mean + ref)) ** 2
 
 
-def _level(
-    c: np.ndarray,
-    m: np.ndarray,
-    segs: Segments,
-    st: dict[str, np.ndarray],
-    hz: Horizons,
-    out: dict[str, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    (w, a1, b1), (out["w"], out["a1"], out["b1"]) = _scan3(
-        [m, c, c * c], hz.long, segs, [st["w"], st["a1"], st["b1"]]
-    )
-    mu1, var1 = _moments(a1, b1, w)
-    bound = CLIP * np.sqrt(var1 + _scale_floor(mu1, st["ref"][..., segs.seg]))
-    cc = np.where(w > 2.0, np.clip(c, mu1 - bound, mu1 + bound), c) * m
-    (a2, b2), (out["a2"], out["b2"]) = _scan3([cc, cc * cc], hz.long, segs, [st["a2"], st["b2"]])
-    mu2, var2 = _moments(a2, b2, w)
-    return w, mu2, var2
-
-
-def _scan3(
-    rows: list[np.ndarray], decay: float, segs: Segments, init: list[np.ndarray]
+def _scan_groups(
+    groups: list[tuple[list[np.ndarray], float, list[np.ndarray]]], segs: Segments
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Several groups of (rows, decay, initial state) scanned in one pass; per-row results."""
+    rows = [r for g in groups for r in g[0]]
     p = rows[0].shape[0]
-    before, final = ew_scan(np.concatenate(rows), decay, segs, np.concatenate(init))
-    return (
-        [before[i * p : (i + 1) * p] for i in range(len(rows))],
-        [final[i * p : (i + 1) * p] for i in range(len(rows))],
-    )
+    decay = np.concatenate([np.full(p * len(g[0]), g[1]) for g in groups])
+    init = np.concatenate([i for g in groups for i in g[2]])
+    before, final = ew_scan(np.concatenate(rows), decay, segs, init)
+    n = len(rows)
+    return [before[k * p : (k + 1) * p] for k in range(n)], [
+        final[k * p : (k + 1) * p] for k in range(n)
+    ]
 
 
-def _rate(
-    x: np.ndarray,
-    m: np.ndarray,
-    segs: Segments,
-    st: dict[str, np.ndarray],
-    hz: Horizons,
-    out: dict[str, np.ndarray],
-) -> tuple[np.ndarray, ...]:
-    prev, out["prev"] = last_valid(x, m, segs, st["prev"])
-    d = x - prev
+def _differences(
+    x: np.ndarray, m: np.ndarray, segs: Segments, prev: np.ndarray, out: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First difference to the previous valid value, whether it is valid, whether it is 0."""
+    before, out["prev"] = last_valid(x, m, segs, prev)
+    d = x - before
     dm = m & np.isfinite(d)
     d = np.where(dm, d, 0.0)
-    rep = dm & (d == 0.0)
-    (wd, d1, z0), (out["wd"], out["d1"], out["z0"]) = _scan3(
-        [dm.astype(np.float64), d * d, rep.astype(np.float64)],
-        hz.long,
-        segs,
-        [st["wd"], st["d1"], st["z0"]],
-    )
-    bound = CLIP * np.sqrt(d1 / np.maximum(wd, 1e-12))
-    dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
-    (d2,), (out["d2"],) = _scan3([dc * dc], hz.long, segs, [st["d2"]])
-    run, out["run"] = run_length(rep, segs, st["run"])
-    p0 = (z0 + 0.1) / (wd + 1.0)
-    stuck = np.sqrt(2.0 * np.maximum(-run * np.log(np.minimum(p0, 0.999)), 0.0))
-    return d, wd, d2, stuck, run
+    return d, dm, dm & (d == 0.0)
+
+
+def _winsorised(
+    c: np.ndarray, mu: np.ndarray, var: np.ndarray, w: np.ndarray, ref: np.ndarray
+) -> np.ndarray:
+    bound = CLIP * np.sqrt(var + _scale_floor(mu, ref))
+    return np.where(w > 2.0, np.clip(c, mu - bound, mu + bound), c)
 
 
 def feature_scores(
@@ -156,33 +131,60 @@ def feature_scores(
     c = np.where(m, X - ref, 0.0)
     mf = m.astype(np.float64)
     out: dict[str, np.ndarray] = {}
-    w, mu, var = _level(c, mf, segs, st, hz, out)
+    x = np.where(m, c, np.nan)
+    d, dm, rep = _differences(x, m, segs, st["prev"] - st["ref"], out)
+    out["prev"] = out["prev"] + st["ref"]
+    # first EW pass of the level and of the differences (both long horizon)
+    (w, a1, b1, wd, d1, z0), fin = _scan_groups(
+        [
+            (
+                [mf, c, c * c, dm.astype(np.float64), d * d, rep.astype(np.float64)],
+                hz.long,
+                [st[k] for k in ("w", "a1", "b1", "wd", "d1", "z0")],
+            )
+        ],
+        segs,
+    )
+    out.update(zip(("w", "a1", "b1", "wd", "d1", "z0"), fin, strict=True))
+    # second pass on values winsorised at the first pass's bounds
+    mu1, var1 = _moments(a1, b1, w)
+    cc = _winsorised(c, mu1, var1, w, ref) * mf
+    # sums of squares; a contiguous scan's correction can leave them a rounding error below 0
+    bound = CLIP * np.sqrt(np.maximum(d1, 0.0) / np.maximum(wd, 1e-12))
+    dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
+    (a2, b2, d2), fin = _scan_groups(
+        [([cc, cc * cc, dc * dc], hz.long, [st["a2"], st["b2"], st["d2"]])], segs
+    )
+    out.update(zip(("a2", "b2", "d2"), fin, strict=True))
+    mu, var = _moments(a2, b2, w)
     var = var + _scale_floor(mu, ref)
     sd = np.sqrt(var)
     ready = m & (w > 2.0)
     e = np.where(ready, (c - mu) / sd, 0.0)
     ec = np.clip(e, -2 * CLIP, 2 * CLIP)
-    # short-horizon stats include the current event (they summarise "the last few events")
-    (ws, es, vs), (out["ws"], out["es"], out["vs"]) = _scan3(
-        [ready.astype(np.float64), ec, ec * ec], hz.short, segs, [st["ws"], st["es"], st["vs"]]
+    r = ready.astype(np.float64)
+    # short-horizon stats include the current event (they summarise "the last few events");
+    # against the medium-horizon mean deviation, so a slowly varying lag (season) is not a trend
+    (ws, es, vs, wm, em), fin = _scan_groups(
+        [
+            ([r, ec, ec * ec], hz.short, [st["ws"], st["es"], st["vs"]]),
+            ([r, np.clip(ec, -BIAS_CLIP, BIAS_CLIP) * r], hz.medium, [st["wm"], st["em"]]),
+        ],
+        segs,
     )
+    out.update(zip(("ws", "es", "vs", "wm", "em"), fin, strict=True))
     ws, es, vs = ws * hz.short + ready, es * hz.short + ec, vs * hz.short + ec * ec
     wss = np.maximum(ws, 1e-12)
     dof = np.clip(ws, 0.0, hz.short_dof)
-    # against the medium-horizon mean deviation, so a slowly varying lag (season) is not a trend
-    r = ready.astype(np.float64)
-    (wm, em), (out["wm"], out["em"]) = _scan3(
-        [r, np.clip(ec, -BIAS_CLIP, BIAS_CLIP) * r], hz.medium, segs, [st["wm"], st["em"]]
-    )
     bias = np.where(wm > 10.0, em / np.maximum(wm, 1e-12), 0.0)
     trend = np.where(ws > 3.0, (es / wss - bias) * np.sqrt(dof), 0.0)
     ratio = np.where(ws > 3.0, vs / wss, 1.0)
     k = 2.0 / (9.0 * np.maximum(dof, 1.0))
     spread = np.where(ws > 3.0, (np.cbrt(ratio) - (1.0 - k)) / np.sqrt(k), 0.0)
-    x = np.where(m, c, np.nan)
-    d, wd, d2, stuck, run = _rate(x, m, segs, {**st, "prev": st["prev"] - st["ref"]}, hz, out)
-    out["prev"] = out["prev"] + st["ref"]
-    dsd = np.sqrt(d2 / np.maximum(wd, 1e-12) + _scale_floor(mu, ref))
+    run, out["run"] = run_length(rep, segs, st["run"])
+    p0 = (z0 + 0.1) / (wd + 1.0)
+    stuck = np.sqrt(2.0 * np.maximum(-run * np.log(np.minimum(p0, 0.999)), 0.0))
+    dsd = np.sqrt(np.maximum(d2, 0.0) / np.maximum(wd, 1e-12) + _scale_floor(mu, ref))
     rate = np.where(ready & (wd > 2.0), d / dsd, 0.0)
     z = np.stack([e, trend, spread, rate, np.where(m, stuck, 0.0)])
     out["ref"] = st["ref"]
