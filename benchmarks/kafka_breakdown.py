@@ -25,6 +25,7 @@ STAGES: list[tuple[str, str, str, str]] = [
     ("  librdkafka consume() returning records", "", "", ""),
     ("  MessageColumns.of", "sluice.sources.kafka", "MessageColumns", "of"),
     ("  build_table (_raw, origin)", "sluice.sources.kafka", "", "build_table"),
+    ("split per partition", "sluice.sources.kafka", "KafkaSource", "split"),
     ("decode (JSON → schema)", "sluice.sources.decode", "Decoder", "decode"),
     ("filter", "sluice.transforms.sql", "FilterTransform", "apply"),
     ("derive", "sluice.transforms.sql", "DeriveTransform", "apply"),
@@ -32,8 +33,8 @@ STAGES: list[tuple[str, str, str, str]] = [
     ("online_anomaly model", "sluice.models.online", "OnlineAnomalyModel", "score"),
     ("lake writes (each, in parallel)", "sluice.sinks.lake", "LakeSink", "write"),
     ("operator and model state", "sluice.runners.stages", "Stages", "states"),
-    ("checkpoint plan", "sluice.storage.checkpoints", "CheckpointStore", "plan"),
-    ("checkpoint commit", "sluice.storage.checkpoints", "CheckpointStore", "commit"),
+    ("checkpoint plan", "sluice.storage.checkpoints", "CheckpointStore", "plan_many"),
+    ("checkpoint commit", "sluice.storage.checkpoints", "CheckpointStore", "commit_many"),
     ("offset commit", "sluice.sources.kafka", "KafkaSource", "commit"),
 ]
 CONSUME = STAGES[1][0]
