@@ -41,15 +41,18 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
 
 def telemetry_file(n_events: int, seed: int = 1) -> Path:
     """A cached JSON-lines file of ``n_events`` generated telemetry events."""
-    from sluice.sources import synthetic
-
     DATA.mkdir(parents=True, exist_ok=True)
     path = DATA / f"telemetry_{n_events}_{seed}.jsonl"
     if not path.exists():
+        # In a child process: a process started later inherits this one's peak RSS (Linux
+        # keeps ru_maxrss across fork + exec), which would inflate every measured figure.
         tmp = path.with_suffix(".tmp")
-        synthetic.write_jsonl(
-            synthetic.telemetry(n_events, n_devices=100, seed=seed, labels=False), tmp
+        script = (
+            "import sys; from sluice.sources import synthetic; "
+            "synthetic.write_jsonl(synthetic.telemetry(int(sys.argv[1]), n_devices=100, "
+            "seed=int(sys.argv[2]), labels=False), sys.argv[3])"
         )
+        subprocess.run([python(), "-c", script, str(n_events), str(seed), str(tmp)], check=True)
         tmp.rename(path)
     return path
 
