@@ -118,7 +118,8 @@ def pipelines_status(
     engine = get_engine(str(settings().metadata_url))
     view = Table(
         "pipeline",
-        "epoch",
+        "epochs",
+        "partition tasks",
         "checkpoint at",
         "last run",
         "events in",
@@ -132,6 +133,7 @@ def pipelines_status(
         view.add_row(
             ckpt["pipeline"],
             str(ckpt["epoch"]),
+            str(ckpt["partitions"] or ""),
             str(ckpt["updated_at"]),
             str(run.get("status", "")),
             f"{stats.get('events_in', 0):,}",
