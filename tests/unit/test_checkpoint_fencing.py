@@ -62,3 +62,16 @@ def test_a_fenced_commit_leaves_the_other_streams_untouched(store: CheckpointSto
         )
     assert raised.value.stream == STREAM
     assert store.load(other).epoch == 0  # the whole transaction rolled back
+
+
+def test_partition_tasks_fold_into_their_pipeline_and_reset_together(
+    store: CheckpointStore,
+) -> None:
+    for stream, epoch in (("p#t/0", 3), ("p#t/1", 4), ("q", 7), ("p_x#t/0", 1)):
+        store.commit_many([StreamCommit(stream, epoch, {"offsets": {}}, {"op": b"s"})])
+    folded = {e["pipeline"]: (e["epoch"], e["partitions"]) for e in store.all()}
+    assert folded == {"p": (7, 2), "q": (7, 0), "p_x": (1, 1)}
+    assert sorted(t["task"] for t in store.tasks("p")) == ["t/0", "t/1"]
+    store.reset("p")
+    assert {e["pipeline"] for e in store.all()} == {"q", "p_x"}  # "_" is not a wildcard
+    assert store.load("p#t/0").states == {}
