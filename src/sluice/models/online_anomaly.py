@@ -31,6 +31,7 @@ import numpy as np
 from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.combine import N_BINS, POST_STATE, SCALE, PostParams, post_process
 from sluice.models.detectors.combine import surprise as to_surprise
+from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable, Spec
 from sluice.models.detectors.layout import split
@@ -56,11 +57,13 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 4
+STATE_VERSION = 5
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
 PERSIST_SURPRISE = 3.0  # -log10 p of the strongest statistic that keeps an incident alerted
+DRIFT_START = 5.0  # |drift statistic| that starts an alert by itself (see detectors.drift)
+DRIFT_PERSIST = 3.0  # ... and that keeps one on
 
 
 @dataclass
@@ -139,6 +142,7 @@ class OnlineAnomalyDetector:
             max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2),
             quiet_decay=1.0 - 1.0 / max(config.quiet_horizon, 2),
         )
+        self.drift = DriftParams()
         self.n_pairs = self.p * (self.p - 1) // 2
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
@@ -159,6 +163,7 @@ class OnlineAnomalyDetector:
         spec.update({"dev": ((self.p,), 0.0), "reg": ((self.p,), 0.0)})
         spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
         spec.update({name: ((self.p,), 0.0) for name in SEASON_STATE})
+        spec.update({name: ((self.p,), 0.0) for name in DRIFT_STATE})
         spec["count"] = ((), 0.0)
         return spec
 
@@ -284,9 +289,23 @@ class OnlineAnomalyDetector:
             raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold
         )
         post["hist"] = post["hist"].T
+        dz, drift = drift_scores(
+            part.X,
+            st["ref"],
+            fr.sd,
+            fr.short_mean,
+            ready & ~reg,
+            segs,
+            {k: st[k] for k in DRIFT_STATE},
+            self.drift,
+        )
+        slow = np.abs(dz).max(axis=0)
         # an incident stays alerted while its deviation persists (the score itself is damped)
         alert, post["open"] = latch(
-            alerting >= threshold, raw >= PERSIST_SURPRISE, segs, st["open"]
+            (alerting >= threshold) | (slow >= DRIFT_START),
+            (raw >= PERSIST_SURPRISE) | (slow >= DRIFT_PERSIST),
+            segs,
+            st["open"],
         )
         state = {k: v.T for k, v in fr.state.items()}
         state.update(post)
@@ -294,10 +313,14 @@ class OnlineAnomalyDetector:
         state.update({k: v.T for k, v in pair.items()})
         state.update({k: v.T for k, v in part.season.state.items()})
         state["count"] = st["count"] + segs.lengths
+        ref = state["ref"]
         recenter(state)
+        state.update({k: v.T for k, v in drift.items()})
+        rebase(state, state["ref"] - ref)
         part.structure, part.partner, part.final = sz, partner, final
         part.alerting, part.alert, part.state = alerting, alert, state
-        part.ranked = np.maximum(alerting, raw / (raw + SCALE))
+        s = np.maximum(raw, to_surprise(slow, tests=self.p))
+        part.ranked = np.maximum(alerting, s / (s + SCALE))
 
     def _season(
         self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
