@@ -100,6 +100,7 @@ def _category_table(report: NabReport) -> list[str]:
 def _generator_section() -> list[str]:
     """Event-level quality on the generator's injected anomalies (label-free threshold)."""
     from sluice.models.evaluate import evaluate_on_generator
+    from sluice.sources.synthetic import KINDS
 
     m = evaluate_on_generator()
     return [
@@ -113,6 +114,14 @@ def _generator_section() -> list[str]:
         "|---:|---:|---:|---:|---:|",
         f"| {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
         f"{m.get('roc_auc', float('nan')):.3f} | {m.get('average_precision', float('nan')):.3f} |",
+        "",
+        "Recall per kind of injected anomaly, and the false positives:",
+        "",
+        "| " + " | ".join(f"{k} (n={m[k + '_events']})" for k in KINDS) + " | false positives |",
+        "|" + "---:|" * (len(KINDS) + 1),
+        "| "
+        + " | ".join(f"{m[k + '_recall']:.3f}" for k in KINDS)
+        + f" | {m['false_positives']} |",
         "",
     ]
 

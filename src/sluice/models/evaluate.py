@@ -55,10 +55,26 @@ def evaluate_on_generator(
         flags.append(result.anomaly)
         scores.append(result.score)
     truth = np.asarray(table.column("is_anomaly").to_numpy(zero_copy_only=False), dtype=bool)
+    kinds = np.asarray(table.column("anomaly_kind").to_pylist(), dtype=object)
+    flagged = np.concatenate(flags)
     return {
         "events": table.num_rows,
-        **binary_metrics(truth, np.concatenate(flags), np.concatenate(scores)),
+        **binary_metrics(truth, flagged, np.concatenate(scores)),
+        **kind_breakdown(truth, flagged, kinds),
     }
+
+
+def kind_breakdown(truth: np.ndarray, flags: np.ndarray, kinds: np.ndarray) -> dict[str, Any]:
+    """Labelled events and recall per anomaly kind, and the false positives."""
+    from sluice.sources.synthetic import KINDS
+
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        here = truth & (kinds == kind)
+        out[f"{kind}_events"] = int(here.sum())
+        out[f"{kind}_recall"] = float(flags[here].mean()) if here.any() else float("nan")
+    out["false_positives"] = int((flags & ~truth).sum())
+    return out
 
 
 def evaluate_registered(settings: Settings, name: str, table: str, label: str) -> dict[str, Any]:

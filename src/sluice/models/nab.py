@@ -314,10 +314,17 @@ def stream_scores(
     """Feed one series through a detector in order, ``batch_size`` rows at a time."""
     X = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
     out = [
-        np.asarray(detector.score_learn(None, X[i : i + batch_size]).score, dtype=np.float64)
+        _nab_score(detector.score_learn(None, X[i : i + batch_size]))
         for i in range(0, len(X), batch_size)
     ]
     return np.concatenate(out) if out else np.empty(0)
+
+
+def _nab_score(result: _Scored) -> np.ndarray:
+    """The score NAB ranks: a detector's ``onset`` score (repeats of an incident damped, as
+    NAB counts only the first detection in a window) when it has one, else its score."""
+    onset = getattr(result, "onset", None)
+    return np.asarray(result.score if onset is None else onset, dtype=np.float64)
 
 
 def evaluate_nab(

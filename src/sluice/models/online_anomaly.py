@@ -10,11 +10,13 @@ surprise, which goes through an anomaly-likelihood and a novelty stage (see
 :mod:`sluice.models.detectors.combine`). Scores are in ``[0, 1)``: ``score = s / (s + 4)`` for a
 surprise of ``s`` (``-log10`` probability), so 0.5 is about a one-in-10,000 event. The alert
 threshold needs no labels: it is the ``1 - target_alert_rate`` quantile of recent scores,
-never below ``min_score``. After an alert, a key's published scores stay damped for a while
-unless something stronger happens (so one incident ranks once, as NAB rewards); alerts are
-decided before that damping. An alert then stays on for the key while its strongest statistic
-stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident is flagged, although its score
-is damped after the first event). When most keys shift the same way at once (a global regime
+never below ``min_score``. The published score is the larger of that alerting score and the
+event's own surprise (``s / (s + 4)`` of the strongest statistic), so every event of an
+incident ranks high. ``ScoreResult.onset`` is the variant NAB scores: after an alert, a key's
+scores stay damped for a while unless something stronger happens (so one incident ranks
+once, as NAB rewards); alerts are decided before that damping. An alert stays on for the key
+while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident
+is flagged). When most keys shift the same way at once (a global regime
 change, see :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
 """
 
@@ -27,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from sluice.core.errors import ModelError, StateError
-from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process
+from sluice.models.detectors.combine import N_BINS, POST_STATE, SCALE, PostParams, post_process
 from sluice.models.detectors.combine import surprise as to_surprise
+from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable, Spec
 from sluice.models.detectors.layout import split
@@ -54,11 +57,13 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 4
+STATE_VERSION = 5
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
 PERSIST_SURPRISE = 3.0  # -log10 p of the strongest statistic that keeps an incident alerted
+DRIFT_START = 5.0  # |drift statistic| that starts an alert by itself (see detectors.drift)
+DRIFT_PERSIST = 3.0  # ... and that keeps one on
 
 
 @dataclass
@@ -82,11 +87,16 @@ class OnlineAnomalyConfig:
 
 @dataclass
 class ScoreResult:
-    """Per-row outputs: score in [0, 1) (higher is more anomalous), alert flag and reason."""
+    """Per-row outputs: score in [0, 1) (higher is more anomalous), alert flag and reason.
+
+    ``onset`` is the score with each incident's repeats damped (the post-alert quiet period):
+    only an incident's first events rank high, as NAB's scoring rewards.
+    """
 
     score: np.ndarray
     anomaly: np.ndarray
     reason: np.ndarray
+    onset: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -105,6 +115,7 @@ class _Batch:
     structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
     partner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     final: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ranked: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alerting: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alert: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     state: dict[str, np.ndarray] = field(default_factory=dict)
@@ -131,6 +142,7 @@ class OnlineAnomalyDetector:
             max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2),
             quiet_decay=1.0 - 1.0 / max(config.quiet_horizon, 2),
         )
+        self.drift = DriftParams()
         self.n_pairs = self.p * (self.p - 1) // 2
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
@@ -151,6 +163,7 @@ class OnlineAnomalyDetector:
         spec.update({"dev": ((self.p,), 0.0), "reg": ((self.p,), 0.0)})
         spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
         spec.update({name: ((self.p,), 0.0) for name in SEASON_STATE})
+        spec.update({name: ((self.p,), 0.0) for name in DRIFT_STATE})
         spec["count"] = ((), 0.0)
         return spec
 
@@ -188,7 +201,7 @@ class OnlineAnomalyDetector:
             return ScoreResult(
                 *(
                     np.concatenate([getattr(r, f) for r in results])
-                    for f in ("score", "anomaly", "reason")
+                    for f in ("score", "anomaly", "reason", "onset")
                 )
             )
         threshold = self.threshold()
@@ -276,9 +289,23 @@ class OnlineAnomalyDetector:
             raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold
         )
         post["hist"] = post["hist"].T
+        dz, drift = drift_scores(
+            part.X,
+            st["ref"],
+            fr.sd,
+            fr.short_mean,
+            ready & ~reg,
+            segs,
+            {k: st[k] for k in DRIFT_STATE},
+            self.drift,
+        )
+        slow = np.abs(dz).max(axis=0)
         # an incident stays alerted while its deviation persists (the score itself is damped)
         alert, post["open"] = latch(
-            alerting >= threshold, raw >= PERSIST_SURPRISE, segs, st["open"]
+            (alerting >= threshold) | (slow >= DRIFT_START),
+            (raw >= PERSIST_SURPRISE) | (slow >= DRIFT_PERSIST),
+            segs,
+            st["open"],
         )
         state = {k: v.T for k, v in fr.state.items()}
         state.update(post)
@@ -286,9 +313,14 @@ class OnlineAnomalyDetector:
         state.update({k: v.T for k, v in pair.items()})
         state.update({k: v.T for k, v in part.season.state.items()})
         state["count"] = st["count"] + segs.lengths
+        ref = state["ref"]
         recenter(state)
+        state.update({k: v.T for k, v in drift.items()})
+        rebase(state, state["ref"] - ref)
         part.structure, part.partner, part.final = sz, partner, final
         part.alerting, part.alert, part.state = alerting, alert, state
+        s = np.maximum(raw, to_surprise(slow, tests=self.p))
+        part.ranked = np.maximum(alerting, s / (s + SCALE))
 
     def _season(
         self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
@@ -308,14 +340,15 @@ class OnlineAnomalyDetector:
 
     def _result(self, parts: list[_Batch], X: np.ndarray) -> ScoreResult:
         n = X.shape[0]
-        score, anomaly = np.empty(n), np.empty(n, dtype=bool)
+        score, anomaly, onset = np.empty(n), np.empty(n, dtype=bool), np.empty(n)
         reason = np.full(n, "", dtype=object)
         for part in parts:
             rows = part.segs.order
-            score[rows] = part.final
+            score[rows] = part.ranked
+            onset[rows] = part.final
             anomaly[rows] = part.alert
             explain(part, self.config, reason)
-        return ScoreResult(score, anomaly, reason)
+        return ScoreResult(score, anomaly, reason, onset)
 
     def _calibrate(self, score: np.ndarray) -> None:
         decay = np.exp(-score.shape[0] / self.config.calibration_horizon)
@@ -407,7 +440,7 @@ def _peak(z: np.ndarray, season: SeasonResult, sz: np.ndarray, reg: np.ndarray) 
 
 
 def _empty() -> ScoreResult:
-    return ScoreResult(np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=object))
+    return ScoreResult(np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=object), np.zeros(0))
 
 
 __all__ = ["DETECTORS", "OnlineAnomalyConfig", "OnlineAnomalyDetector", "ScoreResult"]

@@ -1,0 +1,87 @@
+"""Slow drifts: a fast exponentially weighted mean of a feature pulling away from a slow one.
+
+A linear ramp of slope ``b`` (per event) opens a steady gap of ``b * (slow - fast)`` between
+an EW mean over ``fast`` events and one over ``slow`` events, while each single value stays
+unremarkable, so the level detector only sees it late. The gap is measured in the feature's
+long-horizon EW standard deviation and divided by its own standard error under white noise.
+A step (a level shift or a regime change) also opens the gap, but it closes again within
+about ``slow`` events as the slow mean catches up, so a new regime is not flagged for long.
+Seasonal swings are far slower than the drifts sought, and the long-horizon deviation already
+holds their spread, so they open little gap. The gap only counts while the recent values also
+stand :data:`LEVEL` deviations away from the long-horizon mean on the same side, so the
+return to normal after an incident (the slow mean still remembers it) is not a drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sluice.models.detectors.scan import Segments, ew_scan
+
+DRIFT_STATE = ("fw", "fa", "sw", "sa")  # weights and sums of the fast and slow EW means
+LEVEL = 1.75
+
+
+@dataclass(frozen=True)
+class DriftParams:
+    """Horizons (events) of the fast and slow means."""
+
+    fast: int = 10
+    slow: int = 60
+
+    @property
+    def decays(self) -> tuple[float, float]:
+        """EW decay factors of the fast and slow means."""
+        return 1.0 - 1.0 / self.fast, 1.0 - 1.0 / self.slow
+
+    @property
+    def noise_sd(self) -> float:
+        """Standard deviation of ``fast mean - slow mean`` for unit white noise (steady state)."""
+        a, b = 1.0 / self.fast, 1.0 / self.slow
+        cross = a * b / (1.0 - (1.0 - a) * (1.0 - b))
+        return float(np.sqrt(a / (2.0 - a) + b / (2.0 - b) - 2.0 * cross))
+
+
+def drift_scores(
+    X: np.ndarray,
+    ref: np.ndarray,
+    sd: np.ndarray,
+    level: np.ndarray,
+    ready: np.ndarray,
+    segs: Segments,
+    init: dict[str, np.ndarray],
+    params: DriftParams,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Signed drift statistic (p, n) of a key-sorted batch ``X`` (p, n), and the final state.
+
+    ``ref`` (p, m) is each segment's reference level (values are summed relative to it), ``sd``
+    (p, n) the long-horizon deviation before each event, ``level`` (p, n) the short-horizon mean
+    deviation from the long-horizon mean (in those deviations) and ``ready`` where both are
+    usable.
+    """
+    m = np.isfinite(X)
+    mf = m.astype(np.float64)
+    c = np.where(m, X - ref[..., segs.seg], 0.0)
+    p = X.shape[0]
+    fast, slow = params.decays
+    rows = np.concatenate([mf, c, mf, c])
+    decay = np.repeat([fast, fast, slow, slow], p)
+    state = np.concatenate([init[k] for k in DRIFT_STATE])
+    before, final = ew_scan(rows, decay, segs, state)
+    # the means include the current event
+    after = before * decay[:, None] + rows
+    fw, fa, sw, sa = (after[k * p : (k + 1) * p] for k in range(4))
+    ok = ready & (sw > 0.5 * params.slow) & (np.abs(level) >= LEVEL)
+    gap = fa / np.maximum(fw, 1e-12) - sa / np.maximum(sw, 1e-12)
+    ok &= np.sign(gap) == np.sign(level)
+    z = np.where(ok, gap / (np.maximum(sd, 1e-12) * params.noise_sd), 0.0)
+    out = {k: final[i * p : (i + 1) * p] for i, k in enumerate(DRIFT_STATE)}
+    return z, out
+
+
+def rebase(state: dict[str, np.ndarray], delta: np.ndarray) -> None:
+    """Keep the sums relative to a reference level that moved by ``delta`` (p, m)."""
+    state["fa"] = state["fa"] - state["fw"] * delta
+    state["sa"] = state["sa"] - state["sw"] * delta
