@@ -140,6 +140,9 @@ class OnlineAnomalyDetector:
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0
+        # derived from the whole state, kept between calls until it changes (see _changed)
+        self._threshold: float | None = None
+        self._summary: tuple[np.ndarray, float] | None = None
 
     def _fresh_state(self) -> dict[str, tuple[tuple[int, ...], float]]:
         spec: dict[str, tuple[tuple[int, ...], float]] = {
@@ -166,6 +169,11 @@ class OnlineAnomalyDetector:
 
     def threshold(self) -> float:
         """The current label-free alert threshold on the score."""
+        if self._threshold is None:
+            self._threshold = self._quantile_threshold()
+        return self._threshold
+
+    def _quantile_threshold(self) -> float:
         total = self.hist.sum()
         if total * self.config.target_alert_rate < 10.0:
             return max(self.config.min_score, 0.45)
@@ -173,6 +181,18 @@ class OnlineAnomalyDetector:
         above = int(np.searchsorted(cum, self.config.target_alert_rate * total))
         q = 1.0 - above / HIST_BINS
         return max(self.config.min_score, q)
+
+    def _key_summary(self) -> tuple[np.ndarray, float]:
+        """Keys shifted up and down per feature (2, p), and how many keys have history."""
+        if self._summary is None:
+            used = self.keys.used
+            known = float(np.count_nonzero(used & (self.keys.arrays["count"] > 0)))
+            self._summary = (shift_counts(self.keys.arrays["dev"], used), known)
+        return self._summary
+
+    def _changed(self) -> None:
+        """Forget what was derived from the state (call whenever the state changes)."""
+        self._threshold = self._summary = None
 
     def score_learn(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
         """Score each row from the state before it, then learn from it (in row order)."""
@@ -193,13 +213,15 @@ class OnlineAnomalyDetector:
             )
         threshold = self.threshold()
         slots = self.keys.assign(keys, n)
-        parts = self._run(slots, X, threshold)
+        self._changed()  # new keys may have evicted others
+        parts = self._run(slots, X, threshold, learn=True)
         for part in parts:
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
         result = self._result(parts, X)
         self._calibrate(np.concatenate([part.alerting for part in parts]))
+        self._changed()
         return result
 
     def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
@@ -209,7 +231,7 @@ class OnlineAnomalyDetector:
             return _empty()
         slots = self.keys.lookup(keys, X.shape[0])
         threshold = self.threshold()
-        return self._result(self._run(slots, X, threshold), X)
+        return self._result(self._run(slots, X, threshold, learn=False), X)
 
     def _check(self, keys: np.ndarray | None, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -224,19 +246,21 @@ class OnlineAnomalyDetector:
             raise ModelError(f"{len(keys)} keys for {X.shape[0]} rows")
         return X
 
-    def _run(self, slots: np.ndarray, X: np.ndarray, threshold: float) -> list[_Batch]:
-        parts = [self._observe(segs, X) for segs in split(slots, self.chunk)]
+    def _run(
+        self, slots: np.ndarray, X: np.ndarray, threshold: float, *, learn: bool
+    ) -> list[_Batch]:
+        parts = [self._observe(segs, X, learn) for segs in split(slots, self.chunk)]
         active, shifts = self._shifts(parts, X.shape[0])
         for part in parts:
-            self._decide(part, active, shifts, threshold)
+            self._decide(part, active, shifts, threshold, learn)
         return parts
 
-    def _observe(self, segs: Segments, X: np.ndarray) -> _Batch:
+    def _observe(self, segs: Segments, X: np.ndarray, learn: bool) -> _Batch:
         """Per-feature statistics and seasonality of one chunk (no cross-key information)."""
         Xs = X[segs.order].T.copy()
-        st = {k: v.T for k, v in self.keys.gather(segs.slot).items()}
+        st = self.keys.gather(segs.slot)
         _init_reference(st, Xs, segs)
-        fr = feature_scores(Xs, segs, st, self.hz)
+        fr = feature_scores(Xs, segs, st, self.hz, learn)
         ready = np.isfinite(Xs) & (fr.sd > 0)
         hist, season = self._season(Xs, segs, st)
         dev, held = signs(fr.z[0], ready, segs, st["dev"])
@@ -244,24 +268,26 @@ class OnlineAnomalyDetector:
 
     def _shifts(self, parts: list[_Batch], n: int) -> tuple[np.ndarray, Shifts]:
         """Active keys at each batch row, and the batch's shift-sign changes (for regimes)."""
-        used = self.keys.used
-        known = used & (self.keys.arrays["count"] > 0)
+        counts, known = self._key_summary()
         arrival = np.zeros(n)
-        shifts = Shifts(n, shift_counts(self.keys.arrays["dev"], used))
+        shifts = Shifts(n, counts)
         for part in parts:
             arrival[part.segs.order[part.segs.start]] = part.st["count"] <= 0
             shifts.add(part.dev, part.held, part.segs.order)
         shifts.close()
-        return float(known.sum()) + np.cumsum(arrival), shifts
+        return known + np.cumsum(arrival), shifts
 
-    def _decide(self, part: _Batch, active: np.ndarray, shifts: Shifts, threshold: float) -> None:
-        """Regimes, structure, the combined score and the alert of one chunk."""
+    def _decide(
+        self, part: _Batch, active: np.ndarray, shifts: Shifts, threshold: float, learn: bool
+    ) -> None:
+        """Regimes, structure, the combined score and the alert of one chunk (and its final
+        state when ``learn``)."""
         segs, st, fr, ready = part.segs, part.st, part.features, part.ready
         reg, reg_final = regime_mask(
             fr.z[0], fr.short_mean, ready, segs, st["reg"], shifts, active[segs.order]
         )
         if self.p > 1:
-            e = np.clip(fr.z[0], -8.0, 8.0)
+            e = np.minimum(np.maximum(fr.z[0], -8.0), 8.0)
             sz, partner, pair = structure_scores(
                 e, ready & (e != 0) & ~reg, segs, self.hz.long, {k: st[k] for k in PAIR_STATE}
             )
@@ -275,20 +301,33 @@ class OnlineAnomalyDetector:
         final, alerting, post = post_process(
             raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold
         )
-        post["hist"] = post["hist"].T
         # an incident stays alerted while its deviation persists (the score itself is damped)
         alert, post["open"] = latch(
             alerting >= threshold, raw >= PERSIST_SURPRISE, segs, st["open"]
         )
-        state = {k: v.T for k, v in fr.state.items()}
+        part.structure, part.partner, part.final = sz, partner, final
+        part.alerting, part.alert = alerting, alert
+        if learn:
+            part.state = self._final_state(part, post, reg_final, pair)
+
+    def _final_state(
+        self,
+        part: _Batch,
+        post: dict[str, np.ndarray],
+        reg_final: np.ndarray,
+        pair: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Each key's state after the chunk, (m, ...) per name as the key table stores it."""
+        segs, st = part.segs, part.st
+        post["hist"] = post["hist"].T
+        state = {k: v.T for k, v in part.features.state.items()}
         state.update(post)
         state.update({"dev": part.dev[:, segs.last].T, "reg": reg_final.T})
         state.update({k: v.T for k, v in pair.items()})
         state.update({k: v.T for k, v in part.season.state.items()})
         state["count"] = st["count"] + segs.lengths
         recenter(state)
-        part.structure, part.partner, part.final = sz, partner, final
-        part.alerting, part.alert, part.state = alerting, alert, state
+        return state
 
     def _season(
         self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
@@ -379,6 +418,7 @@ class OnlineAnomalyDetector:
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])
+        self._changed()
 
 
 def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -> None:

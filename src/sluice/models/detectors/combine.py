@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
+from sluice.models.detectors.scan import Segments, decayed_max, ew_scan, ew_scans
 
 SCALE = 4.0
 LN10 = float(np.log(10.0))
 POST_STATE = ("lw", "l1", "l2", "mx", "ax", "hist")
 N_BINS = 13
+EDGES = np.linspace(0.0, 6.0, N_BINS)  # bins of the compressed raw surprise
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,15 @@ def post_process(
     """Anomaly-likelihood and novelty stages: score and alerting score in [0, 1), final state."""
     wf = warm.astype(np.float64)
     rv = np.log1p(raw) * wf if params.compress else raw * wf
-    rows = np.stack([wf, rv, rv * rv])
-    before, final = ew_scan(
-        rows, params.long_decay, segs, np.stack([init["lw"], init["l1"], init["l2"]])
+    (lw, l1, l2), final = ew_scans(
+        [([wf, rv, rv * rv], params.long_decay, [init["lw"], init["l1"], init["l2"]])], segs
     )
-    lw, l1, l2 = before
     mean = l1 / np.maximum(lw, 1e-12)
     sd = np.sqrt(np.maximum(l2 / np.maximum(lw, 1e-12) - mean * mean, 0.0)) + params.sd_floor
     ok = lw > 5.0
     z_inst = np.where(ok, (rv - mean) / sd, 0.0)
     # empirical rarity: EW share of this key's past events at least as surprising as this one
-    edges = np.linspace(0.0, 6.0, N_BINS)
-    b = np.searchsorted(edges, rv, side="right") - 1
+    b = np.searchsorted(EDGES, rv, side="right") - 1
     learn = wf * np.where(z_inst > params.outlier_z, params.outlier_weight, 1.0)
     onehot = (np.arange(N_BINS)[:, None] == b[None, :]) * learn
     hb, hfin = ew_scan(onehot, params.long_decay, segs, init["hist"])
@@ -108,8 +106,5 @@ def post_process(
 
 def _at_or_above(hist: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``hist[b:].sum()`` per event, summed from the top bin down (bins, n)."""
-    tail = np.empty_like(hist)
-    tail[-1] = hist[-1]
-    for k in range(hist.shape[0] - 2, -1, -1):
-        np.add(tail[k + 1], hist[k], out=tail[k])
-    return np.take_along_axis(tail, b[None, :], axis=0)[0]
+    tail = np.cumsum(hist[::-1], axis=0)[::-1]
+    return tail[b, np.arange(b.shape[0])]

@@ -194,6 +194,10 @@ def refresh_points(
     A key is re-analysed every ``every`` events, and four times as often while its history
     is shorter than the window (so a season is found as soon as two cycles are in view).
     """
+    if lengths.size and lengths.max() == 1:  # one event per key: is it a refresh point?
+        step = np.where(c0 < window, max(every // 4, 1), every)
+        seg = np.flatnonzero((c0 > 0) & (c0 % step == 0))
+        return seg, c0[seg]
     end = c0 + lengths
     early = _multiples(c0, np.minimum(end, window), max(every // 4, 1))
     late = _multiples(np.maximum(c0, window), end, every)

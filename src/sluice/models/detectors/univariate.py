@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_length
+from sluice.models.detectors.scan import Segments, ew_scans, last_valid, run_length
 
 DETECTORS = ("level", "trend", "spread", "rate", "stuck")
 # per-slot, per-feature state (all float64; see FeatureState)
@@ -89,21 +89,6 @@ def _scale_floor(mean: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return 1e-9 + (1e-6 * np.abs(mean + ref)) ** 2
 
 
-def _scan_groups(
-    groups: list[tuple[list[np.ndarray], float, list[np.ndarray]]], segs: Segments
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Several groups of (rows, decay, initial state) scanned in one pass; per-row results."""
-    rows = [r for g in groups for r in g[0]]
-    p = rows[0].shape[0]
-    decay = np.concatenate([np.full(p * len(g[0]), g[1]) for g in groups])
-    init = np.concatenate([i for g in groups for i in g[2]])
-    before, final = ew_scan(np.concatenate(rows), decay, segs, init)
-    n = len(rows)
-    return [before[k * p : (k + 1) * p] for k in range(n)], [
-        final[k * p : (k + 1) * p] for k in range(n)
-    ]
-
-
 def _differences(
     x: np.ndarray, m: np.ndarray, segs: Segments, prev: np.ndarray, out: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,9 +108,10 @@ def _winsorised(
 
 
 def feature_scores(
-    X: np.ndarray, segs: Segments, st: dict[str, np.ndarray], hz: Horizons
+    X: np.ndarray, segs: Segments, st: dict[str, np.ndarray], hz: Horizons, learn: bool = True
 ) -> FeatureResult:
-    """All per-feature detector statistics for a key-sorted batch ``X`` (p, n)."""
+    """All per-feature detector statistics for a key-sorted batch ``X`` (p, n); the final
+    state may be incomplete unless ``learn``."""
     m = np.isfinite(X)
     ref = st["ref"][..., segs.seg]
     c = np.where(m, X - ref, 0.0)
@@ -135,7 +121,7 @@ def feature_scores(
     d, dm, rep = _differences(x, m, segs, st["prev"] - st["ref"], out)
     out["prev"] = out["prev"] + st["ref"]
     # first EW pass of the level and of the differences (both long horizon)
-    (w, a1, b1, wd, d1, z0), fin = _scan_groups(
+    (w, a1, b1, wd, d1, z0), fin = ew_scans(
         [
             (
                 [mf, c, c * c, dm.astype(np.float64), d * d, rep.astype(np.float64)],
@@ -146,36 +132,39 @@ def feature_scores(
         segs,
     )
     out.update(zip(("w", "a1", "b1", "wd", "d1", "z0"), fin, strict=True))
-    # second pass on values winsorised at the first pass's bounds
-    mu1, var1 = _moments(a1, b1, w)
-    cc = _winsorised(c, mu1, var1, w, ref) * mf
-    # sums of squares; a contiguous scan's correction can leave them a rounding error below 0
-    bound = CLIP * np.sqrt(np.maximum(d1, 0.0) / np.maximum(wd, 1e-12))
-    dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
-    (a2, b2, d2), fin = _scan_groups(
-        [([cc, cc * cc, dc * dc], hz.long, [st["a2"], st["b2"], st["d2"]])], segs
-    )
-    out.update(zip(("a2", "b2", "d2"), fin, strict=True))
+    if segs.single and not learn:  # the second pass only feeds later events and the state
+        a2, b2, d2 = st["a2"], st["b2"], st["d2"]
+    else:
+        # second pass on values winsorised at the first pass's bounds
+        mu1, var1 = _moments(a1, b1, w)
+        cc = _winsorised(c, mu1, var1, w, ref) * mf
+        # sums of squares; a contiguous scan's correction can leave them a rounding error < 0
+        bound = CLIP * np.sqrt(np.maximum(d1, 0.0) / np.maximum(wd, 1e-12))
+        dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
+        (a2, b2, d2), fin = ew_scans(
+            [([cc, cc * cc, dc * dc], hz.long, [st["a2"], st["b2"], st["d2"]])], segs
+        )
+        out.update(zip(("a2", "b2", "d2"), fin, strict=True))
     mu, var = _moments(a2, b2, w)
     var = var + _scale_floor(mu, ref)
     sd = np.sqrt(var)
     ready = m & (w > 2.0)
     e = np.where(ready, (c - mu) / sd, 0.0)
-    ec = np.clip(e, -2 * CLIP, 2 * CLIP)
+    ec = np.minimum(np.maximum(e, -2 * CLIP), 2 * CLIP)
     r = ready.astype(np.float64)
     # short-horizon stats include the current event (they summarise "the last few events");
     # against the medium-horizon mean deviation, so a slowly varying lag (season) is not a trend
-    (ws, es, vs, wm, em), fin = _scan_groups(
+    (ws, es, vs, wm, em), fin = ew_scans(
         [
             ([r, ec, ec * ec], hz.short, [st["ws"], st["es"], st["vs"]]),
-            ([r, np.clip(ec, -BIAS_CLIP, BIAS_CLIP) * r], hz.medium, [st["wm"], st["em"]]),
+            ([r, np.minimum(np.maximum(ec, -BIAS_CLIP), BIAS_CLIP) * r], hz.medium, [st["wm"], st["em"]]),
         ],
         segs,
     )
     out.update(zip(("ws", "es", "vs", "wm", "em"), fin, strict=True))
     ws, es, vs = ws * hz.short + ready, es * hz.short + ec, vs * hz.short + ec * ec
     wss = np.maximum(ws, 1e-12)
-    dof = np.clip(ws, 0.0, hz.short_dof)
+    dof = np.minimum(np.maximum(ws, 0.0), hz.short_dof)
     bias = np.where(wm > 10.0, em / np.maximum(wm, 1e-12), 0.0)
     trend = np.where(ws > 3.0, (es / wss - bias) * np.sqrt(dof), 0.0)
     ratio = np.where(ws > 3.0, vs / wss, 1.0)
