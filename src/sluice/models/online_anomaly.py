@@ -27,10 +27,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from sluice.core.errors import ModelError, StateError
-from sluice.models.detectors.combine import N_BINS, POST_STATE, PostParams, post_process
+from sluice.models.detectors.combine import (
+    N_BINS,
+    POST_STATE,
+    PostParams,
+    post_basis,
+    post_process,
+)
 from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable, Spec
+from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
 from sluice.models.detectors.layout import split
 from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
 from sluice.models.detectors.scan import Segments, latch
@@ -43,12 +49,13 @@ from sluice.models.detectors.seasonal import (
     season_scores,
     seasonal_cap,
 )
-from sluice.models.detectors.structure import PAIR_STATE, structure_scores
+from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
     FEATURE_STATE,
     FeatureResult,
     Horizons,
+    feature_basis,
     feature_scores,
     recenter,
 )
@@ -102,6 +109,7 @@ class _Batch:
     history: History | None
     dev: np.ndarray
     held: np.ndarray
+    basis: dict[str, np.ndarray] | None  # derived from the state (one event per key, scoring)
     structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
     partner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     final: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -143,6 +151,7 @@ class OnlineAnomalyDetector:
         # derived from the whole state, kept between calls until it changes (see _changed)
         self._threshold: float | None = None
         self._summary: tuple[np.ndarray, float] | None = None
+        self._derived: PackedRows | None = None
 
     def _fresh_state(self) -> dict[str, tuple[tuple[int, ...], float]]:
         spec: dict[str, tuple[tuple[int, ...], float]] = {
@@ -192,7 +201,20 @@ class OnlineAnomalyDetector:
 
     def _changed(self) -> None:
         """Forget what was derived from the state (call whenever the state changes)."""
-        self._threshold = self._summary = None
+        self._threshold = self._summary = self._derived = None
+
+    def _basis(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """What the detectors derive from the state before an event, for keys ``slots``
+        scored without learning (one event each); derived for all keys at once and kept
+        until the state changes."""
+        cap = self.keys.cap
+        if self._derived is None:
+            st = self.keys.gather(np.arange(cap + 1))  # slot ``cap`` is virtual: a fresh key
+            parts = {**feature_basis(st, self.hz), **post_basis(st, self.post)}
+            if self.p > 1:
+                parts.update(pair_basis(st))
+            self._derived = PackedRows(parts)
+        return self._derived.gather(np.minimum(slots, cap))
 
     def score_learn(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
         """Score each row from the state before it, then learn from it (in row order)."""
@@ -260,11 +282,13 @@ class OnlineAnomalyDetector:
         Xs = X[segs.order].T.copy()
         st = self.keys.gather(segs.slot)
         _init_reference(st, Xs, segs)
-        fr = feature_scores(Xs, segs, st, self.hz, learn)
+        # each event's state before it is its key's: what derives from it is kept
+        basis = self._basis(segs.slot) if segs.single and not learn else None
+        fr = feature_scores(Xs, segs, st, self.hz, basis)
         ready = np.isfinite(Xs) & (fr.sd > 0)
         hist, season = self._season(Xs, segs, st)
         dev, held = signs(fr.z[0], ready, segs, st["dev"])
-        return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held)
+        return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held, basis)
 
     def _shifts(self, parts: list[_Batch], n: int) -> tuple[np.ndarray, Shifts]:
         """Active keys at each batch row, and the batch's shift-sign changes (for regimes)."""
@@ -289,7 +313,12 @@ class OnlineAnomalyDetector:
         if self.p > 1:
             e = np.minimum(np.maximum(fr.z[0], -8.0), 8.0)
             sz, partner, pair = structure_scores(
-                e, ready & (e != 0) & ~reg, segs, self.hz.long, {k: st[k] for k in PAIR_STATE}
+                e,
+                ready & (e != 0) & ~reg,
+                segs,
+                self.hz.long,
+                {k: st[k] for k in PAIR_STATE},
+                part.basis,
             )
         else:
             sz, partner = np.zeros_like(part.X), np.zeros(part.X.shape, dtype=np.int64)
@@ -299,7 +328,7 @@ class OnlineAnomalyDetector:
         raw = to_surprise(best, tests=(fr.z.shape[0] + 1) * self.p)
         warm = st["count"][segs.seg] + segs.offset >= self.config.warmup
         final, alerting, post = post_process(
-            raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold
+            raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold, part.basis
         )
         # an incident stays alerted while its deviation persists (the score itself is damped)
         alert, post["open"] = latch(

@@ -55,6 +55,27 @@ def _factorize_few(arr: np.ndarray) -> tuple[list[Any], np.ndarray] | None:
     return list(first), np.array(inv, dtype=np.int64)
 
 
+class PackedRows:
+    """Named per-key arrays ((m,) or (size, m) each) packed one row per key, so that the
+    values of some keys are gathered with one indexing operation."""
+
+    def __init__(self, parts: dict[str, np.ndarray]) -> None:
+        self._at: dict[str, int | slice] = {}
+        blocks, width = [], 0
+        for name, values in parts.items():
+            block = values.reshape(-1, values.shape[-1])
+            blocks.append(block)
+            size = block.shape[0]
+            self._at[name] = width if values.ndim == 1 else slice(width, width + size)
+            width += size
+        self.table = np.ascontiguousarray(np.concatenate(blocks).T)
+
+    def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The arrays of keys ``rows``, (len(rows),) or (size, len(rows)) each."""
+        columns = self.table[rows].T
+        return {name: columns[at] for name, at in self._at.items()}
+
+
 class KeyTable:
     """Maps keys to rows of per-key state arrays; evicts the least recently seen keys."""
 

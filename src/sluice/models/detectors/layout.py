@@ -56,7 +56,9 @@ class Segments:
         if n == 1 or (n and bool((s[1:] != s[:-1]).all())):
             # one event per key: one block, each scan is a single step
             ids = np.arange(n)
-            return cls(order, s, ids, np.zeros(n, np.int64), ids, ids, np.ones(n, np.int64), [(0, n)])
+            return cls(
+                order, s, ids, np.zeros(n, np.int64), ids, ids, np.ones(n, np.int64), [(0, n)]
+            )
         base = cls._contiguous(s, order)
         m = base.lengths.shape[0]
         if m < min_block:

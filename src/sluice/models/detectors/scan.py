@@ -12,6 +12,8 @@ scanned as a contiguous layout from the state the blocks left.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from scipy.signal import lfilter
 
@@ -73,28 +75,26 @@ def ew_scan(
     return before, carry
 
 
-def ew_scans(
-    groups: list[ScanGroup], segs: Segments
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def ew_scans(groups: list[ScanGroup], segs: Segments) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Several groups of rows through :func:`ew_scan` in one pass: per row, the state before
     each event and each segment's final state."""
-    if segs.single:  # each event's state before it is its key's initial state
-        before = [i for g in groups for i in g[2]]
-        final = [i * g[1] + r for g in groups for r, i in zip(g[0], g[2], strict=True)]
-        return before, final
-    rows = [r for g in groups for r in g[0]]
     inits = [i for g in groups for i in g[2]]
+    if segs.single:  # each event's state before it is its key's initial state
+        final = [i * g[1] + r for g in groups for r, i in zip(g[0], g[2], strict=True)]
+        return inits, final
+    rows = [r for g in groups for r in g[0]]
     sizes = [1 if r.ndim == 1 else r.shape[0] for r in rows]
     decay = np.repeat([g[1] for g in groups for _ in g[0]], sizes)
-    before, final = ew_scan(
+    before, after = ew_scan(
         np.concatenate([r.reshape(k, -1) for r, k in zip(rows, sizes, strict=True)]),
         decay,
         segs,
         np.concatenate([i.reshape(k, -1) for i, k in zip(inits, sizes, strict=True)]),
     )
     at = np.cumsum([0, *sizes]).tolist()
-    return [before[a:b].reshape(r.shape) for a, b, r in zip(at, at[1:], rows)], [
-        final[a:b].reshape(i.shape) for a, b, i in zip(at, at[1:], inits)
+    spans = list(pairwise(at))
+    return [before[a:b].reshape(r.shape) for (a, b), r in zip(spans, rows, strict=True)], [
+        after[a:b].reshape(i.shape) for (a, b), i in zip(spans, inits, strict=True)
     ]
 
 

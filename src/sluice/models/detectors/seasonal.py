@@ -215,10 +215,11 @@ def season_scores(
     segs = hist.segs
     window = hist.buf.shape[1]
     rseg, rq = refresh_points(hist.c0, segs.lengths, every, window)
-    period = init["sp"][:, segs.seg].copy()
-    scale = init["ss"][:, segs.seg].copy()
-    fin_p, fin_s = init["sp"].copy(), init["ss"].copy()
+    period = init["sp"][:, segs.seg]
+    scale = init["ss"][:, segs.seg]
+    fin_p, fin_s = init["sp"], init["ss"]
     if rseg.size:
+        fin_p, fin_s = fin_p.copy(), fin_s.copy()
         rp, rs = _refresh(hist, rseg, rq, p, window)
         span = int(max(rq.max(), (hist.c0 + segs.lengths).max())) + 1
         tau = hist.c0[segs.seg] + segs.offset
