@@ -6,13 +6,22 @@ import numpy as np
 import pytest
 
 from sluice.models.detectors.layout import Segments, split
-from sluice.models.detectors.scan import decayed_max, ew_scan, last_valid, latch, run_length
+from sluice.models.detectors.scan import (
+    decayed_max,
+    ew_scan,
+    ew_scans,
+    last_valid,
+    latch,
+    run_length,
+)
 from sluice.models.online_anomaly import OnlineAnomalyConfig, OnlineAnomalyDetector
 
 
 def _slots(kind: str, rng: np.random.Generator) -> np.ndarray:
     if kind == "few":  # contiguous layout
         return rng.integers(0, 5, 400)
+    if kind == "single":  # one event per key: one block
+        return rng.permutation(40) * 3
     # many short keys plus a few long ones: position-major head and a contiguous tail
     return np.concatenate([rng.integers(0, 300, 3000), rng.integers(0, 3, 600)])[
         rng.permutation(3600)
@@ -28,12 +37,13 @@ def _reference(slots: np.ndarray, step, init: dict[int, float]) -> tuple[np.ndar
     return out, state
 
 
-@pytest.mark.parametrize("kind", ["few", "many"])
+@pytest.mark.parametrize("kind", ["few", "many", "single"])
 def test_scans_match_a_per_key_loop(kind: str) -> None:
     rng = np.random.default_rng(0)
     slots = _slots(kind, rng)
     segs = Segments.from_slots(slots)
-    assert bool(segs.blocks) == (kind == "many") and (kind == "few" or segs.tail is not None)
+    assert bool(segs.blocks) == (kind != "few") and (kind != "many" or segs.tail is not None)
+    assert segs.single == (kind == "single")
     n, keys = slots.shape[0], sorted(set(slots.tolist()))
     v = rng.normal(size=n)
     flag = rng.random(n) < 0.7
@@ -49,6 +59,20 @@ def test_scans_match_a_per_key_loop(kind: str) -> None:
 
     sv, sf = v[segs.order][None], flag[segs.order][None]
     check(ew_scan(sv, 0.9, segs, init), lambda y, r: (y, 0.9 * y + v[r]), init_of, 1e-9)
+    # several groups at once: rows (n,) or (r, n), each group with its own decay
+    pair, pair_init = np.vstack([sv, 2.0 * sv]), np.vstack([init, -init])
+    befores, finals = ew_scans(
+        [([sv[0], pair], 0.9, [init[0], pair_init]), ([sv], 0.5, [init])], segs
+    )
+    first, second, third = (
+        ew_scan(sv, 0.9, segs, init),
+        ew_scan(pair, 0.9, segs, pair_init),
+        ew_scan(sv, 0.5, segs, init),
+    )
+    wants = [(first[0][0], first[1][0]), second, third]
+    for before, final, want in zip(befores, finals, wants, strict=True):
+        np.testing.assert_allclose(before, want[0], rtol=1e-12)
+        np.testing.assert_allclose(final, want[1], rtol=1e-12)
     check(
         last_valid(sv, sf, segs, init),
         lambda y, r: (y, v[r] if flag[r] else y),

@@ -29,11 +29,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from sluice.core.errors import ModelError, StateError
-from sluice.models.detectors.combine import N_BINS, POST_STATE, SCALE, PostParams, post_process
+from sluice.models.detectors.combine import (
+    N_BINS,
+    POST_STATE,
+    SCALE,
+    PostParams,
+    post_basis,
+    post_process,
+)
 from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable, Spec
+from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
 from sluice.models.detectors.layout import split
 from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
 from sluice.models.detectors.scan import Segments, latch
@@ -46,12 +53,13 @@ from sluice.models.detectors.seasonal import (
     season_scores,
     seasonal_cap,
 )
-from sluice.models.detectors.structure import PAIR_STATE, structure_scores
+from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
     FEATURE_STATE,
     FeatureResult,
     Horizons,
+    feature_basis,
     feature_scores,
     recenter,
 )
@@ -112,6 +120,7 @@ class _Batch:
     history: History | None
     dev: np.ndarray
     held: np.ndarray
+    basis: dict[str, np.ndarray] | None  # derived from the state (one event per key, scoring)
     structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
     partner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     final: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -152,6 +161,10 @@ class OnlineAnomalyDetector:
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0
+        # derived from the whole state, kept between calls until it changes (see _changed)
+        self._threshold: float | None = None
+        self._summary: tuple[np.ndarray, float] | None = None
+        self._derived: PackedRows | None = None
 
     def _fresh_state(self) -> dict[str, tuple[tuple[int, ...], float]]:
         spec: dict[str, tuple[tuple[int, ...], float]] = {
@@ -179,6 +192,11 @@ class OnlineAnomalyDetector:
 
     def threshold(self) -> float:
         """The current label-free alert threshold on the score."""
+        if self._threshold is None:
+            self._threshold = self._quantile_threshold()
+        return self._threshold
+
+    def _quantile_threshold(self) -> float:
         total = self.hist.sum()
         if total * self.config.target_alert_rate < 10.0:
             return max(self.config.min_score, 0.45)
@@ -186,6 +204,31 @@ class OnlineAnomalyDetector:
         above = int(np.searchsorted(cum, self.config.target_alert_rate * total))
         q = 1.0 - above / HIST_BINS
         return max(self.config.min_score, q)
+
+    def _key_summary(self) -> tuple[np.ndarray, float]:
+        """Keys shifted up and down per feature (2, p), and how many keys have history."""
+        if self._summary is None:
+            used = self.keys.used
+            known = float(np.count_nonzero(used & (self.keys.arrays["count"] > 0)))
+            self._summary = (shift_counts(self.keys.arrays["dev"], used), known)
+        return self._summary
+
+    def _changed(self) -> None:
+        """Forget what was derived from the state (call whenever the state changes)."""
+        self._threshold = self._summary = self._derived = None
+
+    def _basis(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """What the detectors derive from the state before an event, for keys ``slots``
+        scored without learning (one event each); derived for all keys at once and kept
+        until the state changes."""
+        cap = self.keys.cap
+        if self._derived is None:
+            st = self.keys.gather(np.arange(cap + 1))  # slot ``cap`` is virtual: a fresh key
+            parts = {**feature_basis(st, self.hz), **post_basis(st, self.post)}
+            if self.p > 1:
+                parts.update(pair_basis(st))
+            self._derived = PackedRows(parts)
+        return self._derived.gather(np.minimum(slots, cap))
 
     def score_learn(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
         """Score each row from the state before it, then learn from it (in row order)."""
@@ -206,13 +249,15 @@ class OnlineAnomalyDetector:
             )
         threshold = self.threshold()
         slots = self.keys.assign(keys, n)
-        parts = self._run(slots, X, threshold)
+        self._changed()  # new keys may have evicted others
+        parts = self._run(slots, X, threshold, learn=True)
         for part in parts:
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
         result = self._result(parts, X)
         self._calibrate(np.concatenate([part.alerting for part in parts]))
+        self._changed()
         return result
 
     def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
@@ -222,7 +267,7 @@ class OnlineAnomalyDetector:
             return _empty()
         slots = self.keys.lookup(keys, X.shape[0])
         threshold = self.threshold()
-        return self._result(self._run(slots, X, threshold), X)
+        return self._result(self._run(slots, X, threshold, learn=False), X)
 
     def _check(self, keys: np.ndarray | None, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -237,46 +282,57 @@ class OnlineAnomalyDetector:
             raise ModelError(f"{len(keys)} keys for {X.shape[0]} rows")
         return X
 
-    def _run(self, slots: np.ndarray, X: np.ndarray, threshold: float) -> list[_Batch]:
-        parts = [self._observe(segs, X) for segs in split(slots, self.chunk)]
+    def _run(
+        self, slots: np.ndarray, X: np.ndarray, threshold: float, *, learn: bool
+    ) -> list[_Batch]:
+        parts = [self._observe(segs, X, learn) for segs in split(slots, self.chunk)]
         active, shifts = self._shifts(parts, X.shape[0])
         for part in parts:
-            self._decide(part, active, shifts, threshold)
+            self._decide(part, active, shifts, threshold, learn)
         return parts
 
-    def _observe(self, segs: Segments, X: np.ndarray) -> _Batch:
+    def _observe(self, segs: Segments, X: np.ndarray, learn: bool) -> _Batch:
         """Per-feature statistics and seasonality of one chunk (no cross-key information)."""
         Xs = X[segs.order].T.copy()
-        st = {k: v.T for k, v in self.keys.gather(segs.slot).items()}
+        st = self.keys.gather(segs.slot)
         _init_reference(st, Xs, segs)
-        fr = feature_scores(Xs, segs, st, self.hz)
+        # each event's state before it is its key's: what derives from it is kept
+        basis = self._basis(segs.slot) if segs.single and not learn else None
+        fr = feature_scores(Xs, segs, st, self.hz, basis)
         ready = np.isfinite(Xs) & (fr.sd > 0)
         hist, season = self._season(Xs, segs, st)
         dev, held = signs(fr.z[0], ready, segs, st["dev"])
-        return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held)
+        return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held, basis)
 
     def _shifts(self, parts: list[_Batch], n: int) -> tuple[np.ndarray, Shifts]:
         """Active keys at each batch row, and the batch's shift-sign changes (for regimes)."""
-        used = self.keys.used
-        known = used & (self.keys.arrays["count"] > 0)
+        counts, known = self._key_summary()
         arrival = np.zeros(n)
-        shifts = Shifts(n, shift_counts(self.keys.arrays["dev"], used))
+        shifts = Shifts(n, counts)
         for part in parts:
             arrival[part.segs.order[part.segs.start]] = part.st["count"] <= 0
             shifts.add(part.dev, part.held, part.segs.order)
         shifts.close()
-        return float(known.sum()) + np.cumsum(arrival), shifts
+        return known + np.cumsum(arrival), shifts
 
-    def _decide(self, part: _Batch, active: np.ndarray, shifts: Shifts, threshold: float) -> None:
-        """Regimes, structure, the combined score and the alert of one chunk."""
+    def _decide(
+        self, part: _Batch, active: np.ndarray, shifts: Shifts, threshold: float, learn: bool
+    ) -> None:
+        """Regimes, structure, the combined score and the alert of one chunk (and its final
+        state when ``learn``)."""
         segs, st, fr, ready = part.segs, part.st, part.features, part.ready
         reg, reg_final = regime_mask(
             fr.z[0], fr.short_mean, ready, segs, st["reg"], shifts, active[segs.order]
         )
         if self.p > 1:
-            e = np.clip(fr.z[0], -8.0, 8.0)
+            e = np.minimum(np.maximum(fr.z[0], -8.0), 8.0)
             sz, partner, pair = structure_scores(
-                e, ready & (e != 0) & ~reg, segs, self.hz.long, {k: st[k] for k in PAIR_STATE}
+                e,
+                ready & (e != 0) & ~reg,
+                segs,
+                self.hz.long,
+                {k: st[k] for k in PAIR_STATE},
+                part.basis,
             )
         else:
             sz, partner = np.zeros_like(part.X), np.zeros(part.X.shape, dtype=np.int64)
@@ -286,9 +342,8 @@ class OnlineAnomalyDetector:
         raw = to_surprise(best, tests=(fr.z.shape[0] + 1) * self.p)
         warm = st["count"][segs.seg] + segs.offset >= self.config.warmup
         final, alerting, post = post_process(
-            raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold
+            raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold, part.basis
         )
-        post["hist"] = post["hist"].T
         dz, drift = drift_scores(
             part.X,
             st["ref"],
@@ -307,7 +362,25 @@ class OnlineAnomalyDetector:
             segs,
             st["open"],
         )
-        state = {k: v.T for k, v in fr.state.items()}
+        part.structure, part.partner, part.final = sz, partner, final
+        part.alerting, part.alert = alerting, alert
+        s = np.maximum(raw, to_surprise(slow, tests=self.p))
+        part.ranked = np.maximum(alerting, s / (s + SCALE))
+        if learn:
+            part.state = self._final_state(part, post, reg_final, pair, drift)
+
+    def _final_state(
+        self,
+        part: _Batch,
+        post: dict[str, np.ndarray],
+        reg_final: np.ndarray,
+        pair: dict[str, np.ndarray],
+        drift: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Each key's state after the chunk, (m, ...) per name as the key table stores it."""
+        segs, st = part.segs, part.st
+        post["hist"] = post["hist"].T
+        state = {k: v.T for k, v in part.features.state.items()}
         state.update(post)
         state.update({"dev": part.dev[:, segs.last].T, "reg": reg_final.T})
         state.update({k: v.T for k, v in pair.items()})
@@ -317,10 +390,7 @@ class OnlineAnomalyDetector:
         recenter(state)
         state.update({k: v.T for k, v in drift.items()})
         rebase(state, state["ref"] - ref)
-        part.structure, part.partner, part.final = sz, partner, final
-        part.alerting, part.alert, part.state = alerting, alert, state
-        s = np.maximum(raw, to_surprise(slow, tests=self.p))
-        part.ranked = np.maximum(alerting, s / (s + SCALE))
+        return state
 
     def _season(
         self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
@@ -412,6 +482,7 @@ class OnlineAnomalyDetector:
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])
+        self._changed()
 
 
 def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -> None:

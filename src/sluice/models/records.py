@@ -42,8 +42,11 @@ def key_values(records: list[dict[str, Any]], key: str) -> np.ndarray:
     """The ``key`` of each record as the detector reads a table's key column."""
     if not any(key in r for r in records):
         raise ModelError(f"missing key column {key!r}")
+    values = [r.get(key) for r in records]
+    if all(type(v) is str for v in values):  # what Arrow makes of strings, without it
+        return np.array(values, dtype=object)
     try:
-        column = pa.array([r.get(key) for r in records])
+        column = pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ModelError(f"records do not form a table: {exc}") from None
     return column.to_numpy(zero_copy_only=False)

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
+from sluice.models.detectors.scan import Segments, decayed_max, ew_scan, ew_scans
 
 SCALE = 4.0
 LN10 = float(np.log(10.0))
 POST_STATE = ("lw", "l1", "l2", "mx", "ax", "hist")
 N_BINS = 13
+EDGES = np.linspace(0.0, 6.0, N_BINS)  # bins of the compressed raw surprise
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,27 @@ def strongest(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return value, best // p, best % p
 
 
+def _likelihood_moments(
+    lw: np.ndarray, l1: np.ndarray, l2: np.ndarray, params: PostParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Long-term mean and sd of a key's compressed raw surprise, from its EW sums."""
+    mean = l1 / np.maximum(lw, 1e-12)
+    sd = np.sqrt(np.maximum(l2 / np.maximum(lw, 1e-12) - mean * mean, 0.0)) + params.sd_floor
+    return mean, sd
+
+
+def _tail(hist: np.ndarray) -> np.ndarray:
+    """``hist[b:].sum()`` for every bin ``b`` (bins, n), summed from the top bin down."""
+    return np.cumsum(hist[::-1], axis=0)[::-1]
+
+
+def post_basis(st: dict[str, np.ndarray], params: PostParams) -> dict[str, np.ndarray]:
+    """What the post-processing takes from each key's stored state (the state before its
+    next event): the moments of its raw surprise and the tail sums of their histogram."""
+    mean, sd = _likelihood_moments(st["lw"], st["l1"], st["l2"], params)
+    return {"rv_mean": mean, "rv_sd": sd, "rv_tail": _tail(st["hist"])}
+
+
 def post_process(
     raw: np.ndarray,
     warm: np.ndarray,
@@ -69,47 +91,46 @@ def post_process(
     params: PostParams,
     init: dict[str, np.ndarray],
     threshold: float,
+    basis: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Anomaly-likelihood and novelty stages: score and alerting score in [0, 1), final state."""
+    """Anomaly-likelihood and novelty stages: score and alerting score in [0, 1), final state.
+
+    ``basis`` (see :func:`post_basis`) is given for one event per key scored without
+    learning: nothing is scanned then, and the final state is incomplete.
+    """
     wf = warm.astype(np.float64)
     rv = np.log1p(raw) * wf if params.compress else raw * wf
-    rows = np.stack([wf, rv, rv * rv])
-    before, final = ew_scan(
-        rows, params.long_decay, segs, np.stack([init["lw"], init["l1"], init["l2"]])
-    )
-    lw, l1, l2 = before
-    mean = l1 / np.maximum(lw, 1e-12)
-    sd = np.sqrt(np.maximum(l2 / np.maximum(lw, 1e-12) - mean * mean, 0.0)) + params.sd_floor
+    state: dict[str, np.ndarray] = {}
+    if basis is None:
+        (lw, l1, l2), (state["lw"], state["l1"], state["l2"]) = ew_scans(
+            [([wf, rv, rv * rv], params.long_decay, [init["lw"], init["l1"], init["l2"]])], segs
+        )
+        mean, sd = _likelihood_moments(lw, l1, l2, params)
+    else:
+        lw, mean, sd = init["lw"], basis["rv_mean"], basis["rv_sd"]
     ok = lw > 5.0
     z_inst = np.where(ok, (rv - mean) / sd, 0.0)
     # empirical rarity: EW share of this key's past events at least as surprising as this one
-    edges = np.linspace(0.0, 6.0, N_BINS)
-    b = np.searchsorted(edges, rv, side="right") - 1
-    learn = wf * np.where(z_inst > params.outlier_z, params.outlier_weight, 1.0)
-    onehot = (np.arange(N_BINS)[:, None] == b[None, :]) * learn
-    hb, hfin = ew_scan(onehot, params.long_decay, segs, init["hist"])
-    above = _at_or_above(hb, np.maximum(b, 0))
+    b = np.searchsorted(EDGES, rv, side="right") - 1
+    if basis is None:
+        learn = wf * np.where(z_inst > params.outlier_z, params.outlier_weight, 1.0)
+        onehot = (np.arange(N_BINS)[:, None] == b[None, :]) * learn
+        hb, state["hist"] = ew_scan(onehot, params.long_decay, segs, init["hist"])
+        tail = _tail(hb)
+    else:
+        tail = basis["rv_tail"]
+    above = tail[np.maximum(b, 0), np.arange(b.shape[0])]
     rarity = -np.log10((above + 0.5) / (lw + 1.0))
     z = rarity + params.raw_weight * np.minimum(np.maximum(z_inst, 0.0), 10.0)
     z = np.where(ok, z + params.extreme_weight * np.minimum(raw, 40.0), 0.0)
     z = z * wf
     zpos = np.maximum(z, 0.0)
-    mx_before, mx_final = decayed_max(zpos, params.max_decay, segs, init["mx"])
+    mx_before, state["mx"] = decayed_max(zpos, params.max_decay, segs, init["mx"])
     keep = zpos > mx_before * params.margin
     z = np.where(keep, zpos, zpos * params.damping)
-    state = {"lw": final[0], "l1": final[1], "l2": final[2], "mx": mx_final, "hist": hfin}
     alarm = z / (z + SCALE) >= threshold
     ax_before, state["ax"] = decayed_max(
         np.where(alarm, z, 0.0), params.quiet_decay, segs, init["ax"]
     )
     quiet = np.where(z > ax_before * params.margin, z, z * params.damping)
     return quiet / (quiet + SCALE), z / (z + SCALE), state
-
-
-def _at_or_above(hist: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``hist[b:].sum()`` per event, summed from the top bin down (bins, n)."""
-    tail = np.empty_like(hist)
-    tail[-1] = hist[-1]
-    for k in range(hist.shape[0] - 2, -1, -1):
-        np.add(tail[k + 1], hist[k], out=tail[k])
-    return np.take_along_axis(tail, b[None, :], axis=0)[0]

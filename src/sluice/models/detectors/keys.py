@@ -16,15 +16,20 @@ from typing import Any
 import numpy as np
 
 Spec = dict[str, tuple[tuple[int, ...], float]]
+FEW_KEYS = 64  # up to this many rows, keys are factorized without Arrow
 
 
 def factorize(keys: np.ndarray | None, n: int) -> tuple[list[Any], np.ndarray]:
     """Distinct keys (as plain Python values, first seen first) and each row's index among them."""
     if keys is None:
         return [None], np.zeros(n, dtype=np.int64)
+    arr = np.asarray(keys)
+    if n <= FEW_KEYS:
+        few = _factorize_few(arr)
+        if few is not None:
+            return few
     import pyarrow as pa
 
-    arr = np.asarray(keys)
     try:
         if arr.dtype.kind in "iub":
             encoded = pa.array(arr).dictionary_encode()
@@ -39,6 +44,38 @@ def factorize(keys: np.ndarray | None, n: int) -> tuple[list[Any], np.ndarray]:
     return encoded.dictionary.to_pylist(), inv
 
 
+def _factorize_few(arr: np.ndarray) -> tuple[list[Any], np.ndarray] | None:
+    """:func:`factorize` of a few plain strings or integers with a dict (``None`` otherwise);
+    the same distinct keys in the same order (first seen first) as Arrow's dictionary."""
+    values = arr.tolist()
+    if arr.dtype.kind not in "iub" and not all(type(v) is str for v in values):
+        return None
+    first: dict[Any, int] = {}
+    inv = [first.setdefault(v, len(first)) for v in values]
+    return list(first), np.array(inv, dtype=np.int64)
+
+
+class PackedRows:
+    """Named per-key arrays ((m,) or (size, m) each) packed one row per key, so that the
+    values of some keys are gathered with one indexing operation."""
+
+    def __init__(self, parts: dict[str, np.ndarray]) -> None:
+        self._at: dict[str, int | slice] = {}
+        blocks, width = [], 0
+        for name, values in parts.items():
+            block = values.reshape(-1, values.shape[-1])
+            blocks.append(block)
+            size = block.shape[0]
+            self._at[name] = width if values.ndim == 1 else slice(width, width + size)
+            width += size
+        self.table = np.ascontiguousarray(np.concatenate(blocks).T)
+
+    def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The arrays of keys ``rows``, (len(rows),) or (size, len(rows)) each."""
+        columns = self.table[rows].T
+        return {name: columns[at] for name, at in self._at.items()}
+
+
 class KeyTable:
     """Maps keys to rows of per-key state arrays; evicts the least recently seen keys."""
 
@@ -47,10 +84,14 @@ class KeyTable:
         self.spec = spec
         self.bulk = bulk or {}
         self.columns: dict[str, tuple[int, int]] = {}
+        self._at: dict[str, int | slice] = {}  # index of each name's columns in a table row
         width = 0
         for name, (shape, _) in spec.items():
+            if len(shape) > 1:
+                raise ValueError(f"per-key state {name!r} must be a scalar or a vector")
             size = int(np.prod(shape, dtype=np.int64))
             self.columns[name] = (width, width + size)
+            self._at[name] = slice(width, width + size) if shape else width
             width += size
         self.fill = np.concatenate(
             [np.full(int(np.prod(shape, dtype=np.int64)), fill) for shape, fill in spec.values()]
@@ -146,12 +187,14 @@ class KeyTable:
         return slots[inv]
 
     def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """State rows for ``slots`` (virtual slots beyond capacity read as fresh state)."""
+        """State of ``slots`` by name, one column per slot: (m,) or (size, m) (virtual slots
+        beyond capacity read as fresh state)."""
         real = slots < self.cap
         rows = self.table[np.where(real, slots, 0)]
         if not real.all():
             rows[~real] = self.fill
-        return self._views(rows)
+        columns = rows.T
+        return {name: columns[at] for name, at in self._at.items()}
 
     def scatter(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
         """Write back the final state of ``slots``."""

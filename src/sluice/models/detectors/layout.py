@@ -52,6 +52,13 @@ class Segments:
         cls, s: np.ndarray, order: np.ndarray, min_block: int = MIN_BLOCK_KEYS
     ) -> Segments:
         """Layout of rows ``order`` whose slots ``s`` are already grouped (sorted by slot)."""
+        n = s.shape[0]
+        if n == 1 or (n and bool((s[1:] != s[:-1]).all())):
+            # one event per key: one block, each scan is a single step
+            ids = np.arange(n)
+            return cls(
+                order, s, ids, np.zeros(n, np.int64), ids, ids, np.ones(n, np.int64), [(0, n)]
+            )
         base = cls._contiguous(s, order)
         m = base.lengths.shape[0]
         if m < min_block:
@@ -123,6 +130,11 @@ class Segments:
         return int(self.lengths.shape[0])
 
     @property
+    def single(self) -> bool:
+        """Whether every segment holds one event (position ``i`` is segment ``i``)."""
+        return self.order.shape[0] == self.lengths.shape[0]
+
+    @property
     def tail_from(self) -> int:
         """First position of the tail (after the head blocks)."""
         return self.blocks[-1][1] if self.blocks else 0
@@ -153,6 +165,8 @@ class Segments:
     def first(self, mask: np.ndarray) -> np.ndarray:
         """Position of each segment's first event where ``mask`` (p, n) holds, else ``n``."""
         n = self.n
+        if self.single:
+            return np.where(mask, np.arange(n), n)
         idx = np.where(mask, np.arange(n), n)
         if not self.blocks:
             return np.minimum.reduceat(idx, self.start, axis=1)
@@ -163,6 +177,8 @@ class Segments:
 
     def shift(self, values: np.ndarray, init: np.ndarray) -> np.ndarray:
         """Value of the previous event of the same key (``init`` for a segment's first event)."""
+        if self.single:
+            return np.array(init, dtype=values.dtype)
         out = np.empty_like(values)
         if not self.blocks:
             out[..., 1:] = values[..., :-1]

@@ -54,12 +54,16 @@ class Shifts:
     def add(self, dev: np.ndarray, held: np.ndarray, rows: np.ndarray) -> None:
         """Record the sign changes of one chunk whose positions are batch ``rows``."""
         f, i = np.nonzero(dev != held)
+        if not f.size:
+            return
         d, h = dev[f, i], held[f, i]
         delta = np.stack([(d == s).astype(np.float64) - (h == s) for s in (1.0, -1.0)])
         self.parts.append((f * self.n + rows[i], delta, f))
 
     def close(self) -> None:
         """Sort all recorded changes by feature, then arrival."""
+        if not self.parts:
+            return  # no change: the counts stay those before the batch
         key = np.concatenate([k for k, _, _ in self.parts])
         delta = np.concatenate([d for _, d, _ in self.parts], axis=1)
         sort = np.argsort(key, kind="stable")

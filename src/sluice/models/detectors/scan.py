@@ -12,12 +12,26 @@ scanned as a contiguous layout from the state the blocks left.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from scipy.signal import lfilter
 
 from sluice.models.detectors.layout import Segments
 
-__all__ = ["Segments", "decayed_max", "ew_scan", "last_valid", "latch", "run_length"]
+__all__ = [
+    "ScanGroup",
+    "Segments",
+    "decayed_max",
+    "ew_scan",
+    "ew_scans",
+    "last_valid",
+    "latch",
+    "run_length",
+]
+
+# rows (each (r, n) or (n,)), their decay, and their initial states ((r, m) or (m,))
+ScanGroup = tuple[list[np.ndarray], float, list[np.ndarray]]
 
 
 def ew_scan(
@@ -28,6 +42,9 @@ def ew_scan(
     ``decay`` is one factor or one per row. Returns the state *before* each event (r, n) and
     each segment's final state (r, m).
     """
+    if segs.single:
+        d = np.asarray(decay, dtype=np.float64)
+        return np.array(init, dtype=np.float64), init * (d[:, None] if d.ndim else d) + v
     if not segs.blocks:
         return _ew_contiguous(v, decay, segs, init)
     d = np.asarray(decay, dtype=np.float64)
@@ -58,6 +75,29 @@ def ew_scan(
     return before, carry
 
 
+def ew_scans(groups: list[ScanGroup], segs: Segments) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Several groups of rows through :func:`ew_scan` in one pass: per row, the state before
+    each event and each segment's final state."""
+    inits = [i for g in groups for i in g[2]]
+    if segs.single:  # each event's state before it is its key's initial state
+        final = [i * g[1] + r for g in groups for r, i in zip(g[0], g[2], strict=True)]
+        return inits, final
+    rows = [r for g in groups for r in g[0]]
+    sizes = [1 if r.ndim == 1 else r.shape[0] for r in rows]
+    decay = np.repeat([g[1] for g in groups for _ in g[0]], sizes)
+    before, after = ew_scan(
+        np.concatenate([r.reshape(k, -1) for r, k in zip(rows, sizes, strict=True)]),
+        decay,
+        segs,
+        np.concatenate([i.reshape(k, -1) for i, k in zip(inits, sizes, strict=True)]),
+    )
+    at = np.cumsum([0, *sizes]).tolist()
+    spans = list(pairwise(at))
+    return [before[a:b].reshape(r.shape) for (a, b), r in zip(spans, rows, strict=True)], [
+        after[a:b].reshape(i.shape) for (a, b), i in zip(spans, inits, strict=True)
+    ]
+
+
 def _ew_contiguous(
     v: np.ndarray, decay: float | np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +122,8 @@ def last_valid(
     x: np.ndarray, valid: np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Most recent valid value of the same key before each event, and after each segment."""
+    if segs.single:
+        return np.array(init, dtype=x.dtype), np.where(valid, x, init)
     if not segs.blocks:
         return _last_valid_contiguous(x, valid, segs, init)
     before = np.empty_like(x)
@@ -116,6 +158,9 @@ def run_length(
     repeat: np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Length of the run of consecutive ``repeat`` events ending at each event (carrying init)."""
+    if segs.single:
+        run = (init + 1.0) * repeat
+        return run, run.copy()
     if not segs.blocks:
         return _run_length_contiguous(repeat, segs, init)
     run = np.empty(repeat.shape)
@@ -149,6 +194,8 @@ def decayed_max(
     v: np.ndarray, decay: float, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-key ``M_t = max(v_t, decay * M_{t-1})`` for ``v >= 0``; before each event and final."""
+    if segs.single:
+        return np.array(init, dtype=np.float64), np.maximum(init * decay, v)
     if not segs.blocks:
         return _decayed_max_contiguous(v, decay, segs, init)
     before = np.empty_like(v)
@@ -189,6 +236,9 @@ def latch(
     start: np.ndarray, keep: np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-key ``on_t = start_t or (on_{t-1} and keep_t)`` (``init`` per segment); and final."""
+    if segs.single:
+        on = ((np.asarray(init) > 0) & keep) | start
+        return on, on.astype(np.float64)
     if not segs.blocks:
         return _latch_contiguous(start, keep, segs, init)
     on = np.empty(start.shape, dtype=bool)

@@ -194,6 +194,10 @@ def refresh_points(
     A key is re-analysed every ``every`` events, and four times as often while its history
     is shorter than the window (so a season is found as soon as two cycles are in view).
     """
+    if lengths.size and lengths.max() == 1:  # one event per key: is it a refresh point?
+        step = np.where(c0 < window, max(every // 4, 1), every)
+        seg = np.flatnonzero((c0 > 0) & (c0 % step == 0))
+        return seg, c0[seg]
     end = c0 + lengths
     early = _multiples(c0, np.minimum(end, window), max(every // 4, 1))
     late = _multiples(np.maximum(c0, window), end, every)
@@ -211,10 +215,11 @@ def season_scores(
     segs = hist.segs
     window = hist.buf.shape[1]
     rseg, rq = refresh_points(hist.c0, segs.lengths, every, window)
-    period = init["sp"][:, segs.seg].copy()
-    scale = init["ss"][:, segs.seg].copy()
-    fin_p, fin_s = init["sp"].copy(), init["ss"].copy()
+    period = init["sp"][:, segs.seg]
+    scale = init["ss"][:, segs.seg]
+    fin_p, fin_s = init["sp"], init["ss"]
     if rseg.size:
+        fin_p, fin_s = fin_p.copy(), fin_s.copy()
         rp, rs = _refresh(hist, rseg, rq, p, window)
         span = int(max(rq.max(), (hist.c0 + segs.lengths).max())) + 1
         tau = hist.c0[segs.seg] + segs.offset

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_length
+from sluice.models.detectors.scan import Segments, ew_scans, last_valid, run_length
 
 DETECTORS = ("level", "trend", "spread", "rate", "stuck")
 # per-slot, per-feature state (all float64; see FeatureState)
@@ -73,10 +73,9 @@ class FeatureResult:
     z: np.ndarray
     ratio: np.ndarray  # spread ratio (p, n)
     run: np.ndarray  # stuck run length (p, n)
-    mean: np.ndarray  # EW level before each event (p, n)
     sd: np.ndarray  # EW sd before each event (p, n)
     short_mean: np.ndarray  # short-horizon mean deviation in sigma, this event included (p, n)
-    state: dict[str, np.ndarray]  # final state per segment, each (p, m)
+    state: dict[str, np.ndarray]  # final state per segment, each (p, m) (when learning)
 
 
 def _moments(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,21 +86,6 @@ def _moments(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, n
 
 def _scale_floor(mean: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return 1e-9 + (1e-6 * np.abs(mean + ref)) ** 2
-
-
-def _scan_groups(
-    groups: list[tuple[list[np.ndarray], float, list[np.ndarray]]], segs: Segments
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Several groups of (rows, decay, initial state) scanned in one pass; per-row results."""
-    rows = [r for g in groups for r in g[0]]
-    p = rows[0].shape[0]
-    decay = np.concatenate([np.full(p * len(g[0]), g[1]) for g in groups])
-    init = np.concatenate([i for g in groups for i in g[2]])
-    before, final = ew_scan(np.concatenate(rows), decay, segs, init)
-    n = len(rows)
-    return [before[k * p : (k + 1) * p] for k in range(n)], [
-        final[k * p : (k + 1) * p] for k in range(n)
-    ]
 
 
 def _differences(
@@ -122,20 +106,112 @@ def _winsorised(
     return np.where(w > 2.0, np.clip(c, mu - bound, mu + bound), c)
 
 
+def level_basis(
+    w: np.ndarray,
+    a2: np.ndarray,
+    b2: np.ndarray,
+    d2: np.ndarray,
+    wd: np.ndarray,
+    z0: np.ndarray,
+    ref: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """What the level, rate and stuck statistics take from the long-horizon state before an
+    event: the robust mean and sd of the level, the sd of the differences and the log of
+    the learned rate of repeats."""
+    mu, var = _moments(a2, b2, w)
+    var = var + _scale_floor(mu, ref)
+    p0 = (z0 + 0.1) / (wd + 1.0)
+    return {
+        "mu": mu,
+        "sd": np.sqrt(var),
+        "dsd": np.sqrt(np.maximum(d2, 0.0) / np.maximum(wd, 1e-12) + _scale_floor(mu, ref)),
+        "log_p0": np.log(np.minimum(p0, 0.999)),
+    }
+
+
+def short_basis(
+    ws: np.ndarray, es: np.ndarray, vs: np.ndarray, wm: np.ndarray, em: np.ndarray, hz: Horizons
+) -> dict[str, np.ndarray]:
+    """What trend and spread take from the short- and medium-horizon state before an event
+    (the short sums decayed by one step, the medium-horizon bias)."""
+    return {
+        "ws": ws * hz.short,
+        "es": es * hz.short,
+        "vs": vs * hz.short,
+        "bias": np.where(wm > 10.0, em / np.maximum(wm, 1e-12), 0.0),
+    }
+
+
+def feature_basis(st: dict[str, np.ndarray], hz: Horizons) -> dict[str, np.ndarray]:
+    """Both bases for each key's stored state: the state before the key's next event."""
+    return {
+        **level_basis(*(st[k] for k in ("w", "a2", "b2", "d2", "wd", "z0", "ref"))),
+        **short_basis(st["ws"], st["es"], st["vs"], st["wm"], st["em"], hz),
+    }
+
+
 def feature_scores(
-    X: np.ndarray, segs: Segments, st: dict[str, np.ndarray], hz: Horizons
+    X: np.ndarray,
+    segs: Segments,
+    st: dict[str, np.ndarray],
+    hz: Horizons,
+    basis: dict[str, np.ndarray] | None = None,
 ) -> FeatureResult:
-    """All per-feature detector statistics for a key-sorted batch ``X`` (p, n)."""
+    """All per-feature detector statistics for a key-sorted batch ``X`` (p, n).
+
+    ``basis`` (see :func:`feature_basis`) is given for one event per key scored without
+    learning: each event's state before it is then its key's state, so nothing is scanned and
+    the result holds no final state.
+    """
     m = np.isfinite(X)
     ref = st["ref"][..., segs.seg]
     c = np.where(m, X - ref, 0.0)
-    mf = m.astype(np.float64)
     out: dict[str, np.ndarray] = {}
-    x = np.where(m, c, np.nan)
-    d, dm, rep = _differences(x, m, segs, st["prev"] - st["ref"], out)
-    out["prev"] = out["prev"] + st["ref"]
-    # first EW pass of the level and of the differences (both long horizon)
-    (w, a1, b1, wd, d1, z0), fin = _scan_groups(
+    d, dm, rep = _differences(np.where(m, c, np.nan), m, segs, st["prev"] - st["ref"], out)
+    run, out["run"] = run_length(rep, segs, st["run"])
+    if basis is None:
+        w, wd, level = _long_passes(c, m, d, dm, rep, ref, segs, st, hz, out)
+    else:
+        w, wd, level = st["w"], st["wd"], basis
+    ready = m & (w > 2.0)
+    e = np.where(ready, (c - level["mu"]) / level["sd"], 0.0)
+    ec = np.minimum(np.maximum(e, -2 * CLIP), 2 * CLIP)
+    short = _short_passes(ready, ec, segs, st, hz, out) if basis is None else basis
+    # short-horizon stats include the current event (they summarise "the last few events")
+    ws, es, vs = short["ws"] + ready, short["es"] + ec, short["vs"] + ec * ec
+    wss = np.maximum(ws, 1e-12)
+    dof = np.minimum(np.maximum(ws, 0.0), hz.short_dof)
+    trend = np.where(ws > 3.0, (es / wss - short["bias"]) * np.sqrt(dof), 0.0)
+    ratio = np.where(ws > 3.0, vs / wss, 1.0)
+    k = 2.0 / (9.0 * np.maximum(dof, 1.0))
+    spread = np.where(ws > 3.0, (np.cbrt(ratio) - (1.0 - k)) / np.sqrt(k), 0.0)
+    stuck = np.sqrt(2.0 * np.maximum(-run * level["log_p0"], 0.0))
+    rate = np.where(ready & (wd > 2.0), d / level["dsd"], 0.0)
+    z = np.array([e, trend, spread, rate, np.where(m, stuck, 0.0)])
+    if basis is None:
+        out["prev"] = out["prev"] + st["ref"]
+        out["ref"] = st["ref"]
+    short_mean = np.where(ws > 3.0, es / wss, 0.0)
+    return FeatureResult(z, ratio, run, level["sd"], short_mean, out)
+
+
+def _long_passes(
+    c: np.ndarray,
+    m: np.ndarray,
+    d: np.ndarray,
+    dm: np.ndarray,
+    rep: np.ndarray,
+    ref: np.ndarray,
+    segs: Segments,
+    st: dict[str, np.ndarray],
+    hz: Horizons,
+    out: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The long-horizon passes over the level and the differences: ``w`` and ``wd`` before
+    each event and the level basis (final state into ``out``)."""
+    mf = m.astype(np.float64)
+    # first EW pass of the level and of the differences
+    (w, a1, b1, wd, d1, z0), fin = ew_scans(
         [
             (
                 [mf, c, c * c, dm.astype(np.float64), d * d, rep.astype(np.float64)],
@@ -152,44 +228,34 @@ def feature_scores(
     # sums of squares; a contiguous scan's correction can leave them a rounding error below 0
     bound = CLIP * np.sqrt(np.maximum(d1, 0.0) / np.maximum(wd, 1e-12))
     dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
-    (a2, b2, d2), fin = _scan_groups(
+    (a2, b2, d2), fin = ew_scans(
         [([cc, cc * cc, dc * dc], hz.long, [st["a2"], st["b2"], st["d2"]])], segs
     )
     out.update(zip(("a2", "b2", "d2"), fin, strict=True))
-    mu, var = _moments(a2, b2, w)
-    var = var + _scale_floor(mu, ref)
-    sd = np.sqrt(var)
-    ready = m & (w > 2.0)
-    e = np.where(ready, (c - mu) / sd, 0.0)
-    ec = np.clip(e, -2 * CLIP, 2 * CLIP)
+    return w, wd, level_basis(w, a2, b2, d2, wd, z0, ref)
+
+
+def _short_passes(
+    ready: np.ndarray,
+    ec: np.ndarray,
+    segs: Segments,
+    st: dict[str, np.ndarray],
+    hz: Horizons,
+    out: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Short-horizon sums of the deviations, and their medium-horizon mean (so a slowly
+    varying lag, as a season's, is not a trend): the short basis (final state into ``out``)."""
     r = ready.astype(np.float64)
-    # short-horizon stats include the current event (they summarise "the last few events");
-    # against the medium-horizon mean deviation, so a slowly varying lag (season) is not a trend
-    (ws, es, vs, wm, em), fin = _scan_groups(
+    clipped = np.minimum(np.maximum(ec, -BIAS_CLIP), BIAS_CLIP)
+    (ws, es, vs, wm, em), fin = ew_scans(
         [
             ([r, ec, ec * ec], hz.short, [st["ws"], st["es"], st["vs"]]),
-            ([r, np.clip(ec, -BIAS_CLIP, BIAS_CLIP) * r], hz.medium, [st["wm"], st["em"]]),
+            ([r, clipped * r], hz.medium, [st["wm"], st["em"]]),
         ],
         segs,
     )
     out.update(zip(("ws", "es", "vs", "wm", "em"), fin, strict=True))
-    ws, es, vs = ws * hz.short + ready, es * hz.short + ec, vs * hz.short + ec * ec
-    wss = np.maximum(ws, 1e-12)
-    dof = np.clip(ws, 0.0, hz.short_dof)
-    bias = np.where(wm > 10.0, em / np.maximum(wm, 1e-12), 0.0)
-    trend = np.where(ws > 3.0, (es / wss - bias) * np.sqrt(dof), 0.0)
-    ratio = np.where(ws > 3.0, vs / wss, 1.0)
-    k = 2.0 / (9.0 * np.maximum(dof, 1.0))
-    spread = np.where(ws > 3.0, (np.cbrt(ratio) - (1.0 - k)) / np.sqrt(k), 0.0)
-    run, out["run"] = run_length(rep, segs, st["run"])
-    p0 = (z0 + 0.1) / (wd + 1.0)
-    stuck = np.sqrt(2.0 * np.maximum(-run * np.log(np.minimum(p0, 0.999)), 0.0))
-    dsd = np.sqrt(np.maximum(d2, 0.0) / np.maximum(wd, 1e-12) + _scale_floor(mu, ref))
-    rate = np.where(ready & (wd > 2.0), d / dsd, 0.0)
-    z = np.stack([e, trend, spread, rate, np.where(m, stuck, 0.0)])
-    out["ref"] = st["ref"]
-    short_mean = np.where(ws > 3.0, es / wss, 0.0)
-    return FeatureResult(z, ratio, run, mu + ref, sd, short_mean, out)
+    return short_basis(ws, es, vs, wm, em, hz)
 
 
 def recenter(state: dict[str, np.ndarray]) -> None:
