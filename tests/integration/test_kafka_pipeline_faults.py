@@ -8,7 +8,6 @@ import json
 import sqlite3
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,15 @@ import pytest
 
 from sluice.sources import synthetic
 from sluice.sources.kafka_common import produce_file
-from tests.conftest import require_service
 from tests.integration.test_kafka_reliability import _start
 from tests.kafka_broker import TansuBroker, new_topic
+from tests.postgres import ADMIN_URL, temporary_database
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 N_EVENTS = 60_000  # in the topic before the run starts
 N_TAIL = 6_000  # produced once the fault is under way, so the run must outlive it
 TOTAL = N_EVENTS + N_TAIL
 PARTITIONS = 4
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 OUTAGE_S = 8.0  # longer than the consumer's 6 s session timeout: the group is rejoined
 
 SCHEMA = """\
@@ -157,37 +155,18 @@ def test_broker_restart_mid_run_loses_and_duplicates_nothing(
     assert lake_counts(home, "kafkarestart") == (TOTAL, TOTAL)
 
 
-def _postgres_up() -> bool:
-    import psycopg
-
-    try:
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
-
-
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for one test (dropped afterwards); its name."""
-    import psycopg
-
-    require_service(_postgres_up(), "PostgreSQL at 127.0.0.1:5432")
-    name = f"sluice_kt_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with temporary_database("sluice_kt") as name:
         yield name
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def set_database_available(name: str, available: bool) -> None:
     """Open or close ``name`` to connections; closing also ends its current sessions."""
     import psycopg
 
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(available).lower()}')
         if not available:
             conn.execute(

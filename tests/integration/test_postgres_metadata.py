@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,18 +23,9 @@ from sluice.core.settings import Settings
 from sluice.storage import migrate
 from sluice.storage.checkpoints import CheckpointStore
 from sluice.storage.db import METADATA, dispose_all, get_engine, make_engine
-from tests.conftest import require_service
+from tests.postgres import SERVER, create_database, drop_databases
 
 psycopg = pytest.importorskip("psycopg")
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-
-def postgres_up() -> bool:
-    try:
-        with psycopg.connect(f"{SERVER}/test", connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -44,19 +34,13 @@ def new_database() -> Iterator[Callable[[], str]]:
     made: list[str] = []
 
     def make() -> str:
-        require_service(postgres_up(), "PostgreSQL at 127.0.0.1:5432")
-        name = f"sluice_meta_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(f"{SERVER}/test", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return f"{SERVER}/{name}"
+        made.append(create_database("sluice_meta"))
+        return f"{SERVER}/{made[-1]}"
 
     yield make
     dispose_all()
     if made:
-        with psycopg.connect(f"{SERVER}/test", autocommit=True) as conn:
-            for name in made:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_databases(*made)
 
 
 @pytest.fixture

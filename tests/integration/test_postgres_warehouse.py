@@ -18,19 +18,12 @@ from sluice.sinks.base import SinkContext
 from sluice.sinks.warehouse import MARKER_TABLE, WarehouseSink
 from sluice.storage.query import QueryEngine
 from tests.conftest import require_service
+from tests.postgres import ADMIN_URL, postgres_up
 
 pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
-BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+BASE_URL = ADMIN_URL
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-def postgres_up() -> bool:
-    try:
-        with psycopg.connect(BASE_URL, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
 
 
 @pytest.fixture
