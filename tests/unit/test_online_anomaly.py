@@ -157,3 +157,14 @@ def test_repeat_alert_is_flagged_but_its_onset_score_is_quiet() -> None:
     assert res.onset[1050] < 0.1 < res.onset[1000] < res.onset[1400]
     # the published score is not damped: the repeat still ranks above every ordinary event
     assert res.score[1050] > res.score[50:1000].max()
+
+
+def test_alert_ends_when_a_level_shift_returns_to_normal() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(20.0, 1.0, size=(1500, 1))
+    x[1000:1030, 0] += 7.0  # a level shift; the values after it are ordinary again
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["pressure"]))
+    res = det.score_learn(None, x)
+    assert res.anomaly[1000:1030].mean() > 0.9
+    # the averaging statistics still echo the shift, but the values are back at their level
+    assert not res.anomaly[1035:1060].any()

@@ -16,8 +16,10 @@ incident ranks high. ``ScoreResult.onset`` is the variant NAB scores: after an a
 scores stay damped for a while unless something stronger happens (so one incident ranks
 once, as NAB rewards); alerts are decided before that damping. An alert stays on for the key
 while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident
-is flagged). When most keys shift the same way at once (a global regime
-change, see :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
+is flagged); the statistics that average recent events only count while the value itself is
+still off its level (so the return to normal does not extend an alert, see ``KEEP_LEVEL``).
+When most keys shift the same way at once (a global regime change, see
+:mod:`sluice.models.detectors.regime`) the shifted features are not scored.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.special import ndtri
 
 from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.combine import (
@@ -72,6 +75,9 @@ CHUNK_VALUES = 50_000
 PERSIST_SURPRISE = 3.0  # -log10 p of the strongest statistic that keeps an incident alerted
 DRIFT_START = 5.0  # |drift statistic| that starts an alert by itself (see detectors.drift)
 DRIFT_PERSIST = 3.0  # ... and that keeps one on
+# a feature's lingering statistics (trend, spread, rate, drift) keep an alert on only while
+# its value itself is at least this many sigma off its level: a return to normal ends one
+KEEP_LEVEL = 1.0
 
 
 @dataclass
@@ -152,6 +158,9 @@ class OnlineAnomalyDetector:
             quiet_decay=1.0 - 1.0 / max(config.quiet_horizon, 2),
         )
         self.drift = DriftParams()
+        # the statistic whose surprise (see to_surprise) is PERSIST_SURPRISE
+        looks = (len(DETECTORS) + 1) * self.p
+        self.persist_z = float(-ndtri(10.0**-PERSIST_SURPRISE / (2.0 * looks)))
         self.n_pairs = self.p * (self.p - 1) // 2
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
@@ -337,7 +346,7 @@ class OnlineAnomalyDetector:
         else:
             sz, partner = np.zeros_like(part.X), np.zeros(part.X.shape, dtype=np.int64)
             pair = {k: st[k] for k in PAIR_STATE}
-        best = _peak(fr.z, part.season, sz, reg)
+        best, held, back = _peak(fr.z, part.season, sz, reg)
         # the seasonal statistic stands in for the level one (it caps it), so not one more look
         raw = to_surprise(best, tests=(fr.z.shape[0] + 1) * self.p)
         warm = st["count"][segs.seg] + segs.offset >= self.config.warmup
@@ -354,11 +363,13 @@ class OnlineAnomalyDetector:
             {k: st[k] for k in DRIFT_STATE},
             self.drift,
         )
-        slow = np.abs(dz).max(axis=0)
+        size = np.abs(dz)
+        slow = size.max(axis=0)
+        size[back] = 0.0
         # an incident stays alerted while its deviation persists (the score itself is damped)
         alert, post["open"] = latch(
             (alerting >= threshold) | (slow >= DRIFT_START),
-            (raw >= PERSIST_SURPRISE) | (slow >= DRIFT_PERSIST),
+            (held >= self.persist_z) | (size.max(axis=0) >= DRIFT_PERSIST),
             segs,
             st["open"],
         )
@@ -497,17 +508,27 @@ def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -
     st["ref"] = np.where(fresh, value, st["ref"])
 
 
-def _peak(z: np.ndarray, season: SeasonResult, sz: np.ndarray, reg: np.ndarray) -> np.ndarray:
-    """Largest statistic of each event over detectors and features (seasonally capped).
+def _peak(
+    z: np.ndarray, season: SeasonResult, sz: np.ndarray, reg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Largest statistic of each event over detectors and features (seasonally capped), the
+    largest that keeps an alert on (see :data:`KEEP_LEVEL`), and where a feature is back at
+    its level (p, n).
 
-    Features in a regime change count as zero.
+    Features in a regime change count as zero. Trend, spread and rate echo the last events,
+    so right after an incident they stay large while the value is back at its level.
     """
-    peak = np.abs(z).max(axis=0)
-    np.minimum(peak, seasonal_cap(season), out=peak)
-    np.maximum(peak, np.abs(season.z), out=peak)
-    np.maximum(peak, np.abs(sz), out=peak)
-    peak[reg] = 0.0
-    return peak.max(axis=0)
+    size = np.abs(z)
+    cap = seasonal_cap(season)
+    side = np.maximum(np.abs(season.z), np.abs(sz))
+    peak = size.max(axis=0)
+    quiet = np.maximum(size[0], size[4])
+    for part in (peak, quiet):
+        np.minimum(part, cap, out=part)
+        np.maximum(part, side, out=part)
+        part[reg] = 0.0
+    back = size[0] < KEEP_LEVEL
+    return peak.max(axis=0), np.where(back, quiet, peak).max(axis=0), back
 
 
 def _empty() -> ScoreResult:
