@@ -17,7 +17,8 @@ scores stay damped for a while unless something stronger happens (so one inciden
 once, as NAB rewards); alerts are decided before that damping. An alert stays on for the key
 while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident
 is flagged); the statistics that average recent events only count while the value itself is
-still off its level (so the return to normal does not extend an alert, see ``KEEP_LEVEL``).
+still off its level (so the return to normal does not extend an alert, see ``KEEP_LEVEL``),
+and an alert only starts on an event that would keep it on.
 When most keys shift the same way at once (a global regime change, see
 :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
 """
@@ -366,12 +367,11 @@ class OnlineAnomalyDetector:
         size = np.abs(dz)
         slow = size.max(axis=0)
         size[back] = 0.0
-        # an incident stays alerted while its deviation persists (the score itself is damped)
+        # an incident stays alerted while its deviation persists (the score itself is damped),
+        # and only one that would stay alerted starts
+        keep = (held >= self.persist_z) | (size.max(axis=0) >= DRIFT_PERSIST)
         alert, post["open"] = latch(
-            (alerting >= threshold) | (slow >= DRIFT_START),
-            (held >= self.persist_z) | (size.max(axis=0) >= DRIFT_PERSIST),
-            segs,
-            st["open"],
+            ((alerting >= threshold) & keep) | (slow >= DRIFT_START), keep, segs, st["open"]
         )
         part.structure, part.partner, part.final = sz, partner, final
         part.alerting, part.alert = alerting, alert
