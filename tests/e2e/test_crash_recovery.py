@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from tests.processes import kill_when
 
 N_EVENTS = 240_000
 
@@ -67,14 +67,7 @@ def _start(pipeline: Path, home: Path) -> subprocess.Popen[bytes]:
 
 
 def _kill_after_epoch(pipeline: Path, home: Path, epoch: int) -> None:
-    proc = _start(pipeline, home)
-    deadline = time.monotonic() + 120
-    while _committed_epoch(home) < epoch and proc.poll() is None:
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_when(_start(pipeline, home), lambda: _committed_epoch(home) >= epoch)
 
 
 def test_sigkill_mid_run_loses_and_duplicates_nothing(events_file: Path, tmp_path: Path) -> None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -15,6 +12,7 @@ import pytest
 
 from sluice.sources.kafka_common import produce_file, produce_records
 from tests.kafka_broker import kafka_broker_fixture, new_topic  # noqa: F401
+from tests.processes import kill_when, sluice_command
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 N_EVENTS = 60_000
@@ -52,17 +50,7 @@ def _committed_epoch(home: Path) -> int:
 def _start(pipeline: Path, home: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SLUICE_HOME": str(home)}
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sluice.cli",
-            "run",
-            str(pipeline),
-            "--until-idle",
-            "--idle-timeout",
-            "3",
-            "--quiet",
-        ],
+        sluice_command("run", str(pipeline), "--until-idle", "--idle-timeout", "3", "--quiet"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -70,14 +58,7 @@ def _start(pipeline: Path, home: Path) -> subprocess.Popen[bytes]:
 
 
 def _kill_after_epoch(pipeline: Path, home: Path, epoch: int) -> None:
-    proc = _start(pipeline, home)
-    deadline = time.monotonic() + 120
-    while _committed_epoch(home) < epoch and proc.poll() is None:
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_when(_start(pipeline, home), lambda: _committed_epoch(home) >= epoch)
 
 
 def test_sigkill_mid_run_loses_and_duplicates_nothing(kafka_broker: str, tmp_path: Path) -> None:

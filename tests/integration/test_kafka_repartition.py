@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -12,6 +11,7 @@ import pytest
 
 from sluice.sources.kafka_common import produce_file
 from tests.kafka_broker import kafka_broker_fixture, new_topic  # noqa: F401
+from tests.processes import sluice_command
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 N_EVENTS = 12_000
@@ -45,17 +45,7 @@ def test_unkeyed_topic_is_repartitioned_by_device(kafka_broker: str, tmp_path: P
     pipeline.write_text(PIPELINE.format(name=name, topic=topic, bootstrap=kafka_broker))
     home = tmp_path / "home"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sluice.cli",
-            "run",
-            str(pipeline),
-            "--until-idle",
-            "--idle-timeout",
-            "5",
-            "--quiet",
-        ],
+        sluice_command("run", str(pipeline), "--until-idle", "--idle-timeout", "5", "--quiet"),
         env={**os.environ, "SLUICE_HOME": str(home)},
         capture_output=True,
         text=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from sluice.storage import migrate
 from sluice.storage.checkpoints import CheckpointStore
 from sluice.storage.db import METADATA, dispose_all, get_engine, make_engine
 from tests.postgres import SERVER, create_database, drop_databases
+from tests.processes import kill_when
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -333,13 +333,7 @@ def _sluice(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 
 def _kill_after(env: dict[str, str], pipeline: Path, url: str, epoch: int) -> None:
     proc = _sluice(env, "run", str(pipeline), "--until-idle", "--quiet")
-    deadline = time.monotonic() + 120
-    while _epoch(url) < epoch and proc.poll() is None:
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_when(proc, lambda: _epoch(url) >= epoch)
 
 
 def test_pipeline_killed_and_resumed_lands_every_row_once(pg_url: str, tmp_path: Path) -> None:
