@@ -65,7 +65,6 @@ class Replay:
     end: int
     final: bool = False
     parts: list[pa.Table] = field(default_factory=list)
-    raw_format: str = "arrow"
 
 
 @dataclass
@@ -233,7 +232,6 @@ class PartitionedRunner(LocalRunner):
             if replay is not None:
                 before = pc.less(offsets, replay.end)
                 replay.parts.append(part.data.filter(before))
-                replay.raw_format = part.raw_format
                 if part.position["offsets"][key] < replay.end:
                     continue  # the planned range is not read completely yet
                 replays.append(
