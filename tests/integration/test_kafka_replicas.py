@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -153,3 +154,24 @@ def test_killed_replica_hands_its_partitions_over(kafka_broker: str, tmp_path: P
     assert "replicated" in status
     for partition in range(PARTITIONS):
         assert f"{topic}/{partition}" in status
+
+    _predict_uses_every_partition(home)
+
+
+def _predict_uses_every_partition(home: Path) -> None:
+    """Predict scores each device with the state of the partition task that learned it."""
+    from sluice.core.settings import Settings
+    from sluice.models.partition_states import PartitionStates
+    from sluice.models.predict import Predictor
+
+    predictor = Predictor(Settings(home=home))
+    devices = [f"dev-{i:04d}" for i in range(16)]
+    for device in devices:  # one at a time: all devices jumping together is a regime change
+        answer = predictor.predict({"device_id": device, "temperature": 1e6, "pressure": 1013.0})
+        assert answer["model"] == "temp_anomaly" and answer["version"] >= 1
+        assert answer["prediction"]["anomaly"], answer
+    states = predictor._load("temp_anomaly").model.detector  # type: ignore[attr-defined]
+    assert isinstance(states, PartitionStates)
+    assert len(states.detectors) == PARTITIONS and states.n_keys == len(devices)
+    owners = states.owners(np.array(devices, dtype=object), len(devices))
+    assert sorted(set(owners.tolist())) == list(range(PARTITIONS))

@@ -23,6 +23,7 @@ class ModelSource:
     online: OnlineModelInfo | None
     version: ModelVersion | None
     marker: Any
+    streams: tuple[str, ...] = ()  # the streams holding an online model's saved states
 
     @property
     def number(self) -> int:
@@ -64,15 +65,27 @@ class Catalog:
         """The online model called ``name``, if any."""
         return next((m for m in self.online if m.name == name), None)
 
+    def state_streams(self, info: OnlineModelInfo) -> dict[str, int]:
+        """Epoch of each saved state of the online model, by stream: its pipeline's, or one
+        per partition task (``PIPELINE#TOPIC/PARTITION``) of a Kafka pipeline."""
+        operator, tasks = f"model:{info.name}", f"{info.pipeline}#"
+        return {
+            stream: epoch
+            for (stream, op), epoch in self.state_epochs.items()
+            if op == operator and (stream == info.pipeline or stream.startswith(tasks))
+        }
+
     def state_epoch(self, info: OnlineModelInfo) -> int | None:
-        """The epoch of the online model's saved state (None when it has learned nothing)."""
-        return self.state_epochs.get((info.pipeline, f"model:{info.name}"))
+        """The newest epoch of the online model's saved states (None: it has learned nothing)."""
+        return max(self.state_streams(info).values(), default=None)
 
     def source(self, name: str) -> ModelSource | None:
         """Where ``name`` comes from now (an online model wins over a registry name)."""
         info = self.online_model(name)
         if info is not None:
-            return ModelSource(info, None, (info, self.state_epoch(info)))
+            streams = self.state_streams(info)
+            marker = (info, max(streams.values(), default=None), tuple(sorted(streams.items())))
+            return ModelSource(info, None, marker, tuple(sorted(streams)))
         version = self.version(name)
         return ModelSource(None, version, version.version) if version is not None else None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +11,10 @@ import pyarrow.compute as pc
 from sluice.config.models import ModelConfig
 from sluice.core.errors import ConfigError, ModelError
 from sluice.models.base import Model, ModelContext
+
+if TYPE_CHECKING:
+    from sluice.models.online_anomaly import OnlineAnomalyDetector
+    from sluice.models.partition_states import PartitionStates
 
 _TUNABLES = ("warmup", "horizon", "target_alert_rate", "max_keys", "seed", "season_window")
 
@@ -54,7 +58,7 @@ class OnlineAnomalyModel(Model):
                 f"model {config.name!r}: unknown option(s) {', '.join(sorted(unknown))}"
                 f"; available: {', '.join(_TUNABLES)}"
             )
-        self.detector = OnlineAnomalyDetector(
+        self.detector: OnlineAnomalyDetector | PartitionStates = OnlineAnomalyDetector(
             OnlineAnomalyConfig(features=list(config.features), key=config.key, **options)
         )
 
@@ -78,11 +82,33 @@ class OnlineAnomalyModel(Model):
 
     def state(self) -> bytes | None:
         """The detector's learned state."""
-        return self.detector.get_state()
+        return self._single().get_state()
 
     def restore(self, blob: bytes) -> None:
         """Restore the detector's learned state."""
-        self.detector.set_state(blob)
+        self._single().set_state(blob)
+
+    def restore_partitions(self, blobs: list[bytes]) -> None:
+        """Score (without learning) with the states several partition tasks learned."""
+        from sluice.models.online_anomaly import OnlineAnomalyDetector
+        from sluice.models.partition_states import PartitionStates
+
+        if len(blobs) == 1:
+            self.restore(blobs[0])
+            return
+        detectors = []
+        for blob in blobs:
+            detector = OnlineAnomalyDetector(self._single().config)
+            detector.set_state(blob)
+            detectors.append(detector)
+        self.detector = PartitionStates(detectors)
+
+    def _single(self) -> OnlineAnomalyDetector:
+        from sluice.models.partition_states import PartitionStates
+
+        if isinstance(self.detector, PartitionStates):
+            raise ModelError(f"model {self.name!r} holds several partitions' states")
+        return self.detector
 
     def describe(self) -> dict[str, Any]:
         """Type, features and state size."""

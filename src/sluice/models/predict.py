@@ -2,8 +2,9 @@
 
 Defaults: a string goes to the production text classifier; a record goes to the first
 online anomaly model (by name) that has learned state (scored from its pipeline's latest
-checkpoint, without learning), else to the first production model of another kind.
-``model=NAME`` picks one.
+checkpoint, without learning; for a Kafka pipeline, from the checkpoints of all its partition
+tasks, each record by the task that learned its key), else to the first production model of
+another kind. ``model=NAME`` picks one.
 
 A model is loaded on its first request and kept. At most every ``refresh_seconds`` a
 background thread takes one cheap look at the metadata database (see
@@ -28,6 +29,7 @@ from sluice.core.errors import ModelError, NotFoundError
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, create_model
 from sluice.models.catalog import Catalog, ModelSource
+from sluice.models.online import OnlineAnomalyModel
 from sluice.models.records import score_records
 from sluice.models.registry import ModelRegistry, OnlineModelIndex, OnlineModelInfo
 from sluice.storage.checkpoints import operator_state
@@ -134,7 +136,7 @@ class Predictor:
 
     def _build(self, source: ModelSource) -> Model:
         if source.online is not None:
-            return self._build_online(source.online)
+            return self._build_online(source.online, source.streams)
         version = source.version
         assert version is not None
         config = ModelConfig.model_validate(
@@ -148,18 +150,27 @@ class Predictor:
         )
         return create_model(config, ModelContext("predict", self.settings))
 
-    def _build_online(self, info: OnlineModelInfo) -> Model:
+    def _build_online(self, info: OnlineModelInfo, streams: tuple[str, ...]) -> Model:
         config = ModelConfig(name=info.name, type=info.type, features=info.features, key=info.key)
         model = create_model(config, ModelContext(info.pipeline, self.settings))
+        if not streams:
+            return model
         with self.engine.connect() as conn:
-            blob = conn.execute(
-                select(operator_state.c.data).where(
-                    operator_state.c.pipeline == info.pipeline,
+            rows = conn.execute(
+                select(operator_state.c.data)
+                .where(
+                    operator_state.c.pipeline.in_(streams),
                     operator_state.c.operator == f"model:{info.name}",
                 )
-            ).scalar()
-        if blob:
-            model.restore(bytes(blob))
+                .order_by(operator_state.c.pipeline)
+            ).all()
+        blobs = [bytes(row.data) for row in rows if row.data]
+        if len(blobs) > 1 and isinstance(model, OnlineAnomalyModel):
+            model.restore_partitions(blobs)
+        elif blobs:
+            if len(blobs) > 1:
+                log.warning("model %r: scoring with the state of %s only", info.name, streams[0])
+            model.restore(blobs[0])
         return model
 
     def predict(self, data: Any, model: str | None = None) -> dict[str, Any]:
@@ -196,8 +207,6 @@ def _to_table(records: list[Any], model: Model, texts: bool) -> pa.Table:
 
 
 def _score_only(model: Model, table: pa.Table) -> pa.Table:
-    from sluice.models.online import OnlineAnomalyModel
-
     if isinstance(model, OnlineAnomalyModel):
         return model.apply(table, learn=False)
     return model.score(table)

@@ -43,11 +43,11 @@ class Stages:
         from sluice.models.registry import OnlineModelIndex, OnlineModelInfo
 
         index = OnlineModelIndex(settings)
+        # a partition task runs as "PIPELINE#TOPIC/PARTITION": predict reads every task's state
+        pipeline = self.pipeline.name.partition("#")[0]
         for model in online:
             cfg = model.config
-            index.record(
-                OnlineModelInfo(cfg.name, self.pipeline.name, cfg.type, list(cfg.features), cfg.key)
-            )
+            index.record(OnlineModelInfo(cfg.name, pipeline, cfg.type, list(cfg.features), cfg.key))
 
     def _drift_watches(self, settings: Settings) -> dict[str, Any]:
         watched = [m for m in self.models if m.config.drift and m.config.drift.on_drift != "none"]
