@@ -111,3 +111,18 @@ def test_scores_follow_the_state_after_learning_and_restoring() -> None:
     restored = _learned(seed=4)[0]
     det.set_state(restored.get_state())
     _assert_same(det.score(keys, X), before)
+
+
+def test_prepare_derives_ahead_without_changing_answers() -> None:
+    det, names = _learned(seed=6)
+    blob = det.get_state()
+    probes = _probes(det, names)
+    keys = np.array([k for k, _ in probes], dtype=object)
+    X = np.vstack([x for _, x in probes])
+    ready = _learning_twin(det, blob)
+    ready.prepare()
+    assert ready.get_state() == blob  # preparing learned nothing
+    for i in range(0, len(keys), 37):  # single events, as predict requests come
+        _assert_same(
+            ready.score(keys[i : i + 1], X[i : i + 1]), det.score(keys[i : i + 1], X[i : i + 1])
+        )

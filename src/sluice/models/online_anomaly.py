@@ -227,6 +227,13 @@ class OnlineAnomalyDetector:
         """Forget what was derived from the state (call whenever the state changes)."""
         self._threshold = self._summary = self._derived = None
 
+    def prepare(self) -> None:
+        """Derive now what scoring without learning needs (threshold, key summary, per-key
+        basis), so that the first request after a restore does not wait for it."""
+        self.threshold()
+        self._key_summary()
+        self._basis(np.zeros(1, dtype=np.int64))
+
     def _basis(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """What the detectors derive from the state before an event, for keys ``slots``
         scored without learning (one event each); derived for all keys at once and kept

@@ -35,6 +35,11 @@ class PartitionStates:
         """Keys holding state, over all partitions."""
         return sum(d.n_keys for d in self.detectors)
 
+    def prepare(self) -> None:
+        """Derive what scoring needs in every partition state now (see the detector's)."""
+        for detector in self.detectors:
+            detector.prepare()
+
     def owners(self, keys: np.ndarray | None, n: int) -> np.ndarray:
         """Index of the detector that scores each row."""
         if keys is None:

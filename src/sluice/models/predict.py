@@ -171,6 +171,8 @@ class Predictor:
             if len(blobs) > 1:
                 log.warning("model %r: scoring with the state of %s only", info.name, streams[0])
             model.restore(blobs[0])
+        if isinstance(model, OnlineAnomalyModel):
+            model.detector.prepare()  # here, in the refresh thread, rather than in a request
         return model
 
     def predict(self, data: Any, model: str | None = None) -> dict[str, Any]:
