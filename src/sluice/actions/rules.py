@@ -242,6 +242,7 @@ class GroupIndex:
     sorted_codes: np.ndarray
     boundaries: np.ndarray  # True where a new group starts in sorted order
     last_positions: np.ndarray  # sorted position of each group's last row
+    rank: np.ndarray  # sorted position of each row (the inverse of ``order``)
 
     @classmethod
     def build(cls, uniques: np.ndarray, codes: np.ndarray) -> GroupIndex:
@@ -259,7 +260,9 @@ class GroupIndex:
             if len(codes)
             else np.zeros(0, dtype=np.int64)
         )
-        return cls(uniques, codes, order, sorted_codes, boundaries, last)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        return cls(uniques, codes, order, sorted_codes, boundaries, last, rank)
 
 
 def bool_array(values: Any) -> np.ndarray:
@@ -277,27 +280,26 @@ class Streaks:
 
     def apply(self, cond: np.ndarray, groups: GroupIndex, times: np.ndarray) -> np.ndarray:
         """Mask of rows where the condition has held long enough, per group."""
-        n = len(cond)
-        out = np.zeros(n, dtype=bool)
-        if n == 0:
+        out = np.zeros(len(cond), dtype=bool)
+        if len(cond) == 0:
             return out
-        order, bounds = groups.order, groups.boundaries
-        c = cond[order]
-        pos = np.arange(n)
-        # the last position (sorted order) that breaks a streak: a false row, or just
-        # before a group's first row
-        marker = np.where(c, np.where(bounds, pos - 1, -1), pos)
-        last_break = np.maximum.accumulate(marker)
-        true_pos = np.flatnonzero(c)
-        first = last_break[true_pos] + 1
-        count = true_pos - first + 1
+        order = groups.order
+        # sorted positions of the rows that hold (few, usually): a streak is a run of
+        # consecutive positions within one group
+        true_pos = np.sort(groups.rank[np.flatnonzero(cond)])
+        k = len(true_pos)
+        starts = np.ones(k, dtype=bool)
+        starts[1:] = (np.diff(true_pos) != 1) | groups.boundaries[true_pos[1:]]
+        run_start = np.maximum.accumulate(np.where(starts, np.arange(k), 0))
+        first = true_pos[run_start]
+        count = np.arange(k) - run_start + 1
         since = times[order[first]]
         self._carry(groups, true_pos, first, count, since)
         if self.events is not None:
             holds = count >= self.events
         else:
             holds = times[order[true_pos]] - since >= (self.duration or 0)
-        self._remember(groups, c, true_pos, count, since)
+        self._remember(groups, cond, true_pos, count, since)
         out[order[true_pos[holds]]] = True
         return out
 
@@ -324,14 +326,14 @@ class Streaks:
     def _remember(
         self,
         groups: GroupIndex,
-        c: np.ndarray,
+        cond: np.ndarray,
         true_pos: np.ndarray,
         count: np.ndarray,
         since: np.ndarray,
     ) -> None:
         """Keep the open streak of every group whose last row holds; close the others."""
         last = groups.last_positions
-        ends_true = c[last]
+        ends_true = cond[groups.order[last]]
         for code in groups.sorted_codes[last[~ends_true]]:
             self.open.pop(groups.uniques[code], None)
         tail = last[ends_true]
