@@ -42,6 +42,14 @@ from sluice.models.detectors.combine import (
     post_process,
 )
 from sluice.models.detectors.combine import surprise as to_surprise
+from sluice.models.detectors.context import (
+    CONTEXT_STATE,
+    FAMILIAR,
+    SINCE_STATE,
+    WORDS,
+    ContextResult,
+    context_scores,
+)
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
@@ -134,6 +142,7 @@ class _Batch:
     ranked: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alerting: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alert: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    context: ContextResult | None = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -167,7 +176,9 @@ class OnlineAnomalyDetector:
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
         self.chunk = max(CHUNK_VALUES // self.p, 1024)
         # zeros, not NaN: only values written for a key are ever read (see History.at)
-        bulk: Spec = {"buf": ((self.window, self.p), 0.0)} if self.window else {}
+        bulk: Spec = {"ctx": ((self.p, WORDS), 0.0)}
+        if self.window:
+            bulk["buf"] = ((self.window, self.p), 0.0)
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0
@@ -187,6 +198,8 @@ class OnlineAnomalyDetector:
         spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
         spec.update({name: ((self.p,), 0.0) for name in SEASON_STATE})
         spec.update({name: ((self.p,), 0.0) for name in DRIFT_STATE})
+        spec.update({name: ((self.p,), 0.0) for name in CONTEXT_STATE})
+        spec[SINCE_STATE] = ((), 0.0)
         spec["count"] = ((), 0.0)
         return spec
 
@@ -265,6 +278,8 @@ class OnlineAnomalyDetector:
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
+            if part.context is not None:
+                part.context.update.write()
         result = self._result(parts, X)
         self._calibrate(np.concatenate([part.alerting for part in parts]))
         self._changed()
@@ -373,7 +388,16 @@ class OnlineAnomalyDetector:
         alert, post["open"] = latch(
             ((alerting >= threshold) & keep) | (slow >= DRIFT_START), keep, segs, st["open"]
         )
-        part.structure, part.partner, part.final = sz, partner, final
+        ctx = context_scores(
+            part.X,
+            segs,
+            {k: st[k] for k in (*CONTEXT_STATE, SINCE_STATE)},
+            st["count"] <= 0,
+            self.keys.arrays["ctx"],
+            stale=self.keys.evicted > 0,
+        )
+        final = np.where(ctx.familiar, final * FAMILIAR, final)
+        part.structure, part.partner, part.final, part.context = sz, partner, final, ctx
         part.alerting, part.alert = alerting, alert
         s = np.maximum(raw, to_surprise(slow, tests=self.p))
         part.ranked = np.maximum(alerting, s / (s + SCALE))
@@ -396,6 +420,8 @@ class OnlineAnomalyDetector:
         state.update({"dev": part.dev[:, segs.last].T, "reg": reg_final.T})
         state.update({k: v.T for k, v in pair.items()})
         state.update({k: v.T for k, v in part.season.state.items()})
+        if part.context is not None:
+            state.update({k: v.T for k, v in part.context.state.items()})
         state["count"] = st["count"] + segs.lengths
         ref = state["ref"]
         recenter(state)
@@ -444,6 +470,10 @@ class OnlineAnomalyDetector:
             # only the values each key holds (a young key's ring is mostly empty)
             mask = ring_mask(self.keys.arrays["count"], self.keys.used, self.window)
             arrays["buf"] = arrays["buf"][mask]
+        # only the words with a bit set, of keys in use (most of a bitset stays empty)
+        bits = np.where(self.keys.used[:, None, None], arrays["ctx"], 0.0).ravel()
+        arrays["ctx_at"] = np.flatnonzero(bits)
+        arrays["ctx"] = bits[arrays["ctx_at"]]
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),
@@ -490,6 +520,12 @@ class OnlineAnomalyDetector:
             except ValueError as exc:
                 raise StateError(f"online_anomaly state has a damaged ring buffer: {exc}") from exc
             arrays["buf"] = ring
+        bits = np.zeros(len(header["keys"]) * self.p * WORDS, dtype=np.float32)
+        try:
+            bits[arrays.pop("ctx_at")] = arrays["ctx"]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise StateError(f"online_anomaly state has damaged context bits: {exc}") from exc
+        arrays["ctx"] = bits.reshape(-1, self.p, WORDS)
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])
