@@ -14,11 +14,13 @@ never below ``min_score``. The published score is the larger of that alerting sc
 event's own surprise (``s / (s + 4)`` of the strongest statistic), so every event of an
 incident ranks high. ``ScoreResult.onset`` is the variant NAB scores: after an alert, a key's
 scores stay damped for a while unless something stronger happens (so one incident ranks
-once, as NAB rewards); alerts are decided before that damping. An alert stays on for the key
-while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident
-is flagged); the statistics that average recent events only count while the value itself is
-still off its level (so the return to normal does not extend an alert, see ``KEEP_LEVEL``),
-and an alert only starts on an event that would keep it on.
+once, as NAB rewards), and an event is damped when no pattern of recent values new to its key
+came with it (context novelty after NAB's CAD OSE detector, see
+:mod:`sluice.models.detectors.context`); alerts are decided before that damping. An alert
+stays on for the key while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a
+whole sustained incident is flagged); the statistics that average recent events only count
+while the value itself is still off its level (so the return to normal does not extend an
+alert, see ``KEEP_LEVEL``), and an alert only starts on an event that would keep it on.
 When most keys shift the same way at once (a global regime change, see
 :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
 """
@@ -472,7 +474,8 @@ class OnlineAnomalyDetector:
             arrays["buf"] = arrays["buf"][mask]
         # only the words with a bit set, of keys in use (most of a bitset stays empty)
         bits = np.where(self.keys.used[:, None, None], arrays["ctx"], 0.0).ravel()
-        arrays["ctx_at"] = np.flatnonzero(bits)
+        at = np.flatnonzero(bits)
+        arrays["ctx_at"] = at.astype(np.uint32) if bits.size < 2**32 else at
         arrays["ctx"] = bits[arrays["ctx_at"]]
         header = {
             "version": STATE_VERSION,

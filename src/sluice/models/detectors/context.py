@@ -29,7 +29,7 @@ CONTEXTS = SYMBOLS**LENGTH
 WORD = 16  # bits per stored word
 WORD_BITS = 4  # WORD == 2 ** WORD_BITS
 WORDS = CONTEXTS // WORD
-RECENT = 10  # events after a novel context during which onsets keep their full score
+RECENT = 20  # events after a novel context during which onsets keep their full score
 FAMILIAR = 0.8  # factor on the onset score of an event without a recent novel context
 # per feature: range seen (low, high), values seen, last LENGTH - 1 symbols (base SYMBOLS)
 CONTEXT_STATE = ("clo", "chi", "cn", "ch")
