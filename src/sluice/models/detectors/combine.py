@@ -37,8 +37,8 @@ LN10 = float(np.log(10.0))
 # "rq": refractory events left after the key's last onset, "rl": that onset's (undamped) score
 POST_STATE = ("lw", "l1", "l2", "mx", "ax", "rq", "rl", "hist")
 ONSET_LEVEL = 0.46  # published score that starts a refractory period
-REFRACTORY = 20  # events
-REFRACTORY_MARGIN = 1.5  # how much a later event must beat the onset to rank during it
+REFRACTORY = 5  # events
+REFRACTORY_MARGIN = 1.25  # how much a later event must beat the onset to rank during it
 N_BINS = 13
 EDGES = np.linspace(0.0, 6.0, N_BINS)  # bins of the compressed raw surprise
 
