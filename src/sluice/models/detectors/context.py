@@ -88,16 +88,17 @@ def context_scores(
     stored = np.take(bits.reshape(-1), row * WORDS + (code >> WORD_BITS))
     stored = np.where(known[segs.seg], stored, 0.0).astype(np.int64)
     f, i = np.nonzero(full & ((stored >> (code & (WORD - 1))) & 1 == 0))
+    flat = f * n + i
+    ctx = (segs.seg[i] * p + f) * CONTEXTS + code.reshape(-1)[flat]
     # a context new to the key is novel at its first event in the chunk only
-    ctx = (segs.seg[i] * p + f) * CONTEXTS + code[f, i]
     order = np.argsort(ctx * n + i)
-    ctx, f, i, stored = ctx[order], f[order], i[order], stored[f[order], i[order]]
+    ctx, f, i, flat = ctx[order], f[order], i[order], flat[order]
     head = np.ones(ctx.shape, dtype=bool)
     head[1:] = ctx[1:] != ctx[:-1]
     novel = np.zeros(n, dtype=bool)
     novel[i[head]] = True
     since, state[SINCE_STATE] = run_length(~novel, segs, init[SINCE_STATE])
-    update = _update(bits, segs, fresh & stale, ctx, stored)
+    update = _update(bits, segs, fresh & stale, ctx, stored.reshape(-1)[flat], f, i)
     return ContextResult(since >= RECENT, novel, state, update)
 
 
@@ -188,22 +189,29 @@ def _running_max_contiguous(
 
 
 def _update(
-    bits: np.ndarray, segs: Segments, clear: np.ndarray, ctx: np.ndarray, stored: np.ndarray
+    bits: np.ndarray,
+    segs: Segments,
+    clear: np.ndarray,
+    ctx: np.ndarray,
+    stored: np.ndarray,
+    feature: np.ndarray,
+    position: np.ndarray,
 ) -> BitUpdate:
-    """The stored words that gain the chunk's new contexts ``ctx`` (sorted (segment, feature,
-    context) ids, ``stored`` their words before the chunk)."""
-    p = bits.shape[1]
+    """The stored words that gain the chunk's new contexts: ``ctx`` sorted (segment, feature,
+    context) ids, ``stored`` their words before the chunk, their feature and position."""
     word = ctx >> WORD_BITS  # (segment * p + feature) * WORDS + word: sorted as well
-    starts = np.flatnonzero(np.concatenate([[True], word[1:] != word[:-1]])) if ctx.size else ctx
-    mask = np.left_shift(1, ctx & (WORD - 1))
-    value = np.bitwise_or.reduceat(mask, starts) | stored[starts] if ctx.size else stored
-    word = word[starts] if ctx.size else word
+    starts = np.flatnonzero(np.concatenate([[True], word[1:] != word[:-1]]))
+    if ctx.size:
+        value = np.bitwise_or.reduceat(np.left_shift(1, ctx & (WORD - 1)), starts)
+        value |= stored[starts]
+    else:
+        starts, value = starts[:0], stored
     inside = segs.slot < bits.shape[0]
     return BitUpdate(
         bits,
         segs.slot[clear & inside],
-        segs.slot[word // (WORDS * p)],
-        (word // WORDS) % p,
-        word % WORDS,
+        segs.slot[segs.seg[position[starts]]],
+        feature[starts],
+        word[starts] & (WORDS - 1),
         value.astype(np.float32),
     )
