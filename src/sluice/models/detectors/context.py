@@ -42,15 +42,14 @@ class BitUpdate:
 
     bits: np.ndarray  # the key table's bitsets (slots, p, WORDS), float32
     clear: np.ndarray  # slots of keys without history: their (stale) bitsets are cleared
-    slot: np.ndarray
-    feature: np.ndarray
-    word: np.ndarray
-    value: np.ndarray  # each word's new value
+    at: np.ndarray  # flat index of each changed word in ``bits``
+    value: np.ndarray  # its new value
 
     def write(self) -> None:
         """Store the chunk's new contexts."""
-        self.bits[self.clear] = 0.0
-        self.bits[self.slot, self.feature, self.word] = self.value
+        if self.clear.size:
+            self.bits[self.clear] = 0.0
+        np.put(self.bits, self.at, self.value)
 
 
 @dataclass
@@ -85,7 +84,7 @@ def context_scores(
     known = (segs.slot < bits.shape[0]) & ~fresh
     # (key slot, feature) of every event, and its context's bitset word there
     row = np.where(known, segs.slot, 0)[segs.seg] * p + np.arange(p)[:, None]
-    stored = np.take(bits.reshape(-1), row * WORDS + (code >> WORD_BITS))
+    stored = np.take(bits, row * WORDS + (code >> WORD_BITS))
     stored = np.where(known[segs.seg], stored, 0.0).astype(np.int64)
     f, i = np.nonzero(full & ((stored >> (code & (WORD - 1))) & 1 == 0))
     flat = f * n + i
@@ -207,11 +206,6 @@ def _update(
     else:
         starts, value = starts[:0], stored
     inside = segs.slot < bits.shape[0]
-    return BitUpdate(
-        bits,
-        segs.slot[clear & inside],
-        segs.slot[segs.seg[position[starts]]],
-        feature[starts],
-        word[starts] & (WORDS - 1),
-        value.astype(np.float32),
-    )
+    row = segs.slot[segs.seg[position[starts]]] * bits.shape[1] + feature[starts]
+    at = row * WORDS + (word[starts] & (WORDS - 1))
+    return BitUpdate(bits, segs.slot[clear & inside], at, value.astype(np.float32))
