@@ -159,6 +159,19 @@ def test_repeat_alert_is_flagged_but_its_onset_score_is_quiet() -> None:
     assert res.score[1050] > res.score[50:1000].max()
 
 
+def test_rising_edge_of_one_incident_has_one_onset() -> None:
+    rng = np.random.default_rng(8)
+    x = rng.normal(20.0, 1.0, size=(1500, 1))
+    x[1000:1003, 0] += [6.0, 7.0, 8.0]  # one incident growing over three events
+    x[1300, 0] += 40.0  # a separate, far stronger one
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["pressure"]))
+    res = det.score_learn(None, x)
+    assert res.anomaly[1000:1003].all()
+    onsets = np.flatnonzero(res.onset[1000:1010] > 0.45)
+    assert onsets.size == 1  # the incident ranks once though its events keep rising
+    assert res.onset[1300] > res.onset[1000:1010].max() > res.onset[50:1000].max()
+
+
 def test_alert_ends_when_a_level_shift_returns_to_normal() -> None:
     rng = np.random.default_rng(9)
     x = rng.normal(20.0, 1.0, size=(1500, 1))

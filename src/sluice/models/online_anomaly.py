@@ -14,11 +14,13 @@ never below ``min_score``. The published score is the larger of that alerting sc
 event's own surprise (``s / (s + 4)`` of the strongest statistic), so every event of an
 incident ranks high. ``ScoreResult.onset`` is the variant NAB scores: after an alert, a key's
 scores stay damped for a while unless something stronger happens (so one incident ranks
-once, as NAB rewards); alerts are decided before that damping. An alert stays on for the key
-while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a whole sustained incident
-is flagged); the statistics that average recent events only count while the value itself is
-still off its level (so the return to normal does not extend an alert, see ``KEEP_LEVEL``),
-and an alert only starts on an event that would keep it on.
+once, as NAB rewards), and an event is damped when no pattern of recent values new to its key
+came with it (context novelty after NAB's CAD OSE detector, see
+:mod:`sluice.models.detectors.context`); alerts are decided before that damping. An alert
+stays on for the key while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a
+whole sustained incident is flagged); the statistics that average recent events only count
+while the value itself is still off its level (so the return to normal does not extend an
+alert, see ``KEEP_LEVEL``), and an alert only starts on an event that would keep it on.
 When most keys shift the same way at once (a global regime change, see
 :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
 """
@@ -42,6 +44,14 @@ from sluice.models.detectors.combine import (
     post_process,
 )
 from sluice.models.detectors.combine import surprise as to_surprise
+from sluice.models.detectors.context import (
+    CONTEXT_STATE,
+    FAMILIAR,
+    SINCE_STATE,
+    WORDS,
+    ContextResult,
+    context_scores,
+)
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
@@ -69,7 +79,7 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 5
+STATE_VERSION = 6
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
@@ -134,6 +144,7 @@ class _Batch:
     ranked: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alerting: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alert: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    context: ContextResult | None = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -167,7 +178,9 @@ class OnlineAnomalyDetector:
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
         self.chunk = max(CHUNK_VALUES // self.p, 1024)
         # zeros, not NaN: only values written for a key are ever read (see History.at)
-        bulk: Spec = {"buf": ((self.window, self.p), 0.0)} if self.window else {}
+        bulk: Spec = {"ctx": ((self.p, WORDS), 0.0)}
+        if self.window:
+            bulk["buf"] = ((self.window, self.p), 0.0)
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
         self.hist = np.zeros(HIST_BINS)
         self.events = 0
@@ -187,6 +200,8 @@ class OnlineAnomalyDetector:
         spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
         spec.update({name: ((self.p,), 0.0) for name in SEASON_STATE})
         spec.update({name: ((self.p,), 0.0) for name in DRIFT_STATE})
+        spec.update({name: ((self.p,), 0.0) for name in CONTEXT_STATE})
+        spec[SINCE_STATE] = ((), 0.0)
         spec["count"] = ((), 0.0)
         return spec
 
@@ -272,6 +287,8 @@ class OnlineAnomalyDetector:
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
+            if part.context is not None:
+                part.context.update.write()
         result = self._result(parts, X)
         self._calibrate(np.concatenate([part.alerting for part in parts]))
         self._changed()
@@ -380,7 +397,16 @@ class OnlineAnomalyDetector:
         alert, post["open"] = latch(
             ((alerting >= threshold) & keep) | (slow >= DRIFT_START), keep, segs, st["open"]
         )
-        part.structure, part.partner, part.final = sz, partner, final
+        ctx = context_scores(
+            part.X,
+            segs,
+            {k: st[k] for k in (*CONTEXT_STATE, SINCE_STATE)},
+            st["count"] <= 0,
+            self.keys.arrays["ctx"],
+            stale=self.keys.evicted > 0,
+        )
+        final = np.where(ctx.familiar, final * FAMILIAR, final)
+        part.structure, part.partner, part.final, part.context = sz, partner, final, ctx
         part.alerting, part.alert = alerting, alert
         s = np.maximum(raw, to_surprise(slow, tests=self.p))
         part.ranked = np.maximum(alerting, s / (s + SCALE))
@@ -403,6 +429,8 @@ class OnlineAnomalyDetector:
         state.update({"dev": part.dev[:, segs.last].T, "reg": reg_final.T})
         state.update({k: v.T for k, v in pair.items()})
         state.update({k: v.T for k, v in part.season.state.items()})
+        if part.context is not None:
+            state.update({k: v.T for k, v in part.context.state.items()})
         state["count"] = st["count"] + segs.lengths
         ref = state["ref"]
         recenter(state)
@@ -451,6 +479,11 @@ class OnlineAnomalyDetector:
             # only the values each key holds (a young key's ring is mostly empty)
             mask = ring_mask(self.keys.arrays["count"], self.keys.used, self.window)
             arrays["buf"] = arrays["buf"][mask]
+        # only the words with a bit set, of keys in use (most of a bitset stays empty)
+        bits = np.where(self.keys.used[:, None, None], arrays["ctx"], 0.0).ravel()
+        at = np.flatnonzero(bits)
+        arrays["ctx_at"] = at.astype(np.uint32) if bits.size < 2**32 else at
+        arrays["ctx"] = bits[arrays["ctx_at"]]
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),
@@ -497,6 +530,12 @@ class OnlineAnomalyDetector:
             except ValueError as exc:
                 raise StateError(f"online_anomaly state has a damaged ring buffer: {exc}") from exc
             arrays["buf"] = ring
+        bits = np.zeros(len(header["keys"]) * self.p * WORDS, dtype=np.float32)
+        try:
+            bits[arrays.pop("ctx_at")] = arrays["ctx"]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise StateError(f"online_anomaly state has damaged context bits: {exc}") from exc
+        arrays["ctx"] = bits.reshape(-1, self.p, WORDS)
         self.keys.restore(arrays, header["keys"], header)
         self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])

@@ -11,6 +11,9 @@
    stay damped unless they beat that alert (its level decays over ``quiet_horizon`` events),
    as NAB's best detectors suppress repeats; ordinary fluctuations do not feed this maximum.
    Alerts start from the score before this stage, so a new incident is still flagged.
+5. *Refractory period* (the published score only): for :data:`REFRACTORY` events after an
+   onset-level score (:data:`ONSET_LEVEL`), the key's scores are damped unless they beat it by
+   :data:`REFRACTORY_MARGIN`, so the rising edge of one incident ranks once.
 """
 
 from __future__ import annotations
@@ -20,11 +23,22 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from sluice.models.detectors.scan import Segments, decayed_max, ew_scan, ew_scans
+from sluice.models.detectors.scan import (
+    Segments,
+    decayed_max,
+    ew_scan,
+    ew_scans,
+    last_valid,
+    run_length,
+)
 
 SCALE = 4.0
 LN10 = float(np.log(10.0))
-POST_STATE = ("lw", "l1", "l2", "mx", "ax", "hist")
+# "rq": refractory events left after the key's last onset, "rl": that onset's (undamped) score
+POST_STATE = ("lw", "l1", "l2", "mx", "ax", "rq", "rl", "hist")
+ONSET_LEVEL = 0.46  # published score that starts a refractory period
+REFRACTORY = 5  # events
+REFRACTORY_MARGIN = 1.25  # how much a later event must beat the onset to rank during it
 N_BINS = 13
 EDGES = np.linspace(0.0, 6.0, N_BINS)  # bins of the compressed raw surprise
 
@@ -133,4 +147,24 @@ def post_process(
         np.where(alarm, z, 0.0), params.quiet_decay, segs, init["ax"]
     )
     quiet = np.where(z > ax_before * params.margin, z, z * params.damping)
+    quiet = _refractory(quiet, segs, init, state, params.damping)
     return quiet / (quiet + SCALE), z / (z + SCALE), state
+
+
+def _refractory(
+    z: np.ndarray,
+    segs: Segments,
+    init: dict[str, np.ndarray],
+    state: dict[str, np.ndarray],
+    damping: float,
+) -> np.ndarray:
+    """Damp events within :data:`REFRACTORY` events of an onset that do not beat it by
+    :data:`REFRACTORY_MARGIN` (final ``rq`` and ``rl`` into ``state``)."""
+    onset = z >= SCALE * ONSET_LEVEL / (1.0 - ONSET_LEVEL)
+    # events since the last onset; a key never alerted counts as long past one
+    since0 = REFRACTORY - init["rq"]
+    since, since_end = run_length(~onset, segs, since0)
+    level, state["rl"] = last_valid(z, onset, segs, init["rl"])
+    damp = (segs.shift(since, since0) < REFRACTORY) & (z < level * REFRACTORY_MARGIN)
+    state["rq"] = np.maximum(REFRACTORY - since_end, 0.0)
+    return np.where(damp, z * damping, z)

@@ -1,0 +1,211 @@
+"""Context novelty, after the contextual anomaly detector (CAD OSE) of NAB's scoreboard: has
+this key ever shown this short pattern of coarsely quantised values?
+
+Each value is quantised into one of :data:`BINS` equal bins of the range its key has shown
+before it, or into one of two more symbols when it lies above or below that range (a new
+extreme). The symbols of a key's last :data:`LENGTH` values form its *context*; each key
+remembers every context it has shown, per feature, in a bitset of ``SYMBOLS ** LENGTH`` bits
+(stored as 16-bit words in float32, which holds them exactly). An event is *novel* when the
+context of one of its features was never shown before. Where a key showed no novel context
+within its last :data:`RECENT` events, the onset score is damped by :data:`FAMILIAR`: a spike or
+a dip of a shape the key has shown before is not a new incident. Missing values are skipped
+(they neither form nor break a context). Everything follows each key's own sequence, so
+results do not depend on how a stream is cut into batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_length
+
+BINS = 6
+LENGTH = 4
+SYMBOLS = BINS + 2  # the bins, then "above the range" and "below the range"
+BITS = 3  # per symbol in a context code (SYMBOLS == 2 ** BITS)
+CONTEXTS = SYMBOLS**LENGTH
+WORD = 16  # bits per stored word
+WORD_BITS = 4  # WORD == 2 ** WORD_BITS
+WORDS = CONTEXTS // WORD
+RECENT = 20  # events after a novel context during which onsets keep their full score
+FAMILIAR = 0.8  # factor on the onset score of an event without a recent novel context
+# per feature: range seen (low, high), values seen, last LENGTH - 1 symbols (base SYMBOLS)
+CONTEXT_STATE = ("clo", "chi", "cn", "ch")
+SINCE_STATE = "cs"  # per key: events since its last novel context
+
+
+@dataclass
+class BitUpdate:
+    """Bits a chunk sets in the key table's context bitsets (written when learning)."""
+
+    bits: np.ndarray  # the key table's bitsets (slots, p, WORDS), float32
+    clear: np.ndarray  # slots of keys without history: their (stale) bitsets are cleared
+    at: np.ndarray  # flat index of each changed word in ``bits``
+    value: np.ndarray  # its new value
+
+    def write(self) -> None:
+        """Store the chunk's new contexts."""
+        if self.clear.size:
+            self.bits[self.clear] = 0.0
+        np.put(self.bits, self.at, self.value)
+
+
+@dataclass
+class ContextResult:
+    """Events whose onset is damped (n,), novel events (n,), final state, the bit update."""
+
+    familiar: np.ndarray
+    novel: np.ndarray
+    state: dict[str, np.ndarray]
+    update: BitUpdate
+
+
+def context_scores(
+    X: np.ndarray,
+    segs: Segments,
+    init: dict[str, np.ndarray],
+    fresh: np.ndarray,
+    bits: np.ndarray,
+    stale: bool = True,
+) -> ContextResult:
+    """Context novelty of a key-sorted chunk ``X`` (p, n).
+
+    ``init`` holds each segment's state (``(p, m)`` per feature, ``(m,)`` for the key);
+    ``fresh`` (m,) marks keys without history; ``bits`` is the key table's bitsets (a slot
+    beyond it is a key not in the table). ``stale``: the slots of fresh keys may hold an
+    evicted key's bits, to be cleared.
+    """
+    valid = np.isfinite(X)
+    state: dict[str, np.ndarray] = {}
+    code, full = _codes(X, valid, segs, init, state)
+    p, n = X.shape
+    known = (segs.slot < bits.shape[0]) & ~fresh
+    # (key slot, feature) of every event, and its context's bitset word there
+    row = np.where(known, segs.slot, 0)[segs.seg] * p + np.arange(p)[:, None]
+    stored = np.take(bits, row * WORDS + (code >> WORD_BITS))
+    stored = np.where(known[segs.seg], stored, 0.0).astype(np.int64)
+    f, i = np.nonzero(full & ((stored >> (code & (WORD - 1))) & 1 == 0))
+    flat = f * n + i
+    ctx = (segs.seg[i] * p + f) * CONTEXTS + code.reshape(-1)[flat]
+    # a context new to the key is novel at its first event in the chunk only
+    order = np.argsort(ctx * n + i)
+    ctx, f, i, flat = ctx[order], f[order], i[order], flat[order]
+    head = np.ones(ctx.shape, dtype=bool)
+    head[1:] = ctx[1:] != ctx[:-1]
+    novel = np.zeros(n, dtype=bool)
+    novel[i[head]] = True
+    since, state[SINCE_STATE] = run_length(~novel, segs, init[SINCE_STATE])
+    update = _update(bits, segs, fresh & stale, ctx, stored.reshape(-1)[flat], f, i)
+    return ContextResult(since >= RECENT, novel, state, update)
+
+
+def _codes(
+    X: np.ndarray,
+    valid: np.ndarray,
+    segs: Segments,
+    init: dict[str, np.ndarray],
+    state: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Context code of every event (p, n; :data:`BITS` bits per symbol, the newest lowest),
+    whether it is a full context of a valid value, and the final per-feature state into
+    ``state``."""
+    seen = init["cn"] > 0
+    lo, hi, state["clo"], state["chi"] = _running_range(
+        X, segs, np.where(seen, init["clo"], np.nan), np.where(seen, init["chi"], np.nan)
+    )
+    width = hi - lo
+    with np.errstate(invalid="ignore"):
+        b = np.floor((X - lo) / np.where(width > 0, width, 1.0) * BINS)
+        q = np.where(width > 0, np.minimum(np.maximum(b, 0.0), BINS - 1.0), 0.0)
+        below, inside = np.less(X, lo), np.less_equal(X, hi)  # NaN bounds: no range yet
+        q = np.where(below, BINS + 1.0, q)
+        q = np.where(inside, q, float(BINS)).astype(np.int64)  # above the range, or no range
+    held = init["ch"].astype(np.int64)
+    everywhere = bool(valid.all())
+    if everywhere:  # no value to skip: the previous symbols are the previous events'
+        count = init["cn"][:, segs.seg] + segs.offset
+        state["cn"] = init["cn"] + segs.lengths
+    else:
+        count, state["cn"] = ew_scan(valid.astype(np.float64), 1.0, segs, init["cn"])
+    code, older = q, q
+    for i in range(1, LENGTH):
+        last = (held >> (BITS * (i - 1))) & (SYMBOLS - 1)
+        older = segs.shift(older, last) if everywhere else last_valid(older, valid, segs, last)[0]
+        code = code | (older << (BITS * i))
+    recent = code & (SYMBOLS ** (LENGTH - 1) - 1)
+    if everywhere:
+        state["ch"] = recent[:, segs.last].astype(np.float64)
+    else:
+        state["ch"] = last_valid(recent, valid, segs, held)[1].astype(np.float64)
+    return code, valid & (count + 1 >= LENGTH)
+
+
+def _running_range(
+    X: np.ndarray, segs: Segments, lo0: np.ndarray, hi0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lowest and highest valid value of the same key before each event (NaN: none yet), and
+    after each segment (``lo0``/``hi0`` (p, m) before the chunk)."""
+    p = X.shape[0]
+    both = np.concatenate([-X, X])  # running maxima of -x and x
+    before, end = _running_max(both, segs, np.concatenate([-lo0, hi0]))
+    return -before[:p], before[p:], -end[:p], end[p:]
+
+
+def _running_max(x: np.ndarray, segs: Segments, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-key maximum of the valid values before each event (NaN ignored), and after."""
+    if segs.single:
+        return np.array(init, dtype=np.float64), np.fmax(init, x)
+    if not segs.blocks:
+        return _running_max_contiguous(x, segs, init)
+    before = np.empty_like(x)
+    carry = np.array(init, dtype=np.float64)
+    for a, b in segs.blocks:
+        cv = carry[..., : b - a]
+        before[..., a:b] = cv
+        np.fmax(cv, x[..., a:b], out=cv)
+    tail = segs.tail
+    if tail is not None:
+        first = segs.tail_from
+        before[..., first:], carry[..., : tail.m] = _running_max_contiguous(
+            x[..., first:], tail, carry[..., : tail.m]
+        )
+    return before, carry
+
+
+def _running_max_contiguous(
+    x: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_running_max` of a contiguous layout (few segments: one accumulate each)."""
+    before = np.empty_like(x)
+    end = np.array(init, dtype=np.float64)
+    for s, (a, b) in enumerate(zip(segs.start.tolist(), (segs.last + 1).tolist(), strict=True)):
+        acc = np.fmax.accumulate(np.concatenate([init[:, s : s + 1], x[:, a:b]], axis=1), axis=1)
+        before[:, a:b] = acc[:, :-1]
+        end[:, s] = acc[:, -1]
+    return before, end
+
+
+def _update(
+    bits: np.ndarray,
+    segs: Segments,
+    clear: np.ndarray,
+    ctx: np.ndarray,
+    stored: np.ndarray,
+    feature: np.ndarray,
+    position: np.ndarray,
+) -> BitUpdate:
+    """The stored words that gain the chunk's new contexts: ``ctx`` sorted (segment, feature,
+    context) ids, ``stored`` their words before the chunk, their feature and position."""
+    word = ctx >> WORD_BITS  # (segment * p + feature) * WORDS + word: sorted as well
+    starts = np.flatnonzero(np.concatenate([[True], word[1:] != word[:-1]]))
+    if ctx.size:
+        value = np.bitwise_or.reduceat(np.left_shift(1, ctx & (WORD - 1)), starts)
+        value |= stored[starts]
+    else:
+        starts, value = starts[:0], stored
+    inside = segs.slot < bits.shape[0]
+    row = segs.slot[segs.seg[position[starts]]] * bits.shape[1] + feature[starts]
+    at = row * WORDS + (word[starts] & (WORDS - 1))
+    return BitUpdate(bits, segs.slot[clear & inside], at, value.astype(np.float32))
