@@ -116,6 +116,7 @@ def test_generator_evaluation_keeps_its_quality() -> None:
     from sluice.models.evaluate import evaluate_on_generator
 
     metrics = evaluate_on_generator(events=100_000, devices=25)
-    assert metrics["f1"] >= 0.8, metrics  # 0.875 on the default 200k events today
-    assert metrics["roc_auc"] >= 0.9, metrics
-    assert metrics["drift_recall"] >= 0.6, metrics
+    # 0.935 here (F1 0.907 on the default 200k events); drift recall 0.93, ROC-AUC 0.999
+    assert metrics["f1"] >= 0.9, metrics
+    assert metrics["roc_auc"] >= 0.98, metrics
+    assert metrics["drift_recall"] >= 0.85, metrics
