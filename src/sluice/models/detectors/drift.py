@@ -82,12 +82,14 @@ def drift_scores(
     after = before * decay[:, None] + rows
     fw, fa, sw, sa = (after[k * p : (k + 1) * p] for k in range(4))
     gap = fa / np.maximum(fw, 1e-12) - sa / np.maximum(sw, 1e-12)
-    ok = ready & (sw > 0.5 * params.slow) & (np.sign(gap) == np.sign(level))
+    ok = ready & (sw > 0.5 * params.slow) & (gap * level > 0.0)
     z = np.where(ok, gap / (np.maximum(sd, 1e-12) * params.noise_sd), 0.0)
     out = {k: final[i * p : (i + 1) * p] for i, k in enumerate(sums)}
     # the largest recent statistic up and down, each decayed over ``memory`` events
-    signed = np.concatenate([z, -z])
-    np.maximum(signed, 0.0, out=signed)
+    signed = np.empty((2 * p, z.shape[1]))
+    np.maximum(z, 0.0, out=signed[:p])
+    np.minimum(z, 0.0, out=signed[p:])
+    np.negative(signed[p:], out=signed[p:])
     forget = 1.0 - 1.0 / params.memory
     recent, final = decayed_max(signed, forget, segs, np.concatenate([init["up"], init["down"]]))
     out["up"], out["down"] = final[:p], final[p:]

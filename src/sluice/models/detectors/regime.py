@@ -102,11 +102,11 @@ def regime_mask(
     start = np.zeros(level.shape, dtype=bool)
     # a key can only enter a regime where it moves itself: count the others just there
     shifted = np.abs(level) > SHIFTED
-    moved = shifted | (np.abs(short_mean) > PERSISTS)
-    f, i = np.nonzero(ready & (active >= MIN_KEYS) & moved)
+    persists = np.abs(short_mean) > PERSISTS
+    f, i = np.nonzero(ready & (active >= MIN_KEYS) & (shifted | persists))
     if f.size:
         side = np.where(shifted[f, i], level[f, i], short_mean[f, i])
         up, down = shifts.running(f, segs.order[i])
         start[f, i] = np.where(side > 0, up, down) > SHARE * active[i]
-    keep = (np.abs(short_mean) > PERSISTS) | shifted | ~ready | lingering
+    keep = persists | shifted | ~ready | lingering
     return latch(start, keep, segs, init)
