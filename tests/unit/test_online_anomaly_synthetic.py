@@ -102,7 +102,9 @@ def test_finds_injected_anomalies_with_label_free_threshold() -> None:
     tele = make_telemetry()
     metrics = event_f1(tele, run_detector(tele))
     assert metrics["precision"] >= 0.85, metrics
-    assert metrics["f1"] >= 0.6, metrics  # 0.63 today on this synthetic set
+    # 0.68 and 0.81 today; incidents soon after the regime change must not be taken for it
+    assert metrics["recall"] >= 0.66, metrics
+    assert metrics["f1"] >= 0.78, metrics
 
 
 def test_adapts_after_regime_change() -> None:

@@ -26,7 +26,7 @@ from sluice.models.detectors.scan import Segments, latch
 MIN_KEYS = 10
 SHARE = 0.5
 SHIFTED = 3.0  # level deviation (sigma) that counts a key as shifted
-MEAN_SHIFTED = 2.0  # recent mean deviation (sigma) that counts a key as shifted
+MEAN_SHIFTED = 2.5  # recent mean deviation (sigma) that counts a key as shifted
 PERSISTS = 1.0  # ... that lets a key enter a regime and keeps it there
 
 
