@@ -7,12 +7,12 @@ out). Walking the batch in arrival order, the number of keys currently shifted u
 running sum of the changes of that sign, so the share of shifted keys is known causally at every
 event (only events whose sign changed move the counts, and only events of keys that move
 themselves need them, so both are handled sparsely and a batch can be processed in chunks of
-keys, see :class:`Shifts`). While at least :data:`MIN_KEYS`
-keys are active and more than :data:`SHARE` of them are shifted the same way, a key that moves
-that way (shifted itself, or its recent mean beyond :data:`PERSISTS` sigma) enters a *regime*
-state for that feature, which lasts as long as its deviation persists (or its slow-drift gap
-stays open, see :mod:`sluice.models.detectors.drift`); the detectors of that feature are
-silenced meanwhile, while the key's model adapts.
+keys, see :class:`Shifts`). While at least :data:`MIN_KEYS` keys are active and more than
+:data:`SHARE` of them are shifted the same way, a key that moves that way (shifted itself, or
+its recent mean beyond :data:`PERSISTS` sigma) enters a *regime* state for that feature, which
+lasts as long as its deviation persists (or its slow-drift gap stays open, see
+:mod:`sluice.models.detectors.drift`); the detectors of that feature are silenced meanwhile,
+while the key's model adapts.
 """
 
 from __future__ import annotations
