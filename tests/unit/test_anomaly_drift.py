@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from sluice.models.detectors.drift import DriftParams, drift_scores
+from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores
 from sluice.models.detectors.layout import split
 from sluice.models.online_anomaly import DRIFT_START, OnlineAnomalyConfig, OnlineAnomalyDetector
 
 
 def _stat(x: np.ndarray, level: np.ndarray) -> np.ndarray:
     (segs,) = split(np.zeros(len(x), dtype=np.int64), len(x))
-    init = {k: np.zeros((1, 1)) for k in ("fw", "fa", "sw", "sa")}
-    z, _ = drift_scores(
+    init = {k: np.zeros((1, 1)) for k in DRIFT_STATE}
+    z, clear, _ = drift_scores(
         x[None, :],
         np.zeros((1, 1)),
         np.ones((1, len(x))),
@@ -22,7 +22,7 @@ def _stat(x: np.ndarray, level: np.ndarray) -> np.ndarray:
         init,
         DriftParams(),
     )
-    return z[0]
+    return np.where(clear, z, 0.0)[0]
 
 
 def test_slow_drift_is_flagged_early() -> None:
@@ -48,3 +48,30 @@ def test_step_regime_change_is_not_a_drift_after_the_horizon() -> None:
     assert np.abs(z[1000:1010]).max() >= DRIFT_START  # the step itself opens the gap
     assert np.abs(z[1000 + horizon :]).max() < DRIFT_START  # adapted: no longer a drift
     assert np.abs(z[100:1000]).max() < DRIFT_START
+
+
+def test_return_after_a_drift_is_not_a_drift() -> None:
+    rng = np.random.default_rng(5)
+    x = 50.0 + rng.normal(size=1400)
+    x[1000:1100] += np.arange(1, 101) * 8.0 / 100  # drifts up to 8 sigma, then snaps back
+    # the recent values stand above the long-horizon mean, then below it (it was pulled along)
+    level = np.zeros(1400)
+    level[1040:1100], level[1100:1250] = 3.0, -2.0
+    z = _stat(x, level)
+    assert z[1060:1100].min() >= DRIFT_START  # the drift itself
+    assert np.abs(z[1100:]).max() < 3.0  # the way back is not a drift down
+
+
+def test_drift_against_a_slow_swing_is_flagged() -> None:
+    rng = np.random.default_rng(6)
+    t = np.arange(4000)
+    # a swing of 3 sigma over 1440 events widens the long-horizon deviation
+    x = 70.0 + 3.0 * np.sin(2 * np.pi * t / 1440) + rng.normal(size=4000)
+    ramp = np.arange(1, 101) * 8.0 / 100
+    x[3000:3100] -= ramp
+    res = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["temperature"])).score_learn(
+        None, x[:, None]
+    )
+    assert res.anomaly[np.arange(3000, 3100)[ramp >= 3.0]].mean() >= 0.4
+    assert not res.anomaly[500:3000].any()
+    assert not res.anomaly[3105:3400].any()

@@ -181,3 +181,24 @@ def test_alert_ends_when_a_level_shift_returns_to_normal() -> None:
     assert res.anomaly[1000:1030].mean() > 0.9
     # the averaging statistics still echo the shift, but the values are back at their level
     assert not res.anomaly[1035:1060].any()
+
+
+def test_global_shift_within_a_wide_swing_is_a_regime_change() -> None:
+    rng = np.random.default_rng(1)
+    keys, steps = 40, 2400
+    t = np.arange(steps)[:, None]
+    # each key swings 3 sigma over 1440 events, so a shift of 7 hardly stands out for one key
+    X = 20 + 3.0 * np.sin(2 * np.pi * (t / 1440 + rng.uniform(size=keys)))
+    X = X + rng.normal(size=(steps, keys))
+    X[1800:] += 7.0  # ... but every key moves at once
+    k = np.tile(np.arange(keys), steps)
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["v"], key="k"))
+    flat = X.reshape(-1, 1)
+    flags = np.concatenate(
+        [
+            det.score_learn(k[i : i + 4000], flat[i : i + 4000]).anomaly
+            for i in range(0, len(k), 4000)
+        ]
+    ).reshape(steps, keys)
+    assert flags[400:1800].mean() < 0.001
+    assert flags[1802:].mean() < 0.004  # only the first keys to move are flagged

@@ -102,7 +102,9 @@ def test_finds_injected_anomalies_with_label_free_threshold() -> None:
     tele = make_telemetry()
     metrics = event_f1(tele, run_detector(tele))
     assert metrics["precision"] >= 0.85, metrics
-    assert metrics["f1"] >= 0.6, metrics  # 0.63 today on this synthetic set
+    # 0.68 and 0.81 today; incidents soon after the regime change must not be taken for it
+    assert metrics["recall"] >= 0.66, metrics
+    assert metrics["f1"] >= 0.78, metrics
 
 
 def test_adapts_after_regime_change() -> None:
@@ -116,6 +118,7 @@ def test_generator_evaluation_keeps_its_quality() -> None:
     from sluice.models.evaluate import evaluate_on_generator
 
     metrics = evaluate_on_generator(events=100_000, devices=25)
-    assert metrics["f1"] >= 0.8, metrics  # 0.875 on the default 200k events today
-    assert metrics["roc_auc"] >= 0.9, metrics
-    assert metrics["drift_recall"] >= 0.6, metrics
+    # 0.935 here (F1 0.907 on the default 200k events); drift recall 0.93, ROC-AUC 0.999
+    assert metrics["f1"] >= 0.9, metrics
+    assert metrics["roc_auc"] >= 0.98, metrics
+    assert metrics["drift_recall"] >= 0.85, metrics

@@ -19,8 +19,9 @@ came with it (context novelty after NAB's CAD OSE detector, see
 :mod:`sluice.models.detectors.context`); alerts are decided before that damping. An alert
 stays on for the key while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a
 whole sustained incident is flagged); the statistics that average recent events only count
-while the value itself is still off its level (so the return to normal does not extend an
-alert, see ``KEEP_LEVEL``), and an alert only starts on an event that would keep it on.
+while the value itself is still off its level, and on the side of the recent events (so the
+return to normal does not extend an alert, see ``KEEP_LEVEL``), and an alert only starts on
+an event that would keep it on.
 When most keys shift the same way at once (a global regime change, see
 :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
 """
@@ -79,7 +80,7 @@ from sluice.models.detectors.univariate import (
 )
 
 HIST_BINS = 2000
-STATE_VERSION = 6
+STATE_VERSION = 7
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
@@ -335,7 +336,7 @@ class OnlineAnomalyDetector:
         fr = feature_scores(Xs, segs, st, self.hz, basis)
         ready = np.isfinite(Xs) & (fr.sd > 0)
         hist, season = self._season(Xs, segs, st)
-        dev, held = signs(fr.z[0], ready, segs, st["dev"])
+        dev, held = signs(fr.z[0], fr.short_mean, ready, segs, st["dev"])
         return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held, basis)
 
     def _shifts(self, parts: list[_Batch], n: int) -> tuple[np.ndarray, Shifts]:
@@ -355,9 +356,28 @@ class OnlineAnomalyDetector:
         """Regimes, structure, the combined score and the alert of one chunk (and its final
         state when ``learn``)."""
         segs, st, fr, ready = part.segs, part.st, part.features, part.ready
-        reg, reg_final = regime_mask(
-            fr.z[0], fr.short_mean, ready, segs, st["reg"], shifts, active[segs.order]
+        dz, clear, drift = drift_scores(
+            part.X,
+            st["ref"],
+            fr.sd,
+            fr.short_mean,
+            ready,
+            segs,
+            {k: st[k] for k in DRIFT_STATE},
+            self.drift,
         )
+        size = np.abs(dz)
+        reg, reg_final = regime_mask(
+            fr.z[0],
+            fr.short_mean,
+            ready,
+            segs,
+            st["reg"],
+            shifts,
+            active[segs.order],
+            size >= DRIFT_PERSIST,
+        )
+        size[reg] = 0.0
         if self.p > 1:
             e = np.minimum(np.maximum(fr.z[0], -8.0), 8.0)
             sz, partner, pair = structure_scores(
@@ -371,31 +391,21 @@ class OnlineAnomalyDetector:
         else:
             sz, partner = np.zeros_like(part.X), np.zeros(part.X.shape, dtype=np.int64)
             pair = {k: st[k] for k in PAIR_STATE}
-        best, held, back = _peak(fr.z, part.season, sz, reg)
+        best, held, back = _peak(fr.z, fr.short_mean, part.season, sz, reg)
         # the seasonal statistic stands in for the level one (it caps it), so not one more look
         raw = to_surprise(best, tests=(fr.z.shape[0] + 1) * self.p)
         warm = st["count"][segs.seg] + segs.offset >= self.config.warmup
         final, alerting, post = post_process(
             raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold, part.basis
         )
-        dz, drift = drift_scores(
-            part.X,
-            st["ref"],
-            fr.sd,
-            fr.short_mean,
-            ready & ~reg,
-            segs,
-            {k: st[k] for k in DRIFT_STATE},
-            self.drift,
-        )
-        size = np.abs(dz)
         slow = size.max(axis=0)
-        size[back] = 0.0
+        size[back | ~clear] = 0.0
+        drifting = size.max(axis=0)
         # an incident stays alerted while its deviation persists (the score itself is damped),
         # and only one that would stay alerted starts
-        keep = (held >= self.persist_z) | (size.max(axis=0) >= DRIFT_PERSIST)
+        keep = (held >= self.persist_z) | (drifting >= DRIFT_PERSIST)
         alert, post["open"] = latch(
-            ((alerting >= threshold) & keep) | (slow >= DRIFT_START), keep, segs, st["open"]
+            ((alerting >= threshold) & keep) | (drifting >= DRIFT_START), keep, segs, st["open"]
         )
         ctx = context_scores(
             part.X,
@@ -555,7 +565,7 @@ def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -
 
 
 def _peak(
-    z: np.ndarray, season: SeasonResult, sz: np.ndarray, reg: np.ndarray
+    z: np.ndarray, short_mean: np.ndarray, season: SeasonResult, sz: np.ndarray, reg: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Largest statistic of each event over detectors and features (seasonally capped), the
     largest that keeps an alert on (see :data:`KEEP_LEVEL`), and where a feature is back at
@@ -573,7 +583,8 @@ def _peak(
         np.minimum(part, cap, out=part)
         np.maximum(part, side, out=part)
         part[reg] = 0.0
-    back = size[0] < KEEP_LEVEL
+    # back at its level, or on the other side of it from the recent events (a return)
+    back = (size[0] < KEEP_LEVEL) | ((z[0] * short_mean < 0) & (np.abs(short_mean) >= KEEP_LEVEL))
     return peak.max(axis=0), np.where(back, quiet, peak).max(axis=0), back
 
 

@@ -7,9 +7,12 @@ long-horizon EW standard deviation and divided by its own standard error under w
 A step (a level shift or a regime change) also opens the gap, but it closes again within
 about ``slow`` events as the slow mean catches up, so a new regime is not flagged for long.
 Seasonal swings are far slower than the drifts sought, and the long-horizon deviation already
-holds their spread, so they open little gap. The gap only counts while the recent values also
-stand :data:`LEVEL` deviations away from the long-horizon mean on the same side, so the
-return to normal after an incident (the slow mean still remembers it) is not a drift.
+holds their spread, so they open little gap. The gap only counts while the recent values stand
+away from the long-horizon mean on its side, by :data:`LEVEL` deviations unless the gap itself
+is beyond :data:`CLEAR` (a feature with a slow swing of its own has a wide deviation, which
+would hide its drifts for long). A gap opposite to a recent drift of the key (see
+:class:`DriftParams` ``memory``) is the return to normal after it - the slow mean still
+remembers the incident and the long-horizon mean was pulled along - not a new drift.
 """
 
 from __future__ import annotations
@@ -18,18 +21,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scan
+from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
 
-DRIFT_STATE = ("fw", "fa", "sw", "sa")  # weights and sums of the fast and slow EW means
+# weights and sums of the fast and slow EW means; decayed maxima of the statistic up and down
+DRIFT_STATE = ("fw", "fa", "sw", "sa", "up", "down")
 LEVEL = 1.75
+CLEAR = 5.0  # a gap statistic that counts whatever the level of the recent values
+RECENT = 3.0  # a drift statistic still remembered beyond this blocks the opposite direction
 
 
 @dataclass(frozen=True)
 class DriftParams:
-    """Horizons (events) of the fast and slow means."""
+    """Horizons (events) of the fast and slow means, and of the memory of recent drifts."""
 
     fast: int = 10
     slow: int = 60
+    memory: int = 150
 
     @property
     def decays(self) -> tuple[float, float]:
@@ -53,8 +60,9 @@ def drift_scores(
     segs: Segments,
     init: dict[str, np.ndarray],
     params: DriftParams,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Signed drift statistic (p, n) of a key-sorted batch ``X`` (p, n), and the final state.
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Signed drift statistic (p, n) of a key-sorted batch ``X`` (p, n), where it is clear of
+    the long-horizon spread (see :data:`LEVEL`), and the final state.
 
     ``ref`` (p, m) is each segment's reference level (values are summed relative to it), ``sd``
     (p, n) the long-horizon deviation before each event, ``level`` (p, n) the short-horizon mean
@@ -68,17 +76,26 @@ def drift_scores(
     fast, slow = params.decays
     rows = np.concatenate([mf, c, mf, c])
     decay = np.repeat([fast, fast, slow, slow], p)
-    state = np.concatenate([init[k] for k in DRIFT_STATE])
-    before, final = ew_scan(rows, decay, segs, state)
+    sums = DRIFT_STATE[:4]
+    before, final = ew_scan(rows, decay, segs, np.concatenate([init[k] for k in sums]))
     # the means include the current event
     after = before * decay[:, None] + rows
     fw, fa, sw, sa = (after[k * p : (k + 1) * p] for k in range(4))
-    ok = ready & (sw > 0.5 * params.slow) & (np.abs(level) >= LEVEL)
     gap = fa / np.maximum(fw, 1e-12) - sa / np.maximum(sw, 1e-12)
-    ok &= np.sign(gap) == np.sign(level)
+    ok = ready & (sw > 0.5 * params.slow) & (gap * level > 0.0)
     z = np.where(ok, gap / (np.maximum(sd, 1e-12) * params.noise_sd), 0.0)
-    out = {k: final[i * p : (i + 1) * p] for i, k in enumerate(DRIFT_STATE)}
-    return z, out
+    out = {k: final[i * p : (i + 1) * p] for i, k in enumerate(sums)}
+    # the largest recent statistic up and down, each decayed over ``memory`` events
+    signed = np.empty((2 * p, z.shape[1]))
+    np.maximum(z, 0.0, out=signed[:p])
+    np.minimum(z, 0.0, out=signed[p:])
+    np.negative(signed[p:], out=signed[p:])
+    forget = 1.0 - 1.0 / params.memory
+    recent, final = decayed_max(signed, forget, segs, np.concatenate([init["up"], init["down"]]))
+    out["up"], out["down"] = final[:p], final[p:]
+    z[np.where(z > 0, recent[p:], recent[:p]) >= RECENT] = 0.0
+    clear = (np.abs(level) >= LEVEL) | (np.abs(z) >= CLEAR)
+    return z, clear, out
 
 
 def rebase(state: dict[str, np.ndarray], delta: np.ndarray) -> None:

@@ -1,14 +1,18 @@
 """Global regime changes: when most keys shift the same way at once, it is not an anomaly.
 
-Each key keeps the sign of its latest level deviation beyond :data:`SHIFTED` sigma per
-feature (``+1``, ``0`` or ``-1``). Walking the batch in arrival order, the number of keys
-currently shifted up (down) is a running sum of the changes of that sign, so the share of
-shifted keys is known causally at every event (only events whose sign changed move the counts,
-and only events of keys shifted themselves need them, so both are handled sparsely and a batch
-can be processed in chunks of keys, see :class:`Shifts`). While at least :data:`MIN_KEYS` keys
-are active and more than :data:`SHARE` of them are shifted the same way, a key shifted that way
-enters a *regime* state for that feature, which lasts as long as its deviation persists; the
-detectors of that feature are silenced meanwhile, while the key's model adapts.
+Each key keeps the sign of its latest shift per feature (``+1``, ``0`` or ``-1``): a level
+deviation beyond :data:`SHIFTED` sigma, or a recent mean beyond :data:`MEAN_SHIFTED` sigma (a key
+with a wide spread of its own - a slow swing - moves with the others without a value standing
+out). Walking the batch in arrival order, the number of keys currently shifted up (down) is a
+running sum of the changes of that sign, so the share of shifted keys is known causally at every
+event (only events whose sign changed move the counts, and only events of keys that move
+themselves need them, so both are handled sparsely and a batch can be processed in chunks of
+keys, see :class:`Shifts`). While at least :data:`MIN_KEYS` keys are active and more than
+:data:`SHARE` of them are shifted the same way, a key that moves that way (shifted itself, or
+its recent mean beyond :data:`PERSISTS` sigma) enters a *regime* state for that feature, which
+lasts as long as its deviation persists (or its slow-drift gap stays open, see
+:mod:`sluice.models.detectors.drift`); the detectors of that feature are silenced meanwhile,
+while the key's model adapts.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from sluice.models.detectors.scan import Segments, latch
 MIN_KEYS = 10
 SHARE = 0.5
 SHIFTED = 3.0  # level deviation (sigma) that counts a key as shifted
-PERSISTS = 1.0  # ... and that keeps a key in its regime state
+MEAN_SHIFTED = 2.5  # recent mean deviation (sigma) that counts a key as shifted
+PERSISTS = 1.0  # ... that lets a key enter a regime and keeps it there
 
 
 def shift_counts(dev: np.ndarray, used: np.ndarray) -> np.ndarray:
@@ -32,11 +37,12 @@ def shift_counts(dev: np.ndarray, used: np.ndarray) -> np.ndarray:
 
 
 def signs(
-    level: np.ndarray, ready: np.ndarray, segs: Segments, init: np.ndarray
+    level: np.ndarray, short_mean: np.ndarray, ready: np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shift sign of each event (p, n), held through events that are not ready, and the one
     before it (``init`` holds each segment's last sign)."""
-    dev = np.where(ready, np.sign(level) * (np.abs(level) > SHIFTED), 0.0)
+    moved = np.where(np.abs(short_mean) > MEAN_SHIFTED, short_mean, 0.0)
+    dev = np.where(ready, np.sign(np.where(np.abs(level) > SHIFTED, level, moved)), 0.0)
     held = segs.shift(dev, init)
     return np.where(ready, dev, held), held
 
@@ -85,17 +91,22 @@ def regime_mask(
     init: np.ndarray,
     shifts: Shifts,
     active: np.ndarray,
+    lingering: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Events (p, n) inside a global regime change for their key, and each key's final state.
 
     ``init`` holds each segment's regime flags (p, m); ``active`` (n,) the active keys at
-    each event; ``shifts`` the batch's sign changes (closed).
+    each event; ``shifts`` the batch's sign changes (closed); ``lingering`` (p, n) where the
+    key's deviation lingers in slower statistics (which keeps a regime state on).
     """
     start = np.zeros(level.shape, dtype=bool)
-    # a key can only enter a regime where it is shifted itself: count the others just there
-    f, i = np.nonzero(ready & (active >= MIN_KEYS) & (np.abs(level) > SHIFTED))
+    # a key can only enter a regime where it moves itself: count the others just there
+    shifted = np.abs(level) > SHIFTED
+    persists = np.abs(short_mean) > PERSISTS
+    f, i = np.nonzero(ready & (active >= MIN_KEYS) & (shifted | persists))
     if f.size:
+        side = np.where(shifted[f, i], level[f, i], short_mean[f, i])
         up, down = shifts.running(f, segs.order[i])
-        start[f, i] = np.where(level[f, i] > 0, up, down) > SHARE * active[i]
-    keep = (np.abs(short_mean) > PERSISTS) | (np.abs(level) > SHIFTED) | ~ready
+        start[f, i] = np.where(side > 0, up, down) > SHARE * active[i]
+    keep = persists | shifted | ~ready | lingering
     return latch(start, keep, segs, init)
