@@ -44,7 +44,7 @@ from sluice.models.detectors.combine import (
 from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
+from sluice.models.detectors.keys import KeyTable, PackedRows, Spec, lazy_zeros
 from sluice.models.detectors.layout import split
 from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
 from sluice.models.detectors.scan import Segments, latch
@@ -484,7 +484,7 @@ class OnlineAnomalyDetector:
             )
         if self.window:
             mask = ring_mask(arrays["count"], arrays["_used"], self.window)
-            ring = np.zeros((*mask.shape, self.p), dtype=np.float32)
+            ring = lazy_zeros((*mask.shape, self.p))
             try:
                 ring[mask] = arrays["buf"]
             except ValueError as exc:
