@@ -91,25 +91,37 @@ def structure_scores(
     else:
         rho = basis["rho"]
     usable = (np.abs(rho) >= MIN_CORRELATION) & both
+    # only pairs correlated somewhere (or that were) have residuals: the others' stay 0
+    live = usable.any(axis=1)
+    if basis is None:
+        state.update({name: np.zeros_like(init[name]) for name in ("rw", "rv1", "rv2")})
+        for name in ("rw", "rv1", "rv2"):
+            live |= (init[name] != 0.0).any(axis=1)
+    at = np.flatnonzero(live)
+    if at.size == 0:
+        return np.zeros((p, n)), np.zeros((p, n), dtype=np.int64), state
+    usable, rho, ei, ej = usable[at], rho[at], ei[at], ej[at]
     r_ij = np.where(usable, ei - rho * ej, 0.0)
     r_ji = np.where(usable, ej - rho * ei, 0.0)
     if basis is None:
         free = 1.0 - rho * rho
         lim = np.sqrt(np.maximum(free, 1e-4)) * 2 * CLIP
         lim *= lim
-        rows = np.empty((3, k, n))
+        rows = np.empty((3, at.size, n))
         np.copyto(rows[0], usable)
         np.minimum(np.square(r_ij, out=rows[1]), lim, out=rows[1])
         np.minimum(np.square(r_ji, out=rows[2]), lim, out=rows[2])
-        (rw, v_ij, v_ji), final = _scan(rows, decay, segs, init, ("rw", "rv1", "rv2"))
-        state.update(zip(("rw", "rv1", "rv2"), final, strict=True))
+        names = ("rw", "rv1", "rv2")
+        (rw, v_ij, v_ji), final = _scan(rows, decay, segs, {k: init[k][at] for k in names}, names)
+        for name, values in zip(names, final, strict=True):
+            state[name][at] = values
         s_ij, s_ji = _residual_scales(free, rw, v_ij, v_ji)
     else:
-        rw, s_ij, s_ji = basis["rw"], basis["s_ij"], basis["s_ji"]
+        rw, s_ij, s_ji = basis["rw"][at], basis["s_ij"][at], basis["s_ji"][at]
     ok = usable & (rw > 30.0)
     r_ij = np.where(ok, r_ij / s_ij, 0.0)
     r_ji = np.where(ok, r_ji / s_ji, 0.0)
-    z, partner = _strongest_partner(p, n, r_ij, r_ji)
+    z, partner = _strongest_partner(p, n, at, r_ij, r_ji)
     return z, partner, state
 
 
@@ -130,11 +142,12 @@ def _scan(
 
 
 def _strongest_partner(
-    p: int, n: int, r_ij: np.ndarray, r_ji: np.ndarray
+    p: int, n: int, pairs: np.ndarray, r_ij: np.ndarray, r_ji: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per feature, the residual of largest size over its partners (the first one on ties;
-    partner 0 and residual 0 when all are 0)."""
+    partner 0 and residual 0 when all are 0); ``pairs`` are those with residuals."""
     i, j = pair_index(p)
+    i, j = i[pairs], j[pairs]
     r = np.zeros((p, p, n))  # r[b, a]: residual of feature a predicted from feature b
     r[j, i] = r_ij
     r[i, j] = r_ji
