@@ -13,7 +13,7 @@ from functools import cache
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scan
+from sluice.models.detectors.scan import Segments, ew_scan_stacked
 
 MIN_CORRELATION = 0.6
 
@@ -85,7 +85,7 @@ def structure_scores(
         np.copyto(rows[0], both)
         np.multiply(rows[0], ei, out=rows[1])
         rows[1] *= ej
-        (w, c), final = _scan(rows, decay, segs, init, ("pw", "pc"))
+        (w, c), final = ew_scan_stacked(rows, decay, segs, np.stack([init["pw"], init["pc"]]))
         state.update(zip(("pw", "pc"), final, strict=True))
         rho = _correlation(w, c)
     else:
@@ -112,7 +112,9 @@ def structure_scores(
         np.minimum(np.square(r_ij, out=rows[1]), lim, out=rows[1])
         np.minimum(np.square(r_ji, out=rows[2]), lim, out=rows[2])
         names = ("rw", "rv1", "rv2")
-        (rw, v_ij, v_ji), final = _scan(rows, decay, segs, {k: init[k][at] for k in names}, names)
+        (rw, v_ij, v_ji), final = ew_scan_stacked(
+            rows, decay, segs, np.stack([init[k][at] for k in names])
+        )
         for name, values in zip(names, final, strict=True):
             state[name][at] = values
         s_ij, s_ji = _residual_scales(free, rw, v_ij, v_ji)
@@ -123,22 +125,6 @@ def structure_scores(
     r_ji = np.where(ok, r_ji / s_ji, 0.0)
     z, partner = _strongest_partner(p, n, at, r_ij, r_ji)
     return z, partner, state
-
-
-def _scan(
-    rows: np.ndarray,
-    decay: float,
-    segs: Segments,
-    init: dict[str, np.ndarray],
-    names: tuple[str, ...],
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ew_scan` of stacked rows (r, pairs, n) from the states ``names``: the state
-    before each event (r, pairs, n) and the final ones (r, pairs, m)."""
-    r, k, n = rows.shape
-    before, final = ew_scan(
-        rows.reshape(r * k, n), decay, segs, np.concatenate([init[name] for name in names])
-    )
-    return before.reshape(rows.shape), final.reshape(r, k, -1)
 
 
 def _strongest_partner(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_length
+from sluice.models.detectors.scan import Segments, ew_scan_stacked, last_valid, run_length
 
 DETECTORS = ("level", "trend", "spread", "rate", "stuck")
 # per-slot, per-feature state (all float64; see FeatureState)
@@ -267,16 +267,11 @@ def _scan(
     names: tuple[str, ...],
     out: dict[str, np.ndarray],
 ) -> np.ndarray:
-    """:func:`ew_scan` of stacked rows (r, p, n) from the states ``names`` (each (p, m)), with
-    one decay or one per row: the state before each event (r, p, n); final states into ``out``."""
-    r, p, n = rows.shape
-    if isinstance(decay, np.ndarray):
-        decay = np.repeat(decay, p)
-    before, final = ew_scan(
-        rows.reshape(r * p, n), decay, segs, np.concatenate([st[k] for k in names])
-    )
-    out.update(zip(names, final.reshape(r, p, -1), strict=True))
-    return before.reshape(rows.shape)
+    """:func:`ew_scan_stacked` of rows (r, p, n) from the states ``names``: the state before
+    each event (r, p, n); the final states go into ``out``."""
+    before, final = ew_scan_stacked(rows, decay, segs, np.stack([st[k] for k in names]))
+    out.update(zip(names, final, strict=True))
+    return before
 
 
 def recenter(state: dict[str, np.ndarray]) -> None:
