@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.special import ndtri
 
+from sluice.core.allocator import reuse_freed_memory
 from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.combine import (
     N_BINS,
@@ -149,6 +150,7 @@ class OnlineAnomalyDetector:
             raise ModelError("max_keys must be >= 1, horizon >= 2 and warmup >= 0")
         if config.season_window and config.season_window < 4 * MIN_PERIOD:
             raise ModelError(f"season_window must be 0 (off) or >= {4 * MIN_PERIOD}")
+        reuse_freed_memory()  # batches allocate many large temporaries
         self.config = config
         self.p = len(config.features)
         self.hz = Horizons.from_events(config.horizon, config.short_horizon)
