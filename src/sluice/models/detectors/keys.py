@@ -103,7 +103,7 @@ class PackedRows:
 
     def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The arrays of keys ``rows``, (len(rows),) or (size, len(rows)) each."""
-        columns = self.table[rows].T
+        columns = np.ascontiguousarray(self.table[rows].T)
         return {name: columns[at] for name, at in self._at.items()}
 
 
@@ -233,7 +233,7 @@ class KeyTable:
         rows = self.table[np.where(real, slots, 0)]
         if not real.all():
             rows[~real] = self.fill
-        columns = rows.T
+        columns = np.ascontiguousarray(rows.T)
         return {name: columns[at] for name, at in self._at.items()}
 
     def scatter(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
