@@ -80,11 +80,13 @@ class History:
         """Store the batch's values in the ring buffers (the last ``window`` of each key)."""
         window = self.buf.shape[1]
         segs = self.segs
-        keep = segs.offset >= (segs.lengths - window)[segs.seg]
-        idx = np.flatnonzero(keep)
-        seg = segs.seg[idx]
-        tau = self.c0[seg] + segs.offset[idx]
-        self.buf[segs.slot[seg], tau % window] = self.xs[:, idx].T
+        if segs.lengths.max() <= window:  # every value of the batch is kept
+            seg, tau, values = segs.seg, self.c0[segs.seg] + segs.offset, self.xs.T
+        else:
+            idx = np.flatnonzero(segs.offset >= (segs.lengths - window)[segs.seg])
+            seg = segs.seg[idx]
+            tau, values = self.c0[seg] + segs.offset[idx], self.xs[:, idx].T
+        self.buf[segs.slot[seg], tau % window] = values
 
 
 def ring_mask(count: np.ndarray, used: np.ndarray, window: int) -> np.ndarray:
