@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scan
+from sluice.models.detectors.scan import Segments, ew_scan_stacked
 
 DRIFT_STATE = ("fw", "fa", "sw", "sa")  # weights and sums of the fast and slow EW means
 LEVEL = 1.75
@@ -62,22 +62,22 @@ def drift_scores(
     usable.
     """
     m = np.isfinite(X)
-    mf = m.astype(np.float64)
-    c = np.where(m, X - ref[..., segs.seg], 0.0)
-    p = X.shape[0]
+    rows = np.empty((4, *X.shape))
+    np.copyto(rows[0], m)
+    rows[1] = np.where(m, X - ref[..., segs.seg], 0.0)
+    rows[2:] = rows[:2]
     fast, slow = params.decays
-    rows = np.concatenate([mf, c, mf, c])
-    decay = np.repeat([fast, fast, slow, slow], p)
-    state = np.concatenate([init[k] for k in DRIFT_STATE])
-    before, final = ew_scan(rows, decay, segs, state)
+    decay = np.array([fast, fast, slow, slow])
+    before, final = ew_scan_stacked(rows, decay, segs, np.stack([init[k] for k in DRIFT_STATE]))
     # the means include the current event
-    after = before * decay[:, None] + rows
-    fw, fa, sw, sa = (after[k * p : (k + 1) * p] for k in range(4))
+    before *= decay[:, None, None]
+    before += rows
+    fw, fa, sw, sa = before
     ok = ready & (sw > 0.5 * params.slow) & (np.abs(level) >= LEVEL)
     gap = fa / np.maximum(fw, 1e-12) - sa / np.maximum(sw, 1e-12)
     ok &= np.sign(gap) == np.sign(level)
     z = np.where(ok, gap / (np.maximum(sd, 1e-12) * params.noise_sd), 0.0)
-    out = {k: final[i * p : (i + 1) * p] for i, k in enumerate(DRIFT_STATE)}
+    out = dict(zip(DRIFT_STATE, final, strict=True))
     return z, out
 
 
