@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,14 @@ def test_a_broken_relation_is_flagged_only_for_keys_that_have_it() -> None:
     relation = np.array(["usual relation" in r for r in res.reason])
     assert relation[broken].sum() >= 4
     assert not relation[~linked].any()
+
+
+def test_a_pickled_detector_scores_on_exactly_without_its_reservation() -> None:
+    rng = np.random.default_rng(2)
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["a", "b"], key="k"))
+    det.score_learn(rng.integers(0, 50, 5000), rng.normal(size=(5000, 2)))
+    blob = pickle.dumps(det)
+    assert len(blob) < 4 * det.keys.arrays["buf"].nbytes  # not the max_keys reservation
+    copy = pickle.loads(blob)
+    keys, X = rng.integers(0, 3000, 8000), rng.normal(size=(8000, 2))  # grows the table
+    np.testing.assert_array_equal(copy.score_learn(keys, X).score, det.score_learn(keys, X).score)

@@ -148,6 +148,12 @@ class KeyTable:
     def __len__(self) -> int:
         return len(self.index)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the reserved address space (only the slots in use are copied)."""
+        state = self.__dict__.copy()
+        state["_reserved"] = dict.fromkeys(self._reserved)
+        return state
+
     def _views(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Named views of the columns of ``rows`` (a table or a gathered part of it)."""
         return {
