@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import platform
 
 import numpy as np
 import pytest
 
+from sluice.core.allocator import reuse_freed_memory
 from sluice.models.detectors import keys as keys_module
 from sluice.models.detectors.keys import KeyTable, lazy_zeros
 from sluice.models.online_anomaly import OnlineAnomalyConfig, OnlineAnomalyDetector
@@ -60,3 +62,8 @@ def test_a_pickled_detector_scores_on_exactly_without_its_reservation() -> None:
     copy = pickle.loads(blob)
     keys, X = rng.integers(0, 3000, 8000), rng.normal(size=(8000, 2))  # grows the table
     np.testing.assert_array_equal(copy.score_learn(keys, X).score, det.score_learn(keys, X).score)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_glibc_is_asked_to_keep_large_temporaries_on_its_heap() -> None:
+    assert reuse_freed_memory()
