@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.special import ndtri
 
+from sluice.core.allocator import reuse_freed_memory
 from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.combine import (
     N_BINS,
@@ -55,7 +56,7 @@ from sluice.models.detectors.context import (
 )
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
+from sluice.models.detectors.keys import KeyTable, PackedRows, Spec, lazy_zeros
 from sluice.models.detectors.layout import split
 from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
 from sluice.models.detectors.scan import Segments, latch
@@ -161,6 +162,7 @@ class OnlineAnomalyDetector:
             raise ModelError("max_keys must be >= 1, horizon >= 2 and warmup >= 0")
         if config.season_window and config.season_window < 4 * MIN_PERIOD:
             raise ModelError(f"season_window must be 0 (off) or >= {4 * MIN_PERIOD}")
+        reuse_freed_memory()  # batches allocate many large temporaries
         self.config = config
         self.p = len(config.features)
         self.hz = Horizons.from_events(config.horizon, config.short_horizon)
@@ -534,7 +536,7 @@ class OnlineAnomalyDetector:
             )
         if self.window:
             mask = ring_mask(arrays["count"], arrays["_used"], self.window)
-            ring = np.zeros((*mask.shape, self.p), dtype=np.float32)
+            ring = lazy_zeros((*mask.shape, self.p))
             try:
                 ring[mask] = arrays["buf"]
             except ValueError as exc:

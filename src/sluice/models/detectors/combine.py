@@ -27,7 +27,6 @@ from sluice.models.detectors.scan import (
     Segments,
     decayed_max,
     ew_scan,
-    ew_scans,
     last_valid,
     run_length,
 )
@@ -112,13 +111,18 @@ def post_process(
     ``basis`` (see :func:`post_basis`) is given for one event per key scored without
     learning: nothing is scanned then, and the final state is incomplete.
     """
-    wf = warm.astype(np.float64)
-    rv = np.log1p(raw) * wf if params.compress else raw * wf
+    rows = np.empty((3, raw.shape[0]))
+    wf, rv = rows[0], rows[1]
+    np.copyto(wf, warm)
+    np.multiply(np.log1p(raw) if params.compress else raw, wf, out=rv)
+    np.square(rv, out=rows[2])
     state: dict[str, np.ndarray] = {}
     if basis is None:
-        (lw, l1, l2), (state["lw"], state["l1"], state["l2"]) = ew_scans(
-            [([wf, rv, rv * rv], params.long_decay, [init["lw"], init["l1"], init["l2"]])], segs
+        names = ("lw", "l1", "l2")
+        (lw, l1, l2), final = ew_scan(
+            rows, params.long_decay, segs, np.stack([init[k] for k in names])
         )
+        state.update(zip(names, final, strict=True))
         mean, sd = _likelihood_moments(lw, l1, l2, params)
     else:
         lw, mean, sd = init["lw"], basis["rv_mean"], basis["rv_sd"]

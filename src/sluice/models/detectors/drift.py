@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
+from sluice.models.detectors.scan import Segments, decayed_max, ew_scan_stacked
 
 # weights and sums of the fast and slow EW means; decayed maxima of the statistic up and down
 DRIFT_STATE = ("fw", "fa", "sw", "sa", "up", "down")
@@ -70,21 +70,23 @@ def drift_scores(
     usable.
     """
     m = np.isfinite(X)
-    mf = m.astype(np.float64)
-    c = np.where(m, X - ref[..., segs.seg], 0.0)
-    p = X.shape[0]
+    rows = np.empty((4, *X.shape))
+    np.copyto(rows[0], m)
+    rows[1] = np.where(m, X - ref[..., segs.seg], 0.0)
+    rows[2:] = rows[:2]
     fast, slow = params.decays
-    rows = np.concatenate([mf, c, mf, c])
-    decay = np.repeat([fast, fast, slow, slow], p)
+    decay = np.array([fast, fast, slow, slow])
     sums = DRIFT_STATE[:4]
-    before, final = ew_scan(rows, decay, segs, np.concatenate([init[k] for k in sums]))
+    before, final = ew_scan_stacked(rows, decay, segs, np.stack([init[k] for k in sums]))
     # the means include the current event
-    after = before * decay[:, None] + rows
-    fw, fa, sw, sa = (after[k * p : (k + 1) * p] for k in range(4))
+    before *= decay[:, None, None]
+    before += rows
+    fw, fa, sw, sa = before
     gap = fa / np.maximum(fw, 1e-12) - sa / np.maximum(sw, 1e-12)
     ok = ready & (sw > 0.5 * params.slow) & (gap * level > 0.0)
     z = np.where(ok, gap / (np.maximum(sd, 1e-12) * params.noise_sd), 0.0)
-    out = {k: final[i * p : (i + 1) * p] for i, k in enumerate(sums)}
+    out = dict(zip(sums, final, strict=True))
+    p = X.shape[0]
     # the largest recent statistic up and down, each decayed over ``memory`` events
     signed = np.empty((2 * p, z.shape[1]))
     np.maximum(z, 0.0, out=signed[:p])

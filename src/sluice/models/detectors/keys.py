@@ -3,13 +3,15 @@
 Small per-key state lives in one float64 table (a row per slot, the named arrays are views of
 its columns), so a batch gathers and scatters it with one indexing operation each; *bulk*
 state (float32 ring buffers) is read and written in place by slot, never copied whole. Bulk
-arrays start as zeros that the operating system maps lazily (a key only costs the memory pages
-its values reach), and are not cleared when a key is evicted: their users only ever read what
-they wrote for the current key.
+arrays start as zeros that the operating system maps lazily, page by page (a key only costs
+the memory pages its values reach); they are reserved for ``max_keys`` slots up front where
+that is affordable (growing the table then copies nothing), and are not cleared when a key is
+evicted: their users only ever read what they wrote for the current key.
 """
 
 from __future__ import annotations
 
+import mmap
 from itertools import repeat
 from typing import Any
 
@@ -17,6 +19,24 @@ import numpy as np
 
 Spec = dict[str, tuple[tuple[int, ...], float]]
 FEW_KEYS = 64  # up to this many rows, keys are factorized without Arrow
+LAZY_BYTES = 1 << 22  # bulk arrays from this size are mapped page by page (see lazy_zeros)
+RESERVE_BYTES = 1 << 31  # address space reserved up front for a bulk array at most
+
+
+def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of zeros whose memory the operating system maps on first touch.
+
+    Large ones are mapped without transparent huge pages where the platform allows it:
+    otherwise the first write near each key's values commits (and clears) 2 MB around it,
+    which makes the first batch of many keys touch the whole array.
+    """
+    size = int(np.prod(shape, dtype=np.int64)) * 4
+    no_huge = getattr(mmap, "MADV_NOHUGEPAGE", None)
+    if size < LAZY_BYTES or no_huge is None:
+        return np.zeros(shape, dtype=np.float32)
+    mapped = mmap.mmap(-1, size)
+    mapped.madvise(no_huge)
+    return np.frombuffer(mapped, dtype=np.float32).reshape(shape)
 
 
 def factorize(keys: np.ndarray | None, n: int) -> tuple[list[Any], np.ndarray]:
@@ -55,6 +75,17 @@ def _factorize_few(arr: np.ndarray) -> tuple[list[Any], np.ndarray] | None:
     return list(first), np.array(inv, dtype=np.int64)
 
 
+def _reserve(shape: tuple[int, ...]) -> np.ndarray | None:
+    """:func:`lazy_zeros` of ``shape``, or ``None`` if that is more than
+    :data:`RESERVE_BYTES` or the system refuses to map it."""
+    if int(np.prod(shape, dtype=np.int64)) * 4 > RESERVE_BYTES:
+        return None
+    try:
+        return lazy_zeros(shape)
+    except (OSError, MemoryError, ValueError):
+        return None
+
+
 class PackedRows:
     """Named per-key arrays ((m,) or (size, m) each) packed one row per key, so that the
     values of some keys are gathered with one indexing operation."""
@@ -72,7 +103,7 @@ class PackedRows:
 
     def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The arrays of keys ``rows``, (len(rows),) or (size, len(rows)) each."""
-        columns = self.table[rows].T
+        columns = np.ascontiguousarray(self.table[rows].T)
         return {name: columns[at] for name, at in self._at.items()}
 
 
@@ -107,10 +138,21 @@ class KeyTable:
         self.free: list[int] = []
         self.tick = 0
         self.evicted = 0
+        # bulk arrays for ``max_keys`` slots, mapped page by page as keys reach them: growing
+        # takes a longer view instead of copying (absent where the mapping is refused)
+        self._reserved = {
+            name: _reserve((max_keys, *shape)) for name, (shape, _) in self.bulk.items()
+        }
         self._grow(min(1024, max_keys))
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the reserved address space (only the slots in use are copied)."""
+        state = self.__dict__.copy()
+        state["_reserved"] = dict.fromkeys(self._reserved)
+        return state
 
     def _views(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Named views of the columns of ``rows`` (a table or a gathered part of it)."""
@@ -126,7 +168,11 @@ class KeyTable:
         )
         self.arrays = self._views(self.table)
         for name, (shape, _) in self.bulk.items():
-            grown = np.zeros((new_cap, *shape), dtype=np.float32)
+            reserved = self._reserved.get(name)
+            if reserved is not None:
+                self.arrays[name] = reserved[:new_cap]
+                continue
+            grown = lazy_zeros((new_cap, *shape))
             old = self.bulk_arrays.get(name)
             if old is not None:
                 grown[: self.cap] = old
@@ -193,7 +239,7 @@ class KeyTable:
         rows = self.table[np.where(real, slots, 0)]
         if not real.all():
             rows[~real] = self.fill
-        columns = rows.T
+        columns = np.ascontiguousarray(rows.T)
         return {name: columns[at] for name, at in self._at.items()}
 
     def scatter(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
@@ -215,14 +261,15 @@ class KeyTable:
         return arrays, self.slot_keys, meta
 
     def restore(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
-        """Inverse of :meth:`export`."""
+        """Inverse of :meth:`export` (bulk arrays are adopted as they are, not copied)."""
         cap = len(keys)
         self.table = np.empty((cap, self.table.shape[1]))
         self.arrays = self._views(self.table)
         for name in self.spec:
             self.arrays[name][...] = arrays[name]
         for name in self.bulk:
-            self.arrays[name] = np.array(arrays[name])
+            self.arrays[name] = np.asarray(arrays[name], dtype=np.float32)
+            self._reserved[name] = None
         self.bulk_arrays = {name: self.arrays[name] for name in self.bulk}
         self.last_seen = np.array(arrays["_last_seen"], dtype=np.int64)
         self.free = [int(v) for v in arrays["_free"]]

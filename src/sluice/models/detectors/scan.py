@@ -24,6 +24,7 @@ __all__ = [
     "Segments",
     "decayed_max",
     "ew_scan",
+    "ew_scan_stacked",
     "ew_scans",
     "last_valid",
     "latch",
@@ -96,6 +97,18 @@ def ew_scans(groups: list[ScanGroup], segs: Segments) -> tuple[list[np.ndarray],
     return [before[a:b].reshape(r.shape) for (a, b), r in zip(spans, rows, strict=True)], [
         after[a:b].reshape(i.shape) for (a, b), i in zip(spans, inits, strict=True)
     ]
+
+
+def ew_scan_stacked(
+    rows: np.ndarray, decay: float | np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ew_scan` of rows stacked as (r, k, n), with one decay or one per ``r``, from
+    initial states (r, k, m): the state before each event (r, k, n) and the final (r, k, m)."""
+    r, k, n = rows.shape
+    if isinstance(decay, np.ndarray):
+        decay = np.repeat(decay, k)
+    before, final = ew_scan(rows.reshape(r * k, n), decay, segs, init.reshape(r * k, -1))
+    return before.reshape(rows.shape), final.reshape(r, k, -1)
 
 
 def _ew_contiguous(

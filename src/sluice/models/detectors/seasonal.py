@@ -55,27 +55,38 @@ class History:
 
     def at(self, seg: np.ndarray, tau: np.ndarray, feat: np.ndarray) -> np.ndarray:
         """Values of features ``feat`` of segments ``seg`` at key event indexes ``tau`` (or NaN)."""
+        return self._lookup(seg, tau, feat)
+
+    def values(self, seg: np.ndarray, tau: np.ndarray) -> np.ndarray:
+        """Values of every feature, ``tau.shape + (p,)``, of segments ``seg`` at key event
+        indexes ``tau`` (or NaN)."""
+        return self._lookup(seg, tau, None)
+
+    def _lookup(self, seg: np.ndarray, tau: np.ndarray, feat: np.ndarray | None) -> np.ndarray:
         window = self.buf.shape[1]
         c0 = self.c0[seg]
-        out = np.full(tau.shape, np.nan)
+        every = feat is None
+        out = np.full((*tau.shape, self.xs.shape[0]) if every else tau.shape, np.nan)
         inb = tau >= c0
         pos = self.segs.position(seg[inb], tau[inb] - c0[inb])
-        out[inb] = self.xs[feat[inb], pos]
+        out[inb] = self.xs[:, pos].T if feat is None else self.xs[feat[inb], pos]
         old = ~inb & (tau >= 0) & (tau >= c0 - window) & self.real[seg]
         if old.any():
-            slot = self.segs.slot[seg[old]]
-            out[old] = self.buf[slot, tau[old] % window, feat[old]]
+            slot, ring = self.segs.slot[seg[old]], tau[old] % window
+            out[old] = self.buf[slot, ring] if feat is None else self.buf[slot, ring, feat[old]]
         return np.where(np.isfinite(out), out, np.nan)
 
     def write(self) -> None:
         """Store the batch's values in the ring buffers (the last ``window`` of each key)."""
         window = self.buf.shape[1]
         segs = self.segs
-        keep = segs.offset >= (segs.lengths - window)[segs.seg]
-        idx = np.flatnonzero(keep)
-        seg = segs.seg[idx]
-        tau = self.c0[seg] + segs.offset[idx]
-        self.buf[segs.slot[seg], tau % window] = self.xs[:, idx].T
+        if segs.lengths.max() <= window:  # every value of the batch is kept
+            seg, tau, values = segs.seg, self.c0[segs.seg] + segs.offset, self.xs.T
+        else:
+            idx = np.flatnonzero(segs.offset >= (segs.lengths - window)[segs.seg])
+            seg = segs.seg[idx]
+            tau, values = self.c0[seg] + segs.offset[idx], self.xs[:, idx].T
+        self.buf[segs.slot[seg], tau % window] = values
 
 
 def ring_mask(count: np.ndarray, used: np.ndarray, window: int) -> np.ndarray:
@@ -250,13 +261,10 @@ def _refresh(
         sel = np.flatnonzero(length == size)
         for lo in range(0, sel.size, CHUNK):
             idx = sel[lo : lo + CHUNK]
-            shape = (idx.size, p, size)
-            tau = rq[idx, None, None] - size + np.arange(size)[None, None, :]
-            w = hist.at(
-                np.broadcast_to(rseg[idx, None, None], shape).ravel(),
-                np.broadcast_to(tau, shape).ravel(),
-                np.broadcast_to(np.arange(p)[None, :, None], shape).ravel(),
-            ).reshape(idx.size * p, size)
+            tau = rq[idx, None] - size + np.arange(size)[None, :]
+            seg = np.broadcast_to(rseg[idx, None], tau.shape)
+            values = hist.values(seg.ravel(), tau.ravel()).reshape(idx.size, size, p)
+            w = values.transpose(0, 2, 1).reshape(idx.size * p, size)
             rp, rs = detect(w)
             periods[:, idx] = rp.reshape(idx.size, p).T
             scales[:, idx] = rs.reshape(idx.size, p).T

@@ -13,7 +13,7 @@ from functools import cache
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scans
+from sluice.models.detectors.scan import Segments, ew_scan_stacked
 
 MIN_CORRELATION = 0.6
 
@@ -39,8 +39,14 @@ def _correlation(w: np.ndarray, c: np.ndarray) -> np.ndarray:
 def _residual_scale(rho: np.ndarray, rw: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Scale of a pair's residual learned per key (the deviations are only roughly
     unit-variance), with a prior of 20 events at the residual's theoretical variance."""
-    prior = (1.0 - rho * rho) * 20.0
-    return np.sqrt((v + prior) / (rw + 20.0))
+    return _residual_scales(1.0 - rho * rho, rw, v)[0]
+
+
+def _residual_scales(free: np.ndarray, rw: np.ndarray, *v: np.ndarray) -> list[np.ndarray]:
+    """:func:`_residual_scale` of each of ``v``, given ``free = 1 - rho ** 2``."""
+    prior = free * 20.0
+    weight = rw + 20.0
+    return [np.sqrt((x + prior) / weight) for x in v]
 
 
 def pair_basis(st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -70,46 +76,74 @@ def structure_scores(
     """
     p, n = e.shape
     i, j = pair_index(p)
-    both = (ready[i] & ready[j]).astype(np.float64)
+    ei, ej = e[i], e[j]
+    both = ready[i] & ready[j]
+    k = i.shape[0]
     state: dict[str, np.ndarray] = {}
     if basis is None:
-        (w, c), (state["pw"], state["pc"]) = ew_scans(
-            [([both, both * e[i] * e[j]], decay, [init["pw"], init["pc"]])], segs
-        )
+        rows = np.empty((2, k, n))
+        np.copyto(rows[0], both)
+        np.multiply(rows[0], ei, out=rows[1])
+        rows[1] *= ej
+        (w, c), final = ew_scan_stacked(rows, decay, segs, np.stack([init["pw"], init["pc"]]))
+        state.update(zip(("pw", "pc"), final, strict=True))
         rho = _correlation(w, c)
     else:
         rho = basis["rho"]
-    usable = (np.abs(rho) >= MIN_CORRELATION) & (both > 0)
-    r_ij = np.where(usable, e[i] - rho * e[j], 0.0)
-    r_ji = np.where(usable, e[j] - rho * e[i], 0.0)
+    usable = (np.abs(rho) >= MIN_CORRELATION) & both
+    # only pairs correlated somewhere (or that were) have residuals: the others' stay 0
+    live = usable.any(axis=1)
     if basis is None:
-        lim = np.sqrt(np.maximum(1.0 - rho * rho, 1e-4)) * 2 * CLIP
-        rows = [
-            usable.astype(np.float64),
-            np.minimum(r_ij * r_ij, lim * lim),
-            np.minimum(r_ji * r_ji, lim * lim),
-        ]
-        (rw, v_ij, v_ji), (state["rw"], state["rv1"], state["rv2"]) = ew_scans(
-            [(rows, decay, [init["rw"], init["rv1"], init["rv2"]])], segs
+        state.update({name: np.zeros_like(init[name]) for name in ("rw", "rv1", "rv2")})
+        for name in ("rw", "rv1", "rv2"):
+            live |= (init[name] != 0.0).any(axis=1)
+    at = np.flatnonzero(live)
+    if at.size == 0:
+        return np.zeros((p, n)), np.zeros((p, n), dtype=np.int64), state
+    usable, rho, ei, ej = usable[at], rho[at], ei[at], ej[at]
+    r_ij = np.where(usable, ei - rho * ej, 0.0)
+    r_ji = np.where(usable, ej - rho * ei, 0.0)
+    if basis is None:
+        free = 1.0 - rho * rho
+        lim = np.sqrt(np.maximum(free, 1e-4)) * 2 * CLIP
+        lim *= lim
+        rows = np.empty((3, at.size, n))
+        np.copyto(rows[0], usable)
+        np.minimum(np.square(r_ij, out=rows[1]), lim, out=rows[1])
+        np.minimum(np.square(r_ji, out=rows[2]), lim, out=rows[2])
+        names = ("rw", "rv1", "rv2")
+        (rw, v_ij, v_ji), final = ew_scan_stacked(
+            rows, decay, segs, np.stack([init[k][at] for k in names])
         )
-        s_ij, s_ji = _residual_scale(rho, rw, v_ij), _residual_scale(rho, rw, v_ji)
+        for name, values in zip(names, final, strict=True):
+            state[name][at] = values
+        s_ij, s_ji = _residual_scales(free, rw, v_ij, v_ji)
     else:
-        rw, s_ij, s_ji = basis["rw"], basis["s_ij"], basis["s_ji"]
+        rw, s_ij, s_ji = basis["rw"][at], basis["s_ij"][at], basis["s_ji"][at]
     ok = usable & (rw > 30.0)
     r_ij = np.where(ok, r_ij / s_ij, 0.0)
     r_ji = np.where(ok, r_ji / s_ji, 0.0)
-    z, partner = _strongest_partner(p, n, r_ij, r_ji)
+    z, partner = _strongest_partner(p, n, at, r_ij, r_ji)
     return z, partner, state
 
 
 def _strongest_partner(
-    p: int, n: int, r_ij: np.ndarray, r_ji: np.ndarray
+    p: int, n: int, pairs: np.ndarray, r_ij: np.ndarray, r_ji: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per feature, the residual of largest size over its partners (the first one on ties;
-    partner 0 and residual 0 when all are 0)."""
+    partner 0 and residual 0 when all are 0); ``pairs`` are those with residuals."""
     i, j = pair_index(p)
-    r = np.zeros((p, p, n))  # r[a, b]: residual of feature a predicted from feature b
-    r[i, j] = r_ij
-    r[j, i] = r_ji
-    partner = np.argmax(np.abs(r), axis=1)
-    return r[np.arange(p)[:, None], partner, np.arange(n)], partner
+    i, j = i[pairs], j[pairs]
+    r = np.zeros((p, p, n))  # r[b, a]: residual of feature a predicted from feature b
+    r[j, i] = r_ij
+    r[i, j] = r_ji
+    z = r[0].copy()
+    size = np.abs(z)
+    partner = np.zeros((p, n), dtype=np.int64)
+    for b in range(1, p):
+        s = np.abs(r[b])
+        better = s > size
+        np.copyto(z, r[b], where=better)
+        np.copyto(partner, b, where=better)
+        np.maximum(size, s, out=size)
+    return z, partner

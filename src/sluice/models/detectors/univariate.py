@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scans, last_valid, run_length
+from sluice.models.detectors.scan import Segments, ew_scan_stacked, last_valid, run_length
 
 DETECTORS = ("level", "trend", "spread", "rate", "stuck")
 # per-slot, per-feature state (all float64; see FeatureState)
@@ -119,12 +119,13 @@ def level_basis(
     event: the robust mean and sd of the level, the sd of the differences and the log of
     the learned rate of repeats."""
     mu, var = _moments(a2, b2, w)
-    var = var + _scale_floor(mu, ref)
+    floor = _scale_floor(mu, ref)
+    var += floor
     p0 = (z0 + 0.1) / (wd + 1.0)
     return {
         "mu": mu,
         "sd": np.sqrt(var),
-        "dsd": np.sqrt(np.maximum(d2, 0.0) / np.maximum(wd, 1e-12) + _scale_floor(mu, ref)),
+        "dsd": np.sqrt(np.maximum(d2, 0.0) / np.maximum(wd, 1e-12) + floor),
         "log_p0": np.log(np.minimum(p0, 0.999)),
     }
 
@@ -179,19 +180,23 @@ def feature_scores(
     short = _short_passes(ready, ec, segs, st, hz, out) if basis is None else basis
     # short-horizon stats include the current event (they summarise "the last few events")
     ws, es, vs = short["ws"] + ready, short["es"] + ec, short["vs"] + ec * ec
+    full = ws > 3.0
     wss = np.maximum(ws, 1e-12)
     dof = np.minimum(np.maximum(ws, 0.0), hz.short_dof)
-    trend = np.where(ws > 3.0, (es / wss - short["bias"]) * np.sqrt(dof), 0.0)
-    ratio = np.where(ws > 3.0, vs / wss, 1.0)
+    mean = es / wss
+    short_mean = np.where(full, mean, 0.0)
+    mean -= short["bias"]
+    mean *= np.sqrt(dof)
+    trend = np.where(full, mean, 0.0)
+    ratio = np.where(full, vs / wss, 1.0)
     k = 2.0 / (9.0 * np.maximum(dof, 1.0))
-    spread = np.where(ws > 3.0, (np.cbrt(ratio) - (1.0 - k)) / np.sqrt(k), 0.0)
+    spread = np.where(full, (np.cbrt(ratio) - (1.0 - k)) / np.sqrt(k), 0.0)
     stuck = np.sqrt(2.0 * np.maximum(-run * level["log_p0"], 0.0))
     rate = np.where(ready & (wd > 2.0), d / level["dsd"], 0.0)
     z = np.array([e, trend, spread, rate, np.where(m, stuck, 0.0)])
     if basis is None:
         out["prev"] = out["prev"] + st["ref"]
         out["ref"] = st["ref"]
-    short_mean = np.where(ws > 3.0, es / wss, 0.0)
     return FeatureResult(z, ratio, run, level["sd"], short_mean, out)
 
 
@@ -209,29 +214,26 @@ def _long_passes(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The long-horizon passes over the level and the differences: ``w`` and ``wd`` before
     each event and the level basis (final state into ``out``)."""
-    mf = m.astype(np.float64)
     # first EW pass of the level and of the differences
-    (w, a1, b1, wd, d1, z0), fin = ew_scans(
-        [
-            (
-                [mf, c, c * c, dm.astype(np.float64), d * d, rep.astype(np.float64)],
-                hz.long,
-                [st[k] for k in ("w", "a1", "b1", "wd", "d1", "z0")],
-            )
-        ],
-        segs,
-    )
-    out.update(zip(("w", "a1", "b1", "wd", "d1", "z0"), fin, strict=True))
+    rows = np.empty((6, *c.shape))
+    mf = rows[0]
+    np.copyto(mf, m)
+    rows[1] = c
+    np.square(c, out=rows[2])
+    np.copyto(rows[3], dm)
+    np.square(d, out=rows[4])
+    np.copyto(rows[5], rep)
+    names = ("w", "a1", "b1", "wd", "d1", "z0")
+    w, a1, b1, wd, d1, z0 = _scan(rows, hz.long, segs, st, names, out)
     # second pass on values winsorised at the first pass's bounds
     mu1, var1 = _moments(a1, b1, w)
-    cc = _winsorised(c, mu1, var1, w, ref) * mf
+    rows = np.empty((3, *c.shape))
+    np.multiply(_winsorised(c, mu1, var1, w, ref), mf, out=rows[0])
+    np.square(rows[0], out=rows[1])
     # sums of squares; a contiguous scan's correction can leave them a rounding error below 0
     bound = CLIP * np.sqrt(np.maximum(d1, 0.0) / np.maximum(wd, 1e-12))
-    dc = np.where(wd > 2.0, np.clip(d, -bound, bound), d)
-    (a2, b2, d2), fin = ew_scans(
-        [([cc, cc * cc, dc * dc], hz.long, [st["a2"], st["b2"], st["d2"]])], segs
-    )
-    out.update(zip(("a2", "b2", "d2"), fin, strict=True))
+    np.square(np.where(wd > 2.0, np.clip(d, -bound, bound), d), out=rows[2])
+    a2, b2, d2 = _scan(rows, hz.long, segs, st, ("a2", "b2", "d2"), out)
     return w, wd, level_basis(w, a2, b2, d2, wd, z0, ref)
 
 
@@ -245,17 +247,31 @@ def _short_passes(
 ) -> dict[str, np.ndarray]:
     """Short-horizon sums of the deviations, and their medium-horizon mean (so a slowly
     varying lag, as a season's, is not a trend): the short basis (final state into ``out``)."""
-    r = ready.astype(np.float64)
+    rows = np.empty((5, *ec.shape))
+    np.copyto(rows[0], ready)
+    rows[1] = ec
+    np.square(ec, out=rows[2])
+    rows[3] = rows[0]
     clipped = np.minimum(np.maximum(ec, -BIAS_CLIP), BIAS_CLIP)
-    (ws, es, vs, wm, em), fin = ew_scans(
-        [
-            ([r, ec, ec * ec], hz.short, [st["ws"], st["es"], st["vs"]]),
-            ([r, clipped * r], hz.medium, [st["wm"], st["em"]]),
-        ],
-        segs,
-    )
-    out.update(zip(("ws", "es", "vs", "wm", "em"), fin, strict=True))
+    np.multiply(clipped, rows[0], out=rows[4])
+    decays = np.array([hz.short] * 3 + [hz.medium] * 2)
+    ws, es, vs, wm, em = _scan(rows, decays, segs, st, ("ws", "es", "vs", "wm", "em"), out)
     return short_basis(ws, es, vs, wm, em, hz)
+
+
+def _scan(
+    rows: np.ndarray,
+    decay: float | np.ndarray,
+    segs: Segments,
+    st: dict[str, np.ndarray],
+    names: tuple[str, ...],
+    out: dict[str, np.ndarray],
+) -> np.ndarray:
+    """:func:`ew_scan_stacked` of rows (r, p, n) from the states ``names``: the state before
+    each event (r, p, n); the final states go into ``out``."""
+    before, final = ew_scan_stacked(rows, decay, segs, np.stack([st[k] for k in names]))
+    out.update(zip(names, final, strict=True))
+    return before
 
 
 def recenter(state: dict[str, np.ndarray]) -> None:
