@@ -172,6 +172,22 @@ def test_rising_edge_of_one_incident_has_one_onset() -> None:
     assert res.onset[1300] > res.onset[1000:1010].max() > res.onset[50:1000].max()
 
 
+def test_onsets_of_a_long_watched_key_are_discounted() -> None:
+    rng = np.random.default_rng(8)
+    noise = rng.normal(20.0, 1.0, size=60_000)
+    onsets = []
+    for n in (2_000, 60_000):  # the same spike after a short and after a long history
+        x = noise[:n].copy()[:, None]
+        x[-1, 0] += 15.0
+        det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["pressure"]))
+        res = det.score_learn(None, x)
+        assert res.anomaly[-1]
+        onsets.append(res.onset[-1])
+    young, old = onsets
+    assert 0.0 < old < young
+    assert old > 0.8 * young  # a slow discount: a strong spike still ranks
+
+
 def test_alert_ends_when_a_level_shift_returns_to_normal() -> None:
     rng = np.random.default_rng(9)
     x = rng.normal(20.0, 1.0, size=(1500, 1))

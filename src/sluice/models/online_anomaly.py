@@ -16,12 +16,13 @@ incident ranks high. ``ScoreResult.onset`` is the variant NAB scores: after an a
 scores stay damped for a while unless something stronger happens (so one incident ranks
 once, as NAB rewards), and an event is damped when no pattern of recent values new to its key
 came with it (context novelty after NAB's CAD OSE detector, see
-:mod:`sluice.models.detectors.context`); alerts are decided before that damping. An alert
-stays on for the key while its strongest statistic stays beyond ``PERSIST_SURPRISE`` (so a
-whole sustained incident is flagged); the statistics that average recent events only count
-while the value itself is still off its level, and on the side of the recent events (so the
-return to normal does not extend an alert, see ``KEEP_LEVEL``), and an alert only starts on
-an event that would keep it on.
+:mod:`sluice.models.detectors.context`); onsets of keys watched for many events are discounted
+slowly (see :func:`sluice.models.detectors.combine.lifetime_discount`); alerts are decided
+before that damping. An alert stays on for the key while its strongest statistic stays beyond
+``PERSIST_SURPRISE`` (so a whole sustained incident is flagged); the statistics that average
+recent events only count while the value itself is still off its level, and on the side of
+the recent events (so the return to normal does not extend an alert, see ``KEEP_LEVEL``), and
+an alert only starts on an event that would keep it on.
 When most keys shift the same way at once (a global regime change, see
 :mod:`sluice.models.detectors.regime`) the shifted features are not scored.
 """
@@ -42,6 +43,7 @@ from sluice.models.detectors.combine import (
     POST_STATE,
     SCALE,
     PostParams,
+    lifetime_discount,
     post_basis,
     post_process,
 )
@@ -396,7 +398,8 @@ class OnlineAnomalyDetector:
         best, held, back = _peak(fr.z, fr.short_mean, part.season, sz, reg)
         # the seasonal statistic stands in for the level one (it caps it), so not one more look
         raw = to_surprise(best, tests=(fr.z.shape[0] + 1) * self.p)
-        warm = st["count"][segs.seg] + segs.offset >= self.config.warmup
+        age = st["count"][segs.seg] + segs.offset
+        warm = age >= self.config.warmup
         final, alerting, post = post_process(
             raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold, part.basis
         )
@@ -417,7 +420,7 @@ class OnlineAnomalyDetector:
             self.keys.arrays["ctx"],
             stale=self.keys.evicted > 0,
         )
-        final = np.where(ctx.familiar, final * FAMILIAR, final)
+        final = lifetime_discount(np.where(ctx.familiar, final * FAMILIAR, final), age)
         part.structure, part.partner, part.final, part.context = sz, partner, final, ctx
         part.alerting, part.alert = alerting, alert
         s = np.maximum(raw, to_surprise(slow, tests=self.p))

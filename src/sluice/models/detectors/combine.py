@@ -14,6 +14,9 @@
 5. *Refractory period* (the published score only): for :data:`REFRACTORY` events after an
    onset-level score (:data:`ONSET_LEVEL`), the key's scores are damped unless they beat it by
    :data:`REFRACTORY_MARGIN`, so the rising edge of one incident ranks once.
+6. *Lifetime discount* (the published score only, see :func:`lifetime_discount`): a key that
+   has been watched for many events has shown many rare-looking events by chance (the
+   look-elsewhere effect over its life), so its onsets are discounted slowly with its age.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ SCALE = 4.0
 LN10 = float(np.log(10.0))
 # "rq": refractory events left after the key's last onset, "rl": that onset's (undamped) score
 POST_STATE = ("lw", "l1", "l2", "mx", "ax", "rq", "rl", "hist")
-ONSET_LEVEL = 0.46  # published score that starts a refractory period
+ONSET_LEVEL = 0.42  # published score that starts a refractory period
 REFRACTORY = 5  # events
 REFRACTORY_MARGIN = 1.25  # how much a later event must beat the onset to rank during it
+# onsets of a key older than LIFETIME events are divided by 1 + LIFETIME_WEIGHT * ln(age / LIFETIME)
+LIFETIME = 5000.0
+LIFETIME_WEIGHT = 0.04
 N_BINS = 13
 EDGES = np.linspace(0.0, 6.0, N_BINS)  # bins of the compressed raw surprise
 
@@ -172,3 +178,9 @@ def _refractory(
     damp = (segs.shift(since, since0) < REFRACTORY) & (z < level * REFRACTORY_MARGIN)
     state["rq"] = np.maximum(REFRACTORY - since_end, 0.0)
     return np.where(damp, z * damping, z)
+
+
+def lifetime_discount(onset: np.ndarray, age: np.ndarray) -> np.ndarray:
+    """Onset scores of events whose key had shown ``age`` events before them, discounted by
+    the log of that age beyond :data:`LIFETIME` (see the module docstring)."""
+    return onset / (1.0 + LIFETIME_WEIGHT * np.log(np.maximum(age / LIFETIME, 1.0)))
