@@ -117,11 +117,17 @@ def _codes(
     )
     width = hi - lo
     with np.errstate(invalid="ignore"):
-        b = np.floor((X - lo) / np.where(width > 0, width, 1.0) * BINS)
-        q = np.where(width > 0, np.minimum(np.maximum(b, 0.0), BINS - 1.0), 0.0)
-        below, inside = np.less(X, lo), np.less_equal(X, hi)  # NaN bounds: no range yet
-        q = np.where(below, BINS + 1.0, q)
-        q = np.where(inside, q, float(BINS)).astype(np.int64)  # above the range, or no range
+        spread = width > 0
+        b = np.subtract(X, lo)
+        b /= np.where(spread, width, 1.0)
+        b *= BINS
+        np.floor(b, out=b)
+        np.clip(b, 0.0, BINS - 1.0, out=b)
+        np.copyto(b, 0.0, where=~spread)
+        np.copyto(b, BINS + 1.0, where=np.less(X, lo))
+        # above the range, or no range yet (NaN bounds)
+        np.copyto(b, float(BINS), where=~np.less_equal(X, hi))
+        q = b.astype(np.int64)
     held = init["ch"].astype(np.int64)
     everywhere = bool(valid.all())
     if everywhere:  # no value to skip: the previous symbols are the previous events'
