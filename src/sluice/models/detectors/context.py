@@ -85,7 +85,7 @@ def context_scores(
     # (key slot, feature) of every event, and its context's bitset word there
     row = np.where(known, segs.slot, 0)[segs.seg] * p + np.arange(p)[:, None]
     stored = np.take(bits, row * WORDS + (code >> WORD_BITS))
-    stored = np.where(known[segs.seg], stored, 0.0).astype(np.int64)
+    stored = np.where(known[segs.seg], stored, 0.0).astype(np.int32)
     f, i = np.nonzero(full & ((stored >> (code & (WORD - 1))) & 1 == 0))
     flat = f * n + i
     ctx = (segs.seg[i] * p + f) * CONTEXTS + code.reshape(-1)[flat]
@@ -127,8 +127,8 @@ def _codes(
         np.copyto(b, BINS + 1.0, where=np.less(X, lo))
         # above the range, or no range yet (NaN bounds)
         np.copyto(b, float(BINS), where=~np.less_equal(X, hi))
-        q = b.astype(np.int64)
-    held = init["ch"].astype(np.int64)
+        q = b.astype(np.int16)  # symbols and codes fit in 16 bits (less memory to stream)
+    held = init["ch"].astype(np.int16)
     everywhere = bool(valid.all())
     if everywhere:  # no value to skip: the previous symbols are the previous events'
         count = init["cn"][:, segs.seg] + segs.offset
