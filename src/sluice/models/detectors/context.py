@@ -93,9 +93,9 @@ def context_scores(
     # a context new to the key is novel at its first event in the chunk only
     head = np.ones(ctx.shape, dtype=bool)
     head[1:] = ctx[1:] != ctx[:-1]
-    novel = np.zeros(p * n, dtype=bool)
-    novel[flat[head]] = True
-    novel = novel.reshape(p, n).any(axis=0)
+    novel_value = np.zeros(p * n, dtype=bool)
+    novel_value[flat[head]] = True
+    novel = np.logical_or.reduce(novel_value.reshape(p, n), axis=0)
     since, state[SINCE_STATE] = run_length(~novel, segs, init[SINCE_STATE])
     update = _update(bits, segs, fresh & stale, ctx, stored.reshape(-1)[flat])
     return ContextResult(since >= RECENT, novel, state, update)
