@@ -76,6 +76,8 @@ class FeatureResult:
     sd: np.ndarray  # EW sd before each event (p, n)
     short_mean: np.ndarray  # short-horizon mean deviation in sigma, this event included (p, n)
     state: dict[str, np.ndarray]  # final state per segment, each (p, m) (when learning)
+    valid: np.ndarray  # finite values (p, n)
+    centred: np.ndarray  # values minus their key's reference level, 0 where not valid (p, n)
 
 
 def _moments(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +199,7 @@ def feature_scores(
     if basis is None:
         out["prev"] = out["prev"] + st["ref"]
         out["ref"] = st["ref"]
-    return FeatureResult(z, ratio, run, level["sd"], short_mean, out)
+    return FeatureResult(z, ratio, run, level["sd"], short_mean, out, m, c)
 
 
 def _long_passes(
