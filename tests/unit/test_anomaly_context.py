@@ -11,6 +11,7 @@ from sluice.models.detectors.context import (
     CONTEXT_STATE,
     SINCE_STATE,
     WORDS,
+    _sorted,
     context_scores,
 )
 from sluice.models.detectors.layout import Segments
@@ -103,3 +104,13 @@ def test_detector_state_round_trip_keeps_the_contexts() -> None:
     tail = second.score_learn(None, x[700:]).onset
     np.testing.assert_allclose(np.concatenate([head, tail]), whole, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(second.keys.arrays["ctx"], straight.keys.arrays["ctx"])
+
+
+def test_new_contexts_sort_by_context_then_value_packed_or_not() -> None:
+    rng = np.random.default_rng(3)
+    ctx, flat = rng.integers(0, 40, 500), rng.integers(0, 300, 500)
+    order = np.lexsort((flat, ctx))
+    for ctx_end in (40, 1 << 60):  # packed in one integer, and too wide to pack
+        got_ctx, got_flat = _sorted(ctx, flat, ctx_end, 300)
+        np.testing.assert_array_equal(got_ctx, ctx[order])
+        np.testing.assert_array_equal(got_flat, flat[order])

@@ -338,7 +338,7 @@ class OnlineAnomalyDetector:
         # each event's state before it is its key's: what derives from it is kept
         basis = self._basis(segs.slot) if segs.single and not learn else None
         fr = feature_scores(Xs, segs, st, self.hz, basis)
-        ready = np.isfinite(Xs) & (fr.sd > 0)
+        ready = fr.valid & (fr.sd > 0)
         hist, season = self._season(Xs, segs, st)
         dev, held = signs(fr.z[0], fr.short_mean, ready, segs, st["dev"])
         return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held, basis)
@@ -369,6 +369,7 @@ class OnlineAnomalyDetector:
             segs,
             {k: st[k] for k in DRIFT_STATE},
             self.drift,
+            (fr.valid, fr.centred),
         )
         size = np.abs(dz)
         reg, reg_final = regime_mask(

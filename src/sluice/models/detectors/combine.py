@@ -92,8 +92,13 @@ def _likelihood_moments(
 
 
 def _tail(hist: np.ndarray) -> np.ndarray:
-    """``hist[b:].sum()`` for every bin ``b`` (bins, n), summed from the top bin down."""
-    return np.cumsum(hist[::-1], axis=0)[::-1]
+    """``hist[b:].sum()`` for every bin ``b`` (bins, n), summed from the top bin down (a
+    running sum row by row: a cumulative sum down the columns is several times slower)."""
+    out = np.empty_like(hist)
+    out[-1] = hist[-1]
+    for b in range(hist.shape[0] - 2, -1, -1):
+        np.add(out[b + 1], hist[b], out=out[b])
+    return out
 
 
 def post_basis(st: dict[str, np.ndarray], params: PostParams) -> dict[str, np.ndarray]:

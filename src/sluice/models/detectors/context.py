@@ -85,19 +85,19 @@ def context_scores(
     # (key slot, feature) of every event, and its context's bitset word there
     row = np.where(known, segs.slot, 0)[segs.seg] * p + np.arange(p)[:, None]
     stored = np.take(bits, row * WORDS + (code >> WORD_BITS))
-    stored = np.where(known[segs.seg], stored, 0.0).astype(np.int64)
+    stored = np.where(known[segs.seg], stored, 0.0).astype(np.int32)
     f, i = np.nonzero(full & ((stored >> (code & (WORD - 1))) & 1 == 0))
     flat = f * n + i
     ctx = (segs.seg[i] * p + f) * CONTEXTS + code.reshape(-1)[flat]
+    ctx, flat = _sorted(ctx, flat, segs.m * p * CONTEXTS, p * n)
     # a context new to the key is novel at its first event in the chunk only
-    order = np.argsort(ctx * n + i)
-    ctx, f, i, flat = ctx[order], f[order], i[order], flat[order]
     head = np.ones(ctx.shape, dtype=bool)
     head[1:] = ctx[1:] != ctx[:-1]
-    novel = np.zeros(n, dtype=bool)
-    novel[i[head]] = True
+    novel_value = np.zeros(p * n, dtype=bool)
+    novel_value[flat[head]] = True
+    novel = np.logical_or.reduce(novel_value.reshape(p, n), axis=0)
     since, state[SINCE_STATE] = run_length(~novel, segs, init[SINCE_STATE])
-    update = _update(bits, segs, fresh & stale, ctx, stored.reshape(-1)[flat], f, i)
+    update = _update(bits, segs, fresh & stale, ctx, stored.reshape(-1)[flat])
     return ContextResult(since >= RECENT, novel, state, update)
 
 
@@ -117,12 +117,18 @@ def _codes(
     )
     width = hi - lo
     with np.errstate(invalid="ignore"):
-        b = np.floor((X - lo) / np.where(width > 0, width, 1.0) * BINS)
-        q = np.where(width > 0, np.minimum(np.maximum(b, 0.0), BINS - 1.0), 0.0)
-        below, inside = np.less(X, lo), np.less_equal(X, hi)  # NaN bounds: no range yet
-        q = np.where(below, BINS + 1.0, q)
-        q = np.where(inside, q, float(BINS)).astype(np.int64)  # above the range, or no range
-    held = init["ch"].astype(np.int64)
+        spread = width > 0
+        b = np.subtract(X, lo)
+        b /= np.where(spread, width, 1.0)
+        b *= BINS
+        np.floor(b, out=b)
+        np.clip(b, 0.0, BINS - 1.0, out=b)
+        np.copyto(b, 0.0, where=~spread)
+        np.copyto(b, BINS + 1.0, where=np.less(X, lo))
+        # above the range, or no range yet (NaN bounds)
+        np.copyto(b, float(BINS), where=~np.less_equal(X, hi))
+        q = b.astype(np.int16)  # symbols and codes fit in 16 bits (less memory to stream)
+    held = init["ch"].astype(np.int16)
     everywhere = bool(valid.all())
     if everywhere:  # no value to skip: the previous symbols are the previous events'
         count = init["cn"][:, segs.seg] + segs.offset
@@ -187,17 +193,24 @@ def _running_max_contiguous(
     return before, end
 
 
+def _sorted(
+    ctx: np.ndarray, flat: np.ndarray, ctx_end: int, flat_end: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ctx`` and ``flat`` (non-negative, below ``ctx_end`` and ``flat_end``) sorted by
+    ``(ctx, flat)``: both packed in one integer, sorted by value (no index gathers)."""
+    shift = max(flat_end - 1, 1).bit_length()
+    if ctx_end >= 1 << (62 - shift):  # would not fit in 63 bits
+        order = np.lexsort((flat, ctx))
+        return ctx[order], flat[order]
+    packed = np.sort((ctx << shift) | flat)
+    return packed >> shift, packed & ((1 << shift) - 1)
+
+
 def _update(
-    bits: np.ndarray,
-    segs: Segments,
-    clear: np.ndarray,
-    ctx: np.ndarray,
-    stored: np.ndarray,
-    feature: np.ndarray,
-    position: np.ndarray,
+    bits: np.ndarray, segs: Segments, clear: np.ndarray, ctx: np.ndarray, stored: np.ndarray
 ) -> BitUpdate:
     """The stored words that gain the chunk's new contexts: ``ctx`` sorted (segment, feature,
-    context) ids, ``stored`` their words before the chunk, their feature and position."""
+    context) ids and ``stored`` their words before the chunk."""
     word = ctx >> WORD_BITS  # (segment * p + feature) * WORDS + word: sorted as well
     starts = np.flatnonzero(np.concatenate([[True], word[1:] != word[:-1]]))
     if ctx.size:
@@ -206,6 +219,8 @@ def _update(
     else:
         starts, value = starts[:0], stored
     inside = segs.slot < bits.shape[0]
-    row = segs.slot[segs.seg[position[starts]]] * bits.shape[1] + feature[starts]
-    at = row * WORDS + (word[starts] & (WORDS - 1))
+    # the same word of the key's slot instead of its segment
+    word = word[starts]
+    seg = word // (bits.shape[1] * WORDS)
+    at = word + (segs.slot[seg] - seg) * (bits.shape[1] * WORDS)
     return BitUpdate(bits, segs.slot[clear & inside], at, value.astype(np.float32))

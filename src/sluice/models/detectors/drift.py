@@ -60,6 +60,7 @@ def drift_scores(
     segs: Segments,
     init: dict[str, np.ndarray],
     params: DriftParams,
+    centred: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Signed drift statistic (p, n) of a key-sorted batch ``X`` (p, n), where it is clear of
     the long-horizon spread (see :data:`LEVEL`), and the final state.
@@ -67,12 +68,14 @@ def drift_scores(
     ``ref`` (p, m) is each segment's reference level (values are summed relative to it), ``sd``
     (p, n) the long-horizon deviation before each event, ``level`` (p, n) the short-horizon mean
     deviation from the long-horizon mean (in those deviations) and ``ready`` where both are
-    usable.
+    usable. ``centred``: where ``X`` is finite and ``X - ref`` there (else 0), if known.
     """
-    m = np.isfinite(X)
+    if centred is None:
+        m = np.isfinite(X)
+        centred = m, np.where(m, X - ref[..., segs.seg], 0.0)
     rows = np.empty((4, *X.shape))
-    np.copyto(rows[0], m)
-    rows[1] = np.where(m, X - ref[..., segs.seg], 0.0)
+    np.copyto(rows[0], centred[0])
+    rows[1] = centred[1]
     rows[2:] = rows[:2]
     fast, slow = params.decays
     decay = np.array([fast, fast, slow, slow])

@@ -244,10 +244,11 @@ class KeyTable:
 
     def scatter(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
         """Write back the final state of ``slots``."""
-        rows = np.empty((slots.shape[0], self.table.shape[1]))
+        m = slots.shape[0]
+        columns = np.empty((self.table.shape[1], m))
         for name, (a, b) in self.columns.items():
-            rows[:, a:b] = state[name].reshape(slots.shape[0], b - a)
-        self.table[slots] = rows
+            columns[a:b] = state[name].reshape(m, b - a).T
+        self.table[slots] = columns.T
 
     def export(self) -> tuple[dict[str, np.ndarray], list[Any], dict[str, Any]]:
         """Arrays, slot keys and counters for a checkpoint."""

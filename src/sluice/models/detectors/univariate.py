@@ -76,6 +76,8 @@ class FeatureResult:
     sd: np.ndarray  # EW sd before each event (p, n)
     short_mean: np.ndarray  # short-horizon mean deviation in sigma, this event included (p, n)
     state: dict[str, np.ndarray]  # final state per segment, each (p, m) (when learning)
+    valid: np.ndarray  # finite values (p, n)
+    centred: np.ndarray  # values minus their key's reference level, 0 where not valid (p, n)
 
 
 def _moments(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +153,11 @@ def feature_basis(st: dict[str, np.ndarray], hz: Horizons) -> dict[str, np.ndarr
     }
 
 
+def _zero_unless(values: np.ndarray, keep: np.ndarray) -> None:
+    """``values = np.where(keep, values, 0.0)``, in place."""
+    np.copyto(values, 0.0, where=~keep)
+
+
 def feature_scores(
     X: np.ndarray,
     segs: Segments,
@@ -175,7 +182,9 @@ def feature_scores(
     else:
         w, wd, level = st["w"], st["wd"], basis
     ready = m & (w > 2.0)
-    e = np.where(ready, (c - level["mu"]) / level["sd"], 0.0)
+    z = np.empty((5, *X.shape))  # level, trend, spread, rate, stuck: each written in place
+    e = np.divide(c - level["mu"], level["sd"], out=z[0])
+    _zero_unless(e, ready)
     ec = np.minimum(np.maximum(e, -2 * CLIP), 2 * CLIP)
     short = _short_passes(ready, ec, segs, st, hz, out) if basis is None else basis
     # short-horizon stats include the current event (they summarise "the last few events")
@@ -183,21 +192,22 @@ def feature_scores(
     full = ws > 3.0
     wss = np.maximum(ws, 1e-12)
     dof = np.minimum(np.maximum(ws, 0.0), hz.short_dof)
-    mean = es / wss
+    mean = np.divide(es, wss, out=z[1])
     short_mean = np.where(full, mean, 0.0)
     mean -= short["bias"]
     mean *= np.sqrt(dof)
-    trend = np.where(full, mean, 0.0)
+    _zero_unless(mean, full)
     ratio = np.where(full, vs / wss, 1.0)
     k = 2.0 / (9.0 * np.maximum(dof, 1.0))
-    spread = np.where(full, (np.cbrt(ratio) - (1.0 - k)) / np.sqrt(k), 0.0)
-    stuck = np.sqrt(2.0 * np.maximum(-run * level["log_p0"], 0.0))
-    rate = np.where(ready & (wd > 2.0), d / level["dsd"], 0.0)
-    z = np.array([e, trend, spread, rate, np.where(m, stuck, 0.0)])
+    spread = np.cbrt(ratio)
+    spread -= 1.0 - k
+    _zero_unless(np.divide(spread, np.sqrt(k), out=z[2]), full)
+    _zero_unless(np.divide(d, level["dsd"], out=z[3]), ready & (wd > 2.0))
+    _zero_unless(np.sqrt(2.0 * np.maximum(-run * level["log_p0"], 0.0), out=z[4]), m)
     if basis is None:
         out["prev"] = out["prev"] + st["ref"]
         out["ref"] = st["ref"]
-    return FeatureResult(z, ratio, run, level["sd"], short_mean, out)
+    return FeatureResult(z, ratio, run, level["sd"], short_mean, out, m, c)
 
 
 def _long_passes(
