@@ -8,11 +8,8 @@ Alembic migrations in ``storage/migrations``, applied when an engine is first cr
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError
@@ -20,6 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from sluice.core.deps import require
 from sluice.core.errors import ConfigError, MissingDependencyError
+from sluice.storage.sqlite_wal import enable_wal
 
 METADATA = MetaData()
 _engines: dict[str, Engine] = {}
@@ -31,25 +29,9 @@ _lock = threading.Lock()
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA busy_timeout=30000")
-    _enable_wal(cursor)
+    enable_wal(cursor)
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
-
-
-def _enable_wal(cursor: Any, attempts: int = 100) -> None:
-    """Switch to WAL; a new file that several processes open at once may refuse for a moment.
-
-    Changing the journal mode needs an exclusive lock and SQLite answers "database is
-    locked" at once rather than waiting, so retry briefly.
-    """
-    for attempt in range(attempts):
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05)
 
 
 def _postgres_utc(dbapi_conn: object, _record: object) -> None:

@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from sluice.core.errors import NotFoundError, SchemaError, SourceError
 from sluice.core.types import parse_duration
+from sluice.storage.sqlite_wal import enable_wal
 
 if TYPE_CHECKING:
     from sluice.core.settings import Settings
@@ -80,9 +81,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000
     )
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    enable_wal(conn)
+    conn.execute("PRAGMA synchronous=FULL")
     return conn
 
 
