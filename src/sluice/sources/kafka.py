@@ -357,7 +357,9 @@ class KafkaSource(Source):
         forwarder = self._forwarder if stop is None else None
         if forwarder is not None and forwarder.forward(max_rows, min(timeout, 0.1)):
             self._last_activity = time.monotonic()
-        with gc_paused():  # a consume() allocates one object per message: no GC passes meanwhile
+        # A consume() allocates one tracked object per message: the collector would walk
+        # them all, so it stays off until they are turned into columns and freed.
+        with gc_paused():
             messages = self._consumer.consume(max(1, min(max_rows, MAX_CONSUME)), max(timeout, 0.0))
             messages = self._drop_errors(messages)
             if stop is not None:
@@ -365,7 +367,17 @@ class KafkaSource(Source):
             if not messages:
                 return None
             self._last_activity = time.monotonic()
-            columns = MessageColumns.of(messages, self._single_topic)
+            table = self._table_of(messages)
+            del messages
+        return SourceBatch(
+            data=table,
+            raw_format=RAW_FORMATS[self.format],
+            position=self.position,
+        )
+
+    def _table_of(self, messages: list[Any]) -> pa.Table:
+        """The raw table of ``messages`` with the bookkeeping columns; advances positions."""
+        columns = MessageColumns.of(messages, self._single_topic)
         self._advance(columns)
         table = build_table(
             columns, self.format, self.options.columns, self.options.include, self.payloads
@@ -376,11 +388,7 @@ class KafkaSource(Source):
         if self._forwarder is not None:
             for name, column in origin_columns(messages).items():
                 table = table.append_column(name, column)
-        return SourceBatch(
-            data=table,
-            raw_format=RAW_FORMATS[self.format],
-            position=self.position,
-        )
+        return table
 
     def split(self, batch: SourceBatch) -> dict[str, tuple[SourceBatch, pa.Array]]:
         """One batch per partition (position: that partition's) and its records' offsets."""
