@@ -77,6 +77,7 @@ ERROR_HISTORY = 100
 JOIN_GRACE_S = 30.0  # extra idle time allowed for joining the group
 QUEUED_MIN_MESSAGES = 1_000_000
 PROBE_TIMEOUT_S = 2.0  # how long a reachability check waits for the broker
+MIN_RUN_ROWS = 1_000  # a split slices runs of a partition's records at least this long on average
 
 
 class KafkaOptions(BaseModel):
@@ -397,13 +398,11 @@ class KafkaSource(Source):
             return {}
         encoded = pc.dictionary_encode(data.column(TASK_COLUMN)).combine_chunks()
         codes = encoded.indices.to_numpy(zero_copy_only=False)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
         rest = data.drop_columns([TASK_COLUMN])
         ends = _offsets_of(batch.position)
         out: dict[str, tuple[SourceBatch, pa.Array]] = {}
-        for code, key in enumerate(encoded.dictionary.to_pylist()):
-            part = rest.take(pa.array(order[bounds[code] : bounds[code + 1]]))
+        keys = encoded.dictionary.to_pylist()
+        for key, part in zip(keys, _rows_per_code(rest, codes, len(keys)), strict=True):
             offsets = part.column(OFFSET_COLUMN).combine_chunks()
             end = ends.get(key, int(pc.max(offsets).as_py()) + 1)
             out[key] = (
@@ -555,6 +554,24 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _rows_per_code(table: pa.Table, codes: np.ndarray, count: int) -> list[pa.Table]:
+    """The rows of ``table`` whose code is 0, 1, ... ``count - 1``, each in their order.
+
+    Consumers hand over each partition's records in long runs (a fetch per partition), so
+    the rows are cut out as zero-copy slices of those runs; with short runs a gather is
+    cheaper than a table of many tiny chunks.
+    """
+    starts = np.flatnonzero(np.diff(codes, prepend=-1))
+    if len(starts) * MIN_RUN_ROWS > len(codes):
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(count + 1))
+        return [table.take(pa.array(order[bounds[c] : bounds[c + 1]])) for c in range(count)]
+    stops = np.append(starts[1:], len(codes))
+    runs = codes[starts]
+    slices = [table.slice(int(a), int(b - a)) for a, b in zip(starts, stops, strict=True)]
+    return [pa.concat_tables([slices[i] for i in np.flatnonzero(runs == c)]) for c in range(count)]
 
 
 def _offsets_of(position: Position | None) -> dict[str, int]:
