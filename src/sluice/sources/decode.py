@@ -213,22 +213,29 @@ class Decoder:
         from_json = self._from_json(schema)
         texts = [n for n in from_json if self.fields[n].type != "json"]
         jsons = [n for n in from_json if self.fields[n].type == "json"]
-        lists, columns = [], []
+        lists, aliases, columns = [], [], []
         for alias, func, names in (
             ("__t", "json_extract_string", texts),
             ("__j", "json_extract", jsons),
         ):
             if names:
                 paths = ", ".join(_literal("$." + json.dumps(n, ensure_ascii=False)) for n in names)
-                lists.append(
-                    f"CASE WHEN __jt = 'OBJECT' THEN {func}(_raw, [{paths}]) END AS {alias}"
-                )
+                lists.append(f"try({func}(_raw, [{paths}])) AS {alias}")
+                aliases.append(alias)
                 columns += [
                     f"{alias}[{i}] AS {_ident('__v_' + n)}" for i, n in enumerate(names, start=1)
                 ]
-        inner = "SELECT *, try(json_type(_raw)) AS __jt FROM batch"
-        if lists:
-            inner = f"SELECT *, {', '.join(lists)} FROM ({inner})"
+        if not lists:
+            inner = "SELECT *, try(json_type(_raw)) AS __jt FROM batch"
+            return f"SELECT * FROM ({inner})"
+        # The extraction parses each line once: NULL when it is malformed, and only a line
+        # with none of the fields needs json_type to tell an object from other JSON.
+        found = " + ".join(f"list_count({a})" for a in aliases)
+        kind = (
+            f"CASE WHEN {aliases[0]} IS NULL THEN NULL WHEN {found} > 0 THEN 'OBJECT' "
+            "ELSE try(json_type(_raw)) END AS __jt"
+        )
+        inner = f"SELECT *, {kind} FROM (SELECT *, {', '.join(lists)} FROM batch)"
         return f"SELECT {', '.join(['*', *columns])} FROM ({inner})"
 
     def _field_sql(self, schema: pa.Schema) -> tuple[dict[str, str], list[str]]:
