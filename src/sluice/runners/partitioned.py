@@ -116,6 +116,7 @@ class PartitionedRunner(LocalRunner):
         source: Any = self.source
         source.set_offset_lookup(self._adopt)
         source.set_rebalance_listener(self._release, lambda keys: None)
+        source.name_origins_by_offset()
         source.open(None)
 
     def _adopt(self, keys: list[str]) -> dict[str, int]:
@@ -286,7 +287,7 @@ class PartitionedRunner(LocalRunner):
         rows_in = 0
         for item in items:
             task = item.task
-            ctx = EpochContext(task.stream, item.epoch, final=final)
+            ctx = EpochContext(task.stream, item.epoch, final=final, origin_prefix=f"{task.key}@")
             data, repeats = task.origins.apply(item.batch.data)
             ctx.counters["filtered"] += repeats
             batch = SourceBatch(data, item.batch.raw_format, item.batch.position)

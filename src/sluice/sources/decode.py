@@ -11,7 +11,8 @@ Input formats (``raw_format``):
 * ``csv``: one string column per CSV column (missing values are null).
 * ``arrow``: typed columns (Parquet, generators), cast to the schema.
 
-Optional bookkeeping columns honoured in every format: ``__origin`` (kept on good rows),
+Optional bookkeeping columns honoured in every format: ``__origin`` (a string, or an
+offset that ``EpochContext.origin_prefix`` completes; kept on good rows),
 ``__invalid_utf8`` (bool: the row is rejected as ``invalid UTF-8``) and ``__error``
 (string: the row is rejected with that reason; its payload is in ``_raw``).
 
@@ -277,9 +278,7 @@ class Decoder:
     # -- decoding ------------------------------------------------------------------------
     def decode(self, batch: pa.Table, ctx: EpochContext) -> pa.Table:
         """Return the rows of ``batch`` that fit the schema; dead-letter the others."""
-        origin_field = (
-            [pa.field("__origin", pa.string())] if "__origin" in batch.column_names else []
-        )
+        origin_field = [batch.schema.field("__origin")] if "__origin" in batch.column_names else []
         passed = [batch.schema.field(n) for n in self._passthrough(batch.schema)]
         out_schema = pa.schema([*self.schema, *passed, *origin_field])
         if batch.num_rows == 0:

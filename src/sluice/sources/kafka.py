@@ -25,8 +25,10 @@ else at the earliest record. Rebalancing is cooperative (incremental);
 checkpoints when partitions arrive (the partitioned runner's checkpoints are then the
 only authority). Every batch has the bookkeeping columns ``__task`` (``topic/partition``)
 and ``__offset``; ``split`` cuts a batch into one batch per partition for the partitioned
-runner. ``exhausted`` is time based (no records for ``idle_timeout`` seconds), because some
-brokers (tansu) report wrong watermarks; a broker outage does not count as idle time.
+runner (which has ``name_origins_by_offset`` keep the offsets as ``__origin``, formatted
+only for dead letters). ``exhausted`` is time based (no records for ``idle_timeout``
+seconds), because some brokers (tansu) report wrong watermarks; a broker outage does not
+count as idle time.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ RebalanceHandler = Callable[[list[str]], None]
 OffsetLookup = Callable[[list[str]], dict[str, int]]
 TASK_COLUMN = "__task"
 OFFSET_COLUMN = "__offset"
+ORIGIN_COLUMN = "__origin"
 MAX_CONSUME = 1_000_000  # librdkafka's upper bound for one consume() call
 ERROR_HISTORY = 100
 JOIN_GRACE_S = 30.0  # extra idle time allowed for joining the group
@@ -177,6 +180,7 @@ class KafkaSource(Source):
         self._last_activity = time.monotonic()
         self._broker_down = False
         self.errors: list[str] = []
+        self._origin_offsets = False
 
     # -- lifecycle -------------------------------------------------------------------
     def _consumer_config(self) -> dict[str, Any]:
@@ -242,6 +246,15 @@ class KafkaSource(Source):
     def set_offset_lookup(self, lookup: OffsetLookup) -> None:
         """Ask ``lookup(keys)`` for the start offsets of partitions as they are assigned."""
         self._offset_lookup = lookup
+
+    def name_origins_by_offset(self) -> None:
+        """Leave ``__origin`` out of polls; ``split`` makes each partition's offsets its origin.
+
+        A partition's records then carry their offset (int64) as ``__origin``, and whoever
+        processes them names the partition (``EpochContext.origin_prefix``): no string is
+        built per record for the rare dead letter.
+        """
+        self._origin_offsets = True
 
     def assigned_partitions(self) -> list[str]:
         """Partitions (``topic/partition``) this member holds now."""
@@ -381,7 +394,12 @@ class KafkaSource(Source):
         columns = MessageColumns.of(messages, self._single_topic)
         self._advance(columns)
         table = build_table(
-            columns, self.format, self.options.columns, self.options.include, self.payloads
+            columns,
+            self.format,
+            self.options.columns,
+            self.options.include,
+            self.payloads,
+            origin=not self._origin_offsets,
         )
         table = table.append_column(TASK_COLUMN, columns.task_keys()).append_column(
             OFFSET_COLUMN, pa.array(columns.offsets)
@@ -405,12 +423,13 @@ class KafkaSource(Source):
         for key, part in zip(keys, _rows_per_code(rest, codes, len(keys)), strict=True):
             offsets = part.column(OFFSET_COLUMN).combine_chunks()
             end = ends.get(key, int(pc.max(offsets).as_py()) + 1)
-            out[key] = (
-                SourceBatch(
-                    part.drop_columns([OFFSET_COLUMN]), batch.raw_format, {"offsets": {key: end}}
-                ),
-                offsets,
-            )
+            if self._origin_offsets:
+                part = part.rename_columns(
+                    [ORIGIN_COLUMN if n == OFFSET_COLUMN else n for n in part.column_names]
+                )
+            else:
+                part = part.drop_columns([OFFSET_COLUMN])
+            out[key] = (SourceBatch(part, batch.raw_format, {"offsets": {key: end}}), offsets)
         return out
 
     @property
@@ -762,8 +781,12 @@ def build_table(
     csv_names: list[str] | None,
     include: Sequence[str],
     payloads: PayloadFormat | None = None,
+    origin: bool = True,
 ) -> pa.Table:
-    """The raw table of one poll: ``_raw`` (json), CSV or Avro columns, metadata, bookkeeping."""
+    """The raw table of one poll: ``_raw`` (json), CSV or Avro columns, metadata, bookkeeping.
+
+    ``origin=False`` leaves out ``__origin`` (``topic/partition@offset`` per record).
+    """
     values, decoded = payloads.decode(columns.values) if payloads else (columns.values, {})
     raw, invalid = decode_utf8(values)
     data: dict[str, pa.Array] = dict(decoded)
@@ -772,5 +795,6 @@ def build_table(
     data["_raw"] = raw
     data.update(include_columns(columns, include))
     data["__invalid_utf8"] = invalid
-    data["__origin"] = columns.origin()
+    if origin:
+        data[ORIGIN_COLUMN] = columns.origin()
     return pa.table(data)
