@@ -24,9 +24,14 @@ def _batch(partitions: np.ndarray) -> SourceBatch:
             OFFSET_COLUMN: offsets,
         }
     )
-    # two polls, as the runner concatenates them
+    # two polls, as the runner concatenates them (each with its own dictionary of keys)
     half = len(partitions) // 2
-    data = pa.concat_tables([table.slice(0, half), table.slice(half)])
+    data = pa.concat_tables(
+        [
+            part.set_column(1, TASK_COLUMN, part[TASK_COLUMN].combine_chunks().dictionary_encode())
+            for part in (table.slice(0, half), table.slice(half))
+        ]
+    )
     return SourceBatch(data, "json", {"offsets": {"t/0": 10**6}})
 
 

@@ -636,7 +636,7 @@ class MessageColumns:
         )
 
     def task_keys(self) -> pa.Array:
-        """``topic/partition`` of every message."""
+        """``topic/partition`` of every message, dictionary-encoded (no string per message)."""
         if self.topics is None:
             unique, codes = np.unique(self.partitions, return_inverse=True)
             names = [partition_key(str(self.topic), int(p)) for p in unique]
@@ -646,7 +646,9 @@ class MessageColumns:
             pairs = (encoded.indices.to_numpy().astype(np.int64) << 32) | self.partitions
             unique, codes = np.unique(pairs, return_inverse=True)
             names = [partition_key(topic_names[int(u) >> 32], int(u) & 0xFFFFFFFF) for u in unique]
-        return pa.array(names, pa.string()).take(pa.array(codes.astype(np.int32)))
+        return pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int32)), pa.array(names, pa.string())
+        )
 
     def topic_column(self) -> pa.Array:
         """The topic of every message."""
