@@ -370,3 +370,19 @@ def test_raw_and_bookkeeping_columns_never_pass_through() -> None:
     )
     csv = Decoder(TELEMETRY, "csv").decode(batch, EpochContext("test", 1))
     assert csv.column_names == list(TELEMETRY)
+
+
+def test_offsets_as_origin_are_named_by_the_context_prefix() -> None:
+    table = pa.table(
+        {
+            "_raw": ['{"device_id":"a","ts":"2024-01-01"}', "not json", '{"device_id":"c"}'],
+            "__origin": pa.array([40, 41, 42], pa.int64()),
+        }
+    )
+    ctx = EpochContext("p#t/3", 1, origin_prefix="t/3@")
+    out = Decoder(TELEMETRY, "json").decode(table, ctx)
+    assert out.column("__origin").to_pylist() == [40]
+    assert [(d["origin"], d["reason"]) for d in dead(ctx)] == [
+        ("t/3@41", "malformed JSON"),
+        ("t/3@42", "missing required field 'ts'"),
+    ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
@@ -48,6 +49,8 @@ class EpochContext:
     side_outputs: dict[str, list[pa.Table]] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     final: bool = False  # the source is exhausted: flush open windows
+    # integer origins (a partition's offsets) are named ``origin_prefix + offset``
+    origin_prefix: str = ""
 
     def dead_letter(
         self, stage: str, reason: pa.Array | str, raw: pa.Array, origin: pa.Array | None = None
@@ -67,15 +70,22 @@ class EpochContext:
                     "stage": pa.array([stage] * n, pa.string()),
                     "reason": reason.cast(pa.string()),
                     "raw": raw.cast(pa.string()),
-                    "origin": origin.cast(pa.string())
-                    if origin is not None
-                    else pa.nulls(n, pa.string()),
+                    "origin": self._origin_text(origin, n),
                     "rejected_at": pa.array([now.value] * n, pa.timestamp("us", tz="UTC")),
                 },
                 schema=DEAD_LETTER_SCHEMA,
             )
         )
         self.counters["dead_lettered"] += n
+
+    def _origin_text(self, origin: pa.Array | None, n: int) -> pa.Array:
+        """Origins as strings; integer ones (offsets) get ``origin_prefix`` in front."""
+        if origin is None:
+            return pa.nulls(n, pa.string())
+        text = origin.cast(pa.string())
+        if pa.types.is_integer(origin.type):
+            return pc.binary_join_element_wise(self.origin_prefix, text, "")
+        return text
 
     def dead_letter_rows(
         self, stage: str, reason: pa.Array | str, rows: pa.Table, origin: pa.Array | None = None

@@ -213,8 +213,9 @@ class LocalRunner:
         ctx = EpochContext(self.pipeline.name, epoch, final=final)
         started = time.perf_counter()
         table, pending = self.stages.run(batch, ctx)
-        self._write_sinks(drop_internal(table), ctx, epoch)
-        states = self.stages.states()
+        writes = self._start_sink_writes(drop_internal(table), ctx, epoch)
+        states = self.stages.states()  # while the sinks write
+        wait_for(writes)
         writers = self.stages.commit_writers(pending, epoch)
         self.checkpoints.commit(self.pipeline.name, epoch, batch.position, states, writers)
         self.source.commit(batch.position)
@@ -234,7 +235,10 @@ class LocalRunner:
             self._side_sinks[table_name] = sink
         return sink
 
-    def _write_sinks(self, table: pa.Table, ctx: EpochContext, epoch: int | Marks) -> None:
+    def _start_sink_writes(
+        self, table: pa.Table, ctx: EpochContext, epoch: int | Marks
+    ) -> list[Future[None]]:
+        """Write the epoch's output, side outputs and dead letters in parallel threads."""
         writes: list[tuple[Sink, pa.Table]] = [(sink, table) for sink in self.sinks]
         for name, parts in sorted(ctx.side_outputs.items()):
             writes.append((self._side_sink(name), drop_internal(concat(parts))))
@@ -242,11 +246,9 @@ class LocalRunner:
             writes.append(
                 (self._side_sink(self.pipeline.dead_letter.table), concat(ctx.dead_letters))
             )
-        futures = [
+        return [
             self._pool.submit(self._write_with_retry, sink, data, epoch) for sink, data in writes
         ]
-        for future in futures:
-            future.result()
 
     def _write_with_retry(self, sink: Sink, data: pa.Table, epoch: int | Marks) -> None:
         delay = 0.5
@@ -260,6 +262,12 @@ class LocalRunner:
                 if self.stop_event.wait(delay):
                     raise
                 delay = min(delay * 2, 30.0)
+
+
+def wait_for(writes: list[Future[None]]) -> None:
+    """Wait for every sink write; the first failure is raised."""
+    for future in writes:
+        future.result()
 
 
 def create_runner(

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 
 from sluice.core.batch import concat, drop_internal
 from sluice.core.context import EpochContext
-from sluice.runners.local import LocalRunner
+from sluice.runners.local import LocalRunner, wait_for
 from sluice.runners.stages import Stages
 from sluice.sources.base import Position, SourceBatch
 from sluice.sources.repartition import OriginFilter
@@ -116,6 +116,7 @@ class PartitionedRunner(LocalRunner):
         source: Any = self.source
         source.set_offset_lookup(self._adopt)
         source.set_rebalance_listener(self._release, lambda keys: None)
+        source.name_origins_by_offset()
         source.open(None)
 
     def _adopt(self, keys: list[str]) -> dict[str, int]:
@@ -282,12 +283,11 @@ class PartitionedRunner(LocalRunner):
         started = time.perf_counter()
         merged = EpochContext(self.pipeline.name, self.epoch + 1, final=final)
         outputs: list[pa.Table] = []
-        commits: list[StreamCommit] = []
         writers: dict[str, list[Writer]] = {}
         rows_in = 0
         for item in items:
             task = item.task
-            ctx = EpochContext(task.stream, item.epoch, final=final)
+            ctx = EpochContext(task.stream, item.epoch, final=final, origin_prefix=f"{task.key}@")
             data, repeats = task.origins.apply(item.batch.data)
             ctx.counters["filtered"] += repeats
             batch = SourceBatch(data, item.batch.raw_format, item.batch.position)
@@ -298,13 +298,14 @@ class PartitionedRunner(LocalRunner):
             for name, tables in ctx.side_outputs.items():
                 merged.side_outputs.setdefault(name, []).extend(tables)
             merged.counters.update(ctx.counters)
-            commits.append(
-                StreamCommit(task.stream, item.epoch, item.batch.position, task.states())
-            )
             writers[task.stream] = task.stages.commit_writers(pending, item.epoch)
             rows_in += item.batch.data.num_rows
         output = concat(outputs)
-        self._write_sinks(output, merged, {i.task.stream: i.epoch for i in items})
+        writes = self._start_sink_writes(output, merged, {i.task.stream: i.epoch for i in items})
+        commits = [  # the states are serialised while the sinks write
+            StreamCommit(i.task.stream, i.epoch, i.batch.position, i.task.states()) for i in items
+        ]
+        wait_for(writes)
         items = self._commit(items, commits, writers)
         position = {"offsets": {i.task.key: i.batch.position["offsets"][i.task.key] for i in items}}
         self.source.commit(position)

@@ -3,8 +3,10 @@
 A source produces raw rows. Text formats (``json``, ``csv``) arrive as one ``_raw`` string
 column holding the line; typed sources (``arrow``: Parquet, the generator) arrive as typed
 columns. Either way a ``__origin`` string column may say where each row came from
-(``file.jsonl:42``, ``topic/3@1500``) for the dead-letter store. The decode stage turns
-raw rows into the pipeline's schema.
+(``file.jsonl:42``, ``topic/3@1500``) for the dead-letter store; a partition's batch in the
+partitioned runner carries just the offsets there, and the epoch context names the
+partition (``EpochContext.origin_prefix``). The decode stage turns raw rows into the
+pipeline's schema.
 
 Positions are JSON-serialisable dicts. ``poll(until=...)`` must return exactly the rows up
 to ``until`` (the runner uses it to replay an epoch whose sinks may already hold it).

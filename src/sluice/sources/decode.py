@@ -11,7 +11,8 @@ Input formats (``raw_format``):
 * ``csv``: one string column per CSV column (missing values are null).
 * ``arrow``: typed columns (Parquet, generators), cast to the schema.
 
-Optional bookkeeping columns honoured in every format: ``__origin`` (kept on good rows),
+Optional bookkeeping columns honoured in every format: ``__origin`` (a string, or an
+offset that ``EpochContext.origin_prefix`` completes; kept on good rows),
 ``__invalid_utf8`` (bool: the row is rejected as ``invalid UTF-8``) and ``__error``
 (string: the row is rejected with that reason; its payload is in ``_raw``).
 
@@ -213,22 +214,29 @@ class Decoder:
         from_json = self._from_json(schema)
         texts = [n for n in from_json if self.fields[n].type != "json"]
         jsons = [n for n in from_json if self.fields[n].type == "json"]
-        lists, columns = [], []
+        lists, aliases, columns = [], [], []
         for alias, func, names in (
             ("__t", "json_extract_string", texts),
             ("__j", "json_extract", jsons),
         ):
             if names:
                 paths = ", ".join(_literal("$." + json.dumps(n, ensure_ascii=False)) for n in names)
-                lists.append(
-                    f"CASE WHEN __jt = 'OBJECT' THEN {func}(_raw, [{paths}]) END AS {alias}"
-                )
+                lists.append(f"try({func}(_raw, [{paths}])) AS {alias}")
+                aliases.append(alias)
                 columns += [
                     f"{alias}[{i}] AS {_ident('__v_' + n)}" for i, n in enumerate(names, start=1)
                 ]
-        inner = "SELECT *, try(json_type(_raw)) AS __jt FROM batch"
-        if lists:
-            inner = f"SELECT *, {', '.join(lists)} FROM ({inner})"
+        if not lists:
+            inner = "SELECT *, try(json_type(_raw)) AS __jt FROM batch"
+            return f"SELECT * FROM ({inner})"
+        # The extraction parses each line once: NULL when it is malformed, and only a line
+        # with none of the fields needs json_type to tell an object from other JSON.
+        found = " + ".join(f"list_count({a})" for a in aliases)
+        kind = (
+            f"CASE WHEN {aliases[0]} IS NULL THEN NULL WHEN {found} > 0 THEN 'OBJECT' "
+            "ELSE try(json_type(_raw)) END AS __jt"
+        )
+        inner = f"SELECT *, {kind} FROM (SELECT *, {', '.join(lists)} FROM batch)"
         return f"SELECT {', '.join(['*', *columns])} FROM ({inner})"
 
     def _field_sql(self, schema: pa.Schema) -> tuple[dict[str, str], list[str]]:
@@ -270,9 +278,7 @@ class Decoder:
     # -- decoding ------------------------------------------------------------------------
     def decode(self, batch: pa.Table, ctx: EpochContext) -> pa.Table:
         """Return the rows of ``batch`` that fit the schema; dead-letter the others."""
-        origin_field = (
-            [pa.field("__origin", pa.string())] if "__origin" in batch.column_names else []
-        )
+        origin_field = [batch.schema.field("__origin")] if "__origin" in batch.column_names else []
         passed = [batch.schema.field(n) for n in self._passthrough(batch.schema)]
         out_schema = pa.schema([*self.schema, *passed, *origin_field])
         if batch.num_rows == 0:

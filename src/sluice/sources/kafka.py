@@ -25,8 +25,10 @@ else at the earliest record. Rebalancing is cooperative (incremental);
 checkpoints when partitions arrive (the partitioned runner's checkpoints are then the
 only authority). Every batch has the bookkeeping columns ``__task`` (``topic/partition``)
 and ``__offset``; ``split`` cuts a batch into one batch per partition for the partitioned
-runner. ``exhausted`` is time based (no records for ``idle_timeout`` seconds), because some
-brokers (tansu) report wrong watermarks; a broker outage does not count as idle time.
+runner (which has ``name_origins_by_offset`` keep the offsets as ``__origin``, formatted
+only for dead letters). ``exhausted`` is time based (no records for ``idle_timeout``
+seconds), because some brokers (tansu) report wrong watermarks; a broker outage does not
+count as idle time.
 """
 
 from __future__ import annotations
@@ -72,11 +74,13 @@ RebalanceHandler = Callable[[list[str]], None]
 OffsetLookup = Callable[[list[str]], dict[str, int]]
 TASK_COLUMN = "__task"
 OFFSET_COLUMN = "__offset"
+ORIGIN_COLUMN = "__origin"
 MAX_CONSUME = 1_000_000  # librdkafka's upper bound for one consume() call
 ERROR_HISTORY = 100
 JOIN_GRACE_S = 30.0  # extra idle time allowed for joining the group
 QUEUED_MIN_MESSAGES = 1_000_000
 PROBE_TIMEOUT_S = 2.0  # how long a reachability check waits for the broker
+MIN_RUN_ROWS = 1_000  # a split slices runs of a partition's records at least this long on average
 
 
 class KafkaOptions(BaseModel):
@@ -176,6 +180,7 @@ class KafkaSource(Source):
         self._last_activity = time.monotonic()
         self._broker_down = False
         self.errors: list[str] = []
+        self._origin_offsets = False
 
     # -- lifecycle -------------------------------------------------------------------
     def _consumer_config(self) -> dict[str, Any]:
@@ -241,6 +246,15 @@ class KafkaSource(Source):
     def set_offset_lookup(self, lookup: OffsetLookup) -> None:
         """Ask ``lookup(keys)`` for the start offsets of partitions as they are assigned."""
         self._offset_lookup = lookup
+
+    def name_origins_by_offset(self) -> None:
+        """Leave ``__origin`` out of polls; ``split`` makes each partition's offsets its origin.
+
+        A partition's records then carry their offset (int64) as ``__origin``, and whoever
+        processes them names the partition (``EpochContext.origin_prefix``): no string is
+        built per record for the rare dead letter.
+        """
+        self._origin_offsets = True
 
     def assigned_partitions(self) -> list[str]:
         """Partitions (``topic/partition``) this member holds now."""
@@ -357,7 +371,9 @@ class KafkaSource(Source):
         forwarder = self._forwarder if stop is None else None
         if forwarder is not None and forwarder.forward(max_rows, min(timeout, 0.1)):
             self._last_activity = time.monotonic()
-        with gc_paused():  # a consume() allocates one object per message: no GC passes meanwhile
+        # A consume() allocates one tracked object per message: the collector would walk
+        # them all, so it stays off until they are turned into columns and freed.
+        with gc_paused():
             messages = self._consumer.consume(max(1, min(max_rows, MAX_CONSUME)), max(timeout, 0.0))
             messages = self._drop_errors(messages)
             if stop is not None:
@@ -365,10 +381,25 @@ class KafkaSource(Source):
             if not messages:
                 return None
             self._last_activity = time.monotonic()
-            columns = MessageColumns.of(messages, self._single_topic)
+            table = self._table_of(messages)
+            del messages
+        return SourceBatch(
+            data=table,
+            raw_format=RAW_FORMATS[self.format],
+            position=self.position,
+        )
+
+    def _table_of(self, messages: list[Any]) -> pa.Table:
+        """The raw table of ``messages`` with the bookkeeping columns; advances positions."""
+        columns = MessageColumns.of(messages, self._single_topic)
         self._advance(columns)
         table = build_table(
-            columns, self.format, self.options.columns, self.options.include, self.payloads
+            columns,
+            self.format,
+            self.options.columns,
+            self.options.include,
+            self.payloads,
+            origin=not self._origin_offsets,
         )
         table = table.append_column(TASK_COLUMN, columns.task_keys()).append_column(
             OFFSET_COLUMN, pa.array(columns.offsets)
@@ -376,11 +407,7 @@ class KafkaSource(Source):
         if self._forwarder is not None:
             for name, column in origin_columns(messages).items():
                 table = table.append_column(name, column)
-        return SourceBatch(
-            data=table,
-            raw_format=RAW_FORMATS[self.format],
-            position=self.position,
-        )
+        return table
 
     def split(self, batch: SourceBatch) -> dict[str, tuple[SourceBatch, pa.Array]]:
         """One batch per partition (position: that partition's) and its records' offsets."""
@@ -389,21 +416,20 @@ class KafkaSource(Source):
             return {}
         encoded = pc.dictionary_encode(data.column(TASK_COLUMN)).combine_chunks()
         codes = encoded.indices.to_numpy(zero_copy_only=False)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
         rest = data.drop_columns([TASK_COLUMN])
         ends = _offsets_of(batch.position)
         out: dict[str, tuple[SourceBatch, pa.Array]] = {}
-        for code, key in enumerate(encoded.dictionary.to_pylist()):
-            part = rest.take(pa.array(order[bounds[code] : bounds[code + 1]]))
+        keys = encoded.dictionary.to_pylist()
+        for key, part in zip(keys, _rows_per_code(rest, codes, len(keys)), strict=True):
             offsets = part.column(OFFSET_COLUMN).combine_chunks()
             end = ends.get(key, int(pc.max(offsets).as_py()) + 1)
-            out[key] = (
-                SourceBatch(
-                    part.drop_columns([OFFSET_COLUMN]), batch.raw_format, {"offsets": {key: end}}
-                ),
-                offsets,
-            )
+            if self._origin_offsets:
+                part = part.rename_columns(
+                    [ORIGIN_COLUMN if n == OFFSET_COLUMN else n for n in part.column_names]
+                )
+            else:
+                part = part.drop_columns([OFFSET_COLUMN])
+            out[key] = (SourceBatch(part, batch.raw_format, {"offsets": {key: end}}), offsets)
         return out
 
     @property
@@ -549,6 +575,24 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _rows_per_code(table: pa.Table, codes: np.ndarray, count: int) -> list[pa.Table]:
+    """The rows of ``table`` whose code is 0, 1, ... ``count - 1``, each in their order.
+
+    Consumers hand over each partition's records in long runs (a fetch per partition), so
+    the rows are cut out as zero-copy slices of those runs; with short runs a gather is
+    cheaper than a table of many tiny chunks.
+    """
+    starts = np.flatnonzero(np.diff(codes, prepend=-1))
+    if len(starts) * MIN_RUN_ROWS > len(codes):
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(count + 1))
+        return [table.take(pa.array(order[bounds[c] : bounds[c + 1]])) for c in range(count)]
+    stops = np.append(starts[1:], len(codes))
+    runs = codes[starts]
+    slices = [table.slice(int(a), int(b - a)) for a, b in zip(starts, stops, strict=True)]
+    return [pa.concat_tables([slices[i] for i in np.flatnonzero(runs == c)]) for c in range(count)]
+
+
 def _offsets_of(position: Position | None) -> dict[str, int]:
     """The ``offsets`` of a position, validated."""
     if not position:
@@ -592,7 +636,7 @@ class MessageColumns:
         )
 
     def task_keys(self) -> pa.Array:
-        """``topic/partition`` of every message."""
+        """``topic/partition`` of every message, dictionary-encoded (no string per message)."""
         if self.topics is None:
             unique, codes = np.unique(self.partitions, return_inverse=True)
             names = [partition_key(str(self.topic), int(p)) for p in unique]
@@ -602,7 +646,9 @@ class MessageColumns:
             pairs = (encoded.indices.to_numpy().astype(np.int64) << 32) | self.partitions
             unique, codes = np.unique(pairs, return_inverse=True)
             names = [partition_key(topic_names[int(u) >> 32], int(u) & 0xFFFFFFFF) for u in unique]
-        return pa.array(names, pa.string()).take(pa.array(codes.astype(np.int32)))
+        return pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int32)), pa.array(names, pa.string())
+        )
 
     def topic_column(self) -> pa.Array:
         """The topic of every message."""
@@ -737,8 +783,12 @@ def build_table(
     csv_names: list[str] | None,
     include: Sequence[str],
     payloads: PayloadFormat | None = None,
+    origin: bool = True,
 ) -> pa.Table:
-    """The raw table of one poll: ``_raw`` (json), CSV or Avro columns, metadata, bookkeeping."""
+    """The raw table of one poll: ``_raw`` (json), CSV or Avro columns, metadata, bookkeeping.
+
+    ``origin=False`` leaves out ``__origin`` (``topic/partition@offset`` per record).
+    """
     values, decoded = payloads.decode(columns.values) if payloads else (columns.values, {})
     raw, invalid = decode_utf8(values)
     data: dict[str, pa.Array] = dict(decoded)
@@ -747,5 +797,6 @@ def build_table(
     data["_raw"] = raw
     data.update(include_columns(columns, include))
     data["__invalid_utf8"] = invalid
-    data["__origin"] = columns.origin()
+    if origin:
+        data[ORIGIN_COLUMN] = columns.origin()
     return pa.table(data)
