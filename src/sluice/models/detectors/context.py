@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_length
+from sluice.models.detectors.scan import Segments, ew_scan, last_valid, run_length, running_max
 
 BINS = 6
 LENGTH = 4
@@ -155,42 +155,8 @@ def _running_range(
     after each segment (``lo0``/``hi0`` (p, m) before the chunk)."""
     p = X.shape[0]
     both = np.concatenate([-X, X])  # running maxima of -x and x
-    before, end = _running_max(both, segs, np.concatenate([-lo0, hi0]))
+    before, end = running_max(both, segs, np.concatenate([-lo0, hi0]))
     return -before[:p], before[p:], -end[:p], end[p:]
-
-
-def _running_max(x: np.ndarray, segs: Segments, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-key maximum of the valid values before each event (NaN ignored), and after."""
-    if segs.single:
-        return np.array(init, dtype=np.float64), np.fmax(init, x)
-    if not segs.blocks:
-        return _running_max_contiguous(x, segs, init)
-    before = np.empty_like(x)
-    carry = np.array(init, dtype=np.float64)
-    for a, b in segs.blocks:
-        cv = carry[..., : b - a]
-        before[..., a:b] = cv
-        np.fmax(cv, x[..., a:b], out=cv)
-    tail = segs.tail
-    if tail is not None:
-        first = segs.tail_from
-        before[..., first:], carry[..., : tail.m] = _running_max_contiguous(
-            x[..., first:], tail, carry[..., : tail.m]
-        )
-    return before, carry
-
-
-def _running_max_contiguous(
-    x: np.ndarray, segs: Segments, init: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_running_max` of a contiguous layout (few segments: one accumulate each)."""
-    before = np.empty_like(x)
-    end = np.array(init, dtype=np.float64)
-    for s, (a, b) in enumerate(zip(segs.start.tolist(), (segs.last + 1).tolist(), strict=True)):
-        acc = np.fmax.accumulate(np.concatenate([init[:, s : s + 1], x[:, a:b]], axis=1), axis=1)
-        before[:, a:b] = acc[:, :-1]
-        end[:, s] = acc[:, -1]
-    return before, end
 
 
 def _sorted(

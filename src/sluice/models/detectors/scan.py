@@ -29,6 +29,7 @@ __all__ = [
     "last_valid",
     "latch",
     "run_length",
+    "running_max",
 ]
 
 # rows (each (r, n) or (n,)), their decay, and their initial states ((r, m) or (m,))
@@ -201,6 +202,40 @@ def _run_length_contiguous(
     run = np.where(last_break >= seg_start, idx - last_break, init[..., segs.seg] + segs.offset + 1)
     run = np.where(repeat, run, 0)
     return run, run[..., segs.last]
+
+
+def running_max(x: np.ndarray, segs: Segments, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-key maximum of the valid values before each event (NaN ignored), and after."""
+    if segs.single:
+        return np.array(init, dtype=np.float64), np.fmax(init, x)
+    if not segs.blocks:
+        return _running_max_contiguous(x, segs, init)
+    before = np.empty_like(x)
+    carry = np.array(init, dtype=np.float64)
+    for a, b in segs.blocks:
+        cv = carry[..., : b - a]
+        before[..., a:b] = cv
+        np.fmax(cv, x[..., a:b], out=cv)
+    tail = segs.tail
+    if tail is not None:
+        first = segs.tail_from
+        before[..., first:], carry[..., : tail.m] = _running_max_contiguous(
+            x[..., first:], tail, carry[..., : tail.m]
+        )
+    return before, carry
+
+
+def _running_max_contiguous(
+    x: np.ndarray, segs: Segments, init: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`running_max` of a contiguous layout (few segments: one accumulate each)."""
+    before = np.empty_like(x)
+    end = np.array(init, dtype=np.float64)
+    for s, (a, b) in enumerate(zip(segs.start.tolist(), (segs.last + 1).tolist(), strict=True)):
+        acc = np.fmax.accumulate(np.concatenate([init[:, s : s + 1], x[:, a:b]], axis=1), axis=1)
+        before[:, a:b] = acc[:, :-1]
+        end[:, s] = acc[:, -1]
+    return before, end
 
 
 def decayed_max(
