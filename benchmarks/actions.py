@@ -29,7 +29,7 @@ import duckdb
 import httpx
 import numpy as np
 import pyarrow as pa
-from common import python, run_measured, telemetry_file
+from common import TELEMETRY_FILE_PIPELINE, python, run_measured, telemetry_file
 
 from sluice.actions.engine import ActionEngine
 from sluice.config.models import ActionConfig
@@ -38,14 +38,10 @@ from sluice.core.settings import Settings
 from sluice.storage.checkpoints import CheckpointStore
 
 RESULTS = Path(__file__).parent / "results" / "actions.md"
-PIPELINE = """\
-name: rules
-source: {{type: file, path: "{data}", format: json}}
-schema: {{device_id: string, ts: timestamp, temperature: double, pressure: double,
-          vibration: double, status: string}}
-event_time: ts
-transforms:
-  - filter: "status <> 'maintenance'"
+PIPELINE = (
+    "name: rules\n"
+    + TELEMETRY_FILE_PIPELINE
+    + """\
   - derive: {{device: "device_id", temp_c: "(temperature - 32) * 5 / 9"}}
 models:
   - {{name: m, type: online_anomaly, features: [temperature, pressure], key: device}}
@@ -53,6 +49,7 @@ actions: {actions}
 sinks:
   - {{type: lake, table: events}}
 """
+)
 # ruff: noqa: E501  (the report table rows are long Markdown lines)
 RECEIVER = textwrap.dedent("""
     import sys, uvicorn

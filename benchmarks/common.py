@@ -12,6 +12,15 @@ from pathlib import Path
 
 DATA = Path(__file__).parent / ".data"
 RESULTS = Path(__file__).parent / "results"
+# the head of a benchmark pipeline file over telemetry_file() (a str.format template: {data})
+TELEMETRY_FILE_PIPELINE = """\
+source: {{type: file, path: "{data}", format: json}}
+schema: {{device_id: string, ts: timestamp, temperature: double, pressure: double,
+          vibration: double, status: string}}
+event_time: ts
+transforms:
+  - filter: "status <> 'maintenance'"
+"""
 
 
 @dataclass

@@ -12,16 +12,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, Measured, machine, python, run_measured, telemetry_file
+from common import (
+    RESULTS,
+    TELEMETRY_FILE_PIPELINE,
+    Measured,
+    machine,
+    python,
+    run_measured,
+    telemetry_file,
+)
 
-PIPELINE = """\
-name: bench
-source: {{type: file, path: "{data}", format: json}}
-schema: {{device_id: string, ts: timestamp, temperature: double, pressure: double,
-          vibration: double, status: string}}
-event_time: ts
-transforms:
-  - filter: "status <> 'maintenance'"
+PIPELINE = (
+    "name: bench\n"
+    + TELEMETRY_FILE_PIPELINE
+    + """\
   - derive: {{temp_c: "(temperature - 32) * 5 / 9"}}
   - window: {{key: device_id, size: 1m, aggregate: {{temp_mean: "avg(temp_c)",
       pressure_max: "max(pressure)", n: "count(*)"}}{into}}}
@@ -29,6 +33,7 @@ sinks:
   - {{type: lake, table: {table}}}
   - {{type: warehouse, table: {table}}}
 """
+)
 
 BASELINE = """\
 import duckdb, sys
