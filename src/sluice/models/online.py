@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     from sluice.models.online_anomaly import OnlineAnomalyDetector
     from sluice.models.partition_states import PartitionStates
 
-_TUNABLES = ("warmup", "horizon", "target_alert_rate", "max_keys", "seed", "season_window")
+_TUNABLES = (
+    "warmup",
+    "horizon",
+    "target_alert_rate",
+    "max_keys",
+    "season_window",
+    "quiet_horizon",
+    "calibration_horizon",
+    "calibration_events",
+)
 
 
 def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
@@ -78,6 +87,7 @@ class OnlineAnomalyModel(Model):
         prefix = self.name
         table = table.append_column(f"{prefix}_score", pa.array(result.score, pa.float64()))
         table = table.append_column(f"{prefix}_anomaly", pa.array(result.anomaly, pa.bool_()))
+        table = table.append_column(f"{prefix}_onset", pa.array(result.onset, pa.float64()))
         return table.append_column(f"{prefix}_reason", pa.array(result.reason, pa.string()))
 
     def state(self) -> bytes | None:

@@ -3,28 +3,31 @@
 Each key (device, account ...) keeps its own exponentially weighted state. A batch is sorted by
 key and every detector runs as a segmented scan (see :mod:`sluice.models.detectors.scan`), so an
 event is scored only from the events of its key that came before it - including earlier events
-of the same batch - without a per-event Python loop. Several cheap detectors (level, trend,
-spread, rate of change, stuck sensor, seasonality - see
-:mod:`sluice.models.detectors.seasonal` - and pairwise structure) are combined into a
-surprise, which goes through an anomaly-likelihood and a novelty stage (see
-:mod:`sluice.models.detectors.combine`). Scores are in ``[0, 1)``: ``score = s / (s + 4)`` for a
-surprise of ``s`` (``-log10`` probability), so 0.5 is about a one-in-10,000 event. The alert
-threshold needs no labels: it is the ``1 - target_alert_rate`` quantile of recent scores,
-never below ``min_score``. The published score is the larger of that alerting score and the
-event's own surprise (``s / (s + 4)`` of the strongest statistic), so every event of an
-incident ranks high. ``ScoreResult.onset`` is the variant NAB scores: after an alert, a key's
-scores stay damped for a while unless something stronger happens (so one incident ranks
-once, as NAB rewards), and an event is damped when no pattern of recent values new to its key
-came with it (context novelty after NAB's CAD OSE detector, see
-:mod:`sluice.models.detectors.context`); onsets of keys watched for many events are discounted
-slowly (see :func:`sluice.models.detectors.combine.lifetime_discount`); alerts are decided
-before that damping. An alert stays on for the key while its strongest statistic stays beyond
-``PERSIST_SURPRISE`` (so a whole sustained incident is flagged); the statistics that average
-recent events only count while the value itself is still off its level, and on the side of
-the recent events (so the return to normal does not extend an alert, see ``KEEP_LEVEL``), and
-an alert only starts on an event that would keep it on.
-When most keys shift the same way at once (a global regime change, see
-:mod:`sluice.models.detectors.regime`) the shifted features are not scored.
+of the same batch - without a per-event Python loop.
+
+From one event to its outputs:
+
+1. *Components* (see :mod:`sluice.models.detectors.evidence`): level, trend, spread, rate of
+   change, stuck values (:mod:`~sluice.models.detectors.univariate`), seasonality
+   (:mod:`~sluice.models.detectors.seasonal`), cross-feature structure
+   (:mod:`~sluice.models.detectors.structure`) and slow drift
+   (:mod:`~sluice.models.detectors.drift`), each the largest statistic over the features.
+2. Each component is *calibrated* on the key's own history into a tail probability
+   (:mod:`sluice.models.detectors.calibrate`); with the probability of a novel context
+   (:mod:`~sluice.models.detectors.context`) they are combined by the Cauchy combination test.
+3. The combination is calibrated once more on the key's history: ``p``. The published score is
+   ``1 - p``, comparable across keys and features; ``anomaly`` is true exactly when
+   ``score >= 1 - target_alert_rate`` and the key has seen ``warmup + calibration_events``
+   events (a younger key never alerts, and its reason says so). On anomaly-free data of any
+   shape about ``target_alert_rate`` of the events alert.
+4. ``onset`` is the score of an event that starts an incident (its surprise beats every recent
+   one of its key, decayed over ``quiet_horizon`` events), else 0: the first alert of each
+   incident has ``onset >= 1 - target_alert_rate``, its repeats have 0.
+
+Every update happens at key-local event counts, so outputs do not depend on where micro-batch
+boundaries fall, nor on a crash and replay. When most keys shift the same way at once (a
+global regime change, see :mod:`sluice.models.detectors.regime`) the shifted features are not
+scored while the keys adapt.
 """
 
 from __future__ import annotations
@@ -34,34 +37,40 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.special import ndtri
 
 from sluice.core.allocator import reuse_freed_memory
 from sluice.core.errors import ModelError, StateError
-from sluice.models.detectors.combine import (
+from sluice.models.detectors.calibrate import (
     N_BINS,
-    POST_STATE,
-    SCALE,
-    PostParams,
-    lifetime_discount,
-    post_basis,
-    post_process,
+    CalibrationParams,
+    calibrate,
+    fresh_state,
 )
-from sluice.models.detectors.combine import surprise as to_surprise
 from sluice.models.detectors.context import (
     CONTEXT_STATE,
-    FAMILIAR,
     SINCE_STATE,
     WORDS,
     ContextResult,
     context_scores,
 )
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
+from sluice.models.detectors.evidence import (
+    COMPONENTS,
+    NOVELTY_HORIZON,
+    NOVELTY_STATE,
+    ONSET_STATE,
+    back_at_level,
+    component_stats,
+    fresh_novelty,
+    novelty_probability,
+    onset_score,
+    onsets,
+)
 from sluice.models.detectors.explain import explain
 from sluice.models.detectors.keys import KeyTable, PackedRows, Spec, lazy_zeros
 from sluice.models.detectors.layout import split
 from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
-from sluice.models.detectors.scan import Segments, latch
+from sluice.models.detectors.scan import Segments
 from sluice.models.detectors.seasonal import (
     MIN_PERIOD,
     SEASON_STATE,
@@ -82,17 +91,12 @@ from sluice.models.detectors.univariate import (
     recenter,
 )
 
-HIST_BINS = 2000
-STATE_VERSION = 7
+STATE_VERSION = 8
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
-PERSIST_SURPRISE = 3.0  # -log10 p of the strongest statistic that keeps an incident alerted
-DRIFT_START = 5.0  # |drift statistic| that starts an alert by itself (see detectors.drift)
-DRIFT_PERSIST = 3.0  # ... and that keeps one on
-# a feature's lingering statistics (trend, spread, rate, drift) keep an alert on only while
-# its value itself is at least this many sigma off its level: a return to normal ends one
-KEEP_LEVEL = 1.0
+DRIFT_PERSIST = 3.0  # |drift statistic| that keeps a key in a regime change (see regime)
+CALIBRATION = "cal"  # bulk per-key calibration histograms: (reference, pending) per statistic
 
 
 @dataclass
@@ -101,26 +105,21 @@ class OnlineAnomalyConfig:
 
     features: list[str]
     key: str | None = None
-    warmup: int = 30
-    horizon: int = 300
-    target_alert_rate: float = 0.01
+    warmup: int = 30  # events of a key before its statistics are scored at all
+    horizon: int = 300  # events over which a key's level and spread are learned
+    target_alert_rate: float = 0.001  # share of normal events that alert
     max_keys: int = 100_000
-    seed: int = 0
     short_horizon: int = 8
-    novelty_horizon: int = 50
-    quiet_horizon: int = 400  # events over which an alert's level damps later scores
-    min_score: float = 0.4
-    calibration_horizon: int = 100_000
+    quiet_horizon: int = 400  # events over which an incident's surprise damps later onsets
+    calibration_horizon: int = 2000  # events of a key its calibration remembers
+    calibration_events: int = 170  # events after warmup before a key may alert
     season_window: int = 720  # values kept per key and feature for seasonality (0 = off)
 
 
 @dataclass
 class ScoreResult:
-    """Per-row outputs: score in [0, 1) (higher is more anomalous), alert flag and reason.
-
-    ``onset`` is the score with each incident's repeats damped (the post-alert quiet period):
-    only an incident's first events rank high, as NAB's scoring rewards.
-    """
+    """Per-row outputs: score in [0, 1) (1 - calibrated tail probability), alert flag, reason,
+    and the onset score (the score on events that start an incident, else 0)."""
 
     score: np.ndarray
     anomaly: np.ndarray
@@ -144,12 +143,16 @@ class _Batch:
     basis: dict[str, np.ndarray] | None  # derived from the state (one event per key, scoring)
     structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
     partner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    final: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    ranked: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    alerting: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    drift: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    onset: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alert: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    young: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    evidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # calibrated p (c, n)
+    age: np.ndarray = field(default_factory=lambda: np.zeros(0))
     context: ContextResult | None = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
+    calibration: np.ndarray | None = None  # final (2, s, bins, m) when learning
 
 
 class OnlineAnomalyDetector:
@@ -162,35 +165,32 @@ class OnlineAnomalyDetector:
             raise ModelError("target_alert_rate must be between 0 and 1")
         if config.max_keys < 1 or config.horizon < 2 or config.warmup < 0:
             raise ModelError("max_keys must be >= 1, horizon >= 2 and warmup >= 0")
+        if config.calibration_horizon < 50 or config.calibration_events < 0:
+            raise ModelError("calibration_horizon must be >= 50 and calibration_events >= 0")
         if config.season_window and config.season_window < 4 * MIN_PERIOD:
             raise ModelError(f"season_window must be 0 (off) or >= {4 * MIN_PERIOD}")
         reuse_freed_memory()  # batches allocate many large temporaries
         self.config = config
         self.p = len(config.features)
         self.hz = Horizons.from_events(config.horizon, config.short_horizon)
-        self.post = PostParams(
-            long_decay=1.0 - 1.0 / (4 * config.horizon),
-            short_decay=self.hz.short,
-            max_decay=1.0 - 1.0 / max(config.novelty_horizon, 2),
-            quiet_decay=1.0 - 1.0 / max(config.quiet_horizon, 2),
-        )
+        self.cal = CalibrationParams(horizon=config.calibration_horizon)
         self.drift = DriftParams()
-        # the statistic whose surprise (see to_surprise) is PERSIST_SURPRISE
-        looks = (len(DETECTORS) + 1) * self.p
-        self.persist_z = float(-ndtri(10.0**-PERSIST_SURPRISE / (2.0 * looks)))
+        self.components = [c for c in COMPONENTS if self.p > 1 or c != "structure"]
+        self.n_stats = len(self.components) + 1  # the components, then their combination
         self.n_pairs = self.p * (self.p - 1) // 2
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
         self.chunk = max(CHUNK_VALUES // self.p, 1024)
         # zeros, not NaN: only values written for a key are ever read (see History.at)
-        bulk: Spec = {"ctx": ((self.p, WORDS), 0.0)}
+        bulk: Spec = {
+            "ctx": ((self.p, WORDS), 0.0),
+            CALIBRATION: ((2, self.n_stats, N_BINS), 0.0),
+        }
         if self.window:
             bulk["buf"] = ((self.window, self.p), 0.0)
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
-        self.hist = np.zeros(HIST_BINS)
         self.events = 0
         # derived from the whole state, kept between calls until it changes (see _changed)
-        self._threshold: float | None = None
         self._summary: tuple[np.ndarray, float] | None = None
         self._derived: PackedRows | None = None
 
@@ -198,15 +198,14 @@ class OnlineAnomalyDetector:
         spec: dict[str, tuple[tuple[int, ...], float]] = {
             name: ((self.p,), np.nan if name == "prev" else 0.0) for name in FEATURE_STATE
         }
-        spec.update({name: ((), 0.0) for name in POST_STATE})
-        spec["hist"] = ((N_BINS,), 0.0)
-        spec["open"] = ((), 0.0)
         spec.update({"dev": ((self.p,), 0.0), "reg": ((self.p,), 0.0)})
         spec.update({name: ((self.n_pairs,), 0.0) for name in PAIR_STATE})
         spec.update({name: ((self.p,), 0.0) for name in SEASON_STATE})
         spec.update({name: ((self.p,), 0.0) for name in DRIFT_STATE})
         spec.update({name: ((self.p,), 0.0) for name in CONTEXT_STATE})
         spec[SINCE_STATE] = ((), 0.0)
+        spec.update({name: ((), 0.0) for name in NOVELTY_STATE})
+        spec[ONSET_STATE] = ((), 0.0)
         spec["count"] = ((), 0.0)
         return spec
 
@@ -221,19 +220,8 @@ class OnlineAnomalyDetector:
         return len(self.keys)
 
     def threshold(self) -> float:
-        """The current label-free alert threshold on the score."""
-        if self._threshold is None:
-            self._threshold = self._quantile_threshold()
-        return self._threshold
-
-    def _quantile_threshold(self) -> float:
-        total = self.hist.sum()
-        if total * self.config.target_alert_rate < 10.0:
-            return max(self.config.min_score, 0.45)
-        cum = np.cumsum(self.hist[::-1])
-        above = int(np.searchsorted(cum, self.config.target_alert_rate * total))
-        q = 1.0 - above / HIST_BINS
-        return max(self.config.min_score, q)
+        """The alert threshold on the score: ``1 - target_alert_rate``."""
+        return 1.0 - self.config.target_alert_rate
 
     def _key_summary(self) -> tuple[np.ndarray, float]:
         """Keys shifted up and down per feature (2, p), and how many keys have history."""
@@ -245,12 +233,11 @@ class OnlineAnomalyDetector:
 
     def _changed(self) -> None:
         """Forget what was derived from the state (call whenever the state changes)."""
-        self._threshold = self._summary = self._derived = None
+        self._summary = self._derived = None
 
     def prepare(self) -> None:
-        """Derive now what scoring without learning needs (threshold, key summary, per-key
-        basis), so that the first request after a restore does not wait for it."""
-        self.threshold()
+        """Derive now what scoring without learning needs (key summary, per-key basis), so
+        that the first request after a restore does not wait for it."""
         self._key_summary()
         self._basis(np.zeros(1, dtype=np.int64))
 
@@ -261,7 +248,7 @@ class OnlineAnomalyDetector:
         cap = self.keys.cap
         if self._derived is None:
             st = self.keys.gather(np.arange(cap + 1))  # slot ``cap`` is virtual: a fresh key
-            parts = {**feature_basis(st, self.hz), **post_basis(st, self.post)}
+            parts = feature_basis(st, self.hz)
             if self.p > 1:
                 parts.update(pair_basis(st))
             self._derived = PackedRows(parts)
@@ -284,20 +271,21 @@ class OnlineAnomalyDetector:
                     for f in ("score", "anomaly", "reason", "onset")
                 )
             )
-        threshold = self.threshold()
         slots = self.keys.assign(keys, n)
         self._changed()  # new keys may have evicted others
-        parts = self._run(slots, X, threshold, learn=True)
+        parts = self._run(slots, X, learn=True)
+        bulk = self.keys.arrays[CALIBRATION]
         for part in parts:
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
             if part.context is not None:
                 part.context.update.write()
-        result = self._result(parts, X)
-        self._calibrate(np.concatenate([part.alerting for part in parts]))
+            if part.calibration is not None:
+                bulk[part.segs.slot] = np.moveaxis(part.calibration, -1, 0)
+        self.events += n
         self._changed()
-        return result
+        return self._result(parts, X)
 
     def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
         """Score rows as :meth:`score_learn` would, without changing any state."""
@@ -305,8 +293,7 @@ class OnlineAnomalyDetector:
         if X.shape[0] == 0:
             return _empty()
         slots = self.keys.lookup(keys, X.shape[0])
-        threshold = self.threshold()
-        return self._result(self._run(slots, X, threshold, learn=False), X)
+        return self._result(self._run(slots, X, learn=False), X)
 
     def _check(self, keys: np.ndarray | None, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -321,13 +308,11 @@ class OnlineAnomalyDetector:
             raise ModelError(f"{len(keys)} keys for {X.shape[0]} rows")
         return X
 
-    def _run(
-        self, slots: np.ndarray, X: np.ndarray, threshold: float, *, learn: bool
-    ) -> list[_Batch]:
+    def _run(self, slots: np.ndarray, X: np.ndarray, *, learn: bool) -> list[_Batch]:
         parts = [self._observe(segs, X, learn) for segs in split(slots, self.chunk)]
         active, shifts = self._shifts(parts, X.shape[0])
         for part in parts:
-            self._decide(part, active, shifts, threshold, learn)
+            self._decide(part, active, shifts, learn)
         return parts
 
     def _observe(self, segs: Segments, X: np.ndarray, learn: bool) -> _Batch:
@@ -354,13 +339,48 @@ class OnlineAnomalyDetector:
         shifts.close()
         return known + np.cumsum(arrival), shifts
 
-    def _decide(
-        self, part: _Batch, active: np.ndarray, shifts: Shifts, threshold: float, learn: bool
-    ) -> None:
-        """Regimes, structure, the combined score and the alert of one chunk (and its final
-        state when ``learn``)."""
+    def _decide(self, part: _Batch, active: np.ndarray, shifts: Shifts, learn: bool) -> None:
+        """Components, calibration, the score, the alert and the onset of one chunk (and its
+        final state when ``learn``)."""
+        segs, st, fr = part.segs, part.st, part.features
+        muted, drift, reg_final, drift_state, pair = self._statistics(part, active, shifts)
+        part.drift = drift
+        structure = part.structure if self.p > 1 else None
+        back = back_at_level(fr.z[0], fr.short_mean)
+        stats = component_stats(
+            fr.z, seasonal_cap(part.season), part.season.z, structure, drift, muted, back
+        )
+        part.age = st["count"][segs.seg] + segs.offset
+        warm = (part.age >= self.config.warmup) & fr.valid.any(axis=0)
+        ctx = context_scores(
+            part.X,
+            segs,
+            {k: st[k] for k in (*CONTEXT_STATE, SINCE_STATE)},
+            st["count"] <= 0,
+            self.keys.arrays["ctx"],
+            stale=self.keys.evicted > 0,
+        )
+        calibrated = part.age >= self.config.warmup + self.config.calibration_events
+        p, final = self._calibrate(part, stats, warm, calibrated, ctx)
+        part.score = np.where(warm, 1.0 - p, 0.0)
+        passes = part.score >= self.threshold()
+        part.alert = passes & calibrated
+        part.young = passes & ~calibrated
+        starts, final[ONSET_STATE] = onsets(
+            -np.log10(np.maximum(p, 1e-300)), warm, segs, st[ONSET_STATE], self.config.quiet_horizon
+        )
+        part.onset = np.where(starts, onset_score(p, ctx.familiar), 0.0)
+        part.context = ctx
+        if learn:
+            part.state = self._final_state(part, final, reg_final, pair, drift_state)
+
+    def _statistics(
+        self, part: _Batch, active: np.ndarray, shifts: Shifts
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Drift, regime and structure statistics of a chunk: the muted features (a global
+        regime change), the drift statistic, and the final regime, drift and pair states."""
         segs, st, fr, ready = part.segs, part.st, part.features, part.ready
-        dz, clear, drift = drift_scores(
+        dz, _, drift_state = drift_scores(
             part.X,
             st["ref"],
             fr.sd,
@@ -371,7 +391,6 @@ class OnlineAnomalyDetector:
             self.drift,
             (fr.valid, fr.centred),
         )
-        size = np.abs(dz)
         reg, reg_final = regime_mask(
             fr.z[0],
             fr.short_mean,
@@ -380,12 +399,11 @@ class OnlineAnomalyDetector:
             st["reg"],
             shifts,
             active[segs.order],
-            size >= DRIFT_PERSIST,
+            np.abs(dz) >= DRIFT_PERSIST,
         )
-        size[reg] = 0.0
         if self.p > 1:
             e = np.minimum(np.maximum(fr.z[0], -8.0), 8.0)
-            sz, partner, pair = structure_scores(
+            part.structure, part.partner, pair = structure_scores(
                 e,
                 ready & (e != 0) & ~reg,
                 segs,
@@ -394,54 +412,59 @@ class OnlineAnomalyDetector:
                 part.basis,
             )
         else:
-            sz, partner = np.zeros_like(part.X), np.zeros(part.X.shape, dtype=np.int64)
+            part.structure = np.zeros_like(part.X)
+            part.partner = np.zeros(part.X.shape, dtype=np.int64)
             pair = {k: st[k] for k in PAIR_STATE}
-        best, held, back = _peak(fr.z, fr.short_mean, part.season, sz, reg)
-        # the seasonal statistic stands in for the level one (it caps it), so not one more look
-        raw = to_surprise(best, tests=(fr.z.shape[0] + 1) * self.p)
-        age = st["count"][segs.seg] + segs.offset
-        warm = age >= self.config.warmup
-        final, alerting, post = post_process(
-            raw, warm, segs, self.post, {k: st[k] for k in POST_STATE}, threshold, part.basis
+        return reg, dz, reg_final, drift_state, pair
+
+    def _calibrate(
+        self,
+        part: _Batch,
+        stats: np.ndarray,
+        warm: np.ndarray,
+        calibrated: np.ndarray,
+        ctx: ContextResult,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Calibrated p-value of each event (n,), and the final novelty state; the final
+        calibration histograms go to ``part.calibration``."""
+        segs, st = part.segs, part.st
+        reference, pending = self._calibration_state(segs, st["count"] <= 0)
+        novelty_init = np.where(
+            st["count"] <= 0, fresh_novelty(segs.m), np.stack([st[k] for k in NOVELTY_STATE])
         )
-        slow = size.max(axis=0)
-        size[back | ~clear] = 0.0
-        drifting = size.max(axis=0)
-        # an incident stays alerted while its deviation persists (the score itself is damped),
-        # and only one that would stay alerted starts
-        keep = (held >= self.persist_z) | (drifting >= DRIFT_PERSIST)
-        alert, post["open"] = latch(
-            ((alerting >= threshold) & keep) | (drifting >= DRIFT_START), keep, segs, st["open"]
+        p_novel, novelty = novelty_probability(ctx.novel, warm, segs, novelty_init, NOVELTY_HORIZON)
+        result = calibrate(
+            stats, p_novel, warm, calibrated, segs, st["count"], reference, pending, self.cal
         )
-        ctx = context_scores(
-            part.X,
-            segs,
-            {k: st[k] for k in (*CONTEXT_STATE, SINCE_STATE)},
-            st["count"] <= 0,
-            self.keys.arrays["ctx"],
-            stale=self.keys.evicted > 0,
-        )
-        final = lifetime_discount(np.where(ctx.familiar, final * FAMILIAR, final), age)
-        part.structure, part.partner, part.final, part.context = sz, partner, final, ctx
-        part.alerting, part.alert = alerting, alert
-        s = np.maximum(raw, to_surprise(slow, tests=self.p))
-        part.ranked = np.maximum(alerting, s / (s + SCALE))
-        if learn:
-            part.state = self._final_state(part, post, reg_final, pair, drift)
+        part.evidence = result.evidence
+        part.calibration = np.stack([reference, pending])
+        return result.p, dict(zip(NOVELTY_STATE, novelty, strict=True))
+
+    def _calibration_state(
+        self, segs: Segments, fresh: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Reference and pending histograms (s, bins, m) of the chunk's keys (fresh keys: the
+        prior; the bulk rows of evicted keys are stale and never read)."""
+        reference, pending = fresh_state(self.n_stats, segs.m)
+        known = np.flatnonzero(~fresh & (segs.slot < self.keys.cap))
+        if known.size:
+            stored = self.keys.arrays[CALIBRATION][segs.slot[known]].astype(np.float64)
+            reference[:, :, known] = np.moveaxis(stored[:, 0], 0, -1)
+            pending[:, :, known] = np.moveaxis(stored[:, 1], 0, -1)
+        return reference, pending
 
     def _final_state(
         self,
         part: _Batch,
-        post: dict[str, np.ndarray],
+        final: dict[str, np.ndarray],
         reg_final: np.ndarray,
         pair: dict[str, np.ndarray],
         drift: dict[str, np.ndarray],
     ) -> dict[str, np.ndarray]:
         """Each key's state after the chunk, (m, ...) per name as the key table stores it."""
         segs, st = part.segs, part.st
-        post["hist"] = post["hist"].T
         state = {k: v.T for k, v in part.features.state.items()}
-        state.update(post)
+        state.update(final)
         state.update({"dev": part.dev[:, segs.last].T, "reg": reg_final.T})
         state.update({k: v.T for k, v in pair.items()})
         state.update({k: v.T for k, v in part.season.state.items()})
@@ -476,17 +499,11 @@ class OnlineAnomalyDetector:
         reason = np.full(n, "", dtype=object)
         for part in parts:
             rows = part.segs.order
-            score[rows] = part.ranked
-            onset[rows] = part.final
+            score[rows] = part.score
+            onset[rows] = part.onset
             anomaly[rows] = part.alert
             explain(part, self.config, reason)
         return ScoreResult(score, anomaly, reason, onset)
-
-    def _calibrate(self, score: np.ndarray) -> None:
-        decay = np.exp(-score.shape[0] / self.config.calibration_horizon)
-        bins = np.minimum((score * HIST_BINS).astype(np.int64), HIST_BINS - 1)
-        self.hist = self.hist * decay + np.bincount(bins, minlength=HIST_BINS)
-        self.events += int(score.shape[0])
 
     def get_state(self) -> bytes:
         """Serialise all learned state (exactly restorable with :meth:`set_state`)."""
@@ -510,7 +527,6 @@ class OnlineAnomalyDetector:
         buf = io.BytesIO()
         payload: dict[str, np.ndarray] = {f"s_{k}": v for k, v in arrays.items()}
         payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        payload["hist"] = self.hist
         np.savez(buf, **payload)  # type: ignore[arg-type]
         return buf.getvalue()
 
@@ -520,7 +536,6 @@ class OnlineAnomalyDetector:
             with np.load(io.BytesIO(blob), allow_pickle=False) as data:
                 header = json.loads(bytes(data["header"]).decode())
                 arrays = {k[2:]: data[k] for k in data.files if k.startswith("s_")}
-                hist = data["hist"]
         except (OSError, ValueError, KeyError) as exc:
             raise StateError(f"online_anomaly state is unreadable: {exc}") from exc
         if header.get("version") != STATE_VERSION:
@@ -553,7 +568,6 @@ class OnlineAnomalyDetector:
             raise StateError(f"online_anomaly state has damaged context bits: {exc}") from exc
         arrays["ctx"] = bits.reshape(-1, self.p, WORDS)
         self.keys.restore(arrays, header["keys"], header)
-        self.hist = np.array(hist, dtype=np.float64)
         self.events = int(header["events"])
         self._changed()
 
@@ -568,30 +582,6 @@ def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -
     value = np.take_along_axis(Xs, np.minimum(first, n - 1), axis=1)
     value = np.where(first < n, value, 0.0)
     st["ref"] = np.where(fresh, value, st["ref"])
-
-
-def _peak(
-    z: np.ndarray, short_mean: np.ndarray, season: SeasonResult, sz: np.ndarray, reg: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Largest statistic of each event over detectors and features (seasonally capped), the
-    largest that keeps an alert on (see :data:`KEEP_LEVEL`), and where a feature is back at
-    its level (p, n).
-
-    Features in a regime change count as zero. Trend, spread and rate echo the last events,
-    so right after an incident they stay large while the value is back at its level.
-    """
-    size = np.abs(z)
-    cap = seasonal_cap(season)
-    side = np.maximum(np.abs(season.z), np.abs(sz))
-    peak = size.max(axis=0)
-    quiet = np.maximum(size[0], size[4])
-    for part in (peak, quiet):
-        np.minimum(part, cap, out=part)
-        np.maximum(part, side, out=part)
-        part[reg] = 0.0
-    # back at its level, or on the other side of it from the recent events (a return)
-    back = (size[0] < KEEP_LEVEL) | ((z[0] * short_mean < 0) & (np.abs(short_mean) >= KEEP_LEVEL))
-    return peak.max(axis=0), np.where(back, quiet, peak).max(axis=0), back
 
 
 def _empty() -> ScoreResult:

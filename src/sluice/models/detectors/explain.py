@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-# detector order: level, trend, spread, rate, stuck, season, structure
-_PREFERENCE = np.array([1.0, 0.9, 0.8, 0.95, 1.0, 1.0, 0.8])
+# detector order as in evidence.COMPONENTS: level, trend, spread, rate, stuck, season,
+# structure, drift
 
 
 def _entity(key: str | None) -> str:
@@ -44,27 +44,38 @@ def _phrase(det: int, feat: str, z: float, info: dict[str, Any], entity: str) ->
             f"{feat} {a:.1f} sigma {side} its usual level at this point of {entity} "
             f"{int(info['period'])}-event cycle (expected {info['expected']:.6g})"
         )
-    return f"{feat} {a:.1f} sigma off its usual relation to {info['other']}"
+    if det == 6:
+        return f"{feat} {a:.1f} sigma off its usual relation to {info['other']}"
+    way = "upwards" if z > 0 else "downwards"
+    return f"{feat} drifting {way} ({a:.1f} sigma gap between its recent and slow levels)"
 
 
 def explain(batch: Any, config: Any, out: np.ndarray) -> None:
-    """Reasons of a key-grouped chunk into ``out`` (by batch row): the strongest detector for
-    alerted rows, and missing features."""
+    """Reasons of a key-grouped chunk into ``out`` (by batch row): for alerted rows the
+    component with the strongest calibrated evidence and its most deviating feature, for
+    rows of keys still calibrating that they would have alerted, and missing features."""
     X = batch.X  # (p, n)
     missing = ~np.isfinite(X)
-    rows = np.flatnonzero(batch.alert | missing.any(axis=0))
+    rows = np.flatnonzero(batch.alert | batch.young | missing.any(axis=0))
     if rows.size == 0:
         return
     features = list(config.features)
     entity = _entity(config.key)
     fr = batch.features
     z = np.concatenate(
-        [fr.z[:, :, rows], batch.season.z[None][:, :, rows], batch.structure[None][:, :, rows]]
+        [
+            fr.z[:, :, rows],
+            batch.season.z[None][:, :, rows],
+            batch.structure[None][:, :, rows],
+            batch.drift[None][:, :, rows],
+        ]
     )
-    d, p = z.shape[0], z.shape[1]
-    sub = np.abs(z) * _PREFERENCE[:d, None, None]
-    det, feat = np.divmod(np.argmax(sub.reshape(d * p, rows.size), axis=0), p)
+    evidence = batch.evidence[:, rows]
+    if evidence.shape[0] < z.shape[0]:  # one feature: no structure component
+        evidence = np.insert(evidence, 6, 1.0, axis=0)
     k = np.arange(rows.size)
+    det = np.argmin(evidence, axis=0)
+    feat = np.argmax(np.abs(z[det, :, k]), axis=1)
     info = {
         "z": z[det, feat, k].tolist(),
         "ratio": fr.ratio[feat, rows].tolist(),
@@ -75,12 +86,21 @@ def explain(batch: Any, config: Any, out: np.ndarray) -> None:
         "expected": batch.season.expected[feat, rows].tolist(),
     }
     flagged = batch.alert[rows].tolist()
+    young = batch.young[rows].tolist()
+    ages = batch.age[rows].tolist()
+    needed = config.warmup + config.calibration_events
     target = batch.segs.order[rows].tolist()
     for j, (r, f) in enumerate(zip(rows.tolist(), feat.tolist(), strict=True)):
         parts = []
-        if flagged[j]:
+        if flagged[j] or young[j]:
             one = {name: values[j] for name, values in info.items()}
             one["other"] = features[int(one["other"])]
-            parts.append(_phrase(int(det[j]), features[f], one["z"], one, entity))
+            phrase = _phrase(int(det[j]), features[f], one["z"], one, entity)
+            if young[j]:
+                phrase = (
+                    f"not alerted, {entity.removeprefix('this ')} history is still calibrating "
+                    f"({int(ages[j])} of {needed} events): {phrase}"
+                )
+            parts.append(phrase)
         parts.extend(f"missing {features[g]}" for g in np.flatnonzero(missing[:, r]).tolist())
         out[target[j]] = "; ".join(parts)

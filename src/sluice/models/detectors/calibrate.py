@@ -1,0 +1,160 @@
+"""Per-key calibration: turn a statistic into a tail probability learned from the key's own past.
+
+Every statistic ``s`` handed in is a surprise on the ``-log10 p`` scale of some nominal model
+(normal tails, a run-length model ...). Real data rarely follows the nominal model: an
+autocorrelated series makes its level statistic heavy-tailed, a quantised sensor makes its
+rate statistic lumpy. So each key keeps an exponentially decayed histogram of each statistic
+(over about ``horizon`` of its events) and the statistic's tail is read from it:
+
+* the key's ``1 - Q_TAIL`` quantile ``u`` is read off the histogram, and the share ``a`` of
+  its events above it (``Q_TAIL``, or less where a statistic is mostly exactly 0);
+* beyond ``u`` the tail is exponential in ``s`` (a power law in ``p``) with the mean excess
+  ``m`` of the key's events over ``u``: ``p(s) = a * 10 ** (-lam * (s - u))``,
+  ``lam = 1 / (m ln 10)``, never lighter than the nominal model (``lam <= 1``);
+* the empirical tail share of the histogram and the nominal ``10 ** -s`` are floors under
+  that model: a lumpy statistic (a quantised sensor's repeats, a count) is not trusted beyond
+  what the key has shown, and a tail the key has not shown enough of is not taken to be
+  lighter than the nominal model says; below ``u`` the empirical share is used as it is.
+
+This is the peaks-over-threshold idea of SPOT (an extreme-value tail beyond a high empirical
+quantile) with an exponential tail. On a stationary stream of any shape, ``p`` is then close
+to uniform in its lower tail, so ``p <= a`` happens for about a share ``a`` of the events.
+Events whose ``p`` is below :data:`EXCLUDE` are anomalies, not history: they do not enter the
+histograms (far below the body quantiles, so this cannot feed back into the model), and a
+sustained incident keeps its evidence instead of becoming the key's new normal within a few
+blocks.
+
+**Batch invariance.** A key's histogram is only rolled forward at key-local event counts: its
+events are cut into blocks of ``block`` events, and every event of block ``k`` is calibrated
+against the histogram of the events of blocks ``< k`` (decayed once per block). The result
+depends on each key's sequence only, never on where micro-batches begin or end. The state of
+a key is its *reference* histogram (blocks before its current block) and the *pending*
+counts of its current block. A fresh key starts from a small prior histogram of the nominal
+model, which the key's own events soon outweigh.
+
+Whether an event enters the histograms depends on its own probability, so a key's blocks are
+walked in order: by a small compiled kernel (numba, compiled on first use and cached on disk),
+one pass over each key's events, the tail model refitted once per block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sluice.models.detectors.layout import Segments
+
+# bin edges on the surprise scale: bin 0 holds exact zeros (a statistic with nothing to say),
+# then fine bins where the tail quantile falls, coarse ones far in the tail
+ATOM = 1e-9
+EDGES = np.concatenate(
+    [
+        [0.0, ATOM],
+        np.arange(0.25, 3.0, 0.25),
+        np.arange(3.0, 6.0, 0.5),
+        [6.0, 7.0, 8.5, 10.0, 13.0, 17.0, 24.0],
+    ]
+)
+N_BINS = EDGES.shape[0]  # the last bin is open-ended
+WIDTHS = np.append(np.diff(EDGES), 4.0)
+MIDS = EDGES + WIDTHS / 2
+Q_TAIL = 0.03
+LAM_MIN = 0.05
+LN10 = float(np.log(10.0))
+PRIOR_EVENTS = 10.0  # weight of the nominal prior of a fresh key
+EXCLUDE = 1e-3  # events at least this improbable do not enter the histograms
+
+
+def _nominal_prior() -> np.ndarray:
+    """Histogram of ``PRIOR_EVENTS`` events of a statistic that follows its nominal model."""
+    tail = 10.0**-EDGES
+    return PRIOR_EVENTS * (tail - np.append(tail[1:], 0.0))
+
+
+PRIOR = _nominal_prior()
+
+
+@dataclass(frozen=True)
+class CalibrationParams:
+    """How long a key remembers, and how often its reference is rolled forward (events)."""
+
+    horizon: int = 2000
+    block: int = 16
+
+    @property
+    def block_decay(self) -> float:
+        """Decay of the reference histogram per block."""
+        return float((1.0 - 1.0 / max(self.horizon, 2)) ** self.block)
+
+
+def fresh_state(n_stats: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reference (the prior) and pending counts (none) of ``m`` fresh keys."""
+    reference = np.broadcast_to(PRIOR[None, :, None], (n_stats, N_BINS, m)).copy()
+    return reference, np.zeros((n_stats, N_BINS, m))
+
+
+@dataclass
+class Calibration:
+    """Calibrated p-values of one chunk: per component (c, n) and combined (n,)."""
+
+    evidence: np.ndarray
+    p: np.ndarray
+
+
+def calibrate(
+    stats: np.ndarray,
+    extra: np.ndarray,
+    learn: np.ndarray,
+    trusted: np.ndarray,
+    segs: Segments,
+    count: np.ndarray,
+    reference: np.ndarray,
+    pending: np.ndarray,
+    params: CalibrationParams,
+) -> Calibration:
+    """Calibrate the components ``stats`` (c, n), combine them with the p-values ``extra``
+    (n,) and calibrate the combination (see the module docstring and
+    :func:`sluice.models.detectors.evidence.combine`).
+
+    ``learn`` (n,): events that enter the histograms; ``trusted`` (n,): events of keys old
+    enough that their anomalies are kept out of them. ``reference`` and ``pending``
+    (c + 1, bins, m) hold each key's state before the chunk, and after it on return.
+    """
+    n = stats.shape[1]
+    grouped = np.lexsort((segs.offset, segs.seg))
+    bounds = np.concatenate([[0], np.cumsum(segs.lengths)]).astype(np.int64)
+    evidence, p = np.empty(stats.shape), np.empty(n)
+    _kernel()(
+        np.ascontiguousarray(stats, dtype=np.float64),
+        np.ascontiguousarray(extra, dtype=np.float64),
+        np.ascontiguousarray(learn, dtype=np.bool_),
+        np.ascontiguousarray(trusted, dtype=np.bool_),
+        grouped.astype(np.int64),
+        bounds,
+        count.astype(np.int64),
+        reference,
+        pending,
+        np.array([params.block, 0], dtype=np.int64),
+        np.array([params.block_decay, Q_TAIL, LAM_MIN, EXCLUDE, ATOM, P_FLOOR]),
+        EDGES,
+        WIDTHS,
+        MIDS,
+        evidence,
+        p,
+    )
+    return Calibration(evidence, p)
+
+
+P_FLOOR = 1e-300
+_COMPILED: list[Any] = []
+
+
+def _kernel() -> Any:
+    """The compiled kernel (numba is imported, and the kernel compiled, on first use)."""
+    if not _COMPILED:
+        from sluice.models.detectors import calibrate_kernel
+
+        _COMPILED.append(calibrate_kernel.compiled())
+    return _COMPILED[0]

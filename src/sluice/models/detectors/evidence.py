@@ -1,0 +1,119 @@
+"""Evidence of ``online_anomaly``: one statistic per component, combined as p-values.
+
+Each *component* looks at the event from one angle (level, trend, spread, rate of change,
+stuck values, seasonality, cross-feature structure, slow drift) and yields the largest
+statistic over the features, as a ``-log10`` surprise corrected for the number of features
+looked at. Each component is calibrated on the key's own history (see
+:mod:`sluice.models.detectors.calibrate`), so a component that is pure noise on some key -
+trend on records with no time order, the level of a random walk - gives uniform p-values
+there and cannot drown a strong one. The calibrated p-values, and the probability of the
+event's context novelty (see :func:`novelty_probability`), are combined with the Cauchy
+combination test (Liu & Xie 2020), valid under arbitrary dependence between the components
+and dominated by the strongest evidence: ``T = mean(tan((1/2 - p_i) pi))``,
+``p = 1/2 - arctan(T) / pi``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import log_ndtr
+
+from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
+
+COMPONENTS = ("level", "trend", "spread", "rate", "stuck", "season", "structure", "drift")
+NOVELTY_STATE = ("nw", "nr")  # EW weight and EW count of novel contexts per key
+NOVELTY_HORIZON = 500  # events over which a key's rate of novel contexts is learned
+NOVELTY_PRIOR = (2.0, 1.0)  # pseudo-events (weight, novel) of a fresh key: rate 1/2
+ONSET_STATE = "om"  # decayed maximum of a key's recent surprise (incidents)
+FAMILIAR_ONSET = 0.6  # share of its surprise an onset without a recent novel context keeps
+P_FLOOR = 1e-300
+LN10 = float(np.log(10.0))
+
+
+def surprise(z: np.ndarray, tests: int = 1) -> np.ndarray:
+    """``-log10`` of the two-sided normal tail of ``|z|``, corrected for ``tests`` looks."""
+    log_p = np.log(2.0) + log_ndtr(-np.abs(z)) + np.log(max(tests, 1))
+    return np.maximum(-log_p / LN10, 0.0)
+
+
+KEEP_LEVEL = 1.0  # sigma off its level a value must be for the lingering statistics to count
+LINGERING = (1, 2, 3)  # trend, spread, rate (and drift): they echo the last events
+
+
+def back_at_level(level: np.ndarray, short_mean: np.ndarray) -> np.ndarray:
+    """Where a feature's value is back at its level (p, n): within :data:`KEEP_LEVEL` sigma,
+    or on the other side of it from the recent events (the return after an incident)."""
+    opposite = (level * short_mean < 0) & (np.abs(short_mean) >= KEEP_LEVEL)
+    return (np.abs(level) < KEEP_LEVEL) | opposite
+
+
+def component_stats(
+    z: np.ndarray,
+    cap: np.ndarray,
+    season: np.ndarray,
+    structure: np.ndarray | None,
+    drift: np.ndarray,
+    muted: np.ndarray,
+    back: np.ndarray,
+) -> np.ndarray:
+    """The surprise of each component (c, n) from the detectors' statistics.
+
+    ``z`` (5, p, n) are the per-feature detectors (level, trend, spread, rate, stuck),
+    ``cap`` (p, n) the largest size the season lets them have, ``season``, ``structure`` and
+    ``drift`` (p, n) the other statistics; ``muted`` (p, n) features are not scored (a global
+    regime change). Where a value is ``back`` at its level (p, n), the statistics that echo
+    the last events (trend, spread, rate, drift) say nothing about it.
+    """
+    p = z.shape[1]
+    size = np.minimum(np.abs(z), cap[None])
+    others = [np.abs(season), np.abs(drift)]
+    if structure is not None:
+        others.insert(1, np.abs(structure))
+    rows = np.concatenate([size, np.stack(others)])
+    rows[:, muted] = 0.0
+    for row in (*LINGERING, rows.shape[0] - 1):
+        rows[row][back] = 0.0
+    return surprise(rows.max(axis=1), tests=p)
+
+
+def novelty_probability(
+    novel: np.ndarray, learn: np.ndarray, segs: Segments, init: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probability of a novel context for each event (1 where its context is familiar), from
+    the key's EW rate of novel contexts before it; and the final state (2, m)."""
+    rows = np.stack([learn.astype(np.float64), (novel & learn).astype(np.float64)])
+    (w, r), final = ew_scan(rows, 1.0 - 1.0 / horizon, segs, init)
+    rate = r / np.maximum(w, 1e-12)
+    return np.where(novel, np.clip(rate, P_FLOOR, 1.0), 1.0), final
+
+
+def combine(p: np.ndarray) -> np.ndarray:
+    """Cauchy combination of the p-values ``p`` (c, n): the combined ``-log10 p`` (n,)."""
+    # tan((1/2 - p) pi) = 1 / tan(p pi); p above 1/2 counts as 1/2 (no evidence, no offset)
+    t = 1.0 / np.tan(np.pi * np.clip(p, P_FLOOR, 0.5))
+    mean = t.mean(axis=0)
+    combined = np.arctan2(1.0, mean) / np.pi
+    return -np.log10(np.maximum(combined, P_FLOOR))
+
+
+def onsets(
+    u: np.ndarray, warm: np.ndarray, segs: Segments, init: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where an event starts an incident: its surprise ``u`` (n,) beats the decayed maximum
+    of its key's recent surprises (decay over ``horizon`` events); and the final maxima."""
+    before, final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, init)
+    return warm & (u > before), final
+
+
+def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
+    """The score of an incident's first event: ``1 - p``, where the surprise ``-log10 p`` of
+    an event whose key showed no novel context lately (``familiar``) counts
+    :data:`FAMILIAR_ONSET` of itself: a spike of a shape the key has shown before is weaker
+    evidence that a new incident starts (the premise of the contextual detector CAD OSE)."""
+    u = -np.log10(np.maximum(p, P_FLOOR))
+    return 1.0 - 10.0 ** -np.where(familiar, u * FAMILIAR_ONSET, u)
+
+
+def fresh_novelty(m: int) -> np.ndarray:
+    """Novelty state (2, m) of fresh keys."""
+    return np.tile(np.array(NOVELTY_PRIOR)[:, None], (1, m))
