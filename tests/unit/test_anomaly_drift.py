@@ -6,7 +6,9 @@ import numpy as np
 
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores
 from sluice.models.detectors.layout import split
-from sluice.models.online_anomaly import DRIFT_START, OnlineAnomalyConfig, OnlineAnomalyDetector
+from sluice.models.online_anomaly import OnlineAnomalyConfig, OnlineAnomalyDetector
+
+DRIFT_START = 5.0  # a drift statistic this large is a clear drift
 
 
 def _stat(x: np.ndarray, level: np.ndarray) -> np.ndarray:

@@ -62,6 +62,7 @@ from sluice.models.detectors.evidence import (
     back_at_level,
     component_stats,
     fresh_novelty,
+    fresh_onsets,
     novelty_probability,
     onset_score,
     onsets,
@@ -96,6 +97,7 @@ STATE_VERSION = 8
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
 DRIFT_PERSIST = 3.0  # |drift statistic| that keeps a key in a regime change (see regime)
+BELOW_ONE = float(np.nextafter(1.0, 0.0))  # scores stay in [0, 1)
 CALIBRATION = "cal"  # bulk per-key calibration histograms: (reference, pending) per statistic
 
 
@@ -188,7 +190,7 @@ class OnlineAnomalyDetector:
         }
         if self.window:
             bulk["buf"] = ((self.window, self.p), 0.0)
-        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
+        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk, frozenset([CALIBRATION]))
         self.events = 0
         # derived from the whole state, kept between calls until it changes (see _changed)
         self._summary: tuple[np.ndarray, float] | None = None
@@ -205,7 +207,7 @@ class OnlineAnomalyDetector:
         spec.update({name: ((self.p,), 0.0) for name in CONTEXT_STATE})
         spec[SINCE_STATE] = ((), 0.0)
         spec.update({name: ((), 0.0) for name in NOVELTY_STATE})
-        spec[ONSET_STATE] = ((), 0.0)
+        spec.update({name: ((), 0.0) for name in ONSET_STATE})
         spec["count"] = ((), 0.0)
         return spec
 
@@ -362,13 +364,15 @@ class OnlineAnomalyDetector:
         )
         calibrated = part.age >= self.config.warmup + self.config.calibration_events
         p, final = self._calibrate(part, stats, warm, calibrated, ctx)
-        part.score = np.where(warm, 1.0 - p, 0.0)
+        part.score = np.where(warm, np.minimum(1.0 - p, BELOW_ONE), 0.0)
         passes = part.score >= self.threshold()
         part.alert = passes & calibrated
         part.young = passes & ~calibrated
-        starts, final[ONSET_STATE] = onsets(
-            -np.log10(np.maximum(p, 1e-300)), warm, segs, st[ONSET_STATE], self.config.quiet_horizon
-        )
+        fresh = st["count"] <= 0
+        init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
+        u = -np.log10(np.maximum(p, 1e-300))
+        starts, onset_state = onsets(u, warm, segs, init, self.config.quiet_horizon)
+        final.update(zip(ONSET_STATE, onset_state, strict=True))
         part.onset = np.where(starts, onset_score(p, ctx.familiar), 0.0)
         part.context = ctx
         if learn:
@@ -448,7 +452,7 @@ class OnlineAnomalyDetector:
         reference, pending = fresh_state(self.n_stats, segs.m)
         known = np.flatnonzero(~fresh & (segs.slot < self.keys.cap))
         if known.size:
-            stored = self.keys.arrays[CALIBRATION][segs.slot[known]].astype(np.float64)
+            stored = self.keys.arrays[CALIBRATION][segs.slot[known]]
             reference[:, :, known] = np.moveaxis(stored[:, 0], 0, -1)
             pending[:, :, known] = np.moveaxis(stored[:, 1], 0, -1)
         return reference, pending

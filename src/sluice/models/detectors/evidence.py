@@ -18,13 +18,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr
 
-from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
+from sluice.models.detectors.scan import Segments, decayed_max, ew_scan, run_length
 
 COMPONENTS = ("level", "trend", "spread", "rate", "stuck", "season", "structure", "drift")
 NOVELTY_STATE = ("nw", "nr")  # EW weight and EW count of novel contexts per key
 NOVELTY_HORIZON = 500  # events over which a key's rate of novel contexts is learned
 NOVELTY_PRIOR = (2.0, 1.0)  # pseudo-events (weight, novel) of a fresh key: rate 1/2
-ONSET_STATE = "om"  # decayed maximum of a key's recent surprise (incidents)
+# decayed maximum of a key's recent surprise, and events since its last onset candidate
+ONSET_STATE = ("om", "oq")
+REFRACTORY = 5  # an onset candidate this close after another belongs to the same incident
 FAMILIAR_ONSET = 0.6  # share of its surprise an onset without a recent novel context keeps
 P_FLOOR = 1e-300
 LN10 = float(np.log(10.0))
@@ -99,10 +101,19 @@ def combine(p: np.ndarray) -> np.ndarray:
 def onsets(
     u: np.ndarray, warm: np.ndarray, segs: Segments, init: np.ndarray, horizon: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Where an event starts an incident: its surprise ``u`` (n,) beats the decayed maximum
-    of its key's recent surprises (decay over ``horizon`` events); and the final maxima."""
-    before, final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, init)
-    return warm & (u > before), final
+    """Where an event starts an incident, and the final state (2, m).
+
+    A *candidate* beats the decayed maximum of its key's recent surprises ``u`` (decay over
+    ``horizon`` events, so the peak of an incident keeps its repeats quiet for a while); a
+    candidate within :data:`REFRACTORY` events of the previous one continues that incident
+    (the rising edge of one incident starts it once).
+    """
+    top, since = init
+    before, top_final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, top)
+    candidate = warm & (u > before)
+    run, since_final = run_length(~candidate, segs, since)
+    quiet_before = segs.shift(run, since) >= REFRACTORY
+    return candidate & quiet_before, np.stack([top_final, since_final])
 
 
 def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
@@ -111,7 +122,13 @@ def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
     :data:`FAMILIAR_ONSET` of itself: a spike of a shape the key has shown before is weaker
     evidence that a new incident starts (the premise of the contextual detector CAD OSE)."""
     u = -np.log10(np.maximum(p, P_FLOOR))
-    return 1.0 - 10.0 ** -np.where(familiar, u * FAMILIAR_ONSET, u)
+    score = 1.0 - 10.0 ** -np.where(familiar, u * FAMILIAR_ONSET, u)
+    return np.minimum(score, np.nextafter(1.0, 0.0))
+
+
+def fresh_onsets(m: int) -> np.ndarray:
+    """Onset state (2, m) of fresh keys: nothing seen, long past any candidate."""
+    return np.stack([np.zeros(m), np.full(m, float(REFRACTORY))])
 
 
 def fresh_novelty(m: int) -> np.ndarray:
