@@ -154,7 +154,7 @@ class _Batch:
     age: np.ndarray = field(default_factory=lambda: np.zeros(0))
     context: ContextResult | None = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
-    calibration: np.ndarray | None = None  # final (2, s, bins, m) when learning
+    calibration: np.ndarray | None = None  # final (m, 2, s, bins) when learning
 
 
 class OnlineAnomalyDetector:
@@ -284,7 +284,7 @@ class OnlineAnomalyDetector:
             if part.context is not None:
                 part.context.update.write()
             if part.calibration is not None:
-                bulk[part.segs.slot] = np.moveaxis(part.calibration, -1, 0)
+                bulk[part.segs.slot] = part.calibration
         self.events += n
         self._changed()
         return self._result(parts, X)
@@ -432,30 +432,24 @@ class OnlineAnomalyDetector:
         """Calibrated p-value of each event (n,), and the final novelty state; the final
         calibration histograms go to ``part.calibration``."""
         segs, st = part.segs, part.st
-        reference, pending = self._calibration_state(segs, st["count"] <= 0)
+        state = self._calibration_state(segs, st["count"] <= 0)
         novelty_init = np.where(
             st["count"] <= 0, fresh_novelty(segs.m), np.stack([st[k] for k in NOVELTY_STATE])
         )
         p_novel, novelty = novelty_probability(ctx.novel, warm, segs, novelty_init, NOVELTY_HORIZON)
-        result = calibrate(
-            stats, p_novel, warm, calibrated, segs, st["count"], reference, pending, self.cal
-        )
+        result = calibrate(stats, p_novel, warm, calibrated, segs, st["count"], state, self.cal)
         part.evidence = result.evidence
-        part.calibration = np.stack([reference, pending])
+        part.calibration = state
         return result.p, dict(zip(NOVELTY_STATE, novelty, strict=True))
 
-    def _calibration_state(
-        self, segs: Segments, fresh: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Reference and pending histograms (s, bins, m) of the chunk's keys (fresh keys: the
-        prior; the bulk rows of evicted keys are stale and never read)."""
-        reference, pending = fresh_state(self.n_stats, segs.m)
+    def _calibration_state(self, segs: Segments, fresh: np.ndarray) -> np.ndarray:
+        """Calibration state (m, 2, s, bins) of the chunk's keys (fresh keys: the prior; the
+        bulk rows of evicted keys are stale and never read)."""
+        state = fresh_state(self.n_stats, segs.m)
         known = np.flatnonzero(~fresh & (segs.slot < self.keys.cap))
         if known.size:
-            stored = self.keys.arrays[CALIBRATION][segs.slot[known]]
-            reference[:, :, known] = np.moveaxis(stored[:, 0], 0, -1)
-            pending[:, :, known] = np.moveaxis(stored[:, 1], 0, -1)
-        return reference, pending
+            state[known] = self.keys.arrays[CALIBRATION][segs.slot[known]]
+        return state
 
     def _final_state(
         self,

@@ -84,10 +84,10 @@ def _probability(s, c, hist, tails, model, edges, widths, floor):
 @_jit
 def _combine(evidence, i, extra, floor):
     """Cauchy combination of the components' p-values and ``extra``: ``-log10 p``."""
-    n_comp = evidence.shape[0]
+    n_comp = evidence.shape[1]
     total = 0.0
     for c in range(n_comp + 1):
-        p = evidence[c, i] if c < n_comp else extra
+        p = evidence[i, c] if c < n_comp else extra
         p = min(max(p, floor), 0.5)
         total += 1.0 / math.tan(math.pi * p)
     mean = total / (n_comp + 1)
@@ -101,11 +101,9 @@ def _run(
     extra,
     learn,
     trusted,
-    grouped,
     bounds,
     count,
-    reference,
-    pending,
+    state,
     ints,
     reals,
     edges,
@@ -117,17 +115,17 @@ def _run(
     """Walk every key's events in order (see the calibrate module)."""
     block = ints[0]
     decay, q_tail, lam_min, exclude, atom, floor = reals
-    n_comp = stats.shape[0]
+    n_comp = stats.shape[1]
     n_stats, n_bins = n_comp + 1, edges.shape[0]
     tails = np.empty((n_stats, n_bins))
     model = np.empty((n_stats, 4))
     for g in range(count.shape[0]):
-        hist = reference[:, :, g].copy()
-        pend = pending[:, :, g].copy()
+        hist = state[g, 0]
+        pend = state[g, 1]
         current = (count[g] - 1) // block
         _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom)
         for j in range(bounds[g], bounds[g + 1]):
-            i = grouped[j]
+            i = j
             k = count[g] + (j - bounds[g])
             if k // block != current:
                 current = k // block
@@ -137,19 +135,17 @@ def _run(
                         pend[c, b] = 0.0
                 _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom)
             for c in range(n_comp):
-                evidence[c, i] = _probability(
-                    stats[c, i], c, hist, tails, model, edges, widths, floor
+                evidence[i, c] = _probability(
+                    stats[i, c], c, hist, tails, model, edges, widths, floor
                 )
             s = _combine(evidence, i, extra[i], floor)
             out[i] = _probability(s, n_comp, hist, tails, model, edges, widths, floor)
             if learn[i]:
                 for c in range(n_comp):
-                    if not trusted[i] or evidence[c, i] > exclude:
-                        pend[c, _bin(stats[c, i], edges)] += 1.0
+                    if not trusted[i] or evidence[i, c] > exclude:
+                        pend[c, _bin(stats[i, c], edges)] += 1.0
                 if not trusted[i] or out[i] > exclude:
                     pend[n_comp, _bin(s, edges)] += 1.0
-        reference[:, :, g] = hist
-        pending[:, :, g] = pend
 
 
 def compiled() -> numba.core.registry.CPUDispatcher:
