@@ -112,8 +112,8 @@ class OnlineAnomalyConfig:
     target_alert_rate: float = 0.001  # share of normal events that alert
     max_keys: int = 100_000
     short_horizon: int = 8
-    quiet_horizon: int = 400  # events over which an incident's surprise damps later onsets
-    calibration_horizon: int = 2000  # events of a key its calibration remembers
+    quiet_horizon: int = 250  # events over which an incident's surprise damps later onsets
+    calibration_horizon: int = 5000  # events of a key its calibration remembers
     calibration_events: int = 170  # events after warmup before a key may alert
     season_window: int = 720  # values kept per key and feature for seasonality (0 = off)
 

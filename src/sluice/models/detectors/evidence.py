@@ -27,7 +27,9 @@ NOVELTY_PRIOR = (2.0, 1.0)  # pseudo-events (weight, novel) of a fresh key: rate
 # decayed maximum of a key's recent surprise, and events since its last onset candidate
 ONSET_STATE = ("om", "oq")
 REFRACTORY = 5  # an onset candidate this close after another belongs to the same incident
-FAMILIAR_ONSET = 0.6  # share of its surprise an onset without a recent novel context keeps
+ESCALATION = 1.5  # ... unless its surprise is this many times the recent maximum
+ONSET_CAP = 16.0  # -log10 p: beyond it the published score 1 - p is 1 in float64
+FAMILIAR_ONSET = 0.4  # share of its surprise an onset without a recent novel context keeps
 P_FLOOR = 1e-300
 LN10 = float(np.log(10.0))
 
@@ -75,6 +77,9 @@ def component_stats(
     rows[:, muted] = 0.0
     for row in (*LINGERING, rows.shape[0] - 1):
         rows[row][back] = 0.0
+    # a trend or drift only speaks of a value that stands on its side of the level
+    rows[1][z[1] * z[0] <= 0] = 0.0
+    rows[-1][drift * z[0] <= 0] = 0.0
     return surprise(rows.max(axis=1), tests=p)
 
 
@@ -106,14 +111,18 @@ def onsets(
     A *candidate* beats the decayed maximum of its key's recent surprises ``u`` (decay over
     ``horizon`` events, so the peak of an incident keeps its repeats quiet for a while); a
     candidate within :data:`REFRACTORY` events of the previous one continues that incident
-    (the rising edge of one incident starts it once).
+    (the rising edge of one incident starts it once) unless it is :data:`ESCALATION` times as
+    surprising. Surprises count up to :data:`ONSET_CAP` (where the published score saturates),
+    so one extreme event does not silence a key for long.
     """
     top, since = init
+    u = np.minimum(u, ONSET_CAP)
     before, top_final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, top)
     candidate = warm & (u > before)
     run, since_final = run_length(~candidate, segs, since)
     quiet_before = segs.shift(run, since) >= REFRACTORY
-    return candidate & quiet_before, np.stack([top_final, since_final])
+    stronger = u > ESCALATION * before
+    return candidate & (quiet_before | stronger), np.stack([top_final, since_final])
 
 
 def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
