@@ -158,7 +158,7 @@ _COMPILED: list[Any] = []
 def _kernel() -> Any:
     """The compiled kernel (numba is imported, and the kernel compiled, on first use)."""
     if not _COMPILED:
-        from sluice.models.detectors import calibrate_kernel
+        from sluice.models.detectors import kernels
 
-        _COMPILED.append(calibrate_kernel.compiled())
+        _COMPILED.append(kernels.compiled())
     return _COMPILED[0]

@@ -16,7 +16,7 @@ and dominated by the strongest evidence: ``T = mean(tan((1/2 - p_i) pi))``,
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, ndtri
 
 from sluice.models.detectors.scan import Segments, decayed_max, ew_scan, run_length
 
@@ -41,7 +41,6 @@ def surprise(z: np.ndarray, tests: int = 1) -> np.ndarray:
 
 
 KEEP_LEVEL = 1.0  # sigma off its level a value must be for the lingering statistics to count
-LINGERING = (1, 2, 3)  # trend, spread, rate (and drift): they echo the last events
 
 
 def back_at_level(level: np.ndarray, short_mean: np.ndarray) -> np.ndarray:
@@ -66,21 +65,26 @@ def component_stats(
     ``cap`` (p, n) the largest size the season lets them have, ``season``, ``structure`` and
     ``drift`` (p, n) the other statistics; ``muted`` (p, n) features are not scored (a global
     regime change). Where a value is ``back`` at its level (p, n), the statistics that echo
-    the last events (trend, spread, rate, drift) say nothing about it.
+    the last events (trend, spread, rate, drift) say nothing about it, and a trend or a drift
+    only speaks of a value that stands on its side of the level. Each component's surprise
+    is :func:`surprise` of its largest statistic over the features, corrected for ``p`` looks.
     """
-    p = z.shape[1]
-    size = np.minimum(np.abs(z), cap[None])
-    others = [np.abs(season), np.abs(drift)]
-    if structure is not None:
-        others.insert(1, np.abs(structure))
-    rows = np.concatenate([size, np.stack(others)])
-    rows[:, muted] = 0.0
-    for row in (*LINGERING, rows.shape[0] - 1):
-        rows[row][back] = 0.0
-    # a trend or drift only speaks of a value that stands on its side of the level
-    rows[1][z[1] * z[0] <= 0] = 0.0
-    rows[-1][drift * z[0] <= 0] = 0.0
-    return surprise(rows.max(axis=1), tests=p)
+    from sluice.models.detectors import kernels  # numba, compiled on first use
+
+    p, n = z.shape[1], z.shape[2]
+    others = [season, drift] if structure is None else [season, structure, drift]
+    out = np.empty((z.shape[0] + len(others), n))
+    kernels.components()(
+        np.ascontiguousarray(z),
+        np.ascontiguousarray(cap),
+        np.ascontiguousarray(np.stack(others)),
+        np.ascontiguousarray(muted),
+        np.ascontiguousarray(back),
+        float(np.log(p)),
+        float(ndtri(1.0 - 0.5 / p)),
+        out,
+    )
+    return out
 
 
 def novelty_probability(

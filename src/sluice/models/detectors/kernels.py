@@ -1,7 +1,8 @@
-"""The compiled loop of :func:`sluice.models.detectors.calibrate.calibrate` (numba).
+"""The compiled loops of ``online_anomaly`` (numba): component statistics and calibration.
 
-Plain Python over each key's events in order; see :mod:`sluice.models.detectors.calibrate`
-for what it computes. Imported only when a detector first calibrates.
+Plain Python over events; see :mod:`sluice.models.detectors.evidence` and
+:mod:`sluice.models.detectors.calibrate` for what they compute. Imported (and compiled, or
+loaded from numba's on-disk cache) only when a detector first scores.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom):
 def _bin(s, edges):
     """Index of the bin holding ``s`` (the first for anything below 0, the last is open)."""
     lo, hi = 0, edges.shape[0] - 1
+    if s < edges[1]:  # most often: exactly 0, nothing to say
+        return 0
     if s >= edges[hi]:
         return hi
     while hi - lo > 1:
@@ -67,10 +70,9 @@ def _bin(s, edges):
 
 
 @_jit
-def _probability(s, c, hist, tails, model, edges, widths, floor):
-    """Calibrated tail probability of statistic ``c`` at ``s``."""
+def _probability(s, b, c, hist, tails, model, edges, widths, floor):
+    """Calibrated tail probability of statistic ``c`` at ``s`` (in bin ``b``)."""
     n_bins = edges.shape[0]
-    b = _bin(s, edges)
     above = tails[c, b + 1] if b + 1 < n_bins else 0.0
     inside = min(max((edges[b] + widths[b] - s) / widths[b], 0.0), 1.0)
     p = (above + hist[c, b] * inside) / model[c, 3]
@@ -88,8 +90,8 @@ def _combine(evidence, i, extra, floor):
     total = 0.0
     for c in range(n_comp + 1):
         p = evidence[i, c] if c < n_comp else extra
-        p = min(max(p, floor), 0.5)
-        total += 1.0 / math.tan(math.pi * p)
+        if p < 0.5:  # p >= 1/2 adds tan(0) = 0: no evidence
+            total += 1.0 / math.tan(math.pi * max(p, floor))
     mean = total / (n_comp + 1)
     combined = math.atan2(1.0, mean) / math.pi
     return -math.log10(max(combined, floor))
@@ -119,6 +121,7 @@ def _run(
     n_stats, n_bins = n_comp + 1, edges.shape[0]
     tails = np.empty((n_stats, n_bins))
     model = np.empty((n_stats, 4))
+    bins = np.empty(n_stats, dtype=np.int64)
     for g in range(count.shape[0]):
         hist = state[g, 0]
         pend = state[g, 1]
@@ -135,19 +138,71 @@ def _run(
                         pend[c, b] = 0.0
                 _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom)
             for c in range(n_comp):
+                bins[c] = _bin(stats[i, c], edges)
                 evidence[i, c] = _probability(
-                    stats[i, c], c, hist, tails, model, edges, widths, floor
+                    stats[i, c], bins[c], c, hist, tails, model, edges, widths, floor
                 )
             s = _combine(evidence, i, extra[i], floor)
-            out[i] = _probability(s, n_comp, hist, tails, model, edges, widths, floor)
+            bins[n_comp] = _bin(s, edges)
+            out[i] = _probability(s, bins[n_comp], n_comp, hist, tails, model, edges, widths, floor)
             if learn[i]:
                 for c in range(n_comp):
                     if not trusted[i] or evidence[i, c] > exclude:
-                        pend[c, _bin(stats[i, c], edges)] += 1.0
+                        pend[c, bins[c]] += 1.0
                 if not trusted[i] or out[i] > exclude:
-                    pend[n_comp, _bin(s, edges)] += 1.0
+                    pend[n_comp, bins[n_comp]] += 1.0
+
+
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@_jit
+def _surprise(z, log_tests):
+    """``-log10`` of the two-sided normal tail of ``z >= 0`` times the number of tests, >= 0."""
+    if z < 30.0:
+        log_p = math.log(math.erfc(z / math.sqrt(2.0)))
+    else:  # erfc underflows: the asymptotic series of the normal tail
+        z2 = z * z
+        log_p = math.log(2.0) - z2 / 2.0 - math.log(z) - LOG_SQRT_2PI + math.log1p(-1.0 / z2)
+    return max(-(log_p + log_tests) / math.log(10.0), 0.0)
+
+
+@_jit
+def _components(z, cap, others, muted, back, log_tests, zero_below, out):
+    """Surprise of each component (c, n); see ``evidence.component_stats``."""
+    n_det, p, n = z.shape
+    n_other = others.shape[0]
+    drift = n_other - 1
+    out[:] = 0.0
+    for c in range(n_det + n_other):  # row by row: every array is read in order
+        lingering = c in (1, 2, 3) or c == n_det + drift
+        for f in range(p):
+            for i in range(n):
+                if muted[f, i] or (lingering and back[f, i]):
+                    continue
+                level = z[0, f, i]
+                if c < n_det:
+                    v = min(abs(z[c, f, i]), cap[f, i])
+                    if c == 1 and z[1, f, i] * level <= 0.0:
+                        continue
+                else:
+                    x = others[c - n_det, f, i]
+                    v = abs(x)
+                    if c - n_det == drift and x * level <= 0.0:
+                        continue
+                if v > out[c, i]:
+                    out[c, i] = v
+        for i in range(n):  # surprise 0 (p * tests >= 1) up to zero_below: no tail to compute
+            v = out[c, i]
+            out[c, i] = _surprise(v, log_tests) if v > zero_below else 0.0
 
 
 def compiled() -> numba.core.registry.CPUDispatcher:
-    """The kernel (compiled on its first call; cached on disk where the package is writable)."""
+    """The calibration kernel (compiled on its first call; cached on disk where the package
+    is writable)."""
     return _run
+
+
+def components() -> numba.core.registry.CPUDispatcher:
+    """The component-statistics kernel."""
+    return _components
