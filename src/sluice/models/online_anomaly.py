@@ -20,9 +20,12 @@ From one event to its outputs:
    ``score >= 1 - target_alert_rate`` and the key has seen ``warmup + calibration_events``
    events (a younger key never alerts, and its reason says so). On anomaly-free data of any
    shape about ``target_alert_rate`` of the events alert.
-4. ``onset`` is the score of an event that starts an incident (its surprise beats every recent
-   one of its key, decayed over ``quiet_horizon`` events), else 0: the first alert of each
-   incident has ``onset >= 1 - target_alert_rate``, its repeats have 0.
+4. ``onset`` is positive on an event that starts an incident, else 0: where its surprise beats
+   every recent one of its key (decayed over ``quiet_horizon`` events), and on the first alert
+   after a quiet spell (see :func:`sluice.models.detectors.evidence.onsets`). Its value ranks
+   incidents: the score, with the surprise of an event whose key showed no new pattern lately
+   discounted (see :func:`~sluice.models.detectors.evidence.onset_score`). An action with
+   ``when: "m_anomaly AND m_onset > 0"`` fires once per incident.
 
 Every update happens at key-local event counts, so outputs do not depend on where micro-batch
 boundaries fall, nor on a crash and replay. When most keys shift the same way at once (a
@@ -371,7 +374,7 @@ class OnlineAnomalyDetector:
         fresh = st["count"] <= 0
         init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
         u = -np.log10(np.maximum(p, 1e-300))
-        starts, onset_state = onsets(u, warm, segs, init, self.config.quiet_horizon)
+        starts, _, onset_state = onsets(u, part.alert, warm, segs, init, self.config.quiet_horizon)
         final.update(zip(ONSET_STATE, onset_state, strict=True))
         part.onset = np.where(starts, onset_score(p, ctx.familiar), 0.0)
         part.context = ctx

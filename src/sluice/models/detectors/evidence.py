@@ -25,8 +25,9 @@ NOVELTY_STATE = ("nw", "nr")  # EW weight and EW count of novel contexts per key
 NOVELTY_HORIZON = 500  # events over which a key's rate of novel contexts is learned
 NOVELTY_PRIOR = (2.0, 1.0)  # pseudo-events (weight, novel) of a fresh key: rate 1/2
 # decayed maximum of a key's recent surprise, and events since its last onset candidate
-ONSET_STATE = ("om", "oq")
+ONSET_STATE = ("om", "oq", "oa")  # ... and events since its last alert
 REFRACTORY = 5  # an onset candidate this close after another belongs to the same incident
+INCIDENT_GAP = 50  # alerts closer than this many events apart belong to one incident
 ESCALATION = 1.5  # ... unless its surprise is this many times the recent maximum
 ONSET_CAP = 16.0  # -log10 p: beyond it the published score 1 - p is 1 in float64
 FAMILIAR_ONSET = 0.4  # share of its surprise an onset without a recent novel context keeps
@@ -108,25 +109,37 @@ def combine(p: np.ndarray) -> np.ndarray:
 
 
 def onsets(
-    u: np.ndarray, warm: np.ndarray, segs: Segments, init: np.ndarray, horizon: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where an event starts an incident, and the final state (2, m).
+    u: np.ndarray,
+    alert: np.ndarray,
+    warm: np.ndarray,
+    segs: Segments,
+    init: np.ndarray,
+    horizon: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where an event starts an incident, where an alert starts one, and the final state
+    (3, m).
 
     A *candidate* beats the decayed maximum of its key's recent surprises ``u`` (decay over
     ``horizon`` events, so the peak of an incident keeps its repeats quiet for a while); a
     candidate within :data:`REFRACTORY` events of the previous one continues that incident
     (the rising edge of one incident starts it once) unless it is :data:`ESCALATION` times as
     surprising. Surprises count up to :data:`ONSET_CAP` (where the published score saturates),
-    so one extreme event does not silence a key for long.
+    so one extreme event does not silence a key for long. The first ``alert`` after
+    :data:`INCIDENT_GAP` events without one always starts an incident, so an action with
+    ``when: "<m>_anomaly AND <m>_onset > 0"`` fires once per incident (and again only when it
+    escalates).
     """
-    top, since = init
+    top, since, calm = init
     u = np.minimum(u, ONSET_CAP)
     before, top_final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, top)
     candidate = warm & (u > before)
     run, since_final = run_length(~candidate, segs, since)
     quiet_before = segs.shift(run, since) >= REFRACTORY
     stronger = u > ESCALATION * before
-    return candidate & (quiet_before | stronger), np.stack([top_final, since_final])
+    quiet, calm_final = run_length(~alert, segs, calm)
+    first_alert = alert & (segs.shift(quiet, calm) >= INCIDENT_GAP)
+    starts = candidate & (quiet_before | stronger)
+    return starts | first_alert, first_alert, np.stack([top_final, since_final, calm_final])
 
 
 def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
@@ -140,8 +153,8 @@ def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
 
 
 def fresh_onsets(m: int) -> np.ndarray:
-    """Onset state (2, m) of fresh keys: nothing seen, long past any candidate."""
-    return np.stack([np.zeros(m), np.full(m, float(REFRACTORY))])
+    """Onset state (3, m) of fresh keys: nothing seen, long past any candidate and alert."""
+    return np.stack([np.zeros(m), np.full(m, float(REFRACTORY)), np.full(m, float(INCIDENT_GAP))])
 
 
 def fresh_novelty(m: int) -> np.ndarray:
