@@ -16,6 +16,7 @@ pytestmark = pytest.mark.anyio
 JOBS = """\
 jobs:
   - name: check
+    params: {x: 0}
     tasks:
       - {name: one, type: sql, sql: "SELECT 1 AS x"}
 """
