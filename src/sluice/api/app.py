@@ -20,6 +20,7 @@ from sluice.api.deps import (
     QueryEngineLike,
 )
 from sluice.api.errors import install_error_handlers
+from sluice.api.guard import KeylessGuard
 from sluice.api.metrics import ApiMetrics
 from sluice.api.routes import automation, data, ingest, ops, pipelines, predict
 from sluice.core.settings import Settings
@@ -61,6 +62,7 @@ def create_app(
         query_engine_factory=query_engine_factory,
     )
     install_error_handlers(app)
+    app.add_middleware(KeylessGuard, keys_configured=lambda: bool(app.state.sluice.keys))
     for module in (ingest, predict, pipelines, data, ops, automation):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
