@@ -8,8 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from sluice.api import ApiConfig, ApiKeys, create_app
+from sluice.api import ApiConfig, ApiKeys, create_app, hash_key
+from sluice.api.auth import AuthThrottle
+from sluice.cli import app as cli
 from sluice.core.settings import Settings
 from sluice.storage.log import MAX_NESTING, open_log
 from tests.unit.test_api import StaticPipelines
@@ -82,3 +85,37 @@ async def test_readyz_is_503_while_a_pipeline_is_failed(tmp_path: Path) -> None:
         assert r.json()["detail"]["checks"] == {"log": "ok", "pipelines": "failed: telemetry"}
         pipelines.status["telemetry"]["state"] = "running"  # restarted after its backoff
         assert (await c.get("/readyz")).status_code == 200
+
+
+async def test_repeated_invalid_keys_are_throttled_per_client(tmp_path: Path) -> None:
+    now = [1000.0]
+    app = _app(tmp_path, keys=ApiKeys.from_pairs("right-key-0123456789:read"))
+    app.state.sluice.auth_throttle = AuthThrottle(3, clock=lambda: now[0])
+
+    def client(host: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        return httpx.AsyncClient(transport=transport, base_url=LOCAL)
+
+    good, bad = {"X-API-Key": "right-key-0123456789"}, {"X-API-Key": "guess"}
+    async with client("10.0.0.1") as guesser, client("10.0.0.2") as other:
+        for _ in range(3):
+            assert (await guesser.get("/api/v1/streams", headers=bad)).status_code == 401
+        r = await guesser.get("/api/v1/streams", headers=good)  # even the right key waits
+        assert r.status_code == 429 and r.headers["Retry-After"] == "20"
+        assert r.json()["detail"] == {"retry_after_seconds": 20}
+        assert (await other.get("/api/v1/streams", headers=good)).status_code == 200
+        assert (await guesser.get("/healthz")).status_code == 200  # probes need no key
+        now[0] += 20
+        assert (await guesser.get("/api/v1/streams", headers=good)).status_code == 200
+        assert (await guesser.get("/api/v1/streams", headers=bad)).status_code == 401
+        assert (await guesser.get("/api/v1/streams", headers=bad)).status_code == 429
+
+
+def test_hash_key_wants_a_long_key_and_a_known_role() -> None:
+    runner = CliRunner()
+    short = runner.invoke(cli, ["api", "hash-key", "x" * 15, "--role", "admin"])
+    assert short.exit_code == 2 and "use at least 16" in short.output
+    role = runner.invoke(cli, ["api", "hash-key", "k" * 16, "--role", "root"])
+    assert role.exit_code == 2 and "unknown role 'root'" in role.output
+    ok = runner.invoke(cli, ["api", "hash-key", "k" * 16, "--role", "admin"])
+    assert ok.exit_code == 0 and ok.output.strip() == f"{hash_key('k' * 16)}:admin"

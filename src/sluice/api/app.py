@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from sluice.api.auth import ApiKeys
+from sluice.api.auth import ApiKeys, AuthThrottle
 from sluice.api.deps import (
     ApiConfig,
     AppState,
@@ -49,12 +49,14 @@ def create_app(
         description="Ingest events, query the lake, predict, and watch pipelines.",
     )
     provider = pipelines_provider
+    config = config or ApiConfig.from_env()
     app.state.sluice = AppState(
         settings=settings,
-        config=config or ApiConfig.from_env(),
+        config=config,
         log=open_log(settings.log_dir),
         keys=api_keys if api_keys is not None else ApiKeys.from_env(),
         metrics=ApiMetrics(lambda: provider.list() if provider is not None else []),
+        auth_throttle=AuthThrottle(config.auth_failures_per_minute),
         pipelines=pipelines_provider,
         predictor=predictor,
         models_provider=models_provider,
