@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from sluice.api import ApiConfig, ApiKeys, create_app
 from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.orchestration.scheduler import Scheduler
-from sluice.orchestration.service import job_runner, resolve_jobs, store_for
+from sluice.orchestration.service import job_runner, resolve_jobs, run_task, store_for
+from sluice.orchestration.spec import jobs_from_text
 from sluice.orchestration.tasks import contained_path
 from sluice.storage.db import dispose_all
 
@@ -98,7 +101,7 @@ async def test_shell_metacharacters_in_templated_params_run_nothing(
     assert (await _trigger(client, "templated", {"name": value})).status_code == 202
     run = _run_queued(settings)
     assert run["state"] == "failed"
-    assert "characters a shell would interpret" in run["tasks"][-1]["error"]
+    assert "characters that could change its syntax" in run["tasks"][-1]["error"]
     assert not (root / "said").exists()
     assert list(tmp_path.rglob("FILE")) == []
 
@@ -172,3 +175,30 @@ def test_run_job_actions_are_held_to_the_declared_params(settings: Settings) -> 
     run("templated", {"name": "d1"}, "key-2")
     queued = store_for(settings).recent("templated", limit=5)
     assert [r["params"] for r in queued] == [{"name": "d1", "idempotency_key": "key-2"}]
+
+
+def test_templated_pipeline_files_take_params_as_values_only(
+    tmp_path: Path, settings: Settings
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"device": "d1"}\n{"device": "d2"}\n')
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"""\
+name: picked
+source: {{type: file, path: "{tmp_path}/in.jsonl", format: json}}
+schema: {{device: string}}
+transforms: [{{filter: "device = '{{{{ params.device }}}}'"}}]
+sinks: [{{type: lake, table: picked}}]
+""")
+    jobs = jobs_from_text(f"""
+jobs:
+  - name: pick
+    params: {{device: d1}}
+    tasks: [{{name: run, type: run_pipeline, pipeline: "{pipeline}", template: true}}]
+""")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(ConfigError, match="could change its syntax"):
+        run_task(settings, jobs, "pick", "run", start=start, params={"device": "x' OR '1'='1"})
+    assert not (tmp_path / "home" / "lake" / "picked").exists()
+    run_task(settings, jobs, "pick", "run", start=start, params={"device": "d2"})
+    table = DeltaTable(settings.lake_path("picked")).to_pyarrow_table()
+    assert table.column("device").to_pylist() == ["d2"]

@@ -197,16 +197,17 @@ PATH_OPTIONS: dict[str, tuple[str, ...]] = {
     "run_pipeline": ("pipeline",),
     "shell": ("cwd",),
 }
-# What a template may write into a shell command: characters no shell treats specially
-# (the set ``shlex.quote`` leaves unquoted), so a value can never become syntax.
-_SHELL_SAFE = re.compile(r"[\w@%+=:,./-]*", re.ASCII)
+# What a template may write into a shell command or a templated pipeline file: characters
+# no shell treats specially (the set ``shlex.quote`` leaves unquoted), no quotes, brackets
+# or spaces, so a value can never become syntax (shell, YAML or SQL).
+_INERT = re.compile(r"[\w@%+=:,./-]*", re.ASCII)
 
 
 def execute_task(task_type: str, options: dict[str, Any], ctx: TaskContext) -> None:
     """Validate rendered ``options`` for ``task_type`` and run the task."""
     rendered = render(options, ctx.variables)
     if task_type == "shell" and "command" in options:
-        rendered["command"] = render(options["command"], ctx.variables, _shell_word)
+        rendered["command"] = render(options["command"], ctx.variables, _SHELL_WORD)
     for key in PATH_OPTIONS.get(task_type, ()):
         if isinstance(options.get(key), str) and isinstance(rendered.get(key), str):
             rendered[key] = contained_path(options[key], rendered[key])
@@ -214,16 +215,25 @@ def execute_task(task_type: str, options: dict[str, Any], ctx: TaskContext) -> N
     RUNNERS[task_type](parsed, ctx)
 
 
-def _shell_word(value: Any) -> str:
-    """A template value written into a shell command: refused unless it is inert there."""
-    text = "" if value is None else str(value)
-    if not _SHELL_SAFE.fullmatch(text):
-        raise ConfigError(
-            f"shell command: the value {text[:80]!r} has characters a shell would interpret; "
-            "only letters, digits and _@%+=:,./- are written into a command. Read params "
-            'from the environment instead, e.g. "$SLUICE_PARAM_NAME"'
-        )
-    return text
+def _inert(what: str, hint: str = "") -> Callable[[Any], str]:
+    """A Jinja ``finalize`` refusing values that could be syntax (not data) in ``what``."""
+
+    def check(value: Any) -> str:
+        text = "" if value is None else str(value)
+        if not _INERT.fullmatch(text):
+            raise ConfigError(
+                f"{what}: the value {text[:80]!r} has characters that could change its syntax; "
+                f"only letters, digits and _@%+=:,./- are written into it.{hint}"
+            )
+        return text
+
+    return check
+
+
+_SHELL_WORD = _inert(
+    "shell command",
+    ' Read params from the environment instead, e.g. "$SLUICE_PARAM_NAME"',
+)
 
 
 def contained_path(template: str, rendered: str) -> str:
@@ -265,7 +275,7 @@ def _run_pipeline(opts: Any, ctx: TaskContext) -> None:
     path = Path(opts.pipeline)
     text = path.read_text(encoding="utf-8")
     if opts.template:
-        text = render(text, ctx.variables)
+        text = render(text, ctx.variables, _inert(f"pipeline file {str(path)!r}"))
     pipeline = pipeline_from_text(text, str(path))
     runner = create_runner(pipeline, ctx.settings, until_idle=True, idle_timeout=opts.idle_timeout)
     try:
