@@ -104,7 +104,7 @@ def make_app(home: Path, predictor: Any = None, **config: Any) -> FastAPI:
 async def client(tmp_path: Path, predictor: SmallPredictor) -> AsyncIterator[httpx.AsyncClient]:
     app = make_app(tmp_path, predictor)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:5000") as c:
         yield c
 
 
@@ -161,7 +161,9 @@ async def test_ingest_unknown_stream_is_404(client: httpx.AsyncClient, tmp_path:
 
 async def test_ingest_auto_create(tmp_path: Path) -> None:
     app = make_app(tmp_path, auto_create_streams=True)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         r = await c.post("/api/v1/ingest/new-stream", json=_events(1))
     assert r.status_code == 202
 
@@ -206,7 +208,9 @@ async def test_ingest_backpressure_is_429(tmp_path: Path) -> None:
     log = open_log(Settings(home=tmp_path).log_dir)
     log.append("events", [b"{}"] * 6)
     log.commit_consumer("events", "telemetry", 0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         r = await c.post("/api/v1/ingest/events", json=_events(1))
         assert r.status_code == 429
         assert r.headers["retry-after"] == "1"
@@ -266,7 +270,9 @@ async def test_predict_bad_requests(
 
 async def test_predict_without_a_predictor_is_503(tmp_path: Path) -> None:
     app = make_app(tmp_path)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         r = await c.post("/api/v1/predict", json={"data": "x"})
     assert r.status_code == 503
     assert "no model is available" in r.json()["error"]

@@ -123,7 +123,9 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         config=ApiConfig(),
         query_engine_factory=lambda _settings: engine,
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         yield c
 
 

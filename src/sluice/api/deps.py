@@ -19,7 +19,7 @@ from sluice.core.settings import Settings
 from sluice.storage.log import EmbeddedLog
 
 if TYPE_CHECKING:
-    from sluice.api.auth import ApiKeys
+    from sluice.api.auth import ApiKeys, AuthThrottle
     from sluice.api.metrics import ApiMetrics
 
 
@@ -108,6 +108,8 @@ class ApiConfig:
     # SLUICE_API_PREDICT_IN_THREAD=1: run predictions in a worker thread (for slow models);
     # by default they run on the event loop, which is faster for sub-millisecond models.
     predict_in_thread: bool = False
+    # SLUICE_API_AUTH_FAILURES: invalid keys a client address may send per minute (then 429)
+    auth_failures_per_minute: int = 10
 
     @classmethod
     def from_env(cls) -> ApiConfig:
@@ -119,6 +121,9 @@ class ApiConfig:
             auto_create_streams=env.get("SLUICE_API_AUTO_CREATE_STREAMS", "") in {"1", "true"},
             query_timeout=float(env.get("SLUICE_API_QUERY_TIMEOUT") or cls.query_timeout),
             predict_in_thread=env.get("SLUICE_API_PREDICT_IN_THREAD", "") in {"1", "true"},
+            auth_failures_per_minute=_env_int(
+                "SLUICE_API_AUTH_FAILURES", cls.auth_failures_per_minute
+            ),
         )
 
 
@@ -131,6 +136,7 @@ class AppState:
     log: EmbeddedLog
     keys: ApiKeys
     metrics: ApiMetrics
+    auth_throttle: AuthThrottle
     pipelines: PipelinesProvider | None = None
     predictor: Predictor | None = None
     models_provider: ModelsProvider | None = None

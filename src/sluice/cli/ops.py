@@ -189,6 +189,10 @@ def hash_key(
     role: Annotated[str, typer.Option(help="read, write or admin")] = "read",
 ) -> None:
     """Print a keys-file line (``sha256-hash:role``) for a key; keys are stored hashed."""
-    from sluice.api.auth import hash_key as do_hash
+    from sluice.api.auth import keys_file_line
 
-    console.print(f"{do_hash(key)}:{role}", highlight=False)
+    try:
+        line = keys_file_line(key, role)
+    except SluiceError as exc:
+        fail(exc)
+    console.print(line, highlight=False)

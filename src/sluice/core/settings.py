@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sluice.core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -55,7 +57,12 @@ class Settings:
         return self
 
     def lake_path(self, table: str) -> str:
-        """Return the location of a lake table (an absolute ``s3://`` URL passes through)."""
+        """Return the location of a lake table (an absolute ``s3://`` URL passes through).
+
+        A name with a ``..`` part is refused: it would leave the lake (or its prefix).
+        """
+        if ".." in table.replace("\\", "/").split("/"):
+            raise ConfigError(f"lake table {table!r}: '..' is not allowed in a table name")
         if "://" in table or table.startswith("/"):
             return table
         root = str(self.lake_root).rstrip("/")

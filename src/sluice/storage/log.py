@@ -449,8 +449,26 @@ def parse_events(body: bytes, first_line: int = 1) -> list[bytes]:
         except orjson.JSONDecodeError:
             single = None
         if isinstance(single, dict):
-            return [orjson.dumps(single)]
+            return [_dump(single)]
     return _parse_ndjson(body, first_line)
+
+
+# The deepest record orjson writes back (it refuses deeper ones): deeper records are
+# refused at the door in every format, rather than failing later when re-serialised.
+MAX_NESTING = 254
+
+
+def _maybe_deep(text: bytes, records: int) -> bool:
+    """Whether a record in ``text`` could nest deeper than MAX_NESTING (a cheap upper bound)."""
+    return text.count(b"{") + text.count(b"[") - records >= MAX_NESTING
+
+
+def _dump(value: object, *, line: int | None = None, item: int | None = None) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        message = f"the record is nested more than {MAX_NESTING} levels deep"
+        raise PayloadError(message, line=line, item=item) from None
 
 
 def _parse_array(text: bytes) -> list[bytes]:
@@ -462,7 +480,7 @@ def _parse_array(text: bytes) -> list[bytes]:
     bad = next((i for i, item in enumerate(items) if type(item) is not dict), None)
     if bad is not None:
         raise PayloadError(f"expected a JSON object, got {_json_kind(items[bad])}", item=bad)
-    return [orjson.dumps(item) for item in items]
+    return [_dump(value, item=i) for i, value in enumerate(items)]
 
 
 def _parse_ndjson(body: bytes, first_line: int) -> list[bytes]:
@@ -472,8 +490,12 @@ def _parse_ndjson(body: bytes, first_line: int) -> list[bytes]:
     try:  # fast path: one C-level parse of all lines joined as an array
         items = orjson.loads(b"[" + b",".join(events) + b"]")
         if len(items) == len(events) and all(type(item) is dict for item in items):
+            if not _maybe_deep(body, len(events)):
+                return events
+            for item in items:
+                _dump(item)
             return events
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, PayloadError):
         pass
     for number, line in enumerate(lines, start=first_line):
         if not line.strip():
@@ -484,6 +506,8 @@ def _parse_ndjson(body: bytes, first_line: int) -> list[bytes]:
             raise PayloadError(f"invalid JSON: {exc.msg}", line=number) from None
         if type(value) is not dict:
             raise PayloadError(f"expected a JSON object, got {_json_kind(value)}", line=number)
+        if _maybe_deep(line, 1):
+            _dump(value, line=number)
     raise PayloadError("invalid NDJSON")  # unreachable: some line above failed
 
 

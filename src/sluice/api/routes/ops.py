@@ -177,7 +177,7 @@ async def healthz() -> JSONOut:
 @router.get("/readyz", tags=["health"])
 @router.get("/api/v1/readyz", include_in_schema=False)
 async def readyz(state: AppState = Depends(get_state)) -> JSONOut:
-    """Readiness: the log folder is writable and the pipelines runtime answers."""
+    """Readiness: the log folder is writable, the pipelines runtime answers, none has failed."""
 
     def work() -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -188,8 +188,8 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONOut:
             checks["log"] = f"failed: {exc.strerror}"
         if state.pipelines is not None:
             try:
-                state.pipelines.list()
-                checks["pipelines"] = "ok"
+                failed = [p["name"] for p in state.pipelines.list() if p.get("state") == "failed"]
+                checks["pipelines"] = f"failed: {', '.join(failed)}" if failed else "ok"
             except Exception as exc:  # any failure means not ready
                 checks["pipelines"] = f"failed: {type(exc).__name__}"
         return checks
