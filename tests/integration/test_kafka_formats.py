@@ -28,7 +28,7 @@ from sluice.config.loader import load_pipeline
 from sluice.config.models import FieldSpec, SourceConfig
 from sluice.core.context import EpochContext
 from sluice.core.errors import ConfigError, SourceError
-from sluice.runners.local import run
+from sluice.runners.create import run
 from sluice.sources.base import SourceBatch, SourceContext
 from sluice.sources.decode import Decoder
 from sluice.sources.kafka import KafkaSource

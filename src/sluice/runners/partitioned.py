@@ -128,7 +128,12 @@ class PartitionedRunner(LocalRunner):
             old = self.tasks.pop(key, None)
             if old is not None:
                 old.stages.close()
-            stages = Stages(self.pipeline.model_copy(update={"name": stream}), self.settings)
+            stages = Stages(
+                self.pipeline.model_copy(update={"name": stream}),
+                self.settings,
+                job_runner=self.job_runner,
+            )
+            stages.start()
             stages.restore(ckpt.states)
             task = Task(key, stream, stages, ckpt.epoch)
             if ORIGINS_STATE in ckpt.states:
