@@ -25,14 +25,14 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sluice.config.models import SinkConfig
-from sluice.core.errors import ConfigError, TransientSinkError
-from sluice.sinks.base import Marks, Sink, SinkContext
-from sluice.sources.kafka_common import (
+from sluice.connectors.kafka import (
     DEFAULT_BOOTSTRAP,
     FLUSH_TIMEOUT_S,
     kafka_module,
     producer_config,
 )
+from sluice.core.errors import ConfigError, TransientSinkError
+from sluice.sinks.base import Marks, Sink, SinkContext
 
 log = logging.getLogger("sluice.sinks.kafka")
 POLL_EVERY = 10_000

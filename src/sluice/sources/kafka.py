@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sluice.config.models import SourceConfig
 from sluice.core.errors import ConfigError, SourceError
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext
-from sluice.sources.kafka_common import DEFAULT_BOOTSTRAP, client_config, kafka_module
+from sluice.connectors.kafka import DEFAULT_BOOTSTRAP, client_config, kafka_module
 from sluice.sources.kafka_formats import (
     FORMATS,
     RAW_FORMATS,
