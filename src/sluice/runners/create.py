@@ -16,7 +16,7 @@ def create_runner(
     pipeline: Pipeline, settings: Settings | None = None, **options: Any
 ) -> LocalRunner:
     """The runner for ``pipeline``: one task per partition for partitioned sources (Kafka)."""
-    if getattr(source_class(pipeline.source), "partitioned", False):
+    if source_class(pipeline.source).partitioned:
         return PartitionedRunner(pipeline, settings, **options)
     return LocalRunner(pipeline, settings, **options)
 

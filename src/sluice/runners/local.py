@@ -79,7 +79,7 @@ class LocalRunner:
         self.position: Position | None = None
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"sluice-{pipeline.name}")
         self._pending_read: Future[SourceBatch | None] | None = None
-        self._prefetch = getattr(self.source, "prefetch_safe", False)
+        self._prefetch = self.source.prefetch_safe
         self._max_rows = pipeline.batch.max_rows
         self._max_latency = parse_duration(pipeline.batch.max_latency).total_seconds()
 
