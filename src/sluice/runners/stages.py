@@ -10,12 +10,13 @@ import pyarrow as pa
 
 from sluice.actions.base import JobRunner
 from sluice.actions.engine import ActionEngine
+from sluice.actions.outbox import PendingActions
 from sluice.config.models import Pipeline
 from sluice.core.context import EpochContext, rows_as_json
 from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, build_model
-from sluice.models.drift import DriftLog, DriftWatch
+from sluice.models.drift import DriftLog, DriftWatch, drift_writer
 from sluice.models.registry import OnlineModelIndex, OnlineModelInfo
 from sluice.sources.base import SourceBatch
 from sluice.sources.decode import Decoder, reject_flagged
@@ -52,6 +53,7 @@ class Stages:
         ]
         self.drift = self._drift_watches()
         self.drift_log: DriftLog | None = None
+        self._drift_writers: list[Writer] = []  # this epoch's drift events, for the checkpoint
         self.actions = (
             ActionEngine(
                 pipeline.actions,
@@ -127,8 +129,9 @@ class Stages:
         return decoder
 
     # -- one epoch -----------------------------------------------------------------------
-    def run(self, batch: SourceBatch, ctx: EpochContext) -> tuple[pa.Table, Any]:
+    def run(self, batch: SourceBatch, ctx: EpochContext) -> tuple[pa.Table, PendingActions | None]:
         """Decode and transform ``batch``, score it and evaluate the actions."""
+        self._drift_writers = []
         if batch.data.num_columns == 0:
             table = None
         elif self.pipeline.schema_ or batch.raw_format != "arrow":
@@ -191,8 +194,9 @@ class Stages:
         table, events = watch.observe(table)
         if events:
             ctx.counters["drift_events"] += len(events)
-            assert self.drift_log is not None, "stages are not started"
-            self.drift_log.record(self.pipeline.name, name, ctx.epoch, watch.spec.on_drift, events)
+            self._drift_writers.append(
+                drift_writer(self.pipeline.name, name, ctx.epoch, watch.spec.on_drift, events)
+            )
             log.warning(
                 "drift in %s: %s",
                 name,
@@ -232,11 +236,12 @@ class Stages:
         if self.actions is not None and "actions" in states:
             self.actions.restore(states["actions"])
 
-    def commit_writers(self, pending: Any, epoch: int) -> list[Writer]:
-        """Extra rows to commit with the checkpoint (the actions outbox)."""
-        if self.actions is None or pending is None:
-            return []
-        return [self.actions.outbox_writer(pending, epoch)]
+    def commit_writers(self, pending: PendingActions | None, epoch: int) -> list[Writer]:
+        """Rows to commit with the checkpoint: the epoch's drift events and actions outbox."""
+        writers, self._drift_writers = self._drift_writers, []
+        if self.actions is not None and pending is not None:
+            writers.append(self.actions.outbox_writer(pending, epoch))
+        return writers
 
     def after_commit(self) -> None:
         """Wake the action dispatcher and let models pick up promoted versions."""
