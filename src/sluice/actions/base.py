@@ -3,7 +3,10 @@
 Integration contract with the runner (``runners/local.py`` through ``runners/stages.py``):
 
 * ``engine = ActionEngine(pipeline.actions, pipeline=name, settings=settings)`` once per run
-  (optional ``event_time=`` column and ``job_runner=`` callable).
+  (optional ``event_time=`` column and ``job_runner=`` callable) compiles the rules and
+  opens nothing; ``engine.check(schema)`` binds the conditions (``sluice validate``);
+  ``engine.start()`` migrates the outbox tables and starts the dispatcher; ``engine.close()``
+  drains what is due and stops it.
 * per epoch: ``pending = engine.evaluate(table, ctx)`` after the models;
   at checkpoint: ``CheckpointStore.commit(..., writers=[engine.outbox_writer(pending, epoch)])``
   so outbox rows are durable in the same transaction as the epoch;

@@ -32,7 +32,7 @@ def produce(
     fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
 ) -> None:
     """Produce a file's records to a Kafka topic (like kafka-console-producer)."""
-    from sluice.sources.kafka_common import produce_file
+    from sluice.connectors.kafka import produce_file
 
     try:
         count = produce_file(bootstrap_servers, topic, file, key=key, format=fmt)
@@ -146,7 +146,7 @@ def pipelines_status(
 
 def _print_kafka_lag(path: Path, store: CheckpointStore) -> None:
     from sluice.config.loader import load_pipeline
-    from sluice.sources.kafka_common import consumer_lag
+    from sluice.connectors.kafka import consumer_lag
 
     try:
         p = load_pipeline(path)

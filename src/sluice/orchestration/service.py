@@ -153,7 +153,7 @@ def backfill(
 
 
 def _execute_runs(settings: Settings, jobs: JobsFile, ids: list[int]) -> list[dict[str, Any]]:
-    scheduler = Scheduler(settings, jobs, max_workers=1)
+    scheduler = Scheduler(settings, jobs, max_workers=1, job_runner=job_runner(settings))
     store = scheduler.store
     try:
         for run_id in ids:
@@ -187,7 +187,14 @@ def run_task(
         start, end = latest_interval(job.schedule_spec, end)
     params = {**job.params, **job.check_params(params)}
     variables = template_variables(job.name, start, end or start + timedelta(days=1), params)
-    ctx = TaskContext(settings, job.name, task.name, variables, timeout=job.task_timeout(task))
+    ctx = TaskContext(
+        settings,
+        job.name,
+        task.name,
+        variables,
+        timeout=job.task_timeout(task),
+        job_runner=job_runner(settings),
+    )
     run_with_timeout(lambda: execute_task(task.type, task.options, ctx), ctx.timeout)
     return ctx.lines
 
@@ -202,7 +209,7 @@ def start_scheduler(
     jobs = resolve_jobs(settings, jobs_file)
     if not jobs.jobs:
         return None
-    scheduler = Scheduler(settings, jobs)
+    scheduler = Scheduler(settings, jobs, job_runner=job_runner(settings))
     stop = threading.Event()
     thread = threading.Thread(
         target=scheduler.run_forever, args=(stop, poll), daemon=True, name="sluice-scheduler"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sluice.actions.base import JobRunner
 from sluice.core.errors import ConfigError, PermanentError, SluiceError
 from sluice.core.settings import Settings
 from sluice.core.types import parse_duration
@@ -142,6 +143,7 @@ class TaskContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     timeout: float | None = None
     lines: list[str] = field(default_factory=list)
+    job_runner: JobRunner | None = None  # for the run_job actions of pipelines it runs
 
     def log(self, message: str) -> None:
         """Append a line to this attempt's log."""
@@ -270,14 +272,20 @@ def param_environment(params: dict[str, Any]) -> dict[str, str]:
 
 def _run_pipeline(opts: Any, ctx: TaskContext) -> None:
     from sluice.config.loader import pipeline_from_text
-    from sluice.runners.local import create_runner
+    from sluice.runners.create import create_runner
 
     path = Path(opts.pipeline)
     text = path.read_text(encoding="utf-8")
     if opts.template:
         text = render(text, ctx.variables, _inert(f"pipeline file {str(path)!r}"))
     pipeline = pipeline_from_text(text, str(path))
-    runner = create_runner(pipeline, ctx.settings, until_idle=True, idle_timeout=opts.idle_timeout)
+    runner = create_runner(
+        pipeline,
+        ctx.settings,
+        until_idle=True,
+        idle_timeout=opts.idle_timeout,
+        job_runner=ctx.job_runner,
+    )
     try:
         stats = runner.run(max_epochs=opts.max_epochs)
     finally:

@@ -27,7 +27,6 @@ with ``ALTER TABLE ... ADD COLUMN``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,30 +34,22 @@ import duckdb
 import pyarrow as pa
 
 from sluice.config.models import SinkConfig
+from sluice.connectors.warehouse import (
+    LOCK_WAIT_SECONDS,
+    MARKER_TABLE,
+    connect_duckdb,
+    duckdb_path,
+    is_lock_error,
+    is_postgres_url,
+    quote,
+    redact_url,
+)
 from sluice.core.deps import require
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
 from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.sinks.lake import lake_ready
 
-MARKER_TABLE = "_sluice_epochs"
 BATCH_VIEW = "__sluice_batch"
-LOCK_WAIT_SECONDS = 2.0
-_LOCK_HINTS = ("lock", "different configuration", "conflict")
-
-
-def quote(name: str) -> str:
-    """A double-quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def is_postgres_url(url: str) -> bool:
-    """True for ``postgresql://``, ``postgres://`` and ``redshift://`` URLs."""
-    return url.startswith(("postgresql://", "postgres://", "redshift://"))
-
-
-def duckdb_path(url: str) -> str:
-    """The file path of a DuckDB warehouse URL (a plain path or ``duckdb:///path``)."""
-    return url.removeprefix("duckdb://") if url.startswith("duckdb://") else url
 
 
 class WarehouseBackend(Protocol):
@@ -103,28 +94,6 @@ class WarehouseSink(Sink):
     def close(self) -> None:
         """Close the database connection."""
         self.backend.close()
-
-
-def is_lock_error(exc: duckdb.Error) -> bool:
-    """True when a DuckDB error means the file is held by another process or connection."""
-    text = str(exc).lower()
-    return any(hint in text for hint in _LOCK_HINTS)
-
-
-def connect_duckdb(
-    path: str, read_only: bool = False, wait: float = LOCK_WAIT_SECONDS
-) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB file, retrying briefly while another process holds its lock."""
-    deadline = time.monotonic() + wait
-    delay = 0.02
-    while True:
-        try:
-            return duckdb.connect(path, read_only=read_only)
-        except duckdb.Error as exc:
-            if not is_lock_error(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
 
 
 def _quietly(con: duckdb.DuckDBPyConnection, statement: str | None) -> None:
@@ -244,17 +213,6 @@ def describe_backend(url: str) -> dict[str, Any]:
             "url": redact_url(url),
         }
     return {"kind": "duckdb", "path": duckdb_path(url)}
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (safe for logs and errors)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def pg_type(arrow_type: pa.DataType, redshift: bool = False) -> str:

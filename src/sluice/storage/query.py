@@ -32,9 +32,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from sluice.core.errors import QueryError
-from sluice.core.settings import Settings
-from sluice.sinks.warehouse import (
+from sluice.connectors.warehouse import (
     LOCK_WAIT_SECONDS,
     MARKER_TABLE,
     duckdb_path,
@@ -42,6 +40,8 @@ from sluice.sinks.warehouse import (
     is_postgres_url,
     quote,
 )
+from sluice.core.errors import QueryError
+from sluice.core.settings import Settings
 from sluice.storage.lake_tables import lake_row_count, lake_table_names, open_delta
 
 if TYPE_CHECKING:
@@ -300,8 +300,8 @@ def _first_rows(relation: duckdb.DuckDBPyRelation, limit: int) -> pa.Table:
 
 
 def _pg_connect(url: str) -> Any:
+    from sluice.connectors.warehouse import redact_url
     from sluice.core.deps import require
-    from sluice.sinks.warehouse import redact_url
 
     psycopg = require("psycopg", "postgres", "the PostgreSQL warehouse")
     url = "postgresql://" + url.split("://", 1)[1]
