@@ -8,6 +8,7 @@ loaded from numba's on-disk cache) only when a detector first scores.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -197,12 +198,12 @@ def _components(z, cap, others, muted, back, log_tests, zero_below, out):
             out[c, i] = _surprise(v, log_tests) if v > zero_below else 0.0
 
 
-def compiled() -> numba.core.registry.CPUDispatcher:
+def compiled() -> Any:
     """The calibration kernel (compiled on its first call; cached on disk where the package
     is writable)."""
     return _run
 
 
-def components() -> numba.core.registry.CPUDispatcher:
+def components() -> Any:
     """The component-statistics kernel."""
     return _components
