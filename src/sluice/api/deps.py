@@ -102,6 +102,7 @@ class ApiConfig:
 
     max_body_bytes: int = 10 * 1024 * 1024  # SLUICE_API_MAX_BODY_BYTES
     max_backlog: int = 1_000_000  # SLUICE_API_MAX_BACKLOG: unconsumed records -> 429
+    max_items: int = 100_000  # SLUICE_API_MAX_ITEMS: events in one ingest request -> 413
     auto_create_streams: bool = False  # SLUICE_API_AUTO_CREATE_STREAMS=1
     query_timeout: float = 30.0  # SLUICE_API_QUERY_TIMEOUT (seconds)
     retry_after: int = 1  # seconds suggested in Retry-After when backpressure applies
@@ -116,6 +117,7 @@ class ApiConfig:
         return cls(
             max_body_bytes=_env_int("SLUICE_API_MAX_BODY_BYTES", cls.max_body_bytes),
             max_backlog=_env_int("SLUICE_API_MAX_BACKLOG", cls.max_backlog),
+            max_items=_env_int("SLUICE_API_MAX_ITEMS", cls.max_items),
             auto_create_streams=env.get("SLUICE_API_AUTO_CREATE_STREAMS", "") in {"1", "true"},
             query_timeout=float(env.get("SLUICE_API_QUERY_TIMEOUT") or cls.query_timeout),
             predict_in_thread=env.get("SLUICE_API_PREDICT_IN_THREAD", "") in {"1", "true"},
