@@ -19,7 +19,7 @@ from sluice.api.deps import AppState, get_state
 from sluice.api.errors import ApiError, JSONOut
 from sluice.api.lake import TableView, ident, literal, page, rows_of, table_views
 from sluice.api.metrics import CONTENT_TYPE
-from sluice.api.routes.data import Limit, Offset, run_engine
+from sluice.api.routes.data import Limit, Offset, respond
 from sluice.storage.log import check_stream_name
 
 router = APIRouter(tags=["operations"])
@@ -105,7 +105,7 @@ async def list_dead_letters(
         )
         return rows_of(engine.query(sql))
 
-    return JSONOut(page(await run_engine(state, work), limit, offset))
+    return await respond(state, lambda: page(work(), limit, offset))
 
 
 @router.get("/api/v1/dlq/summary", dependencies=[Depends(read_access)])
@@ -124,7 +124,7 @@ async def dead_letter_summary(state: AppState = Depends(get_state)) -> JSONOut:
         )
         return rows_of(engine.query(sql))
 
-    return JSONOut(await run_engine(state, work))
+    return await respond(state, work)
 
 
 @router.post("/api/v1/dlq/replay", dependencies=[Depends(admin_access)])
@@ -164,7 +164,7 @@ async def replay_dead_letters(request: Request, state: AppState = Depends(get_st
             "last_offset": last if count else None,
         }
 
-    return JSONOut(await run_engine(state, work))
+    return await respond(state, work)
 
 
 @router.get("/healthz", tags=["health"])
