@@ -132,6 +132,7 @@ class QueryEngine:
         self._deltas: dict[str, DeltaTable] = {}
         self._datasets: dict[str, tuple[int, pads.Dataset]] = {}
         self._cache_lock = threading.Lock()
+        self._running: set[duckdb.DuckDBPyConnection] = set()
 
     def query(self, sql: str, limit: int | None = None, max_bytes: int | None = None) -> pa.Table:
         """Run one read-only statement; return at most ``limit`` rows as a pyarrow Table.
@@ -144,13 +145,23 @@ class QueryEngine:
         held: list[Lease] = []
         try:
             con = self._session(sql, held)
+            with self._cache_lock:
+                self._running.add(con)
             try:
                 return self._run(con, sql, limit, max_bytes)
             finally:
+                with self._cache_lock:
+                    self._running.discard(con)
                 con.close()
         finally:
             for lease_ in held:
                 lease_.release()
+
+    def interrupt(self) -> None:
+        """Stop the queries this engine is running (they raise QueryError)."""
+        with self._cache_lock:
+            for con in self._running:
+                con.interrupt()
 
     def tables(self) -> list[TableInfo]:
         """Every table a query can name unqualified (shadowed lake tables are left out)."""
@@ -188,10 +199,12 @@ class QueryEngine:
                 return relation.to_arrow_table()
             return _first_rows(relation, limit, max_bytes)
         except duckdb.InterruptException:
-            raise QueryError(
-                f"the query took longer than {self.timeout:g}s and was "
-                "stopped; narrow it down or add a LIMIT"
-            ) from None
+            if timer is not None and not timer.is_alive():
+                raise QueryError(
+                    f"the query took longer than {self.timeout:g}s and was "
+                    "stopped; narrow it down or add a LIMIT"
+                ) from None
+            raise QueryError("the query was interrupted") from None
         except duckdb.Error as exc:
             raise QueryError(_first_line(exc)) from None
         finally:
@@ -206,6 +219,7 @@ class QueryEngine:
             warehouse = self._attach_warehouse(con, sql, held)
             self._register_lake(con, skip={name.lower() for name in warehouse})
             spill = self.settings.home / "tmp" / "query"
+            spill.mkdir(parents=True, exist_ok=True)
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.execute(f"SET max_temp_directory_size = '{self.temp_limit}'")
             con.execute(f"SET temp_directory = {_sql_text(str(spill))}")
