@@ -19,7 +19,7 @@ from sluice.api.deps import (
     Predictor,
     QueryEngineLike,
 )
-from sluice.api.errors import install_error_handlers
+from sluice.api.errors import ERROR_RESPONSES, install_error_handlers
 from sluice.api.metrics import ApiMetrics
 from sluice.api.routes import automation, data, ingest, ops, pipelines, predict
 from sluice.core.settings import Settings
@@ -62,7 +62,7 @@ def create_app(
     )
     install_error_handlers(app)
     for module in (ingest, predict, pipelines, data, ops, automation):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

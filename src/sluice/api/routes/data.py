@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BeforeValidator
 
 from sluice.api.auth import read_access
 from sluice.api.body import json_body
@@ -29,6 +30,16 @@ T = TypeVar("T")
 Limit = Query(100, ge=1, le=1000, description="rows per page")
 Offset = Query(0, ge=0, le=10_000_000, description="rows to skip")
 MAX_QUERY_ROWS = 10_000
+
+
+def _iso_only(value: Any) -> Any:
+    """Refuse numbers for a time (pydantic would read them as epoch seconds)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("expected an ISO-8601 time like 2026-01-01T00:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime | None, BeforeValidator(_iso_only), Query(description="ISO-8601 time")]
 
 
 async def run_engine(state: AppState, work: Callable[[], T]) -> T:
@@ -173,8 +184,8 @@ async def anomalies(
     key: str | None = Query(None, description="only rows whose key column equals this"),
     key_column: str | None = None,
     time_column: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoTime = None,
+    until: IsoTime = None,
     limit: int = Limit,
     offset: int = Offset,
     state: AppState = Depends(get_state),

@@ -12,6 +12,7 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from sluice.api.auth import admin_access, read_access
 from sluice.api.body import json_body
@@ -202,7 +203,13 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONOut:
     return JSONOut(body)
 
 
-@router.get("/metrics", tags=["health"], dependencies=[Depends(read_access)])
+@router.get(
+    "/metrics",
+    tags=["health"],
+    dependencies=[Depends(read_access)],
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 @router.get("/api/v1/metrics", include_in_schema=False, dependencies=[Depends(read_access)])
 async def metrics(state: AppState = Depends(get_state)) -> Response:
     """Prometheus metrics in text format."""
