@@ -186,6 +186,25 @@ async def test_ingest_over_the_size_limit_is_413(client: httpx.AsyncClient, tmp_
     assert _log_end(tmp_path, "events") == 0
 
 
+@pytest.mark.parametrize("ndjson", [False, True])
+async def test_ingest_over_the_item_cap_is_413(tmp_path: Path, ndjson: bool) -> None:
+    app = make_app(tmp_path, max_items=5, auto_create_streams=True)
+
+    def body(n: int) -> bytes:
+        events = [b"{}"] * n
+        return b"\n".join(events) if ndjson else b"[" + b",".join(events) + b"]"
+
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/api/v1/ingest/events", content=body(6), headers=headers)
+        assert r.status_code == 413
+        assert "more than the limit of 5 per request" in r.json()["error"]
+        assert r.json()["detail"] == {"stream": "events", "items": 6, "limit_items": 5}
+        assert _log_end(tmp_path, "events") == 0
+        r = await c.post("/api/v1/ingest/events", content=body(5), headers=headers)
+        assert r.status_code == 202 and r.json()["count"] == 5
+
+
 async def test_ingest_50mb_streamed_body_stops_at_the_limit(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:

@@ -50,7 +50,7 @@ class DuckEngine:
     def tables(self) -> list[Info]:
         return list(self.infos)
 
-    def query(self, sql: str, limit: int | None = None) -> pa.Table:
+    def query(self, sql: str, limit: int | None = None, max_bytes: int | None = None) -> pa.Table:
         head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         if head not in {"SELECT", "WITH"} or ";" in sql.strip().rstrip(";"):
             raise QueryError(f"only one read-only SELECT statement is allowed, got {head!r}")

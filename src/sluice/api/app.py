@@ -19,7 +19,7 @@ from sluice.api.deps import (
     Predictor,
     QueryEngineLike,
 )
-from sluice.api.errors import install_error_handlers
+from sluice.api.errors import ERROR_RESPONSES, install_error_handlers
 from sluice.api.guard import KeylessGuard
 from sluice.api.metrics import ApiMetrics
 from sluice.api.routes import automation, data, ingest, ops, pipelines, predict
@@ -66,7 +66,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(KeylessGuard, keys_configured=lambda: bool(app.state.sluice.keys))
     for module in (ingest, predict, pipelines, data, ops, automation):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

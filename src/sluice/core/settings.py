@@ -21,6 +21,13 @@ class Settings:
     metadata_url: str | None = None  # SLUICE_METADATA_URL
     lake_root: str | None = None  # SLUICE_LAKE_URL (a path or s3://bucket/prefix)
     warehouse_url: str | None = None  # SLUICE_WAREHOUSE_URL (duckdb path or postgresql://)
+    # memory and spill-to-disk limits of one SQL query (sluice query, the API, jobs)
+    query_memory_limit: str = field(
+        default_factory=lambda: os.environ.get("SLUICE_QUERY_MEMORY_LIMIT") or "1GB"
+    )
+    query_temp_limit: str = field(
+        default_factory=lambda: os.environ.get("SLUICE_QUERY_TEMP_LIMIT") or "4GB"
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home).absolute()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from sluice.api.auth import admin_access, read_access, write_access
 from sluice.api.body import read_body
@@ -72,7 +72,7 @@ async def list_actions(
     status: str | None = None,
     pipeline: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
     state: AppState = Depends(get_state),
 ) -> JSONOut:
     """Actions with delivery status and attempts (the audit trail)."""
@@ -89,7 +89,9 @@ async def list_actions(
 
 
 @router.post("/api/v1/actions/{action_id}/{verb}", dependencies=[Depends(admin_access)])
-async def act_on_action(action_id: int, verb: str, state: AppState = Depends(get_state)) -> JSONOut:
+async def act_on_action(
+    verb: str, action_id: int = Path(ge=1, le=2**63 - 1), state: AppState = Depends(get_state)
+) -> JSONOut:
     """``retry``, ``approve`` or ``reject`` one action."""
     from sluice.actions.service import ActionsService
 
