@@ -17,10 +17,10 @@ from typing import Any
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi import checks
-from sluice.runners.serve import build_service
 
 from sluice.api.auth import ApiKeys
 from sluice.core.settings import Settings
+from sluice.service.serve import build_service
 
 PIPELINE = """\
 name: live
@@ -43,11 +43,14 @@ def _app(home: Path, keys: ApiKeys) -> Any:
 
 
 def _from_loopback(app: Any) -> Any:
-    """The app as a loopback client reaches it (the ASGI test client says 'testclient')."""
+    """The app as a loopback client reaches it (the ASGI test client says 'testclient' and
+    names the host 'testserver', which the keyless guard refuses as a rebinding)."""
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            scope = {**scope, "client": ("127.0.0.1", 50000)}
+            headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+            headers.append((b"host", b"127.0.0.1:5000"))
+            scope = {**scope, "client": ("127.0.0.1", 50000), "headers": headers}
         await app(scope, receive, send)
 
     return asgi
