@@ -88,6 +88,7 @@ from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_
 from sluice.models.detectors.univariate import (
     DETECTORS,
     FEATURE_STATE,
+    LEVEL,
     FeatureResult,
     Horizons,
     feature_basis,
@@ -330,7 +331,7 @@ class OnlineAnomalyDetector:
         fr = feature_scores(Xs, segs, st, self.hz, basis)
         ready = fr.valid & (fr.sd > 0)
         hist, season = self._season(Xs, segs, st)
-        dev, held = signs(fr.z[0], fr.short_mean, ready, segs, st["dev"])
+        dev, held = signs(fr.z[LEVEL], fr.short_mean, ready, segs, st["dev"])
         return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held, basis)
 
     def _shifts(self, parts: list[_Batch], n: int) -> tuple[np.ndarray, Shifts]:
@@ -351,7 +352,7 @@ class OnlineAnomalyDetector:
         muted, drift, reg_final, drift_state, pair = self._statistics(part, active, shifts)
         part.drift = drift
         structure = part.structure if self.p > 1 else None
-        back = back_at_level(fr.z[0], fr.short_mean)
+        back = back_at_level(fr.z[LEVEL], fr.short_mean)
         stats = component_stats(
             fr.z, seasonal_cap(part.season), part.season.z, structure, drift, muted, back
         )
@@ -399,7 +400,7 @@ class OnlineAnomalyDetector:
             (fr.valid, fr.centred),
         )
         reg, reg_final = regime_mask(
-            fr.z[0],
+            fr.z[LEVEL],
             fr.short_mean,
             ready,
             segs,
@@ -409,7 +410,7 @@ class OnlineAnomalyDetector:
             np.abs(dz) >= DRIFT_PERSIST,
         )
         if self.p > 1:
-            e = np.minimum(np.maximum(fr.z[0], -8.0), 8.0)
+            e = np.minimum(np.maximum(fr.z[LEVEL], -8.0), 8.0)
             part.structure, part.partner, pair = structure_scores(
                 e,
                 ready & (e != 0) & ~reg,
