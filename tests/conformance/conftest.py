@@ -185,14 +185,14 @@ def _warehouse_case(home: Path, services: dict[str, Any]) -> SinkCase:
 
 
 def _kafka_sink_case(home: Path, services: dict[str, Any]) -> SinkCase:
-    from confluent_kafka import Consumer
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from tests.kafka_broker import new_topic
 
     bootstrap = services["kafka"]
     topic = new_topic(bootstrap)
 
-    def count() -> int:
+    def count() -> int:  # the topic has one partition: read it all from the beginning
         consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -201,7 +201,7 @@ def _kafka_sink_case(home: Path, services: dict[str, Any]) -> SinkCase:
                 "enable.auto.commit": False,
             }
         )
-        consumer.subscribe([topic])
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         seen, idle = 0, 0
         try:
             while idle < 3:
@@ -290,8 +290,10 @@ def _torch_artifact(models: Path) -> dict[str, Any]:
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    torch.jit.script(net).save(str(models / "net.pt"))
-    return {"path": "net.pt", "features": FEATURES, "classes": ["x", "y"]}
+    example = (torch.zeros(4, 3),)
+    program = torch.export.export(net, example, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(models / "net.pt2"))
+    return {"path": "net.pt2", "features": FEATURES, "classes": ["x", "y"]}
 
 
 def _autoencoder_artifact(models: Path) -> dict[str, Any]:
