@@ -7,7 +7,7 @@ an artifact) is one entry in ``SOURCES``, ``SINKS`` or ``MODELS`` below; a newly
 plugin without an entry fails ``test_coverage.py`` with a message naming the table to extend.
 
 Services come from fixtures keyed by plugin name (``SERVICES``): Kafka from the session's
-tansu broker, PostgreSQL from a throw-away database.
+tansu broker, PostgreSQL from a throw-away database, S3 from the session's moto server.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -140,11 +141,13 @@ def _lake_case(home: Path, services: dict[str, Any]) -> SinkCase:
     from sluice.core.settings import Settings
     from sluice.storage.lake_tables import open_delta
 
+    table = f"{services['s3']}/out" if "s3" in services else "out"
+
     def count() -> int:
-        delta = open_delta(Settings(home=home).lake_path("out"))
+        delta = open_delta(Settings(home=home).lake_path(table))
         return 0 if delta is None else delta.to_pyarrow_table().num_rows
 
-    return SinkCase({"type": "lake", "table": "out"}, count)
+    return SinkCase({"type": "lake", "table": table}, count)
 
 
 def _duckdb_count(path: Path) -> int:
@@ -185,31 +188,37 @@ def _warehouse_case(home: Path, services: dict[str, Any]) -> SinkCase:
 
 
 def _kafka_sink_case(home: Path, services: dict[str, Any]) -> SinkCase:
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     from tests.kafka_broker import new_topic
 
     bootstrap = services["kafka"]
     topic = new_topic(bootstrap)
 
-    def count() -> int:  # the topic has one partition: read it all from the beginning
+    def count() -> int:  # the topic has one partition: read it to its end
         consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
-                "group.id": f"count-{uuid.uuid4().hex[:6]}",
-                "auto.offset.reset": "earliest",
+                "group.id": "conformance-count",
                 "enable.auto.commit": False,
+                "enable.partition.eof": True,
             }
         )
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        seen, idle = 0, 0
+        seen, deadline = 0, time.monotonic() + 30
         try:
-            while idle < 3:
-                batch = [m for m in consumer.consume(100, 1.0) if m.error() is None]
-                seen, idle = seen + len(batch), 0 if batch else idle + 1
+            while time.monotonic() < deadline:
+                message = consumer.poll(1.0)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is None:
+                    seen += 1
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    return seen
+            raise AssertionError(f"topic {topic} was not read to its end")
         finally:
             consumer.close()
-        return seen
 
     return SinkCase({"type": "kafka", "topic": topic, "bootstrap_servers": bootstrap}, count)
 
@@ -219,8 +228,10 @@ SINKS: dict[str, Callable[[Path, dict[str, Any]], SinkCase]] = {
     "warehouse": _warehouse_case,
     "kafka": _kafka_sink_case,
 }
-# Variants run the same checks once per backend: ``warehouse`` on DuckDB and on PostgreSQL.
+# Variants run the same checks once per backend: ``lake`` on local files and on S3 (moto),
+# ``warehouse`` on DuckDB and on PostgreSQL.
 SINK_VARIANTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "lake": ((), ("s3",)),
     "warehouse": ((), ("postgres",)),
     "kafka": (("kafka",),),
 }
@@ -280,7 +291,9 @@ def _onnx_artifact(models: Path) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
     X, y = _training_data()
-    onx = to_onnx(LogisticRegression().fit(X, y), X[:1].astype(np.float32), options={"zipmap": False})
+    onx = to_onnx(
+        LogisticRegression().fit(X, y), X[:1].astype(np.float32), options={"zipmap": False}
+    )
     (models / "model.onnx").write_bytes(onx.SerializeToString())
     return {"path": "model.onnx", "features": FEATURES}
 
@@ -364,6 +377,14 @@ def services_for(request: pytest.FixtureRequest, needs: tuple[str, ...]) -> dict
         name = create_database("conf")
         request.addfinalizer(lambda: drop_databases(name))
         found["postgres"] = f"{SERVER}/{name}"
+    if "s3" in needs:
+        server = request.getfixturevalue("moto_s3_server")
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+        monkeypatch.setenv("AWS_S3_ALLOW_UNSAFE_RENAME", "true")
+        found["s3"] = f"s3://{server.bucket()}"
     return found
 
 
@@ -387,4 +408,3 @@ def no_io(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     assert tree(root) == before, "construction changed files"
     assert threading.active_count() == threads, "construction started a thread"
-

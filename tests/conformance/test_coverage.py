@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.conformance.conftest import (
@@ -14,7 +16,7 @@ from tests.conformance.conftest import (
     table_entry,
 )
 
-KINDS = {
+KINDS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "source": (REGISTERED_SOURCES, SOURCES),
     "sink": (REGISTERED_SINKS, SINKS),
     "model": (REGISTERED_MODELS, MODELS),
@@ -33,5 +35,5 @@ def test_the_table_names_no_plugin_that_is_not_registered() -> None:
 
 
 def test_a_plugin_without_an_entry_fails_with_what_to_add() -> None:
-    with pytest.raises(pytest.fail.Exception, match="no entry in tests/conformance/conftest.py"):
+    with pytest.raises(pytest.fail.Exception, match=r"no entry in tests/conformance/conftest\.py"):
         table_entry(SOURCES, "mqtt", "source")

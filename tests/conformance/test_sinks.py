@@ -21,9 +21,7 @@ from tests.conformance.conftest import (
     table_entry,
 )
 
-VARIANTS = [
-    (name, needs) for name in REGISTERED_SINKS for needs in SINK_VARIANTS.get(name, ((),))
-]
+VARIANTS = [(name, needs) for name in REGISTERED_SINKS for needs in SINK_VARIANTS.get(name, ((),))]
 IDS = [name + "".join(f"[{n}]" for n in needs) for name, needs in VARIANTS]
 BATCH = pa.table({"id": pa.array(range(5), pa.int64()), "v": [i / 2 for i in range(5)]})
 
