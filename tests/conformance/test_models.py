@@ -4,15 +4,19 @@ online models batch invariance (learning in 1 batch or in N gives the same outpu
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
+from sluice.config.loader import load_pipeline
 from sluice.config.models import ModelConfig
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, build_model
+from sluice.runners.create import run
+from sluice.storage.lake_tables import open_delta
 from tests.conformance.conftest import (
     MODELS,
     PIPELINE,
@@ -121,3 +125,58 @@ def test_construction_does_no_io_and_close_without_start_is_harmless(
         model = build_model(model_config, ModelContext(PIPELINE, settings))
         model.close()
         model.close()
+
+
+# -- online models through the runner -------------------------------------------------------
+def write_part(folder: Path, first: int, stop: int) -> None:
+    """Rows ``first..stop`` of the model table (with an ``id``) as one JSON-lines file."""
+    rows = TABLE.slice(first, stop - first).to_pylist()
+    lines = [json.dumps({"id": first + i, **row}) for i, row in enumerate(rows)]
+    (folder / f"part-{first:04d}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def run_online(
+    config: ModelConfig, folder: Path, name: str, max_rows: int, settings: Settings
+) -> list[dict[str, Any]]:
+    """Run a file → model → lake pipeline until idle; the lake's rows by id."""
+    spec = {
+        "name": name,
+        "source": {"type": "file", "path": str(folder / "*.jsonl"), "format": "json"},
+        "schema": {"id": "long", "device": "string", "a": "double", "b": "double", "c": "double"},
+        "models": [config.model_dump(exclude_none=True)],
+        "batch": {"max_rows": max_rows, "max_latency": "100ms"},
+        "sinks": [{"type": "lake", "table": name, "partition_by": "none"}],
+    }
+    file = folder.parent / f"{name}.yaml"
+    file.write_text(json.dumps(spec))
+    run(load_pipeline(file), settings, until_idle=True)
+    delta = open_delta(settings.lake_path(name))
+    assert delta is not None
+    return sorted(delta.to_pyarrow_table().to_pylist(), key=lambda row: row["id"])
+
+
+def by_column(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The model's output columns of ``rows``."""
+    return {c: [row[c] for row in rows] for c in rows[0] if c.startswith("m_")}
+
+
+def test_an_online_model_in_the_runner_gives_the_same_outputs_however_epochs_are_cut(
+    model_config: ModelConfig, settings: Settings, tmp_path: Path
+) -> None:
+    """One epoch, many epochs, and a restart between two runs (state from the checkpoint)."""
+    if not build_model(model_config, ModelContext(PIPELINE, settings)).online:
+        return  # batch models learn nothing in the runner: covered by determinism
+    whole, pieces, restarted = (tmp_path / n for n in ("whole", "pieces", "restarted"))
+    for folder in (whole, pieces, restarted):
+        folder.mkdir()
+    for folder in (whole, pieces):
+        write_part(folder, 0, TABLE.num_rows)
+    expected = by_column(run_online(model_config, whole, "whole", 10_000, settings))
+    assert_close(
+        by_column(run_online(model_config, pieces, "pieces", 7, settings)), expected, rel=1e-9
+    )
+    write_part(restarted, 0, 100)
+    run_online(model_config, restarted, "restarted", 10_000, settings)
+    write_part(restarted, 100, TABLE.num_rows)
+    after = by_column(run_online(model_config, restarted, "restarted", 10_000, settings))
+    assert_close(after, expected, rel=1e-9)
