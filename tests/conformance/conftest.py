@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,7 @@ SOURCES: dict[str, Callable[[Path, dict[str, Any]], SourceCase]] = {
     "kafka": _kafka_case,
     "generator": _generator_case,
 }
+# The services a source plugin needs, by plugin name (see ``services_for``).
 SOURCE_SERVICES = {"kafka": ("kafka",)}
 
 
@@ -134,7 +135,6 @@ class SinkCase:
 
     config: dict[str, Any]
     count: Callable[[], int]
-    closers: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _lake_case(home: Path, services: dict[str, Any]) -> SinkCase:
