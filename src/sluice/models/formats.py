@@ -109,6 +109,8 @@ class FileModel(Model):
     def score(self, table: pa.Table) -> pa.Table:
         """Batch inference over ``table``."""
         X = feature_matrix(table, self.features())
+        if table.num_rows == 0:
+            return table  # nothing to score (estimators refuse zero samples)
         return append_outputs(table, self.name, self.infer(X))
 
     def refresh(self) -> bool:

@@ -91,9 +91,11 @@ class TextClassifierModel(SklearnModel):
     format = "text_classifier"
 
     def __init__(self, config: ModelConfig, context: ModelContext) -> None:
-        text_column = config.options.pop("text", None) if config.model_extra else None
+        extra = config.options  # a copy: ``text`` is this model's own option, not FileModel's
+        text_column = extra.pop("text", None)
         self.text_column = text_column or (config.features[0] if config.features else "text")
-        super().__init__(config.model_copy(update={"features": []}), context)
+        common = config.model_dump(exclude={*config.options, "features"})
+        super().__init__(ModelConfig.model_validate({**common, **extra, "features": []}), context)
 
     def load_artifact(self, path: Path) -> None:
         """Load the fitted TF-IDF pipeline."""
@@ -122,5 +124,7 @@ class TextClassifierModel(SklearnModel):
         """Classify the text column of ``table``."""
         if self.text_column not in table.column_names:
             raise ModelError(f"model {self.name!r}: missing text column {self.text_column!r}")
+        if table.num_rows == 0:
+            return table  # nothing to classify (the estimator refuses zero samples)
         texts = pc.fill_null(table.column(self.text_column), "").to_pylist()
         return append_outputs(table, self.name, self.predict_texts(texts))

@@ -300,7 +300,9 @@ class PartitionedRunner(LocalRunner):
         rows_in = 0
         for item in items:
             task = item.task
-            ctx = EpochContext(task.stream, item.epoch, final=final, origin_prefix=f"{task.key}@")
+            ctx = EpochContext(
+                self.pipeline.name, item.epoch, final=final, origin_prefix=f"{task.key}@"
+            )
             data, repeats = task.origins.apply(item.batch.data)
             ctx.counters["filtered"] += repeats
             batch = SourceBatch(data, item.batch.raw_format, item.batch.position)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pyarrow as pa
 
@@ -38,7 +39,13 @@ class SinkContext:
 
 
 class Sink(ABC):
-    """Durably writes batches; ``(pipeline, sink, epoch)`` is written at most once."""
+    """Durably writes batches; ``(pipeline, sink, epoch)`` is written at most once.
+
+    Capability flag: ``exactly_once`` (a fresh instance, after a restart, still skips an epoch
+    the destination holds; False means at-least-once across restarts, deduplicable).
+    """
+
+    exactly_once: ClassVar[bool] = True
 
     def __init__(self, config: SinkConfig, context: SinkContext) -> None:
         self.config = config

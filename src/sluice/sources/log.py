@@ -57,7 +57,7 @@ class LogSource(Source):
     ) -> SourceBatch | None:
         """Return up to ``max_rows`` records (exactly those before ``until`` when given)."""
         stop = None if until is None else int(until["offset"])
-        limit = max_rows if stop is None else max(0, stop - self.offset)
+        limit = max_rows if stop is None else max(0, min(max_rows, stop - self.offset))
         if limit == 0:
             return None
         if stop is None and not self.log.wait(self.stream, self.offset, timeout):
