@@ -195,7 +195,9 @@ async def test_ingest_over_the_item_cap_is_413(tmp_path: Path, ndjson: bool) -> 
         return b"\n".join(events) if ndjson else b"[" + b",".join(events) + b"]"
 
     headers = {"content-type": "application/json"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         r = await c.post("/api/v1/ingest/events", content=body(6), headers=headers)
         assert r.status_code == 413
         assert "more than the limit of 5 per request" in r.json()["error"]
