@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sluice.core.settings import Settings
 
 from tests.kafka_broker import (  # noqa: F401 - fixtures
     durable_kafka_broker_fixture,
@@ -40,7 +44,7 @@ def sluice_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 
 @pytest.fixture
-def settings(sluice_home: Path):  # type: ignore[no-untyped-def]
+def settings(sluice_home: Path) -> Settings:
     """Settings rooted at the test's SLUICE_HOME."""
     from sluice.core.settings import Settings
 

@@ -40,7 +40,9 @@ class GatedEngine(QueryEngine):
 
 
 def _client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    )
 
 
 async def _until(check: Callable[[], bool]) -> None:
