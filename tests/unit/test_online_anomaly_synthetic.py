@@ -111,14 +111,3 @@ def test_adapts_after_regime_change() -> None:
     tele = make_telemetry()
     metrics = event_f1(tele, run_detector(tele))
     assert metrics["late_fp"] <= 0.002 * len(tele.keys), metrics
-
-
-def test_generator_evaluation_keeps_its_quality() -> None:
-    """`sluice models evaluate --dataset generator`: floors a little below today's figures."""
-    from sluice.models.evaluate import evaluate_on_generator
-
-    metrics = evaluate_on_generator(events=100_000, devices=25)
-    # 0.935 here (F1 0.907 on the default 200k events); drift recall 0.93, ROC-AUC 0.999
-    assert metrics["f1"] >= 0.9, metrics
-    assert metrics["roc_auc"] >= 0.98, metrics
-    assert metrics["drift_recall"] >= 0.85, metrics
