@@ -56,6 +56,7 @@ class LakeRun:
 
     table: pa.Table
     seconds: float
+    epochs: int = 0
 
     def column(self, name: str) -> np.ndarray:
         """A column as a numpy array (strings and labels as objects)."""
@@ -132,7 +133,7 @@ def run_pipeline(
     seconds = time.perf_counter() - started
     if stats.dead_lettered:
         raise SluiceError(f"pipeline {p.name}: {stats.dead_lettered} events were dead-lettered")
-    return LakeRun(read_lake(settings, TABLE), seconds)
+    return LakeRun(read_lake(settings, TABLE), seconds, stats.epochs)
 
 
 def read_lake(settings: Settings, table: str) -> pa.Table:
