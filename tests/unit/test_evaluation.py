@@ -132,3 +132,38 @@ def test_generator_harness_keeps_its_quality() -> None:
     assert ours["f1"] >= 0.9, ours
     assert ours["roc_auc"] >= 0.98, ours
     assert ours["f1"] > rows["rolling z-score"]["f1"], rows
+
+
+def _event_numbers(keys: np.ndarray) -> np.ndarray:
+    nth = np.zeros(keys.size, dtype=np.int64)
+    for key in np.unique(keys):
+        nth[keys == key] = np.arange(int((keys == key).sum()))
+    return nth
+
+
+@pytest.fixture(scope="module")
+def contract_run() -> object:
+    """Multivariate records with 7% outliers, ``target_alert_rate: 0.07``, read from the lake."""
+    from sluice.evaluation.multivariate import run_multivariate
+
+    spec = MultivariateSpec(keys=3, per_key=1200, outlier_rate=0.07)
+    return run_multivariate(spec, {"target_alert_rate": 0.07})[1]
+
+
+def test_alert_column_is_the_documented_threshold_on_the_score(contract_run: object) -> None:
+    """``m_anomaly`` iff ``m_score >= 1 - target_alert_rate`` from a key's event 200 (README)."""
+    run = contract_run
+    score, alert, onset = run.output("score"), run.output("anomaly"), run.output("onset")  # type: ignore[attr-defined]
+    nth = _event_numbers(run.column("key"))  # type: ignore[attr-defined]
+    assert alert.sum() > 50
+    np.testing.assert_array_equal(alert, (score >= 1 - 0.07) & (nth >= 200))
+    assert ((score >= 0) & (score <= 1)).all()
+    # an onset carries (about) its event's score
+    np.testing.assert_allclose(onset[onset > 0], score[onset > 0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="issue #12: a key too young to alert has an empty reason")
+def test_young_keys_say_why_they_do_not_alert(contract_run: object) -> None:
+    reason = contract_run.output("reason")  # type: ignore[attr-defined]
+    nth = _event_numbers(contract_run.column("key"))  # type: ignore[attr-defined]
+    assert all(reason[nth < 200]), "events of a key not yet calibrated carry no reason"
