@@ -91,7 +91,9 @@ def river_hst(seed: int = 0, quantile: float | None = None) -> Any:
     except ImportError as exc:  # pragma: no cover - river is in the dev and ml extras
         raise ModelError("the River baseline needs river: pip install 'sluice[ml]'") from exc
     detector = compose.Pipeline(preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=seed))
-    return detector if quantile is None else anomaly.QuantileFilter(detector, q=quantile)
+    if quantile is None:
+        return detector
+    return anomaly.QuantileFilter(detector, q=quantile, protect_anomaly_detector=False)
 
 
 def halfspace_trees(
