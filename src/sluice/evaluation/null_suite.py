@@ -108,8 +108,8 @@ def _run_kind(
     features = [c for c in ("x", "y") if c in data.column_names]
     schema = {"key": "string", "n": "long", "ts": "timestamp", **dict.fromkeys(features, "double")}
     detectors = [DetectorSpec(features, "key", dict(opts), name) for name, opts in MODELS.items()]
-    name = f"null_{kind.replace('.', '_')}"
-    run = run_table(name, data, schema, detectors, event_time="ts", console=console)
+    pipeline = f"null_{kind.replace('.', '_')}"
+    run = run_table(pipeline, data, schema, detectors, event_time="ts", console=console)
     nth = run.column("n")
     out = {name: phase_rates(nth, run.output("anomaly", name)) for name in MODELS}
     X = np.column_stack([run.column(f) for f in features])
