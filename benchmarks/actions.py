@@ -172,7 +172,7 @@ def bench_rules(rows: int, home: Path) -> dict[str, float]:
             settings=Settings(home=home),
             event_time="ts",
             dispatch=False,
-        )
+        ).start()
         started = time.perf_counter()
         pending = engine.evaluate(table, EpochContext(f"b{rep}", 1))
         eval_times.append(time.perf_counter() - started)
@@ -248,7 +248,7 @@ def bench_dispatch(deliveries: int, home: Path) -> dict[str, float]:
             settings=Settings(home=home),
             dispatch=False,
             dispatcher_options={"workers": 8, "batch_size": 1000},
-        )
+        ).start()
         table = pa.table({"device": [f"d{i % 200}" for i in range(deliveries)]})
         pending = engine.evaluate(table, EpochContext("dispatch", 1))
         CheckpointStore(engine.db).commit("dispatch", 1, {}, {}, [engine.outbox_writer(pending, 1)])

@@ -74,7 +74,7 @@ class Rate:
 
 def produce(bootstrap: str, n_events: int) -> str:
     """A new topic holding ``n_events`` generated telemetry events keyed by device."""
-    from sluice.sources.kafka_common import ensure_topic, produce_file
+    from sluice.connectors.kafka import ensure_topic, produce_file
 
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     # tansu describes only configs set at creation; Quix sizes its changelog topics from this

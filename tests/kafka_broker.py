@@ -218,7 +218,7 @@ def durable_kafka_broker_fixture(moto_s3_server: MotoS3, tmp_path: Path) -> Iter
 
 def new_topic(bootstrap: str, partitions: int = 1) -> str:
     """Create a uniquely named topic with ``partitions`` partitions."""
-    from sluice.sources.kafka_common import ensure_topic
+    from sluice.connectors.kafka import ensure_topic
 
     name = f"t-{uuid.uuid4().hex[:10]}"
     ensure_topic(bootstrap, name, partitions)

@@ -34,7 +34,7 @@ def __getattr__(name: str) -> Any:
 def run(pipeline: Any, settings: Any = None, **options: Any) -> Any:
     """Run a pipeline (a ``Pipeline`` or a path to its YAML) with the local runner."""
     from sluice.config.loader import load_pipeline
-    from sluice.runners.local import run as _run
+    from sluice.service.run import run as _run
 
     if not hasattr(pipeline, "source"):
         pipeline = load_pipeline(pipeline)

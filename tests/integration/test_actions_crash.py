@@ -31,7 +31,7 @@ CHILD = textwrap.dedent("""
     engine = ActionEngine([ActionConfig(name="hook", when="anomaly", type="webhook",
                                         url=url, key="device")],
                           pipeline="p", settings=Settings(home=home), dispatch=dispatch,
-                          dispatcher_options={"workers": 2, "batch_size": 20})
+                          dispatcher_options={"workers": 2, "batch_size": 20}).start()
     n = 200
     table = pa.table({"device": [f"d{i % 10}" for i in range(n)], "seq": list(range(n)),
                       "anomaly": [True] * n})
@@ -78,7 +78,7 @@ def test_sigkill_then_restart_loses_nothing_and_repeats_no_key(
             pipeline="p",
             settings=settings,
             dispatch=False,
-        )
+        ).start()
         deadline = time.monotonic() + 60
         while engine.dispatcher.run_once():
             assert time.monotonic() < deadline

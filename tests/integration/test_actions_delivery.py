@@ -30,7 +30,7 @@ OUTAGE_RETRY = {"max_attempts": 1000, "backoff": "50ms", "max_backoff": "1s"}
 def make(settings: Settings, actions: list[dict[str, Any]], **kw: Any) -> ActionEngine:
     return ActionEngine(
         [ActionConfig(**a) for a in actions], pipeline="p", settings=settings, dispatch=False, **kw
-    )
+    ).start()
 
 
 def commit(engine: ActionEngine, epoch: int, pending: PendingActions) -> None:

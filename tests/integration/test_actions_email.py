@@ -135,7 +135,7 @@ def test_email_is_sent_with_starttls_and_auth(
         pipeline="p",
         settings=settings,
         dispatch=False,
-    )
+    ).start()
     table = pa.table({"device": ["pump-7"], "temp": [93.5], "m_reason": ["temp 4.1 sigma"]})
     pending = engine.evaluate(table, EpochContext("p", 1))
     CheckpointStore(engine.db).commit("p", 1, {}, {}, [engine.outbox_writer(pending, 1)])
@@ -171,7 +171,7 @@ def test_untrusted_certificate_fails_permanently(settings: Settings, smtp_server
         pipeline="p",
         settings=settings,
         dispatch=False,
-    )
+    ).start()
     pending = engine.evaluate(pa.table({"x": [1]}), EpochContext("p", 1))
     CheckpointStore(engine.db).commit("p", 1, {}, {}, [engine.outbox_writer(pending, 1)])
     try:

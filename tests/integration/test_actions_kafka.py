@@ -62,7 +62,7 @@ def test_kafka_action_produces_keyed_records_with_idempotency_header(
         pipeline="p",
         settings=settings,
         dispatch=False,
-    )
+    ).start()
     table = pa.table({"device": ["a", "b", "c"], "temp": [81.0, 20.0, 99.0]})
     pending = engine.evaluate(table, EpochContext("p", 1))
     CheckpointStore(engine.db).commit("p", 1, {}, {}, [engine.outbox_writer(pending, 1)])

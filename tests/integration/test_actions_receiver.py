@@ -43,11 +43,20 @@ Responder = Callable[[Received], int]
 
 
 class Receiver:
-    """Records every request; answers with ``respond(request)`` (default 200)."""
+    """Records every request; answers with ``respond(request)`` (default 200).
 
-    def __init__(self, port: int | None = None, respond: Responder | None = None) -> None:
+    ``reply(request)`` gives the answer's body (default a small JSON object).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        respond: Responder | None = None,
+        reply: Callable[[Received], bytes] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.respond: Responder = respond or (lambda _req: 200)
+        self.reply = reply
         self.requests: list[Received] = []
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -74,6 +83,7 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append(req)
                 body = b'{"ok": true}' if status < 400 else b'{"error": "refused"}'
+                body = receiver.reply(req) if receiver.reply else body
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

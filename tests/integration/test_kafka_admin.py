@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from sluice.sources.kafka_common import ensure_topic
+from sluice.connectors.kafka import ensure_topic
 from tests.kafka_broker import kafka_broker_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
@@ -31,7 +31,7 @@ def test_creates_the_topic_once_with_its_partitions_and_config(kafka_broker: str
 def test_works_in_an_interpreter_that_never_imported_the_admin_module(kafka_broker: str) -> None:
     topic = f"admin-{uuid.uuid4().hex[:8]}"
     code = (
-        "import sys; from sluice.sources.kafka_common import ensure_topic; "
+        "import sys; from sluice.connectors.kafka import ensure_topic; "
         "print(ensure_topic(sys.argv[1], sys.argv[2], 2))"
     )
     env = {

@@ -26,13 +26,13 @@ from deltalake import DeltaTable
 
 from sluice.config.loader import load_pipeline
 from sluice.config.models import FieldSpec, SourceConfig
+from sluice.connectors.kafka import produce_records
 from sluice.core.context import EpochContext
 from sluice.core.errors import ConfigError, SourceError
-from sluice.runners.local import run
+from sluice.runners.create import run
 from sluice.sources.base import SourceBatch, SourceContext
 from sluice.sources.decode import Decoder
 from sluice.sources.kafka import KafkaSource
-from sluice.sources.kafka_common import produce_records
 from tests.kafka_broker import free_port, kafka_broker_fixture, new_topic  # noqa: F401
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from sluice.connectors.kafka import produce_records
 from sluice.sources.base import SourceBatch
 from sluice.sources.kafka import KafkaSource
-from sluice.sources.kafka_common import produce_records
 from tests.integration.test_kafka_source import events, ids, make_source, read
 from tests.kafka_broker import (  # noqa: F401
     TansuBroker,

@@ -15,8 +15,8 @@ from typing import Any
 import duckdb
 import pytest
 
+from sluice.connectors.kafka import produce_file
 from sluice.sources import synthetic
-from sluice.sources.kafka_common import produce_file
 from tests.integration.test_kafka_reliability import _start
 from tests.kafka_broker import TansuBroker, new_topic
 from tests.postgres import ADMIN_URL, temporary_database

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from sluice.sources.kafka_common import produce_file, produce_records
+from sluice.connectors.kafka import produce_file, produce_records
 from tests.kafka_broker import kafka_broker_fixture, new_topic  # noqa: F401
 from tests.processes import kill_when, sluice_command
 

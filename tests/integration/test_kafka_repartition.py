@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from sluice.sources.kafka_common import produce_file
+from sluice.connectors.kafka import produce_file
 from tests.kafka_broker import kafka_broker_fixture, new_topic  # noqa: F401
 from tests.processes import sluice_command
 

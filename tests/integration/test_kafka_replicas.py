@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sluice.sources.kafka_common import produce_file
+from sluice.connectors.kafka import produce_file
 from tests.kafka_broker import kafka_broker_fixture, new_topic  # noqa: F401
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]

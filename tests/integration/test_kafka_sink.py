@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 
 from sluice.config.models import SinkConfig
+from sluice.connectors.kafka import produce_file
 from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.sinks.base import SinkContext
 from sluice.sinks.kafka import KafkaSink
-from sluice.sources.kafka_common import produce_file
 from tests.integration.test_kafka_source import make_source, read
 from tests.kafka_broker import kafka_broker_fixture, new_topic  # noqa: F401
 

@@ -11,12 +11,12 @@ import pyarrow.compute as pc
 import pytest
 
 from sluice.config.models import FieldSpec, SourceConfig
+from sluice.connectors.kafka import produce_records
 from sluice.core.context import EpochContext
 from sluice.core.errors import ConfigError
 from sluice.sources.base import Position, SourceBatch, SourceContext
 from sluice.sources.decode import Decoder
 from sluice.sources.kafka import KafkaSource
-from sluice.sources.kafka_common import produce_records
 from tests.kafka_broker import kafka_broker_fixture, new_topic  # noqa: F401
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]

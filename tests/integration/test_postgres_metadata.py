@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, inspect, text
+from sqlalchemy import Engine, MetaData, insert, inspect, text
 from typer.testing import CliRunner
 
 from sluice.core.errors import StateError
@@ -26,6 +27,23 @@ from tests.postgres import SERVER, create_database, drop_databases
 from tests.processes import kill_when
 
 psycopg = pytest.importorskip("psycopg")
+
+# Modules that declare tables on METADATA (to compare the models with the migrations).
+TABLE_MODULES = (
+    "sluice.storage.checkpoints",
+    "sluice.storage.runs",
+    "sluice.actions.outbox",
+    "sluice.orchestration.history",
+    "sluice.models.registry",
+    "sluice.models.drift",
+)
+
+
+def declared_metadata() -> MetaData:
+    """``METADATA`` with every Sluice table declared on it."""
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+    return METADATA
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +87,7 @@ def schema_diff(engine: Engine) -> list[Any]:
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        return list(compare_metadata(MigrationContext.configure(conn), migrate.declared_metadata()))
+        return list(compare_metadata(MigrationContext.configure(conn), declared_metadata()))
 
 
 # -- migrations -------------------------------------------------------------------------
@@ -85,7 +103,7 @@ def test_migrations_build_the_declared_schema_on_an_empty_database(any_url: str)
         assert migrate.current(engine) is None
         assert tables(engine) == set()
         assert migrate.upgrade(engine) == migrate.HEAD
-        declared = set(migrate.declared_metadata().tables)
+        declared = set(declared_metadata().tables)
         assert tables(engine) == declared | {"alembic_version"}
         assert schema_diff(engine) == []
         assert migrate.upgrade(engine) == migrate.HEAD  # a second upgrade is a no-op
@@ -138,7 +156,7 @@ def test_replicas_starting_together_migrate_once(any_url: str, tmp_path: Path) -
 def test_sqlite_database_from_before_migrations_is_adopted(sluice_home: Path) -> None:
     url = f"sqlite:///{sluice_home / 'metadata.db'}"
     old = make_engine(url)
-    migrate.declared_metadata()
+    declared_metadata()
     METADATA.create_all(  # what ensure_tables made before migrations existed
         old, tables=[METADATA.tables[n] for n in ("checkpoints", "operator_state", "pipeline_runs")]
     )

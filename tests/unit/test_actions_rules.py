@@ -39,7 +39,7 @@ def make(
     cfgs = [ActionConfig(**a) for a in actions]
     return ActionEngine(
         cfgs, pipeline="p", settings=settings, dispatch=False, clock=clock or FakeClock(), **kw
-    )
+    ).start()
 
 
 def commit(engine: ActionEngine, epoch: int, pending: PendingActions) -> None:
@@ -297,7 +297,7 @@ actions:
     dedupe: {{key: device, window: 10m}}
     severity: critical
 """)
-    engine = ActionEngine(pipeline.actions, pipeline="p", settings=settings, dispatch=False)
+    engine = ActionEngine(pipeline.actions, pipeline="p", settings=settings, dispatch=False).start()
     assert engine.rules[0].options.severity == "critical"
     engine.close()
 

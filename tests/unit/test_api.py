@@ -104,7 +104,7 @@ def make_app(home: Path, predictor: Any = None, **config: Any) -> FastAPI:
 async def client(tmp_path: Path, predictor: SmallPredictor) -> AsyncIterator[httpx.AsyncClient]:
     app = make_app(tmp_path, predictor)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:5000") as c:
         yield c
 
 
@@ -161,7 +161,9 @@ async def test_ingest_unknown_stream_is_404(client: httpx.AsyncClient, tmp_path:
 
 async def test_ingest_auto_create(tmp_path: Path) -> None:
     app = make_app(tmp_path, auto_create_streams=True)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         r = await c.post("/api/v1/ingest/new-stream", json=_events(1))
     assert r.status_code == 202
 
@@ -182,6 +184,25 @@ async def test_ingest_over_the_size_limit_is_413(client: httpx.AsyncClient, tmp_
     assert r.status_code == 413
     assert r.json()["detail"] == {"limit_bytes": 1024 * 1024}
     assert _log_end(tmp_path, "events") == 0
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+async def test_ingest_over_the_item_cap_is_413(tmp_path: Path, ndjson: bool) -> None:
+    app = make_app(tmp_path, max_items=5, auto_create_streams=True)
+
+    def body(n: int) -> bytes:
+        events = [b"{}"] * n
+        return b"\n".join(events) if ndjson else b"[" + b",".join(events) + b"]"
+
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000") as c:
+        r = await c.post("/api/v1/ingest/events", content=body(6), headers=headers)
+        assert r.status_code == 413
+        assert "more than the limit of 5 per request" in r.json()["error"]
+        assert r.json()["detail"] == {"stream": "events", "items": 6, "limit_items": 5}
+        assert _log_end(tmp_path, "events") == 0
+        r = await c.post("/api/v1/ingest/events", content=body(5), headers=headers)
+        assert r.status_code == 202 and r.json()["count"] == 5
 
 
 async def test_ingest_50mb_streamed_body_stops_at_the_limit(
@@ -206,7 +227,9 @@ async def test_ingest_backpressure_is_429(tmp_path: Path) -> None:
     log = open_log(Settings(home=tmp_path).log_dir)
     log.append("events", [b"{}"] * 6)
     log.commit_consumer("events", "telemetry", 0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         r = await c.post("/api/v1/ingest/events", json=_events(1))
         assert r.status_code == 429
         assert r.headers["retry-after"] == "1"
@@ -266,7 +289,9 @@ async def test_predict_bad_requests(
 
 async def test_predict_without_a_predictor_is_503(tmp_path: Path) -> None:
     app = make_app(tmp_path)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         r = await c.post("/api/v1/predict", json={"data": "x"})
     assert r.status_code == 503
     assert "no model is available" in r.json()["error"]

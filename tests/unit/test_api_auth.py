@@ -20,7 +20,7 @@ KEYS = "r-key:read,w-key:write,a-key:admin"
 def _client(home: Path, keys: ApiKeys, client_host: str = "127.0.0.1") -> httpx.AsyncClient:
     app = create_app(Settings(home=home), api_keys=keys, config=ApiConfig(auto_create_streams=True))
     transport = httpx.ASGITransport(app=app, client=(client_host, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://t")
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:5000")
 
 
 @pytest.mark.parametrize(

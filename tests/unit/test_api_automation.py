@@ -16,6 +16,7 @@ pytestmark = pytest.mark.anyio
 JOBS = """\
 jobs:
   - name: check
+    params: {x: 0}
     tasks:
       - {name: one, type: sql, sql: "SELECT 1 AS x"}
 """
@@ -37,7 +38,7 @@ async def client(
     monkeypatch.delenv("SLUICE_JOBS_FILE", raising=False)
     app = create_app(Settings(home=home), api_keys=ApiKeys(), config=ApiConfig())
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:5000") as c:
         yield c
 
 

@@ -50,7 +50,7 @@ class DuckEngine:
     def tables(self) -> list[Info]:
         return list(self.infos)
 
-    def query(self, sql: str, limit: int | None = None) -> pa.Table:
+    def query(self, sql: str, limit: int | None = None, max_bytes: int | None = None) -> pa.Table:
         head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         if head not in {"SELECT", "WITH"} or ";" in sql.strip().rstrip(";"):
             raise QueryError(f"only one read-only SELECT statement is allowed, got {head!r}")
@@ -123,7 +123,9 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         config=ApiConfig(),
         query_engine_factory=lambda _settings: engine,
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:5000"
+    ) as c:
         yield c
 
 

@@ -9,6 +9,7 @@ import pytest
 from sluice.config.loader import interpolate, load_pipeline, pipeline_from_text
 from sluice.config.models import Pipeline
 from sluice.core.errors import ConfigError
+from sluice.core.settings import Settings
 
 GOOD = """\
 name: telemetry
@@ -84,3 +85,28 @@ def test_names_fit_the_metadata_columns() -> None:
     message = _error(GOOD.replace("name: telemetry", f"name: {'t' * 101}"))
     assert "pipeline.yaml:1: name: " in message and "longer than 100 characters" in message
     assert pipeline_from_text(GOOD.replace("name: telemetry", f"name: {'t' * 100}"))
+
+
+@pytest.mark.parametrize(
+    ("sinks", "expected"),
+    [
+        ("sinks: [{type: lake, table: ../../outside}]", "pipeline.yaml:11: sinks[0]: "),
+        ("sinks: [{type: lake, table: 'a/b'}]", "lake table 'a/b' must be a plain name"),
+        ("sinks: [{type: lake, table: '..'}]", "lake table '..' must be a plain name"),
+        ("sinks: [{type: lake, table: '/srv/lake/../x'}]", "without '..'"),
+        ("sinks: [{type: lake, table: 's3://b/p/../../x'}]", "without '..'"),
+        ("dead_letter: {table: ../dl}", "pipeline.yaml:11: dead_letter.table: dead-letter table"),
+        ("dead_letter: {table: 'x\\y'}", "dead-letter table 'x\\\\y' must be a plain name"),
+    ],
+)
+def test_lake_and_dead_letter_tables_cannot_leave_the_lake(sinks: str, expected: str) -> None:
+    text = GOOD.replace("sinks:\n  - {type: lake, table: telemetry}", sinks)
+    assert expected in _error(text)
+
+
+def test_plain_and_located_lake_tables_are_fine(tmp_path: Path) -> None:
+    for table in ("telemetry_1m", "/srv/lake/telemetry", "s3://bucket/prefix/telemetry"):
+        text = GOOD.replace("table: telemetry}", f"table: '{table}'}}")
+        assert pipeline_from_text(text).sinks[0].table == table
+    with pytest.raises(ConfigError, match=r"'\.\.' is not allowed"):
+        Settings(home=tmp_path).lake_path("../escape")

@@ -132,6 +132,7 @@ def test_generator_harness_keeps_its_quality() -> None:
     ours = rows["online_anomaly"]
     assert ours["f1"] >= 0.9, ours
     assert ours["roc_auc"] >= 0.98, ours
+    assert ours["drift_recall"] >= 0.75, ours
     assert ours["f1"] > rows["rolling z-score"]["f1"], rows
 
 

@@ -151,16 +151,6 @@ def test_tickets_have_every_label_and_are_deterministic() -> None:
     assert synthetic_text.tickets(50, seed=1, first=1_950).equals(table.slice(1_950))
 
 
-def test_tickets_are_still_reachable_from_synthetic() -> None:
-    assert synthetic.tickets is synthetic_text.tickets
-    assert (synthetic.CATEGORIES, synthetic.URGENCIES) == (
-        synthetic_text.CATEGORIES,
-        synthetic_text.URGENCIES,
-    )
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        synthetic.nope  # noqa: B018
-
-
 def test_tickets_are_learnable_but_not_trivially() -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression

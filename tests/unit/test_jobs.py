@@ -246,6 +246,7 @@ def test_provider_and_trigger(tmp_path: Path, settings: Settings) -> None:
 jobs:
   - name: nightly
     schedule: "0 2 * * *"
+    params: {x: 0}
     tasks:
       - {name: a, type: sql, sql: "SELECT 1"}
       - {name: b, type: sql, sql: "SELECT 2", depends_on: [a]}

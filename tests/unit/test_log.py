@@ -16,6 +16,8 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.core.errors import ConfigError, NotFoundError, SourceError
 from sluice.core.settings import Settings
@@ -190,8 +192,35 @@ def test_open_log_shares_one_instance_per_folder(tmp_path: Path) -> None:
 def test_parse_object_array_and_ndjson() -> None:
     assert parse_events(b' {"a": 1}\n') == [b'{"a":1}']
     assert parse_events(b'{\n  "a": 1\n}') == [b'{"a":1}']
-    assert parse_events(b'[{"a": 1}, {"b": 2}]') == [b'{"a":1}', b'{"b":2}']
+    array = parse_events(b'[{"a": 1},\n {"b": [2, "]},{"]}]')
+    assert isinstance(array, pa.Array)  # an array's events are kept as their own text
+    assert array.to_pylist() == ['{"a": 1}', '{"b": [2, "]},{"]}']
     assert parse_events(b'{"a": 1}\n\n{"b": 2}\n') == [b'{"a": 1}', b'{"b": 2}']
+
+
+_TEXT = st.text(alphabet='ab\\",[]{}:\n é😀', max_size=6)
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(st.dictionaries(_TEXT, _VALUES, max_size=4), max_size=12),
+    indent=st.booleans(),
+)
+def test_array_elements_are_split_at_their_own_commas(
+    items: list[dict[str, object]], indent: bool
+) -> None:
+    body = orjson.dumps(items, option=orjson.OPT_INDENT_2 if indent else 0)
+    events = parse_events(b" \n" + body + b"\n")
+    assert [orjson.loads(raw) for raw in events.to_pylist()] == items
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,7 @@ def test_model_error_at_inference_dead_letters_the_batch(settings, tmp_path: Pat
         models=[{"name": "clf", "type": "sklearn", "features": ["a", "b", "c"]}],
     )
     stages = Stages(pipeline, settings)
+    stages.start()  # building opens nothing: the model is loaded by start()
     bad = pa.table({"a": [1.0], "b": [2.0], "c": ["not numeric"]})
     ctx = EpochContext("p", 1)
     out, _ = stages.run(SourceBatch(bad, "arrow", {}), ctx)
@@ -170,3 +171,4 @@ def test_model_error_at_inference_dead_letters_the_batch(settings, tmp_path: Pat
     assert "not numeric" in rejected.column("raw")[0].as_py()
     good, _ = stages.run(SourceBatch(TABLE, "arrow", {}), EpochContext("p", 2))
     assert good.num_rows == TABLE.num_rows
+    stages.close()

@@ -148,13 +148,14 @@ def test_million_distinct_keys_stay_bounded() -> None:
 def test_repeat_alert_is_flagged_but_its_onset_score_is_quiet() -> None:
     rng = np.random.default_rng(8)
     x = rng.normal(20.0, 1.0, size=(1500, 1))
-    x[1000, 0] += 12.0
-    x[1050, 0] += 9.0  # a weaker repeat soon after: flagged, but its onset score stays quiet
-    x[1400, 0] += 40.0  # a stronger one scores again
+    x[1000, 0] += 7.0
+    x[1050, 0] += 5.5  # a weaker repeat soon after: flagged, but it starts no new incident
+    x[1400, 0] += 40.0  # a stronger one starts one again
     det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["pressure"]))
     res = det.score_learn(None, x)
     assert res.anomaly[[1000, 1050, 1400]].all()
-    assert res.onset[1050] < 0.1 < res.onset[1000] < res.onset[1400]
+    assert res.onset[1050] == 0.0
+    assert res.onset[1000] >= det.threshold() and res.onset[1400] >= det.threshold()
     # the published score is not damped: the repeat still ranks above every ordinary event
     assert res.score[1050] > res.score[50:1000].max()
 
@@ -167,25 +168,8 @@ def test_rising_edge_of_one_incident_has_one_onset() -> None:
     det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["pressure"]))
     res = det.score_learn(None, x)
     assert res.anomaly[1000:1003].all()
-    onsets = np.flatnonzero(res.onset[1000:1010] > 0.45)
-    assert onsets.size == 1  # the incident ranks once though its events keep rising
-    assert res.onset[1300] > res.onset[1000:1010].max() > res.onset[50:1000].max()
-
-
-def test_onsets_of_a_long_watched_key_are_discounted() -> None:
-    rng = np.random.default_rng(8)
-    noise = rng.normal(20.0, 1.0, size=60_000)
-    onsets = []
-    for n in (2_000, 60_000):  # the same spike after a short and after a long history
-        x = noise[:n].copy()[:, None]
-        x[-1, 0] += 15.0
-        det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["pressure"]))
-        res = det.score_learn(None, x)
-        assert res.anomaly[-1]
-        onsets.append(res.onset[-1])
-    young, old = onsets
-    assert 0.0 < old < young
-    assert old > 0.8 * young  # a slow discount: a strong spike still ranks
+    assert np.flatnonzero(res.onset[1000:1010] > 0).tolist() == [0]
+    assert res.onset[1300] >= res.onset[1000:1010].max() > res.onset[50:1000].max()
 
 
 def test_alert_ends_when_a_level_shift_returns_to_normal() -> None:

@@ -31,7 +31,7 @@ class Telemetry:
     regime_at: int
 
 
-def make_telemetry(devices: int = 50, events: int = 800, seed: int = 7) -> Telemetry:
+def make_telemetry(devices: int = 50, events: int = 1200, seed: int = 7) -> Telemetry:
     """Two noisy features per device with spikes, shifts, stuck runs, drifts and a regime change."""
     rng = np.random.default_rng(seed)
     regime_at = int(events * 0.6)
@@ -43,7 +43,8 @@ def make_telemetry(devices: int = 50, events: int = 800, seed: int = 7) -> Telem
     X[:, regime_at:, :] += np.array([2.0, 1.0])
     spans: list[tuple[int, int, int, str]] = []
     for d in range(devices):
-        slots = rng.permutation(np.arange(100, events - 120, 110))[:5]
+        # after the first 200 events: a key younger than that is still calibrating
+        slots = rng.permutation(np.arange(250, events - 120, 110))[:5]
         for kind, at in zip(("spike", "spike", "shift", "stuck", "drift"), slots, strict=True):
             f = int(rng.integers(0, 2))
             sign = rng.choice([-1.0, 1.0])

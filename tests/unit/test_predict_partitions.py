@@ -48,7 +48,8 @@ def _save(settings, partition: int, model: OnlineAnomalyModel, epoch: int) -> No
 
 @pytest.fixture
 def partitions(settings) -> dict[int, OnlineAnomalyModel]:
-    models = {0: _partition_model(settings, 0, 400), 1: _partition_model(settings, 1, 800)}
+    # each key past the 200 events a key needs before it may alert
+    models = {0: _partition_model(settings, 0, 1000), 1: _partition_model(settings, 1, 1200)}
     _save(settings, 0, models[0], epoch=3)
     _save(settings, 1, models[1], epoch=7)
     OnlineModelIndex(settings).record(
@@ -81,7 +82,7 @@ def test_a_key_no_partition_has_seen_goes_to_the_busiest(settings, partitions):
     assert isinstance(model, OnlineAnomalyModel)
     router = model.detector
     keys = np.array(["zz", "a0", "b0"], dtype=object)
-    assert router.owners(keys, 3).tolist() == [1, 0, 1]  # partition 1 saw 800 events
+    assert router.owners(keys, 3).tolist() == [1, 0, 1]  # partition 1 saw 1200 events
 
 
 def test_partition_states_are_read_only(settings, partitions):

@@ -67,7 +67,7 @@ class AirflowAction(Action):
                 resolve_secrets(self.options.password or "", what),
             )
         headers = {"Content-Type": "application/json", "Idempotency-Key": delivery.idempotency_key}
-        send(self.http.get(), "POST", url, body, headers, auth=auth, ok=frozenset({409}))
+        send(self.http, "POST", url, body, headers, auth=auth, ok=frozenset({409}))
 
     def close(self) -> None:
         """Close the connection pool."""

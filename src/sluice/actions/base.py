@@ -3,7 +3,10 @@
 Integration contract with the runner (``runners/local.py`` through ``runners/stages.py``):
 
 * ``engine = ActionEngine(pipeline.actions, pipeline=name, settings=settings)`` once per run
-  (optional ``event_time=`` column and ``job_runner=`` callable).
+  (optional ``event_time=`` column and ``job_runner=`` callable) compiles the rules and
+  opens nothing; ``engine.check(schema)`` binds the conditions (``sluice validate``);
+  ``engine.start()`` migrates the outbox tables and starts the dispatcher; ``engine.close()``
+  drains what is due and stops it.
 * per epoch: ``pending = engine.evaluate(table, ctx)`` after the models;
   at checkpoint: ``CheckpointStore.commit(..., writers=[engine.outbox_writer(pending, epoch)])``
   so outbox rows are durable in the same transaction as the epoch;
@@ -20,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -145,6 +148,17 @@ def resolve_secrets(text: str, what: str) -> str:
         return value
 
     return _SECRET_REF.sub(sub, text)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each secret (4+ characters) and each 8+ character word of one redacted."""
+    words: set[str] = set()
+    for secret in secrets:
+        words.update([secret] if len(secret) >= 4 else [])
+        words.update(w for w in re.split(r"[\s,;:]+", secret) if len(w) >= 8)
+    for word in sorted(words, key=len, reverse=True):
+        text = text.replace(word, "[redacted]")
+    return text
 
 
 def redact_url(url: str) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy import Engine
 
 from sluice.actions.base import Action, ActionContext, JobRunner, create_action, parse_options
 from sluice.actions.dispatcher import Dispatcher, Route
@@ -116,6 +117,13 @@ class Rule:
         )
 
 
+def _compile(index: int, config: ActionConfig, context: ActionContext) -> Rule:
+    try:
+        return Rule.compile(config, context)
+    except ConfigError as exc:
+        raise exc.within(f"actions[{index}]") from None
+
+
 class ActionEngine:
     """Evaluates the pipeline's action rules per epoch and owns the outbox dispatcher."""
 
@@ -139,14 +147,50 @@ class ActionEngine:
         names = [a.name for a in actions]
         if len(set(names)) != len(names):
             raise ConfigError(f"pipeline {pipeline!r}: action names must be unique")
-        self.rules = [Rule.compile(cfg, context) for cfg in actions]
-        self.db = get_engine(str(self.settings.metadata_url))
-        ensure_outbox(self.db)
-        self._con = duckdb.connect()
-        routes = {(pipeline, r.name): Route(r.action, r.options.retry) for r in self.rules}
-        self.dispatcher = Dispatcher(self.db, routes, clock=clock, **(dispatcher_options or {}))
-        if dispatch:
-            self.dispatcher.start()
+        self.rules = [_compile(i, cfg, context) for i, cfg in enumerate(actions)]
+        self._con = duckdb.connect()  # in memory: evaluates the conditions
+        self._dispatch = dispatch
+        self._dispatcher_options = dispatcher_options or {}
+        self._dispatcher: Dispatcher | None = None
+
+    def start(self) -> ActionEngine:
+        """Migrate the outbox tables and start the dispatcher (when ``dispatch``); once."""
+        if self._dispatcher is None:
+            db = get_engine(str(self.settings.metadata_url))
+            ensure_outbox(db)
+            routes = {(self.pipeline, r.name): Route(r.action, r.options.retry) for r in self.rules}
+            self._dispatcher = Dispatcher(db, routes, clock=self.clock, **self._dispatcher_options)
+            if self._dispatch:
+                self._dispatcher.start()
+        return self
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The outbox dispatcher (after ``start()``)."""
+        if self._dispatcher is None:
+            raise RuntimeError("the action engine is not started")
+        return self._dispatcher
+
+    @property
+    def db(self) -> Engine:
+        """The metadata database holding the outbox (after ``start()``)."""
+        return self.dispatcher.engine
+
+    def check(self, schema: pa.Schema) -> None:
+        """Bind every rule's ``when`` against ``schema``; errors name ``actions[i].when``."""
+        con = duckdb.connect()
+        try:
+            con.register("batch", schema.empty_table())
+            for i, rule in enumerate(self.rules):
+                try:
+                    con.execute(f"SELECT CAST(({rule.when}) AS BOOLEAN) FROM batch")
+                except duckdb.Error as exc:
+                    message = str(exc).strip().splitlines()[0]
+                    raise ConfigError(
+                        f"action {rule.name!r}: {message}", key=f"actions[{i}].when"
+                    ) from None
+        finally:
+            con.close()
 
     # -- per epoch -----------------------------------------------------------------------
     def evaluate(self, table: pa.Table, ctx: EpochContext) -> PendingActions:
@@ -362,15 +406,17 @@ class ActionEngine:
                 rule.state.load(data[rule.name])
 
     def close(self, drain_seconds: float = 10.0) -> None:
-        """Deliver what is due (bounded in time), stop the dispatcher, release connections."""
-        self.dispatcher.stop()
-        deadline = time.monotonic() + drain_seconds
-        try:
-            while time.monotonic() < deadline and self.dispatcher.run_once() > 0:
-                pass
-        except Exception:
-            log.exception("draining the outbox failed; pending actions stay queued")
-        self.dispatcher.stop()
+        """Deliver what is due (bounded in time) if started, stop the dispatcher, release."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.stop()
+            deadline = time.monotonic() + drain_seconds
+            try:
+                while time.monotonic() < deadline and dispatcher.run_once() > 0:
+                    pass
+            except Exception:
+                log.exception("draining the outbox failed; pending actions stay queued")
+            dispatcher.stop()
         for rule in self.rules:
             rule.action.close()
         self._con.close()

@@ -6,20 +6,25 @@ the environment at delivery time and never stored in the outbox or written to lo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import re
 import threading
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 from pydantic import Field, field_validator
 
+from sluice.actions.address import AddressPolicy
 from sluice.actions.base import (
     Action,
     ActionContext,
     Delivery,
     OptionsModel,
+    redact,
     redact_url,
     resolve_secrets,
 )
@@ -27,6 +32,10 @@ from sluice.core.errors import PermanentActionError, TransientActionError
 from sluice.core.types import duration_us
 
 SIGNATURE_HEADER = "X-Sluice-Signature"
+# Headers Sluice sets itself; the values of all others are kept out of stored errors.
+PUBLIC_HEADERS = frozenset(
+    {"content-type", "idempotency-key", "x-sluice-action", SIGNATURE_HEADER.lower()}
+)
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
@@ -36,11 +45,17 @@ def _check_timeout(value: str | float) -> str | float:
 
 
 class HttpClient:
-    """One keep-alive httpx client per action, created lazily, safe across threads."""
+    """One keep-alive httpx client per action, created lazily, safe across threads.
 
-    def __init__(self, timeout: str | float, pool: int = 16) -> None:
+    ``policy`` (``SLUICE_WEBHOOK_DENY``/``_ALLOW`` by default) says which addresses it may call.
+    """
+
+    def __init__(
+        self, timeout: str | float, pool: int = 16, policy: AddressPolicy | None = None
+    ) -> None:
         self.timeout = duration_us(timeout) / 1e6
         self.pool = pool
+        self.policy = policy or AddressPolicy.from_env()
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -63,7 +78,7 @@ class HttpClient:
 
 
 def send(
-    client: httpx.Client,
+    http: HttpClient,
     method: str,
     url: str,
     body: bytes,
@@ -72,22 +87,40 @@ def send(
     auth: tuple[str, str] | None = None,
     ok: frozenset[int] = frozenset(),
 ) -> None:
-    """Send one request; map failures to Transient/PermanentActionError (URL redacted)."""
+    """Send one request; map failures to Transient/PermanentActionError.
+
+    The URL's path and query, header values (but Sluice's own) and credentials never appear
+    in the error, even when the receiver echoes them back.
+    """
     where = redact_url(url)
+    secrets = _secrets(url, headers, auth)
+    http.policy.check(url, where)
     try:
-        response = client.request(method, url, content=body, headers=headers, auth=auth)
+        response = http.get().request(method, url, content=body, headers=headers, auth=auth)
     except httpx.TimeoutException as exc:
         raise TransientActionError(f"timeout calling {where}: {type(exc).__name__}") from None
     except httpx.TransportError as exc:
-        raise TransientActionError(f"cannot reach {where}: {type(exc).__name__}: {exc}") from None
+        reason = redact(f"{type(exc).__name__}: {exc}", secrets)
+        raise TransientActionError(f"cannot reach {where}: {reason}") from None
     status = response.status_code
     if 200 <= status < 300 or status in ok:
         return
-    detail = response.text[:300].replace("\n", " ")
+    detail = redact(response.text[:20_000], secrets)[:300].replace("\n", " ")
     message = f"HTTP {status} from {where}: {detail}"
     if status >= 500 or status in RETRYABLE_STATUS:
         raise TransientActionError(message)
     raise PermanentActionError(message)
+
+
+def _secrets(url: str, headers: dict[str, str], auth: tuple[str, str] | None) -> list[str]:
+    """What a receiver's answer must not bring into the outbox: values it was sent."""
+    parts = urlsplit(url)
+    found = [v for k, v in headers.items() if k.lower() not in PUBLIC_HEADERS]
+    found += [parts.path, parts.query, parts.password or ""]
+    found += [w for w in re.split(r"[/?&=]", f"{parts.path}?{parts.query}") if len(w) >= 8]
+    if auth is not None:
+        found += [auth[1], base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()]
+    return found
 
 
 class WebhookOptions(OptionsModel):
@@ -134,7 +167,7 @@ class WebhookAction(Action):
             digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
             headers[SIGNATURE_HEADER] = f"sha256={digest}"
         url = resolve_secrets(self.options.url, what)
-        send(self.http.get(), self.options.method, url, body, headers)
+        send(self.http, self.options.method, url, body, headers)
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from sluice.api.auth import ApiKeys
+from sluice.api.auth import ApiKeys, AuthThrottle
 from sluice.api.deps import (
     ApiConfig,
     AppState,
@@ -19,7 +19,8 @@ from sluice.api.deps import (
     Predictor,
     QueryEngineLike,
 )
-from sluice.api.errors import install_error_handlers
+from sluice.api.errors import ERROR_RESPONSES, install_error_handlers
+from sluice.api.guard import KeylessGuard
 from sluice.api.metrics import ApiMetrics
 from sluice.api.routes import automation, data, ingest, ops, pipelines, predict
 from sluice.core.settings import Settings
@@ -48,12 +49,14 @@ def create_app(
         description="Ingest events, query the lake, predict, and watch pipelines.",
     )
     provider = pipelines_provider
+    config = config or ApiConfig.from_env()
     app.state.sluice = AppState(
         settings=settings,
-        config=config or ApiConfig.from_env(),
+        config=config,
         log=open_log(settings.log_dir),
         keys=api_keys if api_keys is not None else ApiKeys.from_env(),
         metrics=ApiMetrics(lambda: provider.list() if provider is not None else []),
+        auth_throttle=AuthThrottle(config.auth_failures_per_minute),
         pipelines=pipelines_provider,
         predictor=predictor,
         models_provider=models_provider,
@@ -61,8 +64,9 @@ def create_app(
         query_engine_factory=query_engine_factory,
     )
     install_error_handlers(app)
+    app.add_middleware(KeylessGuard, keys_configured=lambda: bool(app.state.sluice.keys))
     for module in (ingest, predict, pipelines, data, ops, automation):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

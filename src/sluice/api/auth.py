@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import math
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +25,23 @@ from sluice.api.errors import ApiError
 from sluice.core.errors import ConfigError
 
 ROLES = {"read": 1, "write": 2, "admin": 3}
+MIN_KEY_LENGTH = 16  # what `sluice api hash-key` accepts
 _HEX64 = frozenset("0123456789abcdef")
 
 
 def hash_key(key: str) -> str:
     """SHA-256 hex digest of an API key (what a keys file stores)."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def keys_file_line(key: str, role: str) -> str:
+    """The keys-file line ``sha256-hex:role`` of ``key`` (at least MIN_KEY_LENGTH characters)."""
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"the key has {len(key)} characters; use at least {MIN_KEY_LENGTH} "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return f"{hash_key(key)}:{_check_role(role, 'role')}"
 
 
 def _check_role(role: str, where: str) -> str:
@@ -117,6 +130,46 @@ def check_bind(host: str, keys: ApiKeys) -> None:
         )
 
 
+class AuthThrottle:
+    """Failed key checks per client address: a token bucket of ``per_minute`` tokens.
+
+    Each invalid key takes a token; with none left, that client's keyed requests get
+    ``429`` until the bucket refills (so keys cannot be guessed quickly). ``per_minute=0``
+    turns throttling off. Runs on the event loop only, so it needs no lock.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 10_000,
+    ) -> None:
+        self.capacity, self.rate = float(per_minute), per_minute / 60.0
+        self.clock, self.max_clients = clock, max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
+
+    def _tokens(self, client: str) -> float:
+        tokens, when = self._buckets.get(client, (self.capacity, 0.0))
+        return min(self.capacity, tokens + (self.clock() - when) * self.rate)
+
+    def wait(self, client: str) -> float:
+        """Seconds ``client`` must wait before its next key check (0 when it may go now)."""
+        if not self.rate or client not in self._buckets:
+            return 0.0
+        return max(0.0, (1.0 - self._tokens(client)) / self.rate)
+
+    def failed(self, client: str) -> None:
+        """Record an invalid key from ``client``."""
+        if not self.rate:
+            return
+        tokens = self._tokens(client) - 1.0
+        self._buckets.pop(client, None)
+        self._buckets[client] = (tokens, self.clock())
+        if len(self._buckets) > self.max_clients:  # forget the longest-quiet half
+            for quiet in list(self._buckets)[: self.max_clients // 2]:
+                del self._buckets[quiet]
+
+
 def presented_key(request: Request) -> str | None:
     """The key sent as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
     auth = request.headers.get("authorization", "")
@@ -152,8 +205,19 @@ def require_role(role: str) -> Callable[[Request], Awaitable[None]]:
                 },
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        throttle: AuthThrottle = request.app.state.sluice.auth_throttle
+        client = request.client.host if request.client else ""
+        wait = math.ceil(throttle.wait(client))
+        if wait:
+            raise ApiError(
+                429,
+                "too many invalid API keys from this address; retry later",
+                {"retry_after_seconds": wait},
+                headers={"Retry-After": str(wait)},
+            )
         have = keys.role_of(key)
         if have is None:
+            throttle.failed(client)
             raise ApiError(
                 401,
                 "invalid API key",

@@ -39,7 +39,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def json_body(request: Request, limit: int) -> Any:
     """Parse the body as JSON regardless of Content-Type (curl -d sends form-urlencoded)."""
-    body = await read_body(request, limit)
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body as JSON; 400 naming the line when it is not."""
     if not body.strip():
         raise ApiError(400, "the body is empty; send a JSON object", None)
     try:

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from fastapi import Request
 
+from sluice.api.pool import QueryPool
 from sluice.core.settings import Settings
 from sluice.storage.log import EmbeddedLog
 
 if TYPE_CHECKING:
-    from sluice.api.auth import ApiKeys
+    from sluice.api.auth import ApiKeys, AuthThrottle
     from sluice.api.metrics import ApiMetrics
 
 
@@ -74,8 +75,8 @@ class PipelinesProvider(Protocol):
 class QueryEngineLike(Protocol):
     """Read-only SQL over the lake and warehouse (``sluice.storage.query.QueryEngine``)."""
 
-    def query(self, sql: str, limit: int | None = None) -> Any:
-        """Run a read-only statement and return a pyarrow Table."""
+    def query(self, sql: str, limit: int | None = None, max_bytes: int | None = None) -> Any:
+        """Run a read-only statement and return a pyarrow Table (at most ``max_bytes``)."""
         ...
 
     def tables(self) -> list[Any]:
@@ -102,12 +103,17 @@ class ApiConfig:
 
     max_body_bytes: int = 10 * 1024 * 1024  # SLUICE_API_MAX_BODY_BYTES
     max_backlog: int = 1_000_000  # SLUICE_API_MAX_BACKLOG: unconsumed records -> 429
+    max_items: int = 100_000  # SLUICE_API_MAX_ITEMS: events in one ingest request -> 413
     auto_create_streams: bool = False  # SLUICE_API_AUTO_CREATE_STREAMS=1
     query_timeout: float = 30.0  # SLUICE_API_QUERY_TIMEOUT (seconds)
+    query_concurrency: int = 4  # SLUICE_API_QUERY_CONCURRENCY: queries at once, then 429
+    max_result_bytes: int = 16 * 1024 * 1024  # SLUICE_API_MAX_RESULT_BYTES: bigger -> 413
     retry_after: int = 1  # seconds suggested in Retry-After when backpressure applies
-    # SLUICE_API_PREDICT_IN_THREAD=1: run predictions in a worker thread (for slow models);
-    # by default they run on the event loop, which is faster for sub-millisecond models.
-    predict_in_thread: bool = False
+    # SLUICE_API_PREDICT_IN_THREAD=0: run predictions on the event loop (a little faster for
+    # sub-millisecond models, but a large body then stalls every other request).
+    predict_in_thread: bool = True
+    # SLUICE_API_AUTH_FAILURES: invalid keys a client address may send per minute (then 429)
+    auth_failures_per_minute: int = 10
 
     @classmethod
     def from_env(cls) -> ApiConfig:
@@ -116,9 +122,15 @@ class ApiConfig:
         return cls(
             max_body_bytes=_env_int("SLUICE_API_MAX_BODY_BYTES", cls.max_body_bytes),
             max_backlog=_env_int("SLUICE_API_MAX_BACKLOG", cls.max_backlog),
+            max_items=_env_int("SLUICE_API_MAX_ITEMS", cls.max_items),
             auto_create_streams=env.get("SLUICE_API_AUTO_CREATE_STREAMS", "") in {"1", "true"},
             query_timeout=float(env.get("SLUICE_API_QUERY_TIMEOUT") or cls.query_timeout),
-            predict_in_thread=env.get("SLUICE_API_PREDICT_IN_THREAD", "") in {"1", "true"},
+            query_concurrency=_env_int("SLUICE_API_QUERY_CONCURRENCY", cls.query_concurrency),
+            max_result_bytes=_env_int("SLUICE_API_MAX_RESULT_BYTES", cls.max_result_bytes),
+            predict_in_thread=env.get("SLUICE_API_PREDICT_IN_THREAD", "1") not in {"0", "false"},
+            auth_failures_per_minute=_env_int(
+                "SLUICE_API_AUTH_FAILURES", cls.auth_failures_per_minute
+            ),
         )
 
 
@@ -131,13 +143,19 @@ class AppState:
     log: EmbeddedLog
     keys: ApiKeys
     metrics: ApiMetrics
+    auth_throttle: AuthThrottle
     pipelines: PipelinesProvider | None = None
     predictor: Predictor | None = None
     models_provider: ModelsProvider | None = None
     jobs_provider: JobsProvider | None = None
     query_engine_factory: Callable[[Settings], QueryEngineLike] | None = None
+    query_pool: QueryPool | None = field(default=None, repr=False)
     _engine: QueryEngineLike | None = field(default=None, repr=False)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.query_pool is None:
+            self.query_pool = QueryPool(self.config.query_concurrency, self.config.retry_after)
 
     def engine(self) -> QueryEngineLike:
         """The query engine, created on first use."""

@@ -9,6 +9,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sluice.core.errors import (
@@ -36,6 +37,28 @@ class JSONOut(Response):
         """Serialise ``content``; unknown types become strings."""
         options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
         return orjson.dumps(content, default=_default, option=options)
+
+
+class ErrorBody(BaseModel):
+    """The JSON body of every error answer: what is wrong, and where or why."""
+
+    error: str
+    detail: Any = None
+
+
+_ERRORS = {
+    400: "The request is malformed or names something invalid",
+    401: "An API key is missing or unknown",
+    403: "The key's role (or, without keys, the client's address) is not allowed",
+    404: "The named stream, table, pipeline, job, model or action does not exist",
+    413: "The body or the result is larger than its limit",
+    429: "Too many pending events or running queries; retry after Retry-After seconds",
+    503: "The server cannot serve this now (no model, not ready)",
+    504: "The query took longer than its timeout",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in _ERRORS.items()
+}
 
 
 class ApiError(Exception):

@@ -196,9 +196,13 @@ def scheduler(
 ) -> None:
     """Run the embedded scheduler in the foreground until Ctrl-C / SIGTERM."""
     from sluice.orchestration.scheduler import Scheduler
+    from sluice.orchestration.service import job_runner
 
     try:
-        sched = Scheduler(settings(), _jobs(jobs_file), max_workers=workers)
+        config = settings()
+        sched = Scheduler(
+            config, _jobs(jobs_file), max_workers=workers, job_runner=job_runner(config)
+        )
     except SluiceError as exc:
         fail(exc)
     stop = threading.Event()

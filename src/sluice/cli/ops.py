@@ -32,7 +32,7 @@ def produce(
     fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
 ) -> None:
     """Produce a file's records to a Kafka topic (like kafka-console-producer)."""
-    from sluice.sources.kafka_common import produce_file
+    from sluice.connectors.kafka import produce_file
 
     try:
         count = produce_file(bootstrap_servers, topic, file, key=key, format=fmt)
@@ -146,7 +146,7 @@ def pipelines_status(
 
 def _print_kafka_lag(path: Path, store: CheckpointStore) -> None:
     from sluice.config.loader import load_pipeline
-    from sluice.sources.kafka_common import consumer_lag
+    from sluice.connectors.kafka import consumer_lag
 
     try:
         p = load_pipeline(path)
@@ -189,6 +189,10 @@ def hash_key(
     role: Annotated[str, typer.Option(help="read, write or admin")] = "read",
 ) -> None:
     """Print a keys-file line (``sha256-hash:role``) for a key; keys are stored hashed."""
-    from sluice.api.auth import hash_key as do_hash
+    from sluice.api.auth import keys_file_line
 
-    console.print(f"{do_hash(key)}:{role}", highlight=False)
+    try:
+        line = keys_file_line(key, role)
+    except SluiceError as exc:
+        fail(exc)
+    console.print(line, highlight=False)

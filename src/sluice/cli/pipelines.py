@@ -50,8 +50,8 @@ def run(
 ) -> None:
     """Run a pipeline."""
     from sluice.config.loader import load_pipeline
-    from sluice.runners.local import create_runner
     from sluice.runners.progress import ProgressReporter, print_summary
+    from sluice.service.run import build_runner
 
     if runner != "local":
         fail(SluiceError(f"runner {runner!r} is not available in this build; use --runner local"))
@@ -60,7 +60,7 @@ def run(
         stop = threading.Event()
         _install_stop_handlers(stop)
         with ProgressReporter(console, p.name, enabled=not quiet) as progress:
-            stats = create_runner(
+            stats = build_runner(
                 p,
                 settings(),
                 until_idle=until_idle,

@@ -24,7 +24,7 @@ def serve(
     group: Annotated[str | None, typer.Option(help="Kafka consumer group")] = None,
 ) -> None:
     """Serve the API and dashboard, the scheduler and the given pipelines."""
-    from sluice.runners.serve import serve as run_service
+    from sluice.service.serve import serve as run_service
 
     def ready(url: str) -> None:
         console.print(

@@ -109,6 +109,20 @@ def _line_for(loc: Path_, lines: dict[Path_, int]) -> int | None:
     return None
 
 
+_KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def key_path(key: str) -> Path_:
+    """``transforms[1].derive.temp_c`` as a key path ``("transforms", 1, "derive", "temp_c")``."""
+    return tuple(int(index) if index else name for name, index in _KEY_PART.findall(key))
+
+
+def line_of(pipeline: Pipeline, key: str) -> int | None:
+    """The line of ``key`` (or of its nearest parent) in the file ``pipeline`` was loaded from."""
+    lines: dict[Path_, int] = pipeline.__dict__.get("_lines", {})
+    return _line_for(key_path(key), lines) if lines else None
+
+
 def validation_error(
     exc: ValidationError, lines: dict[Path_, int], file: str, prefix: Path_ = ()
 ) -> ConfigError:

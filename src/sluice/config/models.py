@@ -26,6 +26,20 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+def _check_table(value: str | None, what: str) -> str | None:
+    """A lake table: a plain name, or an absolute path or URL; never one that climbs (``..``)."""
+    if value is None:
+        return value
+    located = "://" in value or value.startswith("/")
+    parts = re.split(r"[/\\]", value.partition("://")[2] if "://" in value else value)
+    if ".." in parts or (not located and (len(parts) > 1 or value in ("", "."))):
+        raise ValueError(
+            f"{what} {value!r} must be a plain name (no '/', '\\' or '..') or an absolute "
+            "path or URL without '..'"
+        )
+    return value
+
+
 def _check_duration(value: Any) -> Any:
     if value is not None:
         try:
@@ -107,6 +121,7 @@ class WindowSpec(Strict):
     _dur = field_validator("size", "slide", "allowed_lateness")(
         classmethod(lambda cls, v: _check_duration(v))
     )
+    _into = field_validator("into")(classmethod(lambda cls, v: _check_table(v, "window into")))
 
 
 class DedupeSpec(Strict):
@@ -200,11 +215,19 @@ class SinkConfig(Open):
     type: str
     table: str | None = None
 
+    @model_validator(mode="after")
+    def _lake_table(self) -> SinkConfig:
+        if self.type == "lake":
+            _check_table(self.table, "lake table")
+        return self
+
 
 class DeadLetterConfig(Strict):
     """Where rejected records go (a lake table)."""
 
     table: str = "dead_letter"
+
+    _t = field_validator("table")(classmethod(lambda cls, v: _check_table(v, "dead-letter table")))
 
 
 class BatchConfig(Strict):

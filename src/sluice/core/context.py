@@ -60,18 +60,18 @@ class EpochContext:
         if n == 0:
             return
         if isinstance(reason, str):
-            reason = pa.array([reason] * n, pa.string())
+            reason = pa.repeat(pa.scalar(reason, pa.string()), n)
         now = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))
         self.dead_letters.append(
             pa.table(
-                {
-                    "pipeline": pa.array([self.pipeline] * n, pa.string()),
-                    "epoch": pa.array([self.epoch] * n, pa.int64()),
-                    "stage": pa.array([stage] * n, pa.string()),
+                {  # constant columns are built in Arrow, without a Python list per row
+                    "pipeline": pa.repeat(pa.scalar(self.pipeline, pa.string()), n),
+                    "epoch": pa.repeat(pa.scalar(self.epoch, pa.int64()), n),
+                    "stage": pa.repeat(pa.scalar(stage, pa.string()), n),
                     "reason": reason.cast(pa.string()),
                     "raw": raw.cast(pa.string()),
                     "origin": self._origin_text(origin, n),
-                    "rejected_at": pa.array([now.value] * n, pa.timestamp("us", tz="UTC")),
+                    "rejected_at": pa.repeat(now, n),
                 },
                 schema=DEAD_LETTER_SCHEMA,
             )

@@ -48,6 +48,13 @@ class ConfigError(PermanentError):
             where = f"{file}:{line}: " if line else f"{file}: "
         super().__init__(f"{where}{key + ': ' if key else ''}{message}")
 
+    def within(self, where: str) -> ConfigError:
+        """The same error with its key placed under ``where`` (``models[0]`` + ``type``)."""
+        if self.key and self.key.startswith(where):
+            return self
+        key = f"{where}.{self.key}" if self.key else where
+        return ConfigError(self.detail, file=self.file, line=self.line, key=key)
+
 
 class MissingDependencyError(SluiceError, ImportError):
     """An optional dependency is missing; the message names the pip extra that provides it."""

@@ -28,7 +28,9 @@ def load_plugin(group: str, name: str, builtins: dict[str, str]) -> Any:
     if name in eps:
         return eps[name].load()
     known = sorted(set(builtins) | set(eps))
-    raise ConfigError(f"unknown {group[:-1]} type {name!r}; available: {', '.join(known)}")
+    raise ConfigError(
+        f"unknown {group[:-1]} type {name!r}; available: {', '.join(known)}", key="type"
+    )
 
 
 def available(group: str, builtins: dict[str, str]) -> list[str]:

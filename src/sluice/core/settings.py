@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sluice.core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -19,6 +21,13 @@ class Settings:
     metadata_url: str | None = None  # SLUICE_METADATA_URL
     lake_root: str | None = None  # SLUICE_LAKE_URL (a path or s3://bucket/prefix)
     warehouse_url: str | None = None  # SLUICE_WAREHOUSE_URL (duckdb path or postgresql://)
+    # memory and spill-to-disk limits of one SQL query (sluice query, the API, jobs)
+    query_memory_limit: str = field(
+        default_factory=lambda: os.environ.get("SLUICE_QUERY_MEMORY_LIMIT") or "1GB"
+    )
+    query_temp_limit: str = field(
+        default_factory=lambda: os.environ.get("SLUICE_QUERY_TEMP_LIMIT") or "4GB"
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home).absolute()
@@ -55,7 +64,12 @@ class Settings:
         return self
 
     def lake_path(self, table: str) -> str:
-        """Return the location of a lake table (an absolute ``s3://`` URL passes through)."""
+        """Return the location of a lake table (an absolute ``s3://`` URL passes through).
+
+        A name with a ``..`` part is refused: it would leave the lake (or its prefix).
+        """
+        if ".." in table.replace("\\", "/").split("/"):
+            raise ConfigError(f"lake table {table!r}: '..' is not allowed in a table name")
         if "://" in table or table.startswith("/"):
             return table
         root = str(self.lake_root).rstrip("/")

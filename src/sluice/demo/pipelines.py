@@ -35,7 +35,7 @@ models:
 TELEMETRY_ACTIONS = """\
 actions:
   - name: page-oncall
-    when: "temp_anomaly_anomaly"
+    when: "temp_anomaly_anomaly AND temp_anomaly_onset > 0"  # once per incident
     type: webhook
     url: "{receiver}/alerts"
     severity: critical

@@ -16,9 +16,9 @@ from sluice.config.loader import load_pipeline
 from sluice.core.settings import Settings
 from sluice.demo import pipelines
 from sluice.demo.receiver import OpsReceiver
-from sluice.runners.local import create_runner
 from sluice.runners.progress import ProgressReporter
 from sluice.runners.stats import RunStats
+from sluice.service.run import build_runner
 
 GARBAGE_LINES = [
     b'{"device_id": "dev-0001", "ts": "2026-01-01T00:00:00Z", "temperature": "hot"}',
@@ -113,7 +113,7 @@ def _run(console: Console, settings: Settings, path: Path) -> RunStats:
     pipeline = load_pipeline(path)
     CheckpointStore(get_engine(str(settings.metadata_url))).reset(pipeline.name)
     with ProgressReporter(console, pipeline.name) as progress:
-        return create_runner(pipeline, settings, until_idle=True, on_progress=progress.update).run()
+        return build_runner(pipeline, settings, until_idle=True, on_progress=progress.update).run()
 
 
 def _reset_outputs(settings: Settings) -> None:

@@ -35,7 +35,7 @@ def serve_demo(
     console: Console, settings: Settings, files: dict[str, Path], *, port: int = 5000
 ) -> None:
     """Serve until Ctrl-C."""
-    from sluice.runners.serve import serve
+    from sluice.service.serve import serve
 
     live = settings.home / "demo" / "telemetry_live.yaml"
     live.write_text(LIVE, encoding="utf-8")

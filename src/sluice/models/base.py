@@ -54,6 +54,24 @@ class Model(ABC):
     def score(self, table: pa.Table) -> pa.Table:
         """Return ``table`` with this model's output columns added (learning if online)."""
 
+    def start(self) -> None:  # noqa: B027 - nothing to open by default
+        """Open what the model needs (registry, artifact); the constructor opens nothing."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release what ``start()`` opened."""
+
+    def output_fields(self) -> list[pa.Field]:
+        """The columns ``score`` may add (used to check actions before a run)."""
+        prefix = self.name
+        return [
+            pa.field(f"{prefix}_score", pa.float64()),
+            pa.field(f"{prefix}_anomaly", pa.bool_()),
+            pa.field(f"{prefix}_onset", pa.bool_()),
+            pa.field(f"{prefix}_label", pa.string()),
+            pa.field(f"{prefix}_proba", pa.float64()),
+            pa.field(f"{prefix}_reason", pa.string()),
+        ]
+
     def state(self) -> bytes | None:
         """Serialise learned state for the checkpoint (None when stateless)."""
         return None
@@ -70,8 +88,15 @@ class Model(ABC):
         return {"name": self.name, "type": self.config.type}
 
 
-def create_model(config: ModelConfig, context: ModelContext) -> Model:
-    """Instantiate the model named by ``config.type``."""
+def build_model(config: ModelConfig, context: ModelContext) -> Model:
+    """Instantiate the model named by ``config.type`` without opening anything."""
     cls = load_plugin("models", config.type, BUILTIN_MODELS)
     model: Model = cls(config, context)
+    return model
+
+
+def create_model(config: ModelConfig, context: ModelContext) -> Model:
+    """Build the model named by ``config.type`` and start it (ready to score)."""
+    model = build_model(config, context)
+    model.start()
     return model

@@ -11,12 +11,25 @@ actions can use.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Column, DateTime, Engine, Float, Integer, String, Table, insert, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+)
 
 from sluice.config.models import DriftSpec
 from sluice.storage.db import METADATA, ensure_tables
@@ -188,6 +201,45 @@ class DriftMonitor:
         self.reference_rows = [data["pending"]] if data["pending"].size else []
 
 
+def drift_writer(
+    pipeline: str, model: str, epoch: int, action: str, events: list[DriftEvent]
+) -> Callable[[Connection], None]:
+    """A writer storing ``events`` as the drift of ``model`` in ``epoch``, idempotently.
+
+    ``(pipeline, model, epoch)`` is the key: the writer replaces what an earlier attempt at
+    the same epoch stored, so a replayed epoch does not record its drift twice. The runner
+    runs it inside the epoch's checkpoint transaction.
+    """
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "pipeline": pipeline,
+            "model": model,
+            "feature": e.feature,
+            "detector": e.detector,
+            "value": e.value,
+            "threshold": e.threshold,
+            "action": action,
+            "epoch": epoch,
+            "detected_at": now,
+        }
+        for e in events
+    ]
+
+    def write(conn: Connection) -> None:
+        conn.execute(
+            delete(drift_events).where(
+                drift_events.c.pipeline == pipeline,
+                drift_events.c.model == model,
+                drift_events.c.epoch == epoch,
+            )
+        )
+        if rows:
+            conn.execute(insert(drift_events), rows)
+
+    return write
+
+
 class DriftLog:
     """Records drift events in the metadata DB."""
 
@@ -198,28 +250,10 @@ class DriftLog:
     def record(
         self, pipeline: str, model: str, epoch: int, action: str, events: list[DriftEvent]
     ) -> None:
-        """Insert ``events``."""
-        if not events:
-            return
-        now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(drift_events),
-                [
-                    {
-                        "pipeline": pipeline,
-                        "model": model,
-                        "feature": e.feature,
-                        "detector": e.detector,
-                        "value": e.value,
-                        "threshold": e.threshold,
-                        "action": action,
-                        "epoch": epoch,
-                        "detected_at": now,
-                    }
-                    for e in events
-                ],
-            )
+        """Insert ``events`` in a transaction of their own."""
+        if events:
+            with self.engine.begin() as conn:
+                drift_writer(pipeline, model, epoch, action, events)(conn)
 
     def recent(self, limit: int = 50) -> pa.Table:
         """The latest drift events."""

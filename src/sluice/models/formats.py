@@ -39,9 +39,19 @@ class FileModel(Model):
                 f"model {config.name!r}: unknown option(s) "
                 f"{', '.join(sorted(unknown))}; available: {', '.join(sorted(_OPTIONS))}"
             )
-        self.registry = ModelRegistry(context.settings)
+        self._registry: ModelRegistry | None = None
         self.version: ModelVersion | None = None
         self.params: dict[str, Any] = {}
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """The model registry (opened by ``start()``)."""
+        if self._registry is None:
+            self._registry = ModelRegistry(self.context.settings)
+        return self._registry
+
+    def start(self) -> None:
+        """Open the registry and load the artifact."""
         self._load()
 
     def _locate(self) -> tuple[Path, ModelVersion | None]:

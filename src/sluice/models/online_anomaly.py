@@ -20,9 +20,12 @@ From one event to its outputs:
    ``score >= 1 - target_alert_rate`` and the key has seen ``warmup + calibration_events``
    events (a younger key never alerts, and its reason says so). On anomaly-free data of any
    shape about ``target_alert_rate`` of the events alert.
-4. ``onset`` is the score of an event that starts an incident (its surprise beats every recent
-   one of its key, decayed over ``quiet_horizon`` events), else 0: the first alert of each
-   incident has ``onset >= 1 - target_alert_rate``, its repeats have 0.
+4. ``onset`` is positive on an event that starts an incident, else 0: where its surprise beats
+   every recent one of its key (decayed over ``quiet_horizon`` events), and on the first alert
+   after a quiet spell (see :func:`sluice.models.detectors.evidence.onsets`). Its value ranks
+   incidents: the score, with the surprise of an event whose key showed no new pattern lately
+   discounted (see :func:`~sluice.models.detectors.evidence.onset_score`). An action with
+   ``when: "m_anomaly AND m_onset > 0"`` fires once per incident.
 
 Every update happens at key-local event counts, so outputs do not depend on where micro-batch
 boundaries fall, nor on a crash and replay. When most keys shift the same way at once (a
@@ -62,6 +65,7 @@ from sluice.models.detectors.evidence import (
     back_at_level,
     component_stats,
     fresh_novelty,
+    fresh_onsets,
     novelty_probability,
     onset_score,
     onsets,
@@ -84,6 +88,7 @@ from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_
 from sluice.models.detectors.univariate import (
     DETECTORS,
     FEATURE_STATE,
+    LEVEL,
     FeatureResult,
     Horizons,
     feature_basis,
@@ -96,6 +101,7 @@ STATE_VERSION = 8
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
 DRIFT_PERSIST = 3.0  # |drift statistic| that keeps a key in a regime change (see regime)
+BELOW_ONE = float(np.nextafter(1.0, 0.0))  # scores stay in [0, 1)
 CALIBRATION = "cal"  # bulk per-key calibration histograms: (reference, pending) per statistic
 
 
@@ -110,8 +116,8 @@ class OnlineAnomalyConfig:
     target_alert_rate: float = 0.001  # share of normal events that alert
     max_keys: int = 100_000
     short_horizon: int = 8
-    quiet_horizon: int = 400  # events over which an incident's surprise damps later onsets
-    calibration_horizon: int = 2000  # events of a key its calibration remembers
+    quiet_horizon: int = 250  # events over which an incident's surprise damps later onsets
+    calibration_horizon: int = 5000  # events of a key its calibration remembers
     calibration_events: int = 170  # events after warmup before a key may alert
     season_window: int = 720  # values kept per key and feature for seasonality (0 = off)
 
@@ -152,7 +158,7 @@ class _Batch:
     age: np.ndarray = field(default_factory=lambda: np.zeros(0))
     context: ContextResult | None = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
-    calibration: np.ndarray | None = None  # final (2, s, bins, m) when learning
+    calibration: np.ndarray | None = None  # final (m, 2, s, bins) when learning
 
 
 class OnlineAnomalyDetector:
@@ -188,7 +194,7 @@ class OnlineAnomalyDetector:
         }
         if self.window:
             bulk["buf"] = ((self.window, self.p), 0.0)
-        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk)
+        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk, frozenset([CALIBRATION]))
         self.events = 0
         # derived from the whole state, kept between calls until it changes (see _changed)
         self._summary: tuple[np.ndarray, float] | None = None
@@ -205,7 +211,7 @@ class OnlineAnomalyDetector:
         spec.update({name: ((self.p,), 0.0) for name in CONTEXT_STATE})
         spec[SINCE_STATE] = ((), 0.0)
         spec.update({name: ((), 0.0) for name in NOVELTY_STATE})
-        spec[ONSET_STATE] = ((), 0.0)
+        spec.update({name: ((), 0.0) for name in ONSET_STATE})
         spec["count"] = ((), 0.0)
         return spec
 
@@ -282,7 +288,7 @@ class OnlineAnomalyDetector:
             if part.context is not None:
                 part.context.update.write()
             if part.calibration is not None:
-                bulk[part.segs.slot] = np.moveaxis(part.calibration, -1, 0)
+                bulk[part.segs.slot] = part.calibration
         self.events += n
         self._changed()
         return self._result(parts, X)
@@ -325,7 +331,7 @@ class OnlineAnomalyDetector:
         fr = feature_scores(Xs, segs, st, self.hz, basis)
         ready = fr.valid & (fr.sd > 0)
         hist, season = self._season(Xs, segs, st)
-        dev, held = signs(fr.z[0], fr.short_mean, ready, segs, st["dev"])
+        dev, held = signs(fr.z[LEVEL], fr.short_mean, ready, segs, st["dev"])
         return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held, basis)
 
     def _shifts(self, parts: list[_Batch], n: int) -> tuple[np.ndarray, Shifts]:
@@ -346,7 +352,7 @@ class OnlineAnomalyDetector:
         muted, drift, reg_final, drift_state, pair = self._statistics(part, active, shifts)
         part.drift = drift
         structure = part.structure if self.p > 1 else None
-        back = back_at_level(fr.z[0], fr.short_mean)
+        back = back_at_level(fr.z[LEVEL], fr.short_mean)
         stats = component_stats(
             fr.z, seasonal_cap(part.season), part.season.z, structure, drift, muted, back
         )
@@ -362,13 +368,15 @@ class OnlineAnomalyDetector:
         )
         calibrated = part.age >= self.config.warmup + self.config.calibration_events
         p, final = self._calibrate(part, stats, warm, calibrated, ctx)
-        part.score = np.where(warm, 1.0 - p, 0.0)
+        part.score = np.where(warm, np.minimum(1.0 - p, BELOW_ONE), 0.0)
         passes = part.score >= self.threshold()
         part.alert = passes & calibrated
         part.young = passes & ~calibrated
-        starts, final[ONSET_STATE] = onsets(
-            -np.log10(np.maximum(p, 1e-300)), warm, segs, st[ONSET_STATE], self.config.quiet_horizon
-        )
+        fresh = st["count"] <= 0
+        init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
+        u = -np.log10(np.maximum(p, 1e-300))
+        starts, _, onset_state = onsets(u, part.alert, warm, segs, init, self.config.quiet_horizon)
+        final.update(zip(ONSET_STATE, onset_state, strict=True))
         part.onset = np.where(starts, onset_score(p, ctx.familiar), 0.0)
         part.context = ctx
         if learn:
@@ -392,7 +400,7 @@ class OnlineAnomalyDetector:
             (fr.valid, fr.centred),
         )
         reg, reg_final = regime_mask(
-            fr.z[0],
+            fr.z[LEVEL],
             fr.short_mean,
             ready,
             segs,
@@ -402,7 +410,7 @@ class OnlineAnomalyDetector:
             np.abs(dz) >= DRIFT_PERSIST,
         )
         if self.p > 1:
-            e = np.minimum(np.maximum(fr.z[0], -8.0), 8.0)
+            e = np.minimum(np.maximum(fr.z[LEVEL], -8.0), 8.0)
             part.structure, part.partner, pair = structure_scores(
                 e,
                 ready & (e != 0) & ~reg,
@@ -428,30 +436,24 @@ class OnlineAnomalyDetector:
         """Calibrated p-value of each event (n,), and the final novelty state; the final
         calibration histograms go to ``part.calibration``."""
         segs, st = part.segs, part.st
-        reference, pending = self._calibration_state(segs, st["count"] <= 0)
+        state = self._calibration_state(segs, st["count"] <= 0)
         novelty_init = np.where(
             st["count"] <= 0, fresh_novelty(segs.m), np.stack([st[k] for k in NOVELTY_STATE])
         )
         p_novel, novelty = novelty_probability(ctx.novel, warm, segs, novelty_init, NOVELTY_HORIZON)
-        result = calibrate(
-            stats, p_novel, warm, calibrated, segs, st["count"], reference, pending, self.cal
-        )
+        result = calibrate(stats, p_novel, warm, calibrated, segs, st["count"], state, self.cal)
         part.evidence = result.evidence
-        part.calibration = np.stack([reference, pending])
+        part.calibration = state
         return result.p, dict(zip(NOVELTY_STATE, novelty, strict=True))
 
-    def _calibration_state(
-        self, segs: Segments, fresh: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Reference and pending histograms (s, bins, m) of the chunk's keys (fresh keys: the
-        prior; the bulk rows of evicted keys are stale and never read)."""
-        reference, pending = fresh_state(self.n_stats, segs.m)
+    def _calibration_state(self, segs: Segments, fresh: np.ndarray) -> np.ndarray:
+        """Calibration state (m, 2, s, bins) of the chunk's keys (fresh keys: the prior; the
+        bulk rows of evicted keys are stale and never read)."""
+        state = fresh_state(self.n_stats, segs.m)
         known = np.flatnonzero(~fresh & (segs.slot < self.keys.cap))
         if known.size:
-            stored = self.keys.arrays[CALIBRATION][segs.slot[known]].astype(np.float64)
-            reference[:, :, known] = np.moveaxis(stored[:, 0], 0, -1)
-            pending[:, :, known] = np.moveaxis(stored[:, 1], 0, -1)
-        return reference, pending
+            state[known] = self.keys.arrays[CALIBRATION][segs.slot[known]]
+        return state
 
     def _final_state(
         self,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from sluice.actions.base import JobRunner
 from sluice.core.settings import Settings
 from sluice.orchestration.history import RunStore
 from sluice.orchestration.spec import JobSpec, TaskSpec
@@ -74,8 +75,10 @@ class RunExecutor:
         owner: str,
         lease: timedelta,
         sleep: Callable[[float], None] = time.sleep,
+        job_runner: JobRunner | None = None,
     ) -> None:
         self.settings, self.store, self.clock = settings, store, clock
+        self.job_runner = job_runner
         self.owner, self.lease, self.sleep = owner, lease, sleep
 
     def execute(self, job: JobSpec, run: dict[str, Any]) -> str:
@@ -150,6 +153,7 @@ class RunExecutor:
             variables,
             now=self.clock(),
             timeout=job.task_timeout(task),
+            job_runner=self.job_runner,
         )
         error = None
         try:

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sluice.actions.base import JobRunner
 from sluice.core.settings import Settings
 from sluice.core.types import parse_duration
 from sluice.orchestration.executor import Clock, RunExecutor
@@ -143,13 +144,20 @@ class Scheduler:
         lease: str = "60s",
         owner: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        job_runner: JobRunner | None = None,
     ) -> None:
         self.settings, self.jobs, self.clock = settings, jobs, clock
         self.store = RunStore(get_engine(str(settings.ensure().metadata_url)))
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = parse_duration(lease)
         self.executor = RunExecutor(
-            settings, self.store, clock=clock, owner=self.owner, lease=self.lease, sleep=sleep
+            settings,
+            self.store,
+            clock=clock,
+            owner=self.owner,
+            lease=self.lease,
+            sleep=sleep,
+            job_runner=job_runner,
         )
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sluice-job")
         self.max_workers = max_workers

@@ -99,12 +99,18 @@ def trigger(
     *,
     jobs_file: str | Path | None = None,
     now: datetime | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> int:
-    """Queue a manual run of ``job_name`` (a running scheduler executes it); return its id."""
+    """Queue a manual run of ``job_name`` (a running scheduler executes it); return its id.
+
+    ``params`` must be declared by the job (ConfigError otherwise); ``extra`` is stored
+    beside them unchecked (what Sluice itself adds, such as an action's idempotency key).
+    """
     job = resolve_jobs(settings, jobs_file).job(job_name)
+    checked = {**job.check_params(params), **(extra or {})}
     moment = now or utc_now()
     run_id = store_for(settings).create(
-        job.name, moment, moment, moment, kind="manual", params=params
+        job.name, moment, moment, moment, kind="manual", params=checked
     )
     if run_id is None:
         raise ConfigError(f"job {job_name!r} was already triggered at {moment.isoformat()}")
@@ -115,7 +121,7 @@ def run_now(
     settings: Settings, jobs: JobsFile, job_name: str, params: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Run ``job_name`` now in this process and return the finished run."""
-    jobs.job(job_name)
+    params = jobs.job(job_name).check_params(params)
     run_id = _trigger_in(settings, jobs, job_name, params)
     return _execute_runs(settings, jobs, [run_id])[0]
 
@@ -147,7 +153,7 @@ def backfill(
 
 
 def _execute_runs(settings: Settings, jobs: JobsFile, ids: list[int]) -> list[dict[str, Any]]:
-    scheduler = Scheduler(settings, jobs, max_workers=1)
+    scheduler = Scheduler(settings, jobs, max_workers=1, job_runner=job_runner(settings))
     store = scheduler.store
     try:
         for run_id in ids:
@@ -179,10 +185,16 @@ def run_task(
     task = job.task(task_name)
     if end is not None and end <= start and job.schedule_spec is not None:
         start, end = latest_interval(job.schedule_spec, end)
-    variables = template_variables(
-        job.name, start, end or start + timedelta(days=1), {**job.params, **(params or {})}
+    params = {**job.params, **job.check_params(params)}
+    variables = template_variables(job.name, start, end or start + timedelta(days=1), params)
+    ctx = TaskContext(
+        settings,
+        job.name,
+        task.name,
+        variables,
+        timeout=job.task_timeout(task),
+        job_runner=job_runner(settings),
     )
-    ctx = TaskContext(settings, job.name, task.name, variables, timeout=job.task_timeout(task))
     run_with_timeout(lambda: execute_task(task.type, task.options, ctx), ctx.timeout)
     return ctx.lines
 
@@ -197,7 +209,7 @@ def start_scheduler(
     jobs = resolve_jobs(settings, jobs_file)
     if not jobs.jobs:
         return None
-    scheduler = Scheduler(settings, jobs)
+    scheduler = Scheduler(settings, jobs, job_runner=job_runner(settings))
     stop = threading.Event()
     thread = threading.Thread(
         target=scheduler.run_forever, args=(stop, poll), daemon=True, name="sluice-scheduler"
@@ -212,6 +224,7 @@ def job_runner(
     """The ``run_job`` action's runner: queue a manual run for the scheduler to execute."""
 
     def run(job: str, params: dict[str, Any], idempotency_key: str) -> None:
-        trigger(settings, job, {**params, "idempotency_key": idempotency_key}, jobs_file=jobs_file)
+        extra = {"idempotency_key": idempotency_key}
+        trigger(settings, job, params, jobs_file=jobs_file, extra=extra)
 
     return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -139,6 +140,27 @@ class JobSpec(_Strict):
             return spec.model_copy(update={"timezone": self.timezone})
         return spec
 
+    def check_params(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``given`` checked against the declared ``params`` (names, and the defaults' types).
+
+        Raises ConfigError (a 400 through the API) for an undeclared name or a wrong type.
+        """
+        for name, value in (given or {}).items():
+            if name not in self.params:
+                declared = ", ".join(sorted(self.params)) or "none"
+                raise ConfigError(
+                    f"job {self.name!r} declares no param {name!r} (declared: {declared})",
+                    key=f"params.{name}",
+                )
+            expected = _param_type(self.params[name])
+            if not _has_type(value, expected):
+                raise ConfigError(
+                    f"job {self.name!r}: param {name!r} must be {expected}, "
+                    f"got {type(value).__name__}",
+                    key=f"params.{name}",
+                )
+        return dict(given or {})
+
     def task(self, name: str) -> TaskSpec:
         """The task called ``name``."""
         for task in self.tasks:
@@ -174,6 +196,35 @@ class JobSpec(_Strict):
             done.add(ready.name)
             pending.remove(ready)
         return ordered
+
+
+_PARAM_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "an object"),
+)
+
+
+def _param_type(default: Any) -> str:
+    """What a param's declared default says its values must be."""
+    for python, name in _PARAM_TYPES:
+        if isinstance(default, python):
+            return name
+    return "a string, a number, a boolean or null"
+
+
+def _has_type(value: Any, expected: str) -> bool:
+    if expected == "a number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected == "an integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    for python, name in _PARAM_TYPES:
+        if name == expected:
+            return isinstance(value, python)
+    return value is None or isinstance(value, str | int | float)
 
 
 class JobsFile(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sluice.actions.base import JobRunner
 from sluice.core.errors import ConfigError, PermanentError, SluiceError
 from sluice.core.settings import Settings
 from sluice.core.types import parse_duration
@@ -141,6 +143,7 @@ class TaskContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     timeout: float | None = None
     lines: list[str] = field(default_factory=list)
+    job_runner: JobRunner | None = None  # for the run_job actions of pipelines it runs
 
     def log(self, message: str) -> None:
         """Append a line to this attempt's log."""
@@ -163,12 +166,17 @@ def template_variables(
     }
 
 
-def render(value: Any, variables: dict[str, Any]) -> Any:
-    """Render every string inside ``value`` with sandboxed Jinja2 (undefined names fail)."""
+def render(
+    value: Any, variables: dict[str, Any], finalize: Callable[[Any], Any] | None = None
+) -> Any:
+    """Render every string inside ``value`` with sandboxed Jinja2 (undefined names fail).
+
+    ``finalize`` sees the value of every ``{{ ... }}`` expression before it is written.
+    """
     from jinja2 import StrictUndefined, TemplateError
     from jinja2.sandbox import SandboxedEnvironment
 
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=finalize)
 
     def walk(item: Any) -> Any:
         if isinstance(item, str) and ("{{" in item or "{%" in item):
@@ -185,22 +193,99 @@ def render(value: Any, variables: dict[str, Any]) -> Any:
     return walk(value)
 
 
+# Options that name files: a templated one must stay under its literal directory.
+PATH_OPTIONS: dict[str, tuple[str, ...]] = {
+    "export": ("path",),
+    "run_pipeline": ("pipeline",),
+    "shell": ("cwd",),
+}
+# What a template may write into a shell command or a templated pipeline file: characters
+# no shell treats specially (the set ``shlex.quote`` leaves unquoted), no quotes, brackets
+# or spaces, so a value can never become syntax (shell, YAML or SQL).
+_INERT = re.compile(r"[\w@%+=:,./-]*", re.ASCII)
+
+
 def execute_task(task_type: str, options: dict[str, Any], ctx: TaskContext) -> None:
     """Validate rendered ``options`` for ``task_type`` and run the task."""
-    parsed = OPTION_MODELS[task_type].model_validate(render(options, ctx.variables))
+    rendered = render(options, ctx.variables)
+    if task_type == "shell" and "command" in options:
+        rendered["command"] = render(options["command"], ctx.variables, _SHELL_WORD)
+    for key in PATH_OPTIONS.get(task_type, ()):
+        if isinstance(options.get(key), str) and isinstance(rendered.get(key), str):
+            rendered[key] = contained_path(options[key], rendered[key])
+    parsed = OPTION_MODELS[task_type].model_validate(rendered)
     RUNNERS[task_type](parsed, ctx)
+
+
+def _inert(what: str, hint: str = "") -> Callable[[Any], str]:
+    """A Jinja ``finalize`` refusing values that could be syntax (not data) in ``what``."""
+
+    def check(value: Any) -> str:
+        text = "" if value is None else str(value)
+        if not _INERT.fullmatch(text):
+            raise ConfigError(
+                f"{what}: the value {text[:80]!r} has characters that could change its syntax; "
+                f"only letters, digits and _@%+=:,./- are written into it.{hint}"
+            )
+        return text
+
+    return check
+
+
+_SHELL_WORD = _inert(
+    "shell command",
+    ' Read params from the environment instead, e.g. "$SLUICE_PARAM_NAME"',
+)
+
+
+def contained_path(template: str, rendered: str) -> str:
+    """``rendered``, checked to stay under the directory written before ``template``'s first tag.
+
+    ``exports/{{ ds }}.parquet`` may become any file under ``exports/``, never ``../x`` or
+    an absolute path elsewhere. A path without template tags is the operator's, unchecked.
+    """
+    cut = min((i for i in (template.find("{{"), template.find("{%")) if i >= 0), default=-1)
+    if cut < 0:
+        return rendered
+    literal = template[:cut]
+    root = Path(literal[: literal.rfind("/") + 1] or ".").resolve()
+    target = Path(rendered).resolve()
+    if target != root and not target.is_relative_to(root):
+        raise ConfigError(
+            f"path {rendered!r} (from {template!r}) leaves {str(root)!r}: templated paths "
+            "must stay under the directory written before their first {{ }}"
+        )
+    return rendered
+
+
+def param_environment(params: dict[str, Any]) -> dict[str, str]:
+    """Every param as ``SLUICE_PARAM_<NAME>`` (strings as they are, other values as JSON)."""
+    import orjson
+
+    return {
+        "SLUICE_PARAM_" + re.sub(r"\W", "_", name, flags=re.ASCII).upper(): (
+            value if isinstance(value, str) else orjson.dumps(value).decode()
+        )
+        for name, value in params.items()
+    }
 
 
 def _run_pipeline(opts: Any, ctx: TaskContext) -> None:
     from sluice.config.loader import pipeline_from_text
-    from sluice.runners.local import create_runner
+    from sluice.runners.create import create_runner
 
     path = Path(opts.pipeline)
     text = path.read_text(encoding="utf-8")
     if opts.template:
-        text = render(text, ctx.variables)
+        text = render(text, ctx.variables, _inert(f"pipeline file {str(path)!r}"))
     pipeline = pipeline_from_text(text, str(path))
-    runner = create_runner(pipeline, ctx.settings, until_idle=True, idle_timeout=opts.idle_timeout)
+    runner = create_runner(
+        pipeline,
+        ctx.settings,
+        until_idle=True,
+        idle_timeout=opts.idle_timeout,
+        job_runner=ctx.job_runner,
+    )
     try:
         stats = runner.run(max_epochs=opts.max_epochs)
     finally:
@@ -388,6 +473,7 @@ def _shell(opts: Any, ctx: TaskContext) -> None:
         "SLUICE_DS": ctx.variables["ds"],
         "SLUICE_DATA_INTERVAL_START": ctx.variables["data_interval_start"],
         "SLUICE_DATA_INTERVAL_END": ctx.variables["data_interval_end"],
+        **param_environment(ctx.variables.get("params") or {}),
     }
     try:
         done = subprocess.run(

@@ -14,25 +14,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from sluice.actions.base import JobRunner
 from sluice.config.models import Pipeline, SinkConfig
 from sluice.core.batch import concat, drop_internal
 from sluice.core.context import EpochContext
 from sluice.core.errors import SluiceError, TransientError
 from sluice.core.settings import Settings
 from sluice.core.types import parse_duration
+from sluice.runners.stages import Stages
 from sluice.runners.stats import RunStats
 from sluice.sinks.base import Marks, Sink, SinkContext, create_sink
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext, create_source
 from sluice.storage.checkpoints import CheckpointStore
 from sluice.storage.db import get_engine
 from sluice.storage.runs import RunHistory
-
-if TYPE_CHECKING:
-    from sluice.runners.stages import Stages
 
 log = logging.getLogger("sluice.runner")
 ProgressCallback = Callable[[RunStats], None]
@@ -51,8 +49,10 @@ class LocalRunner:
         idle_timeout: float = 10.0,
         on_progress: ProgressCallback | None = None,
         stop_event: threading.Event | None = None,
+        job_runner: JobRunner | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.job_runner = job_runner
         self.settings = (settings or Settings()).ensure()
         self.until_idle = until_idle
         self.on_progress = on_progress
@@ -79,14 +79,12 @@ class LocalRunner:
         self.position: Position | None = None
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"sluice-{pipeline.name}")
         self._pending_read: Future[SourceBatch | None] | None = None
-        self._prefetch = getattr(self.source, "prefetch_safe", False)
+        self._prefetch = self.source.prefetch_safe
         self._max_rows = pipeline.batch.max_rows
         self._max_latency = parse_duration(pipeline.batch.max_latency).total_seconds()
 
     def _create_stages(self) -> Stages:
-        from sluice.runners.stages import Stages
-
-        return Stages(self.pipeline, self.settings)
+        return Stages(self.pipeline, self.settings, job_runner=self.job_runner)
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self, max_epochs: int | None = None) -> RunStats:
@@ -141,6 +139,7 @@ class LocalRunner:
     def _recover(self) -> None:
         ckpt = self.checkpoints.load(self.pipeline.name)
         self.epoch, self.position = ckpt.epoch, ckpt.position
+        self.stages.start()
         self.stages.restore(ckpt.states)
         self.source.open(ckpt.position)
         if ckpt.planned_epoch is not None and ckpt.planned_position is not None:
@@ -268,21 +267,3 @@ def wait_for(writes: list[Future[None]]) -> None:
     """Wait for every sink write; the first failure is raised."""
     for future in writes:
         future.result()
-
-
-def create_runner(
-    pipeline: Pipeline, settings: Settings | None = None, **options: Any
-) -> LocalRunner:
-    """The runner for ``pipeline``: one task per partition for partitioned sources (Kafka)."""
-    from sluice.sources.base import source_class
-
-    if getattr(source_class(pipeline.source), "partitioned", False):
-        from sluice.runners.partitioned import PartitionedRunner
-
-        return PartitionedRunner(pipeline, settings, **options)
-    return LocalRunner(pipeline, settings, **options)
-
-
-def run(pipeline: Pipeline, settings: Settings | None = None, **options: Any) -> RunStats:
-    """Run ``pipeline`` (``until_idle=True`` for bounded inputs)."""
-    return create_runner(pipeline, settings, **options).run()

@@ -41,9 +41,10 @@ import pyarrow.compute as pc
 
 from sluice.core.batch import concat, drop_internal
 from sluice.core.context import EpochContext
+from sluice.core.errors import ConfigError
 from sluice.runners.local import LocalRunner, wait_for
 from sluice.runners.stages import Stages
-from sluice.sources.base import Position, SourceBatch
+from sluice.sources.base import PartitionedSource, Position, SourceBatch
 from sluice.sources.repartition import OriginFilter
 from sluice.storage.checkpoints import FencedError, StreamCommit, Writer
 
@@ -105,6 +106,13 @@ class PartitionedRunner(LocalRunner):
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         super().__init__(*args, **kwargs)
 
+    @property
+    def partitioned_source(self) -> PartitionedSource:
+        """The source, with the partition hooks this runner calls."""
+        if not isinstance(self.source, PartitionedSource):
+            raise ConfigError(f"source {self.pipeline.source.type!r} is not partitioned")
+        return self.source
+
     def _create_stages(self) -> Any:
         return None  # each task builds its own
 
@@ -113,7 +121,7 @@ class PartitionedRunner(LocalRunner):
 
     # -- partitions arriving and leaving --------------------------------------------
     def _recover(self) -> None:
-        source: Any = self.source
+        source = self.partitioned_source
         source.set_offset_lookup(self._adopt)
         source.set_rebalance_listener(self._release, lambda keys: None)
         source.name_origins_by_offset()
@@ -128,7 +136,12 @@ class PartitionedRunner(LocalRunner):
             old = self.tasks.pop(key, None)
             if old is not None:
                 old.stages.close()
-            stages = Stages(self.pipeline.model_copy(update={"name": stream}), self.settings)
+            stages = Stages(
+                self.pipeline.model_copy(update={"name": stream}),
+                self.settings,
+                job_runner=self.job_runner,
+            )
+            stages.start()
             stages.restore(ckpt.states)
             task = Task(key, stream, stages, ckpt.epoch)
             if ORIGINS_STATE in ckpt.states:
@@ -224,7 +237,7 @@ class PartitionedRunner(LocalRunner):
         """Cut ``batch`` per task: completed replays first, then fresh epochs."""
         replays: list[TaskEpoch] = []
         fresh: list[TaskEpoch] = []
-        source: Any = self.source
+        source = self.partitioned_source
         for key, (part, offsets) in sorted(source.split(batch).items()):
             task = self.tasks.get(key)
             if task is None:

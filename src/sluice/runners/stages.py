@@ -3,78 +3,118 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from sluice.actions.base import JobRunner
+from sluice.actions.engine import ActionEngine
+from sluice.actions.outbox import PendingActions
 from sluice.config.models import Pipeline
 from sluice.core.context import EpochContext, rows_as_json
 from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
-from sluice.models.base import Model, ModelContext, create_model
+from sluice.models.base import Model, ModelContext, build_model
+from sluice.models.drift import DriftLog, DriftWatch, drift_writer
+from sluice.models.registry import OnlineModelIndex, OnlineModelInfo
 from sluice.sources.base import SourceBatch
 from sluice.sources.decode import Decoder, reject_flagged
 from sluice.storage.checkpoints import Writer
+from sluice.storage.db import get_engine
 from sluice.transforms.base import Transform
 from sluice.transforms.build import build_transforms
 
 log = logging.getLogger("sluice.runner")
+T = TypeVar("T")
 
 
 class Stages:
-    """Everything between the source and the sinks, with its checkpointable state."""
+    """Everything between the source and the sinks, with its checkpointable state.
 
-    def __init__(self, pipeline: Pipeline, settings: Settings) -> None:
+    Building is pure: the constructor parses and checks the configuration and opens
+    nothing (``sluice validate`` builds stages and runs ``check``). ``start()`` opens what a
+    run needs (model artifacts, the online-model index, the drift log, the action
+    dispatcher) and ``close()`` releases exactly that.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, settings: Settings, *, job_runner: JobRunner | None = None
+    ) -> None:
         self.pipeline = pipeline
+        self.settings = settings
         self.decoders: dict[str, Decoder] = {}
         self.transforms: list[Transform] = build_transforms(
             pipeline.transforms, event_time=pipeline.event_time, settings=settings
         )
         mctx = ModelContext(pipeline.name, settings)
-        self.models: list[Model] = [create_model(cfg, mctx) for cfg in pipeline.models]
-        self._index_online_models(settings)
-        self.drift = self._drift_watches(settings)
-        self.actions = self._action_engine(settings)
+        self.models: list[Model] = [
+            keyed(f"models[{i}]", build_model, cfg, mctx) for i, cfg in enumerate(pipeline.models)
+        ]
+        self.drift = self._drift_watches()
+        self.drift_log: DriftLog | None = None
+        self._drift_writers: list[Writer] = []  # this epoch's drift events, for the checkpoint
+        self.actions = (
+            ActionEngine(
+                pipeline.actions,
+                pipeline=pipeline.name,
+                settings=settings,
+                event_time=pipeline.event_time,
+                job_runner=job_runner,
+            )
+            if pipeline.actions
+            else None
+        )
+        self._started = False
 
-    def _index_online_models(self, settings: Settings) -> None:
+    def start(self) -> None:
+        """Open what a run needs: models, the online-model index, drift log, dispatcher."""
+        if self._started:
+            return
+        self._started = True
+        for model in self.models:
+            model.start()
+        self._index_online_models()
+        if self.drift:
+            self.drift_log = DriftLog(get_engine(str(self.settings.metadata_url)))
+        if self.actions is not None:
+            self.actions.start()
+
+    def check(self, schema: pa.Schema | None) -> None:
+        """Bind every stage to the columns flowing into it (``schema``: the decoded input).
+
+        SQL is bound by DuckDB on empty tables, model features and keys are looked up,
+        action conditions are bound after the models' output columns. Nothing is run and
+        nothing is opened; errors are ConfigErrors naming the key.
+        """
+        for transform in self.transforms:
+            if schema is None:
+                return  # a step's output is only known at run time: stop checking here
+            schema = transform.output_schema(schema)
+        if schema is None:
+            return
+        for i, model in enumerate(self.models):
+            schema = check_model(model, schema, f"models[{i}]")
+        if self.actions is not None:
+            self.actions.check(schema)
+
+    def _index_online_models(self) -> None:
         online = [m for m in self.models if m.online]
         if not online:
             return
-        from sluice.models.registry import OnlineModelIndex, OnlineModelInfo
-
-        index = OnlineModelIndex(settings)
+        index = OnlineModelIndex(self.settings)
         # a partition task runs as "PIPELINE#TOPIC/PARTITION": predict reads every task's state
         pipeline = self.pipeline.name.partition("#")[0]
         for model in online:
             cfg = model.config
             index.record(OnlineModelInfo(cfg.name, pipeline, cfg.type, list(cfg.features), cfg.key))
 
-    def _drift_watches(self, settings: Settings) -> dict[str, Any]:
-        watched = [m for m in self.models if m.config.drift and m.config.drift.on_drift != "none"]
-        if not watched:
-            return {}
-        from sluice.models.drift import DriftLog, DriftWatch
-        from sluice.storage.db import get_engine
-
-        self.drift_log = DriftLog(get_engine(str(settings.metadata_url)))
+    def _drift_watches(self) -> dict[str, DriftWatch]:
         return {
-            m.name: DriftWatch(m.name, m.config.drift, m.config.features)  # type: ignore[arg-type]
-            for m in watched
+            m.name: DriftWatch(m.name, m.config.drift, m.config.features)
+            for m in self.models
+            if m.config.drift and m.config.drift.on_drift != "none"
         }
-
-    def _action_engine(self, settings: Settings) -> Any:
-        if not self.pipeline.actions:
-            return None
-        from sluice.actions.engine import ActionEngine
-        from sluice.orchestration.service import job_runner
-
-        return ActionEngine(
-            self.pipeline.actions,
-            pipeline=self.pipeline.name,
-            settings=settings,
-            event_time=self.pipeline.event_time,
-            job_runner=job_runner(settings),
-        )
 
     def _decoder(self, raw_format: str) -> Decoder:
         decoder = self.decoders.get(raw_format)
@@ -89,8 +129,9 @@ class Stages:
         return decoder
 
     # -- one epoch -----------------------------------------------------------------------
-    def run(self, batch: SourceBatch, ctx: EpochContext) -> tuple[pa.Table, Any]:
+    def run(self, batch: SourceBatch, ctx: EpochContext) -> tuple[pa.Table, PendingActions | None]:
         """Decode and transform ``batch``, score it and evaluate the actions."""
+        self._drift_writers = []
         if batch.data.num_columns == 0:
             table = None
         elif self.pipeline.schema_ or batch.raw_format != "arrow":
@@ -109,7 +150,7 @@ class Stages:
                 before = ctx.counters["dead_lettered"]
                 rows_in = table.num_rows
                 table = transform.apply(table, ctx)
-                if getattr(transform, "replaces_stream", False):
+                if transform.replaces_stream:
                     late = ctx.counters["dead_lettered"] - before
                     ctx.counters["aggregated"] += rows_in - late
             if ctx.final:
@@ -153,7 +194,9 @@ class Stages:
         table, events = watch.observe(table)
         if events:
             ctx.counters["drift_events"] += len(events)
-            self.drift_log.record(self.pipeline.name, name, ctx.epoch, watch.spec.on_drift, events)
+            self._drift_writers.append(
+                drift_writer(self.pipeline.name, name, ctx.epoch, watch.spec.on_drift, events)
+            )
             log.warning(
                 "drift in %s: %s",
                 name,
@@ -164,7 +207,7 @@ class Stages:
     # -- checkpoint ----------------------------------------------------------------------
     def holds_state(self) -> bool:
         """True when a window may still hold rows to flush at end of input."""
-        return any(hasattr(t, "replaces_stream") for t in self.transforms)
+        return any(t.holds_state for t in self.transforms)
 
     def states(self) -> dict[str, bytes | None]:
         """Every operator's and model's state, keyed by a stable operator id."""
@@ -193,11 +236,12 @@ class Stages:
         if self.actions is not None and "actions" in states:
             self.actions.restore(states["actions"])
 
-    def commit_writers(self, pending: Any, epoch: int) -> list[Writer]:
-        """Extra rows to commit with the checkpoint (the actions outbox)."""
-        if self.actions is None or pending is None:
-            return []
-        return [self.actions.outbox_writer(pending, epoch)]
+    def commit_writers(self, pending: PendingActions | None, epoch: int) -> list[Writer]:
+        """Rows to commit with the checkpoint: the epoch's drift events and actions outbox."""
+        writers, self._drift_writers = self._drift_writers, []
+        if self.actions is not None and pending is not None:
+            writers.append(self.actions.outbox_writer(pending, epoch))
+        return writers
 
     def after_commit(self) -> None:
         """Wake the action dispatcher and let models pick up promoted versions."""
@@ -207,8 +251,37 @@ class Stages:
             model.refresh()
 
     def close(self) -> None:
-        """Release stage resources."""
+        """Release what ``start()`` opened (and the decoders); safe without ``start()``."""
         for decoder in self.decoders.values():
             decoder.close()
-        if self.actions is not None and hasattr(self.actions, "close"):
+        if self.actions is not None:
             self.actions.close()
+        for model in self.models:
+            model.close()
+
+
+def keyed(where: str, build: Callable[..., T], *args: Any) -> T:
+    """Call ``build``; a ConfigError from it gets its key placed under ``where``."""
+    try:
+        return build(*args)
+    except ConfigError as exc:
+        raise exc.within(where) from None
+
+
+def check_model(model: Model, schema: pa.Schema, where: str) -> pa.Schema:
+    """Check ``model``'s features and key against ``schema``; return it with the outputs."""
+    config = model.config
+    for what, names in (("features", config.features), ("key", [config.key] if config.key else [])):
+        missing = [n for n in names if n not in schema.names]
+        if missing:
+            raise ConfigError(
+                f"model {model.name!r}: no stage produces {', '.join(map(repr, missing))}; "
+                f"available: {', '.join(n for n in schema.names if not n.startswith('__'))}",
+                key=f"{where}.{what}",
+            )
+    for field in model.output_fields():
+        if field.name not in schema.names:
+            schema = schema.append(field)
+    if config.drift and config.drift.on_drift != "none":
+        schema = schema.append(pa.field(f"{model.name}_drift", pa.bool_()))
+    return schema

@@ -8,10 +8,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from sluice.actions.base import JobRunner
 from sluice.config.models import Pipeline
 from sluice.core.errors import NotFoundError
 from sluice.core.settings import Settings
-from sluice.runners.local import LocalRunner, create_runner
+from sluice.runners.create import create_runner
+from sluice.runners.local import LocalRunner
 from sluice.runners.stats import RunStats
 
 log = logging.getLogger("sluice.serve")
@@ -21,8 +23,15 @@ MAX_BACKOFF = 60.0
 class PipelineWorker:
     """One pipeline in its own thread; crashes are retried with exponential backoff."""
 
-    def __init__(self, pipeline: Pipeline, settings: Settings, group: str | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: Settings,
+        group: str | None = None,
+        job_runner: JobRunner | None = None,
+    ) -> None:
         self.pipeline, self.settings, self.group = pipeline, settings, group
+        self.job_runner = job_runner
         self.state = "stopped"
         self.restarts = 0
         self.errors = 0
@@ -73,6 +82,7 @@ class PipelineWorker:
                     group=self.group,
                     on_progress=self._progress,
                     stop_event=self._stop,
+                    job_runner=self.job_runner,
                 )
                 self.state = "running"
                 self._runner.run()
@@ -160,13 +170,17 @@ class PipelineSupervisor:
     """The serve runtime's pipelines, as the API's ``PipelinesProvider``."""
 
     def __init__(
-        self, pipelines: list[Pipeline], settings: Settings, group: str | None = None
+        self,
+        pipelines: list[Pipeline],
+        settings: Settings,
+        group: str | None = None,
+        job_runner: JobRunner | None = None,
     ) -> None:
         names = [p.name for p in pipelines]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise NotFoundError(f"two pipelines share the name(s) {', '.join(duplicates)}")
-        self.workers = {p.name: PipelineWorker(p, settings, group) for p in pipelines}
+        self.workers = {p.name: PipelineWorker(p, settings, group, job_runner) for p in pipelines}
 
     def _worker(self, name: str) -> PipelineWorker:
         try:

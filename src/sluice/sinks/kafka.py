@@ -25,14 +25,14 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sluice.config.models import SinkConfig
-from sluice.core.errors import ConfigError, TransientSinkError
-from sluice.sinks.base import Marks, Sink, SinkContext
-from sluice.sources.kafka_common import (
+from sluice.connectors.kafka import (
     DEFAULT_BOOTSTRAP,
     FLUSH_TIMEOUT_S,
     kafka_module,
     producer_config,
 )
+from sluice.core.errors import ConfigError, TransientSinkError
+from sluice.sinks.base import Marks, Sink, SinkContext
 
 log = logging.getLogger("sluice.sinks.kafka")
 POLL_EVERY = 10_000
@@ -83,10 +83,17 @@ class KafkaSink(Sink):
             raise ConfigError(f"kafka sink: {first['msg']}", key=f"sinks.{where}") from None
         self._kafka = kafka_module("the Kafka sink")
         self._failures: list[str] = []
-        settings = producer_config(self.options.bootstrap_servers, self.options.producer)
-        settings.update({"delivery.report.only.error": True, "on_delivery": self._on_delivery})
-        self._producer = self._kafka.Producer(settings)
+        self._client: Any = None
         self._last_epochs: dict[str, int] = {}
+
+    @property
+    def _producer(self) -> Any:
+        """The producer, created on first use (the constructor connects to nothing)."""
+        if self._client is None:
+            settings = producer_config(self.options.bootstrap_servers, self.options.producer)
+            settings.update({"delivery.report.only.error": True, "on_delivery": self._on_delivery})
+            self._client = self._kafka.Producer(settings)
+        return self._client
 
     @property
     def sink_id(self) -> str:
@@ -148,7 +155,9 @@ class KafkaSink(Sink):
 
     def close(self) -> None:
         """Deliver what is still queued."""
-        remaining = self._producer.flush(FLUSH_TIMEOUT_S)
+        if self._client is None:
+            return
+        remaining = self._client.flush(FLUSH_TIMEOUT_S)
         if remaining:
             log.warning(
                 "%d records to %s were not delivered before close", remaining, self.options.topic

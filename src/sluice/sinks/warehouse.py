@@ -3,12 +3,15 @@ transaction.
 
 Where: the ``url`` option, else ``settings.warehouse_url`` (``SLUICE_WAREHOUSE_URL``):
 
-* a path (or ``duckdb:///path``): a DuckDB file. It is opened for each write and closed
-  after it, so other processes (``sluice query``, the API) can read between epochs;
-  rows go in straight from Arrow (``INSERT ... BY NAME``). ``keep_open: true`` keeps the
-  connection (faster for tiny epochs; readers in other processes are then locked out).
-  A file locked by another process is waited for ``lock_wait`` seconds (default 2), then
-  the write fails with TransientSinkError so the runner backs off and retries.
+* a path (or ``duckdb:///path``): a DuckDB file. Each write leases a cursor of the
+  process's one shared DuckDB instance of the file (``connectors.duckdb_shared``; queries of
+  the same process lease it too, and read snapshots without blocking the write); when
+  nothing else of the process uses it, the file is closed after the write, so other
+  processes (``sluice query``) can read between epochs. Rows go in straight from Arrow
+  (``INSERT ... BY NAME``). ``keep_open: true`` keeps the lease (faster for tiny epochs;
+  readers in other processes are then locked out). A file locked by another process is
+  waited for ``lock_wait`` seconds (default 2), then the write fails with
+  TransientSinkError so the runner backs off and retries.
 * ``postgresql://...``: PostgreSQL through psycopg 3 (``pip install "sluice[postgres]"``);
   rows are bulk-loaded with ``COPY ... FROM STDIN`` fed by pyarrow's CSV writer. The
   ``schema`` option picks the schema (default: the connection's ``current_schema()``).
@@ -27,7 +30,6 @@ with ``ALTER TABLE ... ADD COLUMN``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,30 +37,28 @@ import duckdb
 import pyarrow as pa
 
 from sluice.config.models import SinkConfig
+from sluice.connectors.duckdb_shared import (
+    Lease,
+    WarehouseBusyError,
+    lease,
+    register_writer,
+    unregister_writer,
+)
+from sluice.connectors.warehouse import (
+    LOCK_WAIT_SECONDS,
+    MARKER_TABLE,
+    duckdb_path,
+    is_lock_error,
+    is_postgres_url,
+    quote,
+    redact_url,
+)
 from sluice.core.deps import require
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
 from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.sinks.lake import lake_ready
 
-MARKER_TABLE = "_sluice_epochs"
 BATCH_VIEW = "__sluice_batch"
-LOCK_WAIT_SECONDS = 2.0
-_LOCK_HINTS = ("lock", "different configuration", "conflict")
-
-
-def quote(name: str) -> str:
-    """A double-quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def is_postgres_url(url: str) -> bool:
-    """True for ``postgresql://``, ``postgres://`` and ``redshift://`` URLs."""
-    return url.startswith(("postgresql://", "postgres://", "redshift://"))
-
-
-def duckdb_path(url: str) -> str:
-    """The file path of a DuckDB warehouse URL (a plain path or ``duckdb:///path``)."""
-    return url.removeprefix("duckdb://") if url.startswith("duckdb://") else url
 
 
 class WarehouseBackend(Protocol):
@@ -105,28 +105,6 @@ class WarehouseSink(Sink):
         self.backend.close()
 
 
-def is_lock_error(exc: duckdb.Error) -> bool:
-    """True when a DuckDB error means the file is held by another process or connection."""
-    text = str(exc).lower()
-    return any(hint in text for hint in _LOCK_HINTS)
-
-
-def connect_duckdb(
-    path: str, read_only: bool = False, wait: float = LOCK_WAIT_SECONDS
-) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB file, retrying briefly while another process holds its lock."""
-    deadline = time.monotonic() + wait
-    delay = 0.02
-    while True:
-        try:
-            return duckdb.connect(path, read_only=read_only)
-        except duckdb.Error as exc:
-            if not is_lock_error(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
-
-
 def _quietly(con: duckdb.DuckDBPyConnection, statement: str | None) -> None:
     """Run ``statement`` (or unregister the batch view) ignoring errors: cleanup only."""
     try:
@@ -139,7 +117,11 @@ def _quietly(con: duckdb.DuckDBPyConnection, statement: str | None) -> None:
 
 
 class DuckDBWarehouse:
-    """A DuckDB file warehouse, opened per write unless ``keep_open``."""
+    """A DuckDB file warehouse, leased from this process's shared instance per write.
+
+    Unless ``keep_open``, the lease ends after each write, so the file is closed between
+    epochs when nothing else of this process (a query) uses it.
+    """
 
     def __init__(
         self, path: str, keep_open: bool = False, lock_wait: float = LOCK_WAIT_SECONDS
@@ -147,11 +129,15 @@ class DuckDBWarehouse:
         self.path = path
         self.keep_open = keep_open
         self.lock_wait = lock_wait
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lease: Lease | None = None
+        self._registered = path != ":memory:"
+        if self._registered:
+            register_writer(path)
 
     def write(self, marks: dict[str, int], table: str, data: pa.Table) -> bool:
         """Insert the rows and the markers in one DuckDB transaction."""
-        con = self._connect()
+        held = self._connect()
+        con = held.main
         try:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -164,42 +150,51 @@ class DuckDBWarehouse:
                 _quietly(con, None)
             return written
         except duckdb.Error as exc:
-            self._drop(con)
-            if isinstance(exc, duckdb.TransactionException) or is_lock_error(exc):
+            self._drop(held)
+            if isinstance(exc, duckdb.TransactionException | duckdb.OutOfMemoryException):
+                raise TransientSinkError(f"warehouse table {table!r}: {exc}") from exc
+            if is_lock_error(exc):
                 raise TransientSinkError(f"warehouse table {table!r}: {exc}") from exc
             raise SinkError(f"warehouse table {table!r}: {exc}") from exc
         finally:
             if not self.keep_open:
-                self._drop(con)
+                self._drop(held)
 
     def close(self) -> None:
-        """Close the kept connection, if any."""
-        if self._con is not None:
-            self._drop(self._con)
+        """Release the kept lease, if any, and stop counting as a writer of the file."""
+        if self._lease is not None:
+            self._drop(self._lease)
+        if self._registered:
+            self._registered = False
+            unregister_writer(self.path)
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        if self._con is not None:
-            return self._con
+    def _connect(self) -> Lease:
+        if self._lease is not None:
+            return self._lease
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = connect_duckdb(self.path, wait=self.lock_wait)
+            held = lease(self.path, write=True, wait=self.lock_wait)
         except duckdb.Error as exc:
-            if is_lock_error(exc):
+            if is_lock_error(exc) or isinstance(exc, WarehouseBusyError):
                 raise TransientSinkError(f"warehouse {self.path} is locked: {exc}") from exc
             raise SinkError(f"cannot open warehouse {self.path}: {exc}") from exc
-        con.execute(
-            f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (pipeline VARCHAR, "
-            "sink_table VARCHAR, epoch BIGINT, written_at TIMESTAMPTZ)"
-        )
+        try:
+            held.main.execute(
+                f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (pipeline VARCHAR, "
+                "sink_table VARCHAR, epoch BIGINT, written_at TIMESTAMPTZ)"
+            )
+        except duckdb.Error as exc:
+            held.release()
+            raise TransientSinkError(f"warehouse {self.path}: {exc}") from exc
         if self.keep_open:
-            self._con = con
-        return con
+            self._lease = held
+        return held
 
-    def _drop(self, con: duckdb.DuckDBPyConnection) -> None:
-        if con is self._con:
-            self._con = None
-        con.close()
+    def _drop(self, held: Lease) -> None:
+        if held is self._lease:
+            self._lease = None
+        held.release()
 
     def _write_in_transaction(
         self, con: duckdb.DuckDBPyConnection, marks: dict[str, int], table: str, data: pa.Table
@@ -244,17 +239,6 @@ def describe_backend(url: str) -> dict[str, Any]:
             "url": redact_url(url),
         }
     return {"kind": "duckdb", "path": duckdb_path(url)}
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (safe for logs and errors)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def pg_type(arrow_type: pa.DataType, redshift: bool = False) -> str:

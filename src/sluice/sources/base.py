@@ -15,8 +15,9 @@ to ``until`` (the runner uses it to replay an epoch whose sinks may already hold
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
@@ -24,14 +25,14 @@ from sluice.config.models import SourceConfig
 from sluice.core.plugins import load_plugin
 
 Position = dict[str, Any]
+RebalanceHandler = Callable[[list[str]], None]
+OffsetLookup = Callable[[list[str]], dict[str, int]]
 
 BUILTIN_SOURCES = {
     "file": "sluice.sources.file:FileSource",
     "generator": "sluice.sources.generator:GeneratorSource",
     "log": "sluice.sources.log:LogSource",
     "kafka": "sluice.sources.kafka:KafkaSource",
-    "mqtt": "sluice.sources.mqtt:MqttSource",
-    "sql": "sluice.sources.sql:SqlSource",
 }
 
 
@@ -55,7 +56,15 @@ class SourceContext:
 
 
 class Source(ABC):
-    """Reads events in batches; resumable from a position."""
+    """Reads events in batches; resumable from a position.
+
+    Capability flags the runners read: ``partitioned`` (a ``PartitionedSource``, run as one
+    task per partition) and ``prefetch_safe`` (the runner may poll the next batch on another
+    thread while one is processed).
+    """
+
+    partitioned: ClassVar[bool] = False
+    prefetch_safe: ClassVar[bool] = False
 
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         self.config = config
@@ -85,6 +94,30 @@ class Source(ABC):
     def lag(self) -> dict[str, Any]:
         """Per-partition backlog where the source can tell (empty when unknown)."""
         return {}
+
+
+class PartitionedSource(Source):
+    """A source read as one task per partition (Kafka): the partitioned runner's hooks."""
+
+    partitioned: ClassVar[bool] = True
+
+    @abstractmethod
+    def set_rebalance_listener(
+        self, on_revoke: RebalanceHandler, on_assign: RebalanceHandler
+    ) -> None:
+        """Call ``on_revoke(keys)`` before partitions go and ``on_assign(keys)`` after."""
+
+    @abstractmethod
+    def set_offset_lookup(self, lookup: OffsetLookup) -> None:
+        """Ask ``lookup(keys)`` for the start offsets of partitions as they are assigned."""
+
+    @abstractmethod
+    def name_origins_by_offset(self) -> None:
+        """Leave ``__origin`` out of polls; ``split`` gives each partition's offsets."""
+
+    @abstractmethod
+    def split(self, batch: SourceBatch) -> dict[str, tuple[SourceBatch, pa.Array]]:
+        """Cut ``batch`` into one batch per partition key, with each row's offset."""
 
 
 def source_class(config: SourceConfig) -> type[Source]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,9 +48,16 @@ import pyarrow.csv as pa_csv
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sluice.config.models import SourceConfig
+from sluice.connectors.kafka import DEFAULT_BOOTSTRAP, client_config, kafka_module
 from sluice.core.errors import ConfigError, SourceError
-from sluice.sources.base import Position, Source, SourceBatch, SourceContext
-from sluice.sources.kafka_common import DEFAULT_BOOTSTRAP, client_config, kafka_module
+from sluice.sources.base import (
+    OffsetLookup,
+    PartitionedSource,
+    Position,
+    RebalanceHandler,
+    SourceBatch,
+    SourceContext,
+)
 from sluice.sources.kafka_formats import (
     FORMATS,
     RAW_FORMATS,
@@ -70,8 +77,6 @@ from sluice.sources.repartition import (
 log = logging.getLogger("sluice.sources.kafka")
 
 IncludeName = Literal["key", "headers", "topic", "partition", "offset", "timestamp"]
-RebalanceHandler = Callable[[list[str]], None]
-OffsetLookup = Callable[[list[str]], dict[str, int]]
 TASK_COLUMN = "__task"
 OFFSET_COLUMN = "__offset"
 ORIGIN_COLUMN = "__origin"
@@ -153,10 +158,8 @@ def split_key(key: str) -> tuple[str, int]:
     return topic, int(partition)
 
 
-class KafkaSource(Source):
+class KafkaSource(PartitionedSource):
     """Consumes topics as a consumer-group member; offsets follow the pipeline checkpoint."""
-
-    partitioned = True  # run as one task per partition (runners/partitioned.py)
 
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)

@@ -33,8 +33,15 @@ class LogSource(Source):
             self.stream = check_stream_name(stream)
         except ValueError as exc:
             raise ConfigError(str(exc), key="source.stream") from None
-        self.log: EmbeddedLog = open_log(Settings(home=Path(context.home)).log_dir)
+        self._log: EmbeddedLog | None = None
         self.offset = 0
+
+    @property
+    def log(self) -> EmbeddedLog:
+        """The embedded log, opened on first use (the constructor opens nothing)."""
+        if self._log is None:
+            self._log = open_log(Settings(home=Path(self.context.home)).log_dir)
+        return self._log
 
     def open(self, position: Position | None) -> None:
         """Start at ``position["offset"]`` (None: the oldest retained record)."""

@@ -26,14 +26,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from sluice.core.errors import SourceError
-from sluice.sources.kafka_common import (
+from sluice.connectors.kafka import (
     ADMIN_TIMEOUT_S,
     FLUSH_TIMEOUT_S,
     client_config,
     ensure_topic,
     producer_config,
 )
+from sluice.core.errors import SourceError
 
 log = logging.getLogger("sluice.sources.repartition")
 ORIGIN_HEADER = "sluice-origin"

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -505,15 +505,3 @@ def _json_column(field: pa.Field) -> str:
         utc = f"{name}::TIMESTAMP" if field.type.tz is None else f"timezone('UTC', {name})"
         return f"strftime({utc}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {name}"
     return name
-
-
-_TEXT_NAMES = frozenset({"tickets", "CATEGORIES", "URGENCIES"})
-
-
-def __getattr__(name: str) -> Any:
-    """``synthetic.tickets`` and its labels, now in :mod:`sluice.sources.synthetic_text`."""
-    if name in _TEXT_NAMES:  # imported lazily: synthetic_text imports this module
-        from sluice.sources import synthetic_text
-
-        return getattr(synthetic_text, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,18 +22,19 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import repeat
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
 
 from sluice.core.errors import NotFoundError, SchemaError, SourceError
 from sluice.core.types import parse_duration
+from sluice.storage.json_split import split_array
 from sluice.storage.sqlite_wal import enable_wal
 
 if TYPE_CHECKING:
@@ -373,18 +374,39 @@ class EmbeddedLog:
         return cutoff
 
 
-def _as_bytes_list(payloads: list[bytes] | pa.Array | pa.ChunkedArray) -> list[bytes]:
+def _as_bytes_list(payloads: list[bytes] | pa.Array | pa.ChunkedArray) -> Sequence[bytes]:
     if isinstance(payloads, pa.ChunkedArray):
         payloads = payloads.combine_chunks()
     if isinstance(payloads, pa.Array):
         if payloads.null_count:
             raise SchemaError("cannot append null payloads to the log")
-        return payloads.cast(pa.binary()).to_pylist()
+        return _ArrowPayloads(payloads.cast(pa.binary()))
     return list(payloads)
 
 
+class _ArrowPayloads(Sequence[bytes]):
+    """An Arrow binary array read as bytes a slice at a time (no list of them all at once)."""
+
+    _SLICE = 10_000
+
+    def __init__(self, array: pa.Array) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return self.array[index].to_pylist()
+        return self.array[index].as_py()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.array), self._SLICE):
+            yield from self.array.slice(start, self._SLICE).to_pylist()
+
+
 def _insert(
-    conn: sqlite3.Connection, payloads: list[bytes], ts: int, in_tx: bool = False
+    conn: sqlite3.Connection, payloads: Sequence[bytes], ts: int, in_tx: bool = False
 ) -> tuple[int, int]:
     """Insert payloads at the next offsets (in its own transaction unless ``in_tx``)."""
     if not in_tx:
@@ -436,8 +458,11 @@ class PayloadError(SchemaError):
         super().__init__(f"{where}{message}")
 
 
-def parse_events(body: bytes, first_line: int = 1) -> list[bytes]:
-    """Split and validate a JSON object, JSON array of objects or NDJSON into event payloads."""
+def parse_events(body: bytes, first_line: int = 1) -> list[bytes] | pa.Array:
+    """Split and validate a JSON object, JSON array of objects or NDJSON into event payloads.
+
+    An array's events come back as one Arrow string array of the elements' own text.
+    """
     text = body.strip()
     if not text:
         raise PayloadError("the body is empty; send a JSON object, a JSON array or NDJSON")
@@ -449,11 +474,29 @@ def parse_events(body: bytes, first_line: int = 1) -> list[bytes]:
         except orjson.JSONDecodeError:
             single = None
         if isinstance(single, dict):
-            return [orjson.dumps(single)]
+            return [_dump(single)]
     return _parse_ndjson(body, first_line)
 
 
-def _parse_array(text: bytes) -> list[bytes]:
+# The deepest record orjson writes back (it refuses deeper ones): deeper records are
+# refused at the door in every format, rather than failing later when re-serialised.
+MAX_NESTING = 254
+
+
+def _maybe_deep(text: bytes, records: int) -> bool:
+    """Whether a record in ``text`` could nest deeper than MAX_NESTING (a cheap upper bound)."""
+    return text.count(b"{") + text.count(b"[") - records >= MAX_NESTING
+
+
+def _dump(value: object, *, line: int | None = None, item: int | None = None) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        message = f"the record is nested more than {MAX_NESTING} levels deep"
+        raise PayloadError(message, line=line, item=item) from None
+
+
+def _parse_array(text: bytes) -> pa.Array:
     try:
         items = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -462,7 +505,12 @@ def _parse_array(text: bytes) -> list[bytes]:
     bad = next((i for i, item in enumerate(items) if type(item) is not dict), None)
     if bad is not None:
         raise PayloadError(f"expected a JSON object, got {_json_kind(items[bad])}", item=bad)
-    return [orjson.dumps(item) for item in items]
+    count = len(items)
+    if _maybe_deep(text, count):  # rare: only then is each record written back to check
+        for i, value in enumerate(items):
+            _dump(value, item=i)
+    del items  # the elements are kept as slices of the body, not re-serialised one by one
+    return split_array(text, count)
 
 
 def _parse_ndjson(body: bytes, first_line: int) -> list[bytes]:
@@ -472,8 +520,12 @@ def _parse_ndjson(body: bytes, first_line: int) -> list[bytes]:
     try:  # fast path: one C-level parse of all lines joined as an array
         items = orjson.loads(b"[" + b",".join(events) + b"]")
         if len(items) == len(events) and all(type(item) is dict for item in items):
+            if not _maybe_deep(body, len(events)):
+                return events
+            for item in items:
+                _dump(item)
             return events
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, PayloadError):
         pass
     for number, line in enumerate(lines, start=first_line):
         if not line.strip():
@@ -484,6 +536,8 @@ def _parse_ndjson(body: bytes, first_line: int) -> list[bytes]:
             raise PayloadError(f"invalid JSON: {exc.msg}", line=number) from None
         if type(value) is not dict:
             raise PayloadError(f"expected a JSON object, got {_json_kind(value)}", line=number)
+        if _maybe_deep(line, 1):
+            _dump(value, line=number)
     raise PayloadError("invalid NDJSON")  # unreachable: some line above failed
 
 

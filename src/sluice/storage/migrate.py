@@ -10,17 +10,15 @@ tables it lacks and stamps it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, MetaData, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
 from sluice.core.errors import StateError
-from sluice.storage.db import METADATA
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -30,22 +28,6 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 HEAD = "0002"
 # Any constant: replicas of one database agree on it, other users of the database do not use it.
 ADVISORY_LOCK_KEY = 0x51C1CE_DB
-# Modules that declare tables on METADATA (for comparing the models with the migrations).
-TABLE_MODULES = (
-    "sluice.storage.checkpoints",
-    "sluice.storage.runs",
-    "sluice.actions.outbox",
-    "sluice.orchestration.history",
-    "sluice.models.registry",
-    "sluice.models.drift",
-)
-
-
-def declared_metadata() -> MetaData:
-    """``METADATA`` with every Sluice table declared on it."""
-    for module in TABLE_MODULES:
-        importlib.import_module(module)
-    return METADATA
 
 
 def _config(connection: Connection | None = None) -> Config:

@@ -2,17 +2,24 @@
 
 Each query runs in a fresh in-memory DuckDB session that is set up, then sealed:
 
-* the DuckDB warehouse file is attached ``READ_ONLY`` as ``warehouse`` (a writer holding
-  its lock is waited for briefly, then the query fails with a clear QueryError);
+* the DuckDB warehouse is never attached: its tables are exposed as views (``<name>`` and
+  ``warehouse.<name>``) over Arrow streams read from a cursor of the process's shared
+  instance of the file (``connectors.duckdb_shared``). Each scan reads a snapshot (DuckDB's MVCC)
+  and holds no lock a warehouse sink of this process needs, so slow queries never stall
+  pipelines. Scans read whole tables (no filter pushdown into the warehouse);
 * every Delta table under the lake root is registered as a pyarrow dataset (DuckDB's own
   delta extension cannot be installed offline) and exposed as the view ``lake.<name>``;
 * unqualified names: a warehouse table wins over a lake table of the same name; the lake
   one stays reachable as ``lake.<name>`` (and the warehouse one as ``warehouse.<name>``);
+* the session gets its own ``memory_limit`` and ``max_temp_directory_size``
+  (``Settings.query_memory_limit`` / ``query_temp_limit``), spilling under
+  ``SLUICE_HOME/tmp/query``;
 * then ``enable_external_access=false`` and ``lock_configuration=true``: no file can be
   read or written, nothing attached, no extension loaded, and that cannot be undone.
 
 Only one ``SELECT``/``WITH``/``FROM``/``VALUES``/``DESCRIBE``/``SHOW``/``SUMMARIZE``/
-``EXPLAIN`` statement is accepted (checked with DuckDB's own parser).
+``EXPLAIN`` statement is accepted (checked with DuckDB's own parser). ``max_bytes`` bounds
+the result: a larger one raises :class:`ResultTooLargeError` without being materialised.
 
 PostgreSQL/Redshift warehouse: DuckDB's postgres extension is not available offline, so
 the warehouse tables a query names are read whole through psycopg into Arrow and exposed
@@ -24,17 +31,16 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from sluice.core.errors import QueryError
-from sluice.core.settings import Settings
-from sluice.sinks.warehouse import (
+from sluice.connectors.duckdb_shared import Lease, lease
+from sluice.connectors.warehouse import (
     LOCK_WAIT_SECONDS,
     MARKER_TABLE,
     duckdb_path,
@@ -42,6 +48,8 @@ from sluice.sinks.warehouse import (
     is_postgres_url,
     quote,
 )
+from sluice.core.errors import QueryError
+from sluice.core.settings import Settings
 from sluice.storage.lake_tables import lake_row_count, lake_table_names, open_delta
 
 if TYPE_CHECKING:
@@ -51,6 +59,8 @@ if TYPE_CHECKING:
 WAREHOUSE = "warehouse"
 LAKE_SCHEMA = "lake"
 _READ_ONLY_TYPES = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+_STREAM_ROWS = 65_536
+_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -91,6 +101,30 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class ResultTooLargeError(QueryError):
+    """A query's result is larger than the ``max_bytes`` asked for."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the result is larger than the limit of {limit} bytes; "
+            "select fewer columns or rows, or aggregate"
+        )
+
+
+class _WarehouseTable:
+    """A warehouse table as a re-readable Arrow stream: each scan reads a fresh snapshot."""
+
+    def __init__(self, held: Lease, name: str) -> None:
+        self.held, self.name = held, name
+
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        """A stream of the table's rows from a new cursor of the shared instance."""
+        relation = self.held.cursor().sql(f"SELECT * FROM main.{quote(self.name)}")
+        reader: Any = relation.to_arrow_reader(_STREAM_ROWS)
+        return reader.__arrow_c_stream__(requested_schema)
+
+
 class QueryEngine:
     """Runs read-only SQL over the lake and the warehouse; safe to share between threads."""
 
@@ -100,20 +134,41 @@ class QueryEngine:
         self.settings = settings
         self.timeout = timeout
         self.lock_wait = lock_wait
+        self.memory_limit = _size_setting(settings.query_memory_limit)
+        self.temp_limit = _size_setting(settings.query_temp_limit)
         self._deltas: dict[str, DeltaTable] = {}
         self._datasets: dict[str, tuple[int, pads.Dataset]] = {}
         self._cache_lock = threading.Lock()
+        self._running: set[duckdb.DuckDBPyConnection] = set()
 
-    def query(self, sql: str, limit: int | None = None) -> pa.Table:
-        """Run one read-only statement; return at most ``limit`` rows as a pyarrow Table."""
+    def query(self, sql: str, limit: int | None = None, max_bytes: int | None = None) -> pa.Table:
+        """Run one read-only statement; return at most ``limit`` rows as a pyarrow Table.
+
+        With ``max_bytes``, a result whose Arrow buffers pass it raises ResultTooLargeError.
+        """
         check_read_only(sql)
         if limit is not None and limit < 0:
             raise QueryError(f"limit must be >= 0, got {limit}")
-        con = self._session(sql)
+        held: list[Lease] = []
         try:
-            return self._run(con, sql, limit)
+            con = self._session(sql, held)
+            with self._cache_lock:
+                self._running.add(con)
+            try:
+                return self._run(con, sql, limit, max_bytes)
+            finally:
+                with self._cache_lock:
+                    self._running.discard(con)
+                con.close()
         finally:
-            con.close()
+            for lease_ in held:
+                lease_.release()
+
+    def interrupt(self) -> None:
+        """Stop the queries this engine is running (they raise QueryError)."""
+        with self._cache_lock:
+            for con in self._running:
+                con.interrupt()
 
     def tables(self) -> list[TableInfo]:
         """Every table a query can name unqualified (shadowed lake tables are left out)."""
@@ -136,7 +191,9 @@ class QueryEngine:
                 )
         return sorted(infos, key=lambda info: info.name)
 
-    def _run(self, con: duckdb.DuckDBPyConnection, sql: str, limit: int | None) -> pa.Table:
+    def _run(
+        self, con: duckdb.DuckDBPyConnection, sql: str, limit: int | None, max_bytes: int | None
+    ) -> pa.Table:
         timer = threading.Timer(self.timeout, con.interrupt) if self.timeout else None
         if timer is not None:
             timer.daemon = True
@@ -145,27 +202,34 @@ class QueryEngine:
             relation = con.sql(sql)
             if relation is None:
                 return pa.table({})
-            if limit is None:
+            if limit is None and max_bytes is None:
                 return relation.to_arrow_table()
-            return _first_rows(relation, limit)
+            return _first_rows(relation, limit, max_bytes)
         except duckdb.InterruptException:
-            raise QueryError(
-                f"the query took longer than {self.timeout:g}s and was "
-                "stopped; narrow it down or add a LIMIT"
-            ) from None
+            if timer is not None and not timer.is_alive():
+                raise QueryError(
+                    f"the query took longer than {self.timeout:g}s and was "
+                    "stopped; narrow it down or add a LIMIT"
+                ) from None
+            raise QueryError("the query was interrupted") from None
         except duckdb.Error as exc:
             raise QueryError(_first_line(exc)) from None
         finally:
             if timer is not None:
                 timer.cancel()
 
-    def _session(self, sql: str) -> duckdb.DuckDBPyConnection:
+    def _session(self, sql: str, held: list[Lease]) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(
             config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
         )
         try:
-            warehouse = self._attach_warehouse(con, sql)
+            warehouse = self._attach_warehouse(con, sql, held)
             self._register_lake(con, skip={name.lower() for name in warehouse})
+            spill = self.settings.home / "tmp" / "query"
+            spill.mkdir(parents=True, exist_ok=True)
+            con.execute(f"SET memory_limit = '{self.memory_limit}'")
+            con.execute(f"SET max_temp_directory_size = '{self.temp_limit}'")
+            con.execute(f"SET temp_directory = {_sql_text(str(spill))}")
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
         except BaseException:
@@ -173,7 +237,9 @@ class QueryEngine:
             raise
         return con
 
-    def _attach_warehouse(self, con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    def _attach_warehouse(
+        self, con: duckdb.DuckDBPyConnection, sql: str, held: list[Lease]
+    ) -> list[str]:
         url = str(self.settings.warehouse_url)
         if is_postgres_url(url):
             tables = read_pg_tables(url, sql)
@@ -186,42 +252,34 @@ class QueryEngine:
         path = duckdb_path(url)
         if not os.path.exists(path):
             return []
-        self._attach_duckdb(con, path)
+        shared = self._lease(path)
+        held.append(shared)
         names = [
             str(row[0])
-            for row in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+            for row in shared.main.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
                 "AND schema_name = 'main' AND table_name <> ?",
-                [WAREHOUSE, MARKER_TABLE],
+                [MARKER_TABLE],
             ).fetchall()
         ]
-        for name in names:
-            con.execute(
-                f"CREATE VIEW {quote(name)} AS SELECT * FROM {WAREHOUSE}.main.{quote(name)}"
-            )
+        con.execute(f"ATTACH ':memory:' AS {WAREHOUSE}")
+        for index, name in enumerate(names):
+            source = f"__warehouse_{index}"
+            con.register(source, _WarehouseTable(shared, name))
+            con.execute(f"CREATE VIEW {WAREHOUSE}.main.{quote(name)} AS SELECT * FROM {source}")
+            con.execute(f"CREATE VIEW {quote(name)} AS SELECT * FROM {source}")
         return names
 
-    def _attach_duckdb(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
-        literal = "'" + path.replace("'", "''") + "'"
-        deadline = time.monotonic() + self.lock_wait
-        delay = 0.02
-        while True:
-            try:
-                con.execute(f"ATTACH {literal} AS {WAREHOUSE} (READ_ONLY)")
-                return
-            except duckdb.Error as exc:
-                if not is_lock_error(exc):
-                    raise QueryError(
-                        f"cannot open the warehouse {path}: {_first_line(exc)}"
-                    ) from None
-                if time.monotonic() >= deadline:
-                    raise QueryError(
-                        f"the warehouse {path} is being written (locked by another process or "
-                        f"connection) and stayed locked for {self.lock_wait:g}s; try again "
-                        f"({_first_line(exc)})"
-                    ) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
+    def _lease(self, path: str) -> Lease:
+        try:
+            return lease(path, wait=self.lock_wait)
+        except duckdb.Error as exc:
+            if not is_lock_error(exc):
+                raise QueryError(f"cannot open the warehouse {path}: {_first_line(exc)}") from None
+            raise QueryError(
+                f"the warehouse {path} is being written by another process and stayed locked "
+                f"for {self.lock_wait:g}s; try again ({_first_line(exc)})"
+            ) from None
 
     def _register_lake(self, con: duckdb.DuckDBPyConnection, skip: set[str]) -> None:
         con.execute(f"CREATE SCHEMA {LAKE_SCHEMA}")
@@ -264,44 +322,61 @@ class QueryEngine:
         path = duckdb_path(url)
         if not os.path.exists(path):
             return []
-        con = duckdb.connect()
+        shared = self._lease(path)
         try:
-            self._attach_duckdb(con, path)
-            return _duckdb_infos(con)
+            return _duckdb_infos(shared.main)
         finally:
-            con.close()
+            shared.release()
 
 
 def _duckdb_infos(con: duckdb.DuckDBPyConnection) -> list[TableInfo]:
     rows = con.execute(
         "SELECT table_name, list(column_name ORDER BY column_index), "
         "list(data_type ORDER BY column_index) FROM duckdb_columns() "
-        "WHERE database_name = ? AND schema_name = 'main' AND table_name <> ? "
-        "GROUP BY table_name",
-        [WAREHOUSE, MARKER_TABLE],
+        "WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND table_name <> ? GROUP BY table_name",
+        [MARKER_TABLE],
     ).fetchall()
     infos = []
     for name, columns, types in rows:
-        count = con.execute(f"SELECT count(*) FROM {WAREHOUSE}.main.{quote(name)}").fetchall()[0][0]
+        count = con.execute(f"SELECT count(*) FROM main.{quote(name)}").fetchall()[0][0]
         infos.append(TableInfo(str(name), "warehouse", int(count), list(columns), list(types)))
     return infos
 
 
-def _first_rows(relation: duckdb.DuckDBPyRelation, limit: int) -> pa.Table:
-    reader: Any = relation.to_arrow_reader(max(1, min(limit, 65_536)))
-    batches, have = [], 0
+def _first_rows(
+    relation: duckdb.DuckDBPyRelation, limit: int | None, max_bytes: int | None
+) -> pa.Table:
+    """The first ``limit`` rows (all when None), refused once past ``max_bytes``."""
+    rows = limit if limit is not None else sys.maxsize
+    reader: Any = relation.to_arrow_reader(max(1, min(rows, _STREAM_ROWS)))
+    batches, have, size = [], 0, 0
     for batch in reader:
-        if have >= limit:
+        if have >= rows:
             break
+        batch = batch.slice(0, rows - have)
+        size += batch.nbytes
+        if max_bytes is not None and size > max_bytes:
+            raise ResultTooLargeError(max_bytes)
         batches.append(batch)
         have += batch.num_rows
-    table = pa.Table.from_batches(batches, schema=reader.schema)
-    return table.slice(0, limit)
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def _size_setting(value: str) -> str:
+    """A DuckDB size setting (``512MB``, ``2GiB``...) checked before it reaches SQL."""
+    if not _SIZE.match(value):
+        raise QueryError(f"invalid size {value!r}: use a number and a unit, like 512MB or 2GB")
+    return value
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _pg_connect(url: str) -> Any:
+    from sluice.connectors.warehouse import redact_url
     from sluice.core.deps import require
-    from sluice.sinks.warehouse import redact_url
 
     psycopg = require("psycopg", "postgres", "the PostgreSQL warehouse")
     url = "postgresql://" + url.split("://", 1)[1]

@@ -11,13 +11,28 @@ from sluice.core.context import EpochContext
 
 
 class Transform(ABC):
-    """One step of the pipeline between validation and the models."""
+    """One step of the pipeline between validation and the models.
+
+    Capability flags the runner reads: ``holds_state`` (rows may stay buffered until
+    ``finish``, e.g. windows) and ``replaces_stream`` (the output rows replace the input
+    rows, e.g. a window without ``into``).
+    """
 
     name: str = "transform"
+    holds_state: bool = False
+    replaces_stream: bool = False
 
     @abstractmethod
     def apply(self, table: pa.Table, ctx: EpochContext) -> pa.Table:
         """Transform one micro-batch; rejects go to ``ctx.dead_letter``."""
+
+    def output_schema(self, schema: pa.Schema) -> pa.Schema | None:
+        """Check the step against the columns flowing in; return the columns flowing out.
+
+        Used by ``sluice validate``. The default runs the step on an empty batch of
+        ``schema``; None means the output columns are not known before a run.
+        """
+        return self.apply(schema.empty_table(), EpochContext("validate", 0)).schema
 
     def finish(self, ctx: EpochContext) -> pa.Table | None:
         """Flush what is held (open windows) once the input has ended; None if nothing."""

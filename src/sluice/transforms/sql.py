@@ -65,6 +65,11 @@ class SqlStep(Transform):
         self.check_result(result)
         self._bound = table.schema
 
+    def output_schema(self, schema: pa.Schema) -> pa.Schema | None:
+        """Bind the SQL against ``schema`` (DuckDB on an empty table); the columns out."""
+        self.bind(schema.empty_table())
+        return super().output_schema(schema)
+
     def safe_evaluate(self, table: pa.Table, ctx: EpochContext) -> tuple[pa.Table, pa.Table]:
         """Return (rows that evaluated, their results); failing rows are dead-lettered."""
         self.bind(table)

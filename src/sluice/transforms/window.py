@@ -83,6 +83,7 @@ class WindowTransform(Transform):
         self.keys = as_list(spec.key)
         self.aggregates = dict(spec.aggregate)
         self.into = spec.into
+        self.holds_state = True
         self.replaces_stream = spec.into is None
         self.duck = DuckSQL(threads=1)
         self.needed = self._check_aggregates()
@@ -134,6 +135,18 @@ class WindowTransform(Transform):
             return closed
         ctx.emit(self.into, closed)
         return table
+
+    def output_schema(self, schema: pa.Schema) -> pa.Schema | None:
+        """Check the key, time and aggregated columns; the aggregates' columns are not known."""
+        self._check_columns(schema.empty_table())
+        unknown = sorted(self.needed - set(schema.names))
+        if unknown:
+            raise ConfigError(
+                f"unknown column(s) {', '.join(map(repr, unknown))} in the aggregates; "
+                f"available: {', '.join(schema.names)}",
+                key=f"{self.key}.aggregate",
+            )
+        return None if self.replaces_stream else schema
 
     def finish(self, ctx: EpochContext) -> pa.Table | None:
         """Emit every window still open (the input has ended)."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from sluice.api.auth import admin_access, read_access, write_access
 from sluice.api.body import read_body
 from sluice.api.deps import AppState, get_state
 from sluice.api.errors import ApiError, JSONOut
+from sluice.core.errors import ConfigError
 
 router = APIRouter(tags=["automation"])
 
@@ -34,7 +35,11 @@ async def job_runs(
 
 @router.post("/api/v1/jobs/{name}/runs", status_code=202, dependencies=[Depends(write_access)])
 async def trigger_job(name: str, request: Request, state: AppState = Depends(get_state)) -> JSONOut:
-    """Queue a manual run of a job (``{"params": {...}}`` optional); the scheduler runs it."""
+    """Queue a manual run of a job (``{"params": {...}}`` optional); the scheduler runs it.
+
+    Params must be declared by the job, with the type of their declared default (400
+    otherwise); tasks receive them as data (see the README's security section).
+    """
     import orjson
 
     from sluice.orchestration.service import trigger
@@ -46,10 +51,19 @@ async def trigger_job(name: str, request: Request, state: AppState = Depends(get
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"invalid JSON: {exc}") from None
-        params = parsed.get("params", {}) if isinstance(parsed, dict) else {}
+        if not isinstance(parsed, dict):
+            raise ApiError(400, 'the body must be a JSON object like {"params": {...}}')
+        params = parsed.get("params", {})
         if not isinstance(params, dict):
             raise ApiError(400, "'params' must be an object")
-    run_id = await to_thread.run_sync(lambda: trigger(state.settings, name, params))
+    try:
+        run_id = await to_thread.run_sync(lambda: trigger(state.settings, name, params))
+    except ConfigError as exc:
+        key = exc.key or ""
+        if not key.startswith("params."):
+            raise
+        detail = {"job": name, "param": key.removeprefix("params.")}
+        raise ApiError(400, exc.detail, detail) from None
     return JSONOut({"job": name, "run_id": run_id, "state": "queued"}, status_code=202)
 
 
@@ -58,7 +72,7 @@ async def list_actions(
     status: str | None = None,
     pipeline: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
     state: AppState = Depends(get_state),
 ) -> JSONOut:
     """Actions with delivery status and attempts (the audit trail)."""
@@ -75,7 +89,9 @@ async def list_actions(
 
 
 @router.post("/api/v1/actions/{action_id}/{verb}", dependencies=[Depends(admin_access)])
-async def act_on_action(action_id: int, verb: str, state: AppState = Depends(get_state)) -> JSONOut:
+async def act_on_action(
+    verb: str, action_id: int = Path(ge=1, le=2**63 - 1), state: AppState = Depends(get_state)
+) -> JSONOut:
     """``retry``, ``approve`` or ``reject`` one action."""
     from sluice.actions.service import ActionsService
 

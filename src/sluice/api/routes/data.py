@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-import pyarrow as pa
-from anyio import fail_after, to_thread
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BeforeValidator
 
 from sluice.api.auth import read_access
 from sluice.api.body import json_body
@@ -24,6 +23,7 @@ from sluice.api.lake import (
     table_views,
     time_filters,
 )
+from sluice.storage.query import ResultTooLargeError
 
 router = APIRouter(prefix="/api/v1", tags=["data"], dependencies=[Depends(read_access)])
 T = TypeVar("T")
@@ -32,29 +32,57 @@ Offset = Query(0, ge=0, le=10_000_000, description="rows to skip")
 MAX_QUERY_ROWS = 10_000
 
 
+def _iso_only(value: Any) -> Any:
+    """Refuse numbers for a time (pydantic would read them as epoch seconds)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("expected an ISO-8601 time like 2026-01-01T00:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime | None, BeforeValidator(_iso_only), Query(description="ISO-8601 time")]
+
+
 async def run_engine(state: AppState, work: Callable[[], T]) -> T:
-    """Run blocking engine work in a thread, bounded by the query timeout (504 after it)."""
-    try:
-        with fail_after(state.config.query_timeout):
-            return await to_thread.run_sync(work, abandon_on_cancel=True)
-    except TimeoutError:
-        raise ApiError(
-            504,
-            f"the query took longer than {state.config.query_timeout:g} s",
-            {"timeout_seconds": state.config.query_timeout},
-        ) from None
+    """Run blocking engine work in the query pool (429 when full, 504 after the timeout)."""
+    assert state.query_pool is not None
+    return await state.query_pool.run(work, state.config.query_timeout)
+
+
+def bounded_json(state: AppState, content: Any) -> JSONOut:
+    """Render ``content`` (in the calling worker thread); 413 past ``max_result_bytes``."""
+    response = JSONOut(content)
+    limit = state.config.max_result_bytes
+    if len(response.body) > limit:
+        raise too_large(limit)
+    return response
+
+
+def too_large(limit: int) -> ApiError:
+    """The 413 answered for a result larger than ``limit`` bytes."""
+    return ApiError(
+        413,
+        f"the result is larger than the limit of {limit} bytes (SLUICE_API_MAX_RESULT_BYTES); "
+        "select fewer columns or rows, or aggregate",
+        {"limit_bytes": limit},
+    )
+
+
+async def respond(state: AppState, work: Callable[[], Any]) -> JSONOut:
+    """Run ``work`` and render its answer off the event loop, bounded in bytes."""
+    return await run_engine(state, lambda: bounded_json(state, work()))
 
 
 @router.get("/tables")
 async def list_tables(state: AppState = Depends(get_state)) -> JSONOut:
     """Every queryable table with its kind, row count and columns."""
-    views = await run_engine(state, lambda: table_views(state.engine()))
-    return JSONOut(
-        [
+
+    def work() -> list[dict[str, Any]]:
+        return [
             {"name": v.name, "kind": v.kind, "rows": v.rows, "columns": list(v.columns)}
-            for v in views.values()
+            for v in table_views(state.engine()).values()
         ]
-    )
+
+    return await respond(state, work)
 
 
 @router.get("/tables/{name}")
@@ -63,13 +91,13 @@ async def table_rows(
 ) -> JSONOut:
     """One page of a table's rows (the name must be one that ``/tables`` lists)."""
 
-    def work() -> pa.Table:
+    def work() -> dict[str, Any]:
         engine = state.engine()
         view = find_table(engine, name)
         sql = f"SELECT * FROM {ident(view.name)} LIMIT {limit + 1} OFFSET {offset}"
-        return engine.query(sql)
+        return page(rows_of(engine.query(sql)), limit, offset, table=name)
 
-    return JSONOut(page(rows_of(await run_engine(state, work)), limit, offset, table=name))
+    return await respond(state, work)
 
 
 @router.post(
@@ -90,10 +118,18 @@ async def query(request: Request, state: AppState = Depends(get_state)) -> JSONO
     if not isinstance(limit, int) or not 1 <= limit <= MAX_QUERY_ROWS:
         raise ApiError(400, f"'limit' must be an integer from 1 to {MAX_QUERY_ROWS}", None)
     sql: str = body["sql"]
-    result = await run_engine(state, lambda: state.engine().query(sql, limit=limit + 1))
-    out = page(rows_of(result), limit, 0, columns=result.column_names)
-    out["truncated"] = out.pop("next_offset") is not None
-    return JSONOut(out)
+    cap = state.config.max_result_bytes
+
+    def work() -> dict[str, Any]:
+        try:
+            result = state.engine().query(sql, limit=limit + 1, max_bytes=cap)
+        except ResultTooLargeError:
+            raise too_large(cap) from None
+        out = page(rows_of(result), limit, 0, columns=result.column_names)
+        out["truncated"] = out.pop("next_offset") is not None
+        return out
+
+    return await respond(state, work)
 
 
 def _anomaly_tables(
@@ -148,8 +184,8 @@ async def anomalies(
     key: str | None = Query(None, description="only rows whose key column equals this"),
     key_column: str | None = None,
     time_column: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoTime = None,
+    until: IsoTime = None,
     limit: int = Limit,
     offset: int = Offset,
     state: AppState = Depends(get_state),
@@ -173,4 +209,4 @@ async def anomalies(
         found.sort(key=lambda item: (item[0] is not None, str(item[0])), reverse=True)
         return [row for _, row in found[offset : offset + limit + 1]]
 
-    return JSONOut(page(await run_engine(state, work), limit, offset))
+    return await respond(state, lambda: page(work(), limit, offset))

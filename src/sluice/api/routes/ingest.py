@@ -3,7 +3,8 @@
 Which streams exist: those read by a served pipeline's ``type: log`` source, and those
 already in the log (created by ``sluice ingest`` or an earlier push). Any other name is a
 404 unless ``SLUICE_API_AUTO_CREATE_STREAMS=1``. When the slowest consumer of the stream is
-more than ``max_backlog`` records behind, the answer is 429 with ``Retry-After``.
+more than ``max_backlog`` records behind, the answer is 429 with ``Retry-After``. A body
+with more than ``max_items`` events is refused with 413 before anything is appended.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def _check_stream(state: AppState, stream: str) -> None:
             )
 
 
+def _check_items(state: AppState, stream: str, count: int) -> None:
+    """413 when one request carries more events than ``max_items``."""
+    limit = state.config.max_items
+    if count > limit:
+        raise ApiError(
+            413,
+            f"the body holds {count} events, more than the limit of {limit} per request "
+            "(SLUICE_API_MAX_ITEMS); split it into smaller requests",
+            {"stream": stream, "items": count, "limit_items": limit},
+        )
+
+
 @router.post(
     "/ingest/{stream}",
     status_code=202,
@@ -62,6 +75,7 @@ async def ingest(stream: str, request: Request, state: AppState = Depends(get_st
 
         def parse_and_append() -> tuple[int, int, int]:
             events = parse_events(body)
+            _check_items(state, stream, len(events))
             first, last = state.log.append(stream, events)
             return len(events), first, last
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from sluice.api.auth import admin_access, read_access
 from sluice.api.body import json_body
@@ -19,7 +20,7 @@ from sluice.api.deps import AppState, get_state
 from sluice.api.errors import ApiError, JSONOut
 from sluice.api.lake import TableView, ident, literal, page, rows_of, table_views
 from sluice.api.metrics import CONTENT_TYPE
-from sluice.api.routes.data import Limit, Offset, run_engine
+from sluice.api.routes.data import Limit, Offset, respond
 from sluice.storage.log import check_stream_name
 
 router = APIRouter(tags=["operations"])
@@ -105,7 +106,7 @@ async def list_dead_letters(
         )
         return rows_of(engine.query(sql))
 
-    return JSONOut(page(await run_engine(state, work), limit, offset))
+    return await respond(state, lambda: page(work(), limit, offset))
 
 
 @router.get("/api/v1/dlq/summary", dependencies=[Depends(read_access)])
@@ -124,7 +125,7 @@ async def dead_letter_summary(state: AppState = Depends(get_state)) -> JSONOut:
         )
         return rows_of(engine.query(sql))
 
-    return JSONOut(await run_engine(state, work))
+    return await respond(state, work)
 
 
 @router.post("/api/v1/dlq/replay", dependencies=[Depends(admin_access)])
@@ -164,7 +165,7 @@ async def replay_dead_letters(request: Request, state: AppState = Depends(get_st
             "last_offset": last if count else None,
         }
 
-    return JSONOut(await run_engine(state, work))
+    return await respond(state, work)
 
 
 @router.get("/healthz", tags=["health"])
@@ -177,7 +178,7 @@ async def healthz() -> JSONOut:
 @router.get("/readyz", tags=["health"])
 @router.get("/api/v1/readyz", include_in_schema=False)
 async def readyz(state: AppState = Depends(get_state)) -> JSONOut:
-    """Readiness: the log folder is writable and the pipelines runtime answers."""
+    """Readiness: the log folder is writable, the pipelines runtime answers, none has failed."""
 
     def work() -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -188,8 +189,8 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONOut:
             checks["log"] = f"failed: {exc.strerror}"
         if state.pipelines is not None:
             try:
-                state.pipelines.list()
-                checks["pipelines"] = "ok"
+                failed = [p["name"] for p in state.pipelines.list() if p.get("state") == "failed"]
+                checks["pipelines"] = f"failed: {', '.join(failed)}" if failed else "ok"
             except Exception as exc:  # any failure means not ready
                 checks["pipelines"] = f"failed: {type(exc).__name__}"
         return checks
@@ -202,7 +203,13 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONOut:
     return JSONOut(body)
 
 
-@router.get("/metrics", tags=["health"], dependencies=[Depends(read_access)])
+@router.get(
+    "/metrics",
+    tags=["health"],
+    dependencies=[Depends(read_access)],
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 @router.get("/api/v1/metrics", include_in_schema=False, dependencies=[Depends(read_access)])
 async def metrics(state: AppState = Depends(get_state)) -> Response:
     """Prometheus metrics in text format."""

@@ -14,7 +14,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Request
 
 from sluice.api.auth import read_access
-from sluice.api.body import json_body
+from sluice.api.body import parse_json, read_body
 from sluice.api.deps import AppState
 from sluice.api.errors import ApiError, JSONOut
 
@@ -56,18 +56,24 @@ def _parse_request(payload: Any) -> tuple[Any, str | None]:
     openapi_extra={"requestBody": {"content": {"application/json": {"example": _EXAMPLE}}}},
 )
 async def predict(request: Request) -> JSONOut:
-    """Run the predictor on ``data`` and return its answer."""
+    """Run the predictor on ``data`` and return its answer (off the event loop by default)."""
     # auth and state are read here rather than as dependencies: this is the hot path
     await read_access(request)
     state: AppState = request.app.state.sluice
-    data, model = _parse_request(await json_body(request, _MAX_PREDICT_BODY))
-    if state.predictor is None:
-        raise ApiError(503, "no model is available for predictions in this server", None)
-    predictor = state.predictor
-    started = time.perf_counter()
-    if state.config.predict_in_thread:
-        result = await to_thread.run_sync(lambda: predictor(data, model=model))
-    else:
+    body = await read_body(request, _MAX_PREDICT_BODY)
+
+    def work() -> tuple[str | None, float, JSONOut]:
+        data, model = _parse_request(parse_json(body))
+        predictor = state.predictor
+        if predictor is None:
+            raise ApiError(503, "no model is available for predictions in this server", None)
+        started = time.perf_counter()
         result = predictor(data, model=model)
-    state.metrics.predict_seconds.labels(model or "default").observe(time.perf_counter() - started)
-    return JSONOut(result)
+        return model, time.perf_counter() - started, JSONOut(result)
+
+    if state.config.predict_in_thread:
+        model, seconds, response = await to_thread.run_sync(work)
+    else:
+        model, seconds, response = work()
+    state.metrics.predict_seconds.labels(model or "default").observe(seconds)
+    return response

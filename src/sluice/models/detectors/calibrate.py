@@ -89,10 +89,12 @@ class CalibrationParams:
         return float((1.0 - 1.0 / max(self.horizon, 2)) ** self.block)
 
 
-def fresh_state(n_stats: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reference (the prior) and pending counts (none) of ``m`` fresh keys."""
-    reference = np.broadcast_to(PRIOR[None, :, None], (n_stats, N_BINS, m)).copy()
-    return reference, np.zeros((n_stats, N_BINS, m))
+def fresh_state(n_stats: int, m: int) -> np.ndarray:
+    """Calibration state (m, 2, s, bins) of ``m`` fresh keys: reference (the prior), pending
+    counts (none)."""
+    state = np.zeros((m, 2, n_stats, N_BINS))
+    state[:, 0] = PRIOR
+    return state
 
 
 @dataclass
@@ -110,8 +112,7 @@ def calibrate(
     trusted: np.ndarray,
     segs: Segments,
     count: np.ndarray,
-    reference: np.ndarray,
-    pending: np.ndarray,
+    state: np.ndarray,
     params: CalibrationParams,
 ) -> Calibration:
     """Calibrate the components ``stats`` (c, n), combine them with the p-values ``extra``
@@ -119,23 +120,23 @@ def calibrate(
     :func:`sluice.models.detectors.evidence.combine`).
 
     ``learn`` (n,): events that enter the histograms; ``trusted`` (n,): events of keys old
-    enough that their anomalies are kept out of them. ``reference`` and ``pending``
-    (c + 1, bins, m) hold each key's state before the chunk, and after it on return.
+    enough that their anomalies are kept out of them. ``state`` (m, 2, c + 1, bins) holds
+    each key's reference and pending histograms before the chunk, and after it on return.
     """
-    n = stats.shape[1]
-    grouped = np.lexsort((segs.offset, segs.seg))
+    n, n_comp = stats.shape[1], stats.shape[0]
     bounds = np.concatenate([[0], np.cumsum(segs.lengths)]).astype(np.int64)
-    evidence, p = np.empty(stats.shape), np.empty(n)
+    # the kernel reads each key's events one after the other: lay them out so
+    grouped = np.empty(n, dtype=np.int64)
+    grouped[bounds[segs.seg] + segs.offset] = np.arange(n)
+    evidence, p = np.empty((n, n_comp)), np.empty(n)
     _kernel()(
-        np.ascontiguousarray(stats, dtype=np.float64),
-        np.ascontiguousarray(extra, dtype=np.float64),
-        np.ascontiguousarray(learn, dtype=np.bool_),
-        np.ascontiguousarray(trusted, dtype=np.bool_),
-        grouped.astype(np.int64),
+        np.ascontiguousarray(stats[:, grouped].T),
+        extra[grouped].astype(np.float64),
+        learn[grouped].astype(np.bool_),
+        trusted[grouped].astype(np.bool_),
         bounds,
         count.astype(np.int64),
-        reference,
-        pending,
+        state,
         np.array([params.block, 0], dtype=np.int64),
         np.array([params.block_decay, Q_TAIL, LAM_MIN, EXCLUDE, ATOM, P_FLOOR]),
         EDGES,
@@ -144,7 +145,10 @@ def calibrate(
         evidence,
         p,
     )
-    return Calibration(evidence, p)
+    out_evidence, out_p = np.empty(stats.shape), np.empty(n)
+    out_evidence[:, grouped] = evidence.T
+    out_p[grouped] = p
+    return Calibration(out_evidence, out_p)
 
 
 P_FLOOR = 1e-300
@@ -154,7 +158,7 @@ _COMPILED: list[Any] = []
 def _kernel() -> Any:
     """The compiled kernel (numba is imported, and the kernel compiled, on first use)."""
     if not _COMPILED:
-        from sluice.models.detectors import calibrate_kernel
+        from sluice.models.detectors import kernels
 
-        _COMPILED.append(calibrate_kernel.compiled())
+        _COMPILED.append(kernels.compiled())
     return _COMPILED[0]

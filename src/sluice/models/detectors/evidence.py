@@ -16,16 +16,21 @@ and dominated by the strongest evidence: ``T = mean(tan((1/2 - p_i) pi))``,
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, ndtri
 
-from sluice.models.detectors.scan import Segments, decayed_max, ew_scan
+from sluice.models.detectors.scan import Segments, decayed_max, ew_scan, run_length
 
 COMPONENTS = ("level", "trend", "spread", "rate", "stuck", "season", "structure", "drift")
 NOVELTY_STATE = ("nw", "nr")  # EW weight and EW count of novel contexts per key
 NOVELTY_HORIZON = 500  # events over which a key's rate of novel contexts is learned
 NOVELTY_PRIOR = (2.0, 1.0)  # pseudo-events (weight, novel) of a fresh key: rate 1/2
-ONSET_STATE = "om"  # decayed maximum of a key's recent surprise (incidents)
-FAMILIAR_ONSET = 0.6  # share of its surprise an onset without a recent novel context keeps
+# decayed maximum of a key's recent surprise, and events since its last onset candidate
+ONSET_STATE = ("om", "oq", "oa")  # ... and events since its last alert
+REFRACTORY = 5  # an onset candidate this close after another belongs to the same incident
+INCIDENT_GAP = 50  # alerts closer than this many events apart belong to one incident
+ESCALATION = 1.5  # ... unless its surprise is this many times the recent maximum
+ONSET_CAP = 16.0  # -log10 p: beyond it the published score 1 - p is 1 in float64
+FAMILIAR_ONSET = 0.4  # share of its surprise an onset without a recent novel context keeps
 P_FLOOR = 1e-300
 LN10 = float(np.log(10.0))
 
@@ -37,7 +42,6 @@ def surprise(z: np.ndarray, tests: int = 1) -> np.ndarray:
 
 
 KEEP_LEVEL = 1.0  # sigma off its level a value must be for the lingering statistics to count
-LINGERING = (1, 2, 3)  # trend, spread, rate (and drift): they echo the last events
 
 
 def back_at_level(level: np.ndarray, short_mean: np.ndarray) -> np.ndarray:
@@ -62,18 +66,26 @@ def component_stats(
     ``cap`` (p, n) the largest size the season lets them have, ``season``, ``structure`` and
     ``drift`` (p, n) the other statistics; ``muted`` (p, n) features are not scored (a global
     regime change). Where a value is ``back`` at its level (p, n), the statistics that echo
-    the last events (trend, spread, rate, drift) say nothing about it.
+    the last events (trend, spread, rate, drift) say nothing about it, and a trend or a drift
+    only speaks of a value that stands on its side of the level. Each component's surprise
+    is :func:`surprise` of its largest statistic over the features, corrected for ``p`` looks.
     """
-    p = z.shape[1]
-    size = np.minimum(np.abs(z), cap[None])
-    others = [np.abs(season), np.abs(drift)]
-    if structure is not None:
-        others.insert(1, np.abs(structure))
-    rows = np.concatenate([size, np.stack(others)])
-    rows[:, muted] = 0.0
-    for row in (*LINGERING, rows.shape[0] - 1):
-        rows[row][back] = 0.0
-    return surprise(rows.max(axis=1), tests=p)
+    from sluice.models.detectors import kernels  # numba, compiled on first use
+
+    p, n = z.shape[1], z.shape[2]
+    others = [season, drift] if structure is None else [season, structure, drift]
+    out = np.empty((z.shape[0] + len(others), n))
+    kernels.components()(
+        np.ascontiguousarray(z),
+        np.ascontiguousarray(cap),
+        np.ascontiguousarray(np.stack(others)),
+        np.ascontiguousarray(muted),
+        np.ascontiguousarray(back),
+        float(np.log(p)),
+        float(ndtri(1.0 - 0.5 / p)),
+        out,
+    )
+    return out
 
 
 def novelty_probability(
@@ -97,12 +109,37 @@ def combine(p: np.ndarray) -> np.ndarray:
 
 
 def onsets(
-    u: np.ndarray, warm: np.ndarray, segs: Segments, init: np.ndarray, horizon: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where an event starts an incident: its surprise ``u`` (n,) beats the decayed maximum
-    of its key's recent surprises (decay over ``horizon`` events); and the final maxima."""
-    before, final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, init)
-    return warm & (u > before), final
+    u: np.ndarray,
+    alert: np.ndarray,
+    warm: np.ndarray,
+    segs: Segments,
+    init: np.ndarray,
+    horizon: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where an event starts an incident, where an alert starts one, and the final state
+    (3, m).
+
+    A *candidate* beats the decayed maximum of its key's recent surprises ``u`` (decay over
+    ``horizon`` events, so the peak of an incident keeps its repeats quiet for a while); a
+    candidate within :data:`REFRACTORY` events of the previous one continues that incident
+    (the rising edge of one incident starts it once) unless it is :data:`ESCALATION` times as
+    surprising. Surprises count up to :data:`ONSET_CAP` (where the published score saturates),
+    so one extreme event does not silence a key for long. The first ``alert`` after
+    :data:`INCIDENT_GAP` events without one always starts an incident, so an action with
+    ``when: "<m>_anomaly AND <m>_onset > 0"`` fires once per incident (and again only when it
+    escalates).
+    """
+    top, since, calm = init
+    u = np.minimum(u, ONSET_CAP)
+    before, top_final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, top)
+    candidate = warm & (u > before)
+    run, since_final = run_length(~candidate, segs, since)
+    quiet_before = segs.shift(run, since) >= REFRACTORY
+    stronger = u > ESCALATION * before
+    quiet, calm_final = run_length(~alert, segs, calm)
+    first_alert = alert & (segs.shift(quiet, calm) >= INCIDENT_GAP)
+    starts = candidate & (quiet_before | stronger)
+    return starts | first_alert, first_alert, np.stack([top_final, since_final, calm_final])
 
 
 def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
@@ -111,7 +148,13 @@ def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
     :data:`FAMILIAR_ONSET` of itself: a spike of a shape the key has shown before is weaker
     evidence that a new incident starts (the premise of the contextual detector CAD OSE)."""
     u = -np.log10(np.maximum(p, P_FLOOR))
-    return 1.0 - 10.0 ** -np.where(familiar, u * FAMILIAR_ONSET, u)
+    score = 1.0 - 10.0 ** -np.where(familiar, u * FAMILIAR_ONSET, u)
+    return np.minimum(score, np.nextafter(1.0, 0.0))
+
+
+def fresh_onsets(m: int) -> np.ndarray:
+    """Onset state (3, m) of fresh keys: nothing seen, long past any candidate and alert."""
+    return np.stack([np.zeros(m), np.full(m, float(REFRACTORY)), np.full(m, float(INCIDENT_GAP))])
 
 
 def fresh_novelty(m: int) -> np.ndarray:

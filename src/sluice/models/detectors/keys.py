@@ -2,7 +2,8 @@
 
 Small per-key state lives in one float64 table (a row per slot, the named arrays are views of
 its columns), so a batch gathers and scatters it with one indexing operation each; *bulk*
-state (float32 ring buffers) is read and written in place by slot, never copied whole. Bulk
+state (float32 ring buffers, float64 histograms) is read and written in place by slot, never
+copied whole. Bulk
 arrays start as zeros that the operating system maps lazily, page by page (a key only costs
 the memory pages its values reach); they are reserved for ``max_keys`` slots up front where
 that is affordable (growing the table then copies nothing), and are not cleared when a key is
@@ -23,20 +24,20 @@ LAZY_BYTES = 1 << 22  # bulk arrays from this size are mapped page by page (see 
 RESERVE_BYTES = 1 << 31  # address space reserved up front for a bulk array at most
 
 
-def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of zeros whose memory the operating system maps on first touch.
+def lazy_zeros(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """An array of zeros whose memory the operating system maps on first touch.
 
     Large ones are mapped without transparent huge pages where the platform allows it:
     otherwise the first write near each key's values commits (and clears) 2 MB around it,
     which makes the first batch of many keys touch the whole array.
     """
-    size = int(np.prod(shape, dtype=np.int64)) * 4
+    size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     no_huge = getattr(mmap, "MADV_NOHUGEPAGE", None)
     if size < LAZY_BYTES or no_huge is None:
-        return np.zeros(shape, dtype=np.float32)
+        return np.zeros(shape, dtype=dtype)
     mapped = mmap.mmap(-1, size)
     mapped.madvise(no_huge)
-    return np.frombuffer(mapped, dtype=np.float32).reshape(shape)
+    return np.frombuffer(mapped, dtype=dtype).reshape(shape)
 
 
 def factorize(keys: np.ndarray | None, n: int) -> tuple[list[Any], np.ndarray]:
@@ -75,13 +76,13 @@ def _factorize_few(arr: np.ndarray) -> tuple[list[Any], np.ndarray] | None:
     return list(first), np.array(inv, dtype=np.int64)
 
 
-def _reserve(shape: tuple[int, ...]) -> np.ndarray | None:
+def _reserve(shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
     """:func:`lazy_zeros` of ``shape``, or ``None`` if that is more than
     :data:`RESERVE_BYTES` or the system refuses to map it."""
-    if int(np.prod(shape, dtype=np.int64)) * 4 > RESERVE_BYTES:
+    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > RESERVE_BYTES:
         return None
     try:
-        return lazy_zeros(shape)
+        return lazy_zeros(shape, dtype)
     except (OSError, MemoryError, ValueError):
         return None
 
@@ -110,10 +111,18 @@ class PackedRows:
 class KeyTable:
     """Maps keys to rows of per-key state arrays; evicts the least recently seen keys."""
 
-    def __init__(self, max_keys: int, spec: Spec, bulk: Spec | None = None) -> None:
+    def __init__(
+        self,
+        max_keys: int,
+        spec: Spec,
+        bulk: Spec | None = None,
+        wide: frozenset[str] = frozenset(),
+    ) -> None:
         self.max_keys = max_keys
         self.spec = spec
         self.bulk = bulk or {}
+        # bulk arrays are float32 (ring buffers, bitsets) except the ``wide`` ones (float64)
+        self.dtypes = {name: np.float64 if name in wide else np.float32 for name in self.bulk}
         self.columns: dict[str, tuple[int, int]] = {}
         self._at: dict[str, int | slice] = {}  # index of each name's columns in a table row
         width = 0
@@ -141,7 +150,8 @@ class KeyTable:
         # bulk arrays for ``max_keys`` slots, mapped page by page as keys reach them: growing
         # takes a longer view instead of copying (absent where the mapping is refused)
         self._reserved = {
-            name: _reserve((max_keys, *shape)) for name, (shape, _) in self.bulk.items()
+            name: _reserve((max_keys, *shape), self.dtypes[name])
+            for name, (shape, _) in self.bulk.items()
         }
         self._grow(min(1024, max_keys))
 
@@ -172,7 +182,7 @@ class KeyTable:
             if reserved is not None:
                 self.arrays[name] = reserved[:new_cap]
                 continue
-            grown = lazy_zeros((new_cap, *shape))
+            grown = lazy_zeros((new_cap, *shape), self.dtypes[name])
             old = self.bulk_arrays.get(name)
             if old is not None:
                 grown[: self.cap] = old
@@ -269,7 +279,7 @@ class KeyTable:
         for name in self.spec:
             self.arrays[name][...] = arrays[name]
         for name in self.bulk:
-            self.arrays[name] = np.asarray(arrays[name], dtype=np.float32)
+            self.arrays[name] = np.asarray(arrays[name], dtype=self.dtypes[name])
             self._reserved[name] = None
         self.bulk_arrays = {name: self.arrays[name] for name in self.bulk}
         self.last_seen = np.array(arrays["_last_seen"], dtype=np.int64)

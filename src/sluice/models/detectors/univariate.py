@@ -21,26 +21,29 @@ import numpy as np
 from sluice.models.detectors.scan import Segments, ew_scan_stacked, last_valid, run_length
 
 DETECTORS = ("level", "trend", "spread", "rate", "stuck")
-# per-slot, per-feature state (all float64; see FeatureState)
-FEATURE_STATE = (
-    "ref",
-    "w",
-    "a1",
-    "b1",
-    "a2",
-    "b2",
-    "wd",
-    "d1",
-    "d2",
-    "z0",
-    "ws",
-    "es",
-    "vs",
-    "prev",
-    "run",
-    "wm",
-    "em",
-)
+LEVEL, TREND, SPREAD, RATE, STUCK = range(len(DETECTORS))  # rows of FeatureResult.z
+# Per-key, per-feature state (float64 each). Sums are exponentially weighted and taken
+# relative to ``ref`` (which follows the robust mean, see recenter) to stay well conditioned.
+FEATURE_DOCS = {
+    "ref": "reference level the level sums are taken from",
+    "w": "EW weight of the valid values (long horizon)",
+    "a1": "EW sum of the values (first, plain pass)",
+    "b1": "EW sum of their squares (first pass)",
+    "a2": "EW sum of the values winsorised at the first pass's bounds (robust mean)",
+    "b2": "EW sum of their squares (robust variance)",
+    "wd": "EW weight of the valid first differences",
+    "d1": "EW sum of squared differences (first pass)",
+    "d2": "EW sum of squared winsorised differences (robust scale of the rate)",
+    "z0": "EW count of exact repeats (the learned rate of repeats, for stuck)",
+    "ws": "EW weight of the recent deviations (short horizon)",
+    "es": "EW sum of the recent deviations in sigma (trend)",
+    "vs": "EW sum of their squares (spread)",
+    "prev": "last valid value (for differences and repeats)",
+    "run": "current run of repeated values",
+    "wm": "EW weight of the deviations (medium horizon)",
+    "em": "EW sum of the clipped deviations (medium horizon: the bias trend ignores)",
+}
+FEATURE_STATE = tuple(FEATURE_DOCS)
 CLIP = 4.0
 BIAS_CLIP = 3.0
 MEDIUM_HORIZON = 50
@@ -182,8 +185,8 @@ def feature_scores(
     else:
         w, wd, level = st["w"], st["wd"], basis
     ready = m & (w > 2.0)
-    z = np.empty((5, *X.shape))  # level, trend, spread, rate, stuck: each written in place
-    e = np.divide(c - level["mu"], level["sd"], out=z[0])
+    z = np.empty((len(DETECTORS), *X.shape))  # one row per detector, each written in place
+    e = np.divide(c - level["mu"], level["sd"], out=z[LEVEL])
     _zero_unless(e, ready)
     ec = np.minimum(np.maximum(e, -2 * CLIP), 2 * CLIP)
     short = _short_passes(ready, ec, segs, st, hz, out) if basis is None else basis
@@ -192,7 +195,7 @@ def feature_scores(
     full = ws > 3.0
     wss = np.maximum(ws, 1e-12)
     dof = np.minimum(np.maximum(ws, 0.0), hz.short_dof)
-    mean = np.divide(es, wss, out=z[1])
+    mean = np.divide(es, wss, out=z[TREND])
     short_mean = np.where(full, mean, 0.0)
     mean -= short["bias"]
     mean *= np.sqrt(dof)
@@ -201,9 +204,9 @@ def feature_scores(
     k = 2.0 / (9.0 * np.maximum(dof, 1.0))
     spread = np.cbrt(ratio)
     spread -= 1.0 - k
-    _zero_unless(np.divide(spread, np.sqrt(k), out=z[2]), full)
-    _zero_unless(np.divide(d, level["dsd"], out=z[3]), ready & (wd > 2.0))
-    _zero_unless(np.sqrt(2.0 * np.maximum(-run * level["log_p0"], 0.0), out=z[4]), m)
+    _zero_unless(np.divide(spread, np.sqrt(k), out=z[SPREAD]), full)
+    _zero_unless(np.divide(d, level["dsd"], out=z[RATE]), ready & (wd > 2.0))
+    _zero_unless(np.sqrt(2.0 * np.maximum(-run * level["log_p0"], 0.0), out=z[STUCK]), m)
     if basis is None:
         out["prev"] = out["prev"] + st["ref"]
         out["ref"] = st["ref"]

@@ -10,8 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sluice.api.app import create_app
+from sluice.api.auth import ApiKeys, check_bind
 from sluice.config.loader import load_pipeline
 from sluice.core.settings import Settings
+from sluice.models.predict import Predictor
+from sluice.models.registry import ModelRegistry, OnlineModelIndex
+from sluice.orchestration.service import job_runner, jobs_provider, start_scheduler
 from sluice.runners.supervisor import PipelineSupervisor
 from sluice.storage.log import open_log
 from sluice.storage.log_retention import LogRetention, RetentionPolicy
@@ -21,7 +26,6 @@ log = logging.getLogger("sluice.serve")
 
 def models_provider(settings: Settings) -> Any:
     """A callable listing registry versions and online models for the API."""
-    from sluice.models.registry import ModelRegistry, OnlineModelIndex
 
     def provide() -> list[dict[str, Any]]:
         out = [v.as_dict() for v in ModelRegistry(settings).list()]
@@ -45,13 +49,12 @@ def build_service(
     settings: Settings, pipeline_files: list[Path], *, group: str | None = None
 ) -> tuple[Any, PipelineSupervisor]:
     """The FastAPI app wired to a supervisor of ``pipeline_files`` and the model registry."""
-    from sluice.api.app import create_app
-    from sluice.models.predict import Predictor
-
     pipelines = [load_pipeline(path) for path in pipeline_files]
-    supervisor = PipelineSupervisor(pipelines, settings, group=group)
+    supervisor = PipelineSupervisor(
+        pipelines, settings, group=group, job_runner=job_runner(settings)
+    )
     predictor = Predictor(settings)
-    extra = _jobs_provider(settings)
+    extra = jobs_provider(settings)
     app = create_app(
         settings,
         pipelines_provider=supervisor,  # type: ignore[arg-type]
@@ -60,18 +63,6 @@ def build_service(
         jobs_provider=extra,
     )
     return app, supervisor
-
-
-def _start_scheduler(settings: Settings) -> Any:
-    from sluice.orchestration.service import start_scheduler
-
-    return start_scheduler(settings)
-
-
-def _jobs_provider(settings: Settings) -> Any:
-    from sluice.orchestration.service import jobs_provider
-
-    return jobs_provider(settings)
 
 
 def _graceful_server_class() -> Any:
@@ -113,13 +104,11 @@ def serve(
     """Serve until SIGTERM/Ctrl-C; then stop pipelines after their epoch and exit."""
     import uvicorn
 
-    from sluice.api.auth import ApiKeys, check_bind
-
     check_bind(host, ApiKeys.from_env())
     retention_policy = RetentionPolicy.from_env()  # a bad setting fails before anything starts
     app, supervisor = build_service(settings, pipeline_files, group=group)
     supervisor.start_all()
-    scheduler = _start_scheduler(settings)
+    scheduler = start_scheduler(settings)
     retention = LogRetention(open_log(settings.log_dir), retention_policy)
     retention.start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,12 +1,14 @@
-"""The compiled loop of :func:`sluice.models.detectors.calibrate.calibrate` (numba).
+"""The compiled loops of ``online_anomaly`` (numba): component statistics and calibration.
 
-Plain Python over each key's events in order; see :mod:`sluice.models.detectors.calibrate`
-for what it computes. Imported only when a detector first calibrates.
+Plain Python over events; see :mod:`sluice.models.detectors.evidence` and
+:mod:`sluice.models.detectors.calibrate` for what they compute. Imported (and compiled, or
+loaded from numba's on-disk cache) only when a detector first scores.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -55,6 +57,8 @@ def _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom):
 def _bin(s, edges):
     """Index of the bin holding ``s`` (the first for anything below 0, the last is open)."""
     lo, hi = 0, edges.shape[0] - 1
+    if s < edges[1]:  # most often: exactly 0, nothing to say
+        return 0
     if s >= edges[hi]:
         return hi
     while hi - lo > 1:
@@ -67,10 +71,9 @@ def _bin(s, edges):
 
 
 @_jit
-def _probability(s, c, hist, tails, model, edges, widths, floor):
-    """Calibrated tail probability of statistic ``c`` at ``s``."""
+def _probability(s, b, c, hist, tails, model, edges, widths, floor):
+    """Calibrated tail probability of statistic ``c`` at ``s`` (in bin ``b``)."""
     n_bins = edges.shape[0]
-    b = _bin(s, edges)
     above = tails[c, b + 1] if b + 1 < n_bins else 0.0
     inside = min(max((edges[b] + widths[b] - s) / widths[b], 0.0), 1.0)
     p = (above + hist[c, b] * inside) / model[c, 3]
@@ -84,12 +87,12 @@ def _probability(s, c, hist, tails, model, edges, widths, floor):
 @_jit
 def _combine(evidence, i, extra, floor):
     """Cauchy combination of the components' p-values and ``extra``: ``-log10 p``."""
-    n_comp = evidence.shape[0]
+    n_comp = evidence.shape[1]
     total = 0.0
     for c in range(n_comp + 1):
-        p = evidence[c, i] if c < n_comp else extra
-        p = min(max(p, floor), 0.5)
-        total += 1.0 / math.tan(math.pi * p)
+        p = evidence[i, c] if c < n_comp else extra
+        if p < 0.5:  # p >= 1/2 adds tan(0) = 0: no evidence
+            total += 1.0 / math.tan(math.pi * max(p, floor))
     mean = total / (n_comp + 1)
     combined = math.atan2(1.0, mean) / math.pi
     return -math.log10(max(combined, floor))
@@ -101,11 +104,9 @@ def _run(
     extra,
     learn,
     trusted,
-    grouped,
     bounds,
     count,
-    reference,
-    pending,
+    state,
     ints,
     reals,
     edges,
@@ -117,17 +118,18 @@ def _run(
     """Walk every key's events in order (see the calibrate module)."""
     block = ints[0]
     decay, q_tail, lam_min, exclude, atom, floor = reals
-    n_comp = stats.shape[0]
+    n_comp = stats.shape[1]
     n_stats, n_bins = n_comp + 1, edges.shape[0]
     tails = np.empty((n_stats, n_bins))
     model = np.empty((n_stats, 4))
+    bins = np.empty(n_stats, dtype=np.int64)
     for g in range(count.shape[0]):
-        hist = reference[:, :, g].copy()
-        pend = pending[:, :, g].copy()
+        hist = state[g, 0]
+        pend = state[g, 1]
         current = (count[g] - 1) // block
         _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom)
         for j in range(bounds[g], bounds[g + 1]):
-            i = grouped[j]
+            i = j
             k = count[g] + (j - bounds[g])
             if k // block != current:
                 current = k // block
@@ -137,21 +139,71 @@ def _run(
                         pend[c, b] = 0.0
                 _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom)
             for c in range(n_comp):
-                evidence[c, i] = _probability(
-                    stats[c, i], c, hist, tails, model, edges, widths, floor
+                bins[c] = _bin(stats[i, c], edges)
+                evidence[i, c] = _probability(
+                    stats[i, c], bins[c], c, hist, tails, model, edges, widths, floor
                 )
             s = _combine(evidence, i, extra[i], floor)
-            out[i] = _probability(s, n_comp, hist, tails, model, edges, widths, floor)
+            bins[n_comp] = _bin(s, edges)
+            out[i] = _probability(s, bins[n_comp], n_comp, hist, tails, model, edges, widths, floor)
             if learn[i]:
                 for c in range(n_comp):
-                    if not trusted[i] or evidence[c, i] > exclude:
-                        pend[c, _bin(stats[c, i], edges)] += 1.0
+                    if not trusted[i] or evidence[i, c] > exclude:
+                        pend[c, bins[c]] += 1.0
                 if not trusted[i] or out[i] > exclude:
-                    pend[n_comp, _bin(s, edges)] += 1.0
-        reference[:, :, g] = hist
-        pending[:, :, g] = pend
+                    pend[n_comp, bins[n_comp]] += 1.0
 
 
-def compiled() -> numba.core.registry.CPUDispatcher:
-    """The kernel (compiled on its first call; cached on disk where the package is writable)."""
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@_jit
+def _surprise(z, log_tests):
+    """``-log10`` of the two-sided normal tail of ``z >= 0`` times the number of tests, >= 0."""
+    if z < 30.0:
+        log_p = math.log(math.erfc(z / math.sqrt(2.0)))
+    else:  # erfc underflows: the asymptotic series of the normal tail
+        z2 = z * z
+        log_p = math.log(2.0) - z2 / 2.0 - math.log(z) - LOG_SQRT_2PI + math.log1p(-1.0 / z2)
+    return max(-(log_p + log_tests) / math.log(10.0), 0.0)
+
+
+@_jit
+def _components(z, cap, others, muted, back, log_tests, zero_below, out):
+    """Surprise of each component (c, n); see ``evidence.component_stats``."""
+    n_det, p, n = z.shape
+    n_other = others.shape[0]
+    drift = n_other - 1
+    out[:] = 0.0
+    for c in range(n_det + n_other):  # row by row: every array is read in order
+        lingering = c in (1, 2, 3) or c == n_det + drift
+        for f in range(p):
+            for i in range(n):
+                if muted[f, i] or (lingering and back[f, i]):
+                    continue
+                level = z[0, f, i]
+                if c < n_det:
+                    v = min(abs(z[c, f, i]), cap[f, i])
+                    if c == 1 and z[1, f, i] * level <= 0.0:
+                        continue
+                else:
+                    x = others[c - n_det, f, i]
+                    v = abs(x)
+                    if c - n_det == drift and x * level <= 0.0:
+                        continue
+                if v > out[c, i]:
+                    out[c, i] = v
+        for i in range(n):  # surprise 0 (p * tests >= 1) up to zero_below: no tail to compute
+            v = out[c, i]
+            out[c, i] = _surprise(v, log_tests) if v > zero_below else 0.0
+
+
+def compiled() -> Any:
+    """The calibration kernel (compiled on its first call; cached on disk where the package
+    is writable)."""
     return _run
+
+
+def components() -> Any:
+    """The component-statistics kernel."""
+    return _components

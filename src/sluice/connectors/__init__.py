@@ -1,0 +1,1 @@
+"""Client plumbing shared by sources, sinks and storage (Kafka clients, warehouse URLs)."""

@@ -1,0 +1,26 @@
+"""Runners wired to the rest of the system (the ``run_job`` action queues jobs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice.config.models import Pipeline
+from sluice.core.settings import Settings
+from sluice.orchestration.service import job_runner
+from sluice.runners.create import create_runner
+from sluice.runners.local import LocalRunner
+from sluice.runners.stats import RunStats
+
+
+def build_runner(
+    pipeline: Pipeline, settings: Settings | None = None, **options: Any
+) -> LocalRunner:
+    """The runner for ``pipeline`` with the scheduler's ``job_runner`` passed in."""
+    settings = settings or Settings()
+    options.setdefault("job_runner", job_runner(settings))
+    return create_runner(pipeline, settings, **options)
+
+
+def run(pipeline: Pipeline, settings: Settings | None = None, **options: Any) -> RunStats:
+    """Run ``pipeline`` (``until_idle=True`` for bounded inputs)."""
+    return build_runner(pipeline, settings, **options).run()
