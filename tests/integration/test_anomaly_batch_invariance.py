@@ -40,7 +40,7 @@ def _run(data: pa.Table, batch: dict[str, object]) -> LakeRun:
     return run_table("inv", data, SCHEMA, detector, event_time="ts", batch=batch)
 
 
-def assert_same_outputs(got: LakeRun, want: LakeRun, tolerance: float = 1e-6) -> None:
+def assert_same_outputs(got: LakeRun, want: LakeRun, tolerance: float = 1e-9) -> None:
     """Identical alerts, onsets within ``tolerance`` (zero where zero), scores within it."""
     assert got.table.num_rows == want.table.num_rows
     np.testing.assert_array_equal(got.output("anomaly"), want.output("anomaly"))
@@ -65,20 +65,7 @@ def one_epoch(events: pa.Table) -> LakeRun:
     return run
 
 
-SEVEN = pytest.param(
-    7,
-    marks=[
-        pytest.mark.slow,
-        pytest.mark.xfail(
-            strict=True,
-            reason="with 7-row batches one onset differs (key k2, its event 31: 0.488 in one "
-            "epoch, 0 here); alerts are identical and scores within 1e-6",
-        ),
-    ],
-)
-
-
-@pytest.mark.parametrize("max_rows", [SEVEN, 1000])
+@pytest.mark.parametrize("max_rows", [pytest.param(7, marks=pytest.mark.slow), 1000])
 def test_micro_batch_size_does_not_change_outputs(
     events: pa.Table, one_epoch: LakeRun, max_rows: int
 ) -> None:
@@ -95,13 +82,3 @@ def test_one_row_batches_give_the_same_outputs() -> None:
     assert single.epochs == small.num_rows
     assert (single.output("score") > 0).sum() > 50
     assert_same_outputs(single, whole)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #12 asks for 1e-9; a few scores differ by up to ~6e-9 between batchings "
-    "(alerts identical); remove this marker once the detector reaches it",
-)
-def test_scores_agree_to_1e9(events: pa.Table, one_epoch: LakeRun) -> None:
-    run = _run(events, {"max_rows": 1000, "max_latency": "1h"})
-    assert_same_outputs(run, one_epoch, tolerance=1e-9)

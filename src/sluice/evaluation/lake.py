@@ -123,7 +123,7 @@ def run_pipeline(
 ) -> LakeRun:
     """Run ``pipeline`` until idle with ``SLUICE_HOME=home``; return its lake table by ``seq``."""
     from sluice.config.loader import load_pipeline
-    from sluice.runners.local import create_runner
+    from sluice.runners.create import create_runner
 
     p = load_pipeline(pipeline)
     settings = Settings(home=home)
