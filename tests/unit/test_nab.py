@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sluice.models.nab import (
+from sluice.evaluation.nab import (
     PROFILES,
     NabSeries,
-    binary_metrics,
-    evaluate_nab,
     find_nab_dataset,
+    load_nab,
     probation_length,
     row_weights,
     score_nab,
 )
+from sluice.models.metrics import binary_metrics
+from tests.nab_data import write_tiny_nab
 
 
 def _series() -> list[NabSeries]:
@@ -77,36 +77,16 @@ def test_binary_metrics() -> None:
     assert m["roc_auc"] == 1.0 and m["average_precision"] == 1.0
 
 
-def test_find_and_evaluate_on_a_tiny_dataset(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_find_and_load_a_tiny_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "nab"
-    (root / "labels").mkdir(parents=True)
-    (root / "demo").mkdir()
-    ts = np.arange("2020-01-01T00:00", 400, dtype="datetime64[m]")
-    values = np.random.default_rng(0).normal(size=400)
-    values[300] += 30.0
-    lines = ["timestamp,value"] + [
-        f"{str(t).replace('T', ' ')}:00,{v}" for t, v in zip(ts, values, strict=True)
-    ]
-    (root / "demo" / "s.csv").write_text("\n".join(lines) + "\n")
-    window = [
-        [
-            f"{str(ts[290]).replace('T', ' ')}:00.000000",
-            f"{str(ts[310]).replace('T', ' ')}:00.000000",
-        ]
-    ]
-    (root / "labels" / "combined_windows.json").write_text(json.dumps({"demo/s.csv": window}))
+    windows = write_tiny_nab(root)
     monkeypatch.setenv("SLUICE_NAB_PATH", str(root))
     assert find_nab_dataset() == root
-
-    class Spike:
-        def score_learn(self, keys: object, X: np.ndarray) -> object:
-            class R:
-                score = (np.abs(X[:, 0]) > 10).astype(float)
-
-            return R()
-
-    report = evaluate_nab(Spike, batch_size=64)
-    assert report.profiles["standard"].tp == 1
-    assert report.profiles["standard"].score > 50
+    series = load_nab()
+    assert [s.name for s in series] == sorted(windows)
+    assert all(s.windows == [windows[s.name]] for s in series)
+    assert load_nab(categories=["other"])[0].name == "other/c.csv"
+    spikes = {s.name: (np.abs(s.values - np.median(s.values)) > 10).astype(float) for s in series}
+    report = score_nab(series, spikes)
+    assert report.profiles["standard"].tp == 3
+    assert report.profiles["standard"].score > 90

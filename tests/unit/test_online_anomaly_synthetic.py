@@ -112,14 +112,3 @@ def test_adapts_after_regime_change() -> None:
     tele = make_telemetry()
     metrics = event_f1(tele, run_detector(tele))
     assert metrics["late_fp"] <= 0.002 * len(tele.keys), metrics
-
-
-def test_generator_evaluation_keeps_its_quality() -> None:
-    """`sluice models evaluate --dataset generator`: floors a little below today's figures."""
-    from sluice.models.evaluate import evaluate_on_generator
-
-    metrics = evaluate_on_generator(events=100_000, devices=25)
-    # 0.904 here; drift recall 0.78, ROC-AUC 0.987
-    assert metrics["f1"] >= 0.9, metrics
-    assert metrics["roc_auc"] >= 0.98, metrics
-    assert metrics["drift_recall"] >= 0.75, metrics

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from sluice.cli.common import console, fail, settings
 from sluice.core.errors import SluiceError
+
+if TYPE_CHECKING:
+    from sluice.evaluation import Evaluation
 
 app = typer.Typer(no_args_is_help=True, help="The model registry: train, evaluate, promote.")
 
@@ -110,7 +113,10 @@ def evaluate(
     ] = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="nab or generator: evaluate online_anomaly with default settings"),
+        typer.Option(
+            help="nab, generator, multivariate, null or rate7: run online_anomaly with default "
+            "settings through a pipeline and score the lake's columns"
+        ),
     ] = None,
     table: Annotated[str | None, typer.Option(help="labelled table for a registered model")] = None,
     label: Annotated[str | None, typer.Option(help="label column of --table")] = None,
@@ -120,24 +126,32 @@ def evaluate(
             help="NAB data folder (default: found beside the repository or SLUICE_NAB_PATH)"
         ),
     ] = None,
+    river: Annotated[
+        bool, typer.Option("--river", help="add River HalfSpaceTrees to the baselines (slower)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
 ) -> None:
-    """Evaluate on labelled data: NAB scores, or precision/recall/F1/ROC-AUC/AP."""
-    from sluice.models import evaluate as ev
+    """Evaluate on labelled data: a built-in data set through a pipeline, or a registered model."""
+    from sluice.evaluation import evaluate_dataset
+    from sluice.evaluation.registered import evaluate_registered
 
     try:
-        if dataset == "nab":
-            with console.status("streaming the NAB corpus through online_anomaly..."):
-                report = ev.evaluate_on_nab(nab_path)
-            _print_nab(report)
-        elif dataset == "generator":
-            with console.status("scoring the generator's labelled telemetry..."):
-                _print_metrics("online_anomaly on generated telemetry", ev.evaluate_on_generator())
-        elif name and table and label:
-            _print_metrics(
-                f"{name} on {table}", ev.evaluate_registered(settings(), name, table, label)
+        if dataset:
+            result = evaluate_dataset(
+                dataset, nab_path=nab_path, river=river, console=None if as_json else console
             )
+            _print_evaluation(result, as_json)
+        elif name and table and label:
+            metrics = evaluate_registered(settings(), name, table, label)
+            if as_json:
+                console.print_json(json.dumps(metrics, default=str))
+            else:
+                _print_metrics(f"{name} on {table}", metrics)
         else:
-            raise SluiceError("give --dataset nab|generator, or NAME --table T --label COLUMN")
+            raise SluiceError(
+                "give --dataset nab|generator|multivariate|null|rate7, "
+                "or NAME --table T --label COLUMN"
+            )
     except SluiceError as exc:
         fail(exc)
 
@@ -149,23 +163,13 @@ def _print_metrics(title: str, metrics: dict[str, object]) -> None:
     console.print(view)
 
 
-def _print_nab(report: object) -> None:
-    profiles = report.profiles  # type: ignore[attr-defined]
-    view = Table(
-        title=f"NAB scores of online_anomaly ({report.files} files, "  # type: ignore[attr-defined]
-        f"{report.rows:,} rows; 0 = null detector, 100 = perfect)",  # type: ignore[attr-defined]
-        title_justify="left",
-        header_style="bold",
-    )
-    view.add_column("profile")
-    view.add_column("score", justify="right")
-    categories = sorted({c for p in profiles.values() for c in p.categories})
-    for cat in categories:
-        view.add_column(cat, justify="right")
-    for name, result in profiles.items():
-        view.add_row(
-            name,
-            f"{result.score:.1f}",
-            *(f"{result.categories.get(c, float('nan')):.1f}" for c in categories),
-        )
-    console.print(view)
+def _print_evaluation(result: Evaluation, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.as_dict(), default=str))
+        return
+    console.print(f"[bold]{result.description}[/] ({result.seconds:.1f} s)")
+    for figures in result.tables:
+        view = Table(*figures.columns, title=figures.title, title_justify="left")
+        for row in figures.rows:
+            view.add_row(*row)
+        console.print(view)

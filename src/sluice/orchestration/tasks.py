@@ -315,7 +315,7 @@ def _train_model(opts: Any, ctx: TaskContext) -> None:
 
 
 def _evaluate_model(opts: Any, ctx: TaskContext) -> None:
-    from sluice.models.evaluate import evaluate_registered
+    from sluice.evaluation.registered import evaluate_registered
 
     metrics = evaluate_registered(ctx.settings, opts.model, opts.table, opts.label)
     ctx.log(f"evaluated {opts.model}: {metrics}")

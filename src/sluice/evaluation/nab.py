@@ -1,4 +1,4 @@
-"""NAB (Numenta Anomaly Benchmark) scoring from the benchmark's published rules, plus metrics.
+"""NAB (Numenta Anomaly Benchmark): the labelled corpus and its scorer, from the published rules.
 
 The scorer follows the current official NAB sweeper: the first ``min(floor(0.15 n), 750)``
 rows of a file are probationary (not scored); a detection inside an anomaly window is worth
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -46,11 +46,12 @@ PROFILES: dict[str, NabProfile] = {
 
 @dataclass
 class NabSeries:
-    """One labelled NAB file: values and anomaly windows as inclusive row-index ranges."""
+    """One labelled NAB file: values, anomaly windows as inclusive row-index ranges, times."""
 
     name: str
     values: np.ndarray
     windows: list[tuple[int, int]]
+    timestamps: np.ndarray | None = None  # datetime64[us], one per value
 
     @property
     def category(self) -> str:
@@ -89,18 +90,6 @@ class NabReport:
             "rows": self.rows,
             "profiles": {k: vars(v) for k, v in self.profiles.items()},
         }
-
-
-class _Scored(Protocol):
-    score: np.ndarray
-
-
-class StreamingDetector(Protocol):
-    """Anything that scores and learns a batch of rows in order."""
-
-    def score_learn(self, keys: np.ndarray | None, X: np.ndarray) -> _Scored:
-        """Score rows causally and learn from them."""
-        ...
 
 
 def find_nab_dataset(start: Path | None = None) -> Path:
@@ -152,7 +141,7 @@ def load_nab(root: Path | None = None, categories: Iterable[str] | None = None) 
             b = int(np.searchsorted(ts, np.datetime64(end.replace(" ", "T"), "us"), "right")) - 1
             if b >= a:
                 rows.append((a, b))
-        out.append(NabSeries(name, values, rows))
+        out.append(NabSeries(name, values, rows, ts))
     if not out:
         raise NotFoundError(f"no NAB files found under {root}")
     return out
@@ -306,66 +295,3 @@ def score_nab(
         raise ModelError(f"unknown NAB profile(s) {unknown}; available: {list(PROFILES)}")
     results = {p: score_profile(series, scores, PROFILES[p]) for p in profiles}
     return NabReport(detector, results, len(series), int(sum(len(s.values) for s in series)))
-
-
-def stream_scores(
-    detector: StreamingDetector, values: np.ndarray, batch_size: int = 500
-) -> np.ndarray:
-    """Feed one series through a detector in order, ``batch_size`` rows at a time."""
-    X = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    out = [
-        _nab_score(detector.score_learn(None, X[i : i + batch_size]))
-        for i in range(0, len(X), batch_size)
-    ]
-    return np.concatenate(out) if out else np.empty(0)
-
-
-def _nab_score(result: _Scored) -> np.ndarray:
-    """The score NAB ranks: a detector's ``onset`` score (repeats of an incident damped, as
-    NAB counts only the first detection in a window) when it has one, else its score."""
-    onset = getattr(result, "onset", None)
-    return np.asarray(result.score if onset is None else onset, dtype=np.float64)
-
-
-def evaluate_nab(
-    detector_factory: Callable[[], StreamingDetector],
-    profiles: Iterable[str] = tuple(PROFILES),
-    *,
-    root: Path | None = None,
-    batch_size: int = 500,
-    categories: Iterable[str] | None = None,
-    name: str = "detector",
-) -> NabReport:
-    """Stream every NAB file causally through a fresh detector and NAB-score the result."""
-    series = load_nab(root, categories)
-    scores = {s.name: stream_scores(detector_factory(), s.values, batch_size) for s in series}
-    return score_nab(series, scores, profiles, name)
-
-
-def binary_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None = None
-) -> dict[str, float]:
-    """Precision, recall, F1 (from ``y_pred``), ROC-AUC and average precision (from scores)."""
-    from sklearn.metrics import (
-        average_precision_score,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
-
-    y_true = np.asarray(y_true, dtype=bool)
-    y_pred = np.asarray(y_pred, dtype=bool)
-    p, r, f, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="binary", zero_division=0.0
-    )
-    out = {
-        "precision": float(p),
-        "recall": float(r),
-        "f1": float(f),
-        "roc_auc": float("nan"),
-        "average_precision": float("nan"),
-    }
-    if scores is not None and 0 < y_true.sum() < y_true.size:
-        s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
-        out["roc_auc"] = float(roc_auc_score(y_true, s))
-        out["average_precision"] = float(average_precision_score(y_true, s))
-    return out
