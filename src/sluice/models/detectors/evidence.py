@@ -29,6 +29,7 @@ ONSET_STATE = ("om", "oq", "oa")  # ... and events since its last alert
 REFRACTORY = 5  # an onset candidate this close after another belongs to the same incident
 INCIDENT_GAP = 50  # alerts closer than this many events apart belong to one incident
 ESCALATION = 1.5  # ... unless its surprise is this many times the recent maximum
+TIE = 1e-9  # relative difference below which two surprises count as equal
 ONSET_CAP = 16.0  # -log10 p: beyond it the published score 1 - p is 1 in float64
 FAMILIAR_ONSET = 0.4  # share of its surprise an onset without a recent novel context keeps
 P_FLOOR = 1e-300
@@ -132,7 +133,9 @@ def onsets(
     top, since, calm = init
     u = np.minimum(u, ONSET_CAP)
     before, top_final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, top)
-    candidate = warm & (u > before)
+    # beats it by more than rounding: the running maximum is computed in a different order
+    # for other batch cuts, and capped surprises tie exactly
+    candidate = warm & (u > before * (1.0 + TIE))
     run, since_final = run_length(~candidate, segs, since)
     quiet_before = segs.shift(run, since) >= REFRACTORY
     stronger = u > ESCALATION * before
