@@ -8,12 +8,33 @@ loaded from numba's on-disk cache) only when a detector first scores.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
-import numba
-import numpy as np
 
-_jit = numba.njit(cache=True, nogil=True)
+def _cache_location() -> bool:
+    """Whether numba can cache compiled kernels on disk: beside this file when it is writable,
+    else ``NUMBA_CACHE_DIR`` (set here to a private temporary folder when the package is
+    installed read-only, as in the Docker image; numba would refuse to cache at all)."""
+    if os.environ.get("NUMBA_CACHE_DIR") or os.access(Path(__file__).parent, os.W_OK):
+        return True
+    fallback = Path(tempfile.gettempdir()) / f"sluice-numba-{os.getuid()}"
+    try:
+        fallback.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    os.environ["NUMBA_CACHE_DIR"] = str(fallback)
+    return True
+
+
+_CACHE = _cache_location()  # before numba reads its configuration
+
+import numba  # noqa: E402 - after the cache location is settled
+import numpy as np  # noqa: E402
+
+_jit = numba.njit(cache=_CACHE, nogil=True)
 
 
 @_jit
