@@ -3,9 +3,6 @@ every event once, with the same alerts and scores as a run that was never interr
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +11,7 @@ import pytest
 from sluice.core.settings import Settings
 from sluice.evaluation.generator import FEATURES, SCHEMA
 from sluice.evaluation.lake import DetectorSpec, pipeline_text, read_lake, run_pipeline, write_input
-from tests.processes import kill_when, sluice_command
+from tests.processes import committed_epoch, kill_when, start_run
 
 N_EVENTS = 60_000
 
@@ -33,33 +30,12 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _committed_epoch(home: Path) -> int:
-    db = home / "metadata.db"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            row = conn.execute("select epoch from checkpoints where pipeline='replay'").fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return int(row[0]) if row else 0
-
-
-def _start(pipeline: Path, home: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        sluice_command("run", str(pipeline), "--until-idle", "--quiet"),
-        env={**os.environ, "SLUICE_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 def test_killed_and_resumed_run_matches_a_clean_run(pipeline: Path, tmp_path: Path) -> None:
     home = tmp_path / "crashed"
-    kill_when(_start(pipeline, home), lambda: _committed_epoch(home) >= 3)
-    first = _committed_epoch(home)
-    kill_when(_start(pipeline, home), lambda: _committed_epoch(home) >= first + 4)
-    proc = _start(pipeline, home)
+    kill_when(start_run(pipeline, home), lambda: committed_epoch(home, "replay") >= 3)
+    first = committed_epoch(home, "replay")
+    kill_when(start_run(pipeline, home), lambda: committed_epoch(home, "replay") >= first + 4)
+    proc = start_run(pipeline, home)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()
 

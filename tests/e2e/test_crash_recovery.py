@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.processes import kill_when
+from tests.processes import committed_epoch, kill_when, start_run
 
 N_EVENTS = 240_000
 
@@ -42,32 +39,8 @@ def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _committed_epoch(home: Path) -> int:
-    db = home / "metadata.db"
-    if not db.exists():
-        return 0
-    import sqlite3
-
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            row = conn.execute("select epoch from checkpoints where pipeline='crashy'").fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return int(row[0]) if row else 0
-
-
-def _start(pipeline: Path, home: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SLUICE_HOME": str(home)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _kill_after_epoch(pipeline: Path, home: Path, epoch: int) -> None:
-    kill_when(_start(pipeline, home), lambda: _committed_epoch(home) >= epoch)
+    kill_when(start_run(pipeline, home), lambda: committed_epoch(home, "crashy") >= epoch)
 
 
 def test_sigkill_mid_run_loses_and_duplicates_nothing(events_file: Path, tmp_path: Path) -> None:
@@ -75,9 +48,9 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(events_file: Path, tmp_pat
     pipeline = tmp_path / "crashy.yaml"
     pipeline.write_text(PIPELINE.format(data=events_file))
     _kill_after_epoch(pipeline, home, 3)
-    first_kill = _committed_epoch(home)
+    first_kill = committed_epoch(home, "crashy")
     _kill_after_epoch(pipeline, home, first_kill + 5)
-    proc = _start(pipeline, home)
+    proc = start_run(pipeline, home)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
 

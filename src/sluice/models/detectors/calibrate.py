@@ -62,7 +62,6 @@ WIDTHS = np.append(np.diff(EDGES), 4.0)
 MIDS = EDGES + WIDTHS / 2
 Q_TAIL = 0.03
 LAM_MIN = 0.05
-LN10 = float(np.log(10.0))
 PRIOR_EVENTS = 10.0  # weight of the nominal prior of a fresh key
 EXCLUDE = 1e-3  # events at least this improbable do not enter the histograms
 
@@ -137,7 +136,7 @@ def calibrate(
         bounds,
         count.astype(np.int64),
         state,
-        np.array([params.block, 0], dtype=np.int64),
+        params.block,
         np.array([params.block_decay, Q_TAIL, LAM_MIN, EXCLUDE, ATOM, P_FLOOR]),
         EDGES,
         WIDTHS,
@@ -152,13 +151,10 @@ def calibrate(
 
 
 P_FLOOR = 1e-300
-_COMPILED: list[Any] = []
 
 
 def _kernel() -> Any:
     """The compiled kernel (numba is imported, and the kernel compiled, on first use)."""
-    if not _COMPILED:
-        from sluice.models.detectors import kernels
+    from sluice.models.detectors import kernels
 
-        _COMPILED.append(kernels.compiled())
-    return _COMPILED[0]
+    return kernels.compiled()

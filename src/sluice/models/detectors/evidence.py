@@ -16,7 +16,7 @@ and dominated by the strongest evidence: ``T = mean(tan((1/2 - p_i) pi))``,
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr, ndtri
+from scipy.special import ndtri
 
 from sluice.models.detectors.scan import Segments, decayed_max, ew_scan, run_length
 
@@ -33,14 +33,6 @@ TIE = 1e-9  # relative difference below which two surprises count as equal
 ONSET_CAP = 16.0  # -log10 p: beyond it the published score 1 - p is 1 in float64
 FAMILIAR_ONSET = 0.4  # share of its surprise an onset without a recent novel context keeps
 P_FLOOR = 1e-300
-LN10 = float(np.log(10.0))
-
-
-def surprise(z: np.ndarray, tests: int = 1) -> np.ndarray:
-    """``-log10`` of the two-sided normal tail of ``|z|``, corrected for ``tests`` looks."""
-    log_p = np.log(2.0) + log_ndtr(-np.abs(z)) + np.log(max(tests, 1))
-    return np.maximum(-log_p / LN10, 0.0)
-
 
 KEEP_LEVEL = 1.0  # sigma off its level a value must be for the lingering statistics to count
 
@@ -69,7 +61,8 @@ def component_stats(
     regime change). Where a value is ``back`` at its level (p, n), the statistics that echo
     the last events (trend, spread, rate, drift) say nothing about it, and a trend or a drift
     only speaks of a value that stands on its side of the level. Each component's surprise
-    is :func:`surprise` of its largest statistic over the features, corrected for ``p`` looks.
+    is ``-log10`` of the two-sided normal tail of its largest statistic over the features,
+    corrected for ``p`` looks (computed in :mod:`sluice.models.detectors.kernels`).
     """
     from sluice.models.detectors import kernels  # numba, compiled on first use
 
@@ -98,15 +91,6 @@ def novelty_probability(
     (w, r), final = ew_scan(rows, 1.0 - 1.0 / horizon, segs, init)
     rate = r / np.maximum(w, 1e-12)
     return np.where(novel, np.clip(rate, P_FLOOR, 1.0), 1.0), final
-
-
-def combine(p: np.ndarray) -> np.ndarray:
-    """Cauchy combination of the p-values ``p`` (c, n): the combined ``-log10 p`` (n,)."""
-    # tan((1/2 - p) pi) = 1 / tan(p pi); p above 1/2 counts as 1/2 (no evidence, no offset)
-    t = 1.0 / np.tan(np.pi * np.clip(p, P_FLOOR, 0.5))
-    mean = t.mean(axis=0)
-    combined = np.arctan2(1.0, mean) / np.pi
-    return -np.log10(np.maximum(combined, P_FLOOR))
 
 
 def onsets(

@@ -128,7 +128,7 @@ def _run(
     bounds,
     count,
     state,
-    ints,
+    block,
     reals,
     edges,
     widths,
@@ -137,7 +137,6 @@ def _run(
     out,
 ):
     """Walk every key's events in order (see the calibrate module)."""
-    block = ints[0]
     decay, q_tail, lam_min, exclude, atom, floor = reals
     n_comp = stats.shape[1]
     n_stats, n_bins = n_comp + 1, edges.shape[0]
