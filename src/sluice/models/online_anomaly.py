@@ -150,6 +150,7 @@ class _Batch:
     structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
     partner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     drift: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    returning: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))
     onset: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alert: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -352,7 +353,7 @@ class OnlineAnomalyDetector:
         muted, drift, reg_final, drift_state, pair = self._statistics(part, active, shifts)
         part.drift = drift
         structure = part.structure if self.p > 1 else None
-        back = back_at_level(fr.z[LEVEL], fr.short_mean)
+        back = back_at_level(fr.z[LEVEL], fr.short_mean, part.returning)
         stats = component_stats(
             fr.z, seasonal_cap(part.season), part.season.z, structure, drift, muted, back
         )
@@ -388,7 +389,7 @@ class OnlineAnomalyDetector:
         """Drift, regime and structure statistics of a chunk: the muted features (a global
         regime change), the drift statistic, and the final regime, drift and pair states."""
         segs, st, fr, ready = part.segs, part.st, part.features, part.ready
-        dz, _, drift_state = drift_scores(
+        dz, _, part.returning, drift_state = drift_scores(
             part.X,
             st["ref"],
             fr.sd,

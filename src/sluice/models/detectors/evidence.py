@@ -35,13 +35,21 @@ FAMILIAR_ONSET = 0.4  # share of its surprise an onset without a recent novel co
 P_FLOOR = 1e-300
 
 KEEP_LEVEL = 1.0  # sigma off its level a value must be for the lingering statistics to count
+RETURN_LEVEL = 3.0  # ... or, returning from a recent drift, beyond this (a new shift)
 
 
-def back_at_level(level: np.ndarray, short_mean: np.ndarray) -> np.ndarray:
+def back_at_level(
+    level: np.ndarray, short_mean: np.ndarray, returning: np.ndarray | None = None
+) -> np.ndarray:
     """Where a feature's value is back at its level (p, n): within :data:`KEEP_LEVEL` sigma,
-    or on the other side of it from the recent events (the return after an incident)."""
+    or on the other side of it from the recent events (the return after an incident), or
+    within :data:`RETURN_LEVEL` sigma while ``returning`` from a recent drift (the level
+    model learned part of the drift, so the return itself looks like a move)."""
     opposite = (level * short_mean < 0) & (np.abs(short_mean) >= KEEP_LEVEL)
-    return (np.abs(level) < KEEP_LEVEL) | opposite
+    back = (np.abs(level) < KEEP_LEVEL) | opposite
+    if returning is not None:
+        back |= returning & (np.abs(level) < RETURN_LEVEL)
+    return back
 
 
 def component_stats(
