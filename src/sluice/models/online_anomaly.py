@@ -44,6 +44,7 @@ import numpy as np
 from sluice.core.allocator import reuse_freed_memory
 from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.calibrate import (
+    EXCLUDE,
     N_BINS,
     CalibrationParams,
     calibrate,
@@ -96,7 +97,7 @@ from sluice.models.detectors.univariate import (
     recenter,
 )
 
-STATE_VERSION = 8
+STATE_VERSION = 9
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
@@ -113,7 +114,7 @@ class OnlineAnomalyConfig:
     key: str | None = None
     warmup: int = 30  # events of a key before its statistics are scored at all
     horizon: int = 300  # events over which a key's level and spread are learned
-    target_alert_rate: float = 0.001  # share of normal events that alert
+    target_alert_rate: float = 0.0005  # share of normal events that alert (1 in 2,000)
     max_keys: int = 100_000
     short_horizon: int = 8
     quiet_horizon: int = 250  # events over which an incident's surprise damps later onsets
@@ -376,7 +377,10 @@ class OnlineAnomalyDetector:
         fresh = st["count"] <= 0
         init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
         u = -np.log10(np.maximum(p, 1e-300))
-        starts, _, onset_state = onsets(u, part.alert, warm, segs, init, self.config.quiet_horizon)
+        anomalous = calibrated & (p <= EXCLUDE)
+        starts, _, onset_state = onsets(
+            u, part.alert, anomalous, warm, segs, init, self.config.quiet_horizon
+        )
         final.update(zip(ONSET_STATE, onset_state, strict=True))
         part.onset = np.where(starts, onset_score(p, ctx.familiar), 0.0)
         part.context = ctx
