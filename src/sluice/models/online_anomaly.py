@@ -21,8 +21,9 @@ From one event to its outputs:
    events (a younger key never alerts, and its reason says so). On anomaly-free data of any
    shape about ``target_alert_rate`` of the events alert.
 4. ``onset`` is positive on an event that starts an incident, else 0: where its surprise beats
-   every recent one of its key (decayed over ``quiet_horizon`` events), and on the first alert
-   after a quiet spell (see :func:`sluice.models.detectors.evidence.onsets`). Its value ranks
+   every recent one of its key (decayed over ``quiet_horizon`` events), and on the first alert,
+   or the first anomalous event (``p`` at most calibration's exclusion level), after a quiet
+   spell (see :func:`sluice.models.detectors.evidence.onsets`). Its value ranks
    incidents: the score, with the surprise of an event whose key showed no new pattern lately
    discounted (see :func:`~sluice.models.detectors.evidence.onset_score`). An action with
    ``when: "m_anomaly AND m_onset > 0"`` fires once per incident.
