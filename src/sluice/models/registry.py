@@ -3,8 +3,9 @@
 Artifacts live in the model store (:mod:`sluice.models.artifact_store`: an object store
 when the lake is on one or ``SLUICE_MODELS_URL`` is set, else ``SLUICE_HOME/models``) under
 ``<name>/v<version>/``, with their digest; the index (versions, stages, metrics) lives in the
-metadata DB so several processes (replicas) agree on what is in production. Stages: ``candidate`` → ``production``; the previous production version
-becomes ``archived`` and ``rollback`` brings it back.
+metadata DB so several processes (replicas) agree on what is in production. Stages:
+``candidate`` → ``production``; the previous production version becomes ``archived`` and
+``rollback`` brings it back.
 """
 
 from __future__ import annotations
