@@ -15,10 +15,9 @@ Where: the ``url`` option, else ``settings.warehouse_url`` (``SLUICE_WAREHOUSE_U
 * ``postgresql://...``: PostgreSQL through psycopg 3 (``pip install "sluice[postgres]"``);
   rows are bulk-loaded with ``COPY ... FROM STDIN`` fed by pyarrow's CSV writer. The
   ``schema`` option picks the schema (default: the connection's ``current_schema()``).
-* ``redshift://...``: Amazon Redshift over the same PostgreSQL wire code (DDL, marker,
-  transaction). Redshift cannot ``COPY FROM STDIN``, so rows are sent with batched
-  ``INSERT`` statements: correct but slow, meant for small volumes. Loading through
-  ``COPY`` from S3 staging files is out of scope for now.
+* ``redshift://...``: Amazon Redshift (:mod:`sluice.sinks.redshift`): each epoch is staged
+  as Parquet on S3 (option ``staging``) and loaded with ``COPY ... FORMAT AS PARQUET`` in
+  the transaction that records the marker; options ``iam_role``, ``varchar_length``.
 
 Idempotency: the marker table ``_sluice_epochs(pipeline, sink_table, epoch, written_at)``
 gets one row per mark (``pipeline`` holds the mark's stream: the pipeline, or
@@ -84,7 +83,18 @@ class WarehouseSink(Sink):
         options = config.options
         url = str(options.get("url") or context.settings.warehouse_url)
         self.backend: WarehouseBackend
-        if is_postgres_url(url):
+        if url.startswith("redshift://"):
+            from sluice.sinks.redshift import RedshiftWarehouse
+
+            length = options.get("varchar_length")
+            self.backend = RedshiftWarehouse(
+                url,
+                staging=options.get("staging"),
+                schema=options.get("schema"),
+                iam_role=options.get("iam_role"),
+                varchar_length=int(length) if length is not None else None,
+            )
+        elif is_postgres_url(url):
             self.backend = PostgresWarehouse(url, schema=options.get("schema"))
         else:
             self.backend = DuckDBWarehouse(
@@ -298,10 +308,14 @@ def csv_ready(data: pa.Table) -> pa.Table:
 class PostgresWarehouse:
     """A PostgreSQL (or Redshift) warehouse over one kept psycopg connection."""
 
-    def __init__(self, url: str, schema: str | None = None) -> None:
+    # the marker's write time: now() is leader-node-only on Redshift, GETDATE() Redshift-only
+    written_at_default = "now()"
+
+    def __init__(self, url: str, schema: str | None = None, connect: Any = None) -> None:
         self.redshift = url.startswith("redshift://")
         self.url = "postgresql://" + url.split("://", 1)[1] if self.redshift else url
         self.schema = schema
+        self.connect = connect  # psycopg.connect unless given (tests replay Redshift COPY)
         self._conn: Any = None
 
     def write(self, marks: dict[str, int], table: str, data: pa.Table) -> bool:
@@ -333,7 +347,7 @@ class PostgresWarehouse:
         if self._conn is not None and not self._conn.closed:
             return self._conn
         try:
-            self._conn = psycopg.connect(self.url, connect_timeout=10)
+            self._conn = (self.connect or psycopg.connect)(self.url, connect_timeout=10)
         except psycopg.Error as exc:
             raise TransientSinkError(
                 f"cannot connect to the warehouse {redact_url(self.url)}: "
@@ -343,7 +357,7 @@ class PostgresWarehouse:
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {self._name(MARKER_TABLE)} ("
                 "pipeline VARCHAR(512) NOT NULL, sink_table VARCHAR(512) NOT NULL, "
-                "epoch BIGINT NOT NULL, written_at TIMESTAMPTZ DEFAULT now(), "
+                f"epoch BIGINT NOT NULL, written_at TIMESTAMPTZ DEFAULT {self.written_at_default}, "
                 "PRIMARY KEY (pipeline, sink_table, epoch))"
             )
         return self._conn
@@ -401,19 +415,9 @@ class PostgresWarehouse:
 
         columns = ", ".join(quote(name) for name in data.column_names)
         data = csv_ready(data)
-        if self.redshift:
-            self._insert_rows(cur, table, columns, data)
-            return
         options = pacsv.WriteOptions(include_header=False)
         with cur.copy(f"COPY {self._name(table)} ({columns}) FROM STDIN (FORMAT csv)") as copy:
             for batch in data.to_batches(max_chunksize=100_000):
                 buffer = io.BytesIO()
                 pacsv.write_csv(batch, buffer, options)
                 copy.write(buffer.getbuffer())
-
-    def _insert_rows(self, cur: Any, table: str, columns: str, data: pa.Table) -> None:
-        marks = ", ".join(["%s"] * data.num_columns)
-        sql = f"INSERT INTO {self._name(table)} ({columns}) VALUES ({marks})"
-        for batch in data.to_batches(max_chunksize=1_000):
-            values = [column.to_pylist() for column in batch.columns]
-            cur.executemany(sql, list(zip(*values, strict=True)))
