@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from sluice.connectors.warehouse import quote
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
-from sluice.sinks.warehouse import PostgresWarehouse, csv_ready, pg_type
+from sluice.sinks.postgres import PostgresWarehouse, csv_ready, pg_type
 
 VARCHAR_MAX = 65535
 VARCHAR_MIN = 256
