@@ -59,7 +59,7 @@ class FileModel(Model):
         if opts.get("path"):
             return self.registry.resolve_artifact(opts["path"]), None
         version = self.registry.get(opts.get("registry") or self.name, opts.get("version"))
-        return version.artifact, version
+        return self.registry.fetch(version), version
 
     def _load(self) -> None:
         path, version = self._locate()
