@@ -74,12 +74,23 @@ class KerasModel(FileModel):
         return shape[-1] if shape and len(shape) == 2 and isinstance(shape[-1], int) else None
 
     def run(self, X: np.ndarray) -> np.ndarray:
-        """``predict_on_batch`` on the whole batch (the first output of a multi-output model)."""
-        out = self.keras_model.predict_on_batch(np.nan_to_num(X).astype(np.float32))
+        """The model called on the whole batch in inference mode (its first output).
+
+        This is what ``predict_on_batch`` does; on the torch backend Sluice calls the model
+        under ``no_grad`` itself, as that conversion to numpy warns on numpy 2.
+        """
+        x = np.nan_to_num(X).astype(np.float32)
+        if self.backend == "torch":
+            with self.torch.no_grad():
+                out = self.keras_model(self.torch.from_numpy(x), training=False)
+        else:
+            out = self.keras_model.predict_on_batch(x)
         while isinstance(out, list | tuple):
             out = out[0]
         if isinstance(out, dict):
             out = next(iter(out.values()))
+        if hasattr(out, "detach"):
+            out = out.detach().cpu().numpy()
         return np.asarray(out)
 
 
