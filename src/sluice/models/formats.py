@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from sluice.config.models import ModelConfig
 from sluice.core.deps import require
-from sluice.core.errors import ConfigError, ModelError
+from sluice.core.errors import ConfigError, MissingDependencyError, ModelError
 from sluice.models.base import Model, ModelContext
 from sluice.models.inference import Outputs, append_outputs
 from sluice.models.online import feature_matrix
@@ -83,7 +83,7 @@ class FileModel(Model):
         path, version = self._locate()
         try:
             self.load_artifact(path)
-        except ModelError:
+        except (ModelError, MissingDependencyError):
             raise
         except Exception as exc:
             raise ModelError(
