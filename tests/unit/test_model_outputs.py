@@ -351,3 +351,37 @@ def test_onnx_session_uses_the_configured_threads(settings: Any, models_dir: Pat
     _onnx_linear(models_dir / "soft.onnx", W3, "Softmax")
     model: Any = _model(settings, "soft.onnx", "onnx", threads=1)
     assert model.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_inference_calls_of_several_models_never_overlap(settings: Any, models_dir: Path) -> None:
+    """A second model's call from another thread waits until the first one's has finished."""
+    import threading
+
+    import torch
+
+    order: list[str] = []
+    started: list[threading.Thread] = []
+    _torch_files(models_dir, _torch_net(), "net")
+    first: Any = _model(settings, "net.pt2", "torch", threads=1)
+    second: Any = _model(settings, "net.pt2", "torch", threads=1)
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, inner: Any, name: str, then: Any = None) -> None:
+            super().__init__()
+            self.inner, self.name, self.then = inner, name, then
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            order.append(f"{self.name} starts")
+            if self.then is not None:
+                other = threading.Thread(target=self.then)
+                started.append(other)
+                other.start()
+                other.join(0.2)  # the other call must still be waiting for the lock
+                order.append(f"{self.name} ends")
+            return self.inner(x)
+
+    second.module = Recorder(second.module, "second")
+    first.module = Recorder(first.module, "first", then=lambda: second.infer(X[:5]))
+    first.infer(X[:5])
+    started[0].join()
+    assert order == ["first starts", "first ends", "second starts"]
