@@ -117,7 +117,10 @@ class FileModel(Model):
 
     def inferred_kind(self) -> str | None:
         """The output kind the artifact implies (None: decided by the output's shape)."""
-        return kind_of_final_op(self.final_op())
+        try:
+            return kind_of_final_op(self.final_op())
+        except Exception:  # a graph we cannot read says nothing: the shape decides
+            return None
 
     def final_op(self) -> str | None:
         """The name of the artifact's final operation or activation, when it can be read."""
