@@ -32,6 +32,8 @@ from sluice.core.errors import ActionError, NotFoundError, PermanentError, Query
 from sluice.core.settings import Settings
 from sluice.storage.db import get_engine
 
+Rows = list[dict[str, Any]]
+
 RETRYABLE = (FAILED, DEAD, EXPIRED, REJECTED)
 
 
@@ -152,6 +154,16 @@ class ActionsService:
                 f"{'/'.join(allowed)} actions can become {status}"
             )
         return self.get(action_id)
+
+    def by_rule(self) -> Rows:
+        """Outbox rows counted by pipeline, rule (action) and status."""
+        query = (
+            select(outbox.c.pipeline, outbox.c.action, outbox.c.status, func.count().label("count"))
+            .group_by(outbox.c.pipeline, outbox.c.action, outbox.c.status)
+            .order_by(outbox.c.pipeline, outbox.c.action, outbox.c.status)
+        )
+        with self.engine.connect() as conn:
+            return [{**r, "count": int(r["count"])} for r in as_dicts(conn.execute(query))]
 
     def stats(self, pipeline: str | None = None) -> dict[str, Any]:
         """Counts by status, fired/suppressed totals per action, attempt latency."""

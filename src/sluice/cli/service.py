@@ -82,6 +82,7 @@ def predict(
 ) -> None:
     """Score one input with a model (like POST /api/v1/predict)."""
     from sluice.models.predict import Predictor
+    from sluice.runners.prepare import RecordPreparer
 
     try:
         parsed = json.loads(data) if data.lstrip()[:1] in ("{", "[") else data
@@ -89,7 +90,8 @@ def predict(
         err_console.print(f"[bold red]error:[/] invalid JSON: {exc}")
         raise typer.Exit(2) from None
     try:
-        result = Predictor(settings()).predict(parsed, model=model)
+        config = settings()
+        result = Predictor(config, prepare=RecordPreparer(config)).predict(parsed, model=model)
     except SluiceError as exc:
         fail(exc)
     console.print_json(json.dumps(result, default=str))

@@ -17,6 +17,7 @@ from sluice.core.settings import Settings
 from sluice.models.predict import Predictor
 from sluice.models.registry import ModelRegistry, OnlineModelIndex
 from sluice.orchestration.service import job_runner, jobs_provider, start_scheduler
+from sluice.runners.prepare import RecordPreparer
 from sluice.runners.supervisor import PipelineSupervisor
 from sluice.storage.log import open_log
 from sluice.storage.log_retention import LogRetention, RetentionPolicy
@@ -53,7 +54,7 @@ def build_service(
     supervisor = PipelineSupervisor(
         pipelines, settings, group=group, job_runner=job_runner(settings)
     )
-    predictor = Predictor(settings)
+    predictor = Predictor(settings, prepare=RecordPreparer(settings))
     extra = jobs_provider(settings)
     app = create_app(
         settings,
