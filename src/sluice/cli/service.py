@@ -45,11 +45,17 @@ def ingest(
     file: Annotated[str, typer.Argument(help="NDJSON or JSON-array file, or - for stdin")],
 ) -> None:
     """Append events to a stream of the embedded log (like POST /api/v1/ingest/STREAM)."""
-    from sluice.storage.log import ingest_file
+    from sluice.runners.progress import LineProgress
+    from sluice.storage.log import check_stream_name, ingest_file
 
+    total = Path(file).stat().st_size if file != "-" and Path(file).is_file() else None
     try:
-        count, first, last = ingest_file(settings(), stream, file)
-    except SluiceError as exc:
+        check_stream_name(stream)
+        with LineProgress(console, f"ingest {stream}", total=total, unit="bytes") as progress:
+            count, first, last = ingest_file(
+                settings(), stream, file, progress=lambda done: progress.update(done)
+            )
+    except (SluiceError, ValueError, OSError) as exc:
         fail(exc)
     console.print(f"appended {count:,} event(s) to {stream} (offsets {first}..{last})")
 
