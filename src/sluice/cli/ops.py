@@ -138,11 +138,16 @@ def pipelines_status(
     from sluice.storage.runs import RunHistory
 
     try:
-        only = load_pipeline(pipeline).name if pipeline is not None else None
+        loaded = load_pipeline(pipeline) if pipeline is not None else None
+        only = loaded.name if loaded is not None else None
         engine = get_engine(str(settings().metadata_url))
         history = RunHistory(engine)
-        checkpoints = [c for c in CheckpointStore(engine).all() if only in (None, c["pipeline"])]
-        if only is not None and not checkpoints:
+        checkpoints = [
+            c
+            for c in CheckpointStore(engine).all()
+            if only in (None, c["pipeline"], c["pipeline"].partition("#")[0])
+        ]
+        if loaded is not None and not checkpoints and loaded.source.type != "kafka":
             raise SluiceError(f"pipeline {only!r} has not run yet (no checkpoint)")
         runs = {r["pipeline"]: r for r in reversed(history.recent(only, limit=500))}
         totals = history.totals()

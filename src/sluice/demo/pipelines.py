@@ -29,7 +29,8 @@ transforms:
 TELEMETRY_MODELS = """\
 models:
   - {name: temp_anomaly, type: online_anomaly, key: device_id,
-     features: [temp_c, pressure, vibration]}
+     features: [temp_c, pressure, vibration],
+     drift: {reference: 5000, window: 5000, on_drift: alert}}
 """
 
 TELEMETRY_ACTIONS = """\
@@ -48,6 +49,7 @@ actions:
   - name: route-urgent
     when: "ticket_urgency_label = 'critical'"
     type: log
+    key: ticket_id
     path: "{home}/demo/urgent_tickets.jsonl"
     payload: {{ticket: "{{{{ ticket_id }}}}", team: "{{{{ ticket_category_label }}}}",
                text: "{{{{ text }}}}"}}

@@ -26,7 +26,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from sluice.config.models import ModelConfig
-from sluice.core.errors import ModelError, NotFoundError
+from sluice.core.errors import ModelError, NotFoundError, SluiceError
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, create_model
 from sluice.models.catalog import Catalog, ModelSource
@@ -207,7 +207,7 @@ class Predictor:
             loaded = self._load(name)
             try:
                 predictions = self._score(name, loaded, records, texts)
-            except ModelError as exc:
+            except SluiceError as exc:  # a record the model (or the steps before it) cannot take
                 raise ModelError(f"model {name!r}: {exc}") from None
         result: dict[str, Any] = {"model": name, "version": loaded.source.number}
         if isinstance(data, list):

@@ -39,13 +39,14 @@ class LineProgress:
         enabled: bool = True,
         every: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        lines_to: Console | None = None,
     ) -> None:
         self.console, self.label, self.total, self.unit = console, label, total, unit
         self.tty = enabled and console.is_terminal
         self.lines = enabled and not console.is_terminal
         self.every, self.clock = every, clock
         self._last = clock()
-        self._errors = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._errors = lines_to or Console(stderr=True, highlight=False, soft_wrap=True)
         columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
         if total:
             columns += [BarColumn(bar_width=24), TaskProgressColumn()]
