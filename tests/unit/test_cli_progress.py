@@ -1,4 +1,4 @@
-"""Progress of long operations: a bar with percentage and time left in a terminal, lines otherwise."""
+"""Progress of long operations: a bar with percentage and time left in a TTY, lines otherwise."""
 
 from __future__ import annotations
 
