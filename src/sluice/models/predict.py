@@ -221,8 +221,9 @@ class Predictor:
     ) -> list[dict[str, Any]]:
         total = len(records)
         kept = list(range(total))
-        steps = loaded.source.online.prepare if loaded.source.online is not None else []
-        if not texts and steps and self.prepare is not None:
+        online = loaded.source.online
+        steps = online.prepare if online is not None else []
+        if not texts and steps and self.prepare is not None and not _has_features(records, online):
             records, kept = self.prepare(name, steps, records)
         predictions = score_records(loaded.model, records) if records and not texts else None
         if predictions is None:
@@ -239,6 +240,12 @@ class Predictor:
         for index, prediction in zip(kept, predictions, strict=True):
             out[index] = prediction
         return out
+
+
+def _has_features(records: list[Any], info: OnlineModelInfo | None) -> bool:
+    """True when every record already holds the model's features (its input, not a raw record)."""
+    features = info.features if info is not None else []
+    return bool(features) and all(f in r for r in records for f in features)
 
 
 def _to_table(records: list[Any], model: Model, texts: bool) -> pa.Table:

@@ -203,11 +203,9 @@ class Stages:
             self._drift_writers.append(
                 drift_writer(self.pipeline.name, name, ctx.epoch, watch.spec.on_drift, events)
             )
-            log.warning(
-                "drift in %s: %s",
-                name,
-                ", ".join(f"{e.feature} {e.detector}={e.value:.2f}" for e in events),
-            )
+            shown = ", ".join(f"{e.feature} {e.detector}={e.value:.2f}" for e in events[:3])
+            more = f" and {len(events) - 3} more" if len(events) > 3 else ""
+            log.warning("drift in %s: %s%s", name, shown, more)
         return table
 
     # -- checkpoint ----------------------------------------------------------------------

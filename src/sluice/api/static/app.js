@@ -4,7 +4,7 @@
 
 const POLL_MS = 2000;
 const HISTORY_POLL_MS = 15000;
-const state = { throughput: null, seriesKey: null, seriesTable: null, pickedKey: false, detail: null };
+const state = { pipelines: null, throughput: null, seriesKey: null, seriesTable: null, pickedKey: false, detail: null };
 
 function apiKey() { return localStorage.getItem("sluice-api-key") || ""; }
 
@@ -84,6 +84,7 @@ function colorOf(name) {
 
 // -- pipelines and throughput -----------------------------------------------------------
 function renderPipelines(pipelines) {
+  state.pipelines = pipelines;
   fill("pipelines", pipelines, (p) => {
     const spark = document.createElement("td");
     const canvas = document.createElement("canvas");
@@ -115,6 +116,7 @@ function renderThroughput(data) {
   lineChart(document.getElementById("chart"), series,
     { start, end: start + width * (series[0] ? series[0].points.length : 1), zero: true });
   legend(document.getElementById("legend"), series.map((s) => [s.name, s.color]));
+  if (state.pipelines) { drawSparklines(state.pipelines); }
 }
 
 // -- incidents and a key's series -------------------------------------------------------
@@ -181,8 +183,18 @@ function renderModels(models) {
 }
 
 function renderDrift(events) {
-  fill("drift", events, (d) => [cell(when(d.detected_at)), cell(d.model), cell(d.feature),
-    cell(d.detector), cell(number(d.value, 3), "num")]);
+  // one row per model, feature and detector: how often it fired, its largest value, when last
+  const groups = new Map();
+  for (const d of events) {
+    const id = [d.model, d.feature, d.detector].join("|");
+    const g = groups.get(id) || { ...d, count: 0, peak: -Infinity, last: d.detected_at };
+    g.count += 1; g.peak = Math.max(g.peak, d.value);
+    if (String(d.detected_at) > String(g.last)) { g.last = d.detected_at; }
+    groups.set(id, g);
+  }
+  const rows = [...groups.values()].sort((a, b) => String(b.last).localeCompare(String(a.last))).slice(0, 8);
+  fill("drift", rows, (g) => [cell(when(g.last)), cell(g.model), cell(g.feature),
+    cell(g.detector + (g.count > 1 ? " ×" + g.count : "")), cell(number(g.peak, 2), "num")]);
 }
 
 function renderDlq(reasons) {
@@ -294,7 +306,7 @@ const panels = [
   ["/api/v1/incidents?limit=20", renderIncidents],
   ["/api/v1/actions/summary", renderActions],
   ["/api/v1/models", renderModels],
-  ["/api/v1/drift?limit=20", renderDrift],
+  ["/api/v1/drift?limit=200", renderDrift],
   ["/api/v1/dlq/reasons", renderDlq],
   ["/api/v1/streams", renderStreams],
   ["/api/v1/jobs", renderJobs],
