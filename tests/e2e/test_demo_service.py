@@ -176,6 +176,16 @@ def _browser(p, port: int):  # type: ignore[no-untyped-def]
     return p.chromium.launch(executable_path=chromium, args=[*CHROMIUM_ARGS, offline])
 
 
+def _watched(page, url: str) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    """Collect the page's errors (uncaught and console) and its requests leaving the machine."""
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    _local_only(page, url, outside)
+    return errors, outside
+
+
 def _local_only(page, url: str, outside: list[str]) -> None:  # type: ignore[no-untyped-def]
     """Abort (and remember) every request that would leave the machine."""
 
@@ -196,11 +206,7 @@ def test_api_docs_load_with_the_network_blocked(demo) -> None:  # type: ignore[n
     with sync_playwright() as p:
         browser = _browser(p, int(url.rsplit(":", 1)[1]))
         page = browser.new_page()
-        outside: list[str] = []
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        _local_only(page, url, outside)
+        errors, outside = _watched(page, url)
         page.goto(url + "/docs")
         page.wait_for_selector(".swagger-ui .opblock-tag", timeout=30_000)
         tags = page.locator(".swagger-ui .opblock-tag").all_inner_texts()
@@ -226,11 +232,7 @@ def test_dashboard_shows_every_panel_after_the_demo(demo, record_property) -> No
     with sync_playwright() as p:
         browser = _browser(p, int(url.rsplit(":", 1)[1]))
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        errors: list[str] = []
-        outside: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        _local_only(page, url, outside)
+        errors, outside = _watched(page, url)
         page.goto(url + "/")
         page.wait_for_function("document.body.dataset.loaded === 'true'")
         page.wait_for_function("document.querySelectorAll('#incidents tbody tr').length > 0")

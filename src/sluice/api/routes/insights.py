@@ -19,7 +19,7 @@ from sluice.api.deps import AppState, get_state
 from sluice.api.errors import ApiError, JSONOut
 from sluice.api.lake import TableView, ident, literal, rows_of, table_views
 from sluice.api.routes.data import respond
-from sluice.api.routes.ops import _dead_letter_union
+from sluice.api.routes.ops import dead_letter_counts
 
 router = APIRouter(prefix="/api/v1", tags=["dashboard"], dependencies=[Depends(read_access)])
 INCIDENT_GAP = timedelta(minutes=5)
@@ -290,16 +290,4 @@ async def actions_summary(state: AppState = Depends(get_state)) -> JSONOut:
 @router.get("/dlq/reasons")
 async def dead_letter_reasons(state: AppState = Depends(get_state)) -> JSONOut:
     """Dead letters counted by pipeline, stage and reason, most frequent first."""
-
-    def work() -> list[dict[str, Any]]:
-        engine = state.engine()
-        union = _dead_letter_union(table_views(engine))
-        if union is None:
-            return []
-        sql = (
-            f"SELECT pipeline, stage, reason, COUNT(*) AS count, MAX(rejected_at) AS last_at "
-            f"FROM ({union}) GROUP BY pipeline, stage, reason ORDER BY count DESC LIMIT 100"
-        )
-        return rows_of(engine.query(sql))
-
-    return await respond(state, work)
+    return await respond(state, lambda: dead_letter_counts(state, ["pipeline", "stage", "reason"]))

@@ -113,19 +113,27 @@ async def list_dead_letters(
 async def dead_letter_summary(state: AppState = Depends(get_state)) -> JSONOut:
     """Dead-letter counts per pipeline and stage, with the latest reason."""
 
-    def work() -> list[dict[str, Any]]:
-        engine = state.engine()
-        union = _dead_letter_union(table_views(engine))
-        if union is None:
-            return []
-        sql = (
-            f"SELECT pipeline, stage, COUNT(*) AS count, MAX(rejected_at) AS last_at, "
-            f"arg_max(reason, rejected_at) AS last_reason FROM ({union}) "
-            f"GROUP BY pipeline, stage ORDER BY count DESC"
-        )
-        return rows_of(engine.query(sql))
+    return await respond(
+        state,
+        lambda: dead_letter_counts(
+            state, ["pipeline", "stage"], "arg_max(reason, rejected_at) AS last_reason"
+        ),
+    )
 
-    return await respond(state, work)
+
+def dead_letter_counts(state: AppState, by: list[str], extra: str = "") -> list[dict[str, Any]]:
+    """Dead letters counted by the ``by`` columns (with ``extra`` aggregates), largest first."""
+    engine = state.engine()
+    union = _dead_letter_union(table_views(engine))
+    if union is None:
+        return []
+    keys = ", ".join(by)
+    more = f", {extra}" if extra else ""
+    sql = (
+        f"SELECT {keys}, COUNT(*) AS count, MAX(rejected_at) AS last_at{more} FROM ({union}) "
+        f"GROUP BY {keys} ORDER BY count DESC LIMIT 1000"
+    )
+    return rows_of(engine.query(sql))
 
 
 @router.post("/api/v1/dlq/replay", dependencies=[Depends(admin_access)])
