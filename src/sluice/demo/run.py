@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from sluice.config.loader import load_pipeline
 from sluice.core.settings import Settings
 from sluice.demo import pipelines
 from sluice.demo.receiver import OpsReceiver
-from sluice.runners.progress import ProgressReporter
+from sluice.runners.progress import ProgressReporter, step
 from sluice.runners.stats import RunStats
 from sluice.service.run import build_runner
 
@@ -119,17 +117,6 @@ def _run(console: Console, settings: Settings, path: Path, total: int) -> RunSta
         console.print(f"running pipeline {pipeline.name} ({total:,} events)...", highlight=False)
     with ProgressReporter(console, pipeline.name, total=total) as progress:
         return build_runner(pipeline, settings, until_idle=True, on_progress=progress.update).run()
-
-
-@contextlib.contextmanager
-def step(console: Console, message: str) -> Iterator[None]:
-    """A spinner with ``message`` in a terminal; one line saying it otherwise."""
-    if console.is_terminal:
-        with console.status(message):
-            yield
-    else:
-        console.print(message, highlight=False)
-        yield
 
 
 def _earlier_state(settings: Settings) -> bool:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from rich.console import Console
@@ -48,14 +49,14 @@ class LineProgress:
         self._last = clock()
         self._errors = lines_to or Console(stderr=True, highlight=False, soft_wrap=True)
         columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
-        if total:
+        if total is not None:  # 0: known later (``set_total``)
             columns += [BarColumn(bar_width=24), TaskProgressColumn()]
         columns += [
             TextColumn("{task.completed:,.0f} " + unit),
             TextColumn("{task.fields[extra]}"),
             TimeElapsedColumn(),
         ]
-        if total:
+        if total is not None:
             columns += [TextColumn("left"), TimeRemainingColumn()]
         self.progress = Progress(*columns, console=console, transient=True)
         self.task = self.progress.add_task(label, total=total, extra="")
@@ -70,6 +71,11 @@ class LineProgress:
     ) -> None:
         if self.tty:
             self.progress.stop()
+
+    def set_total(self, total: int) -> None:
+        """The total, once it is known."""
+        self.total = total
+        self.progress.update(self.task, total=total)
 
     def update(self, done: float, extra: str = "") -> None:
         """Show ``done`` (of ``total``) with an ``extra`` note such as a rate."""
@@ -87,6 +93,17 @@ class LineProgress:
         else:
             amount += f" {self.unit}"
         return f"{self.label}: {amount}" + (f", {extra}" if extra else "")
+
+
+@contextlib.contextmanager
+def step(console: Console, message: str) -> Iterator[None]:
+    """A spinner with ``message`` in a terminal; one line saying it otherwise."""
+    if console.is_terminal:
+        with console.status(message):
+            yield
+    else:
+        console.print(message, highlight=False)
+        yield
 
 
 class ProgressReporter:

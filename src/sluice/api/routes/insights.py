@@ -178,7 +178,7 @@ WITH flagged AS (
 )
 SELECT {literal(view.name)} AS "table", {literal(model)} AS model, key,
        MIN(t) AS start, MAX(t) AS "end", COUNT(*) AS events, MAX(score) AS peak_score,
-       arg_max(reason, score) AS reason
+       arg_max(reason, COALESCE(score, 0)) FILTER (WHERE reason IS NOT NULL) AS reason
 FROM numbered GROUP BY key, n ORDER BY start DESC LIMIT {fetch}
 """
 
