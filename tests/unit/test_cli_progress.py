@@ -64,3 +64,20 @@ def test_disabled_prints_nothing() -> None:
         clock.now += 60
         progress.update(5)
     assert out.getvalue() == ""
+
+
+def test_a_total_known_later_shows_in_the_lines() -> None:
+    clock, out = Clock(), io.StringIO()
+    lines = Console(file=out, width=200, force_terminal=False)
+    with LineProgress(
+        Console(file=io.StringIO()),
+        "backfill nightly",
+        total=0,
+        unit="runs",
+        clock=clock,
+        lines_to=lines,
+    ) as progress:
+        progress.set_total(8)
+        clock.now += 10
+        progress.update(2)
+    assert out.getvalue().strip() == "backfill nightly: 2 of 8 runs (25%)"

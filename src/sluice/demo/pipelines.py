@@ -16,6 +16,7 @@ schema:
   is_anomaly: boolean
   anomaly_kind: string
 event_time: ts
+batch: {{max_rows: 20000}}  # epochs of 20k rows: the progress bar moves while it runs
 transforms:
   - derive: {{temp_c: "round((temperature - 32) * 5 / 9, 3)"}}
   - enrich: {{path: "{data}/devices.csv", on: device_id, columns: [site, model]}}
