@@ -76,6 +76,15 @@ function when(value) {
   return isNaN(date) ? String(value) : date.toLocaleString();
 }
 
+function shortWhen(value) {
+  // the time alone for today, else date and time
+  if (!value) { return null; }
+  const date = new Date(value);
+  if (isNaN(date)) { return String(value); }
+  const today = new Date().toDateString() === date.toDateString();
+  return today ? date.toLocaleTimeString() : date.toLocaleString();
+}
+
 function colorOf(name) {
   const names = Object.keys((state.throughput && state.throughput.pipelines) || {});
   const index = names.indexOf(name);
@@ -193,7 +202,7 @@ function renderDrift(events) {
     groups.set(id, g);
   }
   const rows = [...groups.values()].sort((a, b) => String(b.last).localeCompare(String(a.last))).slice(0, 8);
-  fill("drift", rows, (g) => [cell(when(g.last)), cell(g.model), cell(g.feature),
+  fill("drift", rows, (g) => [cell(shortWhen(g.last)), cell(g.model), cell(g.feature),
     cell(g.detector + (g.count > 1 ? " ×" + g.count : "")), cell(number(g.peak, 2), "num")]);
 }
 
