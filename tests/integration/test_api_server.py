@@ -153,13 +153,23 @@ def dashboard_server(tmp_path: Path) -> Iterator[str]:
     from tests.unit.test_api_data import DuckEngine, dead_letters, telemetry
 
     engine = DuckEngine({"telemetry": telemetry(), "dead_letters": dead_letters()})
+    pipelines = StaticPipelines()
+    kafka = {**pipelines.status["telemetry"], "name": "orders", "source": {"type": "kafka"}}
+    pipelines.status["orders"] = {**kafka, "lag": {"orders/0": 5, "orders/1": 7}, "tables": []}
     app = create_app(
         Settings(home=tmp_path),
-        pipelines_provider=StaticPipelines(),
+        pipelines_provider=pipelines,
         api_keys=ApiKeys(),
         config=ApiConfig(),
         models_provider=lambda: [
-            {"name": "temp_anomaly", "version": 3, "stage": "production", "format": "online"}
+            {
+                "name": "temp_anomaly",
+                "version": 3,
+                "stage": "production",
+                "format": "online",
+                "features": ["temp_c"],
+                "metrics": {"f1": 0.91},
+            }
         ],
         query_engine_factory=lambda _settings: engine,
     )
@@ -198,24 +208,36 @@ def test_dashboard_renders_in_headless_chromium(dashboard_server: str, tmp_path:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(dashboard_server + "/")
-        page.wait_for_selector("#pipelines tbody tr")
-        page.wait_for_function("document.querySelectorAll('#anomalies tbody tr').length === 4")
+        page.wait_for_function("document.body.dataset.loaded === 'true'")
+        page.wait_for_function("document.querySelectorAll('#incidents tbody tr').length === 3")
         shot = page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
-        pipeline_row = page.inner_text("#pipelines tbody tr")
-        anomalies = page.inner_text("#anomalies tbody")
+        pipelines = page.inner_text("#pipelines tbody")
+        incidents = page.inner_text("#incidents tbody")
+        series = page.inner_text("#series-title")
         models = page.inner_text("#models tbody")
         dlq = page.inner_text("#dlq tbody")
         jobs_empty = page.is_visible("#jobs-empty")
+        actions_empty = page.is_visible("#actions-empty")
         status = page.inner_text("#updated")
         chart_pixels = page.evaluate("document.getElementById('chart').toDataURL().length")
+        ticks = page.evaluate("document.getElementById('chart').width")
+        page.click("#pipelines tbody a.link >> text=orders")
+        page.wait_for_function(
+            "document.getElementById('detail-title').textContent.includes('orders')"
+        )
+        detail = page.inner_text("#detail")
         browser.close()
     assert errors == []
-    assert "telemetry" in pipeline_row and "running" in pipeline_row and "120.5" in pipeline_row
-    assert "temp_c z=9" in anomalies and "drift" in anomalies
-    assert "temp_anomaly" in models and "production" in models
+    assert "telemetry" in pipelines and "running" in pipelines and "120.5" in pipelines
+    assert "12 (2 partitions)" in pipelines  # Kafka lag summed over its partitions
+    assert "orders/0\t5" in detail and "orders/1\t7" in detail  # per-partition lag on click
+    assert "temp_c z=9" in incidents and "drift" in incidents and "d0" in incidents
+    assert "device_id = d" in series
+    assert "temp_anomaly" in models and "production" in models and "f1 0.91" in models
     assert "invalid JSON" in dlq
-    assert jobs_empty
+    assert jobs_empty and actions_empty
     assert status.startswith("updated")
-    assert chart_pixels > 3000  # axes and a line were drawn
+    assert chart_pixels > 3000 and ticks > 0  # axes and lines were drawn
     assert len(shot) > 30_000  # a rendered page, not a blank one

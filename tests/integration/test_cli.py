@@ -42,13 +42,18 @@ BAD = [
 ]
 
 
-def sluice(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a subprocess with its own SLUICE_HOME."""
+def sluice(
+    home: Path, *args: str, pythonpath: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess with its own SLUICE_HOME (``pythonpath`` goes first)."""
     env = {**os.environ, "SLUICE_HOME": str(home), "COLUMNS": "200"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "sluice.cli", *args],
         env=env,
         text=True,
+        input=stdin if stdin is not None else "",
         capture_output=True,
         timeout=300,
     )

@@ -335,7 +335,8 @@ async def test_metrics_count_ingest_and_predict(client: httpx.AsyncClient) -> No
     text = (await client.get("/metrics")).text
     assert 'sluice_ingest_events_total{stream="events"} 4.0' in text
     assert 'sluice_ingest_requests_total{status="202",stream="events"} 1.0' in text
-    assert 'sluice_predict_seconds_count{model="default"} 1.0' in text
+    assert 'sluice_predict_seconds_count{model="ticket_text"} 1.0' in text  # the model used
+    assert 'model="default"' not in text
     assert 'sluice_pipeline_events_per_second{pipeline="telemetry"} 120.5' in text
     assert 'sluice_pipeline_lag{pipeline="telemetry"} 3.0' in text
 

@@ -75,6 +75,8 @@ def telemetry() -> pa.Table:
             "temp_anomaly_anomaly": [i in (2, 5, 9) for i in range(n)],
             "temp_anomaly_reason": [f"temp_c z={i}" if i in (2, 5, 9) else None for i in range(n)],
             "drift_anomaly": [i == 7 for i in range(n)],
+            "drift_score": [1.0 if i == 7 else 0.0 for i in range(n)],
+            "is_anomaly": [i in (1, 2) for i in range(n)],  # ground truth: no model's flag
         }
     )
 

@@ -37,6 +37,7 @@ from sluice.actions.outbox import (
 )
 from sluice.actions.rules import RetrySpec
 from sluice.core.errors import PermanentError
+from sluice.core.metrics import ACTION_DELIVERIES
 from sluice.core.types import duration_us
 
 log = logging.getLogger("sluice.actions")
@@ -266,6 +267,7 @@ class Dispatcher:
         for o in outcomes:
             attempt = o.row.attempts + 1
             status, next_at = self._next_status(o, attempt, now)
+            ACTION_DELIVERIES.labels(o.row.action, _OUTCOMES.get(status, status)).inc()
             updates.append(
                 {
                     "_id": o.row.id,
@@ -337,6 +339,9 @@ class Dispatcher:
                     updated_at=datetime.fromtimestamp(now, UTC),
                 )
             )
+
+
+_OUTCOMES = {PENDING: "retry"}
 
 
 def _ms(started: float) -> float:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, Select, func, select, update
 
 from sluice.actions.outbox import (
     AWAITING,
@@ -31,6 +31,8 @@ from sluice.actions.outbox import (
 from sluice.core.errors import ActionError, NotFoundError, PermanentError, QueryError
 from sluice.core.settings import Settings
 from sluice.storage.db import get_engine
+
+Rows = list[dict[str, Any]]
 
 RETRYABLE = (FAILED, DEAD, EXPIRED, REJECTED)
 
@@ -67,21 +69,29 @@ class ActionsService:
         """Outbox rows, newest first, optionally filtered."""
         if status is not None and status not in STATUSES:
             raise QueryError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-        query = (
+        query = _where(
             select(outbox)
             .order_by(outbox.c.id.desc())
             .limit(max(1, min(limit, 10_000)))
-            .offset(max(0, offset))
+            .offset(max(0, offset)),
+            status,
+            pipeline,
+            action,
         )
-        for column, value in (
-            (outbox.c.status, status),
-            (outbox.c.pipeline, pipeline),
-            (outbox.c.action, action),
-        ):
-            if value is not None:
-                query = query.where(column == value)
         with self.engine.connect() as conn:
             return [_public(r) for r in as_dicts(conn.execute(query))]
+
+    def count(
+        self,
+        status: str | None = None,
+        *,
+        pipeline: str | None = None,
+        action: str | None = None,
+    ) -> int:
+        """How many outbox rows ``list`` with the same filters pages through."""
+        query = _where(select(func.count()).select_from(outbox), status, pipeline, action)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def get(self, action_id: int) -> dict[str, Any]:
         """One outbox row with its attempts."""
@@ -153,6 +163,16 @@ class ActionsService:
             )
         return self.get(action_id)
 
+    def by_rule(self) -> Rows:
+        """Outbox rows counted by pipeline, rule (action) and status."""
+        query = (
+            select(outbox.c.pipeline, outbox.c.action, outbox.c.status, func.count().label("count"))
+            .group_by(outbox.c.pipeline, outbox.c.action, outbox.c.status)
+            .order_by(outbox.c.pipeline, outbox.c.action, outbox.c.status)
+        )
+        with self.engine.connect() as conn:
+            return [{**r, "count": int(r["count"])} for r in as_dicts(conn.execute(query))]
+
     def stats(self, pipeline: str | None = None) -> dict[str, Any]:
         """Counts by status, fired/suppressed totals per action, attempt latency."""
         by_status = select(outbox.c.status, func.count()).group_by(outbox.c.status)
@@ -190,6 +210,18 @@ _COUNT_COLUMNS = (
     "template_errors",
     "rule_errors",
 )
+
+
+def _where(query: Select[Any], status: str | None, pipeline: str | None, action: str | None) -> Any:
+    """``query`` narrowed to the given status, pipeline and action (None: any)."""
+    for column, value in (
+        (outbox.c.status, status),
+        (outbox.c.pipeline, pipeline),
+        (outbox.c.action, action),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    return query
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from sluice.api.deps import (
     Predictor,
     QueryEngineLike,
 )
+from sluice.api.docs import install_docs
 from sluice.api.errors import ERROR_RESPONSES, install_error_handlers
 from sluice.api.guard import KeylessGuard
 from sluice.api.metrics import ApiMetrics
-from sluice.api.routes import automation, data, ingest, ops, pipelines, predict
+from sluice.api.routes import automation, data, ingest, insights, ops, pipelines, predict
 from sluice.core.settings import Settings
 from sluice.storage.log import open_log
 
@@ -44,7 +45,7 @@ def create_app(
     app = FastAPI(
         title="Sluice API",
         version="1",
-        docs_url="/docs",
+        docs_url=None,  # served below from packaged assets: /docs works offline
         redoc_url=None,
         description="Ingest events, query the lake, predict, and watch pipelines.",
     )
@@ -65,9 +66,10 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(KeylessGuard, keys_configured=lambda: bool(app.state.sluice.keys))
-    for module in (ingest, predict, pipelines, data, ops, automation):
+    for module in (ingest, predict, pipelines, data, ops, automation, insights):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_docs(app)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

@@ -30,8 +30,23 @@ class TableView:
 
     @property
     def anomaly_columns(self) -> list[str]:
-        """Columns named ``<model>_anomaly``."""
-        return [c for c in self.columns if c.endswith("_anomaly")]
+        """Columns named ``<model>_anomaly`` beside the model's ``_score`` or ``_reason``.
+
+        A plain boolean such as the ground truth ``is_anomaly`` is no model's flag.
+        """
+        names = set(self.columns)
+        return [
+            c
+            for c in self.columns
+            if c.endswith("_anomaly")
+            and names
+            & {c.removesuffix("_anomaly") + "_score", c.removesuffix("_anomaly") + "_reason"}
+        ]
+
+    @property
+    def anomaly_models(self) -> list[str]:
+        """The models whose flags ``anomaly_columns`` are."""
+        return [c.removesuffix("_anomaly") for c in self.anomaly_columns]
 
     @property
     def is_dead_letters(self) -> bool:

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sluice.core import metrics as process_metrics
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -47,6 +49,14 @@ class _PipelineCollector(Collector):
         yield from (rate, lag, errors, up)
 
 
+class _ProcessCollector(Collector):
+    """The process-wide counters (pipelines, models, actions, jobs) in this app's export."""
+
+    def collect(self) -> Iterable[Any]:
+        """Yield every family of the process registry."""
+        yield from process_metrics.REGISTRY.collect()
+
+
 class ApiMetrics:
     """Counters and histograms of one app, exported in Prometheus text format."""
 
@@ -75,6 +85,7 @@ class ApiMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
         )
         self.registry.register(_PipelineCollector(statuses))
+        self.registry.register(_ProcessCollector())
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -6,6 +6,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sluice.core.errors import SluiceError
 from sluice.core.settings import Settings
@@ -17,8 +18,17 @@ FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json or c
 
 def fail(exc: BaseException) -> NoReturn:
     """Print ``error: message`` (no traceback) and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2 if isinstance(exc, SluiceError) else 1)
+
+
+FORMATS = ("table", "json", "csv")
+
+
+def check_format(fmt: str) -> None:
+    """Fail with one line unless ``fmt`` is one of ``FORMATS`` (before any work is done)."""
+    if fmt not in FORMATS:
+        fail(SluiceError(f"unknown format {fmt!r}; use {', '.join(FORMATS)}"))
 
 
 def settings() -> Settings:

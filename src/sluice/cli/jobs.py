@@ -152,9 +152,15 @@ def backfill_job(
 ) -> None:
     """Run every schedule interval in [start, end) that has no run yet."""
     from sluice.orchestration.service import backfill
+    from sluice.runners.progress import LineProgress
+
+    def show(done: int, total: int) -> None:
+        progress.set_total(total)
+        progress.update(done)
 
     try:
-        runs = backfill(settings(), _jobs(jobs_file), job, _time(start), _time(end))
+        with LineProgress(console, f"backfill {job}", total=0, unit="runs") as progress:
+            runs = backfill(settings(), _jobs(jobs_file), job, _time(start), _time(end), show)
     except SluiceError as exc:
         fail(exc)
     for run in runs:

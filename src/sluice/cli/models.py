@@ -58,6 +58,7 @@ def train(
     from sluice.models.registry import ModelRegistry
     from sluice.models.train import TrainSpec
     from sluice.models.train import train as run_training
+    from sluice.runners.progress import step
 
     spec = TrainSpec(
         name=name,
@@ -70,7 +71,7 @@ def train(
         until=until,
     )
     try:
-        with console.status(f"training {name} ({model_type}) on {table}..."):
+        with step(console, f"training {name} ({model_type}) on {table}..."):
             version = run_training(settings(), spec)
         if promote:
             version = ModelRegistry(settings()).promote(name, version.version)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from sluice.cli.common import FormatOpt, console, fail, settings
+from sluice.cli.common import FormatOpt, check_format, console, fail, settings
 from sluice.core.errors import SluiceError
 
 if TYPE_CHECKING:
@@ -47,35 +47,54 @@ def actions_list(
         str | None, typer.Option(help="pending, delivered, failed, dead, awaiting_approval, ...")
     ] = None,
     pipeline: Annotated[str | None, typer.Option(help="only this pipeline")] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="only this action rule")] = None,
     limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    offset: Annotated[int, typer.Option(help="skip this many (newest first)")] = 0,
     fmt: FormatOpt = "table",
 ) -> None:
-    """List actions with their delivery status and attempts."""
+    """List actions with their delivery status and attempts, newest first (page with --offset)."""
     from sluice.actions.service import ActionsService
 
+    check_format(fmt)
     try:
-        rows = ActionsService(settings=settings()).list(
-            status=status, pipeline=pipeline, limit=limit
+        service = ActionsService(settings=settings())
+        rows = service.list(
+            status=status, pipeline=pipeline, action=rule, limit=limit, offset=offset
         )
+        total = service.count(status=status, pipeline=pipeline, action=rule)
     except SluiceError as exc:
         fail(exc)
-    if fmt == "json":
-        console.file.write(json.dumps(rows, default=str) + "\n")
+    if fmt != "table":
+        from sluice.runners.output import print_table
+
+        flat = [{**r, "payload": json.dumps(r.get("payload"), default=str)} for r in rows]
+        print_table(console, _rows_table(flat), fmt)
         return
     view = Table(
-        "id", "pipeline", "action", "key", "status", "attempts", "last error", header_style="bold"
+        "id", "pipeline", "rule", "key", "status", "attempts", "last error", header_style="bold"
     )
     for row in rows:
         view.add_row(
             str(row.get("id")),
             str(row.get("pipeline")),
             str(row.get("action")),
-            str(row.get("key") or ""),
+            str(row.get("key") or "-"),
             str(row.get("status")),
             str(row.get("attempts")),
             str(row.get("last_error") or ""),
         )
     console.print(view)
+    shown = f"{offset + 1:,}-{offset + len(rows):,}" if rows else "none"
+    more = f"; next page: --offset {offset + len(rows)}" if offset + len(rows) < total else ""
+    console.print(f"[dim]showing {shown} of {total:,}{more}[/]")
+
+
+def _rows_table(rows: list[dict[str, object]]) -> object:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(
+        [{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows]
+    )
 
 
 def _action_command(verb: str, action_id: int) -> None:
@@ -108,36 +127,53 @@ def reject(action_id: int) -> None:
 
 @pipelines_app.command("status")
 def pipelines_status(
-    pipeline: Annotated[Path | None, typer.Argument(help="pipeline file (adds Kafka lag)")] = None,
+    pipeline: Annotated[
+        Path | None, typer.Argument(help="pipeline file: only this pipeline (adds Kafka lag)")
+    ] = None,
 ) -> None:
-    """Last checkpoint and run of every pipeline; per-partition lag for a Kafka pipeline."""
+    """Last checkpoint and run of every pipeline (or one); per-partition lag for a Kafka one."""
+    from sluice.config.loader import load_pipeline
     from sluice.storage.checkpoints import CheckpointStore
     from sluice.storage.db import get_engine
     from sluice.storage.runs import RunHistory
 
-    engine = get_engine(str(settings().metadata_url))
+    try:
+        loaded = load_pipeline(pipeline) if pipeline is not None else None
+        only = loaded.name if loaded is not None else None
+        engine = get_engine(str(settings().metadata_url))
+        history = RunHistory(engine)
+        checkpoints = [
+            c
+            for c in CheckpointStore(engine).all()
+            if only in (None, c["pipeline"], c["pipeline"].partition("#")[0])
+        ]
+        if loaded is not None and not checkpoints and loaded.source.type != "kafka":
+            raise SluiceError(f"pipeline {only!r} has not run yet (no checkpoint)")
+        runs = {r["pipeline"]: r for r in reversed(history.recent(only, limit=500))}
+        totals = history.totals()
+    except SluiceError as exc:
+        fail(exc)
     view = Table(
         "pipeline",
         "epochs",
         "partition tasks",
         "checkpoint at",
         "last run",
-        "events in",
-        "dead-lettered",
+        "events in (all runs)",
+        "dead-lettered (all runs)",
         header_style="bold",
     )
-    runs = {r["pipeline"]: r for r in reversed(RunHistory(engine).recent(limit=500))}
-    for ckpt in CheckpointStore(engine).all():
+    for ckpt in checkpoints:
         run = runs.get(ckpt["pipeline"], {})
-        stats = run.get("stats") or {}
+        total = totals.get(ckpt["pipeline"], {})
         view.add_row(
             ckpt["pipeline"],
             str(ckpt["epoch"]),
             str(ckpt["partitions"] or ""),
             str(ckpt["updated_at"]),
             str(run.get("status", "")),
-            f"{stats.get('events_in', 0):,}",
-            f"{stats.get('dead_lettered', 0):,}",
+            f"{total.get('events_in', 0):,}",
+            f"{total.get('dead_lettered', 0):,}",
         )
     console.print(view)
     if pipeline is not None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.cli.common import FormatOpt, console, err_console, fail, settings
+from sluice.cli.common import FormatOpt, check_format, console, err_console, fail, settings
 from sluice.core.errors import SluiceError
 
 app = typer.Typer()
@@ -96,6 +96,7 @@ def query(
     from sluice.runners.output import print_table
     from sluice.storage.query import QueryEngine
 
+    check_format(fmt)
     try:
         table = QueryEngine(settings()).query(sql, limit=limit)
     except SluiceError as exc:
@@ -113,11 +114,38 @@ def dlq_list(
     from sluice.runners.output import print_table
     from sluice.sinks.dead_letter import read_dead_letters
 
+    check_format(fmt)
     try:
         table = read_dead_letters(settings(), pipeline=pipeline, limit=limit)
     except SluiceError as exc:
         fail(exc)
     print_table(console, table, fmt)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    stream: Annotated[str, typer.Argument(help="embedded-log stream the dead letters came from")],
+    pipeline: Annotated[str | None, typer.Option(help="only this pipeline's dead letters")] = None,
+) -> None:
+    """Append dead letters that came from a log stream back to it (each at most once)."""
+    from sluice.api.routes.ops import replay_from_lake
+    from sluice.storage.log import check_stream_name, open_log
+    from sluice.storage.query import QueryEngine
+
+    config = settings()
+    try:
+        check_stream_name(stream)
+        log = open_log(config.log_dir)
+        if not log.exists(stream):
+            known = ", ".join(sorted(log.streams())) or "none"
+            raise SluiceError(f"stream {stream!r} does not exist (streams: {known})")
+        out = replay_from_lake(QueryEngine(config), log, stream, pipeline)
+    except (SluiceError, ValueError) as exc:
+        fail(exc)
+    console.print(
+        f"replayed {out['replayed']:,} of {out['found']:,} dead letter(s) to {stream}"
+        + (f" (offsets {out['first_offset']}..{out['last_offset']})" if out["replayed"] else "")
+    )
 
 
 @app.command()

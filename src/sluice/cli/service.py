@@ -45,11 +45,17 @@ def ingest(
     file: Annotated[str, typer.Argument(help="NDJSON or JSON-array file, or - for stdin")],
 ) -> None:
     """Append events to a stream of the embedded log (like POST /api/v1/ingest/STREAM)."""
-    from sluice.storage.log import ingest_file
+    from sluice.runners.progress import LineProgress
+    from sluice.storage.log import check_stream_name, ingest_file
 
+    total = Path(file).stat().st_size if file != "-" and Path(file).is_file() else None
     try:
-        count, first, last = ingest_file(settings(), stream, file)
-    except SluiceError as exc:
+        check_stream_name(stream)
+        with LineProgress(console, f"ingest {stream}", total=total, unit="bytes") as progress:
+            count, first, last = ingest_file(
+                settings(), stream, file, progress=lambda done: progress.update(done)
+            )
+    except (SluiceError, ValueError, OSError) as exc:
         fail(exc)
     console.print(f"appended {count:,} event(s) to {stream} (offsets {first}..{last})")
 
@@ -82,6 +88,7 @@ def predict(
 ) -> None:
     """Score one input with a model (like POST /api/v1/predict)."""
     from sluice.models.predict import Predictor
+    from sluice.runners.prepare import RecordPreparer
 
     try:
         parsed = json.loads(data) if data.lstrip()[:1] in ("{", "[") else data
@@ -89,7 +96,8 @@ def predict(
         err_console.print(f"[bold red]error:[/] invalid JSON: {exc}")
         raise typer.Exit(2) from None
     try:
-        result = Predictor(settings()).predict(parsed, model=model)
+        config = settings()
+        result = Predictor(config, prepare=RecordPreparer(config)).predict(parsed, model=model)
     except SluiceError as exc:
         fail(exc)
     console.print_json(json.dumps(result, default=str))

@@ -16,6 +16,7 @@ schema:
   is_anomaly: boolean
   anomaly_kind: string
 event_time: ts
+batch: {{max_rows: 20000}}  # epochs of 20k rows: the progress bar moves while it runs
 transforms:
   - derive: {{temp_c: "round((temperature - 32) * 5 / 9, 3)"}}
   - enrich: {{path: "{data}/devices.csv", on: device_id, columns: [site, model]}}
@@ -29,7 +30,8 @@ transforms:
 TELEMETRY_MODELS = """\
 models:
   - {name: temp_anomaly, type: online_anomaly, key: device_id,
-     features: [temp_c, pressure, vibration]}
+     features: [temp_c, pressure, vibration],
+     drift: {reference: 5000, window: 5000, on_drift: alert}}
 """
 
 TELEMETRY_ACTIONS = """\
@@ -48,6 +50,7 @@ actions:
   - name: route-urgent
     when: "ticket_urgency_label = 'critical'"
     type: log
+    key: ticket_id
     path: "{home}/demo/urgent_tickets.jsonl"
     payload: {{ticket: "{{{{ ticket_id }}}}", team: "{{{{ ticket_category_label }}}}",
                text: "{{{{ text }}}}"}}

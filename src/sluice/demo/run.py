@@ -16,7 +16,7 @@ from sluice.config.loader import load_pipeline
 from sluice.core.settings import Settings
 from sluice.demo import pipelines
 from sluice.demo.receiver import OpsReceiver
-from sluice.runners.progress import ProgressReporter
+from sluice.runners.progress import ProgressReporter, step
 from sluice.runners.stats import RunStats
 from sluice.service.run import build_runner
 
@@ -37,6 +37,7 @@ class DemoResult:
     tickets: RunStats
     generated_events: int
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _write_data(data: Path, events: int, tickets: int) -> None:
@@ -106,14 +107,22 @@ def train_ticket_models(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def _run(console: Console, settings: Settings, path: Path) -> RunStats:
+def _run(console: Console, settings: Settings, path: Path, total: int) -> RunStats:
     from sluice.storage.checkpoints import CheckpointStore
     from sluice.storage.db import get_engine
 
     pipeline = load_pipeline(path)
     CheckpointStore(get_engine(str(settings.metadata_url))).reset(pipeline.name)
-    with ProgressReporter(console, pipeline.name) as progress:
+    if not console.is_terminal:
+        console.print(f"running pipeline {pipeline.name} ({total:,} events)...", highlight=False)
+    with ProgressReporter(console, pipeline.name, total=total) as progress:
         return build_runner(pipeline, settings, until_idle=True, on_progress=progress.update).run()
+
+
+def _earlier_state(settings: Settings) -> bool:
+    """True when SLUICE_HOME already holds a metadata DB (models, job runs, actions)."""
+    url = str(settings.metadata_url)
+    return url.startswith("sqlite") and (settings.home / "metadata.db").exists()
 
 
 def _reset_outputs(settings: Settings) -> None:
@@ -135,23 +144,32 @@ def run_demo(
     port: int = 5000,
 ) -> DemoResult:
     """Generate data, run the demo pipelines, print the summary, optionally serve."""
+    reused = _earlier_state(settings)
     settings.ensure()
     started = time.perf_counter()
     data = settings.home / "demo" / "data"
     console.print(f"[bold]Sluice demo[/] — state in {settings.home}")
-    with console.status("generating sample data..."):
+    if reused:
+        console.print(
+            "[yellow]note:[/] this folder holds an earlier run: its data and tables are made "
+            "anew, but the model registry, job runs and action history carry on. Remove the "
+            "folder (or set SLUICE_HOME) for a fresh start.",
+            highlight=False,
+        )
+    with step(console, f"generating sample data ({events:,} telemetry events)..."):
         _write_data(data, events, tickets)
     _reset_outputs(settings)
-    with console.status("training the ticket text models..."):
+    with step(console, "training the ticket text models..."):
         text_metrics = train_ticket_models(settings)
     with OpsReceiver() as receiver:
         files = _pipeline_files(settings.home, data, receiver.url)
-        telemetry = _run(console, settings, files["telemetry"])
-        ticket_stats = _run(console, settings, files["tickets"])
+        telemetry = _run(console, settings, files["telemetry"], events + len(GARBAGE_LINES))
+        ticket_stats = _run(console, settings, files["tickets"], tickets)
     result = DemoResult(telemetry, ticket_stats, events, extra=text_metrics)
     result.extra.update(_action_counts(settings, receiver))
-    with console.status("running the nightly job once (retrain, promote, compact, check)..."):
+    with step(console, "running the nightly job once (retrain, promote, compact, check)..."):
         result.extra.update(_run_nightly_job(settings))
+    result.warnings += _weak_production_models(settings)
     _print_summary(console, settings, result, time.perf_counter() - started)
     if serve:
         from sluice.demo.serve import serve_demo
@@ -186,8 +204,35 @@ def _run_nightly_job(settings: Settings) -> dict[str, Any]:
     path = settings.home / "jobs.yaml"
     path.write_text(pipelines.JOBS, encoding="utf-8")
     run = run_now(settings, resolve_jobs(settings, path), "nightly")
-    states = ", ".join(f"{t['task']} {t['state']}" for t in run.get("tasks", []))
+    states = ", ".join(_task_outcome(t) for t in run.get("tasks", []))
     return {"nightly job (scheduled 02:00 UTC), run now": f"{run.get('state')}: {states}"}
+
+
+def _task_outcome(task: dict[str, Any]) -> str:
+    """``promote kept v1`` rather than ``promote success`` when the task kept the old model."""
+    first = str(task.get("log") or "").splitlines()[:1]
+    if task.get("state") == "success" and first and first[0].startswith(("kept", "promoted")):
+        return f"{task['task']}: {first[0].split(':')[0].split(' (')[0]}"
+    return f"{task['task']} {task['state']}"
+
+
+WEAK_F1 = 0.5
+
+
+def _weak_production_models(settings: Settings) -> list[str]:
+    """A warning for each production model whose recorded f1 is below ``WEAK_F1``."""
+    from sluice.models.registry import ModelRegistry
+
+    out = []
+    for version in ModelRegistry(settings).list():
+        f1 = version.metrics.get("f1")
+        if version.stage == "production" and isinstance(f1, int | float) and f1 < WEAK_F1:
+            out.append(
+                f"{version.name} v{version.version} is in production with f1 {f1:.3f} "
+                f"(below {WEAK_F1}): it catches few of the labelled anomalies; "
+                f"roll it back with `sluice models rollback {version.name}` or retrain it"
+            )
+    return out
 
 
 def _count(settings: Settings, sql: str) -> Any:
@@ -208,13 +253,14 @@ def _quality(settings: Settings) -> dict[str, str]:
         )
     )
     flagged = tp + fp
-    precision = tp / flagged if flagged else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    precision = f"{tp / flagged:.1%}" if flagged and tp + fn else "n/a"
+    recall = f"{tp / (tp + fn):.1%}" if tp + fn else "n/a"
+    truth = "" if tp + fn else " (no anomalies were injected: try more --events)"
     routed = _count(settings, "select avg((ticket_category_label = category)::int) from tickets")
     urgency = _count(settings, "select avg((ticket_urgency_label = urgency)::int) from tickets")
     return {
         "anomalies flagged (temp_anomaly)": f"{flagged:,}",
-        "anomaly precision / recall vs injected truth": f"{precision:.1%} / {recall:.1%}",
+        "anomaly precision / recall vs injected truth": f"{precision} / {recall}{truth}",
         "tickets routed to the right category / urgency": (
             f"{(routed or 0):.1%} / {(urgency or 0):.1%}"
         ),
@@ -238,4 +284,6 @@ def _print_summary(
         summary.add_row(key, str(value))
     summary.add_row("time", f"{seconds:.1f} s")
     console.print(summary)
-    console.print('Try: [bold]sluice query "select count(*) from telemetry"[/]')
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print('Try: [bold]sluice query "select count(*) from telemetry"[/]', soft_wrap=True)

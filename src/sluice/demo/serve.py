@@ -31,6 +31,12 @@ sinks:
 """
 
 
+SAMPLE_TEXT = '{"data": "sample input"}'
+SAMPLE_RECORD = (
+    '{"data": {"device_id": "dev-0001", "temperature": 70.5, "pressure": 101.2, "vibration": 2.5}}'
+)
+
+
 def serve_demo(
     console: Console, settings: Settings, files: dict[str, Path], *, port: int = 5000
 ) -> None:
@@ -42,7 +48,14 @@ def serve_demo(
 
     def ready(url: str) -> None:
         console.print(f"\n[green]Dashboard[/] {url}/   [green]API docs[/] {url}/docs")
-        console.print(f'Try: curl -X POST {url}/api/v1/predict -d \'{{"data": "sample input"}}\'')
+        console.print("Try (each command on one line, to paste as it is):")
+        for body in (SAMPLE_TEXT, SAMPLE_RECORD):
+            console.print(
+                f"  curl -X POST {url}/api/v1/predict -d '{body}'",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
+            )
         console.print("Ctrl-C to stop.")
 
     serve(settings, [*files.values(), live], host="127.0.0.1", port=port, on_ready=ready)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from sluice.config.models import ModelConfig
-from sluice.core.errors import ModelError, NotFoundError
+from sluice.core.errors import ModelError, NotFoundError, SluiceError
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, create_model
 from sluice.models.catalog import Catalog, ModelSource
@@ -37,6 +38,11 @@ from sluice.storage.db import get_engine
 
 log = logging.getLogger("sluice.predict")
 _OUTPUTS = ("label", "proba", "score", "anomaly", "reason")
+# (model, its pipeline's steps before it, records) -> (records after the steps, kept indexes)
+Prepare = Callable[
+    [str, list[dict[str, Any]], list[dict[str, Any]]], tuple[list[dict[str, Any]], list[int]]
+]
+FILTERED: dict[str, Any] = {"filtered": True}
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,15 @@ class _Loaded:
 class Predictor:
     """Keeps loaded models, refreshes changed ones in the background, predicts."""
 
-    def __init__(self, settings: Settings | None = None, refresh_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        refresh_seconds: float = 2.0,
+        *,
+        prepare: Prepare | None = None,
+    ) -> None:
         self.settings = settings or Settings()
+        self.prepare = prepare
         self.refresh_seconds = refresh_seconds
         self.registry = ModelRegistry(self.settings)
         self.online = OnlineModelIndex(self.settings)
@@ -129,10 +142,16 @@ class Predictor:
         if source is None:  # maybe registered since the last look
             source = self._read_catalog().source(name)
         if source is None:
-            raise NotFoundError(f"no model named {name!r} in the registry")
+            known = self.model_names()
+            raise NotFoundError(f"no model named {name!r}; available: {', '.join(known) or 'none'}")
         loaded = _Loaded(self._build(source), source)
         self._loaded[name] = loaded
         return loaded
+
+    def model_names(self) -> list[str]:
+        """Every model predict can use (registry names and online models), sorted."""
+        catalog = self._read_catalog()
+        return sorted({v.name for v in catalog.versions} | {m.name for m in catalog.online})
 
     def _build(self, source: ModelSource) -> Model:
         if source.online is not None:
@@ -186,16 +205,47 @@ class Predictor:
         name = model or self.default_model(text=texts)
         with self._lock:  # models (plugins too) need not be thread-safe
             loaded = self._load(name)
-            predictions = None if texts else score_records(loaded.model, records)
-            if predictions is None:
-                scored = _score_only(loaded.model, _to_table(records, loaded.model, texts))
-                predictions = _predictions(scored, name)
+            try:
+                predictions = self._score(name, loaded, records, texts)
+            except SluiceError as exc:  # a record the model (or the steps before it) cannot take
+                raise ModelError(f"model {name!r}: {exc}") from None
         result: dict[str, Any] = {"model": name, "version": loaded.source.number}
         if isinstance(data, list):
             result["predictions"] = predictions
         else:
             result["prediction"] = predictions[0]
         return result
+
+    def _score(
+        self, name: str, loaded: _Loaded, records: list[Any], texts: bool
+    ) -> list[dict[str, Any]]:
+        total = len(records)
+        kept = list(range(total))
+        online = loaded.source.online
+        steps = online.prepare if online is not None else []
+        if not texts and steps and self.prepare is not None and not _has_features(records, online):
+            records, kept = self.prepare(name, steps, records)
+        predictions = score_records(loaded.model, records) if records and not texts else None
+        if predictions is None:
+            predictions = (
+                _predictions(
+                    _score_only(loaded.model, _to_table(records, loaded.model, texts)), name
+                )
+                if records
+                else []
+            )
+        if len(kept) == total:
+            return predictions
+        out = [dict(FILTERED) for _ in range(total)]
+        for index, prediction in zip(kept, predictions, strict=True):
+            out[index] = prediction
+        return out
+
+
+def _has_features(records: list[Any], info: OnlineModelInfo | None) -> bool:
+    """True when every record already holds the model's features (its input, not a raw record)."""
+    features = info.features if info is not None else []
+    return bool(features) and all(f in r for r in records for f in features)
 
 
 def _to_table(records: list[Any], model: Model, texts: bool) -> pa.Table:

@@ -255,6 +255,7 @@ online_models = Table(
     Column("features", Text, nullable=False),
     Column("key", String(200)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("prepare", Text),
 )
 
 
@@ -267,6 +268,7 @@ class OnlineModelInfo:
     type: str
     features: list[str]
     key: str | None
+    prepare: list[dict[str, Any]] = field(default_factory=list)  # transform steps before it
 
 
 class OnlineModelIndex:
@@ -284,6 +286,7 @@ class OnlineModelIndex:
             "features": json.dumps(info.features),
             "key": info.key,
             "updated_at": datetime.now(UTC),
+            "prepare": json.dumps(info.prepare),
         }
         with self.engine.begin() as conn:
             upsert(conn, online_models, {"name": info.name, **values}, ["name"])
@@ -293,7 +296,15 @@ class OnlineModelIndex:
         with self.engine.connect() as conn:
             rows = conn.execute(select(online_models).order_by(online_models.c.name)).all()
         return [
-            OnlineModelInfo(r.name, r.pipeline, r.type, json.loads(r.features), r.key) for r in rows
+            OnlineModelInfo(
+                r.name,
+                r.pipeline,
+                r.type,
+                json.loads(r.features),
+                r.key,
+                json.loads(r.prepare) if r.prepare else [],
+            )
+            for r in rows
         ]
 
     def get(self, name: str) -> OnlineModelInfo | None:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sluice.actions.base import JobRunner
+from sluice.core.metrics import JOB_RUNS
 from sluice.core.settings import Settings
 from sluice.orchestration.history import RunStore
 from sluice.orchestration.spec import JobSpec, TaskSpec
@@ -118,6 +119,7 @@ class RunExecutor:
             states[task.name] = self._attempts(job, task, run_id, variables, failed_before)
         final = "success" if all(s == "success" for s in states.values()) else "failed"
         self.store.finish(run_id, final, self.clock())
+        JOB_RUNS.labels(job.name, final).inc()
         return final
 
     def _attempts(

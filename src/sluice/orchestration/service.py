@@ -138,9 +138,17 @@ def _trigger_in(
 
 
 def backfill(
-    settings: Settings, jobs: JobsFile, job_name: str, start: datetime, end: datetime
+    settings: Settings,
+    jobs: JobsFile,
+    job_name: str,
+    start: datetime,
+    end: datetime,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every interval of ``job_name`` starting in [start, end) that has no run yet."""
+    """Run every interval of ``job_name`` starting in [start, end) that has no run yet.
+
+    ``progress`` gets (runs done, runs to do) before the first run and after each one.
+    """
     job = jobs.job(job_name)
     store = store_for(settings)
     now = utc_now()
@@ -149,17 +157,26 @@ def backfill(
         for s, e in backfill_intervals(job, start, end)
         if (rid := store.create(job.name, s, e, now)) is not None
     ]
-    return _execute_runs(settings, jobs, ids)
+    return _execute_runs(settings, jobs, ids, progress)
 
 
-def _execute_runs(settings: Settings, jobs: JobsFile, ids: list[int]) -> list[dict[str, Any]]:
+def _execute_runs(
+    settings: Settings,
+    jobs: JobsFile,
+    ids: list[int],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
     scheduler = Scheduler(settings, jobs, max_workers=1, job_runner=job_runner(settings))
     store = scheduler.store
     try:
-        for run_id in ids:
+        for done, run_id in enumerate(ids):
+            if progress is not None:
+                progress(done, len(ids))
             run = store.get(run_id)
             if store.claim(run_id, scheduler.owner, utc_now(), utc_now() + scheduler.lease):
                 scheduler.executor.execute(jobs.job(run["job"]), run)
+        if progress is not None:
+            progress(len(ids), len(ids))
     finally:
         scheduler.close()
     return [store.get(run_id) for run_id in ids]

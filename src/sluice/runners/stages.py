@@ -14,6 +14,7 @@ from sluice.actions.outbox import PendingActions
 from sluice.config.models import Pipeline
 from sluice.core.context import EpochContext, rows_as_json
 from sluice.core.errors import ConfigError
+from sluice.core.metrics import DRIFT_EVENTS, count_alerts, pipeline_label
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, build_model
 from sluice.models.drift import DriftLog, DriftWatch, drift_writer
@@ -105,9 +106,12 @@ class Stages:
         index = OnlineModelIndex(self.settings)
         # a partition task runs as "PIPELINE#TOPIC/PARTITION": predict reads every task's state
         pipeline = self.pipeline.name.partition("#")[0]
+        prepare = prepare_steps(self.pipeline)
         for model in online:
             cfg = model.config
-            index.record(OnlineModelInfo(cfg.name, pipeline, cfg.type, list(cfg.features), cfg.key))
+            index.record(
+                OnlineModelInfo(cfg.name, pipeline, cfg.type, list(cfg.features), cfg.key, prepare)
+            )
 
     def _drift_watches(self) -> dict[str, DriftWatch]:
         return {
@@ -170,6 +174,7 @@ class Stages:
                 break
             try:
                 table = model.score(table)
+                count_alerts(model.name, table)
                 if model.name in self.drift:
                     table = self._observe_drift(model.name, table, ctx)
             except Exception as exc:
@@ -194,14 +199,13 @@ class Stages:
         table, events = watch.observe(table)
         if events:
             ctx.counters["drift_events"] += len(events)
+            DRIFT_EVENTS.labels(pipeline_label(self.pipeline.name), name).inc(len(events))
             self._drift_writers.append(
                 drift_writer(self.pipeline.name, name, ctx.epoch, watch.spec.on_drift, events)
             )
-            log.warning(
-                "drift in %s: %s",
-                name,
-                ", ".join(f"{e.feature} {e.detector}={e.value:.2f}" for e in events),
-            )
+            shown = ", ".join(f"{e.feature} {e.detector}={e.value:.2f}" for e in events[:3])
+            more = f" and {len(events) - 3} more" if len(events) > 3 else ""
+            log.warning("drift in %s: %s%s", name, shown, more)
         return table
 
     # -- checkpoint ----------------------------------------------------------------------
@@ -285,3 +289,22 @@ def check_model(model: Model, schema: pa.Schema, where: str) -> pa.Schema:
     if config.drift and config.drift.on_drift != "none":
         schema = schema.append(pa.field(f"{model.name}_drift", pa.bool_()))
     return schema
+
+
+_STATELESS = ("filter", "derive", "select", "rename", "enrich")
+
+
+def prepare_steps(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """The stateless steps a record goes through before the models (for predict on raw records).
+
+    Stateful steps that pass rows on (dedupe, a window ``into`` a side table) are skipped; after
+    a window that replaces the stream the models score aggregates, so a record cannot be
+    prepared and the list is empty.
+    """
+    steps: list[dict[str, Any]] = []
+    for step in pipeline.transforms:
+        if step.kind == "window" and step.window is not None and step.window.into is None:
+            return []
+        if step.kind in _STATELESS:
+            steps.append(step.model_dump(mode="json", exclude_none=True))
+    return steps

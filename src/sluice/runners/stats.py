@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluice.core.metrics import record_epoch
+
 
 @dataclass
 class RunStats:
@@ -28,7 +30,14 @@ class RunStats:
     def add_epoch(
         self, rows_in: int, rows_out: int, counters: Counter[str], seconds: float
     ) -> None:
-        """Fold one epoch's counts in."""
+        """Fold one epoch's counts in (and into the process's Prometheus counters)."""
+        record_epoch(
+            self.pipeline,
+            rows_in,
+            rows_out,
+            counters.get("dead_lettered", 0),
+            counters.get("filtered", 0),
+        )
         self.epochs += 1
         self.events_in += rows_in
         self.events_out += rows_out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
 import threading
@@ -13,10 +14,12 @@ from typing import Any
 from sluice.api.app import create_app
 from sluice.api.auth import ApiKeys, check_bind
 from sluice.config.loader import load_pipeline
+from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.models.predict import Predictor
 from sluice.models.registry import ModelRegistry, OnlineModelIndex
 from sluice.orchestration.service import job_runner, jobs_provider, start_scheduler
+from sluice.runners.prepare import RecordPreparer
 from sluice.runners.supervisor import PipelineSupervisor
 from sluice.storage.log import open_log
 from sluice.storage.log_retention import LogRetention, RetentionPolicy
@@ -53,7 +56,7 @@ def build_service(
     supervisor = PipelineSupervisor(
         pipelines, settings, group=group, job_runner=job_runner(settings)
     )
-    predictor = Predictor(settings)
+    predictor = Predictor(settings, prepare=RecordPreparer(settings))
     extra = jobs_provider(settings)
     app = create_app(
         settings,
@@ -92,6 +95,22 @@ def _GracefulServer(config: Any) -> Any:  # noqa: N802 - a factory standing for 
     return _graceful_server_class()(config)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line when ``host:port`` cannot be bound (in use, or not allowed)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = (
+                "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            )
+            raise ConfigError(f"port {port} on {host} {why}; choose another with --port") from None
+
+
 def serve(
     settings: Settings,
     pipeline_files: list[Path],
@@ -105,6 +124,7 @@ def serve(
     import uvicorn
 
     check_bind(host, ApiKeys.from_env())
+    check_port_free(host, port)
     retention_policy = RetentionPolicy.from_env()  # a bad setting fails before anything starts
     app, supervisor = build_service(settings, pipeline_files, group=group)
     supervisor.start_all()

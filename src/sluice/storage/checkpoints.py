@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from sqlalchemy import (
 )
 
 from sluice.core.errors import StateError
+from sluice.core.metrics import CHECKPOINT_SECONDS, pipeline_label
 from sluice.storage.db import METADATA, ensure_tables
 
 checkpoints = Table(
@@ -195,11 +197,16 @@ class CheckpointStore:
     ) -> None:
         """``commit`` for several streams in one transaction (fenced like ``plan_many``)."""
         now = datetime.now(UTC)
+        started = time.perf_counter()
         with self.engine.begin() as conn:
             for item in commits:
                 _commit_stream(conn, item, now, owner)
             for write in writers or []:
                 write(conn)
+        if commits:
+            CHECKPOINT_SECONDS.labels(pipeline_label(commits[0].stream)).observe(
+                time.perf_counter() - started
+            )
 
     def claim(self, stream: str, owner: str) -> Checkpoint:
         """Make ``owner`` the holder of ``stream`` and load its checkpoint, atomically.

@@ -554,31 +554,45 @@ def _json_kind(value: object) -> str:
 
 
 def ingest_file(
-    settings: Settings, stream: str, source: str | Path | IO[bytes], chunk_lines: int = 10_000
+    settings: Settings,
+    stream: str,
+    source: str | Path | IO[bytes],
+    chunk_lines: int = 10_000,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int, int]:
     """Append the NDJSON (or one JSON array) in a file or ``-`` (stdin) to ``stream``.
 
     Each chunk of lines is validated before it is appended; on a bad line the error names
-    it, and the chunks before it stay appended. Returns (count, first_offset, last_offset).
+    it, and the chunks before it stay appended. ``progress`` gets the bytes read so far
+    after each chunk. Returns (count, first_offset, last_offset).
     """
+    check_stream_name(stream)
     log = open_log(settings.log_dir)
     if isinstance(source, str | Path) and str(source) == "-":
-        return _ingest_stream(log, stream, sys.stdin.buffer, "<stdin>", chunk_lines)
+        return _ingest_stream(log, stream, sys.stdin.buffer, "<stdin>", chunk_lines, progress)
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.is_file():
             raise SourceError(f"{path}: no such file")
         with path.open("rb") as handle:
-            return _ingest_stream(log, stream, handle, str(path), chunk_lines)
-    return _ingest_stream(log, stream, source, "<input>", chunk_lines)
+            return _ingest_stream(log, stream, handle, str(path), chunk_lines, progress)
+    return _ingest_stream(log, stream, source, "<input>", chunk_lines, progress)
 
 
 def _ingest_stream(
-    log: EmbeddedLog, stream: str, handle: IO[bytes], name: str, chunk_lines: int
+    log: EmbeddedLog,
+    stream: str,
+    handle: IO[bytes],
+    name: str,
+    chunk_lines: int,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int, int]:
     count, first, last = 0, -1, -1
-    line_no = 1
+    line_no, read = 1, 0
     for chunk in _chunks(handle, chunk_lines):
+        read += len(chunk)
+        if progress is not None:
+            progress(read)
         try:
             events = parse_events(chunk, first_line=line_no)
         except PayloadError as exc:

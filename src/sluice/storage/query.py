@@ -216,10 +216,17 @@ class QueryEngine:
                 ) from None
             raise QueryError("the query was interrupted") from None
         except duckdb.Error as exc:
-            raise QueryError(_first_line(exc)) from None
+            raise QueryError(self._explain(_first_line(exc))) from None
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _explain(self, message: str) -> str:
+        """``message``, plus the tables that exist when it names one that does not."""
+        if not ("Table with name" in message and "does not exist" in message):
+            return message
+        names = sorted(info.name for info in self.tables())
+        return f"{message} Tables: {', '.join(names) or 'none yet'}."
 
     def _session(self, sql: str, held: list[Lease]) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(

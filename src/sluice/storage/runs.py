@@ -77,3 +77,20 @@ class RunHistory:
         for row in rows:
             row["stats"] = json.loads(row["stats"]) if row["stats"] else {}
         return rows
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Events in and dead-lettered summed over every recorded run, per pipeline.
+
+        Partition tasks (``PIPELINE#TOPIC/PARTITION``) count towards their pipeline.
+        """
+        query = select(pipeline_runs.c.pipeline, pipeline_runs.c.stats).where(
+            pipeline_runs.c.stats.is_not(None)
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for name, text in conn.execute(query):
+                stats = json.loads(text)
+                mine = out.setdefault(str(name).partition("#")[0], {})
+                for key in ("events_in", "dead_lettered"):
+                    mine[key] = mine.get(key, 0) + int(stats.get(key) or 0)
+        return out

@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 
 from sluice.api.auth import admin_access, read_access
 from sluice.api.body import json_body
-from sluice.api.deps import AppState, get_state
+from sluice.api.deps import AppState, QueryEngineLike, get_state
 from sluice.api.errors import ApiError, JSONOut
 from sluice.api.lake import TableView, ident, literal, page, rows_of, table_views
 from sluice.api.metrics import CONTENT_TYPE
@@ -113,19 +113,27 @@ async def list_dead_letters(
 async def dead_letter_summary(state: AppState = Depends(get_state)) -> JSONOut:
     """Dead-letter counts per pipeline and stage, with the latest reason."""
 
-    def work() -> list[dict[str, Any]]:
-        engine = state.engine()
-        union = _dead_letter_union(table_views(engine))
-        if union is None:
-            return []
-        sql = (
-            f"SELECT pipeline, stage, COUNT(*) AS count, MAX(rejected_at) AS last_at, "
-            f"arg_max(reason, rejected_at) AS last_reason FROM ({union}) "
-            f"GROUP BY pipeline, stage ORDER BY count DESC"
-        )
-        return rows_of(engine.query(sql))
+    return await respond(
+        state,
+        lambda: dead_letter_counts(
+            state, ["pipeline", "stage"], "arg_max(reason, rejected_at) AS last_reason"
+        ),
+    )
 
-    return await respond(state, work)
+
+def dead_letter_counts(state: AppState, by: list[str], extra: str = "") -> list[dict[str, Any]]:
+    """Dead letters counted by the ``by`` columns (with ``extra`` aggregates), largest first."""
+    engine = state.engine()
+    union = _dead_letter_union(table_views(engine))
+    if union is None:
+        return []
+    keys = ", ".join(by)
+    more = f", {extra}" if extra else ""
+    sql = (
+        f"SELECT {keys}, COUNT(*) AS count, MAX(rejected_at) AS last_at{more} FROM ({union}) "
+        f"GROUP BY {keys} ORDER BY count DESC LIMIT 1000"
+    )
+    return rows_of(engine.query(sql))
 
 
 @router.post("/api/v1/dlq/replay", dependencies=[Depends(admin_access)])
@@ -143,29 +151,33 @@ async def replay_dead_letters(request: Request, state: AppState = Depends(get_st
         raise ApiError(404, f"stream {stream!r} does not exist", {"stream": stream})
     pipeline = body.get("pipeline")
     pipeline = pipeline if isinstance(pipeline, str) else None
+    return await respond(
+        state, lambda: replay_from_lake(state.engine(), state.log, stream, pipeline)
+    )
 
-    def work() -> dict[str, Any]:
-        engine = state.engine()
-        union = _dead_letter_union(table_views(engine))
-        if union is None:
-            return {"stream": stream, "found": 0, "replayed": 0}
-        sql = (
-            f"SELECT raw, origin FROM ({union}) WHERE {_dlq_where(pipeline, None)} "
-            f"AND starts_with(origin, {literal(stream + '@')}) AND raw IS NOT NULL "
-            f"ORDER BY origin LIMIT {REPLAY_MAX}"
-        )
-        found = engine.query(sql)
-        raws = [r.encode() for r in found.column("raw").to_pylist()]
-        count, first, last = state.log.replay(stream, raws, found.column("origin").to_pylist())
-        return {
-            "stream": stream,
-            "found": found.num_rows,
-            "replayed": count,
-            "first_offset": first if count else None,
-            "last_offset": last if count else None,
-        }
 
-    return await respond(state, work)
+def replay_from_lake(
+    engine: QueryEngineLike, log: Any, stream: str, pipeline: str | None
+) -> dict[str, Any]:
+    """Re-append the raw payloads of ``stream``'s dead letters to it (``sluice dlq replay`` too)."""
+    union = _dead_letter_union(table_views(engine))
+    if union is None:
+        return {"stream": stream, "found": 0, "replayed": 0}
+    sql = (
+        f"SELECT raw, origin FROM ({union}) WHERE {_dlq_where(pipeline, None)} "
+        f"AND starts_with(origin, {literal(stream + '@')}) AND raw IS NOT NULL "
+        f"ORDER BY origin LIMIT {REPLAY_MAX}"
+    )
+    found = engine.query(sql)
+    raws = [r.encode() for r in found.column("raw").to_pylist()]
+    count, first, last = log.replay(stream, raws, found.column("origin").to_pylist())
+    return {
+        "stream": stream,
+        "found": found.num_rows,
+        "replayed": count,
+        "first_offset": first if count else None,
+        "last_offset": last if count else None,
+    }
 
 
 @router.get("/healthz", tags=["health"])

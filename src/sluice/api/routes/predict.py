@@ -62,18 +62,19 @@ async def predict(request: Request) -> JSONOut:
     state: AppState = request.app.state.sluice
     body = await read_body(request, _MAX_PREDICT_BODY)
 
-    def work() -> tuple[str | None, float, JSONOut]:
+    def work() -> tuple[str, float, JSONOut]:
         data, model = _parse_request(parse_json(body))
         predictor = state.predictor
         if predictor is None:
             raise ApiError(503, "no model is available for predictions in this server", None)
         started = time.perf_counter()
         result = predictor(data, model=model)
-        return model, time.perf_counter() - started, JSONOut(result)
+        used = result.get("model") if isinstance(result, dict) else None
+        return str(used or model or "unknown"), time.perf_counter() - started, JSONOut(result)
 
     if state.config.predict_in_thread:
         model, seconds, response = await to_thread.run_sync(work)
     else:
         model, seconds, response = work()
-    state.metrics.predict_seconds.labels(model or "default").observe(seconds)
+    state.metrics.predict_seconds.labels(model).observe(seconds)
     return response
