@@ -33,6 +33,8 @@ BUILTIN_SOURCES = {
     "generator": "sluice.sources.generator:GeneratorSource",
     "log": "sluice.sources.log:LogSource",
     "kafka": "sluice.sources.kafka:KafkaSource",
+    "sql": "sluice.sources.sql:SqlSource",
+    "mqtt": "sluice.sources.mqtt:MqttSource",
 }
 
 
