@@ -82,7 +82,13 @@ def test_a_postgres_table_loaded_in_two_runs_lands_every_row_exactly_once(
     pg_url: str, tmp_path: Path, settings: Settings
 ) -> None:
     pg_insert(pg_url, 1, 12_000)
-    source = {"type": "sql", "url": pg_url, "table": "readings", "cursor": "id", "batch_rows": 2_500}
+    source = {
+        "type": "sql",
+        "url": pg_url,
+        "table": "readings",
+        "cursor": "id",
+        "batch_rows": 2_500,
+    }
     path = pipeline_file(tmp_path, source)
     first = run_file(path)
     assert (first.events_in, first.events_out) == (12_000, 12_000)
@@ -165,7 +171,13 @@ def test_a_mariadb_table_by_datetime_cursor_in_two_runs(
     maria_url: str, tmp_path: Path, settings: Settings
 ) -> None:
     maria_insert(maria_url, 1, 500)
-    source = {"type": "sql", "url": maria_url, "table": "readings", "cursor": "ts", "batch_rows": 120}
+    source = {
+        "type": "sql",
+        "url": maria_url,
+        "table": "readings",
+        "cursor": "ts",
+        "batch_rows": 120,
+    }
     path = pipeline_file(tmp_path, source)
     assert run_file(path).events_out == 500
     maria_insert(maria_url, 501, 650)

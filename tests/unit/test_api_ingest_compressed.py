@@ -117,9 +117,7 @@ async def test_a_decompression_bomb_is_refused_with_413_and_nothing_appended(
 ) -> None:
     bomb = gzip.compress(b"[" + b" " * (200 * LIMIT) + b"]", compresslevel=9)
     assert len(bomb) < LIMIT // 2  # the body itself is well within the limit
-    r = await client.post(
-        "/api/v1/ingest/logs", content=bomb, headers={"content-encoding": "gzip"}
-    )
+    r = await client.post("/api/v1/ingest/logs", content=bomb, headers={"content-encoding": "gzip"})
     assert r.status_code == 413
     assert "decompressed body is larger than the limit" in r.json()["error"]
     log = open_log(Settings(home=sluice_home).log_dir)

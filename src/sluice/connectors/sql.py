@@ -118,39 +118,46 @@ class ArrowReader(ABC):
 
 
 class AdbcReader(ArrowReader):
-    """PostgreSQL or SQLite through ADBC, on one autocommit connection."""
+    """PostgreSQL or SQLite through ADBC's low-level API (autocommit; no pandas import)."""
 
     def __init__(self, url: SqlUrl) -> None:
         super().__init__(url)
-        self._conn: Any = None
+        self._handles: list[Any] = []  # database, connection
 
-    def _connect(self) -> Any:
-        if self.url.dialect == "postgresql":
-            pg = require("adbc_driver_postgresql.dbapi", "sql", "the PostgreSQL source")
-            return pg.connect(self.url.target, autocommit=True)
-        lite = require("adbc_driver_sqlite.dbapi", "sql", "the SQLite source")
-        return lite.connect(self.url.target, autocommit=True)
+    def _connection(self) -> Any:
+        if not self._handles:
+            manager = require("adbc_driver_manager", "sql", "the SQL source")
+            if self.url.dialect == "postgresql":
+                driver = require("adbc_driver_postgresql", "sql", "the PostgreSQL source")
+            else:
+                driver = require("adbc_driver_sqlite", "sql", "the SQLite source")
+            database = driver.connect(self.url.target)
+            self._handles = [database]
+            self._handles.append(manager.AdbcConnection(database))
+        return self._handles[-1]
 
     def read(self, sql: str) -> pa.Table:
         """Run ``sql`` on the (re)opened connection."""
         manager = require("adbc_driver_manager", "sql", "the SQL source")
         try:
-            if self._conn is None:
-                self._conn = self._connect()
-            with self._conn.cursor() as cursor:
-                cursor.execute(sql)
-                table: pa.Table = cursor.fetch_arrow_table()
+            statement = manager.AdbcStatement(self._connection())
+            try:
+                statement.set_sql_query(sql)
+                stream, _ = statement.execute_query()
+                table = pa.RecordBatchReader._import_from_c(stream.address).read_all()
+            finally:
+                statement.close()
             return table
         except manager.Error as exc:
             self.close()
             raise self.fail(exc, sql) from None
 
     def close(self) -> None:
-        """Close the connection."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        """Close the connection and the database handle."""
+        handles, self._handles = self._handles, []
+        for handle in reversed(handles):
             with contextlib.suppress(Exception):  # a dead connection may fail to close
-                conn.close()
+                handle.close()
 
 
 class ConnectorXReader(ArrowReader):

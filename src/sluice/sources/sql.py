@@ -105,6 +105,8 @@ def _json_value(value: Any) -> Scalar:
 class SqlSource(Source):
     """Reads new rows of a table or query in cursor order, in Arrow batches."""
 
+    prefetch_safe = True  # the next read runs while an epoch is processed (drivers drop the GIL)
+
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
         self.options = parse_options(config)
