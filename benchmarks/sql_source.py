@@ -74,10 +74,13 @@ def copy_binary(url: str) -> float:
     import psycopg
 
     started = time.perf_counter()
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY {TABLE} TO STDOUT (FORMAT binary)") as copy:
-            for _chunk in copy:
-                pass
+    with (
+        psycopg.connect(url) as conn,
+        conn.cursor() as cur,
+        cur.copy(f"COPY {TABLE} TO STDOUT (FORMAT binary)") as copy,
+    ):
+        for _chunk in copy:
+            pass
     return time.perf_counter() - started
 
 

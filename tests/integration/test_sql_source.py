@@ -20,8 +20,10 @@ from sluice.runners.stats import RunStats
 from sluice.sinks.dead_letter import read_dead_letters
 from sluice.sources.base import SourceContext, create_source
 from sluice.storage.lake_tables import open_delta
-from tests.mariadb import SERVER as MARIADB, create_database, drop_database, execute
-from tests.postgres import SERVER as POSTGRES, temporary_database
+from tests.mariadb import SERVER as MARIADB
+from tests.mariadb import create_database, drop_database, execute
+from tests.postgres import SERVER as POSTGRES
+from tests.postgres import temporary_database
 
 SCHEMA = {"id": "long", "device_id": "string", "ts": "timestamp", "temperature": "double"}
 
