@@ -135,7 +135,7 @@ class Inbox:
 
     payloads: list[bytes]
     topics: list[str]
-    acks: list[tuple[int, int]]  # (mid, qos) per message
+    acks: list[tuple[int, int, int]]  # (mid, qos, connection number) per message
 
     def take(self, count: int) -> Inbox:
         """Remove and return the first ``count`` messages (slices, no per-message loop)."""
@@ -161,7 +161,8 @@ class MqttSource(Source):
         )
         self.n = 0  # messages taken since the session began
         self._inbox = Inbox([], [], [])
-        self._unacked: list[tuple[int, list[tuple[int, int]]]] = []  # (n after, acks) per poll
+        self._unacked: list[tuple[int, list[tuple[int, int, int]]]] = []  # (n after, acks)
+        self._connection = 0  # counts (re)connections: packet ids are only valid within one
         self._lock = threading.Condition()
         self._client: Any = None
         self._connected = threading.Event()
@@ -210,6 +211,7 @@ class MqttSource(Source):
             self._connect_error = str(reason)
             return
         self._connect_error = None
+        self._connection += 1
         client.subscribe([(topic, self.options.qos) for topic in self.options.topics])
         self._connected.set()
         log.info("mqtt %s connected (session present: %s)", self.client_id, flags.session_present)
@@ -223,7 +225,7 @@ class MqttSource(Source):
         with self._lock:
             self._inbox.payloads.append(message.payload)
             self._inbox.topics.append(message.topic)
-            self._inbox.acks.append((message.mid, message.qos))
+            self._inbox.acks.append((message.mid, message.qos, self._connection))
             self._lock.notify()
 
     def open(self, position: Position | None) -> None:
@@ -289,8 +291,10 @@ class MqttSource(Source):
         while self._unacked and self._unacked[0][0] <= upto:
             _, acks = self._unacked.pop(0)
             if self._client is not None:
-                for mid, qos in acks:  # one PUBACK per message: the protocol's unit
-                    if qos > 0:
+                for mid, qos, connection in acks:  # one PUBACK a message: the protocol's unit
+                    # A message received before a reconnect was redelivered since (under the
+                    # same packet id, which the broker may reuse once that copy is acked).
+                    if qos > 0 and connection == self._connection:
                         self._client.ack(mid, qos)
 
     def close(self) -> None:
