@@ -271,3 +271,25 @@ def test_credentials_come_from_the_environment(
 def test_bad_options_are_config_errors(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         source_for(**options)
+
+
+def test_a_dropped_connection_is_reopened_and_reading_goes_on(pg_url: str) -> None:
+    pg_insert(pg_url, 1, 30)
+    source = source_for(pg_url, table="readings", cursor="id", batch_rows=10, retry_delay="1ms")
+    waits: list[float] = []
+    source.sleep = waits.append
+    source.open(None)
+    try:
+        first = source.poll(10, 1.0)
+        assert first is not None and first.position == {"cursor": 10}
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert killed == (1,)
+        second = source.poll(10, 1.0)
+    finally:
+        source.close()
+    assert second is not None and second.data.column("id").to_pylist() == list(range(11, 21))
+    assert len(waits) == 1  # one failed read, one delay, then the new connection read

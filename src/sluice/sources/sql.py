@@ -7,10 +7,11 @@ column), ``start``, ``batch_rows`` (rows per query, default 100000), ``poll_inte
 (wait after a read that found nothing, default ``1s``), ``retries`` and ``retry_delay``
 (reconnects with doubling delays before a clear error).
 
-Each read is ``... WHERE cursor > <last> ORDER BY cursor LIMIT batch_rows``. A full read
-never ends inside a run of equal cursor values: the rows of its last value are left for
-the next read (or, when the whole read is one value, that value's rows are read whole), so
-ties are never split and a position is simply ``{"cursor": <last value read>}``. Replaying
+Each read is ``... WHERE cursor > <last> ORDER BY cursor LIMIT batch_rows + 1``. A read
+never ends inside a run of equal cursor values: when the extra row shows the last value's
+run going on, that run is left for the next read (or, when it fills the whole read, it is
+read whole), so ties are never split and a position is simply ``{"cursor": <last value
+read>}``. Replaying
 an epoch (``until``) reads ``cursor <= until`` the same way, so it gives the same rows. The
 position is committed in the pipeline checkpoint with the sinks' epoch: each row lands once.
 
@@ -205,7 +206,8 @@ class SqlSource(Source):
         if until is None and self._idle and not self._wait(timeout):
             return None
         limit = min(max_rows, self.options.batch_rows)
-        table = self._read(self._select(self._after(until), limit))
+        # One row more than wanted tells whether the last value's run goes on past the limit.
+        table = self._read(self._select(self._after(until), limit + 1))
         if table.num_rows == 0:
             if until is not None:  # the rows of the planned epoch are gone: end the replay
                 self.cursor = until["cursor"]
@@ -214,8 +216,8 @@ class SqlSource(Source):
             return None
         self._idle = False
         column = self._checked_cursor(table)
-        if table.num_rows == limit:
-            table = self._without_split_tie(table, column, until)
+        if table.num_rows > limit:
+            table = self._without_split_tie(table, column, limit)
             column = table.column(self.options.cursor)
         self.cursor = _json_value(column[-1].as_py())
         origin = pc.binary_join_element_wise(
@@ -244,11 +246,14 @@ class SqlSource(Source):
             )
         return column
 
-    def _without_split_tie(
-        self, table: pa.Table, column: pa.ChunkedArray, until: Position | None
-    ) -> pa.Table:
-        """Leave the last cursor value's rows to the next read, or read them whole."""
-        last = column[-1]
+    def _without_split_tie(self, table: pa.Table, column: pa.ChunkedArray, limit: int) -> pa.Table:
+        """The first ``limit`` rows, less the last value's run if it goes on past them.
+
+        That run is left to the next read; when it fills the whole read, it is read whole.
+        """
+        last = column[limit - 1]
+        if column[limit] != last:
+            return table.slice(0, limit)
         first = pc.index(column, last).as_py()
         if first > 0:
             return table.slice(0, first)
