@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
 from deltalake import DeltaTable
 
-from tests.postgres import SERVER, temporary_database
+from tests.postgres import SERVER, create_readings, insert_readings, temporary_database
 from tests.processes import committed_epoch, kill_when, start_run
 
 PIPELINE = """\
@@ -22,26 +21,11 @@ sinks:
 """
 
 
-def insert(url: str, first: int, last: int) -> None:
-    """Rows ``first..last``."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO readings SELECT g, 'd' || (g %% 50), "
-            "timestamptz '2026-01-01' + g * interval '1 second', 20 + g %% 17 "
-            "FROM generate_series(%s::bigint, %s::bigint) AS g",
-            (first, last),
-        )
-
-
 def test_sigkill_mid_load_then_appended_rows_land_exactly_once(tmp_path: Path) -> None:
     with temporary_database("sqlcrash") as name:
         url = f"{SERVER}/{name}"
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE readings (id bigint PRIMARY KEY, device_id text, ts timestamptz, "
-                "temperature double precision)"
-            )
-        insert(url, 1, 400_000)
+        create_readings(url)
+        insert_readings(url, 1, 400_000)
         home = tmp_path / "home"
         pipeline = tmp_path / "sqlcrash.yaml"
         pipeline.write_text(PIPELINE.format(url=url))
@@ -56,7 +40,7 @@ def test_sigkill_mid_load_then_appended_rows_land_exactly_once(tmp_path: Path) -
         done = start_run(pipeline, home)
         _, err = done.communicate(timeout=300)
         assert done.returncode == 0, err.decode()
-        insert(url, 400_001, 430_000)
+        insert_readings(url, 400_001, 430_000)
         again = start_run(pipeline, home)
         _, err = again.communicate(timeout=300)
         assert again.returncode == 0, err.decode()

@@ -23,7 +23,7 @@ from sluice.storage.lake_tables import open_delta
 from tests.mariadb import SERVER as MARIADB
 from tests.mariadb import create_database, drop_database, execute
 from tests.postgres import SERVER as POSTGRES
-from tests.postgres import temporary_database
+from tests.postgres import create_readings, insert_readings, temporary_database
 
 SCHEMA = {"id": "long", "device_id": "string", "ts": "timestamp", "temperature": "double"}
 
@@ -33,24 +33,8 @@ def pg_url() -> Iterator[str]:
     """A throw-away PostgreSQL database with a ``readings`` table."""
     with temporary_database("sqlsrc") as name:
         url = f"{POSTGRES}/{name}"
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE readings (id bigint PRIMARY KEY, device_id text, "
-                "ts timestamptz, temperature double precision, updated_at timestamptz)"
-            )
+        create_readings(url)
         yield url
-
-
-def pg_insert(url: str, first: int, last: int, stamp: str = "now()") -> None:
-    """Rows ``first..last`` (ids), one timestamp per 10 rows for ``updated_at`` ties."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO readings SELECT g, 'd' || (g %% 7), "
-            "timestamptz '2026-01-01' + g * interval '1 second', g / 10.0, "
-            f"{stamp} + (g / 10) * interval '1 second' "
-            "FROM generate_series(%s::bigint, %s::bigint) AS g",
-            (first, last),
-        )
 
 
 def pipeline_file(tmp_path: Path, source: dict[str, Any], name: str = "sqlp") -> Path:
@@ -68,6 +52,17 @@ def pipeline_file(tmp_path: Path, source: dict[str, Any], name: str = "sqlp") ->
     return path
 
 
+def table_source(url: str, cursor: str, batch_rows: int) -> dict[str, Any]:
+    """A sql source reading the ``readings`` table by ``cursor``."""
+    return {
+        "type": "sql",
+        "url": url,
+        "table": "readings",
+        "cursor": cursor,
+        "batch_rows": batch_rows,
+    }
+
+
 def run_file(path: Path) -> RunStats:
     """Run a pipeline file until its source is idle."""
     return run(load_pipeline(path), until_idle=True, idle_timeout=1.0)
@@ -83,18 +78,11 @@ def lake_ids(settings: Settings, table: str = "sqlp") -> list[int]:
 def test_a_postgres_table_loaded_in_two_runs_lands_every_row_exactly_once(
     pg_url: str, tmp_path: Path, settings: Settings
 ) -> None:
-    pg_insert(pg_url, 1, 12_000)
-    source = {
-        "type": "sql",
-        "url": pg_url,
-        "table": "readings",
-        "cursor": "id",
-        "batch_rows": 2_500,
-    }
-    path = pipeline_file(tmp_path, source)
+    insert_readings(pg_url, 1, 12_000)
+    path = pipeline_file(tmp_path, table_source(pg_url, "id", 2_500))
     first = run_file(path)
     assert (first.events_in, first.events_out) == (12_000, 12_000)
-    pg_insert(pg_url, 12_001, 15_000)
+    insert_readings(pg_url, 12_001, 15_000)
     second = run_file(path)
     assert (second.events_in, second.events_out) == (3_000, 3_000)
     assert lake_ids(settings) == list(range(1, 15_001))
@@ -105,17 +93,10 @@ def test_ties_on_a_timestamp_cursor_are_never_split(
     pg_url: str, tmp_path: Path, settings: Settings
 ) -> None:
     """``updated_at`` repeats every 10 rows and batches of 7 rows would cut each run."""
-    pg_insert(pg_url, 1, 95, stamp="timestamptz '2026-03-01'")
-    source = {
-        "type": "sql",
-        "url": pg_url,
-        "table": "readings",
-        "cursor": "updated_at",
-        "batch_rows": 7,
-    }
-    path = pipeline_file(tmp_path, source)
+    insert_readings(pg_url, 1, 95, stamp="timestamptz '2026-03-01'")
+    path = pipeline_file(tmp_path, table_source(pg_url, "updated_at", 7))
     assert run_file(path).events_out == 95
-    pg_insert(pg_url, 96, 130, stamp="timestamptz '2026-03-02'")  # later rows, later stamps
+    insert_readings(pg_url, 96, 130, stamp="timestamptz '2026-03-02'")  # later rows, later stamps
     assert run_file(path).events_out == 35
     assert lake_ids(settings) == list(range(1, 131))
 
@@ -173,14 +154,7 @@ def test_a_mariadb_table_by_datetime_cursor_in_two_runs(
     maria_url: str, tmp_path: Path, settings: Settings
 ) -> None:
     maria_insert(maria_url, 1, 500)
-    source = {
-        "type": "sql",
-        "url": maria_url,
-        "table": "readings",
-        "cursor": "ts",
-        "batch_rows": 120,
-    }
-    path = pipeline_file(tmp_path, source)
+    path = pipeline_file(tmp_path, table_source(maria_url, "ts", 120))
     assert run_file(path).events_out == 500
     maria_insert(maria_url, 501, 650)
     assert run_file(path).events_out == 150
@@ -220,7 +194,7 @@ def test_a_null_cursor_is_a_clear_error(pg_url: str) -> None:
 
 
 def test_a_cursor_that_went_backwards_is_a_clear_error(pg_url: str) -> None:
-    pg_insert(pg_url, 1, 10)
+    insert_readings(pg_url, 1, 10)
     source = source_for(pg_url, table="readings", cursor="id")
     with pytest.raises(SourceError, match=r"cursor went backwards: the largest id is 10 but "):
         source.open({"cursor": 5_000})
@@ -248,7 +222,7 @@ def test_credentials_come_from_the_environment(
 ) -> None:
     user, rest = pg_url.removeprefix("postgresql://").split("@", 1)
     monkeypatch.setenv("SQL_USER", user)
-    pg_insert(pg_url, 1, 3)
+    insert_readings(pg_url, 1, 3)
     path = tmp_path / "env.yaml"
     path.write_text(
         "name: envp\n"
@@ -274,7 +248,7 @@ def test_bad_options_are_config_errors(options: dict[str, Any], message: str) ->
 
 
 def test_a_dropped_connection_is_reopened_and_reading_goes_on(pg_url: str) -> None:
-    pg_insert(pg_url, 1, 30)
+    insert_readings(pg_url, 1, 30)
     source = source_for(pg_url, table="readings", cursor="id", batch_rows=10, retry_delay="1ms")
     waits: list[float] = []
     source.sleep = waits.append

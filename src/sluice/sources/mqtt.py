@@ -33,13 +33,20 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sluice.config.models import SourceConfig
 from sluice.core.deps import require
-from sluice.core.errors import ConfigError, SourceError
+from sluice.core.errors import SourceError
 from sluice.core.types import parse_duration
-from sluice.sources.base import Position, Source, SourceBatch, SourceContext
+from sluice.sources.base import (
+    Position,
+    Source,
+    SourceBatch,
+    SourceContext,
+    check_duration,
+    validate_options,
+)
 from sluice.sources.lines import decode_utf8
 
 log = logging.getLogger("sluice.sources.mqtt")
@@ -97,11 +104,7 @@ class MqttOptions(BaseModel):
             raise ValueError("protocol must be 5 or 3.1.1")
         return str(value)
 
-    @field_validator("session_expiry")
-    @classmethod
-    def _expiry(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    _expiry = field_validator("session_expiry")(classmethod(lambda cls, v: check_duration(v)))
 
     @property
     def topics(self) -> list[str]:
@@ -119,14 +122,7 @@ def parse_options(config: SourceConfig) -> MqttOptions:
     options = dict(config.options)
     if config.format is not None:
         options["format"] = config.format
-    try:
-        return MqttOptions.model_validate(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], key=f"source.{where}" if where else "source") from None
-    except ConfigError as exc:
-        raise exc.within("source") from None
+    return validate_options(MqttOptions, options)
 
 
 @dataclass

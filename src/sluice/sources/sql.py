@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sluice.config.models import SourceConfig
 from sluice.connectors.sql import (
@@ -45,7 +45,14 @@ from sluice.connectors.sql import (
 )
 from sluice.core.errors import ConfigError, SourceError, TransientSourceError
 from sluice.core.types import parse_duration
-from sluice.sources.base import Position, Source, SourceBatch, SourceContext
+from sluice.sources.base import (
+    Position,
+    Source,
+    SourceBatch,
+    SourceContext,
+    check_duration,
+    validate_options,
+)
 
 log = logging.getLogger("sluice.sources.sql")
 _PLACEHOLDER = re.compile(r"(?<![:\w]):cursor\b")
@@ -78,9 +85,11 @@ class SqlOptions(BaseModel):
             raise ValueError("query must filter on ':cursor', e.g. 'WHERE id > :cursor'")
         if not _NAME.match(self.cursor) or "." in self.cursor:
             raise ValueError(f"cursor {self.cursor!r} must be a column name")
-        for value in (self.poll_interval, self.retry_delay):
-            parse_duration(value)
         return self
+
+    _durations = field_validator("poll_interval", "retry_delay")(
+        classmethod(lambda cls, v: check_duration(v))
+    )
 
 
 def parse_options(config: SourceConfig) -> SqlOptions:
@@ -88,14 +97,7 @@ def parse_options(config: SourceConfig) -> SqlOptions:
     options = dict(config.options)
     if config.format not in (None, "arrow"):
         raise ConfigError("a sql source reads typed columns: leave 'format' out", key="source")
-    try:
-        return SqlOptions.model_validate(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], key=f"source.{where}" if where else "source") from None
-    except ConfigError as exc:
-        raise exc.within("source") from None
+    return validate_options(SqlOptions, options)
 
 
 def _json_value(value: Any) -> Scalar:
