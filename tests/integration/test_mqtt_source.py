@@ -192,3 +192,24 @@ def test_non_utf8_and_non_json_payloads_are_dead_lettered_with_their_topic(
         f"bad/{run_id}/binary": "invalid UTF-8",
         f"bad/{run_id}/text": "malformed JSON",
     }
+
+
+def test_mqtt_3_1_1_keeps_a_persistent_session_while_the_pipeline_is_down() -> None:
+    url = require_mosquitto()
+    run_id = uuid.uuid4().hex[:8]
+    options = {"url": url, "topic": f"v3/{run_id}/#", "protocol": "3.1.1", "client_id": run_id}
+    first = source(options)
+    first.open(None)  # the broker creates the session and its subscription
+    first.close()
+    publish(f"v3/{run_id}/a", payloads(0, 25))  # nobody is connected: the broker queues
+    again = source(options)
+    again.open({"n": 0})
+    try:
+        # Mosquitto sends a 3.1.1 client 20 unacknowledged messages, then waits for acks:
+        # the poll returns at once rather than wait for more that cannot come.
+        assert sorted(ids_polled(again, 25, wait=1)) == list(range(20))
+        again.commit({"n": again.n})
+        assert sorted(ids_polled(again, 5)) == list(range(20, 25))
+    finally:
+        again.commit({"n": again.n})
+        again.close()

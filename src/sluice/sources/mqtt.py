@@ -8,7 +8,10 @@ in it stands for the pipeline's name), ``username``/``password`` (or in the URL;
 ``${VAR}``), ``tls`` (``{ca_file, cert_file, key_file, insecure}``), ``protocol`` (``5``
 or ``3.1.1``), ``session_expiry`` (how long the broker keeps the session while the
 pipeline is down, MQTT 5; default ``7d``), ``receive_maximum`` (unacknowledged messages
-the broker may send at once, MQTT 5; default 65535).
+the broker may send at once, MQTT 5; default 65535), ``max_inflight`` (how many
+unacknowledged messages the broker sends before it waits; default ``receive_maximum``, and
+20, Mosquitto's ``max_inflight_messages``, for MQTT 3.1.1): when that many are held, a
+poll returns at once so the epoch commits and acknowledges them.
 
 The session is persistent (clean start off), so the broker queues messages while the
 pipeline is down. Messages are acknowledged by hand, only after the checkpoint of the
@@ -81,6 +84,7 @@ class MqttOptions(BaseModel):
     protocol: str = "5"
     session_expiry: str = "7d"
     receive_maximum: int = Field(default=65535, ge=1, le=65535)
+    max_inflight: int | None = Field(default=None, ge=1)
     keepalive: int = Field(default=30, ge=5)
 
     @field_validator("url")
@@ -159,6 +163,11 @@ class MqttSource(Source):
         self._inbox = Inbox([], [], [])
         self._unacked: list[tuple[int, list[tuple[int, int, int]]]] = []  # (n after, acks)
         self._connection = 0  # counts (re)connections: packet ids are only valid within one
+        self._taken = 0  # messages polled and not yet acknowledged
+        window = self.options.max_inflight or (
+            self.options.receive_maximum if self.options.protocol == "5" else 20
+        )
+        self._window = window if self.options.qos > 0 else 1 << 62
         self._lock = threading.Condition()
         self._client: Any = None
         self._connected = threading.Event()
@@ -254,7 +263,13 @@ class MqttSource(Source):
             return None
         wait = timeout if until is None else max(timeout, self.context.idle_timeout)
         with self._lock:
-            self._lock.wait_for(lambda: len(self._inbox.payloads) >= want, wait)
+            # With the broker's window of unacknowledged messages full, nothing more comes
+            # until this epoch commits: return what is here at once.
+            self._lock.wait_for(
+                lambda: len(self._inbox.payloads) >= want
+                or self._taken + len(self._inbox.payloads) >= self._window,
+                wait,
+            )
             taken = self._inbox.take(want)
         count = len(taken.payloads)
         if count == 0:
@@ -265,6 +280,7 @@ class MqttSource(Source):
         self._last_activity = time.monotonic()
         self.n += count
         self._unacked.append((self.n, taken.acks))
+        self._taken += count
         raw, invalid = decode_utf8(list(taken.payloads))
         topics = pa.array(taken.topics, pa.string())
         columns = {"_raw": raw, "_topic": topics, "__origin": topics}
@@ -286,6 +302,7 @@ class MqttSource(Source):
         upto = int(position["n"])
         while self._unacked and self._unacked[0][0] <= upto:
             _, acks = self._unacked.pop(0)
+            self._taken -= len(acks)
             if self._client is not None:
                 for mid, qos, connection in acks:  # one PUBACK a message: the protocol's unit
                     # A message received before a reconnect was redelivered since (under the
