@@ -196,7 +196,8 @@ class SqlSource(Source):
                 raise SourceError(
                     f"sql source {self.name}: cursor went backwards: the largest "
                     f"{self.options.cursor} is {stats['top']} but the checkpoint is at "
-                    f"{self.cursor} (was the table recreated? reset the pipeline's checkpoint)"
+                    f"{self.cursor} (was the table recreated? rows below the checkpoint are not "
+                    "read again; to reload the table, run it as a pipeline with a new name)"
                 )
 
     def poll(
