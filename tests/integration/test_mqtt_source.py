@@ -213,3 +213,19 @@ def test_mqtt_3_1_1_keeps_a_persistent_session_while_the_pipeline_is_down() -> N
     finally:
         again.commit({"n": again.n})
         again.close()
+        forget_session(run_id)
+
+
+def forget_session(client_id: str) -> None:
+    """End a 3.1.1 session for good (the broker keeps one without expiry otherwise)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    cleaner = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+    cleaner.connect("127.0.0.1", 1883)
+    cleaner.disconnect()
