@@ -266,8 +266,10 @@ class MqttSource(Source):
             # With the broker's window of unacknowledged messages full, nothing more comes
             # until this epoch commits: return what is here at once.
             self._lock.wait_for(
-                lambda: len(self._inbox.payloads) >= want
-                or self._taken + len(self._inbox.payloads) >= self._window,
+                lambda: (
+                    len(self._inbox.payloads) >= want
+                    or self._taken + len(self._inbox.payloads) >= self._window
+                ),
                 wait,
             )
             taken = self._inbox.take(want)
