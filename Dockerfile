@@ -1,4 +1,6 @@
 # Sluice service image: API + dashboard + scheduler + pipelines (`sluice serve`).
+# Runs as uid 10001 with a read-only root filesystem: SLUICE_HOME (/data) and /tmp are the
+# only writable paths (volumes in docker-compose.yml and kubernetes/deployment.yaml).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -6,12 +8,13 @@ COPY src ./src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[kafka,postgres,s3,mqtt,sql,onnx]"
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 sluice
+RUN useradd --create-home --uid 10001 sluice \
+    && mkdir -p /data && chown 10001:10001 /data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER sluice
+USER 10001
 WORKDIR /home/sluice
-ENV SLUICE_HOME=/data
+ENV SLUICE_HOME=/data PYTHONDONTWRITEBYTECODE=1
 VOLUME ["/data"]
 EXPOSE 5000
 # Binding beyond loopback requires API keys (SLUICE_API_KEYS or a keys file).

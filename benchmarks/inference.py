@@ -1,12 +1,13 @@
 # ruff: noqa: N806 - X is the conventional name of a feature matrix
-"""Benchmark batch inference: Sluice's ``sklearn`` and ``onnx`` model types beside the raw call.
+"""Benchmark batch inference: Sluice's sklearn, onnx and keras types beside the raw call.
 
 Two small models on 5 features, trained deterministically here (a LogisticRegression
-classifier and an IsolationForest outlier detector), are scored on seeded rows in Arrow
+classifier and an IsolationForest outlier detector), and a seeded Keras 3 network on the
+torch backend (5 → 32 ReLU → 32 ReLU → 3 softmax), are scored on seeded rows in Arrow
 batches of 100k through Sluice's model formats (features taken from the table, outputs
 appended as ``<name>_label/_proba/_reason`` or ``_score/_anomaly/_reason`` columns), and
 beside them by the library itself on one numpy array (``predict_proba`` / ``score_samples``
-/ ``InferenceSession.run``). One thread everywhere.
+/ ``InferenceSession.run`` / Keras ``predict_on_batch``). One thread everywhere.
 
 Run ``python benchmarks/inference.py [--quick]``; prints a Markdown section and writes it to
 ``benchmarks/results/inference.md``.
@@ -18,11 +19,13 @@ import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -86,7 +89,7 @@ def _sluice_model(settings: Any, name: str, kind: str, path: str, threshold: boo
     from sluice.config.models import ModelConfig
     from sluice.models.base import ModelContext, create_model
 
-    options: dict[str, Any] = {"path": path}
+    options: dict[str, Any] = {"path": path, "threads": 1}
     if threshold:
         options["threshold"] = 0.6 if kind == "sklearn" else 0.0
     config = ModelConfig(name=name, type=kind, features=FEATURES, **options)
@@ -129,7 +132,59 @@ def measure(rows: int) -> list[tuple[str, str, float, float]]:
                         m.score(table)
 
                 out.append((name, kind, _rate(raw, rows), _rate(wrapped, rows)))
+        out += _keras_rows(settings, X32, batches)
     return out
+
+
+def _keras_rows(
+    settings: Any, x32: np.ndarray, batches: list[pa.Table]
+) -> list[tuple[str, str, float, float]]:
+    """A seeded Keras network on the torch backend: Sluice ``keras`` beside two raw calls.
+
+    The raw calls are ``predict_on_batch`` and the model called on a tensor under
+    ``torch.no_grad()`` (what Sluice does, without reading or writing Arrow).
+    """
+    import keras
+    import torch
+
+    torch.set_num_threads(1)
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    net = keras.Sequential(
+        [
+            keras.Input((len(FEATURES),)),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(3, activation="softmax"),
+        ]
+    )
+    with warnings.catch_warnings():  # keras on torch trips a numpy 2 deprecation converting
+        warnings.simplefilter("ignore", DeprecationWarning)
+        net.save(str(settings.models_dir / "mlp.keras"))
+        model = _sluice_model(settings, "m", "keras", "mlp.keras", False)
+
+        def wrapped() -> None:
+            for table in batches:
+                model.score(table)
+
+        on_batch = _rate(lambda: net.predict_on_batch(x32), len(x32))
+
+        def direct() -> None:
+            with torch.no_grad():
+                net(torch.from_numpy(x32), training=False).numpy()
+
+        called = _rate(direct, len(x32))
+        ours = _rate(wrapped, len(x32))
+    return [
+        ("Keras MLP, raw = `predict_on_batch`", "keras (torch)", on_batch, ours),
+        ("Keras MLP, raw = `model(x)` under `no_grad`", "keras (torch)", called, ours),
+    ]
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def main() -> None:
@@ -140,7 +195,7 @@ def main() -> None:
     rows = 200_000 if args.quick else 1_000_000
     results = measure(rows)
     lines = [
-        "## Batch inference (`sklearn` and `onnx` model types)",
+        "## Batch inference (`sklearn`, `onnx` and `keras` model types)",
         "",
         f"Measured by `benchmarks/inference.py{' --quick' if args.quick else ''}` on "
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
@@ -148,7 +203,9 @@ def main() -> None:
         f"{rows:,} rows of 5 features in Arrow batches of {BATCH:,}; Sluice reads the features "
         "from each table and appends its output columns (label, probability and reason; or "
         "score, anomaly flag and reason). The raw call is the library on one numpy array "
-        "(`predict_proba` / `score_samples` / `InferenceSession.run`).",
+        "(`predict_proba` / `score_samples` / `InferenceSession.run` / Keras "
+        "`predict_on_batch`, torch backend, keras "
+        f"{_version('keras')}, torch {_version('torch')}).",
         "",
         "| model | format | raw call rows/s | Sluice rows/s | Sluice / raw |",
         "|---|---|---:|---:|---:|",

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -359,6 +360,37 @@ def _torch_artifact(models: Path) -> dict[str, Any]:
     return {"path": "net.pt2", "features": FEATURES, "classes": ["x", "y"]}
 
 
+def _keras_artifact(models: Path) -> dict[str, Any]:
+    from sluice.models.keras_models import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    with warnings.catch_warnings():  # keras's torch backend trips a numpy 2 deprecation on save
+        warnings.simplefilter("ignore", DeprecationWarning)
+        net.save(str(models / "model.keras"))
+    return {"path": "model.keras", "features": FEATURES, "labels": ["x", "y"]}
+
+
+def _tensorflow_artifact(models: Path) -> dict[str, Any]:
+    options = {"path": "saved", "features": FEATURES}
+    if _needs("tensorflow", "absent"):
+        return options  # only construction runs: it opens no artifact
+    import tensorflow as tf
+
+    class Net(tf.Module):
+        def __init__(self) -> None:
+            self.w = tf.Variable(tf.random.stateless_normal((3, 2), seed=(1, 2)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def serve(self, x: Any) -> Any:
+            return {"probabilities": tf.nn.softmax(tf.matmul(x, self.w))}
+
+    net = Net()
+    tf.saved_model.save(net, str(models / "saved"), signatures={"serving_default": net.serve})
+    return options
+
+
 def _autoencoder_artifact(models: Path) -> dict[str, Any]:
     from sluice.models.autoencoder import fit_autoencoder
 
@@ -398,9 +430,10 @@ MODELS: dict[str, ModelCase] = {
     "torch": ModelCase(_torch_artifact),
     "autoencoder": ModelCase(_autoencoder_artifact),
     "text_classifier": ModelCase(_text_artifact),
-    "keras": ModelCase(
-        lambda _m: {"path": "model.keras", "features": FEATURES},
-        _needs("tensorflow", "tensorflow (sluice[keras]) is not in the dev environment"),
+    "keras": ModelCase(_keras_artifact),
+    "tensorflow": ModelCase(
+        _tensorflow_artifact,
+        _needs("tensorflow", "tensorflow-cpu (sluice[tensorflow]) is not in the dev environment"),
     ),
 }
 

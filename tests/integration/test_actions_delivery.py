@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable
 from typing import Any
@@ -338,24 +337,30 @@ def test_slack_sends_incoming_webhook_text(settings: Settings) -> None:
 
 
 def _airflow(req: Received) -> int:
-    expected = "Basic " + base64.b64encode(b"admin:airflow-pw").decode()
+    # The Airflow 3 protocol (a real Airflow 3 runs in tests/integration/test_airflow_real.py).
+    if req.path == "/auth/token":
+        ok = req.json == {"username": "admin", "password": "airflow-pw"}
+        return 201 if ok else 401
     if (
-        req.path != "/api/v1/dags/retrain_model/dagRuns"
-        or req.headers.get("Authorization") != expected
+        req.path != "/api/v2/dags/retrain_model/dagRuns"
+        or req.headers.get("Authorization") != "Bearer jwt-1"
         or req.headers.get("Content-Type") != "application/json"
     ):
         return 400
     body = req.json
-    if set(body) != {"dag_run_id", "conf"} or not body["dag_run_id"].startswith("sluice-"):
+    if set(body) != {"dag_run_id", "logical_date", "conf"} or body["logical_date"] is not None:
         return 400
     return 409 if body["dag_run_id"] == "sluice-duplicate" else 200
 
 
-def test_airflow_triggers_a_dag_run_through_the_stable_api(
+def test_airflow_triggers_a_dag_run_through_the_v2_api_with_a_token(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW_PW", "airflow-pw")
-    receiver = Receiver(respond=_airflow).start()
+    receiver = Receiver(
+        respond=_airflow,
+        reply=lambda req: b'{"access_token": "jwt-1"}' if req.path == "/auth/token" else b"{}",
+    ).start()
     engine = make(
         settings,
         [
@@ -378,8 +383,9 @@ def test_airflow_triggers_a_dag_run_through_the_stable_api(
         engine.close()
         receiver.stop()
     assert statuses(engine) == {"delivered": 2}
-    confs = sorted(r.json["conf"]["device"] for r in receiver.requests)
-    assert confs == ["d0", "d1"]
+    runs = [r for r in receiver.requests if r.path != "/auth/token"]
+    assert sorted(r.json["conf"]["device"] for r in runs) == ["d0", "d1"]
+    assert len(receiver.requests) == 3  # one token for both runs
 
 
 def test_run_job_calls_the_injected_job_runner(settings: Settings) -> None:

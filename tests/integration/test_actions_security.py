@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ TOKEN, API_SECRET, URL_TOKEN, PASSWORD = (
     "q-secret-987654",
     "pw-airflow-42",
 )
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJl"
 
 
 def _echo(req: Received) -> bytes:
@@ -45,7 +45,14 @@ def test_header_values_and_tokens_are_redacted_from_stored_errors(
     monkeypatch.setenv("HOOK_TOKEN", TOKEN)
     monkeypatch.setenv("URL_TOKEN", URL_TOKEN)
     monkeypatch.setenv("AIRFLOW_PW", PASSWORD)
-    receiver = Receiver(respond=lambda _req: 401, reply=_echo).start()
+
+    def respond(req: Received) -> int:  # Airflow 3: a JWT for the password, then refuse it
+        return 201 if req.path == "/auth/token" else 401
+
+    def reply(req: Received) -> bytes:
+        return orjson.dumps({"access_token": JWT}) if req.path == "/auth/token" else _echo(req)
+
+    receiver = Receiver(respond=respond, reply=reply).start()
     try:
         rows = _deliver(
             settings,
@@ -70,15 +77,16 @@ def test_header_values_and_tokens_are_redacted_from_stored_errors(
         )
     finally:
         receiver.stop()
-    basic = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
-    # the receiver did see the secrets (the two deliveries may arrive in either order) ...
-    seen = sorted(request.headers["Authorization"] for request in receiver.requests)
-    assert seen == [f"Basic {basic}", f"Bearer {TOKEN}"]
+    # the receiver did see the secrets (the deliveries may arrive in any order) ...
+    logins = [r.json for r in receiver.requests if r.path == "/auth/token"]
+    assert logins and all(login == {"username": "admin", "password": PASSWORD} for login in logins)
+    seen = {r.headers["Authorization"] for r in receiver.requests if r.path != "/auth/token"}
+    assert seen == {f"Bearer {JWT}", f"Bearer {TOKEN}"}
     errors = {row["action"]: row["last_error"] for row in rows}
     for error in errors.values():  # ... and echoed them, but the outbox keeps none
-        assert error.startswith(f"HTTP 401 from {receiver.url}: ")
+        assert error.startswith(f"HTTP 401 from {receiver.url}")
         assert "[redacted]" in error and "unauthorized" in error
-        for secret in (TOKEN, API_SECRET, URL_TOKEN, PASSWORD, basic):
+        for secret in (TOKEN, API_SECRET, URL_TOKEN, PASSWORD, JWT):
             assert secret not in error
     assert '"Content-Type":"application/json"' in errors["hook"]  # Sluice's own: readable
 

@@ -1,26 +1,35 @@
-"""A real Apache Airflow loads and runs the DAGs that ``sluice airflow export`` writes.
+"""A real Apache Airflow loads and runs the DAGs that ``sluice airflow export`` writes, and
+its api-server takes the DAG runs that Sluice's ``airflow`` action triggers.
 
 Airflow lives in its own virtual environment (``scripts/airflow_venv.sh``, cached in
 ``$SLUICE_AIRFLOW_VENV`` or ``~/.cache/sluice/airflow-venv``) with Sluice installed
 editable, so the DAG files import ``sluice.airflow`` and ``SluiceOperator`` runs
 ``sluice jobs run-task`` exactly as on a deployment. Under ``CI=true`` a venv that cannot be
-built fails the test; elsewhere the test is skipped (e.g. PyPI is unreachable).
+built fails the test; elsewhere the test is skipped (e.g. PyPI is unreachable). The venv and
+the migrated Airflow home are built once per run (module fixtures); the api-server starts
+once, for the action tests at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sluice.actions.base import ActionContext, Delivery, create_action
+from sluice.core.errors import PermanentActionError
 from sluice.core.settings import Settings
 from sluice.orchestration.airflow_export import export_dags
 from sluice.orchestration.scheduler import latest_interval
@@ -37,6 +46,7 @@ VENV_SCRIPT = REPO / "scripts" / "airflow_venv.sh"
 DAY = "2026-01-02"
 FIRED = f"{DAY}T02:00:00+00:00"  # a fire time of daily-load (03:00 in Paris)
 ROWS = 50
+USER, PASSWORD = "sluice", "airflow-test-pw"
 
 JOBS = """
 jobs:
@@ -170,8 +180,13 @@ def _airflow_env(venv: Path, root: Path, sluice_home: Path) -> dict[str, str]:
         AIRFLOW_HOME=str(root / "airflow"),
         AIRFLOW__CORE__DAGS_FOLDER=str(root / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        # the api-server's simple auth manager: one admin whose password we know
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
+        AIRFLOW__API_AUTH__JWT_SECRET="sluice-test-jwt-secret-0123456789abcdef",
         SLUICE_HOME=str(sluice_home),
     )
+    (root / "passwords.json").write_text(json.dumps({USER: PASSWORD}), encoding="utf-8")
     return env
 
 
@@ -287,3 +302,94 @@ def test_failed_quality_check_fails_the_dag_run(airflow: RealAirflow) -> None:
     assert done.returncode != 0
     assert f"events has {ROWS} rows, expected at least 1000" in done.stdout + done.stderr
     assert airflow.task_states("sluice_strict_check") == {"too_many": "failed", "<run>": "failed"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def api_server(airflow: RealAirflow) -> Iterator[str]:
+    """Base URL of ``airflow api-server`` on the migrated home (DAGs serialized first)."""
+    done = airflow.run("dags", "reserialize")
+    assert done.returncode == 0, done.stdout + done.stderr
+    port = _free_port()
+    log = (airflow.tmp / "api-server.log").open("wb")
+    process = subprocess.Popen(
+        [str(airflow.venv / "bin" / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(port)],
+        env=airflow.env | {"AIRFLOW__API__WORKERS": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (airflow.tmp / "api-server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "airflow api-server did not start in 180 s"
+            time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _delivery(key: str, payload: object) -> Delivery:
+    message = {"payload": payload}
+    return Delivery(1, "p", "retrain", 1, "k", "critical", key, message)
+
+
+def _action(url: str, **options: object) -> object:
+    return create_action(
+        "airflow",
+        "retrain",
+        {"base_url": url, "dag_id": "sluice_daily_load", **options},
+        ActionContext("p"),
+    )
+
+
+def test_airflow_action_triggers_a_dag_run_on_the_real_api_server(
+    airflow: RealAirflow, api_server: str
+) -> None:
+    action = _action(api_server, username=USER, password=PASSWORD)
+    try:
+        action.deliver(_delivery("anomaly-42", {"device": "d7", "score": 9.5}))  # type: ignore[attr-defined]
+        # The same delivery again (a retry after a lost answer): Airflow says 409, delivered.
+        action.deliver(_delivery("anomaly-42", {"device": "d7", "score": 9.5}))  # type: ignore[attr-defined]
+    finally:
+        action.close()  # type: ignore[attr-defined]
+    runs = {run["run_id"]: run for run in airflow.json("dags", "list-runs", "sluice_daily_load")}
+    assert "sluice-anomaly-42" in runs
+    token = httpx.post(
+        f"{api_server}/auth/token", json={"username": USER, "password": PASSWORD}, timeout=10
+    ).json()["access_token"]
+    got = httpx.get(
+        f"{api_server}/api/v2/dags/sluice_daily_load/dagRuns/sluice-anomaly-42",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert got.status_code == 200, got.text
+    assert got.json()["conf"] == {"device": "d7", "score": 9.5}
+
+
+def test_airflow_action_with_wrong_credentials_is_permanent(api_server: str) -> None:
+    action = _action(api_server, username=USER, password="wrong")
+    try:
+        with pytest.raises(PermanentActionError, match="no access token") as failed:
+            action.deliver(_delivery("anomaly-43", {}))  # type: ignore[attr-defined]
+    finally:
+        action.close()  # type: ignore[attr-defined]
+    assert "wrong" not in str(failed.value)

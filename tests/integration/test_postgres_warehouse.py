@@ -141,3 +141,32 @@ def test_query_engine_reads_postgres_tables(schema: str, tmp_path: Any) -> None:
     assert set(tables) == {"telemetry"} and tables["telemetry"].kind == "warehouse"
     got = engine.query("SELECT count(*) AS n, sum(temperature) AS t FROM telemetry")
     assert got.to_pydict() == {"n": [4], "t": [81.5]}
+
+
+def test_query_streams_postgres_rows_and_stops_at_the_limit(
+    schema: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.storage import query as query_module
+
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        conn.execute(
+            f'CREATE TABLE "{schema}".big AS SELECT g::bigint AS id, g * 0.5 AS half, '
+            "(g % 2 = 0) AS even, 'row ' || g AS label FROM generate_series(1, 300000) g"
+        )
+    read: list[int] = []
+    batch = query_module.PgTable._batch
+    monkeypatch.setattr(
+        query_module.PgTable,
+        "_batch",
+        lambda self, rows: read.append(len(rows)) or batch(self, rows),
+    )
+    url = f"{BASE_URL}?options=-csearch_path%3D{schema}"
+    engine = QueryEngine(Settings(home=tmp_path / "home", warehouse_url=url))
+    first = engine.query("SELECT id, half, even, label FROM big", limit=3)
+    assert first.num_rows == 3 and first.schema.field("id").type == pa.int64()
+    assert first.schema.field("even").type == pa.bool_()
+    assert sum(read) <= 65_536  # one batch from the cursor, not the table
+    read.clear()
+    total = engine.query("SELECT count(*) AS n, sum(half) AS s FROM big")
+    assert total.to_pydict() == {"n": [300_000], "s": [300_000 * 300_001 / 4]}
+    assert sum(read) == 300_000 and max(read) <= 65_536  # streamed in batches

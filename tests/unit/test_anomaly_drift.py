@@ -14,7 +14,7 @@ DRIFT_START = 5.0  # a drift statistic this large is a clear drift
 def _stat(x: np.ndarray, level: np.ndarray) -> np.ndarray:
     (segs,) = split(np.zeros(len(x), dtype=np.int64), len(x))
     init = {k: np.zeros((1, 1)) for k in DRIFT_STATE}
-    z, clear, _ = drift_scores(
+    z, clear, _, _ = drift_scores(
         x[None, :],
         np.zeros((1, 1)),
         np.ones((1, len(x))),

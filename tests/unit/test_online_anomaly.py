@@ -202,3 +202,51 @@ def test_global_shift_within_a_wide_swing_is_a_regime_change() -> None:
     ).reshape(steps, keys)
     assert flags[400:1800].mean() < 0.001
     assert flags[1802:].mean() < 0.004  # only the first keys to move are flagged
+
+
+def test_events_after_a_spike_are_not_a_wider_spread() -> None:
+    rng = np.random.default_rng(8)
+    x = rng.normal(20.0, 1.0, size=(3000, 1))
+    spikes = np.arange(600, 3000, 300)
+    x[spikes, 0] += 10.0
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["temp_c"]))
+    res = det.score_learn(None, x)
+    assert res.anomaly[spikes[1:]].all()
+    # the return itself may register as a jump; the events after it are not a wider spread
+    after = np.concatenate([np.arange(s + 2, s + 10) for s in spikes])
+    assert not res.anomaly[after].any(), res.reason[after][res.anomaly[after]]
+
+
+def test_return_from_a_drift_is_not_an_incident() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(50.0, 1.0, size=(2400, 1))
+    starts = (800, 1600)
+    for s in starts:  # ramps down to 8 sigma over 60 events, then snaps back
+        x[s : s + 60, 0] -= np.arange(1, 61) * 8.0 / 60
+    det = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["temp_c"]))
+    res = det.score_learn(None, x)
+    for s in starts:
+        assert res.anomaly[s + 36 : s + 60].all()  # the drift itself alerts
+        # the level model learned part of the drift: the return is not a rise
+        back = slice(s + 61, s + 160)  # the snap back itself may echo once
+        assert res.anomaly[back].sum() == 0, res.reason[back][res.anomaly[back]]
+
+
+def test_first_anomalous_event_after_a_quiet_spell_starts_an_incident() -> None:
+    from sluice.models.detectors.evidence import INCIDENT_GAP, fresh_onsets, onsets
+    from sluice.models.detectors.layout import split
+
+    n = 300
+    u = np.zeros(n)
+    u[50] = 16.0  # a huge surprise: later, smaller ones do not beat its decayed maximum
+    later = [100, 110, 100 + INCIDENT_GAP + 20]
+    u[later] = 3.5
+    anomalous = np.zeros(n, dtype=bool)
+    anomalous[later] = True  # improbable enough to be kept out of history, not alerted
+    (segs,) = split(np.zeros(n, dtype=np.int64), n)
+    starts, first_alert, _ = onsets(
+        u, np.zeros(n, dtype=bool), anomalous, np.ones(n, dtype=bool), segs, fresh_onsets(1), 250
+    )
+    assert not first_alert.any()
+    # the first opens an incident, the second continues it, the third opens a new one
+    assert list(np.flatnonzero(starts)) == [50, 100, 100 + INCIDENT_GAP + 20]

@@ -21,6 +21,9 @@ class Settings:
     metadata_url: str | None = None  # SLUICE_METADATA_URL
     lake_root: str | None = None  # SLUICE_LAKE_URL (a path or s3://bucket/prefix)
     warehouse_url: str | None = None  # SLUICE_WAREHOUSE_URL (duckdb path or postgresql://)
+    # SLUICE_MODELS_URL: where model versions are stored; default <lake>/_models when the lake
+    # is on an object store, else "" (the local folder SLUICE_HOME/models)
+    models_url: str | None = None
     # memory and spill-to-disk limits of one SQL query (sluice query, the API, jobs)
     query_memory_limit: str = field(
         default_factory=lambda: os.environ.get("SLUICE_QUERY_MEMORY_LIMIT") or "1GB"
@@ -47,6 +50,11 @@ class Settings:
                 "warehouse_url",
                 env.get("SLUICE_WAREHOUSE_URL") or str(home / "warehouse.duckdb"),
             )
+        if self.models_url is None:
+            lake = str(self.lake_root).rstrip("/")
+            remote = "://" in lake and not lake.startswith("file://")
+            default = f"{lake}/_models" if remote else ""
+            object.__setattr__(self, "models_url", env.get("SLUICE_MODELS_URL") or default)
 
     @property
     def models_dir(self) -> Path:

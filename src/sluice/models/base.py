@@ -21,9 +21,10 @@ BUILTIN_MODELS = {
     "isolation_forest": "sluice.models.formats:IsolationForestModel",
     "sklearn": "sluice.models.formats:SklearnModel",
     "onnx": "sluice.models.formats:OnnxModel",
-    "torch": "sluice.models.formats:TorchModel",
-    "keras": "sluice.models.formats:KerasModel",
-    "autoencoder": "sluice.models.formats:AutoencoderModel",
+    "torch": "sluice.models.torch_models:TorchModel",
+    "keras": "sluice.models.keras_models:KerasModel",
+    "tensorflow": "sluice.models.keras_models:TensorFlowModel",
+    "autoencoder": "sluice.models.torch_models:AutoencoderModel",
     "text_classifier": "sluice.models.text:TextClassifierModel",
 }
 

@@ -1,14 +1,16 @@
-"""Batch-inference models: scikit-learn, ONNX, TorchScript and Keras files, one protocol.
+"""Batch-inference models: scikit-learn and ONNX files, and the protocol every file model shares.
 
 A model is loaded from the registry (``registry: NAME``, default the model's own name,
 production version) or from ``path:`` under the model directory. Columns map to features by
 name; inference runs on the whole batch; ``refresh()`` picks up a newly promoted version.
+What the outputs mean is declared (``output:``, ``labels:``, ``threshold:``) or inferred, with
+the same rules for every format (``sluice.models.semantics``). PyTorch lives in
+``torch_models``, Keras and TensorFlow in ``keras_models``.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +19,47 @@ import pyarrow as pa
 
 from sluice.config.models import ModelConfig
 from sluice.core.deps import require
-from sluice.core.errors import ConfigError, ModelError
+from sluice.core.errors import ConfigError, MissingDependencyError, ModelError
 from sluice.models.base import Model, ModelContext
-from sluice.models.inference import Outputs, append_outputs, from_anomaly_scores, from_probabilities
+from sluice.models.inference import Outputs, append_outputs
 from sluice.models.online import feature_matrix
 from sluice.models.registry import ModelRegistry, ModelVersion
+from sluice.models.semantics import (
+    OUTPUT_KINDS,
+    OutputSpec,
+    interpret,
+    kind_from_shape,
+    kind_of_final_op,
+)
+from sluice.models.threads import inference_slot, threads_option
 
-_OPTIONS = {"registry", "path", "version", "threshold", "classes"}
+_OPTIONS = {"registry", "path", "version", "output", "labels", "classes", "threshold", "threads"}
 
 
 class FileModel(Model):
     """Common loading, feature checks and hot reload of file-based models."""
 
     format = "file"
+    extra_options: frozenset[str] = frozenset()  # a format's own options besides _OPTIONS
 
     def __init__(self, config: ModelConfig, context: ModelContext) -> None:
         super().__init__(config, context)
-        unknown = set(config.options) - _OPTIONS
+        known = _OPTIONS | self.extra_options
+        unknown = set(config.options) - known
         if unknown:
             raise ConfigError(
                 f"model {config.name!r}: unknown option(s) "
-                f"{', '.join(sorted(unknown))}; available: {', '.join(sorted(_OPTIONS))}"
+                f"{', '.join(sorted(unknown))}; available: {', '.join(sorted(known))}"
             )
+        self.spec = OutputSpec.from_options(config.name, config.options)
+        self.threads = threads_option(config.name, config.options)
         self._registry: ModelRegistry | None = None
         self.version: ModelVersion | None = None
         self.params: dict[str, Any] = {}
+        self.output_kind: str | None = None  # declared, registered or inferred at load
+        self.model_labels: list[str] | None = None  # class names the artifact itself carries
+        self.default_threshold: float | None = None
+        self.torch: Any = None  # set by formats whose inference runs on torch's thread pool
 
     @property
     def registry(self) -> ModelRegistry:
@@ -59,13 +77,13 @@ class FileModel(Model):
         if opts.get("path"):
             return self.registry.resolve_artifact(opts["path"]), None
         version = self.registry.get(opts.get("registry") or self.name, opts.get("version"))
-        return version.artifact, version
+        return self.registry.fetch(version), version
 
     def _load(self) -> None:
         path, version = self._locate()
         try:
             self.load_artifact(path)
-        except ModelError:
+        except (ModelError, MissingDependencyError):
             raise
         except Exception as exc:
             raise ModelError(
@@ -74,6 +92,9 @@ class FileModel(Model):
             ) from exc
         self.version = version
         self.params = dict(version.params) if version else _sidecar_params(path)
+        registered = self.params.get("output")
+        registered = registered if registered in OUTPUT_KINDS else None
+        self.output_kind = self.spec.kind or registered or self.inferred_kind()
         self.check_features()
 
     def check_features(self) -> None:
@@ -94,9 +115,28 @@ class FileModel(Model):
         """Load the model file."""
         raise NotImplementedError
 
-    def infer(self, X: np.ndarray) -> Outputs:
-        """Run the model on a feature matrix."""
+    def inferred_kind(self) -> str | None:
+        """The output kind the artifact implies (None: decided by the output's shape)."""
+        try:
+            return kind_of_final_op(self.final_op())
+        except Exception:  # a graph we cannot read says nothing: the shape decides
+            return None
+
+    def final_op(self) -> str | None:
+        """The name of the artifact's final operation or activation, when it can be read."""
+        return None
+
+    def run(self, X: np.ndarray) -> np.ndarray:
+        """The framework's own call on a feature matrix: raw (n,) or (n, k) outputs."""
         raise NotImplementedError
+
+    def infer(self, X: np.ndarray) -> Outputs:
+        """Run the model on a feature matrix and read its outputs by the declared semantics."""
+        with inference_slot(self.threads, self.torch):
+            values = np.asarray(self.run(X))
+        kind = self.output_kind or kind_from_shape(values)
+        labels = self.spec.labels or self.params.get("labels") or self.params.get("classes")
+        return interpret(values, kind, labels or self.model_labels, self.threshold(kind))
 
     def features(self) -> list[str]:
         """Feature columns: from the pipeline, else from the registry."""
@@ -123,18 +163,19 @@ class FileModel(Model):
         self._load()
         return True
 
-    def threshold(self, default: float) -> float:
-        """The anomaly threshold: the option, else the registered one, else ``default``."""
-        return float(self.config.options.get("threshold", self.params.get("threshold", default)))
-
-    def classes(self, n: int) -> list[str]:
-        """Class names: the option, else the registered ones, else 0..n-1."""
-        names = self.config.options.get("classes") or self.params.get("classes")
-        return [str(c) for c in names] if names else [str(i) for i in range(n)]
+    def threshold(self, kind: str) -> float | None:
+        """A score's anomaly threshold: the option, else the registered one, else the format's."""
+        if kind != "score":
+            return None
+        found = self.spec.threshold
+        if found is None:
+            found = self.params.get("threshold", self.default_threshold)
+        return None if found is None else float(found)
 
     def describe(self) -> dict[str, Any]:
-        """Type and loaded version."""
-        return {**super().describe(), "version": self.version.version if self.version else None}
+        """Type, loaded version and output kind."""
+        version = self.version.version if self.version else None
+        return {**super().describe(), "version": version, "output": self.output_kind}
 
 
 def _sidecar_params(path: Path) -> dict[str, Any]:
@@ -153,21 +194,44 @@ class SklearnModel(FileModel):
         self.estimator = joblib.load(path)
         if not hasattr(self.estimator, "predict"):
             raise ModelError(f"model {self.name!r}: {path.name} holds no estimator")
+        classes = getattr(self.estimator, "classes_", None)
+        self.model_labels = [str(c) for c in classes] if classes is not None else None
+        self.default_threshold = 0.6 if hasattr(self.estimator, "score_samples") else None
+        self.limits = require("threadpoolctl", "ml", "scikit-learn models").ThreadpoolController()
+
+    def inferred_kind(self) -> str:
+        """By the estimator's methods: probabilities, anomaly score, logits or regression."""
+        from sklearn.base import is_classifier
+
+        est = self.estimator
+        if hasattr(est, "predict_proba"):
+            return "probabilities"
+        if hasattr(est, "score_samples"):
+            return "score"
+        if is_classifier(est) and hasattr(est, "decision_function"):
+            return "logits"
+        return "regression"
 
     def expected_features(self) -> int | None:
         """``n_features_in_`` of the estimator."""
         n = getattr(self.estimator, "n_features_in_", None)
         return int(n) if n is not None else None
 
-    def infer(self, X: np.ndarray) -> Outputs:
-        """predict_proba / score_samples / predict, whichever the estimator has."""
+    def run(self, X: np.ndarray) -> np.ndarray:
+        """The method that gives the output kind, with BLAS/OpenMP limited to ``threads``."""
         X = np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
         est = self.estimator
-        if hasattr(est, "predict_proba"):
-            return from_probabilities(est.predict_proba(X), [str(c) for c in est.classes_])
-        if hasattr(est, "score_samples"):
-            return from_anomaly_scores(-est.score_samples(X), self.threshold(0.6))
-        return Outputs(score=np.asarray(est.predict(X), dtype=np.float64))
+        kind = self.output_kind
+        with self.limits.limit(limits=self.threads):
+            if kind == "probabilities":
+                return np.asarray(est.predict_proba(X))
+            if kind == "logits":
+                return np.asarray(est.decision_function(X))
+            if kind == "score" and hasattr(est, "score_samples"):
+                return -np.asarray(est.score_samples(X))  # higher = more anomalous
+            if kind == "score" and hasattr(est, "decision_function"):
+                return np.asarray(est.decision_function(X))
+            return np.asarray(est.predict(X), dtype=np.float64)
 
 
 class IsolationForestModel(SklearnModel):
@@ -182,94 +246,64 @@ class OnnxModel(FileModel):
     format = "onnx"
 
     def load_artifact(self, path: Path) -> None:
-        """Create the inference session."""
+        """Create the inference session (``threads`` intra-op threads that sleep when idle)."""
         ort = require("onnxruntime", "onnx", "ONNX models")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
+        outputs = self.session.get_outputs()
+        # A classifier from skl2onnx gives (label, probabilities): read the probabilities.
+        self.output_index = 1 if len(outputs) >= 2 and len(outputs[1].shape or []) == 2 else 0
+        self.graph = _onnx_graph(path)
+        self.model_labels = _onnx_class_labels(self.graph)
+        declared = self.session.get_modelmeta().custom_metadata_map.get("output")
+        self.metadata_kind = declared if declared in OUTPUT_KINDS else None
+
+    def inferred_kind(self) -> str | None:
+        """A classifier's probabilities; the metadata's ``output`` entry; else the final op."""
+        if self.output_index == 1:
+            return "probabilities"
+        return self.metadata_kind or super().inferred_kind()
+
+    def final_op(self) -> str | None:
+        """The type of the node that makes the output read."""
+        if self.graph is None:
+            return None
+        name = self.session.get_outputs()[0].name
+        return next((n.op_type for n in self.graph.node if name in n.output), None)
 
     def expected_features(self) -> int | None:
         """The second dimension of the input, when fixed."""
         shape = self.input.shape
         return shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
 
-    def infer(self, X: np.ndarray) -> Outputs:
-        """Run the session; two outputs (label, probabilities) mean a classifier."""
+    def run(self, X: np.ndarray) -> np.ndarray:
+        """``InferenceSession.run`` on the batch; the output read (see ``load_artifact``)."""
         dtype = np.float64 if "double" in self.input.type else np.float32
-        outputs = self.session.run(None, {self.input.name: X.astype(dtype)})
-        if len(outputs) >= 2 and np.ndim(outputs[1]) == 2:
-            probs = np.asarray(outputs[1])
-            classes = self.params.get("classes") or None
-            if classes is None:
-                labels = np.asarray(outputs[0]).reshape(-1)
-                out = from_probabilities(probs, self.classes(probs.shape[1]))
-                out.label = labels.astype(str)
-                return out
-            return from_probabilities(probs, classes)
-        scores = np.asarray(outputs[0], dtype=np.float64)
-        if scores.ndim == 2 and scores.shape[1] > 1:
-            return from_probabilities(_softmax(scores), self.classes(scores.shape[1]))
-        if "threshold" in self.params or "threshold" in self.config.options:
-            return from_anomaly_scores(scores.reshape(-1), self.threshold(0.0))
-        return Outputs(score=scores.reshape(-1))
+        output = self.session.get_outputs()[self.output_index].name
+        return np.asarray(self.session.run([output], {self.input.name: X.astype(dtype)})[0])
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+def _onnx_graph(path: Path) -> Any:
+    """The ONNX graph (for its final op and class labels), or None without the onnx package."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    return onnx.load(str(path), load_external_data=False).graph
 
 
-class TorchModel(FileModel):
-    """A PyTorch program: ``.pt2`` (torch.export) or TorchScript; (n, k) outputs are class
-    logits, (n,) or (n, 1) outputs are scores."""
-
-    format = "torch"
-
-    def load_artifact(self, path: Path) -> None:
-        """Load an exported program (``.pt2``) or a TorchScript file on the CPU."""
-        torch = require("torch", "torch", "PyTorch models")
-        self.torch = torch
-        if path.suffix == ".pt2":
-            self.module = torch.export.load(str(path)).module()
-            return
-        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still common
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.module = torch.jit.load(str(path), map_location="cpu")
-        self.module.eval()
-
-    def infer(self, X: np.ndarray) -> Outputs:
-        """Run the module without gradients."""
-        with self.torch.no_grad():
-            out = self.module(self.torch.from_numpy(np.nan_to_num(X).astype(np.float32)))
-        values = out.detach().cpu().numpy().astype(np.float64)
-        if values.ndim == 2 and values.shape[1] > 1:
-            return from_probabilities(_softmax(values), self.classes(values.shape[1]))
-        scores = values.reshape(-1)
-        if "threshold" in self.params or "threshold" in self.config.options:
-            return from_anomaly_scores(scores, self.threshold(0.0))
-        return Outputs(score=scores)
-
-
-class AutoencoderModel(TorchModel):
-    """PyTorch autoencoder trained by ``sluice models train``; its output is the error."""
-
-    format = "autoencoder"
-
-
-class KerasModel(FileModel):
-    """A ``.keras`` file run with TensorFlow (install ``sluice[keras]``)."""
-
-    format = "keras"
-
-    def load_artifact(self, path: Path) -> None:
-        """``keras.models.load_model``."""
-        tf = require("tensorflow", "keras", "Keras models")
-        self.keras_model = tf.keras.models.load_model(str(path))
-
-    def infer(self, X: np.ndarray) -> Outputs:
-        """Batched ``predict``."""
-        values = np.asarray(self.keras_model.predict(np.nan_to_num(X), verbose=0), dtype=np.float64)
-        if values.ndim == 2 and values.shape[1] > 1:
-            return from_probabilities(values, self.classes(values.shape[1]))
-        return Outputs(score=values.reshape(-1))
+def _onnx_class_labels(graph: Any) -> list[str] | None:
+    """``classlabels_*`` of an ONNX-ML classifier node (what skl2onnx writes)."""
+    if graph is None:
+        return None
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "classlabels_strings" and attr.strings:
+                return [s.decode() for s in attr.strings]
+            if attr.name == "classlabels_int64s" and attr.ints:
+                return [str(i) for i in attr.ints]
+    return None

@@ -21,8 +21,9 @@ From one event to its outputs:
    events (a younger key never alerts, and its reason says so). On anomaly-free data of any
    shape about ``target_alert_rate`` of the events alert.
 4. ``onset`` is positive on an event that starts an incident, else 0: where its surprise beats
-   every recent one of its key (decayed over ``quiet_horizon`` events), and on the first alert
-   after a quiet spell (see :func:`sluice.models.detectors.evidence.onsets`). Its value ranks
+   every recent one of its key (decayed over ``quiet_horizon`` events), and on the first alert,
+   or the first anomalous event (``p`` at most calibration's exclusion level), after a quiet
+   spell (see :func:`sluice.models.detectors.evidence.onsets`). Its value ranks
    incidents: the score, with the surprise of an event whose key showed no new pattern lately
    discounted (see :func:`~sluice.models.detectors.evidence.onset_score`). An action with
    ``when: "m_anomaly AND m_onset > 0"`` fires once per incident.
@@ -44,6 +45,7 @@ import numpy as np
 from sluice.core.allocator import reuse_freed_memory
 from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.calibrate import (
+    EXCLUDE,
     N_BINS,
     CalibrationParams,
     calibrate,
@@ -96,7 +98,7 @@ from sluice.models.detectors.univariate import (
     recenter,
 )
 
-STATE_VERSION = 8
+STATE_VERSION = 9
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
@@ -113,7 +115,7 @@ class OnlineAnomalyConfig:
     key: str | None = None
     warmup: int = 30  # events of a key before its statistics are scored at all
     horizon: int = 300  # events over which a key's level and spread are learned
-    target_alert_rate: float = 0.001  # share of normal events that alert
+    target_alert_rate: float = 0.0005  # share of normal events that alert (1 in 2,000)
     max_keys: int = 100_000
     short_horizon: int = 8
     quiet_horizon: int = 250  # events over which an incident's surprise damps later onsets
@@ -150,6 +152,7 @@ class _Batch:
     structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
     partner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     drift: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    returning: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))
     onset: np.ndarray = field(default_factory=lambda: np.zeros(0))
     alert: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -352,7 +355,7 @@ class OnlineAnomalyDetector:
         muted, drift, reg_final, drift_state, pair = self._statistics(part, active, shifts)
         part.drift = drift
         structure = part.structure if self.p > 1 else None
-        back = back_at_level(fr.z[LEVEL], fr.short_mean)
+        back = back_at_level(fr.z[LEVEL], fr.short_mean, part.returning)
         stats = component_stats(
             fr.z, seasonal_cap(part.season), part.season.z, structure, drift, muted, back
         )
@@ -375,7 +378,10 @@ class OnlineAnomalyDetector:
         fresh = st["count"] <= 0
         init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
         u = -np.log10(np.maximum(p, 1e-300))
-        starts, _, onset_state = onsets(u, part.alert, warm, segs, init, self.config.quiet_horizon)
+        anomalous = calibrated & (p <= EXCLUDE)
+        starts, _, onset_state = onsets(
+            u, part.alert, anomalous, warm, segs, init, self.config.quiet_horizon
+        )
         final.update(zip(ONSET_STATE, onset_state, strict=True))
         part.onset = np.where(starts, onset_score(p, ctx.familiar), 0.0)
         part.context = ctx
@@ -388,7 +394,7 @@ class OnlineAnomalyDetector:
         """Drift, regime and structure statistics of a chunk: the muted features (a global
         regime change), the drift statistic, and the final regime, drift and pair states."""
         segs, st, fr, ready = part.segs, part.st, part.features, part.ready
-        dz, _, drift_state = drift_scores(
+        dz, _, part.returning, drift_state = drift_scores(
             part.X,
             st["ref"],
             fr.sd,

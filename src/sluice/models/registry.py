@@ -1,16 +1,17 @@
 """The model registry: versions with metrics, feature schema and training range; stages.
 
-Artifacts live under ``SLUICE_HOME/models/<name>/v<version>/``; the index (versions,
-stages, metrics) lives in the metadata DB so several processes agree on what is in
-production. Stages: ``candidate`` → ``production``; the previous production version
-becomes ``archived`` and ``rollback`` brings it back.
+Artifacts live in the model store (:mod:`sluice.models.artifact_store`: an object store
+when the lake is on one or ``SLUICE_MODELS_URL`` is set, else ``SLUICE_HOME/models``) under
+``<name>/v<version>/``, with their digest; the index (versions, stages, metrics) lives in the
+metadata DB so several processes (replicas) agree on what is in production. Stages:
+``candidate`` → ``production``; the previous production version becomes ``archived`` and
+``rollback`` brings it back.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy import Column, DateTime, Integer, String, Table, Text, and_, ins
 
 from sluice.core.errors import ModelError, NotFoundError
 from sluice.core.settings import Settings
+from sluice.models.artifact_store import ArtifactStore
 from sluice.storage.db import METADATA, ensure_tables, get_engine
 from sluice.storage.upsert import upsert
 
@@ -39,6 +41,7 @@ model_versions = Table(
     Column("data_range", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("promoted_at", DateTime(timezone=True)),
+    Column("digest", String(64)),
 )
 
 
@@ -57,6 +60,8 @@ class ModelVersion:
     data_range: dict[str, Any] | None = None
     created_at: datetime | None = None
     promoted_at: datetime | None = None
+    location: str = ""  # where the store keeps it (a path relative to the folder, or a URL)
+    digest: str | None = None  # SHA-256 of the artifact, checked on load
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -87,6 +92,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = settings.models_dir
+        self.store = ArtifactStore(settings)
         self.engine = get_engine(str(settings.metadata_url))
         ensure_tables(self.engine, "model_versions")
 
@@ -111,20 +117,15 @@ class ModelRegistry:
                 .order_by(model_versions.c.version.desc())
             ).scalar()
             version = (last or 0) + 1
-            folder = self.root / name / f"v{version}"
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / artifact.name
-            if artifact.is_dir():
-                shutil.copytree(artifact, target, dirs_exist_ok=True)
-            else:
-                shutil.copy2(artifact, target)
+            location, digest = self.store.put(artifact, name, version)
             conn.execute(
                 insert(model_versions).values(
                     name=name,
                     version=version,
                     stage="candidate",
                     format=fmt,
-                    artifact=str(target.relative_to(self.root)),
+                    artifact=location,
+                    digest=digest,
                     features=json.dumps(features),
                     metrics=json.dumps(metrics or {}, default=float),
                     params=json.dumps(params or {}, default=str),
@@ -142,13 +143,15 @@ class ModelRegistry:
             version=row.version,
             stage=row.stage,
             format=row.format,
-            artifact=self.root / row.artifact,
+            artifact=self.store.local_path(row.artifact),
             features=json.loads(row.features),
             metrics=json.loads(row.metrics),
             params=json.loads(row.params),
             data_range=json.loads(row.data_range) if row.data_range else None,
             created_at=row.created_at,
             promoted_at=row.promoted_at,
+            location=row.artifact,
+            digest=row.digest,
         )
 
     def list(self, name: str | None = None) -> list[ModelVersion]:
@@ -173,6 +176,10 @@ class ModelRegistry:
             if v.version == version:
                 return v
         raise NotFoundError(f"model {name!r} has no version {version}")
+
+    def fetch(self, version: ModelVersion) -> Path:
+        """The verified local copy of ``version``'s artifact (downloaded from the store)."""
+        return self.store.get(version.location, version.digest)
 
     def production(self, name: str) -> ModelVersion | None:
         """The production version of ``name``, if any."""

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from sluice.config.models import SinkConfig
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
 from sluice.sinks.base import Marks, Sink, SinkContext
-from sluice.storage.lake_tables import open_delta, storage_options
+from sluice.storage.lake_tables import missing_bucket, open_delta, storage_options
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -125,8 +125,18 @@ class LakeSink(Sink):
             else:
                 self._delta.update_incremental()
         except OSError as exc:
-            raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
+            raise self._store_error(exc) from exc
         return self._delta
+
+    def _store_error(self, exc: Exception) -> SinkError:
+        """Permanent when the bucket does not exist (retrying cannot help), else transient."""
+        bucket = missing_bucket(self.uri)
+        if bucket is not None:
+            return SinkError(
+                f"lake table {self.table_name!r}: the bucket {bucket!r} does not exist "
+                f"(lake {self.context.settings.lake_root}); create it first"
+            )
+        return TransientSinkError(f"lake table {self.table_name!r}: {exc}")
 
     def _prepare(self, table: pa.Table, delta: DeltaTable | None) -> tuple[pa.Table, list[str]]:
         if delta is not None:
@@ -171,8 +181,10 @@ class LakeSink(Sink):
                     ]
                 ),
             )
-        except (CommitFailedError, OSError) as exc:
+        except CommitFailedError as exc:
             raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
+        except OSError as exc:
+            raise self._store_error(exc) from exc
         except SchemaMismatchError as exc:
             raise SinkError(f"lake table {self.table_name!r}: schema mismatch: {exc}") from exc
         except DeltaError as exc:

@@ -15,10 +15,9 @@ Where: the ``url`` option, else ``settings.warehouse_url`` (``SLUICE_WAREHOUSE_U
 * ``postgresql://...``: PostgreSQL through psycopg 3 (``pip install "sluice[postgres]"``);
   rows are bulk-loaded with ``COPY ... FROM STDIN`` fed by pyarrow's CSV writer. The
   ``schema`` option picks the schema (default: the connection's ``current_schema()``).
-* ``redshift://...``: Amazon Redshift over the same PostgreSQL wire code (DDL, marker,
-  transaction). Redshift cannot ``COPY FROM STDIN``, so rows are sent with batched
-  ``INSERT`` statements: correct but slow, meant for small volumes. Loading through
-  ``COPY`` from S3 staging files is out of scope for now.
+* ``redshift://...``: Amazon Redshift (:mod:`sluice.sinks.redshift`): each epoch is staged
+  as Parquet on S3 (option ``staging``) and loaded with ``COPY ... FORMAT AS PARQUET`` in
+  the transaction that records the marker; options ``iam_role``, ``varchar_length``.
 
 Idempotency: the marker table ``_sluice_epochs(pipeline, sink_table, epoch, written_at)``
 gets one row per mark (``pipeline`` holds the mark's stream: the pipeline, or
@@ -53,12 +52,13 @@ from sluice.connectors.warehouse import (
     quote,
     redact_url,
 )
-from sluice.core.deps import require
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
 from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.sinks.lake import lake_ready
+from sluice.sinks.postgres import BATCH_VIEW, PostgresWarehouse, csv_ready, pg_type
+from sluice.sinks.redshift import RedshiftWarehouse
 
-BATCH_VIEW = "__sluice_batch"
+__all__ = ["MARKER_TABLE", "PostgresWarehouse", "WarehouseSink", "csv_ready", "pg_type"]
 
 
 class WarehouseBackend(Protocol):
@@ -84,7 +84,16 @@ class WarehouseSink(Sink):
         options = config.options
         url = str(options.get("url") or context.settings.warehouse_url)
         self.backend: WarehouseBackend
-        if is_postgres_url(url):
+        if url.startswith("redshift://"):
+            length = options.get("varchar_length")
+            self.backend = RedshiftWarehouse(
+                url,
+                staging=options.get("staging"),
+                schema=options.get("schema"),
+                iam_role=options.get("iam_role"),
+                varchar_length=int(length) if length is not None else None,
+            )
+        elif is_postgres_url(url):
             self.backend = PostgresWarehouse(url, schema=options.get("schema"))
         else:
             self.backend = DuckDBWarehouse(
@@ -239,181 +248,3 @@ def describe_backend(url: str) -> dict[str, Any]:
             "url": redact_url(url),
         }
     return {"kind": "duckdb", "path": duckdb_path(url)}
-
-
-def pg_type(arrow_type: pa.DataType, redshift: bool = False) -> str:
-    """The PostgreSQL (or Redshift) column type for an Arrow type."""
-    t = arrow_type
-    if pa.types.is_dictionary(t):
-        return pg_type(t.value_type, redshift)
-    simple = [
-        (pa.types.is_boolean, "BOOLEAN"),
-        (pa.types.is_int8, "SMALLINT"),
-        (pa.types.is_int16, "SMALLINT"),
-        (pa.types.is_uint8, "SMALLINT"),
-        (pa.types.is_int32, "INTEGER"),
-        (pa.types.is_uint16, "INTEGER"),
-        (pa.types.is_int64, "BIGINT"),
-        (pa.types.is_uint32, "BIGINT"),
-        (pa.types.is_uint64, "NUMERIC(20, 0)"),
-        (pa.types.is_float16, "REAL"),
-        (pa.types.is_float32, "REAL"),
-        (pa.types.is_float64, "DOUBLE PRECISION"),
-        (pa.types.is_date, "DATE"),
-        (pa.types.is_time, "TIME"),
-    ]
-    for check, name in simple:
-        if check(t):
-            return name
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz is not None else "TIMESTAMP"
-    if pa.types.is_decimal(t):
-        return f"NUMERIC({t.precision}, {t.scale})"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "VARBYTE" if redshift else "BYTEA"
-    if pa.types.is_nested(t):
-        return "SUPER" if redshift else "JSONB"
-    return "VARCHAR(65535)" if redshift else "TEXT"
-
-
-def csv_ready(data: pa.Table) -> pa.Table:
-    """Cast columns pyarrow's CSV writer cannot write: nested → JSON text, binary → hex."""
-    replace = []
-    for field in data.schema:
-        if pa.types.is_nested(field.type):
-            replace.append(f"to_json({quote(field.name)})::VARCHAR AS {quote(field.name)}")
-        elif pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
-            replace.append(f"'\\x' || hex({quote(field.name)}) AS {quote(field.name)}")
-    if not replace:
-        return data
-    con = duckdb.connect()
-    try:
-        con.register(BATCH_VIEW, data)
-        relation = con.sql(f"SELECT * REPLACE ({', '.join(replace)}) FROM {BATCH_VIEW}")
-        return relation.to_arrow_table() if relation is not None else data
-    finally:
-        con.close()
-
-
-class PostgresWarehouse:
-    """A PostgreSQL (or Redshift) warehouse over one kept psycopg connection."""
-
-    def __init__(self, url: str, schema: str | None = None) -> None:
-        self.redshift = url.startswith("redshift://")
-        self.url = "postgresql://" + url.split("://", 1)[1] if self.redshift else url
-        self.schema = schema
-        self._conn: Any = None
-
-    def write(self, marks: dict[str, int], table: str, data: pa.Table) -> bool:
-        """Insert rows (COPY) and the markers in one transaction."""
-        psycopg = require("psycopg", "postgres", "the PostgreSQL warehouse")
-        try:
-            conn = self._connect(psycopg)
-            with conn.transaction(), conn.cursor() as cur:
-                if any(self._last_epoch(cur, s, table) >= e for s, e in marks.items()):
-                    return False
-                self._ensure_columns(cur, table, data.schema)
-                self._load(cur, table, data)
-                cur.executemany(
-                    f"INSERT INTO {self._name(MARKER_TABLE)} "
-                    "(pipeline, sink_table, epoch) VALUES (%s, %s, %s)",
-                    [(stream, table, epoch) for stream, epoch in sorted(marks.items())],
-                )
-            return True
-        except psycopg.Error as exc:
-            raise self._classify(psycopg, exc, table) from exc
-
-    def close(self) -> None:
-        """Close the connection."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _connect(self, psycopg: Any) -> Any:
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        try:
-            self._conn = psycopg.connect(self.url, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise TransientSinkError(
-                f"cannot connect to the warehouse {redact_url(self.url)}: "
-                f"{str(exc).strip().splitlines()[0]}"
-            ) from None
-        with self._conn.transaction(), self._conn.cursor() as cur:
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._name(MARKER_TABLE)} ("
-                "pipeline VARCHAR(512) NOT NULL, sink_table VARCHAR(512) NOT NULL, "
-                "epoch BIGINT NOT NULL, written_at TIMESTAMPTZ DEFAULT now(), "
-                "PRIMARY KEY (pipeline, sink_table, epoch))"
-            )
-        return self._conn
-
-    def _classify(self, psycopg: Any, exc: Exception, table: str) -> SinkError:
-        errors = psycopg.errors
-        transient = (
-            psycopg.OperationalError,
-            psycopg.InterfaceError,
-            errors.LockNotAvailable,
-            errors.DeadlockDetected,
-            errors.SerializationFailure,
-            errors.UniqueViolation,
-        )  # a racing writer marked the epoch first
-        message = f"warehouse table {table!r}: {str(exc).strip().splitlines()[0]}"
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            self.close()
-        if isinstance(exc, transient):
-            return TransientSinkError(message)
-        return SinkError(message)
-
-    def _name(self, table: str) -> str:
-        return f"{quote(self.schema)}.{quote(table)}" if self.schema else quote(table)
-
-    def _last_epoch(self, cur: Any, pipeline: str, table: str) -> int:
-        cur.execute(
-            f"SELECT max(epoch) FROM {self._name(MARKER_TABLE)} "
-            "WHERE pipeline = %s AND sink_table = %s",
-            (pipeline, table),
-        )
-        row = cur.fetchone()
-        return -1 if row is None or row[0] is None else int(row[0])
-
-    def _ensure_columns(self, cur: Any, table: str, schema: pa.Schema) -> None:
-        cur.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = COALESCE(%s, current_schema()) AND table_name = %s",
-            (self.schema, table),
-        )
-        have = {name for (name,) in cur.fetchall()}
-        columns = [
-            f"{quote(f.name)} {pg_type(f.type, self.redshift)}"
-            for f in schema
-            if f.name not in have
-        ]
-        if not have:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {self._name(table)} ({', '.join(columns)})")
-        for column in columns if have else []:
-            cur.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {column}")
-
-    def _load(self, cur: Any, table: str, data: pa.Table) -> None:
-        import io
-
-        import pyarrow.csv as pacsv
-
-        columns = ", ".join(quote(name) for name in data.column_names)
-        data = csv_ready(data)
-        if self.redshift:
-            self._insert_rows(cur, table, columns, data)
-            return
-        options = pacsv.WriteOptions(include_header=False)
-        with cur.copy(f"COPY {self._name(table)} ({columns}) FROM STDIN (FORMAT csv)") as copy:
-            for batch in data.to_batches(max_chunksize=100_000):
-                buffer = io.BytesIO()
-                pacsv.write_csv(batch, buffer, options)
-                copy.write(buffer.getbuffer())
-
-    def _insert_rows(self, cur: Any, table: str, columns: str, data: pa.Table) -> None:
-        marks = ", ".join(["%s"] * data.num_columns)
-        sql = f"INSERT INTO {self._name(table)} ({columns}) VALUES ({marks})"
-        for batch in data.to_batches(max_chunksize=1_000):
-            values = [column.to_pylist() for column in batch.columns]
-            cur.executemany(sql, list(zip(*values, strict=True)))

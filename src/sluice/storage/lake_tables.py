@@ -54,6 +54,21 @@ def storage_options(uri: str) -> dict[str, str] | None:
     return options
 
 
+def missing_bucket(uri: str) -> str | None:
+    """The bucket of an ``s3://`` URI when the store says it does not exist, else None."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return None
+    import pyarrow.fs as pafs
+
+    bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    try:
+        filesystem, _ = pafs.FileSystem.from_uri(uri)
+        found = filesystem.get_file_info(bucket).type != pafs.FileType.NotFound
+    except OSError:
+        return None  # unreachable or refused: not known to be missing
+    return None if found else bucket
+
+
 def open_delta(uri: str) -> DeltaTable | None:
     """Open the Delta table at ``uri``, or return None when there is none yet."""
     from deltalake import DeltaTable

@@ -22,9 +22,11 @@ Only one ``SELECT``/``WITH``/``FROM``/``VALUES``/``DESCRIBE``/``SHOW``/``SUMMARI
 the result: a larger one raises :class:`ResultTooLargeError` without being materialised.
 
 PostgreSQL/Redshift warehouse: DuckDB's postgres extension is not available offline, so
-the warehouse tables a query names are read whole through psycopg into Arrow and exposed
-under their names (types inferred from the Python values; an empty table has text
-columns). Suitable for modest tables; query PostgreSQL directly for large ones.
+each warehouse table a query names is exposed under its name as an Arrow stream fed by a
+server-side cursor (``fetchmany`` of 65,536 rows per batch; types from the table's column
+types, unknown ones as text). DuckDB pulls batches as it needs them: a query with a limit
+stops reading once it has its rows, and an aggregate streams the table through without
+holding it. Filters are not pushed down into the warehouse.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -242,13 +245,12 @@ class QueryEngine:
     ) -> list[str]:
         url = str(self.settings.warehouse_url)
         if is_postgres_url(url):
-            tables = read_pg_tables(url, sql)
-            for name, table in tables.items():
-                con.register(f"__warehouse_{name}", table)
-                con.execute(
-                    f"CREATE VIEW {quote(name)} AS SELECT * FROM {quote('__warehouse_' + name)}"
-                )
-            return list(tables)
+            tables = pg_tables_in(url, sql)
+            for index, table in enumerate(tables):
+                source = f"__warehouse_{index}"
+                con.register(source, table)
+                con.execute(f"CREATE VIEW {quote(table.info.name)} AS SELECT * FROM {source}")
+            return [table.info.name for table in tables]
         path = duckdb_path(url)
         if not os.path.exists(path):
             return []
@@ -349,6 +351,8 @@ def _first_rows(
 ) -> pa.Table:
     """The first ``limit`` rows (all when None), refused once past ``max_bytes``."""
     rows = limit if limit is not None else sys.maxsize
+    if limit is not None:  # a LIMIT on top stops the scans (a stream alone reads ahead)
+        relation = relation.limit(limit)
     reader: Any = relation.to_arrow_reader(max(1, min(rows, _STREAM_ROWS)))
     batches, have, size = [], 0, 0
     for batch in reader:
@@ -416,19 +420,63 @@ def pg_table_infos(url: str) -> list[TableInfo]:
     ]
 
 
-def read_pg_tables(url: str, sql: str) -> dict[str, pa.Table]:
-    """The PostgreSQL tables whose names appear in ``sql``, read whole into Arrow."""
-    tables: dict[str, pa.Table] = {}
+_PG_ARROW = {
+    "bigint": pa.int64(),
+    "integer": pa.int32(),
+    "smallint": pa.int16(),
+    "double precision": pa.float64(),
+    "real": pa.float32(),
+    "numeric": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp with time zone": pa.timestamp("us", "UTC"),
+    "timestamp without time zone": pa.timestamp("us"),
+    "text": pa.string(),
+    "character varying": pa.string(),
+    "bytea": pa.binary(),
+}
+
+
+class PgTable:
+    """A PostgreSQL table as a re-readable Arrow stream over a server-side cursor."""
+
+    def __init__(self, url: str, info: TableInfo) -> None:
+        self.url, self.info = url, info
+        self.schema = pa.schema(
+            [
+                pa.field(name, _PG_ARROW.get(kind, pa.string()))
+                for name, kind in zip(info.columns, info.types, strict=True)
+            ]
+        )
+
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        """A stream of the table's rows, read batch by batch as DuckDB asks."""
+        reader = pa.RecordBatchReader.from_batches(self.schema, self.batches())
+        return reader.__arrow_c_stream__(requested_schema)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Record batches of at most ``_STREAM_ROWS`` rows (the cursor closes when dropped)."""
+        with _pg_connect(self.url) as conn, conn.cursor(name="sluice_scan") as cur:
+            cur.execute(f"SELECT * FROM {quote(self.info.name)}")
+            while rows := cur.fetchmany(_STREAM_ROWS):
+                yield self._batch(rows)
+
+    def _batch(self, rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+        arrays = []
+        for column, values in zip(self.schema, zip(*rows, strict=True), strict=True):
+            if pa.types.is_string(column.type):
+                values = tuple(None if v is None else str(v) for v in values)
+            elif column.type == pa.float64():
+                values = tuple(None if v is None else float(v) for v in values)
+            arrays.append(pa.array(values, column.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def pg_tables_in(url: str, sql: str) -> list[PgTable]:
+    """The PostgreSQL tables whose names appear in ``sql``, as streams."""
     with _pg_connect(url) as conn:
-        for info in (i for i in _pg_infos(conn) if _mentions(sql, i.name)):
-            cur = conn.execute(f"SELECT * FROM {quote(info.name)}")
-            rows = cur.fetchall()
-            if rows:
-                arrays = [pa.array(list(values)) for values in zip(*rows, strict=True)]
-            else:
-                arrays = [pa.array([], pa.string()) for _ in info.columns]
-            tables[info.name] = pa.Table.from_arrays(arrays, names=info.columns)
-    return tables
+        infos = [i for i in _pg_infos(conn) if _mentions(sql, i.name)]
+    return [PgTable(url, info) for info in infos]
 
 
 def _pg_infos(conn: Any) -> list[TableInfo]:

@@ -18,6 +18,7 @@ remembers the incident and the long-horizon mean was pulled along - not a new dr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,6 +52,16 @@ class DriftParams:
         return float(np.sqrt(a / (2.0 - a) + b / (2.0 - b) - 2.0 * cross))
 
 
+class DriftScores(NamedTuple):
+    """Signed drift statistic (p, n), where it is clear of the long-horizon spread, where the
+    recent values return from a recent drift (p, n), and the final state."""
+
+    z: np.ndarray
+    clear: np.ndarray
+    returning: np.ndarray
+    state: dict[str, np.ndarray]
+
+
 def drift_scores(
     X: np.ndarray,
     ref: np.ndarray,
@@ -61,9 +72,9 @@ def drift_scores(
     init: dict[str, np.ndarray],
     params: DriftParams,
     centred: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Signed drift statistic (p, n) of a key-sorted batch ``X`` (p, n), where it is clear of
-    the long-horizon spread (see :data:`LEVEL`), and the final state.
+) -> DriftScores:
+    """Drift statistics of a key-sorted batch ``X`` (p, n) (see :class:`DriftScores`; clear of
+    the long-horizon spread: see :data:`LEVEL`).
 
     ``ref`` (p, m) is each segment's reference level (values are summed relative to it), ``sd``
     (p, n) the long-horizon deviation before each event, ``level`` (p, n) the short-horizon mean
@@ -98,9 +109,11 @@ def drift_scores(
     forget = 1.0 - 1.0 / params.memory
     recent, final = decayed_max(signed, forget, segs, np.concatenate([init["up"], init["down"]]))
     out["up"], out["down"] = final[:p], final[p:]
-    z[np.where(z > 0, recent[p:], recent[:p]) >= RECENT] = 0.0
+    # recent values on the side opposite to a recent drift: the return to normal after it
+    returning = np.where(level > 0, recent[p:], np.where(level < 0, recent[:p], 0.0)) >= RECENT
+    z[returning] = 0.0
     clear = (np.abs(level) >= LEVEL) | (np.abs(z) >= CLEAR)
-    return z, clear, out
+    return DriftScores(z, clear, returning, out)
 
 
 def rebase(state: dict[str, np.ndarray], delta: np.ndarray) -> None:

@@ -25,7 +25,8 @@ NOVELTY_STATE = ("nw", "nr")  # EW weight and EW count of novel contexts per key
 NOVELTY_HORIZON = 500  # events over which a key's rate of novel contexts is learned
 NOVELTY_PRIOR = (2.0, 1.0)  # pseudo-events (weight, novel) of a fresh key: rate 1/2
 # decayed maximum of a key's recent surprise, and events since its last onset candidate
-ONSET_STATE = ("om", "oq", "oa")  # ... and events since its last alert
+# ... events since its last alert, and since its last anomalous event (see onsets)
+ONSET_STATE = ("om", "oq", "oa", "oe")
 REFRACTORY = 5  # an onset candidate this close after another belongs to the same incident
 INCIDENT_GAP = 50  # alerts closer than this many events apart belong to one incident
 ESCALATION = 1.5  # ... unless its surprise is this many times the recent maximum
@@ -35,13 +36,21 @@ FAMILIAR_ONSET = 0.4  # share of its surprise an onset without a recent novel co
 P_FLOOR = 1e-300
 
 KEEP_LEVEL = 1.0  # sigma off its level a value must be for the lingering statistics to count
+RETURN_LEVEL = 3.0  # ... or, returning from a recent drift, beyond this (a new shift)
 
 
-def back_at_level(level: np.ndarray, short_mean: np.ndarray) -> np.ndarray:
+def back_at_level(
+    level: np.ndarray, short_mean: np.ndarray, returning: np.ndarray | None = None
+) -> np.ndarray:
     """Where a feature's value is back at its level (p, n): within :data:`KEEP_LEVEL` sigma,
-    or on the other side of it from the recent events (the return after an incident)."""
+    or on the other side of it from the recent events (the return after an incident), or
+    within :data:`RETURN_LEVEL` sigma while ``returning`` from a recent drift (the level
+    model learned part of the drift, so the return itself looks like a move)."""
     opposite = (level * short_mean < 0) & (np.abs(short_mean) >= KEEP_LEVEL)
-    return (np.abs(level) < KEEP_LEVEL) | opposite
+    back = (np.abs(level) < KEEP_LEVEL) | opposite
+    if returning is not None:
+        back |= returning & (np.abs(level) < RETURN_LEVEL)
+    return back
 
 
 def component_stats(
@@ -96,13 +105,14 @@ def novelty_probability(
 def onsets(
     u: np.ndarray,
     alert: np.ndarray,
+    anomalous: np.ndarray,
     warm: np.ndarray,
     segs: Segments,
     init: np.ndarray,
     horizon: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where an event starts an incident, where an alert starts one, and the final state
-    (3, m).
+    (4, m).
 
     A *candidate* beats the decayed maximum of its key's recent surprises ``u`` (decay over
     ``horizon`` events, so the peak of an incident keeps its repeats quiet for a while); a
@@ -112,9 +122,11 @@ def onsets(
     so one extreme event does not silence a key for long. The first ``alert`` after
     :data:`INCIDENT_GAP` events without one always starts an incident, so an action with
     ``when: "<m>_anomaly AND <m>_onset > 0"`` fires once per incident (and again only when it
-    escalates).
+    escalates). Likewise the first ``anomalous`` event (improbable enough that calibration
+    keeps it out of the key's history, whatever the alert target) after as many events
+    without one starts an incident.
     """
-    top, since, calm = init
+    top, since, calm, still = init
     u = np.minimum(u, ONSET_CAP)
     before, top_final = decayed_max(np.where(warm, u, 0.0), 1.0 - 1.0 / horizon, segs, top)
     # beats it by more than rounding: the running maximum is computed in a different order
@@ -125,8 +137,11 @@ def onsets(
     stronger = u > ESCALATION * before
     quiet, calm_final = run_length(~alert, segs, calm)
     first_alert = alert & (segs.shift(quiet, calm) >= INCIDENT_GAP)
-    starts = candidate & (quiet_before | stronger)
-    return starts | first_alert, first_alert, np.stack([top_final, since_final, calm_final])
+    normal, still_final = run_length(~anomalous, segs, still)
+    first_anomalous = anomalous & (segs.shift(normal, still) >= INCIDENT_GAP)
+    starts = candidate & (quiet_before | stronger) | first_anomalous
+    state = np.stack([top_final, since_final, calm_final, still_final])
+    return starts | first_alert, first_alert, state
 
 
 def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
@@ -140,8 +155,10 @@ def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
 
 
 def fresh_onsets(m: int) -> np.ndarray:
-    """Onset state (3, m) of fresh keys: nothing seen, long past any candidate and alert."""
-    return np.stack([np.zeros(m), np.full(m, float(REFRACTORY)), np.full(m, float(INCIDENT_GAP))])
+    """Onset state (4, m) of fresh keys: nothing seen, long past any candidate, alert and
+    anomalous event."""
+    gap = np.full(m, float(INCIDENT_GAP))
+    return np.stack([np.zeros(m), np.full(m, float(REFRACTORY)), gap, gap])
 
 
 def fresh_novelty(m: int) -> np.ndarray:

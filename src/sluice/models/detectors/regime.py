@@ -24,7 +24,7 @@ import numpy as np
 from sluice.models.detectors.scan import Segments, latch
 
 MIN_KEYS = 10
-SHARE = 0.5
+SHARE = 0.25  # a quarter: independent incidents rarely move that many keys the same way at once
 SHIFTED = 3.0  # level deviation (sigma) that counts a key as shifted
 MEAN_SHIFTED = 2.5  # recent mean deviation (sigma) that counts a key as shifted
 PERSISTS = 1.0  # ... that lets a key enter a regime and keeps it there

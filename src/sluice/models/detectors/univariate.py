@@ -191,7 +191,7 @@ def feature_scores(
     ec = np.minimum(np.maximum(e, -2 * CLIP), 2 * CLIP)
     short = _short_passes(ready, ec, segs, st, hz, out) if basis is None else basis
     # short-horizon stats include the current event (they summarise "the last few events")
-    ws, es, vs = short["ws"] + ready, short["es"] + ec, short["vs"] + ec * ec
+    ws, es, vs = short["ws"] + ready, short["es"] + ec, short["vs"] + _spread_term(ec)
     full = ws > 3.0
     wss = np.maximum(ws, 1e-12)
     dof = np.minimum(np.maximum(ws, 0.0), hz.short_dof)
@@ -250,6 +250,14 @@ def _long_passes(
     return w, wd, level_basis(w, a2, b2, d2, wd, z0, ref)
 
 
+def _spread_term(ec: np.ndarray) -> np.ndarray:
+    """A deviation's share of the short-horizon variance: squared after clipping at
+    :data:`CLIP` sigma, as the level's winsorisation, so that one spike (the level's and the
+    rate's business) does not read as a wider spread for the events after it."""
+    clipped = np.minimum(np.maximum(ec, -CLIP), CLIP)
+    return np.square(clipped, out=clipped)
+
+
 def _short_passes(
     ready: np.ndarray,
     ec: np.ndarray,
@@ -263,7 +271,7 @@ def _short_passes(
     rows = np.empty((5, *ec.shape))
     np.copyto(rows[0], ready)
     rows[1] = ec
-    np.square(ec, out=rows[2])
+    rows[2] = _spread_term(ec)
     rows[3] = rows[0]
     clipped = np.minimum(np.maximum(ec, -BIAS_CLIP), BIAS_CLIP)
     np.multiply(clipped, rows[0], out=rows[4])
