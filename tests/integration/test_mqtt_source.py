@@ -229,3 +229,18 @@ def forget_session(client_id: str) -> None:
     )
     cleaner.connect("127.0.0.1", 1883)
     cleaner.disconnect()
+
+
+def test_a_broker_that_refuses_connections_is_retried_then_a_clear_error() -> None:
+    from tests.mqtt_private import free_port
+
+    src = source({"url": f"mqtt://u:secret-pw@127.0.0.1:{free_port()}", "topic": "t", "retries": 2})
+    waits: list[float] = []
+    src.sleep = waits.append  # an injected clock: no real waiting
+    with pytest.raises(
+        SourceError, match=r"cannot connect to 127\.0\.0\.1:\d+ after 3 attempts"
+    ) as err:
+        src.open(None)
+    assert waits == [1.0, 2.0]
+    assert "secret-pw" not in str(err.value)
+    src.close()

@@ -11,7 +11,9 @@ pipeline is down, MQTT 5; default ``7d``), ``receive_maximum`` (unacknowledged m
 the broker may send at once, MQTT 5; default 65535), ``max_inflight`` (how many
 unacknowledged messages the broker sends before it waits; default ``receive_maximum``, and
 20, Mosquitto's ``max_inflight_messages``, for MQTT 3.1.1): when that many are held, a
-poll returns at once so the epoch commits and acknowledges them.
+poll returns at once so the epoch commits and acknowledges them. ``retries`` (5) and
+``retry_delay`` (``1s``, doubling): how often to try a broker that refuses connections at
+start; once connected, paho reconnects by itself (1 s to 30 s apart) and the session resumes.
 
 The session is persistent (clean start off), so the broker queues messages while the
 pipeline is down. Messages are acknowledged by hand, only after the checkpoint of the
@@ -30,6 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -86,6 +89,8 @@ class MqttOptions(BaseModel):
     receive_maximum: int = Field(default=65535, ge=1, le=65535)
     max_inflight: int | None = Field(default=None, ge=1)
     keepalive: int = Field(default=30, ge=5)
+    retries: int = Field(default=5, ge=0)
+    retry_delay: str = "1s"
 
     @field_validator("url")
     @classmethod
@@ -108,7 +113,9 @@ class MqttOptions(BaseModel):
             raise ValueError("protocol must be 5 or 3.1.1")
         return str(value)
 
-    _expiry = field_validator("session_expiry")(classmethod(lambda cls, v: check_duration(v)))
+    _durations = field_validator("session_expiry", "retry_delay")(
+        classmethod(lambda cls, v: check_duration(v))
+    )
 
     @property
     def topics(self) -> list[str]:
@@ -174,6 +181,7 @@ class MqttSource(Source):
         self._last_activity = time.monotonic()
         self._connect_error: str | None = None
         self._closing = False
+        self.sleep: Callable[[float], None] = time.sleep
 
     # -- connection --------------------------------------------------------------------
     def _new_client(self) -> Any:
@@ -242,10 +250,22 @@ class MqttSource(Source):
         v5: dict[str, Any] = {}
         if self.options.protocol == "5":
             v5 = {"clean_start": False, "properties": self._connect_properties()}
-        try:
-            self._client.connect(self.host, self.port, keepalive=self.options.keepalive, **v5)
-        except (OSError, ValueError) as exc:
-            raise SourceError(f"mqtt source: cannot connect to {where}: {exc}") from None
+        delay = parse_duration(self.options.retry_delay).total_seconds()
+        for attempt in range(self.options.retries + 1):
+            try:
+                self._client.connect(self.host, self.port, keepalive=self.options.keepalive, **v5)
+                break
+            except (OSError, ValueError) as exc:
+                if attempt == self.options.retries:
+                    raise SourceError(
+                        f"mqtt source: cannot connect to {where} after {attempt + 1} "
+                        f"attempts: {exc}"
+                    ) from None
+                log.warning(
+                    "mqtt source: %s unreachable (%s); retrying in %.1fs", where, exc, delay
+                )
+                self.sleep(delay)
+                delay = min(delay * 2, 30.0)
         self._client.loop_start()
         if not self._connected.wait(CONNECT_TIMEOUT_S):
             reason = self._connect_error or "no answer"
