@@ -5,7 +5,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[kafka,postgres,s3,mqtt,onnx]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[kafka,postgres,s3,mqtt,sql,onnx]"
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 sluice \

@@ -51,3 +51,28 @@ def temporary_database(prefix: str) -> Iterator[str]:
         yield name
     finally:
         drop_databases(name)
+
+
+def create_readings(url: str) -> None:
+    """A ``readings`` table: id, device_id, ts, temperature, updated_at (for sql sources)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE readings (id bigint PRIMARY KEY, device_id text, "
+            "ts timestamptz, temperature double precision, updated_at timestamptz)"
+        )
+
+
+def insert_readings(url: str, first: int, last: int, stamp: str = "now()") -> None:
+    """Rows ``first..last`` (ids) of ``readings``; ``updated_at`` repeats for 10 rows."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO readings SELECT g, 'd' || (g %% 7), "
+            "timestamptz '2026-01-01' + g * interval '1 second', g / 10.0, "
+            f"{stamp} + (g / 10) * interval '1 second' "
+            "FROM generate_series(%s::bigint, %s::bigint) AS g",
+            (first, last),
+        )

@@ -30,10 +30,10 @@ def kill_when(
     proc.wait(timeout=30)
 
 
-def start_run(pipeline: Path, home: Path) -> subprocess.Popen[bytes]:
-    """``sluice run PIPELINE --until-idle --quiet`` as a child process with its own home."""
+def start_run(pipeline: Path, home: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """``sluice run PIPELINE --until-idle --quiet [EXTRA]`` as a child with its own home."""
     return subprocess.Popen(
-        sluice_command("run", str(pipeline), "--until-idle", "--quiet"),
+        sluice_command("run", str(pipeline), "--until-idle", "--quiet", *extra),
         env={**os.environ, "SLUICE_HOME": str(home)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

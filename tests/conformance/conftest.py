@@ -7,7 +7,8 @@ an artifact) is one entry in ``SOURCES``, ``SINKS`` or ``MODELS`` below; a newly
 plugin without an entry fails ``test_coverage.py`` with a message naming the table to extend.
 
 Services come from fixtures keyed by plugin name (``SERVICES``): Kafka from the session's
-tansu broker, PostgreSQL from a throw-away database, S3 from the session's moto server.
+tansu broker, PostgreSQL from a throw-away database, S3 from the session's moto server,
+MQTT from the machine's Mosquitto.
 """
 
 from __future__ import annotations
@@ -119,14 +120,63 @@ def _generator_case(home: Path, services: dict[str, Any]) -> SourceCase:
     return SourceCase(config, schema, grows=False)
 
 
+def _sql_case(home: Path, services: dict[str, Any]) -> SourceCase:
+    import psycopg
+
+    url = services["postgres"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events (seq bigserial PRIMARY KEY, id bigint, v text)")
+
+    def config(good: int, bad: int, start: int = 0) -> dict[str, Any]:
+        # Bad rows hold a v that is no double: the decode stage dead-letters them.
+        rows = [(i, str(i / 4)) for i in range(start, start + good)]
+        rows += [(None, BAD.decode())] * bad
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO events (id, v) VALUES (%s, %s)", rows)
+        return {
+            "type": "sql",
+            "url": url,
+            "table": "events",
+            "cursor": "seq",
+            "poll_interval": "50ms",
+        }
+
+    return SourceCase(config)
+
+
+def _mqtt_case(home: Path, services: dict[str, Any]) -> SourceCase:
+    from tests.mqtt_broker import create_session, publish
+
+    topic = f"conf/{uuid.uuid4().hex[:8]}/events"
+    client_id = f"conf-{uuid.uuid4().hex[:8]}-{{pipeline}}"
+    # MQTT keeps messages only for sessions that exist when they are published: open the
+    # sessions of the pipelines the checks run (protocol checks use PIPELINE) beforehand.
+    for pipeline in (PIPELINE, "whole", "pieces"):
+        create_session(client_id.replace("{pipeline}", pipeline), topic)
+
+    def config(good: int, bad: int, start: int = 0) -> dict[str, Any]:
+        publish(topic, [record(i) for i in range(start, start + good)] + [BAD] * bad)
+        return {
+            "type": "mqtt",
+            "url": services["mqtt"],
+            "topic": topic,
+            "client_id": client_id,
+            "session_expiry": "10m",
+        }
+
+    return SourceCase(config)
+
+
 SOURCES: dict[str, Callable[[Path, dict[str, Any]], SourceCase]] = {
     "file": _file_case,
     "log": _log_case,
     "kafka": _kafka_case,
     "generator": _generator_case,
+    "sql": _sql_case,
+    "mqtt": _mqtt_case,
 }
 # The services a source plugin needs, by plugin name (see ``services_for``).
-SOURCE_SERVICES = {"kafka": ("kafka",)}
+SOURCE_SERVICES = {"kafka": ("kafka",), "sql": ("postgres",), "mqtt": ("mqtt",)}
 
 
 # -- sinks -------------------------------------------------------------------------------------
@@ -410,6 +460,10 @@ def services_for(request: pytest.FixtureRequest, needs: tuple[str, ...]) -> dict
         name = create_database("conf")
         request.addfinalizer(lambda: drop_databases(name))
         found["postgres"] = f"{SERVER}/{name}"
+    if "mqtt" in needs:
+        from tests.mqtt_broker import require_mosquitto
+
+        found["mqtt"] = require_mosquitto()
     if "s3" in needs:
         server = request.getfixturevalue("moto_s3_server")
         monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")

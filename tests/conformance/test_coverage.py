@@ -36,4 +36,4 @@ def test_the_table_names_no_plugin_that_is_not_registered() -> None:
 
 def test_a_plugin_without_an_entry_fails_with_what_to_add() -> None:
     with pytest.raises(pytest.fail.Exception, match=r"no entry in tests/conformance/conftest\.py"):
-        table_entry(SOURCES, "mqtt", "source")
+        table_entry(SOURCES, "nosuch", "source")

@@ -189,3 +189,61 @@ def test_validate_rejects_with_file_line_and_key(
     assert f"{path}:{line_of(path, marker)}: {key}" in flat
     assert message in flat
     assert not (tmp_path / "home").exists()
+
+
+def test_validate_rejects_an_unknown_source_type_listing_the_available_ones(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\nsource: {type: mqqt, topic: a}\nsinks: [{type: lake, table: bad}]\n"
+    )
+    code, out = cli(tmp_path / "home", "validate", str(path))
+    flat = " ".join(out.split())
+    assert code == 2, out
+    assert f"{path}:2: source.type: unknown source type 'mqqt'; available: " in flat
+    available = flat.split("available: ", 1)[1].split()
+    assert {"file", "generator", "kafka", "log", "mqtt", "sql"} <= {
+        name.strip(",") for name in available
+    }
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        '{type: sql, url: "postgresql://u:pw@127.0.0.1:1/db", table: readings, cursor: id}',
+        '{type: sql, url: "sqlite:///nowhere.db", query: "SELECT * FROM t WHERE id > :cursor",'
+        " cursor: id}",
+        '{type: mqtt, url: "mqtt://127.0.0.1:1", topic: "$share/g/plant/+/telemetry"}',
+    ],
+    ids=["sql-table", "sql-query", "mqtt"],
+)
+def test_validate_accepts_sql_and_mqtt_sources_without_connecting(
+    tmp_path: Path, source: str
+) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(f"name: ok\nsource: {source}\nsinks: [{{type: lake, table: ok}}]\n")
+    code, out = cli(tmp_path / "home", "validate", str(path))
+    assert code == 0, out
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('{type: sql, url: "oracle://h/db", table: t, cursor: id}', "url must start with"),
+        ('{type: sql, url: "sqlite:///x.db", table: t}', "source.cursor"),
+        ("{type: mqtt, topic: a, qos: 3}", "source.qos"),
+    ],
+    ids=["sql-url", "sql-cursor", "mqtt-qos"],
+)
+def test_validate_rejects_bad_sql_and_mqtt_options_at_their_line(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"name: bad\nsource: {source}\nsinks: [{{type: lake, table: bad}}]\n")
+    code, out = cli(tmp_path / "home", "validate", str(path))
+    flat = " ".join(out.split())
+    assert code == 2, out
+    assert f"{path}:2: " in flat and message in flat

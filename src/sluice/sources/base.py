@@ -17,14 +17,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
+from pydantic import BaseModel, ValidationError
 
 from sluice.config.models import SourceConfig
+from sluice.core.errors import ConfigError
 from sluice.core.plugins import load_plugin
+from sluice.core.types import parse_duration
 
 Position = dict[str, Any]
+Options = TypeVar("Options", bound=BaseModel)
 RebalanceHandler = Callable[[list[str]], None]
 OffsetLookup = Callable[[list[str]], dict[str, int]]
 
@@ -33,6 +37,8 @@ BUILTIN_SOURCES = {
     "generator": "sluice.sources.generator:GeneratorSource",
     "log": "sluice.sources.log:LogSource",
     "kafka": "sluice.sources.kafka:KafkaSource",
+    "sql": "sluice.sources.sql:SqlSource",
+    "mqtt": "sluice.sources.mqtt:MqttSource",
 }
 
 
@@ -129,3 +135,22 @@ def source_class(config: SourceConfig) -> type[Source]:
 def create_source(config: SourceConfig, context: SourceContext) -> Source:
     """Instantiate the source named by ``config.type``."""
     return source_class(config)(config, context)
+
+
+def validate_options(model: type[Options], options: dict[str, Any]) -> Options:
+    """``model`` built from a source's options; its first error as a ConfigError naming the key."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(first["msg"], key=f"source.{where}" if where else "source") from None
+
+
+def check_duration(value: str) -> str:
+    """``value`` if it is a duration (``500ms``, ``10s``, ``1m``...), else a ValueError."""
+    try:
+        parse_duration(value)
+    except ConfigError as exc:
+        raise ValueError(exc.detail) from None
+    return value

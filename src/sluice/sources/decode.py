@@ -188,7 +188,9 @@ class Decoder:
             passed.append('"__origin"')
         outputs += passed
         outputs.append(f"{reason} AS __reason")
-        outputs.append(f"{self._raw_sql(schema)} AS __raw_payload")
+        # Typed input: the payload (a JSON object of the row) is built later, for bad rows only.
+        raw = "NULL::VARCHAR" if self.raw_format == "arrow" else self._raw_sql(schema)
+        outputs.append(f"{raw} AS __raw_payload")
         typed = f"SELECT {', '.join(outputs)} FROM ({self._parsed_sql(schema)}) AS parsed"
         kept = [_ident(n) for n in self.fields] + passed
         return (
@@ -297,14 +299,26 @@ class Decoder:
         bad_mask = pc.is_valid(reason)
         bad = result.filter(bad_mask)
         origin = bad.column("__origin") if origin_field else None
+        raw = bad.column("__raw_payload")
+        if self.raw_format == "arrow":  # the projection keeps the input's row order
+            raw = self._payloads(batch.filter(bad_mask))
         ctx.dead_letter(
             stage="decode",
             reason=bad.column("__reason").combine_chunks(),
-            raw=bad.column("__raw_payload").combine_chunks(),
+            raw=raw.combine_chunks(),
             origin=origin.combine_chunks() if origin is not None else None,
         )
         good = result.filter(pc.invert(bad_mask))
         return good.select(out_schema.names).cast(out_schema)
+
+    def _payloads(self, rows: pa.Table) -> pa.ChunkedArray:
+        """The dead-letter payload of each of ``rows`` (typed input rows)."""
+        self._con.register("batch", rows)
+        try:
+            found = self._con.sql(f"SELECT {self._raw_sql(rows.schema)} AS r FROM batch")
+            return found.to_arrow_table().column("r")
+        finally:
+            self._con.unregister("batch")
 
 
 def reject_flagged(batch: pa.Table, ctx: EpochContext) -> pa.Table:

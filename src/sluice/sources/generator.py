@@ -21,13 +21,13 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sluice.config.models import SourceConfig
 from sluice.core.errors import ConfigError, SourceError
 from sluice.core.types import parse_duration
 from sluice.sources import synthetic, synthetic_text
-from sluice.sources.base import Position, Source, SourceBatch, SourceContext
+from sluice.sources.base import Position, Source, SourceBatch, SourceContext, validate_options
 
 _IDLE_SLEEP = 0.1  # longest nap of a poll that has nothing to give
 
@@ -69,12 +69,7 @@ def parse_options(config: SourceConfig) -> GeneratorOptions:
             "the generator produces typed rows; drop 'format' or set it to arrow",
             key="source.format",
         )
-    try:
-        return GeneratorOptions.model_validate(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(first["msg"], key=f"source.{where}" if where else "source") from None
+    return validate_options(GeneratorOptions, options)
 
 
 class GeneratorSource(Source):

@@ -66,7 +66,7 @@ from sluice.sources.kafka_formats import (
     check_format_options,
     payload_format,
 )
-from sluice.sources.lines import invalid_utf8_records
+from sluice.sources.lines import decode_utf8
 from sluice.sources.repartition import (
     Forwarder,
     RepartitionOptions,
@@ -688,24 +688,6 @@ class MessageColumns:
             pa.array(self.offsets).cast(pa.string()),
             "",
         )
-
-
-def decode_utf8(values: list[bytes | None]) -> tuple[pa.Array, pa.Array]:
-    """Payloads as strings and a per-row invalid-UTF-8 flag (bad bytes become U+FFFD)."""
-    binary = pa.array(values, pa.binary())
-    try:
-        return binary.cast(pa.string()), pa.array(np.zeros(len(values), bool))
-    except pa.ArrowInvalid:
-        pass
-    offsets = np.frombuffer(binary.buffers()[1], np.int32, len(values) + 1).astype(np.int64)
-    invalid = invalid_utf8_records(binary.buffers()[2], offsets[:-1], offsets[1:])
-    fixed = pa.array(
-        [bytes(values[i] or b"").decode("utf-8", "replace") for i in np.flatnonzero(invalid)],
-        pa.string(),
-    )
-    mask = pa.array(invalid)
-    replaced = pc.replace_with_mask(binary, mask, fixed.cast(pa.binary()))
-    return replaced.cast(pa.string()), mask
 
 
 def csv_columns(raw: pa.Array, names: list[str]) -> dict[str, pa.Array]:

@@ -129,3 +129,21 @@ def _replace_invalid(
     binary = raw.view(pa.binary() if raw.type == pa.string() else pa.large_binary())
     replaced = pc.replace_with_mask(binary, pa.array(invalid), fixed.cast(binary.type))
     return replaced.cast(raw.type)
+
+
+def decode_utf8(values: list[bytes | None]) -> tuple[pa.Array, pa.Array]:
+    """Payloads as strings and a per-row invalid-UTF-8 flag (bad bytes become U+FFFD)."""
+    binary = pa.array(values, pa.binary())
+    try:
+        return binary.cast(pa.string()), pa.array(np.zeros(len(values), bool))
+    except pa.ArrowInvalid:
+        pass
+    offsets = np.frombuffer(binary.buffers()[1], np.int32, len(values) + 1).astype(np.int64)
+    invalid = invalid_utf8_records(binary.buffers()[2], offsets[:-1], offsets[1:])
+    fixed = pa.array(
+        [bytes(values[i] or b"").decode("utf-8", "replace") for i in np.flatnonzero(invalid)],
+        pa.string(),
+    )
+    mask = pa.array(invalid)
+    replaced = pc.replace_with_mask(binary, mask, fixed.cast(pa.binary()))
+    return replaced.cast(pa.string()), mask

@@ -4,7 +4,9 @@ Which streams exist: those read by a served pipeline's ``type: log`` source, and
 already in the log (created by ``sluice ingest`` or an earlier push). Any other name is a
 404 unless ``SLUICE_API_AUTO_CREATE_STREAMS=1``. When the slowest consumer of the stream is
 more than ``max_backlog`` records behind, the answer is 429 with ``Retry-After``. A body
-with more than ``max_items`` events is refused with 413 before anything is appended.
+with more than ``max_items`` events is refused with 413 before anything is appended. Bodies
+may be gzip- or deflate-compressed (``Content-Encoding``), as Logstash's ``json_batch`` and
+Fluent Bit send them; the size limit applies to the decompressed body as well.
 """
 
 from __future__ import annotations
