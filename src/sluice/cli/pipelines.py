@@ -5,12 +5,16 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sluice.cli.common import FormatOpt, check_format, console, err_console, fail, settings
 from sluice.core.errors import SluiceError
+
+if TYPE_CHECKING:
+    from sluice.config.models import Pipeline
+    from sluice.runners.stats import RunStats
 
 app = typer.Typer()
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay the dead-letter store.")
@@ -41,7 +45,16 @@ def run(
             "--until-idle", help="stop once the source has nothing more (files read, topic drained)"
         ),
     ] = False,
-    runner: Annotated[str, typer.Option(help="local or spark")] = "local",
+    runner: Annotated[
+        str, typer.Option(help="local, spark (bounded inputs) or beam (bounded inputs)")
+    ] = "local",
+    master: Annotated[
+        str | None, typer.Option(help="Spark master URL (default local[*]; SPARK_REMOTE wins)")
+    ] = None,
+    beam_option: Annotated[
+        list[str] | None,
+        typer.Option(help="a Beam pipeline option, e.g. runner=FlinkRunner (repeatable)"),
+    ] = None,
     group: Annotated[str | None, typer.Option(help="Kafka consumer group of this replica")] = None,
     idle_timeout: Annotated[
         float, typer.Option(help="seconds without records that count as idle (Kafka)")
@@ -53,10 +66,14 @@ def run(
     from sluice.runners.progress import ProgressReporter, print_summary
     from sluice.service.run import build_runner
 
-    if runner != "local":
-        fail(SluiceError(f"runner {runner!r} is not available in this build; use --runner local"))
+    if runner not in ("local", "spark", "beam"):
+        fail(SluiceError(f"unknown runner {runner!r}; use local, spark or beam"))
     try:
         p = load_pipeline(pipeline)
+        if runner != "local":
+            stats = _run_batch(pipeline, p, runner, master=master, beam_options=beam_option or [])
+            print_summary(console, stats)
+            return
         stop = threading.Event()
         _install_stop_handlers(stop)
         with ProgressReporter(console, p.name, enabled=not quiet) as progress:
@@ -72,6 +89,22 @@ def run(
     except SluiceError as exc:
         fail(exc)
     print_summary(console, stats)
+
+
+def _run_batch(path: Path, pipeline: Pipeline, kind: str, **options: Any) -> RunStats:
+    """Run ``pipeline`` on Spark or Beam; configuration errors name the file and line."""
+    from sluice.core.errors import ConfigError
+    from sluice.runners.check import located
+    from sluice.service.run import build_batch_runner
+
+    try:
+        batch = build_batch_runner(kind, pipeline, settings(), **options)
+    except ConfigError as exc:
+        raise located(exc, pipeline, path) from None
+    try:
+        return batch.run()
+    except ConfigError as exc:
+        raise located(exc, pipeline, path) from None
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:

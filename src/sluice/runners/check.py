@@ -28,11 +28,16 @@ def check_pipeline(path: str | Path, settings: Settings | None = None) -> Pipeli
     try:
         check(pipeline, settings or Settings())
     except ConfigError as exc:
-        if exc.file is not None:
-            raise
-        line = exc.line or (line_of(pipeline, exc.key) if exc.key else None)
-        raise ConfigError(exc.detail, file=str(path), line=line, key=exc.key) from None
+        raise located(exc, pipeline, path) from None
     return pipeline
+
+
+def located(exc: ConfigError, pipeline: Pipeline, path: str | Path | None) -> ConfigError:
+    """``exc`` naming the file and line of its key in the file ``pipeline`` came from."""
+    if exc.file is not None or path is None:
+        return exc
+    line = exc.line or (line_of(pipeline, exc.key) if exc.key else None)
+    return ConfigError(exc.detail, file=str(path), line=line, key=exc.key)
 
 
 def check(pipeline: Pipeline, settings: Settings) -> None:

@@ -136,16 +136,18 @@ class Stages:
     def run(self, batch: SourceBatch, ctx: EpochContext) -> tuple[pa.Table, PendingActions | None]:
         """Decode and transform ``batch``, score it and evaluate the actions."""
         self._drift_writers = []
-        if batch.data.num_columns == 0:
-            table = None
-        elif self.pipeline.schema_ or batch.raw_format != "arrow":
-            table = self._decoder(batch.raw_format).decode(batch.data, ctx)
-        else:
-            table = reject_flagged(batch.data, ctx)
-        table = self._transform(table, ctx)
+        table = self._transform(self.decode(batch, ctx), ctx)
         table = self._score(table, ctx)
         pending = self.actions.evaluate(table, ctx) if self.actions is not None else None
         return table, pending
+
+    def decode(self, batch: SourceBatch, ctx: EpochContext) -> pa.Table | None:
+        """Decode and validate ``batch``; rejects go to ``ctx`` (None: the batch has no data)."""
+        if batch.data.num_columns == 0:
+            return None
+        if self.pipeline.schema_ or batch.raw_format != "arrow":
+            return self._decoder(batch.raw_format).decode(batch.data, ctx)
+        return reject_flagged(batch.data, ctx)
 
     def _transform(self, table: pa.Table | None, ctx: EpochContext) -> pa.Table:
         """Apply every transform; on the final epoch flush each one's held rows downstream."""

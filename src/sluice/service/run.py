@@ -7,7 +7,8 @@ from typing import Any
 from sluice.config.models import Pipeline
 from sluice.core.settings import Settings
 from sluice.orchestration.service import job_runner
-from sluice.runners.create import create_runner
+from sluice.runners.bounded import BatchRunner
+from sluice.runners.create import create_batch_runner, create_runner
 from sluice.runners.local import LocalRunner
 from sluice.runners.stats import RunStats
 
@@ -19,6 +20,15 @@ def build_runner(
     settings = settings or Settings()
     options.setdefault("job_runner", job_runner(settings))
     return create_runner(pipeline, settings, **options)
+
+
+def build_batch_runner(
+    kind: str, pipeline: Pipeline, settings: Settings | None = None, **options: Any
+) -> BatchRunner:
+    """A ``spark`` or ``beam`` runner for ``pipeline``, its actions' jobs queued as usual."""
+    settings = settings or Settings()
+    options.setdefault("job_runner", job_runner(settings))
+    return create_batch_runner(kind, pipeline, settings, **options)
 
 
 def run(pipeline: Pipeline, settings: Settings | None = None, **options: Any) -> RunStats:

@@ -94,6 +94,12 @@ class EnrichTransform(Transform):
         self._lookup: pa.Table | None = None  # key columns + the added columns, keys unique
 
     # -- the lookup ----------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Read the lookup now and never again: a batch run joins against one snapshot."""
+        self._refresh()
+        self._watched = []
+        self._signature = ()
+
     def _refresh(self) -> None:
         """Re-read the lookup if its file changed since the last read."""
         signature = _signature(self._watched)

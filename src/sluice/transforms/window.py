@@ -170,8 +170,8 @@ class WindowTransform(Transform):
     def _watermark(self) -> int | None:
         return None if self._max_seen is None else self._max_seen - self.lateness
 
-    def _first_end(self, times: np.ndarray) -> np.ndarray:
-        """End of the earliest window that contains each time."""
+    def first_end(self, times: np.ndarray) -> np.ndarray:
+        """End of the earliest window that contains each time (epoch µs)."""
         return ((times - self.size) // self.slide + 1) * self.slide + self.size
 
     def _late_mask(self, times: pa.Array) -> np.ndarray:
@@ -179,11 +179,17 @@ class WindowTransform(Transform):
         if self._closed_to is None or len(times) == 0:
             return missing
         values = times.fill_null(0).to_numpy()
-        return missing | (self._first_end(values) <= self._closed_to)
+        return missing | (self.first_end(values) <= self._closed_to)
 
     def _reject_late(self, rows: pa.Table, times: pa.Array, ctx: EpochContext) -> None:
+        self.reject_late(rows, times, self._closed_to or 0, ctx)
+
+    def reject_late(
+        self, rows: pa.Table, times: pa.Array, closed_to: int, ctx: EpochContext
+    ) -> None:
+        """Dead-letter late ``rows`` (``times``: their event times) given the closed horizon."""
         stamps = pc.cast(times.cast(UTC_US), pa.string())
-        closed = pa.scalar(self._closed_to or 0, pa.int64()).cast(UTC_US)
+        closed = pa.scalar(closed_to, pa.int64()).cast(UTC_US)
         late = pc.binary_join_element_wise(
             "late: event time ",
             stamps,
@@ -244,6 +250,29 @@ class WindowTransform(Transform):
             return None
         latest = int(pc.max(self._buffer.column(TIME)).as_py())
         return (latest // self.slide) * self.slide + self.size
+
+    def aggregate_range(self, rows: pa.Table, low: int, high: int, ctx: EpochContext) -> pa.Table:
+        """Aggregate the windows ``low..high`` (indices) of on-time ``rows`` in one GROUP BY.
+
+        A batch runner's window: ``rows`` (in arrival order) hold the event-time column and
+        the aggregated columns; each row counts in its windows between ``low`` and ``high``.
+        """
+        times = event_time_us(rows, self.time, self.key).to_numpy(zero_copy_only=False)
+        first = np.maximum((times - self.size) // self.slide + 1, low)
+        last = np.minimum(times // self.slide, high)
+        take = first <= last
+        columns = [*self.keys, *sorted(self.needed & set(rows.column_names) - set(self.keys))]
+        part = (
+            rows.select(columns)
+            .filter(take)
+            .append_column("__a", pa.array(first[take]))
+            .append_column("__b", pa.array(last[take]))
+        )
+        return self._aggregate(part, ctx)
+
+    def window_index(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first and last window index that contain each time (epoch µs)."""
+        return (times - self.size) // self.slide + 1, times // self.slide
 
     def _aggregate(self, part: pa.Table, ctx: EpochContext) -> pa.Table:
         keys = [quote(k) for k in self.keys]
