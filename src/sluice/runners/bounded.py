@@ -116,11 +116,11 @@ class BatchRunner(ABC):
         run_id = history.start(self.pipeline.name)
         status, error = "failed", None
         try:
-            self.prepare()
             self.stages.start()
             job = self._read(checkpoints)
             if job is not None:
                 started = time.perf_counter()
+                self.prepare()
                 checkpoints.plan(self.pipeline.name, job.epoch, job.position)
                 output = self.execute(job)
                 self._commit(checkpoints, job, output, time.perf_counter() - started)

@@ -24,6 +24,7 @@ from sluice.runners.spark_plan import SparkPlan, spark_type
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+LOCAL_SHUFFLE_PARTITIONS = 8  # not 200: each shuffle task of a grouped map starts Python work
 SESSION_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.ansi.enabled": "false",
@@ -103,6 +104,7 @@ def spark_session(master: str | None, app_name: str) -> tuple[SparkSession, bool
         if master.startswith("local"):
             # the Python workers must run this interpreter (its packages), not the system's
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            builder = builder.config("spark.sql.shuffle.partitions", str(LOCAL_SHUFFLE_PARTITIONS))
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()

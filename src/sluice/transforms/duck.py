@@ -29,10 +29,19 @@ class DuckSQL:
     """One in-memory DuckDB connection (UTC session) that runs SQL over Arrow tables."""
 
     def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         if threads is not None:  # one thread makes float aggregates bit-for-bit repeatable
             self.con.execute(f"SET threads = {int(threads)}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its settings (a step shipped to a Spark or Beam worker reconnects)."""
+        return {"threads": self.threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Open a fresh connection with the pickled settings."""
+        self.__init__(threads=state["threads"])  # type: ignore[misc]
 
     def query(self, sql: str, **tables: pa.Table) -> pa.Table:
         """Run ``sql`` with each keyword table registered under its name; return Arrow."""
