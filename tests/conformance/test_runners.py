@@ -1,0 +1,179 @@
+"""Every runner lands the same rows: ``--runner local``, ``--runner spark`` and ``--runner beam``.
+
+One pipeline (filter, derive, a one-minute window ``into`` a table, lake and warehouse sinks)
+over the same generated input must give identical lake rows, window rows (counts and sums to
+the bit) and warehouse rows on every runner; with ``online_anomaly`` added, local and Spark
+give the same model columns (alerts, onsets and reasons exactly; scores and onset values
+within the detector's batch-invariance tolerance). A finished Spark job run again adds nothing.
+
+Small data and one Spark session for the whole module keep this to a few minutes; the 200k
+comparison is ``benchmarks/runners.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from deltalake import DeltaTable
+
+from sluice.config.loader import load_pipeline
+from sluice.core.settings import Settings
+from sluice.runners.create import run
+from tests.runner_envs import beam_python, run_cli, spark_session
+
+EVENTS = 6_000
+SOURCE = {"type": "generator", "events": EVENTS, "devices": 8, "seed": 11}
+WINDOWED: dict[str, Any] = {
+    "name": "conform",
+    "source": SOURCE,
+    "event_time": "ts",
+    "transforms": [
+        {"filter": "status <> 'maintenance'"},
+        {"derive": {"temp_c": "(temperature - 32) * 5 / 9"}},
+        {
+            "window": {
+                "key": "device_id",
+                "size": "1m",
+                "aggregate": {"n": "count(*)", "temp_sum": "sum(temp_c)"},
+                "into": "conform_1m",
+            }
+        },
+    ],
+    "sinks": [{"type": "lake", "table": "conform"}, {"type": "warehouse", "table": "conform"}],
+}
+MODEL = {"name": "temp", "type": "online_anomaly", "features": ["temp_c", "pressure"]}
+SCORED: dict[str, Any] = {
+    "name": "scored",
+    "source": SOURCE,
+    "event_time": "ts",
+    "transforms": WINDOWED["transforms"][:2],
+    "models": [{**MODEL, "key": "device_id"}],
+    "sinks": [{"type": "lake", "table": "scored"}],
+}
+
+
+def write(tmp: Path, spec: dict[str, Any]) -> Path:
+    """``spec`` as a pipeline file in ``tmp``."""
+    path = tmp / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def lake(home: Path, table: str, order: list[str]) -> pa.Table:
+    """A lake table's rows in a stable order."""
+    rows = DeltaTable(str(home / "lake" / table)).to_pyarrow_table()
+    return rows.sort_by([(c, "ascending") for c in order])
+
+
+def warehouse(home: Path, table: str) -> pa.Table:
+    """A warehouse table's rows in a stable order."""
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        return con.sql(f"SELECT * FROM {table} ORDER BY ts, device_id").to_arrow_table()
+    finally:
+        con.close()
+
+
+def run_local(path: Path, home: Path) -> None:
+    """The pipeline file at ``path`` on the local runner."""
+    run(load_pipeline(path), Settings(home=home), until_idle=True, idle_timeout=1.0)
+
+
+def run_spark(path: Path, home: Path) -> Any:
+    """The pipeline file at ``path`` on the Spark runner (the module's session)."""
+    from sluice.runners.spark import SparkRunner
+
+    return SparkRunner(load_pipeline(path), Settings(home=home), idle_timeout=1.0).run()
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    """One local Spark session for the module."""
+    session = spark_session()
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def windowed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The windowed pipeline's file and its local run's home."""
+    tmp = tmp_path_factory.mktemp("windowed")
+    path = write(tmp, WINDOWED)
+    run_local(path, tmp / "local")
+    return path, tmp / "local"
+
+
+def assert_same_windowed(home: Path, local: Path) -> None:
+    """Identical lake rows, window rows and warehouse rows."""
+    events = lake(local, "conform", ["ts", "device_id"])
+    windows = lake(local, "conform_1m", ["window_start", "device_id"])
+    assert events.num_rows > EVENTS * 0.9 and windows.num_rows > 100
+    assert lake(home, "conform", ["ts", "device_id"]).equals(events)
+    assert lake(home, "conform_1m", ["window_start", "device_id"]).equals(windows)
+    assert warehouse(home, "conform").equals(warehouse(local, "conform"))
+
+
+def test_spark_lands_what_local_lands(
+    spark: Any, windowed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Events, window counts and window sums on Spark equal the local runner's."""
+    path, local = windowed
+    run_spark(path, tmp_path)
+    assert_same_windowed(tmp_path, local)
+
+
+def test_a_finished_spark_job_run_again_adds_nothing(
+    spark: Any, windowed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The second run finds the input committed: no new row anywhere."""
+    path, local = windowed
+    run_spark(path, tmp_path)
+    stats = run_spark(path, tmp_path)
+    assert stats.events_in == 0 and stats.epochs == 0
+    assert_same_windowed(tmp_path, local)
+    history = DeltaTable(str(tmp_path / "lake" / "conform")).history()
+    assert len([h for h in history if h.get("operation") == "WRITE"]) == 1
+
+
+def test_spark_model_columns_equal_local(spark: Any, tmp_path: Path) -> None:
+    """``online_anomaly`` per key on Spark gives the local runner's outputs."""
+    path = write(tmp_path, SCORED)
+    run_local(path, tmp_path / "local")
+    run_spark(path, tmp_path / "spark")
+    want = lake(tmp_path / "local", "scored", ["ts", "device_id"])
+    got = lake(tmp_path / "spark", "scored", ["ts", "device_id"])
+    assert got.num_rows == want.num_rows > EVENTS * 0.9
+    exact = [c for c in want.column_names if c not in ("temp_score", "temp_onset")]
+    assert got.select(exact).equals(want.select(exact))
+    assert np.asarray(want.column("temp_anomaly")).any()
+    for column in ("temp_score", "temp_onset"):  # the detector's batch-invariance tolerance
+        np.testing.assert_allclose(got.column(column), want.column(column), rtol=0, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def beam() -> Path:
+    """The Python of the Beam environment (built on first use; CI must have it)."""
+    try:
+        return beam_python()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"cannot build the Beam environment: {exc}")
+
+
+def test_beam_lands_what_local_lands(
+    beam: Path, windowed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The same file on the Beam DirectRunner lands the local runner's rows."""
+    path, local = windowed
+    done = run_cli(beam, tmp_path, "run", str(path), "--runner", "beam", "-q")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_windowed(tmp_path, local)
