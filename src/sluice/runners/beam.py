@@ -123,7 +123,8 @@ class BeamRunner(BatchRunner):
                     rows
                     | f"key {i}" >> beam.FlatMap(split_by, key)
                     | f"group {i}" >> beam.GroupByKey()
-                    | f"score {i}" >> beam.MapTuple(lambda _k, tables, t=task: t(concat(list(tables))))
+                    | f"score {i}"
+                    >> beam.MapTuple(lambda _k, tables, t=task: t(concat(list(tables))))
                 )
             else:
                 rows = rows | f"score {i}" >> beam.Map(task)
@@ -151,7 +152,8 @@ class BeamRunner(BatchRunner):
             marked.on_time
             | f"buckets {index}" >> beam.FlatMap(split_buckets, step, per_bucket)
             | f"group {index}" >> beam.GroupByKey()
-            | f"aggregate {index}" >> beam.MapTuple(lambda _b, tables, t=task: t(concat(list(tables))))
+            | f"aggregate {index}"
+            >> beam.MapTuple(lambda _b, tables, t=task: t(concat(list(tables))))
         )
 
     def _read_back(self, staging: Path, ctx: EpochContext) -> JobOutput:
@@ -210,15 +212,11 @@ class MarkLate:
 
         closed = closed_before(maxima, self.step.lateness, self.blocks)
         times = event_time_us(table, self.step.time, self.step.key)
-        horizon = pa.array(
-            [closed.get(b) for b in table.column(BLOCK).to_pylist()], pa.int64()
-        )
+        horizon = pa.array([closed.get(b) for b in table.column(BLOCK).to_pylist()], pa.int64())
         values = times.fill_null(0).to_numpy()
         known = np.asarray(horizon.is_valid())
         ends = self.step.first_end(values)
-        late = np.asarray(times.is_null()) | (
-            known & (ends <= horizon.fill_null(0).to_numpy())
-        )
+        late = np.asarray(times.is_null()) | (known & (ends <= horizon.fill_null(0).to_numpy()))
         yield table.filter(pa.array(~late))
         if late.any():
             rows = table.filter(pa.array(late))

@@ -194,7 +194,9 @@ class BatchRunner(ABC):
             rows += part.data.num_rows
         if not parts:
             return None
-        return SourceBatch(concat([p.data for p in parts]), parts[-1].raw_format, parts[-1].position)
+        return SourceBatch(
+            concat([p.data for p in parts]), parts[-1].raw_format, parts[-1].position
+        )
 
     # -- output ----------------------------------------------------------------------------
     def _commit(

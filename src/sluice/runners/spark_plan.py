@@ -105,14 +105,14 @@ class SparkPlan:
         *,
         dry: bool,
     ) -> DataFrame:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as sf
 
         sql = self.sql[index]
         if isinstance(step, FilterTransform):
-            return df.filter(F.expr(sql[""]))
+            return df.filter(sf.expr(sql[""]))
         if isinstance(step, DeriveTransform):
             for column in step.columns:
-                df = df.withColumn(column, F.expr(sql[column]))
+                df = df.withColumn(column, sf.expr(sql[column]))
             return df
         if isinstance(step, SelectTransform):
             internal = [c for c in df.columns if c.startswith("__") and c not in step.columns]
@@ -130,14 +130,14 @@ class SparkPlan:
         return df
 
     def _score(self, df: DataFrame, key: str | None, task: ScoreTask, i: int) -> DataFrame:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as sf
 
         schema = task(arrow_schema(df).empty_table()).schema
         spark_schema = spark_type(schema)
         if not self.stages.models[i].online:
             return df.mapInArrow(BatchesTask(task, schema), spark_schema)
         if key is None:  # one detector over every row, as the local runner has
-            return df.groupBy(F.lit(0)).applyInArrow(group_function(task, schema), spark_schema)
+            return df.groupBy(sf.lit(0)).applyInArrow(group_function(task, schema), spark_schema)
         return df.groupBy(key).applyInArrow(group_function(task, schema), spark_schema)
 
     # -- windows ---------------------------------------------------------------------------
@@ -152,36 +152,34 @@ class SparkPlan:
         dry: bool,
     ) -> tuple[DataFrame, DataFrame]:
         """(the windows, the stream) for a window step; late rows go to ``ctx``."""
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as sf
 
         step.output_schema(arrow_schema(df))
-        df = df.withColumn(_T, F.unix_micros(F.col(step.time).cast("timestamp")))
+        df = df.withColumn(_T, sf.unix_micros(sf.col(step.time).cast("timestamp")))
         closed = {} if dry else self._closed(df, step, blocks)
         if closed:
-            horizon = spark.createDataFrame(
-                list(closed.items()), f"{BLOCK} int, {_CLOSED} long"
-            )
-            df = df.join(F.broadcast(horizon), on=BLOCK, how="left")
+            horizon = spark.createDataFrame(list(closed.items()), f"{BLOCK} int, {_CLOSED} long")
+            df = df.join(sf.broadcast(horizon), on=BLOCK, how="left")
         else:
-            df = df.withColumn(_CLOSED, F.lit(None).cast("long"))
-        first_end = (floor_div(F.col(_T) - step.size, step.slide) + 1) * step.slide + step.size
-        late = F.col(_T).isNull() | (F.col(_CLOSED).isNotNull() & (first_end <= F.col(_CLOSED)))
+            df = df.withColumn(_CLOSED, sf.lit(None).cast("long"))
+        first_end = (floor_div(sf.col(_T) - step.size, step.slide) + 1) * step.slide + step.size
+        late = sf.col(_T).isNull() | (sf.col(_CLOSED).isNotNull() & (first_end <= sf.col(_CLOSED)))
         df = df.withColumn(_LATE, late)
         if not dry:
             self._reject_late(df, step, ctx)
-        windows = self._aggregate(df.where(~F.col(_LATE)), step)
+        windows = self._aggregate(df.where(~sf.col(_LATE)), step)
         return windows, df.drop(_T, _LATE, _CLOSED)
 
     def _closed(self, df: DataFrame, step: WindowTransform, blocks: int) -> dict[int, int]:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as sf
 
-        maxima = df.where(F.col(_T).isNotNull()).groupBy(BLOCK).agg(F.max(_T)).collect()
+        maxima = df.where(sf.col(_T).isNotNull()).groupBy(BLOCK).agg(sf.max(_T)).collect()
         return closed_before({int(r[0]): int(r[1]) for r in maxima}, step.lateness, blocks)
 
     def _reject_late(self, df: DataFrame, step: WindowTransform, ctx: EpochContext) -> None:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as sf
 
-        late = df.where(F.col(_LATE)).toArrow()
+        late = df.where(sf.col(_LATE)).toArrow()
         if late.num_rows == 0:
             return
         late = late.take(pc.sort_indices(late, [(SEQ, "ascending")]))
@@ -196,16 +194,16 @@ class SparkPlan:
             step.reject_late(rows, times, closed or 0, ctx)
 
     def _aggregate(self, on_time: DataFrame, step: WindowTransform) -> DataFrame:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as sf
 
         per_bucket = max(WINDOWS_PER_BUCKET, step.size // step.slide + 1)
-        first = floor_div(F.col(_T) - step.size, step.slide) + 1
-        last = floor_div(F.col(_T), step.slide)
-        bucket = F.array_distinct(
-            F.array(floor_div(first, per_bucket), floor_div(last, per_bucket))
+        first = floor_div(sf.col(_T) - step.size, step.slide) + 1
+        last = floor_div(sf.col(_T), step.slide)
+        bucket = sf.array_distinct(
+            sf.array(floor_div(first, per_bucket), floor_div(last, per_bucket))
         )
         columns = [*step.keys, *sorted(step.needed - set(step.keys)), step.time, SEQ, _T]
-        rows = on_time.select(*dict.fromkeys(columns)).withColumn(BUCKET, F.explode(bucket))
+        rows = on_time.select(*dict.fromkeys(columns)).withColumn(BUCKET, sf.explode(bucket))
         task = WindowTask(self.pipeline, self.stages.transforms.index(step), per_bucket)
         schema = task(arrow_schema(rows).empty_table()).schema
         return rows.groupBy(BUCKET).applyInArrow(group_function(task, schema), spark_type(schema))
@@ -230,9 +228,9 @@ def map_tables(df: DataFrame, task: StepTask) -> DataFrame:
 
 def floor_div(value: Column, divisor: int) -> Column:
     """Exact floor division of a long column by a positive integer."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as sf
 
-    return ((value - F.pmod(value, F.lit(divisor))) / divisor).cast("long")
+    return ((value - sf.pmod(value, sf.lit(divisor))) / divisor).cast("long")
 
 
 def arrow_schema(df: DataFrame) -> pa.Schema:
@@ -253,4 +251,3 @@ def spark_error(exc: BaseException) -> str:
     """The first line of a Spark analysis error."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
