@@ -19,15 +19,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
+PLUGINS = ROOT / "tests" / "plugins"  # test-only plugins, registered by a dist-info folder
 
 
 def spark_session() -> Any:
-    """A ``local[2]`` session configured like the runner's own (small shuffles, UTC, quiet)."""
+    """A ``local[2]`` session (a failed task is tried twice), small shuffles, UTC, quiet.
+
+    Its Python workers see this checkout and the test plugins (``PYTHONPATH``).
+    """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    paths = [str(SRC), str(ROOT), str(PLUGINS), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     from pyspark.sql import SparkSession
 
     session = (
-        SparkSession.builder.master("local[2]")
+        SparkSession.builder.master("local[2,2]")
         .appName("sluice-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")

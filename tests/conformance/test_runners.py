@@ -27,7 +27,8 @@ from deltalake import DeltaTable
 from sluice.config.loader import load_pipeline
 from sluice.core.settings import Settings
 from sluice.runners.create import run
-from tests.runner_envs import beam_python, run_cli, spark_session
+from sluice.core import plugins
+from tests.runner_envs import PLUGINS, beam_python, run_cli, spark_session
 
 EVENTS = 6_000
 SOURCE = {"type": "generator", "events": EVENTS, "devices": 8, "seed": 11}
@@ -156,6 +157,37 @@ def test_spark_model_columns_equal_local(spark: Any, tmp_path: Path) -> None:
     assert np.asarray(want.column("temp_anomaly")).any()
     for column in ("temp_score", "temp_onset"):  # the detector's batch-invariance tolerance
         np.testing.assert_allclose(got.column(column), want.column(column), rtol=0, atol=1e-9)
+
+
+@pytest.fixture
+def fail_once_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The ``fail_once`` model type registered (entry point) for this test only."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    plugins._entry_points.cache_clear()
+    yield
+    monkeypatch.undo()
+    plugins._entry_points.cache_clear()
+
+
+def test_a_spark_task_that_fails_once_is_retried_without_duplicates(
+    spark: Any, fail_once_plugin: None, tmp_path: Path
+) -> None:
+    """The first scoring task raises; Spark retries it; every row lands exactly once."""
+    marker = tmp_path / "failed-once"
+    spec = {
+        "name": "retried",
+        "source": SOURCE,
+        "event_time": "ts",
+        "models": [
+            {"name": "m", "type": "fail_once", "features": ["temperature"], "marker": str(marker)}
+        ],
+        "sinks": [{"type": "lake", "table": "retried"}],
+    }
+    run_spark(write(tmp_path, spec), tmp_path / "home")
+    assert marker.exists()  # a task really failed
+    landed = DeltaTable(str(tmp_path / "home" / "lake" / "retried")).to_pyarrow_table()
+    assert landed.num_rows == EVENTS
+    assert len(set(landed.column("ts").to_pylist())) == landed.num_rows
 
 
 @pytest.fixture(scope="module")
