@@ -25,9 +25,9 @@ import yaml
 from deltalake import DeltaTable
 
 from sluice.config.loader import load_pipeline
+from sluice.core import plugins
 from sluice.core.settings import Settings
 from sluice.runners.create import run
-from sluice.core import plugins
 from tests.runner_envs import PLUGINS, beam_python, run_cli, spark_session
 
 EVENTS = 6_000

@@ -50,7 +50,7 @@ def test_spark_refuses_untranslatable_sql_before_starting(tmp_path: Path) -> Non
         "transforms:\n"
         "  - filter: \"status <> 'x'\"\n"
         "  - derive:\n"
-        "      h: \"hash(device_id)\"\n"
+        '      h: "hash(device_id)"\n'
         "sinks: [{type: lake, table: bad}]\n"
     )
     pipeline = load_pipeline(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sluice.config.models import ModelConfig, Pipeline
 from sluice.core.context import EpochContext
@@ -21,6 +22,23 @@ from sluice.transforms.build import build_transform
 from sluice.transforms.window import WindowTransform
 
 BUCKET = "__bucket"  # a group of consecutive windows aggregated by one task
+TIME, CLOSED = "__t", "__closed"  # a late row's event time (µs) and its block's horizon
+WINDOWS_PER_BUCKET = 64
+
+
+def windows_per_bucket(step: WindowTransform) -> int:
+    """Windows per bucket: 64, or more so that a row's windows span at most two buckets."""
+    return max(WINDOWS_PER_BUCKET, step.size // step.slide + 1)
+
+
+def reject_late(step: WindowTransform, late: pa.Table, ctx: EpochContext) -> None:
+    """Dead-letter late rows (with ``__t`` and ``__closed``) with the local runner's reasons."""
+    late = in_arrival_order(late)
+    for closed in pc.unique(late.column(CLOSED)).to_pylist():
+        column = late.column(CLOSED)
+        rows = late.filter(pc.is_null(column) if closed is None else pc.equal(column, closed))
+        times = rows.column(TIME).combine_chunks()
+        step.reject_late(rows.drop_columns([TIME, CLOSED]), times, closed or 0, ctx)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -31,7 +31,16 @@ from sluice.core.context import EpochContext
 from sluice.core.deps import require
 from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
-from sluice.runners.arrow_tasks import BUCKET, ScoreTask, StepTask, WindowTask
+from sluice.runners.arrow_tasks import (
+    BUCKET,
+    CLOSED,
+    TIME,
+    ScoreTask,
+    StepTask,
+    WindowTask,
+    reject_late,
+    windows_per_bucket,
+)
 from sluice.runners.bounded import (
     BLOCK,
     SEQ,
@@ -46,8 +55,6 @@ from sluice.transforms.enrich import EnrichTransform
 from sluice.transforms.window import WindowTransform, event_time_us
 
 CHUNK_ROWS = 50_000  # rows per element of the input PCollection
-WINDOWS_PER_BUCKET = 64
-_T, _CLOSED = "__t", "__closed"
 
 
 class BeamRunner(BatchRunner):
@@ -146,7 +153,7 @@ class BeamRunner(BatchRunner):
         _ = marked.late | f"write late {index}" >> beam.FlatMap(
             WriteTables(staging, f"late-{index}").process
         )
-        per_bucket = max(WINDOWS_PER_BUCKET, step.size // step.slide + 1)
+        per_bucket = windows_per_bucket(step)
         task = WindowTask(self.pipeline, index, per_bucket)
         return (
             marked.on_time
@@ -220,8 +227,8 @@ class MarkLate:
         yield table.filter(pa.array(~late))
         if late.any():
             rows = table.filter(pa.array(late))
-            rows = rows.append_column(_T, times.filter(pa.array(late)))
-            yield pvalue.TaggedOutput("late", rows.append_column(_CLOSED, horizon.filter(late)))
+            rows = rows.append_column(TIME, times.filter(pa.array(late)))
+            yield pvalue.TaggedOutput("late", rows.append_column(CLOSED, horizon.filter(late)))
 
 
 class WriteTables:
@@ -275,16 +282,6 @@ def split_buckets(
         mask = (low == bucket) | (high == bucket)
         rows = table.filter(pa.array(mask))
         yield int(bucket), rows.append_column(BUCKET, pa.repeat(pa.scalar(int(bucket)), len(rows)))
-
-
-def reject_late(step: WindowTransform, late: pa.Table, ctx: EpochContext) -> None:
-    """Dead-letter staged late rows with the local runner's reasons."""
-    late = in_arrival_order(late)
-    for closed in pc.unique(late.column(_CLOSED)).to_pylist():
-        column = late.column(_CLOSED)
-        rows = late.filter(pc.is_null(column) if closed is None else pc.equal(column, closed))
-        times = rows.column(_T).combine_chunks()
-        step.reject_late(rows.drop_columns([_T, _CLOSED]), times, closed or 0, ctx)
 
 
 def read_tables(folder: Path, tag: str) -> pa.Table | None:

@@ -219,7 +219,16 @@ class BatchRunner(ABC):
         checkpoints.commit(self.pipeline.name, epoch, job.position, {}, writers)
         self.source.commit(job.position)
         self.stages.after_commit()
+        self._account(job, table.num_rows)
         self.stats.add_epoch(job.rows_in, table.num_rows, ctx.counters, seconds)
+
+    def _account(self, job: JobInput, rows_out: int) -> None:
+        """Count what left the stream: filtered, or aggregated when a window replaces it."""
+        decoded = job.table.num_rows
+        if any(t.replaces_stream for t in self.stages.transforms):
+            job.ctx.counters["aggregated"] += decoded - job.ctx.counters["late"]
+        else:
+            job.ctx.counters["filtered"] += decoded - rows_out
 
     def _side_sink(self, table_name: str) -> Sink:
         sink = create_sink(SinkConfig(type="lake", table=table_name), self._side_ctx)

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sluice.config.models import Pipeline
 from sluice.core.context import EpochContext
@@ -27,11 +26,15 @@ from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.runners.arrow_tasks import (
     BUCKET,
+    CLOSED,
+    TIME,
     BatchesTask,
     ScoreTask,
     StepTask,
     WindowTask,
     conform,
+    reject_late,
+    windows_per_bucket,
 )
 from sluice.runners.bounded import BLOCK, SEQ, closed_before
 from sluice.runners.spark_sql import to_spark
@@ -44,8 +47,7 @@ from sluice.transforms.window import WindowTransform
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-WINDOWS_PER_BUCKET = 64
-_T, _LATE, _CLOSED = "__t", "__late", "__closed"
+_LATE = "__late"
 
 
 class SparkPlan:
@@ -155,54 +157,44 @@ class SparkPlan:
         from pyspark.sql import functions as sf
 
         step.output_schema(arrow_schema(df))
-        df = df.withColumn(_T, sf.unix_micros(sf.col(step.time).cast("timestamp")))
+        df = df.withColumn(TIME, sf.unix_micros(sf.col(step.time).cast("timestamp")))
         closed = {} if dry else self._closed(df, step, blocks)
         if closed:
-            horizon = spark.createDataFrame(list(closed.items()), f"{BLOCK} int, {_CLOSED} long")
+            horizon = spark.createDataFrame(list(closed.items()), f"{BLOCK} int, {CLOSED} long")
             df = df.join(sf.broadcast(horizon), on=BLOCK, how="left")
         else:
-            df = df.withColumn(_CLOSED, sf.lit(None).cast("long"))
-        first_end = (floor_div(sf.col(_T) - step.size, step.slide) + 1) * step.slide + step.size
-        late = sf.col(_T).isNull() | (sf.col(_CLOSED).isNotNull() & (first_end <= sf.col(_CLOSED)))
+            df = df.withColumn(CLOSED, sf.lit(None).cast("long"))
+        first_end = (floor_div(sf.col(TIME) - step.size, step.slide) + 1) * step.slide + step.size
+        late = sf.col(TIME).isNull() | (sf.col(CLOSED).isNotNull() & (first_end <= sf.col(CLOSED)))
         df = df.withColumn(_LATE, late)
         if not dry:
             self._reject_late(df, step, ctx)
         windows = self._aggregate(df.where(~sf.col(_LATE)), step)
-        return windows, df.drop(_T, _LATE, _CLOSED)
+        return windows, df.drop(TIME, _LATE, CLOSED)
 
     def _closed(self, df: DataFrame, step: WindowTransform, blocks: int) -> dict[int, int]:
         from pyspark.sql import functions as sf
 
-        maxima = df.where(sf.col(_T).isNotNull()).groupBy(BLOCK).agg(sf.max(_T)).collect()
+        maxima = df.where(sf.col(TIME).isNotNull()).groupBy(BLOCK).agg(sf.max(TIME)).collect()
         return closed_before({int(r[0]): int(r[1]) for r in maxima}, step.lateness, blocks)
 
     def _reject_late(self, df: DataFrame, step: WindowTransform, ctx: EpochContext) -> None:
         from pyspark.sql import functions as sf
 
-        late = df.where(sf.col(_LATE)).toArrow()
-        if late.num_rows == 0:
-            return
-        late = late.take(pc.sort_indices(late, [(SEQ, "ascending")]))
-        for closed in pc.unique(late.column(_CLOSED)).to_pylist():
-            rows = late.filter(
-                pc.is_null(late.column(_CLOSED))
-                if closed is None
-                else pc.equal(late.column(_CLOSED), closed)
-            )
-            times = rows.column(_T).combine_chunks()
-            rows = rows.drop_columns([_T, _LATE, _CLOSED])
-            step.reject_late(rows, times, closed or 0, ctx)
+        late = df.where(sf.col(_LATE)).drop(_LATE).toArrow()
+        if late.num_rows:
+            reject_late(step, late, ctx)
 
     def _aggregate(self, on_time: DataFrame, step: WindowTransform) -> DataFrame:
         from pyspark.sql import functions as sf
 
-        per_bucket = max(WINDOWS_PER_BUCKET, step.size // step.slide + 1)
-        first = floor_div(sf.col(_T) - step.size, step.slide) + 1
-        last = floor_div(sf.col(_T), step.slide)
+        per_bucket = windows_per_bucket(step)
+        first = floor_div(sf.col(TIME) - step.size, step.slide) + 1
+        last = floor_div(sf.col(TIME), step.slide)
         bucket = sf.array_distinct(
             sf.array(floor_div(first, per_bucket), floor_div(last, per_bucket))
         )
-        columns = [*step.keys, *sorted(step.needed - set(step.keys)), step.time, SEQ, _T]
+        columns = [*step.keys, *sorted(step.needed - set(step.keys)), step.time, SEQ, TIME]
         rows = on_time.select(*dict.fromkeys(columns)).withColumn(BUCKET, sf.explode(bucket))
         task = WindowTask(self.pipeline, self.stages.transforms.index(step), per_bucket)
         schema = task(arrow_schema(rows).empty_table()).schema
