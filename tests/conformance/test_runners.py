@@ -13,6 +13,7 @@ comparison is ``benchmarks/runners.py``.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ WINDOWED: dict[str, Any] = {
             }
         },
     ],
+    "actions": [{"name": "hot", "when": "temp_c > 30", "type": "log"}],
     "sinks": [{"type": "lake", "table": "conform"}, {"type": "warehouse", "table": "conform"}],
 }
 MODEL = {"name": "temp", "type": "online_anomaly", "features": ["temp_c", "pressure"]}
@@ -112,14 +114,25 @@ def windowed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return path, tmp / "local"
 
 
+def outbox(home: Path) -> list[str]:
+    """The payloads of the actions the run put in the outbox, sorted."""
+    con = sqlite3.connect(home / "metadata.db")
+    try:
+        return sorted(row[0] for row in con.execute("SELECT payload FROM actions_outbox"))
+    finally:
+        con.close()
+
+
 def assert_same_windowed(home: Path, local: Path) -> None:
-    """Identical lake rows, window rows and warehouse rows."""
+    """Identical lake rows, window rows, warehouse rows and actions outbox."""
     events = lake(local, "conform", ["ts", "device_id"])
     windows = lake(local, "conform_1m", ["window_start", "device_id"])
     assert events.num_rows > EVENTS * 0.9 and windows.num_rows > 100
     assert lake(home, "conform", ["ts", "device_id"]).equals(events)
     assert lake(home, "conform_1m", ["window_start", "device_id"]).equals(windows)
     assert warehouse(home, "conform").equals(warehouse(local, "conform"))
+    actions = outbox(local)
+    assert len(actions) > 10 and outbox(home) == actions
 
 
 def test_spark_lands_what_local_lands(
