@@ -5,7 +5,7 @@ table, lake and warehouse sinks (``--model`` adds ``online_anomaly`` per device)
 ``--runner local`` (the baseline), ``--runner spark --master local[2]`` and ``--runner beam``
 (DirectRunner, in the Beam environment of ``tests/runner_envs.py``), each in a fresh process
 and ``SLUICE_HOME``; then the landed lake rows, window rows and warehouse rows are compared
-(identical, to the bit; model scores within the detector's 1e-9 batch-invariance tolerance).
+(identical, to the bit, model columns included).
 Start-up is measured separately: the same file over a one-event input.
 
 Run: ``python benchmarks/runners.py [--events 200000] [--model] [--runners local,spark,beam]``.
@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 from common import RESULTS, TELEMETRY_FILE_PIPELINE, machine, python, run_measured, telemetry_file
 from deltalake import DeltaTable
@@ -43,7 +42,6 @@ sinks:
   - {{type: lake, table: telemetry}}
   - {{type: warehouse, table: telemetry}}
 """
-SCORES = ("temp_score", "temp_onset")
 
 
 def pipeline_file(folder: Path, data: Path, model: bool) -> Path:
@@ -82,17 +80,8 @@ def landed(home: Path) -> dict[str, pa.Table]:
 
 
 def same(got: pa.Table, want: pa.Table) -> bool:
-    """Identical tables (model scores within 1e-9, the detector's batch-invariance bound)."""
-    if got.schema != want.schema or got.num_rows != want.num_rows:
-        return False
-    exact = [c for c in want.column_names if c not in SCORES]
-    if not got.select(exact).equals(want.select(exact)):
-        return False
-    return all(
-        np.allclose(got.column(c), want.column(c), rtol=0, atol=1e-9, equal_nan=True)
-        for c in SCORES
-        if c in want.column_names
-    )
+    """Identical tables: the same schema and rows, every value to the bit."""
+    return got.equals(want)
 
 
 def main() -> None:

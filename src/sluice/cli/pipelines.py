@@ -55,6 +55,12 @@ def run(
         list[str] | None,
         typer.Option(help="a Beam pipeline option, e.g. runner=FlinkRunner (repeatable)"),
     ] = None,
+    model_partitions: Annotated[
+        int,
+        typer.Option(
+            help="spark/beam: groups of keys an online model scores apart (1 = as --runner local)"
+        ),
+    ] = 1,
     group: Annotated[str | None, typer.Option(help="Kafka consumer group of this replica")] = None,
     idle_timeout: Annotated[
         float, typer.Option(help="seconds without records that count as idle (Kafka)")
@@ -71,7 +77,14 @@ def run(
     try:
         p = load_pipeline(pipeline)
         if runner != "local":
-            stats = _run_batch(pipeline, p, runner, master=master, beam_options=beam_option or [])
+            stats = _run_batch(
+                pipeline,
+                p,
+                runner,
+                master=master,
+                beam_options=beam_option or [],
+                model_partitions=model_partitions,
+            )
             print_summary(console, stats)
             return
         stop = threading.Event()

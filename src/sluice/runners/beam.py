@@ -3,9 +3,10 @@
 Arrow tables flow through ``DoFn``s that run Sluice's own stage code: the DuckDB ``filter`` /
 ``derive`` steps (no translation), the frozen ``enrich`` lookup, the window's lateness rules
 (block maxima as a side input) and its DuckDB aggregates per bucket of windows
-(``GroupByKey``), and models per key in arrival order (``GroupByKey``, then one fresh model per
-key). The outputs are written as Arrow files to a staging folder under ``SLUICE_HOME`` and
-committed by the driver (see ``bounded``); a retried bundle's rows are recognised by their
+(``GroupByKey``), and online models over ``model_partitions`` groups of keys in arrival order
+(``GroupByKey``, one fresh model per group; default 1, exactly the local runner). The outputs
+are written as Arrow files to a staging folder under ``SLUICE_HOME`` and committed by the
+driver (see ``bounded``); a retried bundle's rows are recognised by their
 ``__seq`` (windows by key and start) and kept once.
 
 Beam's own options choose the runner (``--beam-option runner=FlinkRunner`` ...); the default
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ from sluice.runners.bounded import (
     BatchRunner,
     JobInput,
     JobOutput,
+    check_parts,
     closed_before,
     in_arrival_order,
 )
@@ -68,9 +71,11 @@ class BeamRunner(BatchRunner):
         settings: Settings | None = None,
         *,
         beam_options: list[str] | None = None,
+        model_partitions: int = 1,
         **options: Any,
     ) -> None:
         super().__init__(pipeline, settings, **options)
+        self.model_partitions = check_parts(model_partitions)
         self.beam_options = [f"--{o.removeprefix('--')}" for o in beam_options or []]
         for index, step in enumerate(self.stages.transforms):
             if isinstance(step, DedupeTransform):
@@ -128,7 +133,7 @@ class BeamRunner(BatchRunner):
             if model.online:
                 rows = (
                     rows
-                    | f"key {i}" >> beam.FlatMap(split_by, key)
+                    | f"key {i}" >> beam.FlatMap(split_by, key, self.model_partitions)
                     | f"group {i}" >> beam.GroupByKey()
                     | f"score {i}"
                     >> beam.MapTuple(lambda _k, tables, t=task: t(concat(list(tables))))
@@ -251,15 +256,21 @@ def chunks(table: pa.Table) -> list[pa.Table]:
     return [table.slice(i, CHUNK_ROWS) for i in range(0, table.num_rows, CHUNK_ROWS)]
 
 
-def split_by(table: pa.Table, key: str | None) -> Iterator[tuple[Any, pa.Table]]:
-    """``(key value, its rows)`` for each key of ``table`` (one group without a key)."""
-    if key is None:
+def split_by(table: pa.Table, key: str | None, parts: int) -> Iterator[tuple[int, pa.Table]]:
+    """``(partition, its rows)``: keys spread over ``parts`` partitions by a stable hash."""
+    if key is None or parts == 1:
         yield 0, table
         return
     column = table.column(key)
-    for value in pc.unique(column).to_pylist():
-        mask = pc.is_null(column) if value is None else pc.equal(column, value)
-        yield value, table.filter(mask)
+    values = pc.unique(column).drop_null()
+    part_of = np.array([zlib.crc32(str(v).encode()) % parts for v in values.to_pylist()])
+    for part in np.unique(part_of):
+        mask = pc.is_in(column, value_set=values.filter(pa.array(part_of == part)))
+        if part == 0:
+            mask = pc.or_kleene(mask, pc.is_null(column))
+        yield int(part), table.filter(mask)
+    if 0 not in part_of and column.null_count:
+        yield 0, table.filter(pc.is_null(column))
 
 
 def block_maxima(table: pa.Table, time: str) -> Iterator[tuple[int, int]]:

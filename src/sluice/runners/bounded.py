@@ -236,6 +236,13 @@ class BatchRunner(ABC):
         return sink
 
 
+def check_parts(model_partitions: int) -> int:
+    """``model_partitions``, checked to be positive."""
+    if model_partitions < 1:
+        raise ConfigError(f"--model-partitions must be at least 1, not {model_partitions}")
+    return model_partitions
+
+
 def tag(table: pa.Table, first_seq: int, block: int) -> pa.Table:
     """``table`` with its rows' arrival ordinals (from ``first_seq``) and block number."""
     n = table.num_rows

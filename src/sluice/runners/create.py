@@ -14,7 +14,7 @@ from sluice.runners.stats import RunStats
 from sluice.sources.base import source_class
 
 RUNNERS = ("local", "spark", "beam")
-_BATCH_OPTIONS = ("idle_timeout", "job_runner")
+_BATCH_OPTIONS = ("idle_timeout", "job_runner", "model_partitions")
 
 
 def create_runner(

@@ -18,7 +18,14 @@ from sluice.config.models import Pipeline
 from sluice.core.context import EpochContext
 from sluice.core.deps import require
 from sluice.core.settings import Settings
-from sluice.runners.bounded import BLOCK, BatchRunner, JobInput, JobOutput, in_arrival_order
+from sluice.runners.bounded import (
+    BLOCK,
+    BatchRunner,
+    JobInput,
+    JobOutput,
+    check_parts,
+    in_arrival_order,
+)
 from sluice.runners.spark_plan import SparkPlan, spark_type
 
 if TYPE_CHECKING:
@@ -43,11 +50,13 @@ class SparkRunner(BatchRunner):
         settings: Settings | None = None,
         *,
         master: str | None = None,
+        model_partitions: int = 1,
         **options: Any,
     ) -> None:
         super().__init__(pipeline, settings, **options)
         self.master = master
-        self.plan = SparkPlan(pipeline, self.settings, self.stages)  # translates all SQL
+        # translates all SQL now: what does not translate is refused before anything runs
+        self.plan = SparkPlan(pipeline, self.settings, self.stages, check_parts(model_partitions))
         self.spark: SparkSession | None = None
         self._owned = False
 

@@ -9,8 +9,11 @@
   consecutive window indices whose tasks aggregate with the local runner's DuckDB SQL, in
   arrival order - so counts, sums and every DuckDB aggregate equal the local runner's to the
   bit (a native Spark ``sum`` of doubles depends on the shuffle order).
-* models: online models per key in arrival order (``groupBy(key).applyInArrow``), other
-  models batch by batch (``mapInArrow``), with the same model code.
+* models: an online model learns across its keys (``online_anomaly`` mutes a global regime
+  change that most keys share), so it scores like the local runner only when one detector
+  sees every key: ``model_partitions`` groups of keys (``groupBy(pmod(hash(key), n))
+  .applyInArrow``, rows in arrival order; default 1, exactly the local runner; ``n`` > 1 is
+  what ``n`` Kafka partitions give). Other models run batch by batch (``mapInArrow``).
 """
 
 from __future__ import annotations
@@ -48,13 +51,17 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 _LATE = "__late"
+PART = "__part"  # the group of keys an online model scores
 
 
 class SparkPlan:
     """Compiles the stages of a pipeline to DataFrame operations (translation is pure)."""
 
-    def __init__(self, pipeline: Pipeline, settings: Settings, stages: Stages) -> None:
+    def __init__(
+        self, pipeline: Pipeline, settings: Settings, stages: Stages, model_partitions: int = 1
+    ) -> None:
         self.pipeline, self.settings, self.stages = pipeline, settings, stages
+        self.model_partitions = model_partitions
         self.sql: dict[int, dict[str, str]] = {}
         for index, step in enumerate(stages.transforms):
             self.sql[index] = self._translate(step, index)
@@ -134,13 +141,15 @@ class SparkPlan:
     def _score(self, df: DataFrame, key: str | None, task: ScoreTask, i: int) -> DataFrame:
         from pyspark.sql import functions as sf
 
-        schema = task(arrow_schema(df).empty_table()).schema
-        spark_schema = spark_type(schema)
         if not self.stages.models[i].online:
-            return df.mapInArrow(BatchesTask(task, schema), spark_schema)
-        if key is None:  # one detector over every row, as the local runner has
-            return df.groupBy(sf.lit(0)).applyInArrow(group_function(task, schema), spark_schema)
-        return df.groupBy(key).applyInArrow(group_function(task, schema), spark_schema)
+            schema = task(arrow_schema(df).empty_table()).schema
+            return df.mapInArrow(BatchesTask(task, schema), spark_type(schema))
+        parts = self.model_partitions
+        group = sf.lit(0) if key is None or parts == 1 else sf.pmod(sf.hash(key), sf.lit(parts))
+        df = df.withColumn(PART, group)
+        schema = task(arrow_schema(df).empty_table()).schema
+        scored = df.groupBy(PART).applyInArrow(group_function(task, schema), spark_type(schema))
+        return scored.drop(PART)
 
     # -- windows ---------------------------------------------------------------------------
     def _window(
