@@ -12,6 +12,7 @@ comparison is ``benchmarks/runners.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -32,18 +33,28 @@ from sluice.runners.create import run
 from tests.runner_envs import PLUGINS, beam_python, run_cli, spark_session
 
 EVENTS = 6_000
-SOURCE = {"type": "generator", "events": EVENTS, "devices": 8, "seed": 11}
+SOURCE = {"type": "generator", "events": EVENTS, "devices": 12, "seed": 11}
 WINDOWED: dict[str, Any] = {
     "name": "conform",
-    "source": SOURCE,
+    "source": {"type": "file", "path": "events.jsonl", "format": "json"},
+    "schema": {
+        "device_id": "string",
+        "ts": "timestamp",
+        "temperature": "double",
+        "pressure": "double",
+        "status": "string",
+    },
     "event_time": "ts",
+    "batch": {"max_rows": 700, "max_latency": "60s"},  # blocks the window's lateness refers to
     "transforms": [
         {"filter": "status <> 'maintenance'"},
         {"derive": {"temp_c": "(temperature - 32) * 5 / 9"}},
+        {"enrich": {"path": "devices.csv", "on": "device_id"}},
         {
             "window": {
                 "key": "device_id",
                 "size": "1m",
+                "allowed_lateness": "10s",
                 "aggregate": {"n": "count(*)", "temp_sum": "sum(temp_c)"},
                 "into": "conform_1m",
             }
@@ -55,12 +66,34 @@ WINDOWED: dict[str, Any] = {
 MODEL = {"name": "temp", "type": "online_anomaly", "features": ["temp_c", "pressure"]}
 SCORED: dict[str, Any] = {
     "name": "scored",
-    "source": {**SOURCE, "devices": 12},  # enough keys for the detector's global-regime muting
+    "source": SOURCE,  # 12 keys: enough for the detector's global-regime muting
     "event_time": "ts",
-    "transforms": WINDOWED["transforms"][:2],
+    "transforms": [
+        {"filter": "status <> 'maintenance'"},
+        {"derive": {"temp_c": "(temperature - 32) * 5 / 9"}},
+    ],
     "models": [{**MODEL, "key": "device_id"}],
     "sinks": [{"type": "lake", "table": "scored"}],
 }
+
+
+def write_input(folder: Path) -> None:
+    """Out-of-order JSON-lines telemetry (some rows late, some bad) and a device lookup."""
+    rng = np.random.default_rng(5)
+    seconds = 1_767_225_600 + np.arange(EVENTS) * 0.5 + rng.uniform(-25, 5, EVENTS)
+    seconds -= np.where(rng.random(EVENTS) < 0.03, rng.uniform(300, 900, EVENTS), 0.0)  # stragglers
+    lines = []
+    for i, second in enumerate(seconds):
+        ts = np.datetime64(int(second * 1000), "ms").astype(str) + "Z"
+        status = "maintenance" if i % 50 == 7 else "ok"
+        record = (
+            f'{{"device_id": "d{i % 8}", "ts": "{ts}", "temperature": {rng.normal(80, 10):.3f}, '
+            f'"pressure": {rng.normal(1.0, 0.1):.4f}, "status": "{status}"}}'
+        )
+        lines.append(record if i % 997 else '{"device_id": "d1", "ts": "not a time"}')
+    (folder / "events.jsonl").write_text("\n".join(lines) + "\n")
+    sites = "\n".join(f"d{k},site-{k % 3}" for k in range(8))
+    (folder / "devices.csv").write_text("device_id,site\n" + sites + "\n")
 
 
 def write(tmp: Path, spec: dict[str, Any]) -> Path:
@@ -109,25 +142,44 @@ def spark() -> Iterator[Any]:
 def windowed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The windowed pipeline's file and its local run's home."""
     tmp = tmp_path_factory.mktemp("windowed")
-    path = write(tmp, WINDOWED)
+    write_input(tmp)
+    source = {**WINDOWED["source"], "path": str(tmp / "events.jsonl")}
+    enrich = {"enrich": {"path": str(tmp / "devices.csv"), "on": "device_id"}}
+    transforms = [*WINDOWED["transforms"][:2], enrich, *WINDOWED["transforms"][3:]]
+    path = write(tmp, {**WINDOWED, "source": source, "transforms": transforms})
     run_local(path, tmp / "local")
     return path, tmp / "local"
 
 
 def outbox(home: Path) -> list[str]:
-    """The payloads of the actions the run put in the outbox, sorted."""
+    """The actions the run put in the outbox, sorted, without their epoch (a batch run has one)."""
     con = sqlite3.connect(home / "metadata.db")
     try:
-        return sorted(row[0] for row in con.execute("SELECT payload FROM actions_outbox"))
+        payloads = [json.loads(row[0]) for row in con.execute("SELECT payload FROM actions_outbox")]
     finally:
         con.close()
+    for payload in payloads:
+        del payload["payload"]["epoch"]
+    return sorted(json.dumps(p, sort_keys=True) for p in payloads)
+
+
+def dead_letters(home: Path) -> pa.Table:
+    """The dead letters, without the run-specific epoch and time, in a stable order."""
+    rows = DeltaTable(str(home / "lake" / "dead_letter")).to_pyarrow_table()
+    rows = rows.select(["stage", "reason", "raw", "origin"])
+    return rows.sort_by([(c, "ascending") for c in rows.column_names])
 
 
 def assert_same_windowed(home: Path, local: Path) -> None:
-    """Identical lake rows, window rows, warehouse rows and actions outbox."""
+    """Identical lake rows, window rows, warehouse rows, dead letters and actions outbox."""
     events = lake(local, "conform", ["ts", "device_id"])
     windows = lake(local, "conform_1m", ["window_start", "device_id"])
     assert events.num_rows > EVENTS * 0.9 and windows.num_rows > 100
+    assert "site" in events.column_names
+    rejected = dead_letters(local)
+    stages = set(rejected.column("stage").to_pylist())
+    assert {"window", "decode"} <= stages, stages  # late rows and bad records were there
+    assert dead_letters(home).equals(rejected)
     assert lake(home, "conform", ["ts", "device_id"]).equals(events)
     assert lake(home, "conform_1m", ["window_start", "device_id"]).equals(windows)
     assert warehouse(home, "conform").equals(warehouse(local, "conform"))
