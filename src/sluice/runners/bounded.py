@@ -120,9 +120,11 @@ class BatchRunner(ABC):
             job = self._read(checkpoints)
             if job is not None:
                 started = time.perf_counter()
-                self.prepare()
                 checkpoints.plan(self.pipeline.name, job.epoch, job.position)
-                output = self.execute(job)
+                output = JobOutput(job.table)  # nothing decoded: no engine needed
+                if job.table.num_rows:
+                    self.prepare()
+                    output = self.execute(job)
                 self._commit(checkpoints, job, output, time.perf_counter() - started)
             status = "succeeded"
         except Exception as exc:
@@ -205,7 +207,8 @@ class BatchRunner(ABC):
         """Write every sink, side output and dead letter as the epoch; then checkpoint."""
         ctx, epoch = job.ctx, job.epoch
         table = output.table
-        pending = self.stages.actions.evaluate(table, ctx) if self.stages.actions else None
+        actions = self.stages.actions
+        pending = actions.evaluate(table, ctx) if actions is not None and table.num_rows else None
         writes: list[tuple[Sink, pa.Table]] = [(s, drop_internal(table)) for s in self.sinks]
         for name, rows in sorted(output.side_outputs.items()):
             writes.append((self._side_sink(name), drop_internal(rows)))
