@@ -28,19 +28,26 @@ def spark_session() -> Any:
     Its Python workers see this checkout and the test plugins (``PYTHONPATH``).
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    paths = [str(SRC), str(ROOT), str(PLUGINS), os.environ.get("PYTHONPATH", "")]
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    before = os.environ.get("PYTHONPATH")
+    paths = [str(SRC), str(ROOT), str(PLUGINS), before or ""]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)  # the JVM inherits it
     from pyspark.sql import SparkSession
 
-    session = (
-        SparkSession.builder.master("local[2,2]")
-        .appName("sluice-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
+    try:
+        session = (
+            SparkSession.builder.master("local[2,2]")
+            .appName("sluice-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.shuffle.partitions", "4")
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate()
+        )
+    finally:  # later subprocesses of the test session must not see the test plugins
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
     session.sparkContext.setLogLevel("ERROR")
     return session
 
