@@ -61,6 +61,15 @@ class SourceContext:
     idle_timeout: float = 10.0
 
 
+@dataclass(frozen=True)
+class Partitioning:
+    """How a partitioned source spreads records: partition count and the fields that decide it."""
+
+    partitions: int
+    key: tuple[str, ...] | None  # None: records are not known to be partitioned by any field
+    topics: tuple[str, ...] = ()
+
+
 class Source(ABC):
     """Reads events in batches; resumable from a position.
 
@@ -120,6 +129,10 @@ class PartitionedSource(Source):
     @abstractmethod
     def name_origins_by_offset(self) -> None:
         """Leave ``__origin`` out of polls; ``split`` gives each partition's offsets."""
+
+    def partitioning(self) -> Partitioning | None:
+        """How records are spread over partitions (None: unknown, no check is made)."""
+        return None
 
     @abstractmethod
     def split(self, batch: SourceBatch) -> dict[str, tuple[SourceBatch, pa.Array]]:
