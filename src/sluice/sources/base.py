@@ -39,6 +39,7 @@ BUILTIN_SOURCES = {
     "kafka": "sluice.sources.kafka:KafkaSource",
     "sql": "sluice.sources.sql:SqlSource",
     "mqtt": "sluice.sources.mqtt:MqttSource",
+    "http": "sluice.sources.http:HttpSource",
 }
 
 
