@@ -87,8 +87,8 @@ class PageReader:
         kind = self.con.execute(
             "SELECT json_type(CAST($body AS JSON), $records)",
             {"body": body, "records": json_path(self.records)},
-        ).fetchone()
-        if kind is None or kind[0] != "ARRAY":
+        ).fetchall()
+        if kind[0][0] != "ARRAY":
             at = f"at {self.records!r}" if self.records else "(set 'records:' to its path)"
             raise SourceError(f"{where}: the page holds no JSON array {at}")
 
@@ -107,8 +107,8 @@ class PageReader:
             found = self.con.execute(
                 "SELECT json_extract_string(CAST($body AS JSON), $path)",
                 {"body": body, "path": json_path(self.next)},
-            ).fetchone()
-            nxt = found[0] if found else None
+            ).fetchall()
+            nxt = found[0][0]
         table = pa.table({"_raw": rows.column("_raw"), "__cursor": rows.column("c")})
         return Page(table, nxt or None, numeric)
 
