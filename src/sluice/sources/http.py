@@ -312,8 +312,11 @@ class HttpSource(Source):
             if stop and until is not None:  # the planned records are gone: end the replay
                 return self._give_up(until)
             if nxt is None:
-                if not self._end_sweep(until):
-                    return None if until is None else self._give_up(until)
+                advanced = self._end_sweep(until is None)
+                if until is None:  # a new cursor is committed, even with no record
+                    return self._empty(self.position()) if advanced else None
+                if not advanced:
+                    return self._give_up(until)
                 continue
             self._follow(nxt)
         raise SourceError(
@@ -361,24 +364,29 @@ class HttpSource(Source):
             self._back = (self.page, self.skip)
         self.page, self.skip = nxt, 0
 
-    def _end_sweep(self, until: Position | None) -> bool:
-        """End the sweep; True when a replay must go on into the next one."""
-        moved = False
+    def _end_sweep(self, idle: bool) -> bool:
+        """End the sweep (then wait ``poll_interval`` if ``idle``); True when ``since`` moved."""
+        advanced = False
         if self.options.cursor is not None:  # the next sweep asks for what is past the top
-            moved = (self.top, self.page, self.skip) != (self.since, None, 0)
+            advanced = self.top != self.since
             self.since, self.page, self.skip = self.top, None, 0
         elif self._back is not None:  # the pages after the last record were empty: stay on it
             self.page, self.skip = self._back
         self._back, self._last_body, self._seen = None, None, {json.dumps(self.page)}
-        if until is not None and moved:
-            return True
-        self._idle, self._next_poll = True, self.clock() + self.poll_interval
-        return False
+        if idle:
+            self._idle, self._next_poll = True, self.clock() + self.poll_interval
+        return advanced
 
     def _give_up(self, until: Position) -> SourceBatch:
         """End a replay whose records are gone, at its planned position."""
         self.open(until)
-        return SourceBatch(pa.table({}), "json", dict(until))
+        return self._empty(dict(until))
+
+    @staticmethod
+    def _empty(position: Position) -> SourceBatch:
+        """No record, and a new position to commit."""
+        columns = {"_raw": pa.array([], pa.string()), "__origin": pa.array([], pa.string())}
+        return SourceBatch(pa.table(columns), "json", position)
 
     def _wait(self, timeout: float) -> bool:
         """After a sweep, wait out ``poll_interval`` (up to ``timeout``); True if done."""
