@@ -95,9 +95,15 @@ def _query(query: dict[str, Any]) -> str:
 
 
 def _object(chunk: list[bytes], key: str, value: str | None) -> bytes:
-    return b'{"data": [' + b",".join(chunk) + b'], "' + key.encode() + b'": ' + json.dumps(
-        value
-    ).encode() + b"}"
+    return (
+        b'{"data": ['
+        + b",".join(chunk)
+        + b'], "'
+        + key.encode()
+        + b'": '
+        + json.dumps(value).encode()
+        + b"}"
+    )
 
 
 @contextmanager

@@ -198,7 +198,7 @@ def test_an_object_page_needs_its_records_path(api: Api) -> None:
     api.faults.append((200, {}, b'{"items": [1, 2]}'))
     pull = source(api)
     pull.open(None)
-    with pytest.raises(SourceError, match="holds no JSON array .set 'records:'"):
+    with pytest.raises(SourceError, match=r"holds no JSON array \(set 'records:'"):
         pull.poll(10, 1.0)
     pull.close()
 
@@ -239,9 +239,7 @@ def test_the_rate_limit_spaces_requests(api: Api) -> None:
     assert pull.waits == [0.5, 0.5, 0.5]  # type: ignore[attr-defined]
 
 
-def test_bad_records_are_dead_lettered_with_their_page(
-    tmp_path: Path, settings: Settings
-) -> None:
+def test_bad_records_are_dead_lettered_with_their_page(tmp_path: Path, settings: Settings) -> None:
     lines = [*records(0, 3), b"{oops", *records(3, 5)]
     with serve(Api(mode="offset", fmt="ndjson", limit=4, records=lines)) as api:
         file = pipeline(tmp_path, api, pagination={"type": "offset", "param": "offset"})

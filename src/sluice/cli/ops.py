@@ -26,7 +26,8 @@ def produce(
     topic: Annotated[str, typer.Argument(help="Kafka topic")],
     file: Annotated[str, typer.Argument(help="JSON lines / CSV file, or - for stdin")],
     bootstrap_servers: Annotated[
-        str, typer.Option(
+        str,
+        typer.Option(
             "--bootstrap-servers",
             "--bootstrap-server",
             "--broker-list",

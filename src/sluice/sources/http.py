@@ -25,7 +25,6 @@ Records arrive as ``_raw`` JSON text with ``__origin = "<host/path>@<page>#<n>"`
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import logging
 import time
@@ -346,7 +345,12 @@ class HttpSource(Source):
                 data, values = data.filter(keep), values.filter(keep)
             if len(values):
                 biggest = _scalar(pc.max(values).as_py())
-                self.top = biggest if self.top is None else max(self.top, biggest)  # type: ignore[type-var]
+                if self.top is not None and isinstance(biggest, str) != isinstance(self.top, str):
+                    raise SourceError(
+                        f"http source {self.name}: cursor field {self.options.cursor!r} changed "
+                        f"type (was {self.top!r}, now {biggest!r})"
+                    )
+                self.top = biggest if self.top is None else max(self.top, biggest)
         if data.num_rows == 0:
             return None
         return SourceBatch(data=data, raw_format="json", position=self.position())

@@ -52,9 +52,9 @@ from sluice.config.models import SourceConfig
 from sluice.connectors.kafka import DEFAULT_BOOTSTRAP, client_config, kafka_module
 from sluice.core.errors import ConfigError, SourceError
 from sluice.sources.base import (
-    Partitioning,
     OffsetLookup,
     PartitionedSource,
+    Partitioning,
     Position,
     RebalanceHandler,
     SourceBatch,
