@@ -167,6 +167,23 @@ def _mqtt_case(home: Path, services: dict[str, Any]) -> SourceCase:
     return SourceCase(config)
 
 
+def _http_case(home: Path, services: dict[str, Any]) -> SourceCase:
+    api = services["http"]
+
+    def config(good: int, bad: int, start: int = 0) -> dict[str, Any]:
+        # An NDJSON feed paged by offset: bad lines are dead-lettered by the decode stage.
+        api.add([record(i) for i in range(start, start + good)] + [BAD] * bad)
+        return {
+            "type": "http",
+            "url": api.url,
+            "format": "ndjson",
+            "pagination": {"type": "offset", "param": "offset"},
+            "poll_interval": "50ms",
+        }
+
+    return SourceCase(config)
+
+
 SOURCES: dict[str, Callable[[Path, dict[str, Any]], SourceCase]] = {
     "file": _file_case,
     "log": _log_case,
@@ -174,9 +191,10 @@ SOURCES: dict[str, Callable[[Path, dict[str, Any]], SourceCase]] = {
     "generator": _generator_case,
     "sql": _sql_case,
     "mqtt": _mqtt_case,
+    "http": _http_case,
 }
 # The services a source plugin needs, by plugin name (see ``services_for``).
-SOURCE_SERVICES = {"kafka": ("kafka",), "sql": ("postgres",), "mqtt": ("mqtt",)}
+SOURCE_SERVICES = {"kafka": ("kafka",), "sql": ("postgres",), "mqtt": ("mqtt",), "http": ("http",)}
 
 
 # -- sinks -------------------------------------------------------------------------------------
@@ -464,6 +482,12 @@ def services_for(request: pytest.FixtureRequest, needs: tuple[str, ...]) -> dict
         from tests.mqtt_broker import require_mosquitto
 
         found["mqtt"] = require_mosquitto()
+    if "http" in needs:
+        from tests.http_api import Api, serve
+
+        context = serve(Api(mode="offset", limit=7, fmt="ndjson"))
+        found["http"] = context.__enter__()
+        request.addfinalizer(lambda: context.__exit__(None, None, None))
     if "s3" in needs:
         server = request.getfixturevalue("moto_s3_server")
         monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")

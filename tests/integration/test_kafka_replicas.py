@@ -31,7 +31,7 @@ PARTITIONS = 4
 
 PIPELINE = """\
 name: replicated
-source: {{type: kafka, topic: {topic}, bootstrap_servers: "{bootstrap}"}}
+source: {{type: kafka, topic: {topic}, bootstrap_servers: "{bootstrap}", keyed_by: device_id}}
 schema: {{device_id: string, ts: timestamp, temperature: double, pressure: double,
           vibration: double, status: string}}
 event_time: ts

@@ -26,7 +26,15 @@ def produce(
     topic: Annotated[str, typer.Argument(help="Kafka topic")],
     file: Annotated[str, typer.Argument(help="JSON lines / CSV file, or - for stdin")],
     bootstrap_servers: Annotated[
-        str, typer.Option("--bootstrap-servers", "-b", envvar="KAFKA_BOOTSTRAP")
+        str,
+        typer.Option(
+            "--bootstrap-servers",
+            "--bootstrap-server",
+            "--broker-list",
+            "-b",
+            envvar="KAFKA_BOOTSTRAP",
+            help="brokers, host:port[,...] (--bootstrap-server and --broker-list are aliases)",
+        ),
     ] = "localhost:9092",
     key: Annotated[str | None, typer.Option(help="field whose value keys each message")] = None,
     fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",

@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from sluice.core.batch import concat, drop_internal
 from sluice.core.context import EpochContext
 from sluice.core.errors import ConfigError
+from sluice.runners.keying import check_keying
 from sluice.runners.local import LocalRunner, wait_for
 from sluice.runners.stages import Stages
 from sluice.sources.base import PartitionedSource, Position, SourceBatch
@@ -125,6 +126,9 @@ class PartitionedRunner(LocalRunner):
         source.set_offset_lookup(self._adopt)
         source.set_rebalance_listener(self._release, lambda keys: None)
         source.name_origins_by_offset()
+        partitioning = source.partitioning()
+        if partitioning is not None:
+            check_keying(self.pipeline, partitioning)
         source.open(None)
 
     def _adopt(self, keys: list[str]) -> dict[str, int]:

@@ -39,6 +39,7 @@ BUILTIN_SOURCES = {
     "kafka": "sluice.sources.kafka:KafkaSource",
     "sql": "sluice.sources.sql:SqlSource",
     "mqtt": "sluice.sources.mqtt:MqttSource",
+    "http": "sluice.sources.http:HttpSource",
 }
 
 
@@ -59,6 +60,15 @@ class SourceContext:
     home: str
     group: str | None = None  # consumer group (Kafka)
     idle_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """How a partitioned source spreads records: partition count and the fields that decide it."""
+
+    partitions: int
+    key: tuple[str, ...] | None  # None: records are not known to be partitioned by any field
+    topics: tuple[str, ...] = ()
 
 
 class Source(ABC):
@@ -120,6 +130,10 @@ class PartitionedSource(Source):
     @abstractmethod
     def name_origins_by_offset(self) -> None:
         """Leave ``__origin`` out of polls; ``split`` gives each partition's offsets."""
+
+    def partitioning(self) -> Partitioning | None:
+        """How records are spread over partitions (None: unknown, no check is made)."""
+        return None
 
     @abstractmethod
     def split(self, batch: SourceBatch) -> dict[str, tuple[SourceBatch, pa.Array]]:

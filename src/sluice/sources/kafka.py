@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ from sluice.core.errors import ConfigError, SourceError
 from sluice.sources.base import (
     OffsetLookup,
     PartitionedSource,
+    Partitioning,
     Position,
     RebalanceHandler,
     SourceBatch,
@@ -103,6 +105,7 @@ class KafkaOptions(BaseModel):
     session_timeout_ms: int = Field(default=6000, gt=0)
     assignor: Literal["cooperative-sticky", "range", "roundrobin"] = "cooperative-sticky"
     repartition: RepartitionOptions | None = None
+    keyed_by: str | list[str] | None = None  # the fields every record's Kafka key is made of
     avro_schema: str | dict[str, Any] | list[Any] | None = Field(default=None, alias="schema")
     schema_registry: RegistryOptions | None = None
     json_schema: str | dict[str, Any] | None = None
@@ -145,6 +148,10 @@ def parse_options(config: SourceConfig) -> KafkaOptions:
         )
     check_format_options(fmt, options)
     return options
+
+
+def _fields(value: str | list[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def partition_key(topic: str, partition: int) -> str:
@@ -238,6 +245,27 @@ class KafkaSource(PartitionedSource):
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             consumer.close()
+
+    def partitioning(self) -> Partitioning:
+        """The subscribed topics' partition count and the fields their records are keyed by."""
+        if self.options.repartition is not None:
+            topic = internal_topic(self.context.pipeline)
+            count = self.options.repartition.partitions or 2  # default: as many as the input
+            return Partitioning(count, (self.options.repartition.key,), (topic,))
+        admin = self._kafka.admin.AdminClient(client_config(self.options.bootstrap_servers))
+        try:
+            topics = admin.list_topics(timeout=PROBE_TIMEOUT_S * 5).topics
+        except self._kafka.KafkaException as exc:
+            raise SourceError(f"kafka source: cannot read topic metadata: {exc}") from None
+        if self.options.pattern is not None:
+            pattern = re.compile(self.options.subscription[0])
+            names = sorted(t for t in topics if pattern.match(t))
+        else:
+            names = [t for t in self.options.subscription if t in topics]
+        count = sum(len(topics[t].partitions) for t in names)
+        keyed_by = self.options.keyed_by
+        key = None if keyed_by is None or len(names) > 1 else _fields(keyed_by)
+        return Partitioning(count, key, tuple(names))
 
     # -- rebalancing -----------------------------------------------------------------
     def set_rebalance_listener(
