@@ -277,7 +277,7 @@ class OnlineAnomalyDetector:
                     for f in ("score", "anomaly", "reason", "onset")
                 )
             )
-        slots = self.keys.assign(keys, n)
+        slots = self.keys.assign(keys, n, warm=self.config.warmup)
         self._changed()  # new keys may have evicted others
         parts = self._run(slots, X, learn=True)
         bulk = self.keys.arrays[CALIBRATION]
@@ -507,15 +507,17 @@ class OnlineAnomalyDetector:
             explain(part, self.config, reason)
         return ScoreResult(score, anomaly, reason, onset)
 
-    def get_state(self) -> bytes:
-        """Serialise all learned state (exactly restorable with :meth:`set_state`)."""
-        arrays, keys, meta = self.keys.export()
+    def get_state(self, *, dirty: bool = False) -> bytes:
+        """Serialise all learned state (exactly restorable with :meth:`set_state`), or
+        (``dirty``) only the keys changed since ``keys.clean()``: a delta that
+        :meth:`set_state` replays on the state it was taken after."""
+        arrays, keys, meta = self.keys.export(dirty=dirty)
         if self.window:
             # only the values each key holds (a young key's ring is mostly empty)
-            mask = ring_mask(self.keys.arrays["count"], self.keys.used, self.window)
+            mask = ring_mask(arrays["count"], arrays["_used"], self.window)
             arrays["buf"] = arrays["buf"][mask]
         # only the words with a bit set, of keys in use (most of a bitset stays empty)
-        bits = np.where(self.keys.used[:, None, None], arrays["ctx"], 0.0).ravel()
+        bits = np.where(arrays["_used"][:, None, None], arrays["ctx"], 0.0).ravel()
         at = np.flatnonzero(bits)
         arrays["ctx_at"] = at.astype(np.uint32) if bits.size < 2**32 else at
         arrays["ctx"] = bits[arrays["ctx_at"]]
@@ -569,7 +571,10 @@ class OnlineAnomalyDetector:
         except (KeyError, IndexError, ValueError) as exc:
             raise StateError(f"online_anomaly state has damaged context bits: {exc}") from exc
         arrays["ctx"] = bits.reshape(-1, self.p, WORDS)
-        self.keys.restore(arrays, header["keys"], header)
+        if "_slots" in arrays:  # a delta (get_state(dirty=True))
+            self.keys.apply(arrays, header["keys"], header)
+        else:
+            self.keys.restore(arrays, header["keys"], header)
         self.events = int(header["events"])
         self._changed()
 

@@ -126,6 +126,7 @@ class LocalRunner:
             *(s.close for s in self.sinks),
             *(s.close for s in self._side_sinks.values()),
             *self._stage_closers(),
+            self.checkpoints.close,
         ]:
             try:
                 closer()
@@ -140,7 +141,7 @@ class LocalRunner:
         ckpt = self.checkpoints.load(self.pipeline.name)
         self.epoch, self.position = ckpt.epoch, ckpt.position
         self.stages.start()
-        self.stages.restore(ckpt.states)
+        self.stages.restore(ckpt.states, ckpt.deltas)
         self.source.open(ckpt.position)
         if ckpt.planned_epoch is not None and ckpt.planned_position is not None:
             log.info("replaying epoch %s of %s", ckpt.planned_epoch, self.pipeline.name)

@@ -46,7 +46,7 @@ from sluice.runners.local import LocalRunner, wait_for
 from sluice.runners.stages import Stages
 from sluice.sources.base import PartitionedSource, Position, SourceBatch
 from sluice.sources.repartition import OriginFilter
-from sluice.storage.checkpoints import FencedError, StreamCommit, Writer
+from sluice.storage.checkpoints import FencedError, State, StreamCommit, Writer
 
 log = logging.getLogger("sluice.runner")
 ORIGINS_STATE = "source:origins"
@@ -79,7 +79,7 @@ class Task:
     replay: Replay | None = None
     origins: OriginFilter = field(default_factory=OriginFilter)
 
-    def states(self) -> dict[str, bytes | None]:
+    def states(self) -> dict[str, State]:
         """The stages' states and the repartition high marks."""
         states = self.stages.states()
         if self.origins.high:
@@ -142,7 +142,7 @@ class PartitionedRunner(LocalRunner):
                 job_runner=self.job_runner,
             )
             stages.start()
-            stages.restore(ckpt.states)
+            stages.restore(ckpt.states, ckpt.deltas)
             task = Task(key, stream, stages, ckpt.epoch)
             if ORIGINS_STATE in ckpt.states:
                 task.origins.restore(ckpt.states[ORIGINS_STATE])
