@@ -35,7 +35,6 @@ scored while the keys adapt.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -84,6 +83,7 @@ from sluice.models.detectors.seasonal import (
     season_scores,
     seasonal_cap,
 )
+from sluice.models.detectors.state_blob import pack, unpack
 from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
@@ -528,18 +528,16 @@ class OnlineAnomalyDetector:
             "events": self.events,
             **meta,
         }
-        buf = io.BytesIO()
         payload: dict[str, np.ndarray] = {f"s_{k}": v for k, v in arrays.items()}
         payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        np.savez(buf, **payload)  # type: ignore[arg-type]
-        return buf.getvalue()
+        return pack(payload)
 
     def set_state(self, blob: bytes) -> None:
         """Restore state produced by :meth:`get_state` of a detector with the same features."""
         try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-                header = json.loads(bytes(data["header"]).decode())
-                arrays = {k[2:]: data[k] for k in data.files if k.startswith("s_")}
+            data = unpack(blob)
+            header = json.loads(bytes(data["header"]).decode())
+            arrays = {k[2:]: v for k, v in data.items() if k.startswith("s_")}
         except (OSError, ValueError, KeyError) as exc:
             raise StateError(f"online_anomaly state is unreadable: {exc}") from exc
         if header.get("version") != STATE_VERSION:

@@ -12,6 +12,15 @@ Options (beside ``type`` and ``table``):
   column (UTC date) when the first batch has that column, else no partitions. An existing
   table keeps the partitioning it was created with.
 
+* ``compact_every``: after this many commits (default 100; 0 = never) the sink compacts the
+  table's small files and writes a Delta log checkpoint, in a background thread, so that a
+  table taking an epoch every 100 ms does not slow down as it ages.
+
+The sink keeps the table's snapshot in memory: its own write updates it, and on a local
+table the log is read again only when another commit landed since (the next log entry
+exists: a compaction, another writer) or a commit of its own failed. A remote table is
+read again before every write.
+
 New columns are merged into the table schema (nullable); columns whose name starts with
 ``__`` (internal bookkeeping) are not written; all-null columns of Arrow type ``null`` are
 left out until they carry a typed value (Delta has no null type).
@@ -19,6 +28,9 @@ left out until they carry a typed value (Delta has no null type).
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -27,13 +39,15 @@ import pyarrow.compute as pc
 from sluice.config.models import SinkConfig
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
 from sluice.sinks.base import Marks, Sink, SinkContext
-from sluice.storage.lake_tables import open_delta, storage_options
+from sluice.storage.lake_tables import DELTA_LOG, is_remote, open_delta, storage_options
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 EVENT_DATE = "event_date"
 _NO_PARTITIONS = {"", "none", "null", "false"}
+COMPACT_EVERY = 100
+log = logging.getLogger("sluice.sinks")
 
 
 def parse_partition_by(value: Any) -> list[str] | None:
@@ -86,6 +100,10 @@ class LakeSink(Sink):
             parse_partition_by(options["partition_by"]) if "partition_by" in options else None
         )
         self._delta: DeltaTable | None = None
+        self._stale = True  # the handle may have missed a commit: read the log again
+        self.compact_every = int(options.get("compact_every", COMPACT_EVERY))
+        self._commits = 0
+        self._maintenance: threading.Thread | None = None
 
     def app_id_of(self, stream: str) -> str:
         """The Delta app-transaction id of ``stream``'s writes to this table."""
@@ -115,10 +133,17 @@ class LakeSink(Sink):
         return delta.transaction_version(self.app_id) if delta is not None else None
 
     def close(self) -> None:
-        """Forget the cached table handle."""
+        """Wait for a running compaction and forget the cached table handle."""
+        if self._maintenance is not None:
+            self._maintenance.join()
+            self._maintenance = None
         self._delta = None
+        self._stale = True
 
     def _refresh(self) -> DeltaTable | None:
+        """The table's snapshot: the one in memory unless the log moved on since."""
+        if self._delta is not None and not self._stale and not self._log_moved(self._delta):
+            return self._delta
         try:
             if self._delta is None:
                 self._delta = open_delta(self.uri)
@@ -126,6 +151,7 @@ class LakeSink(Sink):
                 self._delta.update_incremental()
         except OSError as exc:
             raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
+        self._stale = False
         return self._delta
 
     def _prepare(self, table: pa.Table, delta: DeltaTable | None) -> tuple[pa.Table, list[str]]:
@@ -156,6 +182,7 @@ class LakeSink(Sink):
         from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
 
+        self._stale = True  # until this commit is known to have landed
         try:
             write_deltalake(
                 delta if delta is not None else self.uri,
@@ -179,6 +206,36 @@ class LakeSink(Sink):
             raise SinkError(f"lake table {self.table_name!r}: {exc}") from exc
         if delta is None:
             self._delta = open_delta(self.uri)
+        self._stale = False
+        self._commits += 1
+        if self.compact_every and self._commits % self.compact_every == 0:
+            self._start_maintenance()
+
+    def _log_moved(self, delta: DeltaTable) -> bool:
+        """True when the table has a commit after the snapshot's (always, for remote tables)."""
+        if is_remote(self.uri):
+            return True
+        entry = f"{delta.version() + 1:020d}.json"
+        return os.path.exists(os.path.join(self.uri.removeprefix("file://"), DELTA_LOG, entry))
+
+    def _start_maintenance(self) -> None:
+        """Compact small files and checkpoint the Delta log in the background (one at a time)."""
+        if self._maintenance is not None and self._maintenance.is_alive():
+            return
+        self._maintenance = threading.Thread(
+            target=self._maintain, name=f"sluice-compact-{self.table_name}", daemon=True
+        )
+        self._maintenance.start()
+
+    def _maintain(self) -> None:
+        try:
+            table = open_delta(self.uri)
+            if table is None:
+                return
+            table.optimize.compact()
+            table.create_checkpoint()
+        except Exception as exc:  # a failed compaction only leaves the table as it was
+            log.warning("compacting lake table %r failed: %s", self.table_name, exc)
 
 
 def write_lake_table(

@@ -2,8 +2,8 @@
 
 An operator's state is a snapshot (``operator_state``) plus, for models that checkpoint
 incrementally, the deltas committed since it (``operator_state_delta``, replayed in epoch
-order); a snapshot's ``epoch`` column is the epoch its operator's state reflects, deltas
-included.
+order). A delta leaves the snapshot's row untouched (rewriting a large row would cost as
+much as the snapshot): the epoch a state reflects is the newest of its rows' epochs.
 
 On SQLite the store writes through one long-lived connection (statements stay prepared,
 no connection set-up per epoch). ``plan`` commits with ``synchronous=FULL``: the WAL is
@@ -151,7 +151,6 @@ def _commit_stream(
                     pipeline=item.stream, operator=name, epoch=item.epoch, data=blob.data
                 )
             )
-            conn.execute(update(operator_state).where(mine).values(epoch=item.epoch))
             continue
         conn.execute(delete(operator_state).where(mine))
         if logs_deltas(name):

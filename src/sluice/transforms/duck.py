@@ -47,7 +47,10 @@ class DuckSQL:
         try:
             key = (
                 sql,
-                *((n, tuple(zip(t.schema.names, t.schema.types))) for n, t in tables.items()),
+                *(
+                    (n, tuple(zip(t.schema.names, t.schema.types, strict=True)))
+                    for n, t in tables.items()
+                ),
             )
             relation = self._relations.get(key)
             if relation is None:

@@ -1,0 +1,140 @@
+"""Cheap epochs: the fixed cost of an epoch, and Delta commits as a lake table ages.
+
+1. ``sluice run --until-idle`` on N telemetry events through ``online_anomaly`` and a lake
+   sink, in epochs of ``max_rows: 500`` and in one epoch (fresh processes, start included).
+   The fixed cost of an epoch is (time at 500 rows - time in one epoch) / (epochs - 1).
+2. The lake sink's commit time over many small epochs, with the default background
+   compaction and log checkpoints, against the same sink with them off (the baseline),
+   in the same invocation.
+
+Usage: python benchmarks/epochs.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from common import RESULTS, Measured, machine, python, run_measured, telemetry_file
+
+PIPELINE = """\
+name: epochs
+source: {{type: file, path: "{data}", format: json}}
+schema: {{device_id: string, ts: timestamp, temperature: double, pressure: double,
+          vibration: double, status: string}}
+event_time: ts
+batch: {{max_rows: {max_rows}, max_latency: 1h}}
+models:
+  - {{name: det, type: online_anomaly, features: [temperature, pressure], key: device_id}}
+sinks:
+  - {{type: lake, table: events}}
+"""
+
+
+def run_pipeline(data: Path, work: Path, max_rows: int) -> Measured:
+    """One fresh `sluice run --until-idle` process in its own SLUICE_HOME."""
+    home = work / f"home_{max_rows}"
+    shutil.rmtree(home, ignore_errors=True)
+    path = work / f"epochs_{max_rows}.yaml"
+    path.write_text(PIPELINE.format(data=data, max_rows=max_rows))
+    return run_measured(
+        [python(), "-m", "sluice.cli", "run", str(path), "--until-idle", "--quiet"],
+        env={"SLUICE_HOME": str(home)},
+    )
+
+
+def commit_times(work: Path, epochs: int, compact_every: int, probes: list[int]) -> dict[int, float]:
+    """Median lake-sink write time (ms) over 50 epochs from each probe epoch."""
+    from sluice.config.models import SinkConfig
+    from sluice.core.settings import Settings
+    from sluice.sinks.base import SinkContext
+    from sluice.sinks.lake import LakeSink
+
+    home = work / f"lake_{compact_every}"
+    shutil.rmtree(home, ignore_errors=True)
+    settings = Settings(home=home).ensure()
+    config = SinkConfig.model_validate(
+        {"type": "lake", "table": "aging", "compact_every": compact_every}
+    )
+    sink = LakeSink(config, SinkContext("aging", settings, None))
+    batch = pa.table({"device_id": ["d"] * 10, "value": np.arange(10.0)})
+    times: dict[int, list[float]] = {p: [] for p in probes}
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        sink.write(batch, epoch)
+        took = time.perf_counter() - started
+        for probe in probes:
+            if probe <= epoch < probe + 50:
+                times[probe].append(took)
+    sink.close()
+    return {p: float(np.median(t)) * 1000 for p, t in times.items() if t}
+
+
+def main() -> None:
+    """Measure and write benchmarks/results/epochs.md."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer events and epochs")
+    args = parser.parse_args()
+    n = 20_000 if args.quick else 100_000
+    aged = 1_000 if args.quick else 10_000
+    base_aged = 500 if args.quick else 2_000
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = telemetry_file(n)
+        one = run_pipeline(data, work, 1_000_000)
+        small = run_pipeline(data, work, 500)
+        epochs = -(-n // 500)
+        fixed = (small.seconds - one.seconds) / (epochs - 1) * 1000
+        ratio = one.seconds / small.seconds
+        print(f"one epoch {n / one.seconds:,.0f} ev/s, 500 rows {n / small.seconds:,.0f} ev/s")
+        lines += [
+            "## Cheap epochs (`benchmarks/epochs.py`)",
+            "",
+            f"Machine: {machine()}. Fresh processes, start-up included.",
+            "",
+            f"{n:,} telemetry events → `online_anomaly` (2 features, keyed by device) → lake.",
+            "",
+            "| run | epochs | time | rate | peak RSS |",
+            "|---|---:|---:|---:|---:|",
+            f"| one epoch | 1 | {one.seconds:.2f} s | {n / one.seconds:,.0f} ev/s | "
+            f"{one.peak_rss_mb:,.0f} MB |",
+            f"| `max_rows: 500` | {epochs} | {small.seconds:.2f} s | "
+            f"{n / small.seconds:,.0f} ev/s | {small.peak_rss_mb:,.0f} MB |",
+            "",
+            f"Rate at 500 rows / one-epoch rate: **{ratio:.2f}x** (target >= 0.25x, goal 0.5x); "
+            f"fixed cost per epoch: **{fixed:.1f} ms** (target <= 20 ms).",
+            "",
+        ]
+        probes = [10, aged - 50]
+        tuned = commit_times(work, aged, 100, probes)
+        base = commit_times(work, base_aged, 0, [10, base_aged - 50])
+        print(f"commit ms (compaction on): {tuned}; baseline (off): {base}")
+        lines += [
+            f"Lake sink commit (10-row epochs), median of 50 epochs from epoch N; the baseline "
+            f"is the same sink with compaction and log checkpoints off, aged {base_aged:,} "
+            "epochs in the same run:",
+            "",
+            "| sink | epoch 10 | late epochs | late / early |",
+            "|---|---:|---:|---:|",
+            f"| compaction every 100 commits (default) | {tuned[10]:.1f} ms | "
+            f"{tuned[aged - 50]:.1f} ms (epoch {aged - 50:,}) | "
+            f"**{tuned[aged - 50] / tuned[10]:.2f}x** |",
+            f"| baseline: no compaction | {base[10]:.1f} ms | {base[base_aged - 50]:.1f} ms "
+            f"(epoch {base_aged - 50:,}) | {base[base_aged - 50] / base[10]:.2f}x |",
+            "",
+            "Target: commit time after 10k epochs within 1.5x of the time after 10.",
+            "",
+        ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "epochs.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
