@@ -48,7 +48,9 @@ def run_pipeline(data: Path, work: Path, max_rows: int) -> Measured:
     )
 
 
-def commit_times(work: Path, epochs: int, compact_every: int, probes: list[int]) -> dict[int, float]:
+def commit_times(
+    work: Path, epochs: int, compact_every: int, probes: list[int]
+) -> dict[int, float]:
     """Median lake-sink write time (ms) over 50 epochs from each probe epoch."""
     from sluice.config.models import SinkConfig
     from sluice.core.settings import Settings
