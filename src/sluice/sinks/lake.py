@@ -15,6 +15,11 @@ Options (beside ``type`` and ``table``):
 * ``compact_every``: after this many commits (default 100; 0 = never) the sink compacts the
   table's small files and writes a Delta log checkpoint, in a background thread, so that a
   table taking an epoch every 100 ms does not slow down as it ages.
+* ``log_retention``: how long Delta log entries older than the last log checkpoint are
+  kept (a duration such as ``0s``, ``1h``, ``30d``; default ``0s``). Each commit lists the
+  log folder, so a log of thousands of entries makes every commit slower; the table's data
+  and its exactly-once marks are in the checkpoints, and Sluice reads no older versions.
+  Set a longer retention to keep time travel to older versions for other tools.
 
 The sink keeps the table's snapshot in memory: its own write updates it, and on a local
 table the log is read again only when another commit landed since (the next log entry
@@ -38,6 +43,7 @@ import pyarrow.compute as pc
 
 from sluice.config.models import SinkConfig
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
+from sluice.core.types import parse_duration
 from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.storage.lake_tables import DELTA_LOG, is_remote, open_delta, storage_options
 
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
 EVENT_DATE = "event_date"
 _NO_PARTITIONS = {"", "none", "null", "false"}
 COMPACT_EVERY = 100
+RETENTION = "delta.logRetentionDuration"
 log = logging.getLogger("sluice.sinks")
 
 
@@ -102,7 +109,10 @@ class LakeSink(Sink):
         self._delta: DeltaTable | None = None
         self._stale = True  # the handle may have missed a commit: read the log again
         self.compact_every = int(options.get("compact_every", COMPACT_EVERY))
+        retention = parse_duration(str(options.get("log_retention", "0s"))).total_seconds()
+        self.log_retention = f"interval {int(retention)} seconds"
         self._commits = 0
+        self._cleanup_due = False  # a compaction wrote a log checkpoint since the last cleanup
         self._maintenance: threading.Thread | None = None
 
     def app_id_of(self, stream: str) -> str:
@@ -145,10 +155,13 @@ class LakeSink(Sink):
         if self._delta is not None and not self._stale and not self._log_moved(self._delta):
             return self._delta
         try:
+            if self._delta is not None:
+                try:
+                    self._delta.update_incremental()
+                except Exception:  # log entries it needs were cleaned up: read the checkpoint
+                    self._delta = None
             if self._delta is None:
                 self._delta = open_delta(self.uri)
-            else:
-                self._delta.update_incremental()
         except OSError as exc:
             raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
         self._stale = False
@@ -191,6 +204,7 @@ class LakeSink(Sink):
                 schema_mode="merge",
                 partition_by=partitions or None,
                 storage_options=storage_options(self.uri) if delta is None else None,
+                configuration={RETENTION: self.log_retention} if delta is None else None,
                 commit_properties=CommitProperties(
                     app_transactions=[
                         Transaction(self.app_id_of(stream), epoch)
@@ -208,8 +222,21 @@ class LakeSink(Sink):
             self._delta = open_delta(self.uri)
         self._stale = False
         self._commits += 1
+        if self._cleanup_due:
+            self._cleanup()
         if self.compact_every and self._commits % self.compact_every == 0:
             self._start_maintenance()
+
+    def _cleanup(self) -> None:
+        """Drop log entries before the last checkpoint (past the retention), from this
+        handle, which holds the newest version: a handle behind it could need them."""
+        self._cleanup_due = False
+        if self._delta is None:
+            return
+        try:
+            self._delta.cleanup_metadata()
+        except Exception as exc:  # the entries stay; the next compaction tries again
+            log.warning("cleaning the log of lake table %r failed: %s", self.table_name, exc)
 
     def _log_moved(self, delta: DeltaTable) -> bool:
         """True when the table has a commit after the snapshot's (always, for remote tables)."""
@@ -233,7 +260,10 @@ class LakeSink(Sink):
             if table is None:
                 return
             table.optimize.compact()
+            if table.metadata().configuration.get(RETENTION) != self.log_retention:
+                table.alter.set_table_properties({RETENTION: self.log_retention})
             table.create_checkpoint()
+            self._cleanup_due = True
         except Exception as exc:  # a failed compaction only leaves the table as it was
             log.warning("compacting lake table %r failed: %s", self.table_name, exc)
 
