@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from deltalake import DeltaTable
 
 from sluice.config.models import SinkConfig
+from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.sinks.base import SinkContext
 from sluice.sinks.lake import LakeSink
@@ -71,3 +74,32 @@ def test_compaction_can_be_turned_off(settings: Settings) -> None:
     sink.close()
     history = DeltaTable(str(settings.lake_path("aging"))).history()
     assert all(entry["operation"] != "OPTIMIZE" for entry in history)
+
+
+def test_log_entries_before_the_checkpoint_are_dropped(settings: Settings) -> None:
+    sink = lake_sink(settings, compact_every=5, partition_by="none")
+    for epoch in range(1, 31):
+        sink.write(events(epoch, 1), epoch)
+        if sink._maintenance is not None:
+            sink._maintenance.join()  # let each compaction finish (a clock-free test)
+    sink.close()
+    log = Path(settings.lake_path("aging")) / "_delta_log"
+    assert len(list(log.glob("*.json"))) < 15
+    table = DeltaTable(str(settings.lake_path("aging")))
+    assert table.transaction_version("sluice:tele:aging") == 30
+    assert ids_in(settings) == list(range(1, 31))
+
+
+def test_a_long_retention_keeps_the_log(settings: Settings) -> None:
+    sink = lake_sink(settings, compact_every=5, partition_by="none", log_retention="30d")
+    for epoch in range(1, 13):
+        sink.write(events(epoch, 1), epoch)
+        if sink._maintenance is not None:
+            sink._maintenance.join()
+    sink.close()
+    assert len(list((Path(settings.lake_path("aging")) / "_delta_log").glob("*.json"))) >= 12
+
+
+def test_a_bad_retention_is_a_config_error(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="duration"):
+        lake_sink(settings, log_retention="soon")

@@ -107,14 +107,19 @@ class OnlineAnomalyModel(Model):
         return table.append_column(f"{prefix}_reason", pa.array(result.reason, pa.string()))
 
     def state(self) -> State:
-        """The detector's learned state: a snapshot, or the keys changed since the last one."""
+        """The detector's learned state: a snapshot, or the keys changed since the last one.
+
+        The keys count as clean from here (the runner may score the next epoch before this
+        one commits); a checkpoint that fails ends the run, whose restart restores.
+        """
         detector = self._single()
-        return self._log.next(detector.get_state, lambda: detector.get_state(dirty=True))
+        state = self._log.next(detector.get_state, lambda: detector.get_state(dirty=True))
+        detector.keys.clean()
+        return state
 
     def committed(self) -> None:
-        """The last ``state()`` is checkpointed: its keys are clean now."""
-        if self._log.committed():
-            self._single().keys.clean()
+        """The last ``state()`` is checkpointed: the snapshot/delta decision takes effect."""
+        self._log.committed()
 
     def lost_keys(self) -> int:
         """Keys evicted before they had ``warmup`` events."""

@@ -173,7 +173,7 @@ class PartitionedRunner(LocalRunner):
             self._dropped.add(key)
 
     # -- the loop ----------------------------------------------------------------------
-    def _step(self) -> bool:
+    def _step(self, last: bool = False) -> bool:
         self._replay_final_flushes()
         batch = self._read()
         if batch is None:
