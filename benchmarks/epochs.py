@@ -75,6 +75,11 @@ def commit_times(
     return {p: float(np.median(t)) * 1000 for p, t in times.items() if t}
 
 
+def seconds(measured: Measured) -> float:
+    """Sort key: wall time."""
+    return measured.seconds
+
+
 def main() -> None:
     """Measure and write benchmarks/results/epochs.md."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -87,8 +92,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = telemetry_file(n)
-        one = run_pipeline(data, work, 1_000_000)
-        small = run_pipeline(data, work, 500)
+        # alternating, best of 2 each: other jobs share the machine
+        rounds = [(run_pipeline(data, work, 1_000_000), run_pipeline(data, work, 500)) for _ in "ab"]
+        one = min((r[0] for r in rounds), key=seconds)
+        small = min((r[1] for r in rounds), key=seconds)
         epochs = -(-n // 500)
         fixed = (small.seconds - one.seconds) / (epochs - 1) * 1000
         ratio = one.seconds / small.seconds
@@ -96,7 +103,7 @@ def main() -> None:
         lines += [
             "## Cheap epochs (`benchmarks/epochs.py`)",
             "",
-            f"Machine: {machine()}. Fresh processes, start-up included.",
+            f"Machine: {machine()}. Fresh processes, start-up included, best of 2 runs each.",
             "",
             f"{n:,} telemetry events → `online_anomaly` (2 features, keyed by device) → lake.",
             "",

@@ -139,12 +139,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="10k/100k keys, small pipelines")
     parser.add_argument("--keys", type=int, help=argparse.SUPPRESS)  # one child measurement
+    parser.add_argument("--sizes", type=int, nargs="+", help="total keys to measure")
     args = parser.parse_args()
     if args.keys:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(measure_keys(args.keys, Path(tmp))))
         return
-    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    sizes = args.sizes or ([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
     rows = []
     for total in sizes:
         out = subprocess.run(

@@ -124,6 +124,18 @@ class LakeSink(Sink):
         marks = self.marks(epoch)
         if table.num_rows == 0:
             return True
+        try:
+            return self._write(table, marks)
+        except FileNotFoundError:
+            # a log entry this handle's snapshot still needed was cleaned up meanwhile (by
+            # a compaction's log checkpoint): read the table from its checkpoint, once more
+            self._delta = None
+            try:
+                return self._write(table, marks)
+            except FileNotFoundError as exc:
+                raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
+
+    def _write(self, table: pa.Table, marks: dict[str, int]) -> bool:
         delta = self._refresh()
         if delta is not None and self._holds_any(delta, marks):
             return False
@@ -212,6 +224,8 @@ class LakeSink(Sink):
                     ]
                 ),
             )
+        except FileNotFoundError:
+            raise  # see write()
         except (CommitFailedError, OSError) as exc:
             raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
         except SchemaMismatchError as exc:
