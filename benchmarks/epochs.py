@@ -93,7 +93,9 @@ def main() -> None:
         work = Path(tmp)
         data = telemetry_file(n)
         # alternating, best of 2 each: other jobs share the machine
-        rounds = [(run_pipeline(data, work, 1_000_000), run_pipeline(data, work, 500)) for _ in "ab"]
+        rounds = [
+            (run_pipeline(data, work, 1_000_000), run_pipeline(data, work, 500)) for _ in "ab"
+        ]
         one = min((r[0] for r in rounds), key=seconds)
         small = min((r[1] for r in rounds), key=seconds)
         epochs = -(-n // 500)
