@@ -83,7 +83,7 @@ from sluice.models.detectors.seasonal import (
     season_scores,
     seasonal_cap,
 )
-from sluice.models.detectors.state_blob import pack, unpack
+from sluice.models.detectors.state_blob import held_values, pack, set_words, unpack
 from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
@@ -514,13 +514,10 @@ class OnlineAnomalyDetector:
         arrays, keys, meta = self.keys.export(dirty=dirty)
         if self.window:
             # only the values each key holds (a young key's ring is mostly empty)
-            mask = ring_mask(arrays["count"], arrays["_used"], self.window)
-            arrays["buf"] = arrays["buf"][mask]
+            held = np.where(arrays["_used"], np.minimum(arrays["count"], self.window), 0)
+            arrays["buf"] = held_values(arrays["buf"], held)
         # only the words with a bit set, of keys in use (most of a bitset stays empty)
-        bits = np.where(arrays["_used"][:, None, None], arrays["ctx"], 0.0).ravel()
-        at = np.flatnonzero(bits)
-        arrays["ctx_at"] = at.astype(np.uint32) if bits.size < 2**32 else at
-        arrays["ctx"] = bits[arrays["ctx_at"]]
+        arrays["ctx_at"], arrays["ctx"] = set_words(arrays["ctx"], arrays["_used"])
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),

@@ -204,7 +204,12 @@ class LakeSink(Sink):
         marks: dict[str, int],
         delta: DeltaTable | None,
     ) -> None:
-        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake import (
+            CommitProperties,
+            PostCommitHookProperties,
+            Transaction,
+            write_deltalake,
+        )
         from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
 
         self._stale = True  # until this commit is known to have landed
@@ -223,6 +228,8 @@ class LakeSink(Sink):
                         for stream, epoch in sorted(marks.items())
                     ]
                 ),
+                # the log is cleaned by _cleanup, never while a compaction reads it
+                post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
             )
         except FileNotFoundError:
             raise  # see write()
@@ -236,7 +243,7 @@ class LakeSink(Sink):
             self._delta = open_delta(self.uri)
         self._stale = False
         self._commits += 1
-        if self._cleanup_due:
+        if self._cleanup_due and not (self._maintenance and self._maintenance.is_alive()):
             self._cleanup()
         if self.compact_every and self._commits % self.compact_every == 0:
             self._start_maintenance()
@@ -269,11 +276,15 @@ class LakeSink(Sink):
         self._maintenance.start()
 
     def _maintain(self) -> None:
+        from deltalake import PostCommitHookProperties
+
         try:
             table = open_delta(self.uri)
             if table is None:
                 return
-            table.optimize.compact()
+            table.optimize.compact(
+                post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False)
+            )
             if table.metadata().configuration.get(RETENTION) != self.log_retention:
                 table.alter.set_table_properties({RETENTION: self.log_retention})
             table.create_checkpoint()

@@ -53,3 +53,36 @@ def unpack(blob: bytes) -> dict[str, np.ndarray]:
         out[name] = np.frombuffer(data, kind, count, at).reshape(shape)
         at += count * kind.itemsize
     return out
+
+
+CHUNK_ROWS = 1 << 16  # keys packed at a time: bounds the temporaries of a large snapshot
+
+
+def held_values(buf: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """The first ``held[i]`` ring positions of each row ``i`` of ``buf`` (rows, window, ...),
+    row after row: what a ring holds, gathered a chunk of rows at a time."""
+    window = buf.shape[1]
+    parts = [
+        buf[start : start + CHUNK_ROWS][
+            np.arange(window)[None, :] < held[start : start + CHUNK_ROWS, None]
+        ]
+        for start in range(0, len(held), CHUNK_ROWS)
+    ]
+    return np.concatenate(parts) if parts else buf.reshape(0, *buf.shape[2:])
+
+
+def set_words(words: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions and values of the non-zero entries of ``words`` (rows, ...) in rows
+    where ``used``, a chunk of rows at a time (no copy of the whole array)."""
+    width = int(np.prod(words.shape[1:], dtype=np.int64))
+    flat = words.reshape(len(words), width)
+    at_parts, value_parts = [], []
+    for start in range(0, len(used), CHUNK_ROWS):
+        rows = flat[start : start + CHUNK_ROWS]
+        row, col = np.nonzero(rows * used[start : start + CHUNK_ROWS, None])
+        at_parts.append((row + start) * width + col)
+        value_parts.append(rows[row, col])
+    dtype = np.uint32 if words.size < 2**32 else np.int64
+    if not at_parts:
+        return np.zeros(0, dtype=dtype), np.zeros(0, dtype=words.dtype)
+    return np.concatenate(at_parts).astype(dtype), np.concatenate(value_parts)
