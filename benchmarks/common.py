@@ -77,3 +77,21 @@ def machine() -> str:
 def python() -> str:
     """The interpreter running the benchmark (children use the same)."""
     return sys.executable
+
+
+def run_sluice(pipeline: Path, home: Path) -> Measured:
+    """`sluice run PIPELINE --until-idle` in a fresh SLUICE_HOME ``home`` (emptied first)."""
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)
+    return run_measured(
+        [python(), "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"],
+        env={"SLUICE_HOME": str(home)},
+    )
+
+
+def write_result(name: str, lines: list[str]) -> None:
+    """Write benchmarks/results/NAME.md (a BENCHMARKS.md section) and print it."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from common import RESULTS, Measured, machine, python, run_measured, telemetry_file
+from common import Measured, machine, run_sluice, telemetry_file, write_result
 
 PIPELINE = """\
 name: epochs
@@ -38,14 +38,9 @@ sinks:
 
 def run_pipeline(data: Path, work: Path, max_rows: int) -> Measured:
     """One fresh `sluice run --until-idle` process in its own SLUICE_HOME."""
-    home = work / f"home_{max_rows}"
-    shutil.rmtree(home, ignore_errors=True)
     path = work / f"epochs_{max_rows}.yaml"
     path.write_text(PIPELINE.format(data=data, max_rows=max_rows))
-    return run_measured(
-        [python(), "-m", "sluice.cli", "run", str(path), "--until-idle", "--quiet"],
-        env={"SLUICE_HOME": str(home)},
-    )
+    return run_sluice(path, work / f"home_{max_rows}")
 
 
 def commit_times(
@@ -144,9 +139,7 @@ def main() -> None:
             "Target: commit time after 10k epochs within 1.5x of the time after 10.",
             "",
         ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "epochs.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_result("epochs", lines)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["throughput", "anomaly", "inference", "kafka", "service", "service_isolation", "actions"]
+ORDER = [
+    "throughput",
+    "epochs",
+    "state_checkpoint",
+    "anomaly",
+    "inference",
+    "kafka",
+    "service",
+    "service_isolation",
+    "actions",
+]
 HEADER = """# Benchmarks
 
 Every figure here is produced by a script in `benchmarks/` and is printed beside a baseline

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from common import RESULTS, Measured, machine, python, run_measured
+from common import Measured, machine, python, run_sluice, write_result
 
 TOUCHED = 1_000
 EPOCHS = 10
@@ -126,12 +125,7 @@ def run_pipeline(work: Path, keys: int, events: int) -> Measured:
     pq.write_table(_table(np.arange(events) % keys, rng), data)
     path = work / f"keys_{keys}.yaml"
     path.write_text(PIPELINE.format(data=data, max_keys=max(keys, 1000)))
-    home = work / f"home_{keys}"
-    shutil.rmtree(home, ignore_errors=True)
-    return run_measured(
-        [python(), "-m", "sluice.cli", "run", str(path), "--until-idle", "--quiet"],
-        env={"SLUICE_HOME": str(home)},
-    )
+    return run_sluice(path, work / f"home_{keys}")
 
 
 def main() -> None:
@@ -154,7 +148,7 @@ def main() -> None:
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1])
     big = sizes[-1]
-    events = 2 * big
+    events = max(2 * big, 1_000_000)
     with tempfile.TemporaryDirectory() as tmp:
         few = run_pipeline(Path(tmp), 1_000, events)
         many = run_pipeline(Path(tmp), big, events)
@@ -200,9 +194,7 @@ def write_report(
         f"{big:,} keys / 1,000 keys: **{ratio:.2f}x** (target >= 0.5x, under 3 GB RSS).",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "state_checkpoint.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_result("state_checkpoint", lines)
 
 
 if __name__ == "__main__":

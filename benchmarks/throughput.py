@@ -13,13 +13,13 @@ import tempfile
 from pathlib import Path
 
 from common import (
-    RESULTS,
     TELEMETRY_FILE_PIPELINE,
     Measured,
     machine,
     python,
     run_measured,
     telemetry_file,
+    write_result,
 )
 
 PIPELINE = (
@@ -128,9 +128,7 @@ def write_report(rows: list[tuple[int, Measured, Measured, Measured]]) -> None:
         "bounded memory means close to 1.0x.",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "throughput.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_result("throughput", lines)
 
 
 if __name__ == "__main__":
