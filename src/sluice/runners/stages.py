@@ -171,7 +171,8 @@ class Stages:
             try:
                 lost = model.lost_keys()
                 table = model.score(table)
-                ctx.counters["keys_lost_unwarmed"] += model.lost_keys() - lost
+                if model.lost_keys() > lost:
+                    ctx.counters["keys_lost_unwarmed"] += model.lost_keys() - lost
                 if model.name in self.drift:
                     table = self._observe_drift(model.name, table, ctx)
             except Exception as exc:
