@@ -167,3 +167,12 @@ def test_a_run_resumed_from_deltas_scores_as_a_run_never_stopped(tmp_path: Path)
         for home in (tmp_path / "clean", tmp_path / "resumed")
     ]
     np.testing.assert_array_equal(scores[0], scores[1])
+
+
+def test_a_run_counts_keys_lost_before_warming_up(tmp_path: Path) -> None:
+    lines = [f'{{"k": "k{i}", "x": {i % 7}.5}}' for i in range(600)]  # 600 keys, once each
+    data = tmp_path / "in.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    pipeline = pipeline_from_text(PIPELINE.format(data=data))
+    stats = LocalRunner(pipeline, Settings(home=tmp_path / "home"), until_idle=True).run()
+    assert stats.extra["keys_lost_unwarmed"] == 500  # max_keys 100
