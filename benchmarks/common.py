@@ -30,6 +30,7 @@ class Measured:
     seconds: float
     peak_rss_mb: float
     output: str
+    cpu_seconds: float = 0.0  # user + system time: less sensitive than wall time to other jobs
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
@@ -45,7 +46,8 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return Measured(seconds, usage.ru_maxrss / 1024, output)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(seconds, usage.ru_maxrss / 1024, output, cpu)
 
 
 def telemetry_file(n_events: int, seed: int = 1) -> Path:
