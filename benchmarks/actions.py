@@ -122,10 +122,13 @@ def rule_dicts(log_path: str, hot: float = 170, pressure: float = 20) -> list[di
         if i % 4 == 0:
             rule["dedupe"] = {"key": "device", "window": "10m"}
         elif i % 4 == 1:
-            rule.update({"group_by": "device", "for": 2, "when": f"m_score > 0.{80 + i}"})
+            # the score is 1 - a calibrated tail probability: alerts for 2 events in a row
+            rule.update(
+                {"group_by": "device", "for": 2, "when": f"m_anomaly AND m_score > 0.99{i:02d}"}
+            )
         elif i % 4 == 2:
             rule.update(
-                {"rate_limit": "100/m", "when": f"m_score > 0.9 AND pressure > {pressure + i}"}
+                {"rate_limit": "100/m", "when": f"m_score > 0.99 AND pressure > {pressure + i}"}
             )
         else:
             rule.update({"cooldown": "1m", "severity": "critical"})

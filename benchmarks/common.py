@@ -30,6 +30,7 @@ class Measured:
     seconds: float
     peak_rss_mb: float
     output: str
+    cpu_seconds: float = 0.0  # user + system time: less sensitive than wall time to other jobs
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
@@ -45,7 +46,8 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return Measured(seconds, usage.ru_maxrss / 1024, output)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(seconds, usage.ru_maxrss / 1024, output, cpu)
 
 
 def telemetry_file(n_events: int, seed: int = 1) -> Path:
@@ -77,3 +79,21 @@ def machine() -> str:
 def python() -> str:
     """The interpreter running the benchmark (children use the same)."""
     return sys.executable
+
+
+def run_sluice(pipeline: Path, home: Path) -> Measured:
+    """`sluice run PIPELINE --until-idle` in a fresh SLUICE_HOME ``home`` (emptied first)."""
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)
+    return run_measured(
+        [python(), "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"],
+        env={"SLUICE_HOME": str(home)},
+    )
+
+
+def write_result(name: str, lines: list[str]) -> None:
+    """Write benchmarks/results/NAME.md (a BENCHMARKS.md section) and print it."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 ORDER = [
     "throughput",
+    "epochs",
+    "state_checkpoint",
     "anomaly",
     "inference",
     "kafka",

@@ -13,13 +13,13 @@ import tempfile
 from pathlib import Path
 
 from common import (
-    RESULTS,
     TELEMETRY_FILE_PIPELINE,
     Measured,
     machine,
     python,
     run_measured,
     telemetry_file,
+    write_result,
 )
 
 PIPELINE = (
@@ -80,12 +80,13 @@ def main() -> None:
     """Measure and write benchmarks/results/throughput.md."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="200k/1M events instead of 1M/5M")
+    parser.add_argument("--events", type=int, nargs="+", help="event counts to measure")
     args = parser.parse_args()
-    small, large = (200_000, 1_000_000) if args.quick else (1_000_000, 5_000_000)
+    sizes = args.events or ([200_000, 1_000_000] if args.quick else [1_000_000, 5_000_000])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for n in (small, large):
+        for n in sizes:
             data = telemetry_file(n)
             base = run_baseline(data, work)
             agg = run_sluice(data, work, into=False)
@@ -127,9 +128,7 @@ def write_report(rows: list[tuple[int, Measured, Measured, Measured]]) -> None:
         "bounded memory means close to 1.0x.",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "throughput.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_result("throughput", lines)
 
 
 if __name__ == "__main__":

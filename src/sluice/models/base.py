@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from sluice.config.models import ModelConfig
 from sluice.core.plugins import load_plugin
 from sluice.core.settings import Settings
+
+if TYPE_CHECKING:
+    from sluice.storage.checkpoints import State
 
 BUILTIN_MODELS = {
     "online_anomaly": "sluice.models.online:OnlineAnomalyModel",
@@ -73,12 +76,25 @@ class Model(ABC):
             pa.field(f"{prefix}_reason", pa.string()),
         ]
 
-    def state(self) -> bytes | None:
-        """Serialise learned state for the checkpoint (None when stateless)."""
+    def state(self) -> State:
+        """Learned state for the checkpoint: a snapshot, a ``StateDelta`` since the last
+        committed one (see :mod:`sluice.models.state_log`), or None when stateless."""
         return None
 
     def restore(self, blob: bytes) -> None:  # noqa: B027 - stateless default
         """Restore learned state from a checkpoint."""
+
+    def restore_deltas(self, deltas: list[bytes]) -> None:
+        """Replay the deltas committed after the snapshot given to ``restore``."""
+        if deltas:
+            raise NotImplementedError(f"model {self.name!r} does not checkpoint deltas")
+
+    def committed(self) -> None:  # noqa: B027 - nothing to track by default
+        """The checkpoint holding the last ``state()`` is committed."""
+
+    def lost_keys(self) -> int:
+        """Keys dropped before their state warmed up, so far (0 for models without keys)."""
+        return 0
 
     def refresh(self) -> bool:
         """Pick up a newly promoted registry version; True when the model changed."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from sluice.models.registry import ModelRegistry, ModelVersion, OnlineModelIndex, OnlineModelInfo
-from sluice.storage.checkpoints import operator_state
+from sluice.storage.checkpoints import operator_state, operator_state_delta
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,16 @@ class Catalog:
     @classmethod
     def read(cls, engine: Engine, registry: ModelRegistry, index: OnlineModelIndex) -> Catalog:
         """One look at the metadata database."""
+        epochs: dict[tuple[str, str], int] = {}
         with engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    operator_state.c.pipeline, operator_state.c.operator, operator_state.c.epoch
-                ).where(operator_state.c.operator.like("model:%"))
-            ).all()
-        return cls(
-            versions=registry.list(),
-            online=index.list(),
-            state_epochs={(r.pipeline, r.operator): int(r.epoch) for r in rows},
-        )
+            for table in (operator_state, operator_state_delta):  # a delta is newer
+                rows = conn.execute(
+                    select(table.c.pipeline, table.c.operator, func.max(table.c.epoch))
+                    .where(table.c.operator.like("model:%"))
+                    .group_by(table.c.pipeline, table.c.operator)
+                ).all()
+                epochs.update({(r[0], r[1]): int(r[2]) for r in rows})
+        return cls(versions=registry.list(), online=index.list(), state_epochs=epochs)
 
     def version(self, name: str) -> ModelVersion | None:
         """The production version of ``name``, else its newest one."""

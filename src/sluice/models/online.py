@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,6 +12,8 @@ import pyarrow.compute as pc
 from sluice.config.models import ModelConfig
 from sluice.core.errors import ConfigError, ModelError
 from sluice.models.base import Model, ModelContext
+from sluice.models.state_log import StateLog
+from sluice.storage.checkpoints import State
 
 if TYPE_CHECKING:
     from sluice.models.online_anomaly import OnlineAnomalyDetector
@@ -26,6 +29,7 @@ _TUNABLES = (
     "calibration_horizon",
     "calibration_events",
 )
+log = logging.getLogger("sluice.models")
 
 
 def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
@@ -70,10 +74,22 @@ class OnlineAnomalyModel(Model):
         self.detector: OnlineAnomalyDetector | PartitionStates = OnlineAnomalyDetector(
             OnlineAnomalyConfig(features=list(config.features), key=config.key, **options)
         )
+        self._log = StateLog()
+        self._warned_lost = False
 
     def score(self, table: pa.Table) -> pa.Table:
         """Score and learn from ``table`` in event order."""
-        return self.apply(table, learn=True)
+        table = self.apply(table, learn=True)
+        if not self._warned_lost and self.lost_keys():
+            self._warned_lost = True
+            log.warning(
+                "model %r: keys are evicted before they warm up (%s so far), so they learn "
+                "nothing; raise max_keys (now %s) above the number of active keys",
+                self.name,
+                self.lost_keys(),
+                self._single().config.max_keys,
+            )
+        return table
 
     def apply(self, table: pa.Table, *, learn: bool) -> pa.Table:
         """Score ``table``; update the state only when ``learn``."""
@@ -90,26 +106,54 @@ class OnlineAnomalyModel(Model):
         table = table.append_column(f"{prefix}_onset", pa.array(result.onset, pa.float64()))
         return table.append_column(f"{prefix}_reason", pa.array(result.reason, pa.string()))
 
-    def state(self) -> bytes | None:
-        """The detector's learned state."""
-        return self._single().get_state()
+    def state(self) -> State:
+        """The detector's learned state: a snapshot, or the keys changed since the last one.
+
+        The keys count as clean from here (the runner may score the next epoch before this
+        one commits); a checkpoint that fails ends the run, whose restart restores.
+        """
+        detector = self._single()
+        state = self._log.next(detector.get_state, lambda: detector.get_state(dirty=True))
+        detector.keys.clean()
+        return state
+
+    def committed(self) -> None:
+        """The last ``state()`` is checkpointed: the snapshot/delta decision takes effect."""
+        self._log.committed()
+
+    def lost_keys(self) -> int:
+        """Keys evicted before they had ``warmup`` events."""
+        return self._single().keys.evicted_young
 
     def restore(self, blob: bytes) -> None:
-        """Restore the detector's learned state."""
+        """Restore the detector's learned state (a snapshot)."""
         self._single().set_state(blob)
+        self._log.restored(blob, [])
 
-    def restore_partitions(self, blobs: list[bytes]) -> None:
-        """Score (without learning) with the states several partition tasks learned."""
+    def restore_deltas(self, deltas: list[bytes]) -> None:
+        """Replay the deltas committed after the snapshot, in order."""
+        detector = self._single()
+        for delta in deltas:
+            detector.set_state(delta)
+        if self._log.snapshot_bytes is not None:
+            self._log.delta_bytes = sum(len(d) for d in deltas)
+            self._log.deltas = len(deltas)
+
+    def restore_partitions(self, states: list[tuple[bytes, list[bytes]]]) -> None:
+        """Score (without learning) with the states (snapshot, deltas) several partition
+        tasks learned."""
         from sluice.models.online_anomaly import OnlineAnomalyDetector
         from sluice.models.partition_states import PartitionStates
 
-        if len(blobs) == 1:
-            self.restore(blobs[0])
+        if len(states) == 1:
+            self.restore(states[0][0])
+            self.restore_deltas(states[0][1])
             return
         detectors = []
-        for blob in blobs:
+        for blob, deltas in states:
             detector = OnlineAnomalyDetector(self._single().config)
-            detector.set_state(blob)
+            for part in (blob, *deltas):
+                detector.set_state(part)
             detectors.append(detector)
         self.detector = PartitionStates(detectors)
 
@@ -126,4 +170,7 @@ class OnlineAnomalyModel(Model):
             **super().describe(),
             "features": self.config.features,
             "evicted_keys": self.detector.evicted_keys,
+            "evicted_unwarmed_keys": sum(
+                d.keys.evicted_young for d in getattr(self.detector, "detectors", [self.detector])
+            ),
         }

@@ -36,7 +36,6 @@ scored while the keys adapt.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -86,6 +85,7 @@ from sluice.models.detectors.seasonal import (
     season_scores,
     seasonal_cap,
 )
+from sluice.models.detectors.state_blob import held_values, pack, set_words, unpack
 from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
@@ -280,7 +280,7 @@ class OnlineAnomalyDetector:
                     for f in ("score", "anomaly", "reason", "onset")
                 )
             )
-        slots = self.keys.assign(keys, n)
+        slots = self.keys.assign(keys, n, warm=self.config.warmup)
         self._changed()  # new keys may have evicted others
         parts = self._run(slots, X, learn=True)
         bulk = self.keys.arrays[CALIBRATION]
@@ -513,18 +513,17 @@ class OnlineAnomalyDetector:
             explain(part, self.config, reason)
         return ScoreResult(score, anomaly, reason, onset)
 
-    def get_state(self) -> bytes:
-        """Serialise all learned state (exactly restorable with :meth:`set_state`)."""
-        arrays, keys, meta = self.keys.export()
+    def get_state(self, *, dirty: bool = False) -> bytes:
+        """Serialise all learned state (exactly restorable with :meth:`set_state`), or
+        (``dirty``) only the keys changed since ``keys.clean()``: a delta that
+        :meth:`set_state` replays on the state it was taken after."""
+        arrays, keys, meta = self.keys.export(dirty=dirty)
         if self.window:
             # only the values each key holds (a young key's ring is mostly empty)
-            mask = ring_mask(self.keys.arrays["count"], self.keys.used, self.window)
-            arrays["buf"] = arrays["buf"][mask]
+            held = np.where(arrays["_used"], np.minimum(arrays["count"], self.window), 0)
+            arrays["buf"] = held_values(arrays["buf"], held)
         # only the words with a bit set, of keys in use (most of a bitset stays empty)
-        bits = np.where(self.keys.used[:, None, None], arrays["ctx"], 0.0).ravel()
-        at = np.flatnonzero(bits)
-        arrays["ctx_at"] = at.astype(np.uint32) if bits.size < 2**32 else at
-        arrays["ctx"] = bits[arrays["ctx_at"]]
+        arrays["ctx_at"], arrays["ctx"] = set_words(arrays["ctx"], arrays["_used"])
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),
@@ -532,18 +531,16 @@ class OnlineAnomalyDetector:
             "events": self.events,
             **meta,
         }
-        buf = io.BytesIO()
         payload: dict[str, np.ndarray] = {f"s_{k}": v for k, v in arrays.items()}
         payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        np.savez(buf, **payload)  # type: ignore[arg-type]
-        return buf.getvalue()
+        return pack(payload)
 
     def set_state(self, blob: bytes) -> None:
         """Restore state produced by :meth:`get_state` of a detector with the same features."""
         try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-                header = json.loads(bytes(data["header"]).decode())
-                arrays = {k[2:]: data[k] for k in data.files if k.startswith("s_")}
+            data = unpack(blob)
+            header = json.loads(bytes(data["header"]).decode())
+            arrays = {k[2:]: v for k, v in data.items() if k.startswith("s_")}
         except (OSError, ValueError, KeyError) as exc:
             raise StateError(f"online_anomaly state is unreadable: {exc}") from exc
         if header.get("version") != STATE_VERSION:
@@ -575,7 +572,10 @@ class OnlineAnomalyDetector:
         except (KeyError, IndexError, ValueError) as exc:
             raise StateError(f"online_anomaly state has damaged context bits: {exc}") from exc
         arrays["ctx"] = bits.reshape(-1, self.p, WORDS)
-        self.keys.restore(arrays, header["keys"], header)
+        if "_slots" in arrays:  # a delta (get_state(dirty=True))
+            self.keys.apply(arrays, header["keys"], header)
+        else:
+            self.keys.restore(arrays, header["keys"], header)
         self.events = int(header["events"])
         self._changed()
 

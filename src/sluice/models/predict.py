@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import select
 
 from sluice.config.models import ModelConfig
 from sluice.core.errors import ModelError, NotFoundError, SluiceError
@@ -33,7 +32,7 @@ from sluice.models.catalog import Catalog, ModelSource
 from sluice.models.online import OnlineAnomalyModel
 from sluice.models.records import score_records
 from sluice.models.registry import ModelRegistry, OnlineModelIndex, OnlineModelInfo
-from sluice.storage.checkpoints import operator_state
+from sluice.storage.checkpoints import read_operator_states
 from sluice.storage.db import get_engine
 
 log = logging.getLogger("sluice.predict")
@@ -175,21 +174,15 @@ class Predictor:
         if not streams:
             return model
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(operator_state.c.data)
-                .where(
-                    operator_state.c.pipeline.in_(streams),
-                    operator_state.c.operator == f"model:{info.name}",
-                )
-                .order_by(operator_state.c.pipeline)
-            ).all()
-        blobs = [bytes(row.data) for row in rows if row.data]
-        if len(blobs) > 1 and isinstance(model, OnlineAnomalyModel):
-            model.restore_partitions(blobs)
-        elif blobs:
-            if len(blobs) > 1:
+            found = read_operator_states(conn, list(streams), f"model:{info.name}")
+        states = [found[s] for s in sorted(found) if found[s][0]]
+        if len(states) > 1 and isinstance(model, OnlineAnomalyModel):
+            model.restore_partitions(states)
+        elif states:
+            if len(states) > 1:
                 log.warning("model %r: scoring with the state of %s only", info.name, streams[0])
-            model.restore(blobs[0])
+            model.restore(states[0][0])
+            model.restore_deltas(states[0][1])
         if isinstance(model, OnlineAnomalyModel):
             model.detector.prepare()  # here, in the refresh thread, rather than in a request
         return model

@@ -5,6 +5,12 @@ Before any sink is written the epoch's end position is *planned* in the metadata
 after every sink holds the epoch, the checkpoint commits the position, all operator and
 model state, and the actions outbox in one transaction. After a crash the planned epoch
 is re-read exactly (``poll(until=...)``) and re-written; sinks skip what they hold.
+
+Epochs overlap: when the next batch has already been read, it is decoded, transformed
+and scored while the sinks write the previous epoch (whose state was taken before). It is
+planned only once the previous epoch is committed and before any sink sees it, so the
+checkpoint protocol is unchanged; when no batch is ready the epoch commits at once and
+the latency bound holds.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -28,12 +35,33 @@ from sluice.runners.stages import Stages
 from sluice.runners.stats import RunStats
 from sluice.sinks.base import Marks, Sink, SinkContext, create_sink
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext, create_source
-from sluice.storage.checkpoints import CheckpointStore
+from sluice.storage.checkpoints import CheckpointStore, State, Writer
 from sluice.storage.db import get_engine
 from sluice.storage.runs import RunHistory
 
 log = logging.getLogger("sluice.runner")
 ProgressCallback = Callable[[RunStats], None]
+
+
+@dataclass
+class Scored:
+    """An epoch's batch after the stages, before its sinks are written."""
+
+    batch: SourceBatch
+    epoch: int
+    ctx: EpochContext
+    table: pa.Table
+    writers: list[Writer]
+    started: float
+
+
+@dataclass
+class InFlight:
+    """An epoch whose sinks are being written: committed by ``LocalRunner._complete``."""
+
+    scored: Scored
+    writes: list[Future[None]]
+    states: dict[str, State]
 
 
 class LocalRunner:
@@ -82,6 +110,7 @@ class LocalRunner:
         self._prefetch = self.source.prefetch_safe
         self._max_rows = pipeline.batch.max_rows
         self._max_latency = parse_duration(pipeline.batch.max_latency).total_seconds()
+        self._inflight: InFlight | None = None
 
     def _create_stages(self) -> Stages:
         return Stages(self.pipeline, self.settings, job_runner=self.job_runner)
@@ -95,9 +124,10 @@ class LocalRunner:
             self._recover()
             done = 0
             while not self.stop_event.is_set() and (max_epochs is None or done < max_epochs):
-                if not self._step():
+                if not self._step(last=max_epochs is not None and done + 1 >= max_epochs):
                     break
                 done += 1
+            self._complete()
             status = "stopped" if self.stop_event.is_set() else "succeeded"
         except SluiceError as exc:
             error = str(exc)
@@ -126,6 +156,7 @@ class LocalRunner:
             *(s.close for s in self.sinks),
             *(s.close for s in self._side_sinks.values()),
             *self._stage_closers(),
+            self.checkpoints.close,
         ]:
             try:
                 closer()
@@ -140,7 +171,7 @@ class LocalRunner:
         ckpt = self.checkpoints.load(self.pipeline.name)
         self.epoch, self.position = ckpt.epoch, ckpt.position
         self.stages.start()
-        self.stages.restore(ckpt.states)
+        self.stages.restore(ckpt.states, ckpt.deltas)
         self.source.open(ckpt.position)
         if ckpt.planned_epoch is not None and ckpt.planned_position is not None:
             log.info("replaying epoch %s of %s", ckpt.planned_epoch, self.pipeline.name)
@@ -148,21 +179,34 @@ class LocalRunner:
             assert batch is not None  # a replay always returns a batch
             self._process(batch, ckpt.planned_epoch, final=False)
 
-    def _step(self) -> bool:
+    def _step(self, last: bool = False) -> bool:
+        if not self._next_ready():
+            self._complete()  # nothing to overlap with: commit now (the latency bound)
         batch = self._next_batch()
         if batch is None:
+            self._complete()
             if self.until_idle and self.source.exhausted:
                 self._finish()
                 return False
             if self.source.exhausted:  # a finished bounded source in a streaming run
                 self.stop_event.wait(min(self._max_latency, 1.0))
             return True
-        self.checkpoints.plan(self.pipeline.name, self.epoch + 1, batch.position)
-        self._process(batch, self.epoch + 1, final=False)
+        epoch = self.epoch + 1 + (self._inflight is not None)
+        scored = self._score(batch, epoch, final=False)  # while the previous epoch writes
+        self._complete()
+        self.checkpoints.plan(self.pipeline.name, epoch, batch.position)
+        self._start(scored)
+        if last or self.stop_event.is_set():
+            self._complete()
         return True
+
+    def _next_ready(self) -> bool:
+        """True when the next batch was read already (prefetch)."""
+        return self._pending_read is not None and self._pending_read.done()
 
     def _finish(self) -> None:
         """End of a bounded input: flush open windows as one last epoch."""
+        self._complete()
         if not self.stages.holds_state():
             return
         empty = SourceBatch(pa.table({}), "arrow", self.position or {})
@@ -209,19 +253,41 @@ class LocalRunner:
         return SourceBatch(concat(tables), parts[-1].raw_format, parts[-1].position)
 
     def _process(self, batch: SourceBatch, epoch: int, *, final: bool) -> None:
+        """Run one planned epoch to its commit."""
+        self._start(self._score(batch, epoch, final=final))
+        self._complete()
+
+    def _score(self, batch: SourceBatch, epoch: int, *, final: bool) -> Scored:
         ctx = EpochContext(self.pipeline.name, epoch, final=final)
         started = time.perf_counter()
         table, pending = self.stages.run(batch, ctx)
-        writes = self._start_sink_writes(drop_internal(table), ctx, epoch)
-        states = self.stages.states()  # while the sinks write
-        wait_for(writes)
         writers = self.stages.commit_writers(pending, epoch)
-        self.checkpoints.commit(self.pipeline.name, epoch, batch.position, states, writers)
-        self.source.commit(batch.position)
+        return Scored(batch, epoch, ctx, table, writers, started)
+
+    def _start(self, scored: Scored) -> None:
+        """Start the (planned) epoch's sink writes and take its state meanwhile."""
+        writes = self._start_sink_writes(drop_internal(scored.table), scored.ctx, scored.epoch)
+        self._inflight = InFlight(scored, writes, self.stages.states())
+
+    def _complete(self) -> None:
+        """Wait for the epoch in flight (if any) to be written, then commit it."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        scored = inflight.scored
+        wait_for(inflight.writes)
+        position = scored.batch.position
+        self.checkpoints.commit(
+            self.pipeline.name, scored.epoch, position, inflight.states, scored.writers
+        )
+        self.source.commit(position)
         self.stages.after_commit()
-        self.epoch, self.position = epoch, batch.position
+        self.epoch, self.position = scored.epoch, position
         self.stats.add_epoch(
-            batch.data.num_rows, table.num_rows, ctx.counters, time.perf_counter() - started
+            scored.batch.data.num_rows,
+            scored.table.num_rows,
+            scored.ctx.counters,
+            time.perf_counter() - scored.started,
         )
         if self.on_progress:
             self.on_progress(self.stats)

@@ -47,7 +47,7 @@ from sluice.runners.local import LocalRunner, wait_for
 from sluice.runners.stages import Stages
 from sluice.sources.base import PartitionedSource, Position, SourceBatch
 from sluice.sources.repartition import OriginFilter
-from sluice.storage.checkpoints import FencedError, StreamCommit, Writer
+from sluice.storage.checkpoints import FencedError, State, StreamCommit, Writer
 
 log = logging.getLogger("sluice.runner")
 ORIGINS_STATE = "source:origins"
@@ -80,7 +80,7 @@ class Task:
     replay: Replay | None = None
     origins: OriginFilter = field(default_factory=OriginFilter)
 
-    def states(self) -> dict[str, bytes | None]:
+    def states(self) -> dict[str, State]:
         """The stages' states and the repartition high marks."""
         states = self.stages.states()
         if self.origins.high:
@@ -146,7 +146,7 @@ class PartitionedRunner(LocalRunner):
                 job_runner=self.job_runner,
             )
             stages.start()
-            stages.restore(ckpt.states)
+            stages.restore(ckpt.states, ckpt.deltas)
             task = Task(key, stream, stages, ckpt.epoch)
             if ORIGINS_STATE in ckpt.states:
                 task.origins.restore(ckpt.states[ORIGINS_STATE])
@@ -177,7 +177,7 @@ class PartitionedRunner(LocalRunner):
             self._dropped.add(key)
 
     # -- the loop ----------------------------------------------------------------------
-    def _step(self) -> bool:
+    def _step(self, last: bool = False) -> bool:
         self._replay_final_flushes()
         batch = self._read()
         if batch is None:

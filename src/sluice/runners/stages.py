@@ -21,7 +21,7 @@ from sluice.models.drift import DriftLog, DriftWatch, drift_writer
 from sluice.models.registry import OnlineModelIndex, OnlineModelInfo
 from sluice.sources.base import SourceBatch
 from sluice.sources.decode import Decoder, reject_flagged
-from sluice.storage.checkpoints import Writer
+from sluice.storage.checkpoints import State, Writer
 from sluice.storage.db import get_engine
 from sluice.transforms.base import Transform
 from sluice.transforms.build import build_transforms
@@ -175,8 +175,11 @@ class Stages:
             if table.num_rows == 0:
                 break
             try:
+                lost = model.lost_keys()
                 table = model.score(table)
                 count_alerts(model.name, table)
+                if model.lost_keys() > lost:
+                    ctx.counters["keys_lost_unwarmed"] += model.lost_keys() - lost
                 if model.name in self.drift:
                     table = self._observe_drift(model.name, table, ctx)
             except Exception as exc:
@@ -215,9 +218,9 @@ class Stages:
         """True when a window may still hold rows to flush at end of input."""
         return any(t.holds_state for t in self.transforms)
 
-    def states(self) -> dict[str, bytes | None]:
+    def states(self) -> dict[str, State]:
         """Every operator's and model's state, keyed by a stable operator id."""
-        out: dict[str, bytes | None] = {}
+        out: dict[str, State] = {}
         for i, transform in enumerate(self.transforms):
             out[f"transform[{i}]"] = transform.state()
         for model in self.models:
@@ -228,14 +231,17 @@ class Stages:
             out["actions"] = self.actions.state()
         return out
 
-    def restore(self, states: dict[str, bytes]) -> None:
-        """Restore state saved by ``states()``."""
+    def restore(
+        self, states: dict[str, bytes], deltas: dict[str, list[bytes]] | None = None
+    ) -> None:
+        """Restore state saved by ``states()`` (snapshots, then the models' delta logs)."""
         for i, transform in enumerate(self.transforms):
             if f"transform[{i}]" in states:
                 transform.restore(states[f"transform[{i}]"])
         for model in self.models:
             if f"model:{model.name}" in states:
                 model.restore(states[f"model:{model.name}"])
+                model.restore_deltas((deltas or {}).get(f"model:{model.name}", []))
         for name, watch in self.drift.items():
             if f"drift:{name}" in states:
                 watch.restore(states[f"drift:{name}"])
@@ -254,6 +260,7 @@ class Stages:
         if self.actions is not None:
             self.actions.notify()
         for model in self.models:
+            model.committed()
             model.refresh()
 
     def close(self) -> None:

@@ -12,6 +12,20 @@ Options (beside ``type`` and ``table``):
   column (UTC date) when the first batch has that column, else no partitions. An existing
   table keeps the partitioning it was created with.
 
+* ``compact_every``: after this many commits (default 100; 0 = never) the sink compacts the
+  table's small files and writes a Delta log checkpoint, in a background thread, so that a
+  table taking an epoch every 100 ms does not slow down as it ages.
+* ``log_retention``: how long Delta log entries older than the last log checkpoint are
+  kept (a duration such as ``0s``, ``1h``, ``30d``; default ``0s``). Each commit lists the
+  log folder, so a log of thousands of entries makes every commit slower; the table's data
+  and its exactly-once marks are in the checkpoints, and Sluice reads no older versions.
+  Set a longer retention to keep time travel to older versions for other tools.
+
+The sink keeps the table's snapshot in memory: its own write updates it, and on a local
+table the log is read again only when another commit landed since (the next log entry
+exists: a compaction, another writer) or a commit of its own failed. A remote table is
+read again before every write.
+
 New columns are merged into the table schema (nullable); columns whose name starts with
 ``__`` (internal bookkeeping) are not written; all-null columns of Arrow type ``null`` are
 left out until they carry a typed value (Delta has no null type).
@@ -19,6 +33,9 @@ left out until they carry a typed value (Delta has no null type).
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -26,14 +43,24 @@ import pyarrow.compute as pc
 
 from sluice.config.models import SinkConfig
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
+from sluice.core.types import parse_duration
 from sluice.sinks.base import Marks, Sink, SinkContext
-from sluice.storage.lake_tables import missing_bucket, open_delta, storage_options
+from sluice.storage.lake_tables import (
+    DELTA_LOG,
+    is_remote,
+    missing_bucket,
+    open_delta,
+    storage_options,
+)
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 EVENT_DATE = "event_date"
 _NO_PARTITIONS = {"", "none", "null", "false"}
+COMPACT_EVERY = 100
+RETENTION = "delta.logRetentionDuration"
+log = logging.getLogger("sluice.sinks")
 
 
 def parse_partition_by(value: Any) -> list[str] | None:
@@ -86,6 +113,13 @@ class LakeSink(Sink):
             parse_partition_by(options["partition_by"]) if "partition_by" in options else None
         )
         self._delta: DeltaTable | None = None
+        self._stale = True  # the handle may have missed a commit: read the log again
+        self.compact_every = int(options.get("compact_every", COMPACT_EVERY))
+        retention = parse_duration(str(options.get("log_retention", "0s"))).total_seconds()
+        self.log_retention = f"interval {int(retention)} seconds"
+        self._commits = 0
+        self._cleanup_due = False  # a compaction wrote a log checkpoint since the last cleanup
+        self._maintenance: threading.Thread | None = None
 
     def app_id_of(self, stream: str) -> str:
         """The Delta app-transaction id of ``stream``'s writes to this table."""
@@ -96,6 +130,18 @@ class LakeSink(Sink):
         marks = self.marks(epoch)
         if table.num_rows == 0:
             return True
+        try:
+            return self._write(table, marks)
+        except FileNotFoundError:
+            # a log entry this handle's snapshot still needed was cleaned up meanwhile (by
+            # a compaction's log checkpoint): read the table from its checkpoint, once more
+            self._delta = None
+            try:
+                return self._write(table, marks)
+            except FileNotFoundError as exc:
+                raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
+
+    def _write(self, table: pa.Table, marks: dict[str, int]) -> bool:
         delta = self._refresh()
         if delta is not None and self._holds_any(delta, marks):
             return False
@@ -115,17 +161,28 @@ class LakeSink(Sink):
         return delta.transaction_version(self.app_id) if delta is not None else None
 
     def close(self) -> None:
-        """Forget the cached table handle."""
+        """Wait for a running compaction and forget the cached table handle."""
+        if self._maintenance is not None:
+            self._maintenance.join()
+            self._maintenance = None
         self._delta = None
+        self._stale = True
 
     def _refresh(self) -> DeltaTable | None:
+        """The table's snapshot: the one in memory unless the log moved on since."""
+        if self._delta is not None and not self._stale and not self._log_moved(self._delta):
+            return self._delta
         try:
+            if self._delta is not None:
+                try:
+                    self._delta.update_incremental()
+                except Exception:  # log entries it needs were cleaned up: read the checkpoint
+                    self._delta = None
             if self._delta is None:
                 self._delta = open_delta(self.uri)
-            else:
-                self._delta.update_incremental()
         except OSError as exc:
             raise self._store_error(exc) from exc
+        self._stale = False
         return self._delta
 
     def _store_error(self, exc: Exception) -> SinkError:
@@ -163,9 +220,15 @@ class LakeSink(Sink):
         marks: dict[str, int],
         delta: DeltaTable | None,
     ) -> None:
-        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake import (
+            CommitProperties,
+            PostCommitHookProperties,
+            Transaction,
+            write_deltalake,
+        )
         from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
 
+        self._stale = True  # until this commit is known to have landed
         try:
             write_deltalake(
                 delta if delta is not None else self.uri,
@@ -174,13 +237,18 @@ class LakeSink(Sink):
                 schema_mode="merge",
                 partition_by=partitions or None,
                 storage_options=storage_options(self.uri) if delta is None else None,
+                configuration={RETENTION: self.log_retention} if delta is None else None,
                 commit_properties=CommitProperties(
                     app_transactions=[
                         Transaction(self.app_id_of(stream), epoch)
                         for stream, epoch in sorted(marks.items())
                     ]
                 ),
+                # the log is cleaned by _cleanup, never while a compaction reads it
+                post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
             )
+        except FileNotFoundError:
+            raise  # see write()
         except CommitFailedError as exc:
             raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
         except OSError as exc:
@@ -191,6 +259,56 @@ class LakeSink(Sink):
             raise SinkError(f"lake table {self.table_name!r}: {exc}") from exc
         if delta is None:
             self._delta = open_delta(self.uri)
+        self._stale = False
+        self._commits += 1
+        if self._cleanup_due and not (self._maintenance and self._maintenance.is_alive()):
+            self._cleanup()
+        if self.compact_every and self._commits % self.compact_every == 0:
+            self._start_maintenance()
+
+    def _cleanup(self) -> None:
+        """Drop log entries before the last checkpoint (past the retention), from this
+        handle, which holds the newest version: a handle behind it could need them."""
+        self._cleanup_due = False
+        if self._delta is None:
+            return
+        try:
+            self._delta.cleanup_metadata()
+        except Exception as exc:  # the entries stay; the next compaction tries again
+            log.warning("cleaning the log of lake table %r failed: %s", self.table_name, exc)
+
+    def _log_moved(self, delta: DeltaTable) -> bool:
+        """True when the table has a commit after the snapshot's (always, for remote tables)."""
+        if is_remote(self.uri):
+            return True
+        entry = f"{delta.version() + 1:020d}.json"
+        return os.path.exists(os.path.join(self.uri.removeprefix("file://"), DELTA_LOG, entry))
+
+    def _start_maintenance(self) -> None:
+        """Compact small files and checkpoint the Delta log in the background (one at a time)."""
+        if self._maintenance is not None and self._maintenance.is_alive():
+            return
+        self._maintenance = threading.Thread(
+            target=self._maintain, name=f"sluice-compact-{self.table_name}", daemon=True
+        )
+        self._maintenance.start()
+
+    def _maintain(self) -> None:
+        from deltalake import PostCommitHookProperties
+
+        try:
+            table = open_delta(self.uri)
+            if table is None:
+                return
+            table.optimize.compact(
+                post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False)
+            )
+            if table.metadata().configuration.get(RETENTION) != self.log_retention:
+                table.alter.set_table_properties({RETENTION: self.log_retention})
+            table.create_checkpoint()
+            self._cleanup_due = True
+        except Exception as exc:  # a failed compaction only leaves the table as it was
+            log.warning("compacting lake table %r failed: %s", self.table_name, exc)
 
 
 def write_lake_table(

@@ -132,7 +132,8 @@ class Decoder:
         self._defaults = {
             n: self._default_sql(n, s) for n, s in fields.items() if s.default is not None
         }
-        self._queries: dict[tuple[Any, ...], str] = {}
+        # per input schema: the decode relation, bound once and re-run on each batch
+        self._relations: dict[tuple[Any, ...], duckdb.DuckDBPyRelation] = {}
 
     def close(self) -> None:
         """Release the DuckDB connection."""
@@ -154,14 +155,18 @@ class Decoder:
         return f"({text_cast(spec.type, _literal(text))})::{sql_type}"
 
     # -- query building ----------------------------------------------------------------
-    def _query(self, schema: pa.Schema) -> str:
-        """Return (and cache) the decode query for input tables shaped like ``schema``."""
+    def _relation(self, schema: pa.Schema) -> duckdb.DuckDBPyRelation:
+        """The decode relation for input tables shaped like ``schema`` (``batch`` registered).
+
+        A relation is parsed and bound once; run again, it reads whatever table is
+        registered as ``batch`` then, so an epoch pays no parsing nor binding.
+        """
         key = tuple((f.name, str(f.type)) for f in schema)
-        query = self._queries.get(key)
-        if query is None:
-            query = self._build_query(schema)
-            self._queries[key] = query
-        return query
+        relation = self._relations.get(key)
+        if relation is None:
+            relation = self._con.sql(self._build_query(schema))
+            self._relations[key] = relation
+        return relation
 
     def _build_query(self, schema: pa.Schema) -> str:
         names = set(schema.names)
@@ -287,10 +292,9 @@ class Decoder:
             return out_schema.empty_table()
         if self.raw_format == "json" and "_raw" not in batch.column_names:
             raise ConfigError("json input needs a '_raw' column holding the JSON text")
-        query = self._query(batch.schema)
         self._con.register("batch", _in_morsels(batch))
         try:
-            result = self._con.sql(query).to_arrow_table()
+            result = self._relation(batch.schema).to_arrow_table()
         finally:
             self._con.unregister("batch")
         reason = result.column("__reason")

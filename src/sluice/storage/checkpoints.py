@@ -1,10 +1,27 @@
-"""Checkpoints: source positions, operator state and planned epochs, per pipeline."""
+"""Checkpoints: source positions, operator state and planned epochs, per pipeline.
+
+An operator's state is a snapshot (``operator_state``) plus, for models that checkpoint
+incrementally, the deltas committed since it (``operator_state_delta``, replayed in epoch
+order). A delta leaves the snapshot's row untouched (rewriting a large row would cost as
+much as the snapshot): the epoch a state reflects is the newest of its rows' epochs.
+
+On SQLite the store writes through one long-lived connection (statements stay prepared,
+no connection set-up per epoch). ``plan`` commits with ``synchronous=FULL``: the WAL is
+synced, so a planned epoch survives a power loss before any sink holds it. ``commit``
+uses ``synchronous=NORMAL`` (no sync of its own): it survives any crash of the process
+(SIGKILL: the WAL is in the operating system's cache), and after a power loss the last
+epochs' commits may be lost but their plans are not, so the runner replays them exactly
+and the sinks skip what they hold. A commit carrying extra rows (an actions outbox) is
+synced, since its actions may be sent as soon as it returns.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,15 +36,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    create_engine,
     delete,
+    event,
     insert,
+    literal,
     select,
+    union_all,
     update,
 )
+from sqlalchemy.pool import StaticPool
 
 from sluice.core.errors import StateError
 from sluice.core.metrics import CHECKPOINT_SECONDS, pipeline_label
-from sluice.storage.db import METADATA, ensure_tables
+from sluice.storage.db import METADATA, ensure_tables, sqlite_pragmas
 
 checkpoints = Table(
     "checkpoints",
@@ -48,8 +70,26 @@ operator_state = Table(
     Column("epoch", Integer, nullable=False),
     Column("data", LargeBinary, nullable=False),
 )
+operator_state_delta = Table(
+    "operator_state_delta",
+    METADATA,
+    Column("pipeline", String(200), primary_key=True),
+    Column("operator", String(200), primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
 
 Writer = Callable[[Connection], None]
+
+
+@dataclass(frozen=True)
+class StateDelta:
+    """An operator's change in one epoch: appended to its delta log, the snapshot stays."""
+
+    data: bytes
+
+
+State = bytes | StateDelta | None
 
 
 @dataclass
@@ -59,6 +99,7 @@ class Checkpoint:
     epoch: int = 0
     position: dict[str, Any] | None = None
     states: dict[str, bytes] = field(default_factory=dict)
+    deltas: dict[str, list[bytes]] = field(default_factory=dict)  # per operator, in order
     planned_epoch: int | None = None
     planned_position: dict[str, Any] | None = None
     updated_at: datetime | None = None
@@ -71,7 +112,7 @@ class StreamCommit:
     stream: str
     epoch: int
     position: dict[str, Any]
-    states: dict[str, bytes | None]
+    states: dict[str, State]
 
 
 class FencedError(StateError):
@@ -105,11 +146,22 @@ def _commit_stream(
             raise FencedError(item.stream)
         conn.execute(insert(checkpoints).values(pipeline=item.stream, **values))
     for name, blob in item.states.items():
-        conn.execute(
-            delete(operator_state).where(
-                (operator_state.c.pipeline == item.stream) & (operator_state.c.operator == name)
+        mine = (operator_state.c.pipeline == item.stream) & (operator_state.c.operator == name)
+        if isinstance(blob, StateDelta):
+            conn.execute(
+                insert(operator_state_delta).values(
+                    pipeline=item.stream, operator=name, epoch=item.epoch, data=blob.data
+                )
             )
-        )
+            continue
+        conn.execute(delete(operator_state).where(mine))
+        if logs_deltas(name):
+            conn.execute(
+                delete(operator_state_delta).where(
+                    (operator_state_delta.c.pipeline == item.stream)
+                    & (operator_state_delta.c.operator == name)
+                )
+            )
         if blob is not None:
             conn.execute(
                 insert(operator_state).values(
@@ -118,12 +170,83 @@ def _commit_stream(
             )
 
 
+def logs_deltas(operator: str) -> bool:
+    """True for the operators that may checkpoint deltas (models)."""
+    return operator.startswith("model:")
+
+
+def read_deltas(conn: Connection, stream: str) -> dict[str, list[bytes]]:
+    """The delta logs of ``stream``'s operators, each in epoch order."""
+    query = select(operator_state_delta).where(operator_state_delta.c.pipeline == stream)
+    out: dict[str, list[bytes]] = {}
+    for row in conn.execute(query.order_by(operator_state_delta.c.epoch)):
+        out.setdefault(row.operator, []).append(bytes(row.data))
+    return out
+
+
+def read_operator_states(
+    conn: Connection, streams: list[str], operator: str
+) -> dict[str, tuple[bytes, list[bytes]]]:
+    """Snapshot and deltas of ``operator`` in each of ``streams`` (that has a snapshot).
+
+    One statement reads both, so a snapshot committed meanwhile (which deletes the deltas
+    before it) cannot pair an old snapshot with newer deltas.
+    """
+    snap, log = operator_state, operator_state_delta
+    query = union_all(
+        select(snap.c.pipeline, literal(-1).label("epoch"), snap.c.data).where(
+            snap.c.pipeline.in_(streams), snap.c.operator == operator
+        ),
+        select(log.c.pipeline, log.c.epoch, log.c.data).where(
+            log.c.pipeline.in_(streams), log.c.operator == operator
+        ),
+    ).order_by("pipeline", "epoch")
+    out: dict[str, tuple[bytes, list[bytes]]] = {}
+    for row in conn.execute(query):
+        if row.epoch == -1:
+            out[row.pipeline] = (bytes(row.data), [])
+        elif row.pipeline in out:
+            out[row.pipeline][1].append(bytes(row.data))
+    return out
+
+
+def _writer_engine(engine: Engine) -> Engine:
+    """An engine holding one connection for the checkpoint writes (SQLite), else ``engine``."""
+    if engine.dialect.name != "sqlite":
+        return engine  # a pooled server database keeps its connections already
+    writer = create_engine(
+        engine.url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+    )
+    event.listen(writer, "connect", sqlite_pragmas)
+    return writer
+
+
 class CheckpointStore:
     """Reads and commits checkpoints atomically in the metadata database."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        ensure_tables(engine, "checkpoints", "operator_state")
+        ensure_tables(engine, "checkpoints", "operator_state", "operator_state_delta")
+        self._writer: Engine | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _begin(self, *, sync: bool) -> Iterator[Connection]:
+        """A write transaction on the long-lived connection; ``sync``: synced when it commits."""
+        with self._lock:
+            if self._writer is None:
+                self._writer = _writer_engine(self.engine)
+            with self._writer.begin() as conn:
+                if conn.dialect.name == "sqlite":  # before the first write opens the transaction
+                    conn.exec_driver_sql(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
+                yield conn
+
+    def close(self) -> None:
+        """Close the long-lived write connection (it reopens when needed)."""
+        with self._lock:
+            if self._writer is not None and self._writer is not self.engine:
+                self._writer.dispose()
+            self._writer = None
 
     def load(self, pipeline: str) -> Checkpoint:
         """Return the pipeline's checkpoint (epoch 0, no position, when it never ran)."""
@@ -139,10 +262,12 @@ class CheckpointStore:
                     select(operator_state).where(operator_state.c.pipeline == pipeline)
                 )
             }
+            deltas = read_deltas(conn, pipeline)
         return Checkpoint(
             epoch=row.epoch,
             position=json.loads(row.position),
             states=states,
+            deltas=deltas,
             planned_epoch=row.planned_epoch,
             planned_position=json.loads(row.planned_position) if row.planned_position else None,
             updated_at=row.updated_at,
@@ -161,7 +286,7 @@ class CheckpointStore:
         whose partitions moved on is fenced off with ``FencedError`` before it writes.
         """
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with self._begin(sync=True) as conn:
             for stream, (epoch, position) in sorted(plans.items()):
                 planned = {"planned_epoch": epoch, "planned_position": json.dumps(position)}
                 done = conn.execute(
@@ -183,7 +308,7 @@ class CheckpointStore:
         pipeline: str,
         epoch: int,
         position: dict[str, Any],
-        states: dict[str, bytes | None],
+        states: dict[str, State],
         writers: list[Writer] | None = None,
     ) -> None:
         """Commit ``epoch``: position, operator states and extra rows in one transaction."""
@@ -198,7 +323,7 @@ class CheckpointStore:
         """``commit`` for several streams in one transaction (fenced like ``plan_many``)."""
         now = datetime.now(UTC)
         started = time.perf_counter()
-        with self.engine.begin() as conn:
+        with self._begin(sync=bool(writers)) as conn:
             for item in commits:
                 _commit_stream(conn, item, now, owner)
             for write in writers or []:
@@ -231,7 +356,7 @@ class CheckpointStore:
         """Forget a pipeline's checkpoint and state, its partition tasks' too."""
         tasks = pipeline.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%"
         with self.engine.begin() as conn:
-            for table in (checkpoints, operator_state):
+            for table in (checkpoints, operator_state, operator_state_delta):
                 conn.execute(
                     delete(table).where(
                         (table.c.pipeline == pipeline) | table.c.pipeline.like(tasks, escape="\\")

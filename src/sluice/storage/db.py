@@ -26,7 +26,8 @@ _migrated: set[str] = set()
 _lock = threading.Lock()
 
 
-def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+def sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+    """Set up a new SQLite connection: busy timeout, WAL, synchronous FULL."""
     cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA busy_timeout=30000")
     enable_wal(cursor)
@@ -56,7 +57,7 @@ def make_engine(url: str) -> Engine:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, poolclass=NullPool)
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", sqlite_pragmas)
             return engine
         if url.startswith(("postgresql://", "postgresql+", "postgres://")):
             engine = create_engine(_postgres_url(url), pool_pre_ping=True)

@@ -18,6 +18,7 @@ SQL_CONFIG_ERRORS: tuple[type[Exception], ...] = (
     duckdb.CatalogException,
     duckdb.NotImplementedException,
 )
+RELATIONS_KEPT = 32  # bound relations a connection keeps for reuse (oldest dropped first)
 
 
 def quote(name: str) -> str:
@@ -34,6 +35,7 @@ class DuckSQL:
         self.con.execute("SET TimeZone = 'UTC'")
         if threads is not None:  # one thread makes float aggregates bit-for-bit repeatable
             self.con.execute(f"SET threads = {int(threads)}")
+        self._relations: dict[tuple[Any, ...], duckdb.DuckDBPyRelation] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled as its settings (a step shipped to a Spark or Beam worker reconnects)."""
@@ -44,11 +46,28 @@ class DuckSQL:
         self.__init__(threads=state["threads"])  # type: ignore[misc]
 
     def query(self, sql: str, **tables: pa.Table) -> pa.Table:
-        """Run ``sql`` with each keyword table registered under its name; return Arrow."""
+        """Run ``sql`` with each keyword table registered under its name; return Arrow.
+
+        The relation is parsed and bound once per SQL text and table schemas; run again it
+        reads the tables registered under those names then (no parsing per epoch).
+        """
         for name, table in tables.items():
             self.con.register(name, table)
         try:
-            return self.con.sql(sql).to_arrow_table()
+            key = (
+                sql,
+                *(
+                    (n, tuple(zip(t.schema.names, t.schema.types, strict=True)))
+                    for n, t in tables.items()
+                ),
+            )
+            relation = self._relations.get(key)
+            if relation is None:
+                relation = self.con.sql(sql)
+                if len(self._relations) >= RELATIONS_KEPT:
+                    del self._relations[next(iter(self._relations))]
+                self._relations[key] = relation
+            return relation.to_arrow_table()
         finally:
             for name in tables:
                 self.con.unregister(name)

@@ -8,6 +8,10 @@ arrays start as zeros that the operating system maps lazily, page by page (a key
 the memory pages its values reach); they are reserved for ``max_keys`` slots up front where
 that is affordable (growing the table then copies nothing), and are not cleared when a key is
 evicted: their users only ever read what they wrote for the current key.
+
+For incremental checkpoints the table tracks the slots changed since :meth:`KeyTable.clean`
+(keys assigned, keys evicted) and how far the free-slot stack shrank meanwhile, so that
+:meth:`KeyTable.export` can write only those slots and :meth:`KeyTable.apply` replay them.
 """
 
 from __future__ import annotations
@@ -147,6 +151,9 @@ class KeyTable:
         self.free: list[int] = []
         self.tick = 0
         self.evicted = 0
+        self.evicted_young = 0  # evicted before their state was warm (see assign's ``warm``)
+        self.dirty = np.zeros(0, dtype=bool)  # slots changed since clean()
+        self._free_low = 0  # the free stack's shortest length since clean()
         # bulk arrays for ``max_keys`` slots, mapped page by page as keys reach them: growing
         # takes a longer view instead of copying (absent where the mapping is refused)
         self._reserved = {
@@ -190,6 +197,7 @@ class KeyTable:
         self.bulk_arrays = {name: self.arrays[name] for name in self.bulk}
         self.last_seen = np.concatenate([self.last_seen, np.zeros(extra, dtype=np.int64)])
         self.used = np.concatenate([self.used, np.zeros(extra, dtype=bool)])
+        self.dirty = np.concatenate([self.dirty, np.zeros(extra, dtype=bool)])
         self.slot_keys.extend([None] * extra)
         self.free.extend(range(new_cap - 1, self.cap - 1, -1))
         self.cap = new_cap
@@ -198,26 +206,29 @@ class KeyTable:
         """Number of distinct keys in ``keys``."""
         return len(factorize(keys, len(keys))[0])
 
-    def assign(self, keys: np.ndarray | None, n: int) -> np.ndarray:
-        """Slot of each row's key, creating slots (and evicting old keys) as needed."""
+    def assign(self, keys: np.ndarray | None, n: int, warm: float = 0.0) -> np.ndarray:
+        """Slot of each row's key, creating slots (and evicting old keys) as needed; an evicted
+        key whose ``count`` was below ``warm`` is counted in ``evicted_young``."""
         uniq, inv = factorize(keys, n)
         slots = np.fromiter(map(self.index.get, uniq, repeat(-1)), np.int64, len(uniq))
         self.tick += 1
         self.last_seen[slots[slots >= 0]] = self.tick
         new = np.flatnonzero(slots < 0)
         if new.size:
-            self._make_room(int(new.size))
+            self._make_room(int(new.size), warm)
             taken = self.free[-new.size :]
             del self.free[-new.size :]
+            self._free_low = min(self._free_low, len(self.free))
             for i, slot in zip(new.tolist(), taken, strict=True):
                 self.index[uniq[i]] = slot
                 self.slot_keys[slot] = uniq[i]
             slots[new] = taken
             self.used[taken] = True
             self.last_seen[taken] = self.tick
+        self.dirty[slots] = True
         return slots[inv]
 
-    def _make_room(self, needed: int) -> None:
+    def _make_room(self, needed: int, warm: float = 0.0) -> None:
         if needed > len(self.free) and self.cap < self.max_keys:
             self._grow(min(self.max_keys, max(2 * self.cap, self.cap + needed - len(self.free))))
         short = needed - len(self.free)
@@ -229,7 +240,10 @@ class KeyTable:
         for slot in victims.tolist():
             del self.index[self.slot_keys[slot]]
             self.slot_keys[slot] = None
+        if warm > 0.0 and "count" in self.arrays:
+            self.evicted_young += int(np.count_nonzero(self.arrays["count"][victims] < warm))
         self.used[victims] = False
+        self.dirty[victims] = True
         self.table[victims] = self.fill
         self.free.extend(victims[::-1].tolist())
         self.evicted += int(victims.size)
@@ -260,16 +274,67 @@ class KeyTable:
             columns[a:b] = state[name].reshape(m, b - a).T
         self.table[slots] = columns.T
 
-    def export(self) -> tuple[dict[str, np.ndarray], list[Any], dict[str, Any]]:
-        """Arrays, slot keys and counters for a checkpoint."""
-        arrays = {
-            **self.arrays,
-            "_last_seen": self.last_seen,
-            "_free": np.array(self.free, dtype=np.int64),
-            "_used": self.used,
-        }
-        meta = {"tick": self.tick, "evicted": self.evicted}
-        return arrays, self.slot_keys, meta
+    def export(
+        self, *, dirty: bool = False
+    ) -> tuple[dict[str, np.ndarray], list[Any], dict[str, Any]]:
+        """Arrays, slot keys and counters for a checkpoint: of every slot, or (``dirty``) only
+        of the slots changed since :meth:`clean`, to be replayed by :meth:`apply`."""
+        meta = {"tick": self.tick, "evicted": self.evicted, "evicted_young": self.evicted_young}
+        if not dirty:
+            arrays = {
+                **self.arrays,
+                "_last_seen": self.last_seen,
+                "_free": np.array(self.free, dtype=np.int64),
+                "_used": self.used,
+            }
+            return arrays, self.slot_keys, meta
+        slots = np.flatnonzero(self.dirty)
+        arrays = {name: values[slots] for name, values in self.arrays.items()}
+        arrays.update(
+            _slots=slots,
+            _last_seen=self.last_seen[slots],
+            _free=np.array(self.free[self._free_low :], dtype=np.int64),
+            _used=self.used[slots],
+        )
+        meta.update(cap=self.cap, free_low=self._free_low)
+        return arrays, [self.slot_keys[s] for s in slots.tolist()], meta
+
+    @property
+    def dirty_count(self) -> int:
+        """How many slots changed since :meth:`clean`."""
+        return int(np.count_nonzero(self.dirty))
+
+    def clean(self) -> None:
+        """Mark every slot as checkpointed (the next dirty export starts from here)."""
+        self.dirty[:] = False
+        self._free_low = len(self.free)
+
+    def apply(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
+        """Replay a dirty :meth:`export` on the state it was taken after."""
+        if int(meta["cap"]) > self.cap:
+            self._grow(int(meta["cap"]))
+        slots = np.asarray(arrays["_slots"], dtype=np.int64)
+        for name in (*self.spec, *self.bulk):
+            self.arrays[name][slots] = arrays[name]
+        used = np.asarray(arrays["_used"], dtype=bool)
+        listed = slots.tolist()
+        for slot in listed:  # first forget the keys these slots held, then give the new ones
+            old = self.slot_keys[slot]
+            if old is not None and self.index.get(old) == slot:
+                del self.index[old]
+        for slot, key, held in zip(listed, keys, used.tolist(), strict=True):
+            self.slot_keys[slot] = key if held else None
+            if held:
+                self.index[key] = slot
+        self.used[slots] = used
+        self.last_seen[slots] = arrays["_last_seen"]
+        self.free[int(meta["free_low"]) :] = [int(v) for v in arrays["_free"]]
+        self._set_counters(meta)
+
+    def _set_counters(self, meta: dict[str, Any]) -> None:
+        self.tick, self.evicted = int(meta["tick"]), int(meta["evicted"])
+        self.evicted_young = int(meta.get("evicted_young", 0))
+        self.clean()
 
     def restore(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
         """Inverse of :meth:`export` (bulk arrays are adopted as they are, not copied)."""
@@ -288,4 +353,5 @@ class KeyTable:
         self.slot_keys = list(keys)
         self.index = {k: i for i, k in enumerate(self.slot_keys) if self.used[i]}
         self.cap = cap
-        self.tick, self.evicted = int(meta["tick"]), int(meta["evicted"])
+        self.dirty = np.zeros(cap, dtype=bool)
+        self._set_counters(meta)

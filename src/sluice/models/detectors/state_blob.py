@@ -1,0 +1,88 @@
+"""A flat container for named numpy arrays: a checkpoint's state without a zip archive.
+
+``np.savez`` writes a zip entry per array, which costs more than the arrays themselves
+when a delta holds a few kilobytes of each of fifty arrays. :func:`pack` writes a magic
+line, the JSON list of (name, dtype, shape) and the arrays' bytes back to back;
+:func:`unpack` reads that, or an ``.npz`` archive written by earlier versions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+
+MAGIC = b"SLUICE-ARRAYS-1\n"
+_LENGTH = struct.Struct("<Q")
+
+
+def pack(arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise ``arrays`` (any dtype numpy can describe without pickling)."""
+    index, parts = [], []
+    for name, value in arrays.items():
+        value = np.ascontiguousarray(value)
+        if value.dtype.hasobject:
+            raise ValueError(f"array {name!r} holds Python objects")
+        index.append([name, value.dtype.str, list(value.shape)])
+        parts.append(value.tobytes())
+    head = json.dumps(index).encode()
+    return b"".join([MAGIC, _LENGTH.pack(len(head)), head, *parts])
+
+
+def unpack(blob: bytes) -> dict[str, np.ndarray]:
+    """The arrays :func:`pack` (or ``np.savez``) wrote, writable; ValueError when damaged."""
+    if not blob.startswith(MAGIC):
+        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    data = bytearray(blob)  # one copy, so that the arrays are writable
+    at = len(MAGIC) + _LENGTH.size
+    try:
+        (length,) = _LENGTH.unpack_from(data, len(MAGIC))
+        index = json.loads(bytes(data[at : at + length]))
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"damaged array index: {exc}") from exc
+    at += length
+    out = {}
+    for name, dtype, shape in index:
+        kind = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if at + count * kind.itemsize > len(data):
+            raise ValueError(f"array {name!r} is truncated")
+        out[name] = np.frombuffer(data, kind, count, at).reshape(shape)
+        at += count * kind.itemsize
+    return out
+
+
+CHUNK_ROWS = 1 << 16  # keys packed at a time: bounds the temporaries of a large snapshot
+
+
+def held_values(buf: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """The first ``held[i]`` ring positions of each row ``i`` of ``buf`` (rows, window, ...),
+    row after row: what a ring holds, gathered a chunk of rows at a time."""
+    window = buf.shape[1]
+    parts = [
+        buf[start : start + CHUNK_ROWS][
+            np.arange(window)[None, :] < held[start : start + CHUNK_ROWS, None]
+        ]
+        for start in range(0, len(held), CHUNK_ROWS)
+    ]
+    return np.concatenate(parts) if parts else buf.reshape(0, *buf.shape[2:])
+
+
+def set_words(words: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions and values of the non-zero entries of ``words`` (rows, ...) in rows
+    where ``used``, a chunk of rows at a time (no copy of the whole array)."""
+    width = int(np.prod(words.shape[1:], dtype=np.int64))
+    flat = words.reshape(len(words), width)
+    at_parts, value_parts = [], []
+    for start in range(0, len(used), CHUNK_ROWS):
+        rows = flat[start : start + CHUNK_ROWS]
+        row, col = np.nonzero(rows * used[start : start + CHUNK_ROWS, None])
+        at_parts.append((row + start) * width + col)
+        value_parts.append(rows[row, col])
+    dtype = np.uint32 if words.size < 2**32 else np.int64
+    if not at_parts:
+        return np.zeros(0, dtype=dtype), np.zeros(0, dtype=words.dtype)
+    return np.concatenate(at_parts).astype(dtype), np.concatenate(value_parts)
