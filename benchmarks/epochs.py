@@ -7,12 +7,16 @@
    compaction and log checkpoints, against the same sink with them off (the baseline),
    in the same invocation.
 
-Usage: python benchmarks/epochs.py [--quick]
+With ``--baseline-src DIR`` (the ``src`` of another checkout, e.g. ``main``), part 1 also
+runs that code, alternating with this one, and reports both.
+
+Usage: python benchmarks/epochs.py [--quick] [--baseline-src DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -36,11 +40,55 @@ sinks:
 """
 
 
-def run_pipeline(data: Path, work: Path, max_rows: int) -> Measured:
-    """One fresh `sluice run --until-idle` process in its own SLUICE_HOME."""
+def run_pipeline(data: Path, work: Path, max_rows: int, src: str | None = None) -> Measured:
+    """One fresh `sluice run --until-idle` process in its own SLUICE_HOME (``src``: the
+    code to import instead of this checkout's)."""
     path = work / f"epochs_{max_rows}.yaml"
     path.write_text(PIPELINE.format(data=data, max_rows=max_rows))
-    return run_sluice(path, work / f"home_{max_rows}")
+    saved = os.environ.get("PYTHONPATH")
+    if src is not None:
+        os.environ["PYTHONPATH"] = src
+    try:
+        return run_sluice(path, work / f"home_{max_rows}")
+    finally:
+        if src is not None:
+            if saved is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = saved
+
+
+def epoch_costs(
+    data: Path, work: Path, n: int, srcs: list[str | None]
+) -> list[tuple[Measured, Measured]]:
+    """Per code tree in ``srcs``: the best of 2 one-epoch runs and of 2 500-row runs, the
+    trees alternating in each round so that they see the same load."""
+    rounds = [
+        [
+            (run_pipeline(data, work, 1_000_000, src), run_pipeline(data, work, 500, src))
+            for src in srcs
+        ]
+        for _ in "ab"
+    ]
+    return [
+        (
+            min((r[i][0] for r in rounds), key=seconds),
+            min((r[i][1] for r in rounds), key=seconds),
+        )
+        for i in range(len(srcs))
+    ]
+
+
+def cost_row(label: str, n: int, one: Measured, small: Measured) -> str:
+    """A table row: the fixed cost per epoch (wall, CPU) and the rate ratios."""
+    epochs = -(-n // 500)
+    fixed = (small.seconds - one.seconds) / (epochs - 1) * 1000
+    fixed_cpu = (small.cpu_seconds - one.cpu_seconds) / (epochs - 1) * 1000
+    return (
+        f"| {label} | {n / one.seconds:,.0f} ev/s | {n / small.seconds:,.0f} ev/s | "
+        f"**{one.seconds / small.seconds:.2f}x** | {one.cpu_seconds / small.cpu_seconds:.2f}x | "
+        f"{fixed:.1f} ms | {fixed_cpu:.1f} ms |"
+    )
 
 
 def commit_times(work: Path, epochs: int, options: dict[str, object]) -> tuple[float, float]:
@@ -85,6 +133,7 @@ def main() -> None:
     """Measure and write benchmarks/results/epochs.md."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer events and epochs")
+    parser.add_argument("--baseline-src", help="src directory of the code to compare against")
     args = parser.parse_args()
     n = 20_000 if args.quick else 100_000
     aged = 1_000 if args.quick else 10_000
@@ -94,11 +143,9 @@ def main() -> None:
         work = Path(tmp)
         data = telemetry_file(n)
         # alternating, best of 2 each: other jobs share the machine
-        rounds = [
-            (run_pipeline(data, work, 1_000_000), run_pipeline(data, work, 500)) for _ in "ab"
-        ]
-        one = min((r[0] for r in rounds), key=seconds)
-        small = min((r[1] for r in rounds), key=seconds)
+        costs = epoch_costs(data, work, n, [None, *([args.baseline_src] * bool(args.baseline_src))])
+        one, small = costs[0]
+        base_runs = costs[1] if len(costs) > 1 else None
         epochs = -(-n // 500)
         fixed = (small.seconds - one.seconds) / (epochs - 1) * 1000
         fixed_cpu = (small.cpu_seconds - one.cpu_seconds) / (epochs - 1) * 1000
@@ -126,6 +173,19 @@ def main() -> None:
             "both runs moves with the load of the shared machine).",
             "",
         ]
+        if base_runs is not None:
+            print("baseline:", cost_row("baseline", n, *base_runs))
+            lines += [
+                "Before and after in the same invocation (baseline: the code before the "
+                "per-epoch cuts, alternating with this code; best of 2 each):",
+                "",
+                "| code | one epoch | `max_rows: 500` | rate ratio | CPU ratio | fixed / epoch "
+                "| fixed CPU / epoch |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+                cost_row("baseline", n, *base_runs),
+                cost_row("this change", n, one, small),
+                "",
+            ]
         tuned = commit_times(work, aged, {})
         base = commit_times(work, base_aged, {"compact_every": 0, "log_retention": "30d"})
         print(f"commit ms aged/young (defaults): {tuned}; baseline: {base}")

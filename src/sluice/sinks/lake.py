@@ -98,6 +98,13 @@ def with_event_date(table: pa.Table, event_time: str | None) -> pa.Table:
     return table.append_column(pa.field(EVENT_DATE, pa.date32()), dates)
 
 
+def _same_schema(data: pa.Table, delta: DeltaTable | None) -> bool:
+    """True when ``data`` has the table's schema exactly: the write needs no schema merge."""
+    if delta is None:
+        return False
+    return data.schema.equals(pa.schema(delta.schema().to_arrow()), check_metadata=False)
+
+
 class LakeSink(Sink):
     """Appends epochs to the Delta table ``settings.lake_path(config.table)``."""
 
@@ -234,7 +241,7 @@ class LakeSink(Sink):
                 delta if delta is not None else self.uri,
                 data,
                 mode="append",
-                schema_mode="merge",
+                schema_mode=None if _same_schema(data, delta) else "merge",
                 partition_by=partitions or None,
                 storage_options=storage_options(self.uri) if delta is None else None,
                 configuration={RETENTION: self.log_retention} if delta is None else None,
