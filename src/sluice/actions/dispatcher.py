@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -230,7 +231,11 @@ class Dispatcher:
             return list(conn.execute(query))
 
     def _plan(self, rows: list[Any], now: float) -> list[list[Any]]:
-        """Chains of due rows; a key whose oldest row is not due holds its later rows."""
+        """Chains of due rows; a key whose oldest row is not due holds its later rows.
+
+        ``batch_size`` bounds the rows a round delivers one by one; the rows of batched
+        action types are delivered in one call per route and do not count.
+        """
         blocked: set[tuple[str, str, str]] = set()
         chains: dict[tuple[str, str, str], list[Any]] = {}
         singles: list[list[Any]] = []
@@ -244,12 +249,13 @@ class Dispatcher:
                 continue
             target = route.action.target
             due = max(row.next_attempt_at, self.breaker.open_until(target))
-            if due > now or taken >= self.batch_size:
+            batched = route.action.batched
+            if due > now or (taken >= self.batch_size and not batched):
                 self._next_due = min(self._next_due, due)
                 if key is not None:
                     blocked.add(key)
                 continue
-            taken += 1
+            taken += not batched
             if key is None:
                 singles.append([row])
             else:
@@ -286,10 +292,11 @@ class Dispatcher:
         now = self.clock()
         stamp = datetime.fromtimestamp(now, UTC)
         updates, logged = [], []
+        tally: Counter[tuple[str, str]] = Counter()
         for o in outcomes:
             attempt = o.row.attempts + 1
             status, next_at = self._next_status(o, attempt, now)
-            ACTION_DELIVERIES.labels(o.row.action, _OUTCOMES.get(status, status)).inc()
+            tally[(o.row.action, _OUTCOMES.get(status, status))] += 1
             updates.append(
                 {
                     "_id": o.row.id,
@@ -333,6 +340,8 @@ class Dispatcher:
         with self.engine.begin() as conn:
             conn.execute(stmt, updates)
             conn.execute(insert(attempts), logged)
+        for (action, outcome), n in tally.items():
+            ACTION_DELIVERIES.labels(action, outcome).inc(n)
 
     def _next_status(self, o: Outcome, attempt: int, now: float) -> tuple[str, float]:
         if o.status == DELIVERED:
