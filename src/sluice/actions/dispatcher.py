@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from sluice.actions.base import Action, Delivery
 from sluice.actions.outbox import (
@@ -40,6 +40,7 @@ from sluice.actions.rules import RetrySpec
 from sluice.core.errors import PermanentError
 from sluice.core.metrics import ACTION_DELIVERIES
 from sluice.core.types import duration_us
+from sluice.storage.upsert import insert_rows, update_rows
 
 log = logging.getLogger("sluice.actions")
 Clock = Callable[[], float]
@@ -291,32 +292,15 @@ class Dispatcher:
     def _record(self, outcomes: list[Outcome]) -> None:
         now = self.clock()
         stamp = datetime.fromtimestamp(now, UTC)
-        updates, logged = [], []
+        updates: list[tuple[Any, ...]] = []
+        logged: list[tuple[Any, ...]] = []
         tally: Counter[tuple[str, str]] = Counter()
         for o in outcomes:
             attempt = o.row.attempts + 1
             status, next_at = self._next_status(o, attempt, now)
             tally[(o.row.action, _OUTCOMES.get(status, status))] += 1
-            updates.append(
-                {
-                    "_id": o.row.id,
-                    "_status": status,
-                    "_attempts": attempt,
-                    "_next": next_at,
-                    "_error": o.error,
-                    "_at": stamp,
-                }
-            )
-            logged.append(
-                {
-                    "outbox_id": o.row.id,
-                    "attempt": attempt,
-                    "status": o.status,
-                    "latency_ms": o.latency_ms,
-                    "error": o.error,
-                    "at": stamp,
-                }
-            )
+            updates.append((status, attempt, next_at, o.error, stamp, o.row.id))
+            logged.append((o.row.id, attempt, o.status, o.latency_ms, o.error, stamp))
             if status == DEAD:
                 log.warning(
                     "action %s/%s #%d is dead after %d attempts: %s",
@@ -326,20 +310,9 @@ class Dispatcher:
                     attempt,
                     o.error,
                 )
-        stmt = (
-            update(outbox)
-            .where(outbox.c.id == bindparam("_id"))
-            .values(
-                status=bindparam("_status"),
-                attempts=bindparam("_attempts"),
-                next_attempt_at=bindparam("_next"),
-                last_error=bindparam("_error"),
-                updated_at=bindparam("_at"),
-            )
-        )
         with self.engine.begin() as conn:
-            conn.execute(stmt, updates)
-            conn.execute(insert(attempts), logged)
+            update_rows(conn, outbox, "id", _UPDATED, updates)
+            insert_rows(conn, attempts, _LOGGED, logged)
         for (action, outcome), n in tally.items():
             ACTION_DELIVERIES.labels(action, outcome).inc(n)
 
@@ -373,6 +346,8 @@ class Dispatcher:
 
 
 _OUTCOMES = {PENDING: "retry"}
+_UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "updated_at")
+_LOGGED = ("outbox_id", "attempt", "status", "latency_ms", "error", "at")
 # The columns a round reads (not the timestamps: parsing them costs more than delivering).
 _CLAIMED = [
     outbox.c[name]

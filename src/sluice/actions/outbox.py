@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 from sluice.storage.db import METADATA, ensure_tables
-from sluice.storage.upsert import insert_ignore, insert_ignore_rows
+from sluice.storage.upsert import insert_ignore, insert_rows
 
 PENDING, DELIVERED, FAILED, DEAD = "pending", "delivered", "failed", "dead"
 AWAITING, EXPIRED, REJECTED = "awaiting_approval", "expired", "rejected"
@@ -179,7 +179,7 @@ def write_pending(
         )
         for r in pending.records
     ]
-    insert_ignore_rows(conn, outbox, _COLUMNS, rows, ["idempotency_key"])
+    insert_rows(conn, outbox, _COLUMNS, rows, ["idempotency_key"])
     insert_ignore(
         conn,
         counts,
