@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, select, update
 
@@ -221,7 +221,7 @@ class Dispatcher:
             outcomes.extend(Outcome(row, DELIVERED, latency) for row in rows)
         return outcomes, rest
 
-    def _pending(self) -> list[Any]:
+    def _pending(self) -> list[Claimed]:
         query = (
             select(*_CLAIMED)
             .where(outbox.c.status == PENDING, outbox.c.pipeline.in_(self._pipelines))
@@ -229,7 +229,7 @@ class Dispatcher:
             .limit(self.batch_size * 4)
         )
         with self.engine.connect() as conn:
-            return list(conn.execute(query))
+            return [Claimed._make(row) for row in conn.execute(query)]
 
     def _plan(self, rows: list[Any], now: float) -> list[list[Any]]:
         """Chains of due rows; a key whose oldest row is not due holds its later rows.
@@ -348,22 +348,24 @@ class Dispatcher:
 _OUTCOMES = {PENDING: "retry"}
 _UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "updated_at")
 _LOGGED = ("outbox_id", "attempt", "status", "latency_ms", "error", "at")
-# The columns a round reads (not the timestamps: parsing them costs more than delivering).
-_CLAIMED = [
-    outbox.c[name]
-    for name in (
-        "id",
-        "pipeline",
-        "epoch",
-        "action",
-        "key",
-        "severity",
-        "idempotency_key",
-        "payload",
-        "attempts",
-        "next_attempt_at",
-    )
-]
+
+
+class Claimed(NamedTuple):
+    """The columns of an outbox row that a round reads (not the timestamps, slow to parse)."""
+
+    id: int
+    pipeline: str
+    epoch: int
+    action: str
+    key: str
+    severity: str
+    idempotency_key: str
+    payload: str
+    attempts: int
+    next_attempt_at: float
+
+
+_CLAIMED = [outbox.c[name] for name in Claimed._fields]
 
 
 def _delivery(row: Any) -> Delivery:
