@@ -7,7 +7,8 @@
    process, keep-alive). Target: >= 1,000/s.
 3. A whole pipeline (`sluice run`, fresh processes) with and without the 20 rules.
 
-Run: ``python benchmarks/actions.py [--rows 1000000] [--deliveries 5000] [--events 1000000]``.
+Run: ``python benchmarks/actions.py [--rows 1000000] [--deliveries 5000] [--events 1000000]
+[--before OLD/src]``; ``--before`` runs the 20-rule pipeline on another source tree too.
 """
 
 from __future__ import annotations
