@@ -253,6 +253,46 @@ def test_checkpoint_plan_commit_load_round_trip(pg_url: str) -> None:
     assert store.load("p").epoch == 0
 
 
+def test_outbox_batched_delivery_and_its_fallback(any_url: str, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from sluice.actions.engine import ActionEngine
+    from sluice.config.models import ActionConfig
+    from sluice.core.context import EpochContext
+
+    out = tmp_path / "out.jsonl"
+    rules = [
+        ActionConfig(name="ok", when="true", type="log", path=str(out), key="device"),
+        ActionConfig(name="broken", when="n < 3", type="log", path=str(tmp_path), key="device"),
+    ]
+    settings = Settings(home=tmp_path, metadata_url=any_url)
+    engine = ActionEngine(
+        rules, pipeline="p", settings=settings, dispatch=False, clock=lambda: 1000.0
+    ).start()
+    table = pa.table({"device": [f"d{i % 7}" for i in range(50)], "n": list(range(50))})
+    pending = engine.evaluate(table, EpochContext("p", 1))
+    store = CheckpointStore(engine.db)
+    for _ in range(2):  # a replayed epoch inserts nothing
+        store.commit("p", 1, {}, {}, [engine.outbox_writer(pending, 1)])
+    while engine.dispatcher.run_once():
+        pass
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(line["payload"]["row"]["n"] for line in lines) == list(range(50))
+    with engine.db.connect() as conn:
+        rows = conn.execute(
+            text("SELECT action, status, attempts, last_error FROM actions_outbox ORDER BY id")
+        ).all()
+        logged = conn.execute(
+            text("SELECT status, count(*) FROM action_attempts GROUP BY status ORDER BY status")
+        ).all()
+    assert [(r.status, r.attempts) for r in rows if r.action == "ok"] == [("delivered", 1)] * 50
+    broken = [r for r in rows if r.action == "broken"]
+    assert len(broken) == 3 and {r.status for r in broken} == {"pending"}
+    assert all("cannot append" in r.last_error for r in broken if r.attempts)
+    assert [tuple(r) for r in logged] == [("delivered", 50), ("transient", 3)]
+    engine.close(drain_seconds=0)
+
+
 def test_runs_jobs_models_drift_and_actions_stores(pg_url: str, tmp_path: Path) -> None:
     from sluice.actions.service import ActionsService
     from sluice.models.drift import DriftEvent, DriftLog

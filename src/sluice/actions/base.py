@@ -115,6 +115,16 @@ class Action(ABC):
     def deliver(self, delivery: Delivery) -> None:
         """Deliver one record; raise TransientActionError or PermanentActionError on failure."""
 
+    # An action type that can deliver many records at once, all or none (a local file),
+    # sets ``batched`` and overrides ``deliver_many``; the dispatcher then hands it every
+    # due row of a round in outbox order instead of one call per row on its thread pool.
+    batched: ClassVar[bool] = False
+
+    def deliver_many(self, deliveries: list[Delivery]) -> None:
+        """Deliver ``deliveries`` in order, all or none; raise like ``deliver`` on failure."""
+        for delivery in deliveries:
+            self.deliver(delivery)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

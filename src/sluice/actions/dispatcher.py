@@ -14,13 +14,14 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from sluice.actions.base import Action, Delivery
 from sluice.actions.outbox import (
@@ -39,6 +40,7 @@ from sluice.actions.rules import RetrySpec
 from sluice.core.errors import PermanentError
 from sluice.core.metrics import ACTION_DELIVERIES
 from sluice.core.types import duration_us
+from sluice.storage.upsert import insert_rows, update_rows
 
 log = logging.getLogger("sluice.actions")
 Clock = Callable[[], float]
@@ -181,24 +183,60 @@ class Dispatcher:
         chains = self._plan(self._pending(), now)
         if not chains:
             return 0
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sluice-action")
-        outcomes = [o for chain in self._pool.map(self._deliver_chain, chains) for o in chain]
+        outcomes, chains = self._deliver_batched(chains)
+        if chains:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sluice-action")
+            outcomes += [o for chain in self._pool.map(self._deliver_chain, chains) for o in chain]
         self._record(outcomes)
         return len(outcomes)
 
-    def _pending(self) -> list[Any]:
+    def _deliver_batched(self, chains: list[list[Any]]) -> tuple[list[Outcome], list[list[Any]]]:
+        """Deliver the rows of batched action types, one call per route; return the rest.
+
+        A failed batch falls back to row-by-row delivery, which decides each row's outcome.
+        """
+        groups: dict[tuple[str, str], list[list[Any]]] = {}
+        rest: list[list[Any]] = []
+        for chain in chains:
+            route_key = (chain[0].pipeline, chain[0].action)
+            if self.routes[route_key].action.batched:
+                groups.setdefault(route_key, []).append(chain)
+            else:
+                rest.append(chain)
+        outcomes: list[Outcome] = []
+        for route_key, group in groups.items():
+            route = self.routes[route_key]
+            if not self.breaker.allow(route.action.target):
+                continue
+            rows = sorted((row for chain in group for row in chain), key=lambda r: r.id)
+            started = time.perf_counter()
+            try:
+                route.action.deliver_many([_delivery(row) for row in rows])
+            except Exception:
+                rest.extend(group)
+                continue
+            self.breaker.success(route.action.target)
+            latency = round(_ms(started) / len(rows), 3)
+            outcomes.extend(Outcome(row, DELIVERED, latency) for row in rows)
+        return outcomes, rest
+
+    def _pending(self) -> list[Claimed]:
         query = (
-            select(outbox)
+            select(*_CLAIMED)
             .where(outbox.c.status == PENDING, outbox.c.pipeline.in_(self._pipelines))
             .order_by(outbox.c.id)
             .limit(self.batch_size * 4)
         )
         with self.engine.connect() as conn:
-            return list(conn.execute(query))
+            return [Claimed._make(row) for row in conn.execute(query)]
 
     def _plan(self, rows: list[Any], now: float) -> list[list[Any]]:
-        """Chains of due rows; a key whose oldest row is not due holds its later rows."""
+        """Chains of due rows; a key whose oldest row is not due holds its later rows.
+
+        ``batch_size`` bounds the rows a round delivers one by one; the rows of batched
+        action types are delivered in one call per route and do not count.
+        """
         blocked: set[tuple[str, str, str]] = set()
         chains: dict[tuple[str, str, str], list[Any]] = {}
         singles: list[list[Any]] = []
@@ -212,12 +250,13 @@ class Dispatcher:
                 continue
             target = route.action.target
             due = max(row.next_attempt_at, self.breaker.open_until(target))
-            if due > now or taken >= self.batch_size:
+            batched = route.action.batched
+            if due > now or (taken >= self.batch_size and not batched):
                 self._next_due = min(self._next_due, due)
                 if key is not None:
                     blocked.add(key)
                 continue
-            taken += 1
+            taken += not batched
             if key is None:
                 singles.append([row])
             else:
@@ -237,17 +276,7 @@ class Dispatcher:
         return out
 
     def _attempt(self, row: Any, route: Route) -> Outcome:
-        delivery = Delivery(
-            id=row.id,
-            pipeline=row.pipeline,
-            action=row.action,
-            epoch=row.epoch,
-            key=row.key,
-            severity=row.severity,
-            idempotency_key=row.idempotency_key,
-            message=decode_payload(row.payload),
-            attempt=row.attempts + 1,
-        )
+        delivery = _delivery(row)
         target = route.action.target
         started = time.perf_counter()
         try:
@@ -263,31 +292,15 @@ class Dispatcher:
     def _record(self, outcomes: list[Outcome]) -> None:
         now = self.clock()
         stamp = datetime.fromtimestamp(now, UTC)
-        updates, logged = [], []
+        updates: list[tuple[Any, ...]] = []
+        logged: list[tuple[Any, ...]] = []
+        tally: Counter[tuple[str, str]] = Counter()
         for o in outcomes:
             attempt = o.row.attempts + 1
             status, next_at = self._next_status(o, attempt, now)
-            ACTION_DELIVERIES.labels(o.row.action, _OUTCOMES.get(status, status)).inc()
-            updates.append(
-                {
-                    "_id": o.row.id,
-                    "_status": status,
-                    "_attempts": attempt,
-                    "_next": next_at,
-                    "_error": o.error,
-                    "_at": stamp,
-                }
-            )
-            logged.append(
-                {
-                    "outbox_id": o.row.id,
-                    "attempt": attempt,
-                    "status": o.status,
-                    "latency_ms": o.latency_ms,
-                    "error": o.error,
-                    "at": stamp,
-                }
-            )
+            tally[(o.row.action, _OUTCOMES.get(status, status))] += 1
+            updates.append((status, attempt, next_at, o.error, stamp, o.row.id))
+            logged.append((o.row.id, attempt, o.status, o.latency_ms, o.error, stamp))
             if status == DEAD:
                 log.warning(
                     "action %s/%s #%d is dead after %d attempts: %s",
@@ -297,20 +310,11 @@ class Dispatcher:
                     attempt,
                     o.error,
                 )
-        stmt = (
-            update(outbox)
-            .where(outbox.c.id == bindparam("_id"))
-            .values(
-                status=bindparam("_status"),
-                attempts=bindparam("_attempts"),
-                next_attempt_at=bindparam("_next"),
-                last_error=bindparam("_error"),
-                updated_at=bindparam("_at"),
-            )
-        )
         with self.engine.begin() as conn:
-            conn.execute(stmt, updates)
-            conn.execute(insert(attempts), logged)
+            update_rows(conn, outbox, "id", _UPDATED, updates)
+            insert_rows(conn, attempts, _LOGGED, logged)
+        for (action, outcome), n in tally.items():
+            ACTION_DELIVERIES.labels(action, outcome).inc(n)
 
     def _next_status(self, o: Outcome, attempt: int, now: float) -> tuple[str, float]:
         if o.status == DELIVERED:
@@ -342,6 +346,41 @@ class Dispatcher:
 
 
 _OUTCOMES = {PENDING: "retry"}
+_UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "updated_at")
+_LOGGED = ("outbox_id", "attempt", "status", "latency_ms", "error", "at")
+
+
+class Claimed(NamedTuple):
+    """The columns of an outbox row that a round reads (not the timestamps, slow to parse)."""
+
+    id: int
+    pipeline: str
+    epoch: int
+    action: str
+    key: str
+    severity: str
+    idempotency_key: str
+    payload: str
+    attempts: int
+    next_attempt_at: float
+
+
+_CLAIMED = [outbox.c[name] for name in Claimed._fields]
+
+
+def _delivery(row: Any) -> Delivery:
+    """The delivery of one outbox row (its next attempt)."""
+    return Delivery(
+        id=row.id,
+        pipeline=row.pipeline,
+        action=row.action,
+        epoch=row.epoch,
+        key=row.key,
+        severity=row.severity,
+        idempotency_key=row.idempotency_key,
+        message=decode_payload(row.payload),
+        attempt=row.attempts + 1,
+    )
 
 
 def _ms(started: float) -> float:

@@ -337,7 +337,6 @@ class ActionEngine:
         for index, row, key, reason in zip(
             rows.tolist(), dicts, keys.tolist(), reasons, strict=True
         ):
-            variables = self._variables(rule, row, key, epoch, reason)
             record = ActionRecord(
                 rule.name,
                 rule.type,
@@ -349,7 +348,7 @@ class ActionEngine:
                 expires_at=expires,
             )
             try:
-                record.message = self._message(rule, variables)
+                record.message = self._message(rule, row, key, epoch, reason)
             except TemplateRenderError as exc:
                 record.status, record.error, record.expires_at = FAILED, str(exc), None
                 record.message = {"payload": None, "row": row}
@@ -371,15 +370,24 @@ class ActionEngine:
             "reason": reason,
         }
 
-    def _message(self, rule: Rule, variables: dict[str, Any]) -> dict[str, Any]:
-        if rule.payload is not None:
-            payload = rule.payload.render(variables)
-        else:
-            payload = {
-                k: variables[k]
-                for k in ("action", "pipeline", "epoch", "severity", "key", "reason", "row")
-            }
-        message = {"payload": payload}
+    def _message(
+        self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
+    ) -> dict[str, Any]:
+        default = {
+            "action": rule.name,
+            "pipeline": self.pipeline,
+            "epoch": epoch,
+            "severity": rule.options.severity,
+            "key": key,
+            "reason": reason,
+            "row": row,
+        }
+        if rule.payload is None and not rule.fields:  # nothing to render: skip the variables
+            return {"payload": default}
+        variables = self._variables(rule, row, key, epoch, reason)
+        message = {
+            "payload": rule.payload.render(variables) if rule.payload is not None else default
+        }
         for name, template in rule.fields.items():
             message[name] = template.render(variables)
         return message

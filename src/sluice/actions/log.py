@@ -33,6 +33,7 @@ class LogAction(Action):
     Options = LogOptions
     options: LogOptions
     _lock = threading.Lock()
+    batched = True
 
     @property
     def target(self) -> str:
@@ -41,28 +42,37 @@ class LogAction(Action):
 
     def deliver(self, delivery: Delivery) -> None:
         """Write one JSON line."""
-        line = orjson.dumps(
-            {
-                "action": delivery.action,
-                "pipeline": delivery.pipeline,
-                "epoch": delivery.epoch,
-                "key": delivery.key,
-                "severity": delivery.severity,
-                "idempotency_key": delivery.idempotency_key,
-                "payload": delivery.payload,
-            },
-            default=str,
-        ).decode()
+        self.deliver_many([delivery])
+
+    def deliver_many(self, deliveries: list[Delivery]) -> None:
+        """Write one JSON line per delivery, in one append."""
+        lines = [_line(d) for d in deliveries]
         if self.options.path is None:
-            logging.getLogger("sluice.actions").log(
-                _LEVELS.get(self.options.level, logging.INFO), "%s", line
-            )
+            level = _LEVELS.get(self.options.level, logging.INFO)
+            for line in lines:
+                logging.getLogger("sluice.actions").log(level, "%s", line)
             return
         path = Path(self.options.path)
         try:
             with self._lock:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with path.open("a", encoding="utf-8") as handle:
-                    handle.write(line + "\n")
+                    handle.write("".join(line + "\n" for line in lines))
         except OSError as exc:
             raise TransientActionError(f"cannot append to {path}: {exc}") from None
+
+
+def _line(delivery: Delivery) -> str:
+    """The JSON line of one delivery."""
+    return orjson.dumps(
+        {
+            "action": delivery.action,
+            "pipeline": delivery.pipeline,
+            "epoch": delivery.epoch,
+            "key": delivery.key,
+            "severity": delivery.severity,
+            "idempotency_key": delivery.idempotency_key,
+            "payload": delivery.payload,
+        },
+        default=str,
+    ).decode()

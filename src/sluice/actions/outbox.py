@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 from sluice.storage.db import METADATA, ensure_tables
-from sluice.storage.upsert import insert_ignore
+from sluice.storage.upsert import insert_ignore, insert_rows
 
 PENDING, DELIVERED, FAILED, DEAD = "pending", "delivered", "failed", "dead"
 AWAITING, EXPIRED, REJECTED = "awaiting_approval", "expired", "rejected"
@@ -135,32 +135,51 @@ class PendingActions:
         return len(self.records)
 
 
+_COLUMNS = (
+    "pipeline",
+    "epoch",
+    "action",
+    "type",
+    "key",
+    "severity",
+    "idempotency_key",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "expires_at",
+    "last_error",
+    "created_at",
+    "updated_at",
+)
+
+
 def write_pending(
     conn: Connection, pipeline: str, epoch: int, pending: PendingActions, now: float
 ) -> None:
     """Insert an epoch's records (ignoring replays) and counts in ``conn``'s transaction."""
     stamp = datetime.fromtimestamp(now, UTC)
     rows = [
-        {
-            "pipeline": pipeline,
-            "epoch": epoch,
-            "action": r.action,
-            "type": r.type,
-            "key": r.key[:500],
-            "severity": r.severity,
-            "idempotency_key": idempotency_key(pipeline, r.action, epoch, r.row),
-            "payload": orjson.dumps(r.message, default=str).decode(),
-            "status": r.status,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "expires_at": r.expires_at,
-            "last_error": r.error,
-            "created_at": stamp,
-            "updated_at": stamp,
-        }
+        (
+            pipeline,
+            epoch,
+            r.action,
+            r.type,
+            r.key[:500],
+            r.severity,
+            idempotency_key(pipeline, r.action, epoch, r.row),
+            orjson.dumps(r.message, default=str).decode(),
+            r.status,
+            0,
+            now,
+            r.expires_at,
+            r.error,
+            stamp,
+            stamp,
+        )
         for r in pending.records
     ]
-    insert_ignore(conn, outbox, rows, ["idempotency_key"])
+    insert_rows(conn, outbox, _COLUMNS, rows, ["idempotency_key"])
     insert_ignore(
         conn,
         counts,
