@@ -58,9 +58,9 @@ def test_background_compaction_keeps_rows_and_exactly_once(settings: Settings) -
         assert sink.write(events(epoch * 10, 2), epoch) is True
     sink.close()  # waits for a compaction still running
     table = DeltaTable(str(settings.lake_path("aging")))
-    history = [entry["operation"] for entry in table.history()]
-    assert "OPTIMIZE" in history
-    assert len(table.file_uris()) < 12  # small files merged
+    # small files merged (the history need not show the OPTIMIZE: with log_retention 0s the
+    # log entries before the checkpoint that follows it may already be gone)
+    assert len(table.file_uris()) < 12
     reopened = lake_sink(settings, compact_every=5, partition_by="none")
     assert reopened.write(events(120, 2), 12) is False  # still held after compaction
     assert reopened.write(events(130, 2), 13) is True
