@@ -356,20 +356,6 @@ class ActionEngine:
             out.append(record)
         return out
 
-    def _variables(
-        self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
-    ) -> dict[str, Any]:
-        return {
-            **row,
-            "row": row,
-            "action": rule.name,
-            "pipeline": self.pipeline,
-            "epoch": epoch,
-            "severity": rule.options.severity,
-            "key": key,
-            "reason": reason,
-        }
-
     def _message(
         self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
     ) -> dict[str, Any]:
@@ -384,7 +370,7 @@ class ActionEngine:
         }
         if rule.payload is None and not rule.fields:  # nothing to render: skip the variables
             return {"payload": default}
-        variables = self._variables(rule, row, key, epoch, reason)
+        variables = {**row, **default}  # the row's columns, and these names over them
         message = {
             "payload": rule.payload.render(variables) if rule.payload is not None else default
         }
