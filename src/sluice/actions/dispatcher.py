@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, select, update
+import orjson
+from sqlalchemy import Connection, Engine, TextClause, bindparam, select, text, update
 
 from sluice.actions.base import Action, Delivery
 from sluice.actions.outbox import (
@@ -32,7 +33,6 @@ from sluice.actions.outbox import (
     FAILED,
     PENDING,
     attempts,
-    decode_payload,
     ensure_outbox,
     outbox,
 )
@@ -189,9 +189,11 @@ class Dispatcher:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sluice-action")
             outcomes += [o for chain in self._pool.map(self._deliver_chain, chains) for o in chain]
         self._record(outcomes)
-        return len(outcomes)
+        return sum(len(o.rows) if isinstance(o, Delivered) else 1 for o in outcomes)
 
-    def _deliver_batched(self, chains: list[list[Any]]) -> tuple[list[Outcome], list[list[Any]]]:
+    def _deliver_batched(
+        self, chains: list[list[Any]]
+    ) -> tuple[list[Outcome | Delivered], list[list[Any]]]:
         """Deliver the rows of batched action types, one call per route; return the rest.
 
         A failed batch falls back to row-by-row delivery, which decides each row's outcome.
@@ -204,7 +206,7 @@ class Dispatcher:
                 groups.setdefault(route_key, []).append(chain)
             else:
                 rest.append(chain)
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome | Delivered] = []
         for route_key, group in groups.items():
             route = self.routes[route_key]
             if not self.breaker.allow(route.action.target):
@@ -218,7 +220,7 @@ class Dispatcher:
                 continue
             self.breaker.success(route.action.target)
             latency = round(_ms(started) / len(rows), 3)
-            outcomes.extend(Outcome(row, DELIVERED, latency) for row in rows)
+            outcomes.append(Delivered(rows, latency))
         return outcomes, rest
 
     def _pending(self) -> list[Claimed]:
@@ -229,7 +231,7 @@ class Dispatcher:
             .limit(self.batch_size * 4)
         )
         with self.engine.connect() as conn:
-            return [Claimed._make(row) for row in conn.execute(query)]
+            return [Claimed._make(row) for row in conn.execute(query).all()]
 
     def _plan(self, rows: list[Any], now: float) -> list[list[Any]]:
         """Chains of due rows; a key whose oldest row is not due holds its later rows.
@@ -289,13 +291,18 @@ class Dispatcher:
         self.breaker.success(target)
         return Outcome(row, DELIVERED, _ms(started))
 
-    def _record(self, outcomes: list[Outcome]) -> None:
+    def _record(self, outcomes: list[Outcome | Delivered]) -> None:
         now = self.clock()
         stamp = datetime.fromtimestamp(now, UTC)
         updates: list[tuple[Any, ...]] = []
         logged: list[tuple[Any, ...]] = []
+        delivered: list[Delivered] = []
         tally: Counter[tuple[str, str]] = Counter()
         for o in outcomes:
+            if isinstance(o, Delivered):
+                delivered.append(o)
+                tally.update(Counter((row.action, DELIVERED) for row in o.rows))
+                continue
             attempt = o.row.attempts + 1
             status, next_at = self._next_status(o, attempt, now)
             tally[(o.row.action, _OUTCOMES.get(status, status))] += 1
@@ -311,6 +318,8 @@ class Dispatcher:
                     o.error,
                 )
         with self.engine.begin() as conn:
+            for group in delivered:
+                _record_delivered(conn, [r.id for r in group.rows], group.latency_ms, now, stamp)
             update_rows(conn, outbox, "id", _UPDATED, updates)
             insert_rows(conn, attempts, _LOGGED, logged)
         for (action, outcome), n in tally.items():
@@ -350,6 +359,51 @@ _UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "updated_at")
 _LOGGED = ("outbox_id", "attempt", "status", "latency_ms", "error", "at")
 
 
+@dataclass
+class Delivered:
+    """Rows of a batched action type delivered in one call: recorded with two statements."""
+
+    rows: list[Any]
+    latency_ms: float
+
+
+def _record_delivered(
+    conn: Connection, ids: list[int], latency_ms: float, now: float, stamp: datetime
+) -> None:
+    """Mark ``ids`` delivered (one more attempt) and log that attempt of each, in SQL.
+
+    The same rows and values as a per-row update and insert would write, with the ids
+    bound as one JSON array instead of a parameter tuple per row.
+    """
+    sql = _DELIVERED_SQL["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    values = {"ids": orjson.dumps(ids).decode(), "status": DELIVERED, "at": stamp}
+    conn.execute(sql[0], {**values, "now": now})
+    conn.execute(sql[1], {**values, "latency": latency_ms})
+
+
+def _delivered_sql(ids: str) -> tuple[TextClause, TextClause]:
+    """(mark delivered, log the attempt) for the outbox rows whose ids are ``ids``."""
+    at = bindparam("at", type_=outbox.c.updated_at.type)
+    mark = text(
+        "UPDATE actions_outbox SET status = :status, attempts = attempts + 1, "
+        f"next_attempt_at = :now, last_error = NULL, updated_at = :at WHERE id IN ({ids})"
+    ).bindparams(at)
+    logged = text(
+        "INSERT INTO action_attempts (outbox_id, attempt, status, latency_ms, error, at) "
+        f"SELECT id, attempts, :status, :latency, NULL, :at FROM actions_outbox "
+        f"WHERE id IN ({ids}) ORDER BY id"
+    ).bindparams(at)
+    return mark, logged
+
+
+_DELIVERED_SQL = {
+    "sqlite": _delivered_sql("SELECT value FROM json_each(:ids)"),
+    "postgresql": _delivered_sql(
+        "SELECT CAST(value AS INTEGER) FROM json_array_elements_text(CAST(:ids AS json))"
+    ),
+}
+
+
 class Claimed(NamedTuple):
     """The columns of an outbox row that a round reads (not the timestamps, slow to parse)."""
 
@@ -378,8 +432,8 @@ def _delivery(row: Any) -> Delivery:
         key=row.key,
         severity=row.severity,
         idempotency_key=row.idempotency_key,
-        message=decode_payload(row.payload),
         attempt=row.attempts + 1,
+        text=row.payload,
     )
 
 

@@ -27,6 +27,7 @@ from sluice.actions.dispatcher import Dispatcher, Route
 from sluice.actions.outbox import (
     AWAITING,
     FAILED,
+    PENDING,
     ActionRecord,
     PendingActions,
     RuleCounts,
@@ -202,6 +203,7 @@ class ActionEngine:
         times = self._times(table)
         now_us = int(self.clock() * 1_000_000)
         groups: dict[tuple[str, ...], GroupIndex] = {}
+        emitted: list[tuple[Rule, RuleCounts, np.ndarray]] = []
         for rule, cond in zip(self.rules, conditions, strict=True):
             counts = RuleCounts(rule.name)
             pending.counts.append(counts)
@@ -213,12 +215,16 @@ class ActionEngine:
                 cond = self._streaks(rule, table, cond, times, groups)
             rows = self._select(rule, table, cond, times, now_us, counts)
             if len(rows):
-                pending.records.extend(self._records(rule, table, rows, ctx.epoch, counts))
+                emitted.append((rule, counts, rows))
             ctx.counters["actions_fired"] += counts.fired
             ctx.counters["actions_emitted"] += counts.emitted
             ctx.counters["actions_suppressed"] += (
                 counts.suppressed_dedupe + counts.suppressed_cooldown + counts.suppressed_rate_limit
             )
+        if emitted:
+            fired = FiredRows(table, np.concatenate([rows for _, _, rows in emitted]))
+            for rule, counts, rows in emitted:
+                pending.records.extend(self._records(rule, table, rows, ctx.epoch, counts, fired))
         return pending
 
     def _conditions(self, table: pa.Table) -> list[np.ndarray | None]:
@@ -319,34 +325,36 @@ class ActionEngine:
         return streaks.apply(cond, index, times)
 
     def _records(
-        self, rule: Rule, table: pa.Table, rows: np.ndarray, epoch: int, counts: RuleCounts
+        self,
+        rule: Rule,
+        table: pa.Table,
+        rows: np.ndarray,
+        epoch: int,
+        counts: RuleCounts,
+        fired: FiredRows,
     ) -> list[ActionRecord]:
-        visible = [c for c in table.column_names if not c.startswith("__")]
-        dicts = orjson.loads(
-            orjson.dumps(
-                table.select(visible).take(pa.array(rows, pa.int64())).to_pylist(), default=str
-            )
-        )
-        keys = key_strings(table, rule.options.ordering_columns(), rows)
-        reasons = _reasons(table, visible, rows)
-        status = AWAITING if rule.options.approval == "required" else None
+        keys = key_strings(table, rule.options.ordering_columns(), rows).tolist()
+        at = fired.positions(rows).tolist()
+        status = AWAITING if rule.options.approval == "required" else PENDING
         expires = (
-            self.clock() + duration_us(rule.options.approval_timeout) / 1e6 if status else None
+            self.clock() + duration_us(rule.options.approval_timeout) / 1e6
+            if status == AWAITING
+            else None
         )
+        name, kind, severity = rule.name, rule.type, rule.options.severity
+        if rule.payload is None and not rule.fields:
+            # the default message, joined from JSON pieces: each row is encoded once per epoch
+            texts = self._default_texts(rule, epoch, keys, at, fired)
+            return [
+                ActionRecord(
+                    name, kind, str(index), key, severity, None, status, None, expires, text=t
+                )
+                for index, key, t in zip(rows.tolist(), keys, texts, strict=True)
+            ]
         out = []
-        for index, row, key, reason in zip(
-            rows.tolist(), dicts, keys.tolist(), reasons, strict=True
-        ):
-            record = ActionRecord(
-                rule.name,
-                rule.type,
-                str(index),
-                key,
-                rule.options.severity,
-                {},
-                status or "pending",
-                expires_at=expires,
-            )
+        for index, key, i in zip(rows.tolist(), keys, at, strict=True):
+            record = ActionRecord(name, kind, str(index), key, severity, {}, status, None, expires)
+            row, reason = orjson.loads(fired.json[i]), orjson.loads(fired.reasons[i])
             try:
                 record.message = self._message(rule, row, key, epoch, reason)
             except TemplateRenderError as exc:
@@ -355,6 +363,26 @@ class ActionEngine:
                 counts.template_errors += 1
             out.append(record)
         return out
+
+    def _default_texts(
+        self, rule: Rule, epoch: int, keys: list[str], at: list[int], fired: FiredRows
+    ) -> list[str]:
+        """The JSON of ``_message``'s default message, one per row, without a dict per row."""
+        head = orjson.dumps(
+            {
+                "action": rule.name,
+                "pipeline": self.pipeline,
+                "epoch": epoch,
+                "severity": rule.options.severity,
+            }
+        )
+        start = b'{"payload":' + head[:-1] + b',"key":'
+        reasons, rows, dumps = fired.reasons, fired.json, orjson.dumps
+        texts = [
+            start + dumps(key) + b',"reason":' + reasons[i] + b',"row":' + rows[i] + b"}}"
+            for key, i in zip(keys, at, strict=True)
+        ]
+        return [text.decode() for text in texts]
 
     def _message(
         self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
@@ -426,12 +454,32 @@ def _or_empty(keys: np.ndarray | None) -> np.ndarray:
     return keys if keys is not None else np.zeros(0, dtype=object)
 
 
-def _reasons(table: pa.Table, visible: list[str], rows: np.ndarray) -> list[Any]:
+class FiredRows:
+    """The rows of an epoch that some rule emits, each encoded as JSON once.
+
+    ``json[i]`` is the visible columns of ``rows[i]`` as a JSON object (``orjson``,
+    ``default=str``, as a row dict would be encoded), ``reasons[i]`` its first non-empty
+    ``<model>_reason`` as JSON; ``positions`` maps table rows to ``i``.
+    """
+
+    def __init__(self, table: pa.Table, rows: np.ndarray) -> None:
+        self.rows = np.unique(rows)
+        visible = [c for c in table.column_names if not c.startswith("__")]
+        taken = table.select(visible).take(pa.array(self.rows, pa.int64()))
+        dumps = orjson.dumps
+        self.json: list[bytes] = [dumps(row, default=str) for row in taken.to_pylist()]
+        self.reasons: list[bytes] = [dumps(reason) for reason in _reasons(taken)]
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """The index into ``json``/``reasons`` of each of ``rows`` (all among the fired)."""
+        return np.searchsorted(self.rows, rows)
+
+
+def _reasons(taken: pa.Table) -> list[Any]:
     """The first non-empty ``<model>_reason`` of each row (None when there is none)."""
-    columns = [c for c in visible if c.endswith("_reason")]
+    columns = [c for c in taken.column_names if c.endswith("_reason")]
     if not columns:
-        return [None] * len(rows)
-    taken = table.select(columns).take(pa.array(rows, pa.int64()))
+        return [None] * taken.num_rows
     parts = [
         pc.if_else(
             pc.equal(pc.cast(taken.column(c), pa.string()), ""),
