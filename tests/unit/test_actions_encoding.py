@@ -32,6 +32,10 @@ def scored() -> pa.Table:
                 [int(start + i * 1_500_000) + (i % 2) * 123 for i in range(6)],
                 pa.timestamp("us", tz="UTC"),
             ),
+            "seen": pa.array(  # naive, a null, whole seconds (written without a fraction)
+                [0, None, 1_000_000, -1, 253_402_300_799_999_999, 5], pa.timestamp("us")
+            ),
+            "day": pa.array([0, 1, None, 3, 4, 5], pa.date32()),
             "temp": [81.5, 1e-7, 90.0, float("nan"), 85.25, 1e21],
             "n": pa.array([1, None, 3, 4, 5, 2**40], pa.int64()),
             "ok": [True, False, None, True, True, False],
