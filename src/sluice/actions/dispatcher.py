@@ -6,6 +6,8 @@ delivers the chains on a small thread pool, and records every attempt in one tra
 Transient failures are retried with exponential backoff and jitter until ``max_attempts``
 (then ``dead``); permanent failures are ``failed`` at once. A target that keeps failing
 opens its circuit breaker: its rows wait without spending attempts until it half-opens.
+The rows of a batched type (``log``) go in one call per route and are recorded with one
+``UPDATE`` and one ``INSERT ... SELECT`` over their ids.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 All rule conditions run in one DuckDB query per batch (``SELECT cond1, cond2, ... FROM
 batch``); ``for``/dedupe/cooldown/rate limits work on numpy arrays of the rows that hold;
-templates render only for the rows that survive. See ``actions/base.py`` for the runner
+templates render only for the rows that survive. Each emitted row is encoded to JSON once
+per epoch however many rules emit it, and a rule without templates gets its messages
+joined from those JSON pieces (no dict per record). See ``actions/base.py`` for the runner
 contract.
 """
 
