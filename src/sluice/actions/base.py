@@ -24,10 +24,11 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sluice.core.errors import ConfigError, PermanentActionError
@@ -65,25 +66,74 @@ class ActionContext:
     job_runner: JobRunner | None = None
 
 
-@dataclass
 class Delivery:
-    """One outbox record handed to an action type for delivery."""
+    """One outbox record handed to an action type for delivery.
 
-    id: int
-    pipeline: str
-    action: str
-    epoch: int
-    key: str
-    severity: str
-    idempotency_key: str
-    message: dict[str, Any]
-    attempt: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    The message is kept as the outbox's JSON ``text`` and decoded on first use, so an
+    action type that writes JSON (``log``) can embed the text without a decode/encode.
+    """
+
+    __slots__ = (
+        "_message",
+        "_text",
+        "action",
+        "attempt",
+        "epoch",
+        "extra",
+        "id",
+        "idempotency_key",
+        "key",
+        "pipeline",
+        "severity",
+    )
+
+    def __init__(
+        self,
+        id: int,
+        pipeline: str,
+        action: str,
+        epoch: int,
+        key: str,
+        severity: str,
+        idempotency_key: str,
+        message: dict[str, Any] | None = None,
+        attempt: int = 1,
+        extra: dict[str, Any] | None = None,
+        *,
+        text: str | None = None,
+    ) -> None:
+        if message is None and text is None:
+            message = {}
+        self.id, self.pipeline, self.action, self.epoch = id, pipeline, action, epoch
+        self.key, self.severity, self.idempotency_key = key, severity, idempotency_key
+        self.attempt = attempt
+        self.extra: dict[str, Any] = extra if extra is not None else {}
+        self._message, self._text = message, text
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The stored message: ``payload`` plus the rendered template fields."""
+        if self._message is None:
+            self._message = orjson.loads(self._text or "{}")
+        return self._message
+
+    @property
+    def text(self) -> str:
+        """The message as a JSON object text (as stored in the outbox)."""
+        if self._text is None:
+            self._text = orjson.dumps(self._message, default=str).decode()
+        return self._text
 
     @property
     def payload(self) -> Any:
         """The rendered payload (a JSON value)."""
         return self.message.get("payload")
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(id={self.id!r}, pipeline={self.pipeline!r}, action={self.action!r}, "
+            f"epoch={self.epoch!r}, key={self.key!r}, attempt={self.attempt!r})"
+        )
 
 
 class Action(ABC):

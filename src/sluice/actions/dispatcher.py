@@ -6,6 +6,8 @@ delivers the chains on a small thread pool, and records every attempt in one tra
 Transient failures are retried with exponential backoff and jitter until ``max_attempts``
 (then ``dead``); permanent failures are ``failed`` at once. A target that keeps failing
 opens its circuit breaker: its rows wait without spending attempts until it half-opens.
+The rows of a batched type (``log``) go in one call per route and are recorded with one
+``UPDATE`` and one ``INSERT ... SELECT`` over their ids.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, select, update
+import orjson
+from sqlalchemy import Connection, Engine, TextClause, bindparam, select, text, update
 
 from sluice.actions.base import Action, Delivery
 from sluice.actions.outbox import (
@@ -32,7 +35,6 @@ from sluice.actions.outbox import (
     FAILED,
     PENDING,
     attempts,
-    decode_payload,
     ensure_outbox,
     outbox,
 )
@@ -129,6 +131,9 @@ class Dispatcher:
         self.breaker = CircuitBreaker(breaker_threshold, breaker_reset, clock)
         self._rng = random.Random(seed)
         self._pipelines = sorted({p for p, _ in routes})
+        # rows of batched types cost one call per route: read more of them per round
+        batched = any(r.action.batched for r in routes.values())
+        self._read_limit = max(batch_size * 4, _BATCHED_READ if batched else 0)
         self._pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -189,9 +194,11 @@ class Dispatcher:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sluice-action")
             outcomes += [o for chain in self._pool.map(self._deliver_chain, chains) for o in chain]
         self._record(outcomes)
-        return len(outcomes)
+        return sum(len(o.rows) if isinstance(o, Delivered) else 1 for o in outcomes)
 
-    def _deliver_batched(self, chains: list[list[Any]]) -> tuple[list[Outcome], list[list[Any]]]:
+    def _deliver_batched(
+        self, chains: list[list[Any]]
+    ) -> tuple[list[Outcome | Delivered], list[list[Any]]]:
         """Deliver the rows of batched action types, one call per route; return the rest.
 
         A failed batch falls back to row-by-row delivery, which decides each row's outcome.
@@ -204,7 +211,7 @@ class Dispatcher:
                 groups.setdefault(route_key, []).append(chain)
             else:
                 rest.append(chain)
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome | Delivered] = []
         for route_key, group in groups.items():
             route = self.routes[route_key]
             if not self.breaker.allow(route.action.target):
@@ -218,7 +225,7 @@ class Dispatcher:
                 continue
             self.breaker.success(route.action.target)
             latency = round(_ms(started) / len(rows), 3)
-            outcomes.extend(Outcome(row, DELIVERED, latency) for row in rows)
+            outcomes.append(Delivered(rows, latency))
         return outcomes, rest
 
     def _pending(self) -> list[Claimed]:
@@ -226,10 +233,10 @@ class Dispatcher:
             select(*_CLAIMED)
             .where(outbox.c.status == PENDING, outbox.c.pipeline.in_(self._pipelines))
             .order_by(outbox.c.id)
-            .limit(self.batch_size * 4)
+            .limit(self._read_limit)
         )
         with self.engine.connect() as conn:
-            return [Claimed._make(row) for row in conn.execute(query)]
+            return [Claimed._make(row) for row in conn.execute(query).all()]
 
     def _plan(self, rows: list[Any], now: float) -> list[list[Any]]:
         """Chains of due rows; a key whose oldest row is not due holds its later rows.
@@ -289,13 +296,18 @@ class Dispatcher:
         self.breaker.success(target)
         return Outcome(row, DELIVERED, _ms(started))
 
-    def _record(self, outcomes: list[Outcome]) -> None:
+    def _record(self, outcomes: list[Outcome | Delivered]) -> None:
         now = self.clock()
         stamp = datetime.fromtimestamp(now, UTC)
         updates: list[tuple[Any, ...]] = []
         logged: list[tuple[Any, ...]] = []
+        delivered: list[Delivered] = []
         tally: Counter[tuple[str, str]] = Counter()
         for o in outcomes:
+            if isinstance(o, Delivered):
+                delivered.append(o)
+                tally.update(Counter((row.action, DELIVERED) for row in o.rows))
+                continue
             attempt = o.row.attempts + 1
             status, next_at = self._next_status(o, attempt, now)
             tally[(o.row.action, _OUTCOMES.get(status, status))] += 1
@@ -311,6 +323,9 @@ class Dispatcher:
                     o.error,
                 )
         with self.engine.begin() as conn:
+            _relax_durability(conn)
+            for group in delivered:
+                _record_delivered(conn, [r.id for r in group.rows], group.latency_ms, now, stamp)
             update_rows(conn, outbox, "id", _UPDATED, updates)
             insert_rows(conn, attempts, _LOGGED, logged)
         for (action, outcome), n in tally.items():
@@ -346,8 +361,67 @@ class Dispatcher:
 
 
 _OUTCOMES = {PENDING: "retry"}
+_BATCHED_READ = 10_000
 _UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "updated_at")
 _LOGGED = ("outbox_id", "attempt", "status", "latency_ms", "error", "at")
+
+
+@dataclass
+class Delivered:
+    """Rows of a batched action type delivered in one call: recorded with two statements."""
+
+    rows: list[Any]
+    latency_ms: float
+
+
+def _relax_durability(conn: Connection) -> None:
+    """Commit this transaction without waiting for the disk (SQLite WAL, PostgreSQL).
+
+    It only records outcomes: if a power loss drops it, its rows are delivered again
+    (at-least-once, same idempotency keys), and a process crash loses nothing. The
+    checkpoint's transaction, which inserts the outbox rows, stays fully synchronous.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")  # this connection only (NullPool)
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+
+def _record_delivered(
+    conn: Connection, ids: list[int], latency_ms: float, now: float, stamp: datetime
+) -> None:
+    """Mark ``ids`` delivered (one more attempt) and log that attempt of each, in SQL.
+
+    The same rows and values as a per-row update and insert would write, with the ids
+    bound as one JSON array instead of a parameter tuple per row.
+    """
+    sql = _DELIVERED_SQL["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    values = {"ids": orjson.dumps(ids).decode(), "status": DELIVERED, "at": stamp}
+    conn.execute(sql[0], {**values, "now": now})
+    conn.execute(sql[1], {**values, "latency": latency_ms})
+
+
+def _delivered_sql(ids: str) -> tuple[TextClause, TextClause]:
+    """(mark delivered, log the attempt) for the outbox rows whose ids are ``ids``."""
+    at = bindparam("at", type_=outbox.c.updated_at.type)
+    mark = text(
+        "UPDATE actions_outbox SET status = :status, attempts = attempts + 1, "
+        f"next_attempt_at = :now, last_error = NULL, updated_at = :at WHERE id IN ({ids})"
+    ).bindparams(at)
+    logged = text(
+        "INSERT INTO action_attempts (outbox_id, attempt, status, latency_ms, error, at) "
+        f"SELECT id, attempts, :status, :latency, NULL, :at FROM actions_outbox "
+        f"WHERE id IN ({ids}) ORDER BY id"
+    ).bindparams(at)
+    return mark, logged
+
+
+_DELIVERED_SQL = {
+    "sqlite": _delivered_sql("SELECT value FROM json_each(:ids)"),
+    "postgresql": _delivered_sql(
+        "SELECT CAST(value AS INTEGER) FROM json_array_elements_text(CAST(:ids AS json))"
+    ),
+}
 
 
 class Claimed(NamedTuple):
@@ -378,8 +452,8 @@ def _delivery(row: Any) -> Delivery:
         key=row.key,
         severity=row.severity,
         idempotency_key=row.idempotency_key,
-        message=decode_payload(row.payload),
         attempt=row.attempts + 1,
+        text=row.payload,
     )
 
 

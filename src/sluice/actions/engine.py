@@ -2,7 +2,9 @@
 
 All rule conditions run in one DuckDB query per batch (``SELECT cond1, cond2, ... FROM
 batch``); ``for``/dedupe/cooldown/rate limits work on numpy arrays of the rows that hold;
-templates render only for the rows that survive. See ``actions/base.py`` for the runner
+templates render only for the rows that survive. Each emitted row is encoded to JSON once
+per epoch however many rules emit it, and a rule without templates gets its messages
+joined from those JSON pieces (no dict per record). See ``actions/base.py`` for the runner
 contract.
 """
 
@@ -27,6 +29,7 @@ from sluice.actions.dispatcher import Dispatcher, Route
 from sluice.actions.outbox import (
     AWAITING,
     FAILED,
+    PENDING,
     ActionRecord,
     PendingActions,
     RuleCounts,
@@ -202,6 +205,7 @@ class ActionEngine:
         times = self._times(table)
         now_us = int(self.clock() * 1_000_000)
         groups: dict[tuple[str, ...], GroupIndex] = {}
+        emitted: list[tuple[Rule, RuleCounts, np.ndarray]] = []
         for rule, cond in zip(self.rules, conditions, strict=True):
             counts = RuleCounts(rule.name)
             pending.counts.append(counts)
@@ -213,12 +217,16 @@ class ActionEngine:
                 cond = self._streaks(rule, table, cond, times, groups)
             rows = self._select(rule, table, cond, times, now_us, counts)
             if len(rows):
-                pending.records.extend(self._records(rule, table, rows, ctx.epoch, counts))
+                emitted.append((rule, counts, rows))
             ctx.counters["actions_fired"] += counts.fired
             ctx.counters["actions_emitted"] += counts.emitted
             ctx.counters["actions_suppressed"] += (
                 counts.suppressed_dedupe + counts.suppressed_cooldown + counts.suppressed_rate_limit
             )
+        if emitted:
+            fired = FiredRows(table, np.concatenate([rows for _, _, rows in emitted]))
+            for rule, counts, rows in emitted:
+                pending.records.extend(self._records(rule, table, rows, ctx.epoch, counts, fired))
         return pending
 
     def _conditions(self, table: pa.Table) -> list[np.ndarray | None]:
@@ -319,34 +327,36 @@ class ActionEngine:
         return streaks.apply(cond, index, times)
 
     def _records(
-        self, rule: Rule, table: pa.Table, rows: np.ndarray, epoch: int, counts: RuleCounts
+        self,
+        rule: Rule,
+        table: pa.Table,
+        rows: np.ndarray,
+        epoch: int,
+        counts: RuleCounts,
+        fired: FiredRows,
     ) -> list[ActionRecord]:
-        visible = [c for c in table.column_names if not c.startswith("__")]
-        dicts = orjson.loads(
-            orjson.dumps(
-                table.select(visible).take(pa.array(rows, pa.int64())).to_pylist(), default=str
-            )
-        )
-        keys = key_strings(table, rule.options.ordering_columns(), rows)
-        reasons = _reasons(table, visible, rows)
-        status = AWAITING if rule.options.approval == "required" else None
+        keys = key_strings(table, rule.options.ordering_columns(), rows).tolist()
+        at = fired.positions(rows).tolist()
+        status = AWAITING if rule.options.approval == "required" else PENDING
         expires = (
-            self.clock() + duration_us(rule.options.approval_timeout) / 1e6 if status else None
+            self.clock() + duration_us(rule.options.approval_timeout) / 1e6
+            if status == AWAITING
+            else None
         )
+        name, kind, severity = rule.name, rule.type, rule.options.severity
+        if rule.payload is None and not rule.fields:
+            # the default message, joined from JSON pieces: each row is encoded once per epoch
+            texts = self._default_texts(rule, epoch, keys, at, fired)
+            return [
+                ActionRecord(
+                    name, kind, str(index), key, severity, None, status, None, expires, text=t
+                )
+                for index, key, t in zip(rows.tolist(), keys, texts, strict=True)
+            ]
         out = []
-        for index, row, key, reason in zip(
-            rows.tolist(), dicts, keys.tolist(), reasons, strict=True
-        ):
-            record = ActionRecord(
-                rule.name,
-                rule.type,
-                str(index),
-                key,
-                rule.options.severity,
-                {},
-                status or "pending",
-                expires_at=expires,
-            )
+        for index, key, i in zip(rows.tolist(), keys, at, strict=True):
+            record = ActionRecord(name, kind, str(index), key, severity, {}, status, None, expires)
+            row, reason = orjson.loads(fired.json[i]), orjson.loads(fired.reasons[i])
             try:
                 record.message = self._message(rule, row, key, epoch, reason)
             except TemplateRenderError as exc:
@@ -355,6 +365,26 @@ class ActionEngine:
                 counts.template_errors += 1
             out.append(record)
         return out
+
+    def _default_texts(
+        self, rule: Rule, epoch: int, keys: list[str], at: list[int], fired: FiredRows
+    ) -> list[str]:
+        """The JSON of ``_message``'s default message, one per row, without a dict per row."""
+        head = orjson.dumps(
+            {
+                "action": rule.name,
+                "pipeline": self.pipeline,
+                "epoch": epoch,
+                "severity": rule.options.severity,
+            }
+        )
+        start = b'{"payload":' + head[:-1] + b',"key":'
+        reasons, rows, dumps = fired.reasons, fired.json, orjson.dumps
+        texts = [
+            start + dumps(key) + b',"reason":' + reasons[i] + b',"row":' + rows[i] + b"}}"
+            for key, i in zip(keys, at, strict=True)
+        ]
+        return [text.decode() for text in texts]
 
     def _message(
         self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
@@ -426,12 +456,61 @@ def _or_empty(keys: np.ndarray | None) -> np.ndarray:
     return keys if keys is not None else np.zeros(0, dtype=object)
 
 
-def _reasons(table: pa.Table, visible: list[str], rows: np.ndarray) -> list[Any]:
+class FiredRows:
+    """The rows of an epoch that some rule emits, each encoded as JSON once.
+
+    ``json[i]`` is the visible columns of ``rows[i]`` as a JSON object (``orjson``,
+    ``default=str``, as a row dict would be encoded), ``reasons[i]`` its first non-empty
+    ``<model>_reason`` as JSON; ``positions`` maps table rows to ``i``.
+    """
+
+    def __init__(self, table: pa.Table, rows: np.ndarray) -> None:
+        self.rows = np.unique(rows)
+        visible = [c for c in table.column_names if not c.startswith("__")]
+        taken = table.select(visible).take(pa.array(self.rows, pa.int64()))
+        dumps = orjson.dumps
+        rows = _with_iso_times(taken).to_pylist()
+        self.json: list[bytes] = [dumps(row, default=str) for row in rows]
+        self.reasons: list[bytes] = [dumps(reason) for reason in _reasons(taken)]
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """The index into ``json``/``reasons`` of each of ``rows`` (all among the fired)."""
+        return np.searchsorted(self.rows, rows)
+
+
+def _with_iso_times(table: pa.Table) -> pa.Table:
+    """``table`` with its UTC or naive microsecond timestamps as the text orjson writes.
+
+    Making a Python datetime per value is most of ``to_pylist``'s time; Arrow formats the
+    same ISO-8601 text (``2026-01-01T00:00:01.5+00:00`` is written with six digits, and
+    none when the microseconds are 0). Other units, zones and years keep their datetimes.
+    """
+    columns = list(table.columns)
+    for i, field in enumerate(table.schema):
+        kind = field.type
+        if not pa.types.is_timestamp(kind) or kind.unit != "us" or kind.tz not in _ISO_ZONES:
+            continue
+        column = table.column(i)
+        bounds = pc.min_max(column)
+        low, high = bounds["min"].value, bounds["max"].value
+        if low is None or high is None or low < _YEAR_1000 or high >= _YEAR_10000:
+            continue
+        text = pc.replace_substring_regex(
+            pc.strftime(column, "%Y-%m-%dT%H:%M:%S"), r"\.000000$", ""
+        )
+        columns[i] = pc.binary_join_element_wise(text, _ISO_ZONES[kind.tz], "")
+    return pa.table(columns, names=table.column_names)
+
+
+_ISO_ZONES = {None: "", "UTC": "+00:00", "+00:00": "+00:00", "Etc/UTC": "+00:00"}
+_YEAR_1000, _YEAR_10000 = -30_610_224_000_000_000, 253_402_300_800_000_000  # in microseconds
+
+
+def _reasons(taken: pa.Table) -> list[Any]:
     """The first non-empty ``<model>_reason`` of each row (None when there is none)."""
-    columns = [c for c in visible if c.endswith("_reason")]
+    columns = [c for c in taken.column_names if c.endswith("_reason")]
     if not columns:
-        return [None] * len(rows)
-    taken = table.select(columns).take(pa.array(rows, pa.int64()))
+        return [None] * taken.num_rows
     parts = [
         pc.if_else(
             pc.equal(pc.cast(taken.column(c), pa.string()), ""),

@@ -63,8 +63,13 @@ class LogAction(Action):
 
 
 def _line(delivery: Delivery) -> str:
-    """The JSON line of one delivery."""
-    return orjson.dumps(
+    """The JSON line of one delivery: its metadata, then the stored message's keys.
+
+    The message (``{"payload": ...}``; a log action renders no other field) is embedded as
+    the outbox holds it, so the line is the same as encoding ``payload`` again, without
+    decoding it first.
+    """
+    head = orjson.dumps(
         {
             "action": delivery.action,
             "pipeline": delivery.pipeline,
@@ -72,7 +77,9 @@ def _line(delivery: Delivery) -> str:
             "key": delivery.key,
             "severity": delivery.severity,
             "idempotency_key": delivery.idempotency_key,
-            "payload": delivery.payload,
-        },
-        default=str,
+        }
     ).decode()
+    message = delivery.text
+    if len(message) <= 2:  # an empty message: no payload, as before
+        return head[:-1] + ',"payload":null}'
+    return head[:-1] + "," + message[1:]

@@ -95,19 +95,62 @@ def idempotency_key(pipeline: str, action: str, epoch: int, row: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-@dataclass
 class ActionRecord:
-    """One action to insert into the outbox (before it has an id)."""
+    """One action to insert into the outbox (before it has an id).
 
-    action: str
-    type: str
-    row: str
-    key: str
-    severity: str
-    message: dict[str, Any]
-    status: str = PENDING
-    error: str | None = None
-    expires_at: float | None = None
+    The message is either a dict or ``text``, the same already encoded as JSON (the engine
+    joins it from each fired row's JSON, encoded once per epoch); each is derived from the
+    other on first use.
+    """
+
+    __slots__ = (
+        "_message",
+        "_text",
+        "action",
+        "error",
+        "expires_at",
+        "key",
+        "row",
+        "severity",
+        "status",
+        "type",
+    )
+
+    def __init__(
+        self,
+        action: str,
+        type: str,
+        row: str,
+        key: str,
+        severity: str,
+        message: dict[str, Any] | None = None,
+        status: str = PENDING,
+        error: str | None = None,
+        expires_at: float | None = None,
+        *,
+        text: str | None = None,
+    ) -> None:
+        self.action, self.type, self.row, self.key, self.severity = action, type, row, key, severity
+        self.status, self.error, self.expires_at = status, error, expires_at
+        self._message = message if message is not None or text is not None else {}
+        self._text = text
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The message: ``payload`` and the rendered template fields."""
+        if self._message is None:
+            self._message = orjson.loads(self._text or "{}")
+        return self._message
+
+    @message.setter
+    def message(self, value: dict[str, Any]) -> None:
+        self._message, self._text = value, None
+
+    def encoded(self) -> str:
+        """The message as the JSON text stored in the outbox."""
+        if self._text is None:
+            self._text = orjson.dumps(self._message, default=str).decode()
+        return self._text
 
 
 @dataclass
@@ -168,7 +211,7 @@ def write_pending(
             r.key[:500],
             r.severity,
             idempotency_key(pipeline, r.action, epoch, r.row),
-            orjson.dumps(r.message, default=str).decode(),
+            r.encoded(),
             r.status,
             0,
             now,

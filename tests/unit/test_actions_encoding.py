@@ -1,0 +1,204 @@
+"""Action messages joined from JSON pieces and batched log lines equal the per-record encoding."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from sqlalchemy import select
+
+from sluice.actions.base import ActionContext, Delivery
+from sluice.actions.engine import ActionEngine
+from sluice.actions.log import LogAction, LogOptions
+from sluice.actions.outbox import ActionRecord, attempts, outbox
+from sluice.config.models import ActionConfig
+from sluice.core.context import EpochContext
+from sluice.core.settings import Settings
+from sluice.storage.checkpoints import CheckpointStore
+
+NOW = 1_700_000_000.0
+
+
+def scored() -> pa.Table:
+    """Rows with the types a scored batch carries, nulls, odd strings and an internal column."""
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1_000_000
+    return pa.table(
+        {
+            "device": ["a", "b", 'q"uote', "ünï", None, "a"],
+            "ts": pa.array(
+                [int(start + i * 1_500_000) + (i % 2) * 123 for i in range(6)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "seen": pa.array(  # naive, a null, whole seconds (written without a fraction)
+                [0, None, 1_000_000, -1, 253_402_300_799_999_999, 5], pa.timestamp("us")
+            ),
+            "day": pa.array([0, 1, None, 3, 4, 5], pa.date32()),
+            "temp": [81.5, 1e-7, 90.0, float("nan"), 85.25, 1e21],
+            "n": pa.array([1, None, 3, 4, 5, 2**40], pa.int64()),
+            "ok": [True, False, None, True, True, False],
+            "tags": [["x"], [], None, ["y", "z"], ["a"], []],
+            "m_reason": ["", None, "temp 4 sigma", "line\nbreak", "", "x"],
+            "m_anomaly": [True, True, True, True, False, True],
+            "__origin": ["o"] * 6,
+        }
+    )
+
+
+def expected_message(engine: ActionEngine, table: pa.Table, record: ActionRecord) -> bytes:
+    """The message as the per-record code built it: a JSON round trip of the row's dict."""
+    visible = [c for c in table.column_names if not c.startswith("__")]
+    index = int(record.row)
+    as_dict = table.select(visible).slice(index, 1).to_pylist()[0]
+    row = orjson.loads(orjson.dumps(as_dict, default=str))
+    reasons = [row[c] for c in visible if c.endswith("_reason") and row[c] not in (None, "")]
+    payload = {
+        "action": record.action,
+        "pipeline": engine.pipeline,
+        "epoch": 3,
+        "severity": record.severity,
+        "key": record.key,
+        "reason": reasons[0] if reasons else None,
+        "row": row,
+    }
+    return orjson.dumps({"payload": payload}, default=str)
+
+
+def make(tmp_path: Path, rules: list[dict[str, Any]]) -> ActionEngine:
+    return ActionEngine(
+        [ActionConfig(**r) for r in rules],
+        pipeline="p",
+        settings=Settings(home=tmp_path / "home"),
+        dispatch=False,
+        clock=lambda: NOW,
+    ).start()
+
+
+def test_default_messages_equal_the_json_of_each_rows_message(tmp_path: Path) -> None:
+    out = str(tmp_path / "a.jsonl")
+    engine = make(
+        tmp_path,
+        [
+            {"name": "all", "when": "true", "type": "log", "path": out},
+            {"name": "hot", "when": "temp > 80", "type": "log", "path": out, "key": "device"},
+            {
+                "name": "two",
+                "when": "m_anomaly",
+                "type": "log",
+                "path": out,
+                "key": ["device", "n"],
+                "severity": "critical",
+            },
+            {
+                "name": "tpl",
+                "when": "m_anomaly",
+                "type": "log",
+                "path": out,
+                "payload": {"d": "{{ device }}", "k": "{{ key }}"},
+            },
+        ],
+    )
+    table = scored()
+    pending = engine.evaluate(table, EpochContext("p", 3))
+    by_action: dict[str, list[ActionRecord]] = {}
+    for record in pending.records:
+        by_action.setdefault(record.action, []).append(record)
+    counts = {a: len(r) for a, r in by_action.items()}
+    assert counts == {"all": 6, "hot": 5, "two": 5, "tpl": 5}  # NaN > 80 in SQL
+    for record in pending.records:
+        if record.action != "tpl":
+            assert record.encoded().encode() == expected_message(engine, table, record)
+    assert by_action["two"][0].key == "a|1"
+    tpl = [r.message["payload"] for r in by_action["tpl"]]
+    assert tpl[:2] == [{"d": "a", "k": ""}, {"d": "b", "k": ""}]
+    # the decoded message of a joined record is the per-row message
+    first = by_action["all"][0]
+    assert first.message == orjson.loads(expected_message(engine, table, first))
+
+    CheckpointStore(engine.db).commit("p", 3, {}, {}, [engine.outbox_writer(pending, 3)])
+    with engine.db.connect() as conn:
+        stored = conn.execute(select(outbox.c.payload).order_by(outbox.c.id)).scalars().all()
+    assert stored == [r.encoded() for r in pending.records]
+    engine.close(drain_seconds=0)
+
+
+def old_line(delivery: Delivery) -> str:
+    """The log line as the per-record code wrote it (the payload decoded, then encoded)."""
+    return orjson.dumps(
+        {
+            "action": delivery.action,
+            "pipeline": delivery.pipeline,
+            "epoch": delivery.epoch,
+            "key": delivery.key,
+            "severity": delivery.severity,
+            "idempotency_key": delivery.idempotency_key,
+            "payload": delivery.payload,
+        },
+        default=str,
+    ).decode()
+
+
+def test_batched_log_lines_and_outbox_rows_equal_the_per_record_outcome(tmp_path: Path) -> None:
+    out = tmp_path / "batched.jsonl"
+    engine = make(
+        tmp_path,
+        [
+            {"name": "all", "when": "true", "type": "log", "path": str(out), "key": "device"},
+            {"name": "hot", "when": "temp > 80", "type": "log", "path": str(out)},
+        ],
+    )
+    table = scored()
+    pending = engine.evaluate(table, EpochContext("p", 3))
+    CheckpointStore(engine.db).commit("p", 3, {}, {}, [engine.outbox_writer(pending, 3)])
+    assert engine.dispatcher.run_once() == 11  # 6 + 5 (NaN > 80)
+    assert engine.dispatcher.run_once() == 0
+
+    with engine.db.connect() as conn:
+        rows = conn.execute(select(outbox).order_by(outbox.c.id)).all()
+        logged = conn.execute(select(attempts).order_by(attempts.c.id)).all()
+    # the same log lines, in outbox order, as delivering each row's decoded message
+    per_record = [
+        old_line(
+            Delivery(
+                r.id,
+                r.pipeline,
+                r.action,
+                r.epoch,
+                r.key,
+                r.severity,
+                r.idempotency_key,
+                orjson.loads(r.payload),
+            )
+        )
+        for r in rows
+    ]
+    assert out.read_text().splitlines() == per_record
+    # each row marked as a per-row update would: delivered, one attempt, no error
+    assert [(r.status, r.attempts, r.next_attempt_at, r.last_error) for r in rows] == [
+        ("delivered", 1, NOW, None)
+    ] * 11
+    assert {r.updated_at for r in rows} == {datetime.fromtimestamp(NOW, UTC).replace(tzinfo=None)}
+    assert [(a.outbox_id, a.attempt, a.status, a.error) for a in logged] == [
+        (r.id, 1, "delivered", None) for r in rows
+    ]
+    assert all(a.latency_ms >= 0 for a in logged)
+    engine.close(drain_seconds=0)
+
+
+def test_a_delivery_decodes_or_encodes_its_message_on_demand(tmp_path: Path) -> None:
+    message = {"payload": {"x": 1, "s": "é\n"}, "subject": "hi"}
+    text = orjson.dumps(message).decode()
+    from_text = Delivery(1, "p", "a", 2, "k", "info", "key", text=text)
+    from_dict = Delivery(1, "p", "a", 2, "k", "info", "key", message)
+    assert from_text.message == message and from_text.payload == message["payload"]
+    assert from_dict.text == text
+    assert Delivery(1, "p", "a", 2, "k", "info", "key").payload is None
+
+    path = tmp_path / "log.jsonl"
+    action = LogAction("a", LogOptions(path=str(path)), ActionContext("p"))
+    only_payload = Delivery(1, "p", "a", 2, "k", "info", "key", {"payload": [1, None, "z"]})
+    empty = Delivery(2, "p", "a", 2, "k", "info", "key", {})
+    action.deliver_many([only_payload, empty])
+    assert path.read_text().splitlines() == [old_line(only_payload), old_line(empty)]
