@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ from sluice.models.detectors.calibrate import (
     N_BINS,
     CalibrationParams,
     calibrate,
-    fresh_state,
+    unlearned_state,
 )
 from sluice.models.detectors.context import (
     CONTEXT_STATE,
@@ -72,7 +73,7 @@ from sluice.models.detectors.evidence import (
     onsets,
 )
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable, PackedRows, Spec, lazy_zeros
+from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
 from sluice.models.detectors.layout import split
 from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
 from sluice.models.detectors.scan import Segments
@@ -81,11 +82,10 @@ from sluice.models.detectors.seasonal import (
     SEASON_STATE,
     History,
     SeasonResult,
-    ring_mask,
     season_scores,
     seasonal_cap,
 )
-from sluice.models.detectors.state_blob import held_values, pack, set_words, unpack
+from sluice.models.detectors.state_blob import pack, put_ring, ring_values, set_words, unpack
 from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
@@ -98,7 +98,7 @@ from sluice.models.detectors.univariate import (
     recenter,
 )
 
-STATE_VERSION = 9
+STATE_VERSION = 10  # 10: context words uint16; rings, calibration of learning keys only
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
@@ -161,7 +161,7 @@ class _Batch:
     age: np.ndarray = field(default_factory=lambda: np.zeros(0))
     context: ContextResult | None = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
-    calibration: np.ndarray | None = None  # final (m, 2, s, bins) when learning
+    calibration: np.ndarray | None = None  # final (k, 2, s, bins) of the keys that learned
 
 
 class OnlineAnomalyDetector:
@@ -190,14 +190,18 @@ class OnlineAnomalyDetector:
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
         self.chunk = max(CHUNK_VALUES // self.p, 1024)
-        # zeros, not NaN: only values written for a key are ever read (see History.at)
+        # zeros, not NaN: only values written for a key are ever read (see History.at). Memory
+        # follows what a key learned: a ring is position-major (a key with a few values
+        # shares pages with others), the calibration of a key that has learned nothing yet
+        # is derived, not stored (see _calibration_state), a bitset word is 16 bits
         bulk: Spec = {
             "ctx": ((self.p, WORDS), 0.0),
             CALIBRATION: ((2, self.n_stats, N_BINS), 0.0),
         }
         if self.window:
             bulk["buf"] = ((self.window, self.p), 0.0)
-        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk, frozenset([CALIBRATION]))
+        dtypes = {"ctx": np.uint16, CALIBRATION: np.float64}
+        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk, dtypes, frozenset(["buf"]))
         self.events = 0
         # derived from the whole state, kept between calls until it changes (see _changed)
         self._summary: tuple[np.ndarray, float] | None = None
@@ -290,8 +294,8 @@ class OnlineAnomalyDetector:
                 part.history.write()
             if part.context is not None:
                 part.context.update.write()
-            if part.calibration is not None:
-                bulk[part.segs.slot] = part.calibration
+            if part.calibration is not None:  # of the keys that learned (see _learned)
+                bulk[part.segs.slot[self._learned(part.state["count"])]] = part.calibration
         self.events += n
         self._changed()
         return self._result(parts, X)
@@ -440,26 +444,39 @@ class OnlineAnomalyDetector:
         ctx: ContextResult,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Calibrated p-value of each event (n,), and the final novelty state; the final
-        calibration histograms go to ``part.calibration``."""
+        calibration histograms of the keys that learned go to ``part.calibration``."""
         segs, st = part.segs, part.st
-        state = self._calibration_state(segs, st["count"] <= 0)
+        # keys that learn in the chunk; the others are too young for their p-values to be
+        # used (every use needs a warm event) and have no calibration to store
+        active = self._learned(st["count"] + segs.lengths)
+        state = self._calibration_state(segs.slot[active], st["count"][active])
         novelty_init = np.where(
             st["count"] <= 0, fresh_novelty(segs.m), np.stack([st[k] for k in NOVELTY_STATE])
         )
         p_novel, novelty = novelty_probability(ctx.novel, warm, segs, novelty_init, NOVELTY_HORIZON)
-        result = calibrate(stats, p_novel, warm, calibrated, segs, st["count"], state, self.cal)
+        result = calibrate(
+            stats, p_novel, warm, calibrated, segs, st["count"], state, self.cal, active
+        )
         part.evidence = result.evidence
-        part.calibration = state
+        part.calibration = state  # kept until the batch is stored
         return result.p, dict(zip(NOVELTY_STATE, novelty, strict=True))
 
-    def _calibration_state(self, segs: Segments, fresh: np.ndarray) -> np.ndarray:
-        """Calibration state (m, 2, s, bins) of the chunk's keys (fresh keys: the prior; the
-        bulk rows of evicted keys are stale and never read)."""
-        state = fresh_state(self.n_stats, segs.m)
-        known = np.flatnonzero(~fresh & (segs.slot < self.keys.cap))
+    def _calibration_state(self, slots: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Calibration state (k, 2, s, bins) of keys ``slots``, which saw ``count`` events:
+        stored for keys that learned, derived for the others (the bulk rows of evicted or
+        younger keys are stale and never read)."""
+        learned = self._learned(count)
+        state = unlearned_state(self.n_stats, np.where(learned, 0, count), self.cal)
+        known = np.flatnonzero(learned & (slots < self.keys.cap))
         if known.size:
-            state[known] = self.keys.arrays[CALIBRATION][segs.slot[known]]
+            state[known] = self.keys.arrays[CALIBRATION][slots[known]]
         return state
+
+    def _learned(self, count: np.ndarray) -> np.ndarray:
+        """Keys whose calibration learned from an event (one ``warmup`` events old, or
+        older), given their event counts; the others' calibration is derived from the count
+        (see :func:`~sluice.models.detectors.calibrate.unlearned_state`)."""
+        return count > self.config.warmup
 
     def _final_state(
         self,
@@ -518,12 +535,20 @@ class OnlineAnomalyDetector:
         (``dirty``) only the keys changed since ``keys.clean()``: a delta that
         :meth:`set_state` replays on the state it was taken after."""
         arrays, keys, meta = self.keys.export(dirty=dirty)
-        if self.window:
-            # only the values each key holds (a young key's ring is mostly empty)
-            held = np.where(arrays["_used"], np.minimum(arrays["count"], self.window), 0)
-            arrays["buf"] = held_values(arrays["buf"], held)
+        slots = arrays["_slots"] if dirty else np.arange(self.keys.cap)
+        used, count = arrays["_used"], arrays["count"]
+        base = arrays.pop("_base") if dirty else np.zeros(count.shape)
+        if dirty:  # slots whose keys learned from nothing since the base: bitsets replaced
+            arrays["_renewed"] = ~used | (base <= 0)
+        if self.window:  # the values each key got since the base (a young key holds few)
+            n = np.where(used, np.minimum(count - base, self.window), 0).astype(np.int64)
+            arrays["buf_n"] = n.astype(np.int32)
+            arrays["buf"] = ring_values(self.keys.arrays["buf"], slots, count, n)
+        # the calibration of the keys that learned (the others' is derived from their count)
+        arrays[CALIBRATION] = self.keys.arrays[CALIBRATION][slots[used & self._learned(count)]]
         # only the words with a bit set, of keys in use (most of a bitset stays empty)
-        arrays["ctx_at"], arrays["ctx"] = set_words(arrays["ctx"], arrays["_used"])
+        words = self.keys.arrays["ctx"]
+        arrays["ctx_at"], arrays["ctx"] = set_words(words[slots] if dirty else words, used)
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),
@@ -558,26 +583,34 @@ class OnlineAnomalyDetector:
                 f"state was saved with season_window={saved_window}, "
                 f"not {self.config.season_window}"
             )
-        if self.window:
-            mask = ring_mask(arrays["count"], arrays["_used"], self.window)
-            ring = lazy_zeros((*mask.shape, self.p))
-            try:
-                ring[mask] = arrays["buf"]
-            except ValueError as exc:
-                raise StateError(f"online_anomaly state has a damaged ring buffer: {exc}") from exc
-            arrays["buf"] = ring
-        bits = np.zeros(len(header["keys"]) * self.p * WORDS, dtype=np.float32)
+        delta = "_slots" in arrays  # a delta (get_state(dirty=True))
         try:
-            bits[arrays.pop("ctx_at")] = arrays["ctx"]
+            self._set_bulk(arrays, header, delta)
         except (KeyError, IndexError, ValueError) as exc:
-            raise StateError(f"online_anomaly state has damaged context bits: {exc}") from exc
-        arrays["ctx"] = bits.reshape(-1, self.p, WORDS)
-        if "_slots" in arrays:  # a delta (get_state(dirty=True))
-            self.keys.apply(arrays, header["keys"], header)
-        else:
-            self.keys.restore(arrays, header["keys"], header)
+            raise StateError(f"online_anomaly state has damaged per-key arrays: {exc}") from exc
         self.events = int(header["events"])
         self._changed()
+
+    def _set_bulk(self, arrays: dict[str, np.ndarray], header: dict[str, Any], delta: bool) -> None:
+        """Restore the small state (or replay a delta's), then the bulk arrays of its keys."""
+        keys = self.keys
+        if delta:
+            keys.apply(arrays, header["keys"], header)
+            slots = np.asarray(arrays["_slots"], dtype=np.int64)
+        else:
+            keys.restore(arrays, header["keys"], header)
+            slots = np.arange(keys.cap)
+        used, count = np.asarray(arrays["_used"], dtype=bool), arrays["count"]
+        if self.window:
+            put_ring(keys.arrays["buf"], slots, count, arrays["buf_n"], arrays["buf"])
+        learned = slots[used & self._learned(count)]
+        keys.arrays[CALIBRATION][learned] = arrays[CALIBRATION]
+        bits = keys.arrays["ctx"]
+        if delta:  # a key's bits only grow: clear the slots that learned from nothing
+            bits[slots[np.asarray(arrays["_renewed"], dtype=bool)]] = 0
+        at = np.asarray(arrays["ctx_at"], dtype=np.int64)
+        row, col = np.divmod(at, self.p * WORDS)
+        bits[slots[row], col // WORDS, col % WORDS] = arrays["ctx"]
 
 
 def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -> None:

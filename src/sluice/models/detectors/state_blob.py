@@ -58,17 +58,47 @@ def unpack(blob: bytes) -> dict[str, np.ndarray]:
 CHUNK_ROWS = 1 << 16  # keys packed at a time: bounds the temporaries of a large snapshot
 
 
-def held_values(buf: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """The first ``held[i]`` ring positions of each row ``i`` of ``buf`` (rows, window, ...),
-    row after row: what a ring holds, gathered a chunk of rows at a time."""
+RING_VALUES = 1 << 20  # ring values gathered at a time: bounds the temporaries
+
+
+def ring_span(count: np.ndarray, n: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and ring position of the last ``n[i]`` events (of ``count[i]``) of each row ``i``,
+    event after event (event ``tau`` is kept at ``tau % window``)."""
+    n = n.astype(np.int64)
+    row = np.repeat(np.arange(n.shape[0]), n)
+    first = np.cumsum(n) - n
+    tau = (count.astype(np.int64) - n - first)[row] + np.arange(row.shape[0])
+    return row, tau % window
+
+
+def _ring_chunks(n: np.ndarray, window: int) -> list[slice]:
+    rows = max(1, RING_VALUES // max(window, 1))
+    return [slice(start, start + rows) for start in range(0, n.shape[0], rows)]
+
+
+def ring_values(buf: np.ndarray, slots: np.ndarray, count: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The values (k, ...) of the last ``n[i]`` events of slot ``slots[i]`` of the rings
+    ``buf`` (slots, window, ...) whose keys saw ``count[i]`` events, slot after slot."""
     window = buf.shape[1]
-    parts = [
-        buf[start : start + CHUNK_ROWS][
-            np.arange(window)[None, :] < held[start : start + CHUNK_ROWS, None]
-        ]
-        for start in range(0, len(held), CHUNK_ROWS)
-    ]
-    return np.concatenate(parts) if parts else buf.reshape(0, *buf.shape[2:])
+    parts = []
+    for part in _ring_chunks(n, window):
+        row, pos = ring_span(count[part], n[part], window)
+        parts.append(buf[slots[part][row], pos])
+    return np.concatenate(parts) if parts else np.zeros((0, *buf.shape[2:]), buf.dtype)
+
+
+def put_ring(
+    buf: np.ndarray, slots: np.ndarray, count: np.ndarray, n: np.ndarray, values: np.ndarray
+) -> None:
+    """Inverse of :func:`ring_values`: store ``values`` in the rings; ValueError when they
+    are not as many as ``n`` says."""
+    if int(n.astype(np.int64).sum()) != values.shape[0]:
+        raise ValueError(f"{values.shape[0]} ring values for {int(n.sum())} positions")
+    window, at = buf.shape[1], 0
+    for part in _ring_chunks(n, window):
+        row, pos = ring_span(count[part], n[part], window)
+        buf[slots[part][row], pos] = values[at : at + row.shape[0]]
+        at += row.shape[0]
 
 
 def set_words(words: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
