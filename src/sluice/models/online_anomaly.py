@@ -294,6 +294,7 @@ class OnlineAnomalyDetector:
                 part.history.write()
             if part.context is not None:
                 part.context.update.write()
+                self.keys.note("ctx", part.context.update.at)
             if part.calibration is not None:  # of the keys that learned (see _learned)
                 bulk[part.segs.slot[self._learned(part.state["count"])]] = part.calibration
         self.events += n
@@ -546,9 +547,17 @@ class OnlineAnomalyDetector:
             arrays["buf"] = ring_values(self.keys.arrays["buf"], slots, count, n)
         # the calibration of the keys that learned (the others' is derived from their count)
         arrays[CALIBRATION] = self.keys.arrays[CALIBRATION][slots[used & self._learned(count)]]
-        # only the words with a bit set, of keys in use (most of a bitset stays empty)
+        # the words with a bit set, of keys in use (most of a bitset stays empty); in a delta
+        # only the words written since the base, where they were tracked
         words = self.keys.arrays["ctx"]
-        arrays["ctx_at"], arrays["ctx"] = set_words(words[slots] if dirty else words, used)
+        noted = self.keys.noted("ctx") if dirty else None
+        if noted is None:
+            arrays["ctx_at"], arrays["ctx"] = set_words(words[slots] if dirty else words, used)
+        else:
+            width = self.p * WORDS
+            row = np.searchsorted(slots, noted // width)  # noted words are of dirty slots
+            arrays["ctx_at"] = (row * width + noted % width).astype(np.int64)
+            arrays["ctx"] = words.reshape(-1)[noted] if noted.size else words.reshape(-1)[:0]
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),
@@ -606,7 +615,8 @@ class OnlineAnomalyDetector:
         learned = slots[used & self._learned(count)]
         keys.arrays[CALIBRATION][learned] = arrays[CALIBRATION]
         bits = keys.arrays["ctx"]
-        if delta:  # a key's bits only grow: clear the slots that learned from nothing
+        if delta:  # a key's bits only grow: clear the slots that learned from nothing (and
+            # of the others a delta may hold only the words written since the last one)
             bits[slots[np.asarray(arrays["_renewed"], dtype=bool)]] = 0
         at = np.asarray(arrays["ctx_at"], dtype=np.int64)
         row, col = np.divmod(at, self.p * WORDS)

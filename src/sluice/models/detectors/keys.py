@@ -33,6 +33,7 @@ Spec = dict[str, tuple[tuple[int, ...], float]]
 FEW_KEYS = 64  # up to this many rows, keys are factorized without Arrow
 LAZY_BYTES = 1 << 22  # bulk arrays from this size are mapped page by page (see lazy_zeros)
 RESERVE_BYTES = 1 << 37  # address space reserved up front for a bulk array at most
+NOTED_MAX = 1 << 22  # positions of a bulk array noted between checkpoints at most
 # Linux mmap flag: no swap space is set aside for the mapping (pages are committed on touch)
 MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0
 
@@ -175,6 +176,8 @@ class KeyTable:
         self.dirty = np.zeros(0, dtype=bool)  # slots changed since clean()
         self.base = np.zeros(0)  # each dirty slot's count when it first changed
         self._free_low = 0  # the free stack's shortest length since clean()
+        # flat positions of bulk arrays written since clean() (see note); None: too many
+        self._noted: dict[str, list[np.ndarray] | None] = {}
         # bulk arrays for ``max_keys`` slots, mapped page by page as keys reach them: growing
         # takes a longer view instead of copying (absent where the mapping is refused)
         self._reserved = {
@@ -346,6 +349,27 @@ class KeyTable:
         """Mark every slot as checkpointed (the next dirty export starts from here)."""
         self.dirty[:] = False
         self._free_low = len(self.free)
+        self._noted = {}
+
+    def note(self, name: str, at: np.ndarray) -> None:
+        """Record that flat positions ``at`` of bulk array ``name`` were written (for
+        :meth:`noted`); past :data:`NOTED_MAX` positions they are no longer tracked."""
+        parts = self._noted.setdefault(name, [])
+        if parts is None:
+            return
+        parts.append(np.asarray(at, dtype=np.int64))
+        if sum(part.shape[0] for part in parts) > NOTED_MAX:
+            self._noted[name] = None
+
+    def noted(self, name: str) -> np.ndarray | None:
+        """Distinct flat positions of bulk array ``name`` written since :meth:`clean` (every
+        write must have been noted), or ``None`` when there were too many to track."""
+        parts = self._noted.get(name, [])
+        if parts is None:
+            return None
+        merged = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        self._noted[name] = [merged]
+        return merged
 
     def apply(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
         """Replay a dirty :meth:`export` on the state it was taken after (the small state;
