@@ -15,6 +15,7 @@ from sluice.models.detectors.keys import KeyTable
 from sluice.models.detectors.state_blob import pack, unpack
 from sluice.models.online_anomaly import (
     CALIBRATION,
+    PENDING,
     STATE_VERSION,
     OnlineAnomalyConfig,
     OnlineAnomalyDetector,
@@ -61,6 +62,7 @@ def test_young_keys_store_no_calibration_and_share_ring_pages() -> None:
     slots = det.keys.assign(np.arange(3000), 3000)
     assert (det.keys.arrays["count"][slots] <= WARMUP).all()
     assert not det.keys.arrays[CALIBRATION][slots].any()  # never written
+    assert not det.keys.arrays[PENDING][slots].any()
     ring = det.keys.arrays["buf"]
     assert ring.strides[1] > ring.strides[0]  # position-major: position t of all keys together
     assert det.keys.arrays["ctx"].dtype == np.uint16
@@ -103,7 +105,7 @@ def test_snapshot_and_deltas_restore_the_live_state_across_promotion(max_keys: i
     np.testing.assert_array_equal(copy.keys.table[used], live.keys.table[used])
     learned = used & (live.keys.arrays["count"] > WARMUP)
     assert learned.any() and (used & ~learned).any()
-    for name in (CALIBRATION,):
+    for name in (CALIBRATION, PENDING):
         np.testing.assert_array_equal(
             copy.keys.arrays[name][learned], live.keys.arrays[name][learned]
         )

@@ -104,7 +104,9 @@ STATE_VERSION = 10  # 10: context words uint16; rings, calibration of learning k
 CHUNK_VALUES = 50_000
 DRIFT_PERSIST = 3.0  # |drift statistic| that keeps a key in a regime change (see regime)
 BELOW_ONE = float(np.nextafter(1.0, 0.0))  # scores stay in [0, 1)
-CALIBRATION = "cal"  # bulk per-key calibration histograms: (reference, pending) per statistic
+# bulk per-key calibration histograms per statistic: the reference (decayed counts), and the
+# pending counts of the current block (whole numbers up to the block size: 8 bits)
+CALIBRATION, PENDING = "cal", "calp"
 
 
 @dataclass
@@ -196,11 +198,14 @@ class OnlineAnomalyDetector:
         # is derived, not stored (see _calibration_state), a bitset word is 16 bits
         bulk: Spec = {
             "ctx": ((self.p, WORDS), 0.0),
-            CALIBRATION: ((2, self.n_stats, N_BINS), 0.0),
+            CALIBRATION: ((self.n_stats, N_BINS), 0.0),
+            PENDING: ((self.n_stats, N_BINS), 0.0),
         }
         if self.window:
             bulk["buf"] = ((self.window, self.p), 0.0)
-        dtypes = {"ctx": np.uint16, CALIBRATION: np.float64}
+        if self.cal.block > np.iinfo(np.uint8).max:
+            raise ModelError("calibration blocks must fit pending counts in 8 bits")
+        dtypes = {"ctx": np.uint16, CALIBRATION: np.float64, PENDING: np.uint8}
         self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk, dtypes, frozenset(["buf"]))
         self.events = 0
         # derived from the whole state, kept between calls until it changes (see _changed)
@@ -287,7 +292,7 @@ class OnlineAnomalyDetector:
         slots = self.keys.assign(keys, n, warm=self.config.warmup)
         self._changed()  # new keys may have evicted others
         parts = self._run(slots, X, learn=True)
-        bulk = self.keys.arrays[CALIBRATION]
+        reference, pending = self.keys.arrays[CALIBRATION], self.keys.arrays[PENDING]
         for part in parts:
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
@@ -296,7 +301,9 @@ class OnlineAnomalyDetector:
                 part.context.update.write()
                 self.keys.note("ctx", part.context.update.at)
             if part.calibration is not None:  # of the keys that learned (see _learned)
-                bulk[part.segs.slot[self._learned(part.state["count"])]] = part.calibration
+                learned = part.segs.slot[self._learned(part.state["count"])]
+                reference[learned] = part.calibration[:, 0]
+                pending[learned] = part.calibration[:, 1]
         self.events += n
         self._changed()
         return self._result(parts, X)
@@ -470,7 +477,8 @@ class OnlineAnomalyDetector:
         state = unlearned_state(self.n_stats, np.where(learned, 0, count), self.cal)
         known = np.flatnonzero(learned & (slots < self.keys.cap))
         if known.size:
-            state[known] = self.keys.arrays[CALIBRATION][slots[known]]
+            state[known, 0] = self.keys.arrays[CALIBRATION][slots[known]]
+            state[known, 1] = self.keys.arrays[PENDING][slots[known]]
         return state
 
     def _learned(self, count: np.ndarray) -> np.ndarray:
@@ -545,8 +553,16 @@ class OnlineAnomalyDetector:
             n = np.where(used, np.minimum(count - base, self.window), 0).astype(np.int64)
             arrays["buf_n"] = n.astype(np.int32)
             arrays["buf"] = ring_values(self.keys.arrays["buf"], slots, count, n)
-        # the calibration of the keys that learned (the others' is derived from their count)
-        arrays[CALIBRATION] = self.keys.arrays[CALIBRATION][slots[used & self._learned(count)]]
+        # the calibration of the keys that learned (the others' is derived from their count);
+        # in a delta the reference only where it rolled forward since the base, or was not
+        # stored then
+        learned = used & self._learned(count)
+        arrays[PENDING] = self.keys.arrays[PENDING][slots[learned]]
+        block = self.cal.block
+        rolled = (count.astype(np.int64) - 1) // block != (base.astype(np.int64) - 1) // block
+        rolled |= ~self._learned(base)
+        arrays[CALIBRATION] = self.keys.arrays[CALIBRATION][slots[learned & rolled]]
+        arrays["cal_rolled"] = rolled[learned]
         # the words with a bit set, of keys in use (most of a bitset stays empty); in a delta
         # only the words written since the base, where they were tracked
         words = self.keys.arrays["ctx"]
@@ -613,7 +629,10 @@ class OnlineAnomalyDetector:
         if self.window:
             put_ring(keys.arrays["buf"], slots, count, arrays["buf_n"], arrays["buf"])
         learned = slots[used & self._learned(count)]
-        keys.arrays[CALIBRATION][learned] = arrays[CALIBRATION]
+        keys.arrays[PENDING][learned] = arrays[PENDING]
+        keys.arrays[CALIBRATION][learned[np.asarray(arrays["cal_rolled"], dtype=bool)]] = arrays[
+            CALIBRATION
+        ]
         bits = keys.arrays["ctx"]
         if delta:  # a key's bits only grow: clear the slots that learned from nothing (and
             # of the others a delta may hold only the words written since the last one)
