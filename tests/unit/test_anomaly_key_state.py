@@ -165,3 +165,17 @@ def test_noted_positions_fall_back_to_whole_rows_when_too_many(
     assert table.noted("w") is None
     table.clean()
     assert table.noted("w") is not None and table.noted("w").size == 0
+
+
+def test_the_running_key_summary_matches_a_recount_through_evictions() -> None:
+    keys, X = _stream(30_000, 3000, 8)
+    X[15_000:, 0] += 6.0  # many keys shift at once: signs move
+    det = OnlineAnomalyDetector(_config(max_keys=900))
+    for start in range(0, keys.size, 2500):
+        det.score_learn(keys[start : start + 2500], X[start : start + 2500])
+        counts, known = det._key_summary()
+        det._summary = None
+        recount, known_again = det._key_summary()
+        np.testing.assert_array_equal(counts, recount)
+        assert known == known_again
+    assert det.keys.evicted > 0 and counts.any()

@@ -242,16 +242,28 @@ class OnlineAnomalyDetector:
         return 1.0 - self.config.target_alert_rate
 
     def _key_summary(self) -> tuple[np.ndarray, float]:
-        """Keys shifted up and down per feature (2, p), and how many keys have history."""
+        """Keys shifted up and down per feature (2, p), and how many keys have history
+        (counted over every key once, then kept up to date by :meth:`_summarise`)."""
         if self._summary is None:
             used = self.keys.used
             known = float(np.count_nonzero(used & (self.keys.arrays["count"] > 0)))
             self._summary = (shift_counts(self.keys.arrays["dev"], used), known)
         return self._summary
 
+    def _summarise(self, dev: np.ndarray, count: np.ndarray, sign: float) -> None:
+        """Add (``sign`` 1) or remove (-1) keys with shift signs ``dev`` (m, p) and event
+        counts ``count`` (m,) to the running key summary: it follows the keys a batch
+        changes instead of being counted over every key again (whole numbers: exact)."""
+        if self._summary is None:
+            return
+        counts, known = self._summary
+        every = np.ones(dev.shape[0], dtype=bool)
+        counts = counts + sign * shift_counts(dev, every)
+        self._summary = (counts, known + sign * float(np.count_nonzero(count > 0)))
+
     def _changed(self) -> None:
         """Forget what was derived from the state (call whenever the state changes)."""
-        self._summary = self._derived = None
+        self._derived = None
 
     def prepare(self) -> None:
         """Derive now what scoring without learning needs (key summary, per-key basis), so
@@ -290,10 +302,15 @@ class OnlineAnomalyDetector:
                 )
             )
         slots = self.keys.assign(keys, n, warm=self.config.warmup)
-        self._changed()  # new keys may have evicted others
+        self._changed()
+        gone = self.keys.evicted_rows  # new keys may have evicted others
+        if gone:
+            self._summarise(gone["dev"], gone["count"], -1.0)
         parts = self._run(slots, X, learn=True)
         reference, pending = self.keys.arrays[CALIBRATION], self.keys.arrays[PENDING]
         for part in parts:
+            self._summarise(part.st["dev"].T, part.st["count"], -1.0)
+            self._summarise(part.state["dev"], part.state["count"], 1.0)
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
@@ -595,7 +612,9 @@ class OnlineAnomalyDetector:
             raise StateError(f"online_anomaly state is unreadable: {exc}") from exc
         if header.get("version") != STATE_VERSION:
             raise StateError(
-                f"online_anomaly state version {header.get('version')} is not {STATE_VERSION}"
+                f"online_anomaly state version {header.get('version')} is not {STATE_VERSION}: "
+                "it was saved by another version of sluice, whose per-key state layout this "
+                "one does not read (the model has to learn again)"
             )
         if header["config"]["features"] != self.config.features:
             raise StateError(
@@ -615,6 +634,7 @@ class OnlineAnomalyDetector:
             raise StateError(f"online_anomaly state has damaged per-key arrays: {exc}") from exc
         self.events = int(header["events"])
         self._changed()
+        self._summary = None
 
     def _set_bulk(self, arrays: dict[str, np.ndarray], header: dict[str, Any], delta: bool) -> None:
         """Restore the small state (or replay a delta's), then the bulk arrays of its keys."""

@@ -178,6 +178,8 @@ class KeyTable:
         self._free_low = 0  # the free stack's shortest length since clean()
         # flat positions of bulk arrays written since clean() (see note); None: too many
         self._noted: dict[str, list[np.ndarray] | None] = {}
+        # small state of the keys the last assign evicted, by name (for running summaries)
+        self.evicted_rows: dict[str, np.ndarray] = {}
         # bulk arrays for ``max_keys`` slots, mapped page by page as keys reach them: growing
         # takes a longer view instead of copying (absent where the mapping is refused)
         self._reserved = {
@@ -244,6 +246,7 @@ class KeyTable:
         key whose ``count`` was below ``warm`` is counted in ``evicted_young``."""
         uniq, inv = factorize(keys, n)
         slots = np.fromiter(map(self.index.get, uniq, repeat(-1)), np.int64, len(uniq))
+        self.evicted_rows = {}
         self.tick += 1
         self.last_seen[slots[slots >= 0]] = self.tick
         new = np.flatnonzero(slots < 0)
@@ -282,6 +285,7 @@ class KeyTable:
         self.used[victims] = False
         self.dirty[victims] = True
         self.base[victims] = 0.0  # the slot's next key learns from nothing
+        self.evicted_rows = self._views(self.table[victims])
         self.table[victims] = self.fill
         self.free.extend(victims[::-1].tolist())
         self.evicted += int(victims.size)
