@@ -53,6 +53,7 @@ from sluice.models.detectors.calibrate import (
 )
 from sluice.models.detectors.context import (
     CONTEXT_STATE,
+    LENGTH,
     SINCE_STATE,
     WORDS,
     ContextResult,
@@ -562,7 +563,7 @@ class OnlineAnomalyDetector:
         :meth:`set_state` replays on the state it was taken after."""
         arrays, keys, meta = self.keys.export(dirty=dirty)
         slots = arrays["_slots"] if dirty else np.arange(self.keys.cap)
-        used, count = arrays["_used"], arrays["count"]
+        used, count = arrays["_used"], self.keys.arrays["count"][slots]
         base = arrays.pop("_base") if dirty else np.zeros(count.shape)
         if dirty:  # slots whose keys learned from nothing since the base: bitsets replaced
             arrays["_renewed"] = ~used | (base <= 0)
@@ -580,12 +581,15 @@ class OnlineAnomalyDetector:
         rolled |= ~self._learned(base)
         arrays[CALIBRATION] = self.keys.arrays[CALIBRATION][slots[learned & rolled]]
         arrays["cal_rolled"] = rolled[learned]
-        # the words with a bit set, of keys in use (most of a bitset stays empty); in a delta
-        # only the words written since the base, where they were tracked
+        # the words with a bit set, of keys in use that saw a whole context (most of a bitset
+        # stays empty); in a delta only the words written since the base, where tracked
         words = self.keys.arrays["ctx"]
         noted = self.keys.noted("ctx") if dirty else None
         if noted is None:
-            arrays["ctx_at"], arrays["ctx"] = set_words(words[slots] if dirty else words, used)
+            seen = np.flatnonzero(used & (count >= LENGTH))
+            at, arrays["ctx"] = set_words(words[slots[seen]], np.ones(seen.shape[0], dtype=bool))
+            width = self.p * WORDS
+            arrays["ctx_at"] = seen[at // width] * width + at % width
         else:
             width = self.p * WORDS
             row = np.searchsorted(slots, noted // width)  # noted words are of dirty slots
@@ -645,7 +649,7 @@ class OnlineAnomalyDetector:
         else:
             keys.restore(arrays, header["keys"], header)
             slots = np.arange(keys.cap)
-        used, count = np.asarray(arrays["_used"], dtype=bool), arrays["count"]
+        used, count = np.asarray(arrays["_used"], dtype=bool), keys.arrays["count"][slots]
         if self.window:
             put_ring(keys.arrays["buf"], slots, count, arrays["buf_n"], arrays["buf"])
         learned = slots[used & self._learned(count)]

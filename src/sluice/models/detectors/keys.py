@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import mmap
 import sys
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -319,21 +319,21 @@ class KeyTable:
     def export(
         self, *, dirty: bool = False
     ) -> tuple[dict[str, np.ndarray], list[Any], dict[str, Any]]:
-        """Small-state arrays, slot keys and counters for a checkpoint: of every slot, or
-        (``dirty``) only of the slots changed since :meth:`clean` (``_slots``; ``_base``: each
-        one's count when it first changed), to be replayed by :meth:`apply`. Bulk arrays are
-        left to their owner."""
+        """Small state (``_table``: its rows), slot keys and counters for a checkpoint: of
+        every slot, or (``dirty``) only of the slots changed since :meth:`clean` (``_slots``;
+        ``_base``: each one's count when it first changed), to be replayed by :meth:`apply`.
+        Bulk arrays are left to their owner."""
         meta = {"tick": self.tick, "evicted": self.evicted, "evicted_young": self.evicted_young}
         if not dirty:
             arrays = {
-                **{name: self.arrays[name] for name in self.spec},
+                "_table": self.table,
                 "_last_seen": self.last_seen,
                 "_free": np.array(self.free, dtype=np.int64),
                 "_used": self.used,
             }
             return arrays, self.slot_keys, meta
         slots = np.flatnonzero(self.dirty)
-        arrays = {name: self.arrays[name][slots] for name in self.spec}
+        arrays = {"_table": self.table[slots]}
         arrays.update(
             _slots=slots,
             _base=self.base[slots],
@@ -375,14 +375,20 @@ class KeyTable:
         self._noted[name] = [merged]
         return merged
 
+    def _rows_of(self, arrays: dict[str, np.ndarray], count: int) -> np.ndarray:
+        """The ``_table`` rows of an export, checked against this table's layout."""
+        rows = np.asarray(arrays["_table"], dtype=np.float64)
+        if rows.shape != (count, self.table.shape[1]):
+            raise ValueError(f"state rows {rows.shape}, expected ({count}, {self.table.shape[1]})")
+        return rows
+
     def apply(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
         """Replay a dirty :meth:`export` on the state it was taken after (the small state;
         the owner writes the bulk arrays of ``_slots`` after this)."""
         if int(meta["cap"]) > self.cap:
             self._grow(int(meta["cap"]))
         slots = np.asarray(arrays["_slots"], dtype=np.int64)
-        for name in self.spec:
-            self.arrays[name][slots] = arrays[name]
+        self.table[slots] = self._rows_of(arrays, slots.shape[0])
         used = np.asarray(arrays["_used"], dtype=bool)
         listed = slots.tolist()
         for slot in listed:  # first forget the keys these slots held, then give the new ones
@@ -410,9 +416,8 @@ class KeyTable:
         self.table = (
             np.empty((cap, self.table.shape[1])) if self._rows is None else self._rows[:cap]
         )
+        self.table[...] = self._rows_of(arrays, cap)
         self.arrays = self._views(self.table)
-        for name in self.spec:
-            self.arrays[name][...] = arrays[name]
         for name, (shape, _) in self.bulk.items():  # a fresh reservation: growing copies nothing
             size, major = max(self.max_keys, cap), name in self.major
             reserved = _reserve(size, shape, self.dtypes[name], major)
@@ -423,7 +428,10 @@ class KeyTable:
         self.free = [int(v) for v in arrays["_free"]]
         self.used = np.array(arrays["_used"], dtype=bool)
         self.slot_keys = list(keys)
-        self.index = {k: i for i, k in enumerate(self.slot_keys) if self.used[i]}
+        held = np.flatnonzero(self.used)
+        self.index = dict(
+            zip(compress(self.slot_keys, self.used.tolist()), held.tolist(), strict=True)
+        )
         self.cap = cap
         self.dirty = np.zeros(cap, dtype=bool)
         self.base = np.zeros(cap)
