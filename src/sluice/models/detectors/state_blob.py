@@ -2,8 +2,10 @@
 
 ``np.savez`` writes a zip entry per array, which costs more than the arrays themselves
 when a delta holds a few kilobytes of each of fifty arrays. :func:`pack` writes a magic
-line, the JSON list of (name, dtype, shape) and the arrays' bytes back to back;
-:func:`unpack` reads that, or an ``.npz`` archive written by earlier versions.
+line, the JSON list of (name, dtype, shape) and the arrays' bytes back to back, compressed
+with LZ4 from :data:`COMPRESS_FROM` bytes (per-key state compresses about 3x, faster than
+a checkpoint store writes the difference); :func:`unpack` reads that, or an ``.npz``
+archive written by earlier versions.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ import json
 import struct
 
 import numpy as np
+import pyarrow as pa
 
 MAGIC = b"SLUICE-ARRAYS-1\n"
+LZ4_MAGIC = b"SLUICE-ARRAYS-LZ4\n"  # then the packed size and the LZ4 frame of the packing
+COMPRESS_FROM = 1 << 14
 _LENGTH = struct.Struct("<Q")
+
+
+def _codec() -> pa.Codec | None:
+    return pa.Codec("lz4") if pa.Codec.is_available("lz4") else None
 
 
 def pack(arrays: dict[str, np.ndarray]) -> bytes:
@@ -29,11 +38,17 @@ def pack(arrays: dict[str, np.ndarray]) -> bytes:
         index.append([name, value.dtype.str, list(value.shape)])
         parts.append(value.reshape(-1).view(np.uint8).data)  # joined without a copy of its own
     head = json.dumps(index).encode()
-    return b"".join([MAGIC, _LENGTH.pack(len(head)), head, *parts])
+    raw = b"".join([MAGIC, _LENGTH.pack(len(head)), head, *parts])
+    codec = _codec()
+    if len(raw) < COMPRESS_FROM or codec is None:
+        return raw
+    return b"".join([LZ4_MAGIC, _LENGTH.pack(len(raw)), codec.compress(raw, asbytes=True)])
 
 
 def unpack(blob: bytes) -> dict[str, np.ndarray]:
     """The arrays :func:`pack` (or ``np.savez``) wrote, writable; ValueError when damaged."""
+    if blob.startswith(LZ4_MAGIC):
+        blob = _decompress(blob)
     if not blob.startswith(MAGIC):
         with np.load(io.BytesIO(blob), allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
@@ -54,6 +69,19 @@ def unpack(blob: bytes) -> dict[str, np.ndarray]:
         out[name] = np.frombuffer(data, kind, count, at).reshape(shape)
         at += count * kind.itemsize
     return out
+
+
+def _decompress(blob: bytes) -> bytes:
+    """The packing inside an LZ4 blob of :func:`pack`."""
+    codec = _codec()
+    if codec is None:
+        raise ValueError("state is LZ4-compressed and this pyarrow has no LZ4 codec")
+    try:
+        (size,) = _LENGTH.unpack_from(blob, len(LZ4_MAGIC))
+        data = memoryview(blob)[len(LZ4_MAGIC) + _LENGTH.size :]
+        return bytes(codec.decompress(data, decompressed_size=size, asbytes=True))
+    except (struct.error, OSError, pa.ArrowException) as exc:
+        raise ValueError(f"damaged compressed state: {exc}") from exc
 
 
 CHUNK_ROWS = 1 << 16  # keys packed at a time: bounds the temporaries of a large snapshot
