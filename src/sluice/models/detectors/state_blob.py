@@ -38,11 +38,16 @@ def pack(arrays: dict[str, np.ndarray]) -> bytes:
         index.append([name, value.dtype.str, list(value.shape)])
         parts.append(value.reshape(-1).view(np.uint8).data)  # joined without a copy of its own
     head = json.dumps(index).encode()
-    raw = b"".join([MAGIC, _LENGTH.pack(len(head)), head, *parts])
-    codec = _codec()
-    if len(raw) < COMPRESS_FROM or codec is None:
-        return raw
-    return b"".join([LZ4_MAGIC, _LENGTH.pack(len(raw)), codec.compress(raw, asbytes=True)])
+    pieces: list[bytes | memoryview] = [MAGIC, _LENGTH.pack(len(head)), head, *parts]
+    size = sum(len(piece) for piece in pieces)
+    if size < COMPRESS_FROM or _codec() is None:
+        return b"".join(pieces)
+    sink = pa.BufferOutputStream()  # streamed: the uncompressed packing is never built whole
+    stream = pa.CompressedOutputStream(sink, "lz4")
+    for piece in pieces:
+        stream.write(piece)
+    stream.close()
+    return b"".join([LZ4_MAGIC, _LENGTH.pack(size), sink.getvalue()])
 
 
 def unpack(blob: bytes) -> dict[str, np.ndarray]:
