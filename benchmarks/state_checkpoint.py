@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -131,17 +130,7 @@ def run_pipeline(work: Path, keys: int, events: int, src: str | None = None) -> 
         pq.write_table(_table(np.arange(events) % keys, rng), data)
     path = work / f"keys_{keys}.yaml"
     path.write_text(PIPELINE.format(data=data, max_keys=max(keys, 1000)))
-    saved = os.environ.get("PYTHONPATH")
-    if src is not None:
-        os.environ["PYTHONPATH"] = src
-    try:
-        return run_sluice(path, work / f"home_{keys}")
-    finally:
-        if src is not None:
-            if saved is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = saved
+    return run_sluice(path, work / f"home_{keys}", src)
 
 
 def main() -> None:
