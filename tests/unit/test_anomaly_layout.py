@@ -129,3 +129,16 @@ def test_chunked_batches_score_like_whole_ones() -> None:
         np.testing.assert_allclose(b.score, a.score, rtol=1e-9, atol=1e-9)
         np.testing.assert_array_equal(b.anomaly, a.anomaly)
         np.testing.assert_array_equal(b.reason, a.reason)
+
+
+def test_ew_scan_of_a_key_does_not_inherit_rounding_from_a_larger_one() -> None:
+    rng = np.random.default_rng(8)
+    squares = np.concatenate([rng.normal(0, 5e7, 2000) ** 2, rng.normal(0, 0.5, 2000) ** 2])
+    decay = 1.0 - 1.0 / 300
+    together = Segments.from_slots(np.repeat([0, 1], 2000))
+    assert not together.blocks  # the contiguous layout, where keys follow one another
+    before, final = ew_scan(squares[None, :], decay, together, np.zeros((1, 2)))
+    alone = Segments.from_slots(np.zeros(2000, dtype=np.int64))
+    want, want_final = ew_scan(squares[None, 2000:], decay, alone, np.zeros((1, 1)))
+    np.testing.assert_array_equal(before[0, 2000:], want[0])
+    assert final[0, 1] == want_final[0, 0]

@@ -147,9 +147,10 @@ def test_retention_by_size_respects_consumer_position(tmp_path: Path) -> None:
 
 
 def test_retention_by_age_and_explicit_floor(tmp_path: Path) -> None:
-    log = EmbeddedLog(tmp_path)
+    now = [1_000_000_000]  # microseconds: an injected clock, so load cannot age records
+    log = EmbeddedLog(tmp_path, clock=lambda: now[0])
     log.append("s", [b"old"] * 4)
-    time.sleep(0.05)
+    now[0] += 50_000
     log.append("s", [b"new"] * 2)
     assert log.retain("s", max_age="10ms", keep_from=2) == 2
     assert log.retain("s", max_age="10ms") == 2

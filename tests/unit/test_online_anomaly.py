@@ -250,3 +250,29 @@ def test_first_anomalous_event_after_a_quiet_spell_starts_an_incident() -> None:
     assert not first_alert.any()
     # the first opens an incident, the second continues it, the third opens a new one
     assert list(np.flatnonzero(starts)) == [50, 100, 100 + INCIDENT_GAP + 20]
+
+
+def _bursty(n: int, gaps: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A quiet sensor (sd 0.1) with 30-60 sigma bursts at random gaps, and the burst rows."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(10.0, 0.1, n)
+    bursts = np.cumsum(rng.integers(gaps[0], gaps[1], n // gaps[0]))
+    bursts = bursts[bursts < n]
+    x[bursts] += rng.uniform(3.0, 6.0, bursts.shape[0])
+    return x.reshape(-1, 1), bursts
+
+
+def test_recurring_bursts_become_the_keys_normal_but_rare_ones_still_alert() -> None:
+    n = 6000
+    frequent, at = _bursty(n, (80, 200), seed=5)  # ~1 burst in 140 events: 14x the budget
+    rare, rare_at = _bursty(n, (1400, 1700), seed=6)  # within calibration's budget
+    keys = np.array(["frequent"] * n + ["rare"] * n, dtype=object)
+    res = OnlineAnomalyDetector(OnlineAnomalyConfig(features=["v"], key="k")).score_learn(
+        keys, np.concatenate([frequent, rare])
+    )
+    early, late = at[(at >= 200) & (at < 1000)], at[at >= 4000]
+    assert res.anomaly[early].mean() >= 0.8  # the first bursts are anomalies
+    assert res.anomaly[late].mean() <= 0.35  # ... the many after them are not
+    assert res.anomaly[n + rare_at[rare_at >= 200]].all()  # rare ones always are
+    quiet = np.setdiff1d(np.arange(200, n), at)
+    assert not res.anomaly[quiet].any()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
 import typer
@@ -34,3 +37,21 @@ def check_format(fmt: str) -> None:
 def settings() -> Settings:
     """Settings from the environment (SLUICE_HOME and friends)."""
     return Settings()
+
+
+@contextmanager
+def starting() -> Iterator[None]:
+    """Pause the cyclic GC while a command imports and builds what it runs.
+
+    Start-up makes about a million objects that live as long as the process; collecting
+    while they are made finds nothing (about 0.2 s of CPU per ``sluice run``). Afterwards
+    they are frozen (later collections skip them) and the GC runs as before.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sluice.cli.common import FormatOpt, check_format, console, err_console, fail, settings
+from sluice.cli.common import (
+    FormatOpt,
+    check_format,
+    console,
+    err_console,
+    fail,
+    settings,
+    starting,
+)
 from sluice.core.errors import SluiceError
 
 if TYPE_CHECKING:
@@ -68,14 +76,16 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Run a pipeline."""
-    from sluice.config.loader import load_pipeline
-    from sluice.runners.progress import ProgressReporter, print_summary
-    from sluice.service.run import build_runner
+    with starting():
+        from sluice.config.loader import load_pipeline
+        from sluice.runners.progress import ProgressReporter, print_summary
+        from sluice.service.run import build_runner
 
     if runner not in ("local", "spark", "beam"):
         fail(SluiceError(f"unknown runner {runner!r}; use local, spark or beam"))
     try:
-        p = load_pipeline(pipeline)
+        with starting():
+            p = load_pipeline(pipeline)
         if runner != "local":
             stats = _run_batch(
                 pipeline,
@@ -90,15 +100,17 @@ def run(
         stop = threading.Event()
         _install_stop_handlers(stop)
         with ProgressReporter(console, p.name, enabled=not quiet) as progress:
-            stats = build_runner(
-                p,
-                settings(),
-                until_idle=until_idle,
-                group=group,
-                idle_timeout=idle_timeout,
-                on_progress=progress.update,
-                stop_event=stop,
-            ).run()
+            with starting():
+                local = build_runner(
+                    p,
+                    settings(),
+                    until_idle=until_idle,
+                    group=group,
+                    idle_timeout=idle_timeout,
+                    on_progress=progress.update,
+                    stop_event=stop,
+                )
+            stats = local.run()
     except SluiceError as exc:
         fail(exc)
     print_summary(console, stats)

@@ -45,10 +45,12 @@ import numpy as np
 from sluice.core.allocator import reuse_freed_memory
 from sluice.core.errors import ModelError, StateError
 from sluice.models.detectors.calibrate import (
+    EPISODE_STATE,
     EXCLUDE,
     N_BINS,
     CalibrationParams,
     calibrate,
+    fresh_episodes,
     unlearned_state,
 )
 from sluice.models.detectors.context import (
@@ -99,7 +101,7 @@ from sluice.models.detectors.univariate import (
     recenter,
 )
 
-STATE_VERSION = 10  # 10: context words uint16; rings, calibration of learning keys only
+STATE_VERSION = 11  # 11: context words uint16; rings, calibration of learning keys only
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
@@ -225,6 +227,7 @@ class OnlineAnomalyDetector:
         spec[SINCE_STATE] = ((), 0.0)
         spec.update({name: ((), 0.0) for name in NOVELTY_STATE})
         spec.update({name: ((), 0.0) for name in ONSET_STATE})
+        spec[EPISODE_STATE] = ((1 + 2 * self.n_stats,), 0.0)
         spec["count"] = ((), 0.0)
         return spec
 
@@ -469,8 +472,8 @@ class OnlineAnomalyDetector:
         calibrated: np.ndarray,
         ctx: ContextResult,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Calibrated p-value of each event (n,), and the final novelty state; the final
-        calibration histograms of the keys that learned go to ``part.calibration``."""
+        """Calibrated p-value of each event (n,), and the final novelty and episode states; the
+        final calibration histograms of the keys that learned go to ``part.calibration``."""
         segs, st = part.segs, part.st
         # keys that learn in the chunk; the others are too young for their p-values to be
         # used (every use needs a warm event) and have no calibration to store
@@ -480,12 +483,14 @@ class OnlineAnomalyDetector:
             st["count"] <= 0, fresh_novelty(segs.m), np.stack([st[k] for k in NOVELTY_STATE])
         )
         p_novel, novelty = novelty_probability(ctx.novel, warm, segs, novelty_init, NOVELTY_HORIZON)
+        fresh = (st["count"] <= 0)[:, None]
+        episodes = np.where(fresh, fresh_episodes(self.n_stats, segs.m), st[EPISODE_STATE].T)
         result = calibrate(
-            stats, p_novel, warm, calibrated, segs, st["count"], state, self.cal, active
+            stats, p_novel, warm, calibrated, segs, st["count"], state, episodes, self.cal, active
         )
         part.evidence = result.evidence
         part.calibration = state  # kept until the batch is stored
-        return result.p, dict(zip(NOVELTY_STATE, novelty, strict=True))
+        return result.p, {**dict(zip(NOVELTY_STATE, novelty, strict=True)), EPISODE_STATE: episodes}
 
     def _calibration_state(self, slots: np.ndarray, count: np.ndarray) -> np.ndarray:
         """Calibration state (k, 2, s, bins) of keys ``slots``, which saw ``count`` events:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.config.models import Pipeline
 from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
-from sluice.runners.bounded import BatchRunner
 from sluice.runners.local import LocalRunner
 from sluice.runners.partitioned import PartitionedRunner
 from sluice.runners.stats import RunStats
 from sluice.sources.base import source_class
+
+if TYPE_CHECKING:
+    from sluice.runners.bounded import BatchRunner
 
 RUNNERS = ("local", "spark", "beam")
 _BATCH_OPTIONS = ("idle_timeout", "job_runner", "model_partitions")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
 from sluice.actions.base import JobRunner
-from sluice.actions.engine import ActionEngine
-from sluice.actions.outbox import PendingActions
 from sluice.config.models import Pipeline
 from sluice.core.context import EpochContext, rows_as_json
 from sluice.core.errors import ConfigError
@@ -25,6 +23,10 @@ from sluice.storage.checkpoints import State, Writer
 from sluice.storage.db import get_engine
 from sluice.transforms.base import Transform
 from sluice.transforms.build import build_transforms
+
+if TYPE_CHECKING:  # the engine (templates, outbox, dispatcher) is imported only when used
+    from sluice.actions.engine import ActionEngine
+    from sluice.actions.outbox import PendingActions
 
 log = logging.getLogger("sluice.runner")
 T = TypeVar("T")
@@ -55,17 +57,17 @@ class Stages:
         self.drift = self._drift_watches()
         self.drift_log: DriftLog | None = None
         self._drift_writers: list[Writer] = []  # this epoch's drift events, for the checkpoint
-        self.actions = (
-            ActionEngine(
+        self.actions: ActionEngine | None = None
+        if pipeline.actions:
+            from sluice.actions.engine import ActionEngine
+
+            self.actions = ActionEngine(
                 pipeline.actions,
                 pipeline=pipeline.name,
                 settings=settings,
                 event_time=pipeline.event_time,
                 job_runner=job_runner,
             )
-            if pipeline.actions
-            else None
-        )
         self._started = False
 
     def start(self) -> None:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sluice.config.models import Pipeline
 from sluice.core.settings import Settings
-from sluice.orchestration.service import job_runner
-from sluice.runners.bounded import BatchRunner
 from sluice.runners.create import create_batch_runner, create_runner
 from sluice.runners.local import LocalRunner
 from sluice.runners.stats import RunStats
+
+if TYPE_CHECKING:
+    from sluice.runners.bounded import BatchRunner
+
+
+def job_runner(settings: Settings) -> Callable[[str, dict[str, Any], str], None]:
+    """The ``run_job`` action's runner; the scheduler is imported when a job is queued."""
+
+    def run(job: str, params: dict[str, Any], idempotency_key: str) -> None:
+        from sluice.orchestration.service import job_runner as queue_job
+
+        queue_job(settings)(job, params, idempotency_key)
+
+    return run
 
 
 def build_runner(

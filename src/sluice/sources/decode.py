@@ -189,8 +189,6 @@ class Decoder:
                 expr = f"COALESCE({expr}, {self._defaults[name]})"
             outputs.append(f"({expr})::{DUCKDB_TYPES[spec.type]} AS {_ident(name)}")
         passed = [_ident(n) for n in self._passthrough(schema)]
-        if "__origin" in names:
-            passed.append('"__origin"')
         outputs += passed
         outputs.append(f"{reason} AS __reason")
         # Typed input: the payload (a JSON object of the row) is built later, for bad rows only.
@@ -292,11 +290,17 @@ class Decoder:
             return out_schema.empty_table()
         if self.raw_format == "json" and "_raw" not in batch.column_names:
             raise ConfigError("json input needs a '_raw' column holding the JSON text")
-        self._con.register("batch", _in_morsels(batch))
+        # Origins stay out of the query (one string per row through DuckDB and back): the
+        # result keeps the input's row order, so they are put back here.
+        origins = batch.column("__origin") if origin_field else None
+        scanned = batch.drop_columns(["__origin"]) if origin_field else batch
+        self._con.register("batch", _in_morsels(scanned))
         try:
-            result = self._relation(batch.schema).to_arrow_table()
+            result = self._relation(scanned.schema).to_arrow_table()
         finally:
             self._con.unregister("batch")
+        if origins is not None:
+            result = result.append_column("__origin", origins)
         reason = result.column("__reason")
         if reason.null_count == result.num_rows:
             return result.select(out_schema.names).cast(out_schema)

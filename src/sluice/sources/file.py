@@ -24,14 +24,13 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sluice.config.models import SourceConfig
 from sluice.core.errors import ConfigError, SourceError
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext
-from sluice.sources.lines import Records, cut_point, origin_column, split_records
+from sluice.sources.lines import Records, cut_point, non_blank, origin_column, split_records
 
 FORMAT_SUFFIXES = {
     ".jsonl": "json",
@@ -181,7 +180,7 @@ class JsonLinesReader(TextReader):
         """Read the next chunk of lines."""
         data, eof = self.read_records()
         records = split_records(data, strip=" \t\r\n")
-        keep = pc.greater(pc.binary_length(records.text), 0).to_numpy(zero_copy_only=False)
+        keep = non_blank(records.text)
         lines, ends, next_lines, end = self.positions(data, records, keep)
         all_kept = bool(keep.all())
         columns = {
@@ -238,7 +237,7 @@ class CsvReader(TextReader):
         data, eof = self.read_records()
         for multiline in (True, False):  # quoted newlines, or (stray quotes) plain lines
             records = split_records(data, quoted=multiline)
-            keep = pc.greater(pc.binary_length(records.text), 0).to_numpy(zero_copy_only=False)
+            keep = non_blank(records.text)
             text = records.text.filter(pa.array(keep))
             table = self._parse(data, text, records.invalid_utf8 is not None, multiline)
             if table is not None:

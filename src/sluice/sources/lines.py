@@ -68,7 +68,10 @@ def split_records(data: Buffer, quoted: bool = False, strip: str = "\r\n") -> Re
     if stops.size:
         starts[0] = 0
         starts[1:] = stops[:-1]
-    lines = np.searchsorted(newlines, starts, side="left").astype(np.int64)
+    if quoted:
+        lines = np.searchsorted(newlines, starts, side="left").astype(np.int64)
+    else:  # every record starts on the line after the previous one's newline
+        lines = np.arange(stops.size, dtype=np.int64)
     offsets = np.empty(stops.size + 1, np.int64)
     offsets[0] = 0
     offsets[1:] = stops
@@ -86,6 +89,11 @@ def split_records(data: Buffer, quoted: bool = False, strip: str = "\r\n") -> Re
         raw = _replace_invalid(raw, invalid, data, starts, stops)
     text = pc.ascii_rtrim(raw, strip)
     return Records(text, stops, lines, invalid, int(newlines.size))
+
+
+def non_blank(text: pa.Array) -> np.ndarray:
+    """A numpy bool per record: True when it is not empty (lengths read without a copy)."""
+    return np.asarray(pc.binary_length(text).to_numpy(zero_copy_only=False)) > 0
 
 
 def is_utf8(data: Buffer) -> bool:

@@ -24,6 +24,17 @@ histograms (far below the body quantiles, so this cannot feed back into the mode
 sustained incident keeps its evidence instead of becoming the key's new normal within a few
 blocks.
 
+**Recurring extremes.** Exclusion has a budget: on a calibrated statistic an event is
+excluded with probability about ``EXCLUDE``, so a key's *excluded episodes* (an excluded
+event after :data:`EPISODE_GAP` events without one; a sustained incident is one episode)
+number at most ``EXCLUDE`` times its recent trusted events. Each statistic counts its own
+episodes (decayed over the calibration horizon); where they exceed that budget by
+:data:`RECURRING_Z` Poisson standard deviations, the extremes are the key's normal
+behaviour - bursts of a mostly idle counter, a spike every night - not anomalies: that
+statistic then learns them like any other event, and the open last bin of its histogram
+(statistics beyond the scale, whose position in it is not kept) counts as at least as
+extreme as any value in it, so its extremes are no rarer than the key has shown them.
+
 **Batch invariance.** A key's histogram is only rolled forward at key-local event counts: its
 events are cut into blocks of ``block`` events, and every event of block ``k`` is calibrated
 against the histogram of the events of blocks ``< k`` (decayed once per block). The result
@@ -64,6 +75,11 @@ Q_TAIL = 0.03
 LAM_MIN = 0.05
 PRIOR_EVENTS = 10.0  # weight of the nominal prior of a fresh key
 EXCLUDE = 1e-3  # events at least this improbable do not enter the histograms
+EPISODE_GAP = 50.0  # an excluded event after this many others starts an excluded episode
+RECURRING_Z = 3.0  # Poisson sd above the budget of excluded episodes: extremes recur
+# per key: EW count of its trusted events, then per statistic the EW count of its excluded
+# episodes and the events since its last excluded one
+EPISODE_STATE = "xe"
 
 
 def _nominal_prior() -> np.ndarray:
@@ -96,6 +112,12 @@ def fresh_state(n_stats: int, m: int) -> np.ndarray:
     return state
 
 
+def fresh_episodes(n_stats: int, m: int) -> np.ndarray:
+    """Episode state (m, 1 + 2 s) of ``m`` fresh keys: no trusted events, and per statistic no
+    excluded episode, the last one long ago."""
+    return np.tile(np.concatenate([[0.0], np.tile([0.0, EPISODE_GAP], n_stats)]), (m, 1))
+
+
 def unlearned_state(n_stats: int, count: np.ndarray, params: CalibrationParams) -> np.ndarray:
     """Calibration state (m, 2, s, bins) of keys that saw ``count`` events without learning
     from any: the prior, decayed once per block begun, exactly as :func:`calibrate` rolls it
@@ -125,6 +147,7 @@ def calibrate(
     segs: Segments,
     count: np.ndarray,
     state: np.ndarray,
+    episodes: np.ndarray,
     params: CalibrationParams,
     active: np.ndarray | None = None,
 ) -> Calibration:
@@ -135,8 +158,10 @@ def calibrate(
     ``learn`` (n,): events that enter the histograms; ``trusted`` (n,): events of keys old
     enough that their anomalies are kept out of them. ``active`` (m,): the segments to
     calibrate (default all); the events of the others get ``p`` = 1 (their keys are too
-    young for a p-value to be used). ``state`` (k, 2, c + 1, bins) holds the reference and
-    pending histograms of each active segment before the chunk, and after it on return.
+    young for a p-value to be used, and learn nothing). ``state`` (k, 2, c + 1, bins) holds
+    the reference and pending histograms of each active segment before the chunk, and after
+    it on return; ``episodes`` (m, 1 + 2 (c + 1)) likewise each key's episode counts (see
+    :func:`fresh_episodes` and the module docstring).
     """
     n, n_comp = stats.shape[1], stats.shape[0]
     if active is None:
@@ -149,6 +174,7 @@ def calibrate(
     grouped = np.empty(events.shape[0], dtype=np.int64)
     grouped[bounds[rank[segs.seg[events]]] + segs.offset[events]] = events
     evidence, p = np.empty((grouped.shape[0], n_comp)), np.empty(grouped.shape[0])
+    chosen = np.ascontiguousarray(episodes[active])
     _kernel()(
         np.ascontiguousarray(stats[:, grouped].T),
         extra[grouped].astype(np.float64),
@@ -157,14 +183,28 @@ def calibrate(
         bounds,
         count[active].astype(np.int64),
         state,
+        chosen,
         params.block,
-        np.array([params.block_decay, Q_TAIL, LAM_MIN, EXCLUDE, ATOM, P_FLOOR]),
+        np.array(
+            [
+                params.block_decay,
+                Q_TAIL,
+                LAM_MIN,
+                EXCLUDE,
+                ATOM,
+                P_FLOOR,
+                1.0 - 1.0 / max(params.horizon, 2),
+                EPISODE_GAP,
+                RECURRING_Z,
+            ]
+        ),
         EDGES,
         WIDTHS,
         MIDS,
         evidence,
         p,
     )
+    episodes[active] = chosen
     out_evidence, out_p = np.ones(stats.shape), np.ones(n)
     out_evidence[:, grouped] = evidence.T
     out_p[grouped] = p

@@ -92,11 +92,15 @@ def _bin(s, edges):
 
 
 @_jit
-def _probability(s, b, c, hist, tails, model, edges, widths, floor):
-    """Calibrated tail probability of statistic ``c`` at ``s`` (in bin ``b``)."""
+def _probability(s, b, c, hist, tails, model, edges, widths, floor, open_top=False):
+    """Calibrated tail probability of statistic ``c`` at ``s`` (in bin ``b``); ``open_top``:
+    the open last bin's events count as at least as extreme as any ``s`` in it."""
     n_bins = edges.shape[0]
     above = tails[c, b + 1] if b + 1 < n_bins else 0.0
-    inside = min(max((edges[b] + widths[b] - s) / widths[b], 0.0), 1.0)
+    if open_top and b == n_bins - 1:
+        inside = 1.0
+    else:
+        inside = min(max((edges[b] + widths[b] - s) / widths[b], 0.0), 1.0)
     p = (above + hist[c, b] * inside) / model[c, 3]
     high = model[c, 0]
     if s > high:
@@ -128,6 +132,7 @@ def _run(
     bounds,
     count,
     state,
+    episodes,
     block,
     reals,
     edges,
@@ -137,17 +142,19 @@ def _run(
     out,
 ):
     """Walk every key's events in order (see the calibrate module)."""
-    decay, q_tail, lam_min, exclude, atom, floor = reals
+    decay, q_tail, lam_min, exclude, atom, floor, event_decay, gap, z_limit = reals
     n_comp = stats.shape[1]
     n_stats, n_bins = n_comp + 1, edges.shape[0]
     tails = np.empty((n_stats, n_bins))
     model = np.empty((n_stats, 4))
     bins = np.empty(n_stats, dtype=np.int64)
+    recurs = np.empty(n_stats, dtype=np.bool_)
     for g in range(count.shape[0]):
         hist = state[g, 0]
         pend = state[g, 1]
         current = (count[g] - 1) // block
         _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom)
+        seen = episodes[g, 0]  # EW count of trusted events (then per statistic: its episodes)
         for j in range(bounds[g], bounds[g + 1]):
             i = j
             k = count[g] + (j - bounds[g])
@@ -158,20 +165,37 @@ def _run(
                         hist[c, b] = hist[c, b] * decay + pend[c, b]
                         pend[c, b] = 0.0
                 _refit(hist, tails, model, edges, widths, mids, q_tail, lam_min, atom)
+            # excluded episodes (after ``gap`` events without one) are counted; where they
+            # recur far more often than calibration allows, extremes are the key's normal
+            expected = exclude * seen
+            limit = expected + z_limit * math.sqrt(expected) + 1.0
+            for c in range(n_stats):
+                recurs[c] = episodes[g, 1 + 2 * c] > limit
             for c in range(n_comp):
                 bins[c] = _bin(stats[i, c], edges)
                 evidence[i, c] = _probability(
-                    stats[i, c], bins[c], c, hist, tails, model, edges, widths, floor
+                    stats[i, c], bins[c], c, hist, tails, model, edges, widths, floor, recurs[c]
                 )
             s = _combine(evidence, i, extra[i], floor)
-            bins[n_comp] = _bin(s, edges)
-            out[i] = _probability(s, bins[n_comp], n_comp, hist, tails, model, edges, widths, floor)
+            c = n_comp
+            bins[c] = _bin(s, edges)
+            out[i] = _probability(
+                s, bins[c], c, hist, tails, model, edges, widths, floor, recurs[c]
+            )
             if learn[i]:
-                for c in range(n_comp):
-                    if not trusted[i] or evidence[i, c] > exclude:
+                seen = seen * event_decay + (1.0 if trusted[i] else 0.0)
+                for c in range(n_stats):
+                    p = evidence[i, c] if c < n_comp else out[i]
+                    if not trusted[i] or p > exclude or recurs[c]:
                         pend[c, bins[c]] += 1.0
-                if not trusted[i] or out[i] > exclude:
-                    pend[n_comp, bins[n_comp]] += 1.0
+                    episodes[g, 1 + 2 * c] *= event_decay
+                    if trusted[i] and p <= exclude:
+                        if episodes[g, 2 + 2 * c] >= gap:
+                            episodes[g, 1 + 2 * c] += 1.0
+                        episodes[g, 2 + 2 * c] = 0.0
+                    else:
+                        episodes[g, 2 + 2 * c] += 1.0
+        episodes[g, 0] = seen
 
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -216,6 +240,25 @@ def _components(z, cap, others, muted, back, log_tests, zero_below, out):
         for i in range(n):  # surprise 0 (p * tests >= 1) up to zero_below: no tail to compute
             v = out[c, i]
             out[c, i] = _surprise(v, log_tests) if v > zero_below else 0.0
+
+
+@_jit
+def _segment_scan(v, decay, start, lengths, init, before, final):
+    """Per row and segment: ``y = decay * y + v`` from ``init``; the state before each event
+    and after each segment."""
+    for r in range(v.shape[0]):
+        d = decay[r]
+        for s in range(start.shape[0]):
+            y = init[r, s]
+            for t in range(start[s], start[s] + lengths[s]):
+                before[r, t] = y
+                y = d * y + v[r, t]
+            final[r, s] = y
+
+
+def segment_scan() -> Any:
+    """The exponentially weighted scan of a contiguous layout."""
+    return _segment_scan
 
 
 def compiled() -> Any:

@@ -39,7 +39,6 @@ class Segments:
     lengths: np.ndarray  # events of each segment
     blocks: list[tuple[int, int]] = field(default_factory=list)  # head blocks [a, b)
     tail: Segments | None = None  # contiguous layout of the positions after the head blocks
-    _powers: dict[float, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def from_slots(cls, slots: np.ndarray, min_block: int = MIN_BLOCK_KEYS) -> Segments:
@@ -138,15 +137,6 @@ class Segments:
     def tail_from(self) -> int:
         """First position of the tail (after the head blocks)."""
         return self.blocks[-1][1] if self.blocks else 0
-
-    def power(self, decay: float) -> np.ndarray:
-        """``decay ** (offset + 1)`` for every event (cached per decay)."""
-        cached = self._powers.get(decay)
-        if cached is None:
-            exponent = np.maximum((self.offset + 1.0) * np.log(decay), -690.0)
-            cached = np.exp(exponent)
-            self._powers[decay] = cached
-        return cached
 
     def position(self, seg: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """Position of event ``offset`` of segment ``seg`` (both arrays, offsets in range)."""

@@ -2,10 +2,9 @@
 
 Each scan carries a per-key recurrence through the batch laid out by
 :class:`~sluice.models.detectors.layout.Segments`. In a contiguous layout, exponentially
-weighted sums ``y_t = d * y_{t-1} + v_t`` run over the whole batch with one IIR filter, then
-each segment is corrected for the value leaked in from the previous segment and for its own
-initial state: the correction at offset ``k`` of a segment is ``d ** (k + 1) * (init -
-y_before_segment)``; the other scans use cumulative maxima of event indexes. In a mixed
+weighted sums ``y_t = d * y_{t-1} + v_t`` run key by key in a compiled loop (exact: no value
+of one key leaks into another's sums, so the result does not depend on which keys share a
+batch); the other scans use cumulative maxima of event indexes. In a mixed
 layout, the head blocks are stepped through (each step vectorised over keys) and the tail is
 scanned as a contiguous layout from the state the blocks left.
 """
@@ -15,7 +14,6 @@ from __future__ import annotations
 from itertools import pairwise
 
 import numpy as np
-from scipy.signal import lfilter
 
 from sluice.models.detectors.layout import Segments
 
@@ -115,21 +113,23 @@ def ew_scan_stacked(
 def _ew_contiguous(
     v: np.ndarray, decay: float | np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(decay, np.ndarray):
-        decays = decay
-        before, final = np.empty_like(v), np.empty(init.shape)
-        for d in np.unique(decays).tolist():
-            rows = np.flatnonzero(decays == d)
-            before[rows], final[rows] = _ew_contiguous(v[rows], d, segs, init[rows])
-        return before, final
-    y = lfilter([1.0], [1.0, -float(decay)], v, axis=-1)
-    prev = np.zeros(init.shape)
-    has_prev = segs.start > 0
-    prev[..., has_prev] = y[..., segs.start[has_prev] - 1]
-    gap = np.repeat(init - prev, segs.lengths, axis=-1)
-    gap *= segs.power(float(decay))
-    y += gap
-    return segs.shift(y, init), y[..., segs.last]
+    """:func:`ew_scan` of a contiguous layout: each key's recurrence run on its own (compiled),
+    so nothing leaks between keys and the result is the same whatever shares the batch."""
+    from sluice.models.detectors import kernels  # numba, compiled on first use
+
+    rows = v.reshape(-1, v.shape[-1])
+    decays = np.broadcast_to(np.asarray(decay, dtype=np.float64), (rows.shape[0],))
+    before, final = np.empty(rows.shape), np.empty((rows.shape[0], segs.m))
+    kernels.segment_scan()(
+        np.ascontiguousarray(rows, dtype=np.float64),
+        np.ascontiguousarray(decays),
+        segs.start,
+        segs.lengths,
+        np.ascontiguousarray(init.reshape(rows.shape[0], -1), dtype=np.float64),
+        before,
+        final,
+    )
+    return before.reshape(v.shape), final.reshape(init.shape)
 
 
 def last_valid(
