@@ -355,6 +355,9 @@ class OnlineAnomalyDetector:
         active, shifts = self._shifts(parts, X.shape[0])
         for part in parts:
             self._decide(part, active, shifts, learn)
+            # the state before the chunk is no longer needed whole (one row per key of the
+            # chunk: with many keys a batch would hold every key's row twice until stored)
+            part.st = {k: part.st[k].copy() for k in ("dev", "count")}
         return parts
 
     def _observe(self, segs: Segments, X: np.ndarray, learn: bool) -> _Batch:
