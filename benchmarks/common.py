@@ -81,14 +81,15 @@ def python() -> str:
     return sys.executable
 
 
-def run_sluice(pipeline: Path, home: Path) -> Measured:
-    """`sluice run PIPELINE --until-idle` in a fresh SLUICE_HOME ``home`` (emptied first)."""
+def run_sluice(pipeline: Path, home: Path, src: str | None = None) -> Measured:
+    """`sluice run PIPELINE --until-idle` in a fresh SLUICE_HOME ``home`` (emptied first);
+    ``src``: the code to import instead of this checkout's (another checkout's ``src``)."""
     import shutil
 
     shutil.rmtree(home, ignore_errors=True)
+    env = {"SLUICE_HOME": str(home), **({"PYTHONPATH": src} if src is not None else {})}
     return run_measured(
-        [python(), "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"],
-        env={"SLUICE_HOME": str(home)},
+        [python(), "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"], env=env
     )
 
 

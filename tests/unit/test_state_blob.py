@@ -40,3 +40,16 @@ def test_damaged_blobs_raise_value_error(blob: bytes) -> None:
 def test_object_arrays_are_refused() -> None:
     with pytest.raises(ValueError, match="objects"):
         pack({"x": np.array(["a", None], dtype=object)})
+
+
+def test_large_packings_are_compressed_and_read_back() -> None:
+    from sluice.models.detectors.state_blob import COMPRESS_FROM, LZ4_MAGIC
+
+    arrays = {"rows": np.zeros((COMPRESS_FROM, 4)), "n": np.arange(10, dtype=np.int32)}
+    blob = pack(arrays)
+    assert blob.startswith(LZ4_MAGIC) and len(blob) < COMPRESS_FROM
+    got = unpack(blob)
+    np.testing.assert_array_equal(got["rows"], arrays["rows"])
+    got["n"][0] = 5  # writable
+    with pytest.raises(ValueError, match="compressed"):
+        unpack(blob[: len(blob) // 2])

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -50,10 +51,11 @@ from sluice.models.detectors.calibrate import (
     CalibrationParams,
     calibrate,
     fresh_episodes,
-    fresh_state,
+    unlearned_state,
 )
 from sluice.models.detectors.context import (
     CONTEXT_STATE,
+    LENGTH,
     SINCE_STATE,
     WORDS,
     ContextResult,
@@ -74,7 +76,7 @@ from sluice.models.detectors.evidence import (
     onsets,
 )
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable, PackedRows, Spec, lazy_zeros
+from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
 from sluice.models.detectors.layout import split
 from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
 from sluice.models.detectors.scan import Segments
@@ -83,11 +85,10 @@ from sluice.models.detectors.seasonal import (
     SEASON_STATE,
     History,
     SeasonResult,
-    ring_mask,
     season_scores,
     seasonal_cap,
 )
-from sluice.models.detectors.state_blob import held_values, pack, set_words, unpack
+from sluice.models.detectors.state_blob import pack, put_ring, ring_values, set_words, unpack
 from sluice.models.detectors.structure import PAIR_STATE, pair_basis, structure_scores
 from sluice.models.detectors.univariate import (
     DETECTORS,
@@ -100,13 +101,15 @@ from sluice.models.detectors.univariate import (
     recenter,
 )
 
-STATE_VERSION = 10
+STATE_VERSION = 11  # 11: context words uint16; rings, calibration of learning keys only
 # a batch is processed in chunks of whole keys of about this many values (events x features),
 # so that intermediate arrays stay in the CPU cache
 CHUNK_VALUES = 50_000
 DRIFT_PERSIST = 3.0  # |drift statistic| that keeps a key in a regime change (see regime)
 BELOW_ONE = float(np.nextafter(1.0, 0.0))  # scores stay in [0, 1)
-CALIBRATION = "cal"  # bulk per-key calibration histograms: (reference, pending) per statistic
+# bulk per-key calibration histograms per statistic: the reference (decayed counts), and the
+# pending counts of the current block (whole numbers up to the block size: 8 bits)
+CALIBRATION, PENDING = "cal", "calp"
 
 
 @dataclass
@@ -163,7 +166,7 @@ class _Batch:
     age: np.ndarray = field(default_factory=lambda: np.zeros(0))
     context: ContextResult | None = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
-    calibration: np.ndarray | None = None  # final (m, 2, s, bins) when learning
+    calibration: np.ndarray | None = None  # final (k, 2, s, bins) of the keys that learned
 
 
 class OnlineAnomalyDetector:
@@ -192,14 +195,21 @@ class OnlineAnomalyDetector:
         self.window = config.season_window
         self.refresh = max(4 * MIN_PERIOD, self.window // 2)
         self.chunk = max(CHUNK_VALUES // self.p, 1024)
-        # zeros, not NaN: only values written for a key are ever read (see History.at)
+        # zeros, not NaN: only values written for a key are ever read (see History.at). Memory
+        # follows what a key learned: a ring is position-major (a key with a few values
+        # shares pages with others), the calibration of a key that has learned nothing yet
+        # is derived, not stored (see _calibration_state), a bitset word is 16 bits
         bulk: Spec = {
             "ctx": ((self.p, WORDS), 0.0),
-            CALIBRATION: ((2, self.n_stats, N_BINS), 0.0),
+            CALIBRATION: ((self.n_stats, N_BINS), 0.0),
+            PENDING: ((self.n_stats, N_BINS), 0.0),
         }
         if self.window:
             bulk["buf"] = ((self.window, self.p), 0.0)
-        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk, frozenset([CALIBRATION]))
+        if self.cal.block > np.iinfo(np.uint8).max:
+            raise ModelError("calibration blocks must fit pending counts in 8 bits")
+        dtypes = {"ctx": np.uint16, CALIBRATION: np.float64, PENDING: np.uint8}
+        self.keys = KeyTable(config.max_keys, self._fresh_state(), bulk, dtypes, frozenset(["buf"]))
         self.events = 0
         # derived from the whole state, kept between calls until it changes (see _changed)
         self._summary: tuple[np.ndarray, float] | None = None
@@ -236,16 +246,28 @@ class OnlineAnomalyDetector:
         return 1.0 - self.config.target_alert_rate
 
     def _key_summary(self) -> tuple[np.ndarray, float]:
-        """Keys shifted up and down per feature (2, p), and how many keys have history."""
+        """Keys shifted up and down per feature (2, p), and how many keys have history
+        (counted over every key once, then kept up to date by :meth:`_summarise`)."""
         if self._summary is None:
             used = self.keys.used
             known = float(np.count_nonzero(used & (self.keys.arrays["count"] > 0)))
             self._summary = (shift_counts(self.keys.arrays["dev"], used), known)
         return self._summary
 
+    def _summarise(self, dev: np.ndarray, count: np.ndarray, sign: float) -> None:
+        """Add (``sign`` 1) or remove (-1) keys with shift signs ``dev`` (m, p) and event
+        counts ``count`` (m,) to the running key summary: it follows the keys a batch
+        changes instead of being counted over every key again (whole numbers: exact)."""
+        if self._summary is None:
+            return
+        counts, known = self._summary
+        every = np.ones(dev.shape[0], dtype=bool)
+        counts = counts + sign * shift_counts(dev, every)
+        self._summary = (counts, known + sign * float(np.count_nonzero(count > 0)))
+
     def _changed(self) -> None:
         """Forget what was derived from the state (call whenever the state changes)."""
-        self._summary = self._derived = None
+        self._derived = None
 
     def prepare(self) -> None:
         """Derive now what scoring without learning needs (key summary, per-key basis), so
@@ -284,17 +306,25 @@ class OnlineAnomalyDetector:
                 )
             )
         slots = self.keys.assign(keys, n, warm=self.config.warmup)
-        self._changed()  # new keys may have evicted others
+        self._changed()
+        gone = self.keys.evicted_rows  # new keys may have evicted others
+        if gone:
+            self._summarise(gone["dev"], gone["count"], -1.0)
         parts = self._run(slots, X, learn=True)
-        bulk = self.keys.arrays[CALIBRATION]
+        reference, pending = self.keys.arrays[CALIBRATION], self.keys.arrays[PENDING]
         for part in parts:
+            self._summarise(part.st["dev"].T, part.st["count"], -1.0)
+            self._summarise(part.state["dev"], part.state["count"], 1.0)
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
             if part.context is not None:
                 part.context.update.write()
-            if part.calibration is not None:
-                bulk[part.segs.slot] = part.calibration
+                self.keys.note("ctx", part.context.update.at)
+            if part.calibration is not None:  # of the keys that learned (see _learned)
+                learned = part.segs.slot[self._learned(part.state["count"])]
+                reference[learned] = part.calibration[:, 0]
+                pending[learned] = part.calibration[:, 1]
         self.events += n
         self._changed()
         return self._result(parts, X)
@@ -325,6 +355,9 @@ class OnlineAnomalyDetector:
         active, shifts = self._shifts(parts, X.shape[0])
         for part in parts:
             self._decide(part, active, shifts, learn)
+            # the state before the chunk is no longer needed whole (one row per key of the
+            # chunk: with many keys a batch would hold every key's row twice until stored)
+            part.st = {k: part.st[k].copy() for k in ("dev", "count")}
         return parts
 
     def _observe(self, segs: Segments, X: np.ndarray, learn: bool) -> _Batch:
@@ -443,9 +476,12 @@ class OnlineAnomalyDetector:
         ctx: ContextResult,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Calibrated p-value of each event (n,), and the final novelty and episode states; the
-        final calibration histograms go to ``part.calibration``."""
+        final calibration histograms of the keys that learned go to ``part.calibration``."""
         segs, st = part.segs, part.st
-        state = self._calibration_state(segs, st["count"] <= 0)
+        # keys that learn in the chunk; the others are too young for their p-values to be
+        # used (every use needs a warm event) and have no calibration to store
+        active = self._learned(st["count"] + segs.lengths)
+        state = self._calibration_state(segs.slot[active], st["count"][active])
         novelty_init = np.where(
             st["count"] <= 0, fresh_novelty(segs.m), np.stack([st[k] for k in NOVELTY_STATE])
         )
@@ -453,20 +489,29 @@ class OnlineAnomalyDetector:
         fresh = (st["count"] <= 0)[:, None]
         episodes = np.where(fresh, fresh_episodes(self.n_stats, segs.m), st[EPISODE_STATE].T)
         result = calibrate(
-            stats, p_novel, warm, calibrated, segs, st["count"], state, episodes, self.cal
+            stats, p_novel, warm, calibrated, segs, st["count"], state, episodes, self.cal, active
         )
         part.evidence = result.evidence
-        part.calibration = state
+        part.calibration = state  # kept until the batch is stored
         return result.p, {**dict(zip(NOVELTY_STATE, novelty, strict=True)), EPISODE_STATE: episodes}
 
-    def _calibration_state(self, segs: Segments, fresh: np.ndarray) -> np.ndarray:
-        """Calibration state (m, 2, s, bins) of the chunk's keys (fresh keys: the prior; the
-        bulk rows of evicted keys are stale and never read)."""
-        state = fresh_state(self.n_stats, segs.m)
-        known = np.flatnonzero(~fresh & (segs.slot < self.keys.cap))
+    def _calibration_state(self, slots: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Calibration state (k, 2, s, bins) of keys ``slots``, which saw ``count`` events:
+        stored for keys that learned, derived for the others (the bulk rows of evicted or
+        younger keys are stale and never read)."""
+        learned = self._learned(count)
+        state = unlearned_state(self.n_stats, np.where(learned, 0, count), self.cal)
+        known = np.flatnonzero(learned & (slots < self.keys.cap))
         if known.size:
-            state[known] = self.keys.arrays[CALIBRATION][segs.slot[known]]
+            state[known, 0] = self.keys.arrays[CALIBRATION][slots[known]]
+            state[known, 1] = self.keys.arrays[PENDING][slots[known]]
         return state
+
+    def _learned(self, count: np.ndarray) -> np.ndarray:
+        """Keys whose calibration learned from an event (one ``warmup`` events old, or
+        older), given their event counts; the others' calibration is derived from the count
+        (see :func:`~sluice.models.detectors.calibrate.unlearned_state`)."""
+        return count > self.config.warmup
 
     def _final_state(
         self,
@@ -525,12 +570,39 @@ class OnlineAnomalyDetector:
         (``dirty``) only the keys changed since ``keys.clean()``: a delta that
         :meth:`set_state` replays on the state it was taken after."""
         arrays, keys, meta = self.keys.export(dirty=dirty)
-        if self.window:
-            # only the values each key holds (a young key's ring is mostly empty)
-            held = np.where(arrays["_used"], np.minimum(arrays["count"], self.window), 0)
-            arrays["buf"] = held_values(arrays["buf"], held)
-        # only the words with a bit set, of keys in use (most of a bitset stays empty)
-        arrays["ctx_at"], arrays["ctx"] = set_words(arrays["ctx"], arrays["_used"])
+        slots = arrays["_slots"] if dirty else np.arange(self.keys.cap)
+        used, count = arrays["_used"], self.keys.arrays["count"][slots]
+        base = arrays.pop("_base") if dirty else np.zeros(count.shape)
+        if dirty:  # slots whose keys learned from nothing since the base: bitsets replaced
+            arrays["_renewed"] = ~used | (base <= 0)
+        if self.window:  # the values each key got since the base (a young key holds few)
+            n = np.where(used, np.minimum(count - base, self.window), 0).astype(np.int64)
+            arrays["buf_n"] = n.astype(np.int32)
+            arrays["buf"] = ring_values(self.keys.arrays["buf"], slots, count, n)
+        # the calibration of the keys that learned (the others' is derived from their count);
+        # in a delta the reference only where it rolled forward since the base, or was not
+        # stored then
+        learned = used & self._learned(count)
+        arrays[PENDING] = self.keys.arrays[PENDING][slots[learned]]
+        block = self.cal.block
+        rolled = (count.astype(np.int64) - 1) // block != (base.astype(np.int64) - 1) // block
+        rolled |= ~self._learned(base)
+        arrays[CALIBRATION] = self.keys.arrays[CALIBRATION][slots[learned & rolled]]
+        arrays["cal_rolled"] = rolled[learned]
+        # the words with a bit set, of keys in use that saw a whole context (most of a bitset
+        # stays empty); in a delta only the words written since the base, where tracked
+        words = self.keys.arrays["ctx"]
+        noted = self.keys.noted("ctx") if dirty else None
+        if noted is None:
+            seen = np.flatnonzero(used & (count >= LENGTH))
+            at, arrays["ctx"] = set_words(words[slots[seen]], np.ones(seen.shape[0], dtype=bool))
+            width = self.p * WORDS
+            arrays["ctx_at"] = seen[at // width] * width + at % width
+        else:
+            width = self.p * WORDS
+            row = np.searchsorted(slots, noted // width)  # noted words are of dirty slots
+            arrays["ctx_at"] = (row * width + noted % width).astype(np.int64)
+            arrays["ctx"] = words.reshape(-1)[noted] if noted.size else words.reshape(-1)[:0]
         header = {
             "version": STATE_VERSION,
             "config": asdict(self.config),
@@ -552,7 +624,9 @@ class OnlineAnomalyDetector:
             raise StateError(f"online_anomaly state is unreadable: {exc}") from exc
         if header.get("version") != STATE_VERSION:
             raise StateError(
-                f"online_anomaly state version {header.get('version')} is not {STATE_VERSION}"
+                f"online_anomaly state version {header.get('version')} is not {STATE_VERSION}: "
+                "it was saved by another version of sluice, whose per-key state layout this "
+                "one does not read (the model has to learn again)"
             )
         if header["config"]["features"] != self.config.features:
             raise StateError(
@@ -565,26 +639,39 @@ class OnlineAnomalyDetector:
                 f"state was saved with season_window={saved_window}, "
                 f"not {self.config.season_window}"
             )
-        if self.window:
-            mask = ring_mask(arrays["count"], arrays["_used"], self.window)
-            ring = lazy_zeros((*mask.shape, self.p))
-            try:
-                ring[mask] = arrays["buf"]
-            except ValueError as exc:
-                raise StateError(f"online_anomaly state has a damaged ring buffer: {exc}") from exc
-            arrays["buf"] = ring
-        bits = np.zeros(len(header["keys"]) * self.p * WORDS, dtype=np.float32)
+        delta = "_slots" in arrays  # a delta (get_state(dirty=True))
         try:
-            bits[arrays.pop("ctx_at")] = arrays["ctx"]
+            self._set_bulk(arrays, header, delta)
         except (KeyError, IndexError, ValueError) as exc:
-            raise StateError(f"online_anomaly state has damaged context bits: {exc}") from exc
-        arrays["ctx"] = bits.reshape(-1, self.p, WORDS)
-        if "_slots" in arrays:  # a delta (get_state(dirty=True))
-            self.keys.apply(arrays, header["keys"], header)
-        else:
-            self.keys.restore(arrays, header["keys"], header)
+            raise StateError(f"online_anomaly state has damaged per-key arrays: {exc}") from exc
         self.events = int(header["events"])
         self._changed()
+        self._summary = None
+
+    def _set_bulk(self, arrays: dict[str, np.ndarray], header: dict[str, Any], delta: bool) -> None:
+        """Restore the small state (or replay a delta's), then the bulk arrays of its keys."""
+        keys = self.keys
+        if delta:
+            keys.apply(arrays, header["keys"], header)
+            slots = np.asarray(arrays["_slots"], dtype=np.int64)
+        else:
+            keys.restore(arrays, header["keys"], header)
+            slots = np.arange(keys.cap)
+        used, count = np.asarray(arrays["_used"], dtype=bool), keys.arrays["count"][slots]
+        if self.window:
+            put_ring(keys.arrays["buf"], slots, count, arrays["buf_n"], arrays["buf"])
+        learned = slots[used & self._learned(count)]
+        keys.arrays[PENDING][learned] = arrays[PENDING]
+        keys.arrays[CALIBRATION][learned[np.asarray(arrays["cal_rolled"], dtype=bool)]] = arrays[
+            CALIBRATION
+        ]
+        bits = keys.arrays["ctx"]
+        if delta:  # a key's bits only grow: clear the slots that learned from nothing (and
+            # of the others a delta may hold only the words written since the last one)
+            bits[slots[np.asarray(arrays["_renewed"], dtype=bool)]] = 0
+        at = np.asarray(arrays["ctx_at"], dtype=np.int64)
+        row, col = np.divmod(at, self.p * WORDS)
+        bits[slots[row], col // WORDS, col % WORDS] = arrays["ctx"]
 
 
 def _init_reference(st: dict[str, np.ndarray], Xs: np.ndarray, segs: Segments) -> None:

@@ -118,6 +118,19 @@ def fresh_episodes(n_stats: int, m: int) -> np.ndarray:
     return np.tile(np.concatenate([[0.0], np.tile([0.0, EPISODE_GAP], n_stats)]), (m, 1))
 
 
+def unlearned_state(n_stats: int, count: np.ndarray, params: CalibrationParams) -> np.ndarray:
+    """Calibration state (m, 2, s, bins) of keys that saw ``count`` events without learning
+    from any: the prior, decayed once per block begun, exactly as :func:`calibrate` rolls it
+    (so it need not be stored for keys that are still warming up)."""
+    rolls = (np.maximum(count, 0).astype(np.int64) + params.block - 1) // params.block
+    levels = [PRIOR]
+    for _ in range(int(rolls.max(initial=0))):
+        levels.append(levels[-1] * params.block_decay + 0.0)  # the kernel's own operations
+    state = np.zeros((count.shape[0], 2, n_stats, N_BINS))
+    state[:, 0] = np.stack(levels)[rolls][:, None, :]
+    return state
+
+
 @dataclass
 class Calibration:
     """Calibrated p-values of one chunk: per component (c, n) and combined (n,)."""
@@ -136,32 +149,41 @@ def calibrate(
     state: np.ndarray,
     episodes: np.ndarray,
     params: CalibrationParams,
+    active: np.ndarray | None = None,
 ) -> Calibration:
     """Calibrate the components ``stats`` (c, n), combine them with the p-values ``extra``
     (n,) and calibrate the combination (see the module docstring and
     :func:`sluice.models.detectors.evidence.combine`).
 
     ``learn`` (n,): events that enter the histograms; ``trusted`` (n,): events of keys old
-    enough that their anomalies are kept out of them. ``state`` (m, 2, c + 1, bins) holds
-    each key's reference and pending histograms before the chunk, and after it on return;
-    ``episodes`` (m, 1 + 2 (c + 1)) likewise each key's episode counts (see
+    enough that their anomalies are kept out of them. ``active`` (m,): the segments to
+    calibrate (default all); the events of the others get ``p`` = 1 (their keys are too
+    young for a p-value to be used, and learn nothing). ``state`` (k, 2, c + 1, bins) holds
+    the reference and pending histograms of each active segment before the chunk, and after
+    it on return; ``episodes`` (m, 1 + 2 (c + 1)) likewise each key's episode counts (see
     :func:`fresh_episodes` and the module docstring).
     """
     n, n_comp = stats.shape[1], stats.shape[0]
-    bounds = np.concatenate([[0], np.cumsum(segs.lengths)]).astype(np.int64)
+    if active is None:
+        active = np.ones(segs.m, dtype=bool)
+    lengths = segs.lengths[active]
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     # the kernel reads each key's events one after the other: lay them out so
-    grouped = np.empty(n, dtype=np.int64)
-    grouped[bounds[segs.seg] + segs.offset] = np.arange(n)
-    evidence, p = np.empty((n, n_comp)), np.empty(n)
+    events = np.flatnonzero(active[segs.seg])
+    rank = np.cumsum(active) - 1  # index of each active segment among them
+    grouped = np.empty(events.shape[0], dtype=np.int64)
+    grouped[bounds[rank[segs.seg[events]]] + segs.offset[events]] = events
+    evidence, p = np.empty((grouped.shape[0], n_comp)), np.empty(grouped.shape[0])
+    chosen = np.ascontiguousarray(episodes[active])
     _kernel()(
         np.ascontiguousarray(stats[:, grouped].T),
         extra[grouped].astype(np.float64),
         learn[grouped].astype(np.bool_),
         trusted[grouped].astype(np.bool_),
         bounds,
-        count.astype(np.int64),
+        count[active].astype(np.int64),
         state,
-        episodes,
+        chosen,
         params.block,
         np.array(
             [
@@ -182,7 +204,8 @@ def calibrate(
         evidence,
         p,
     )
-    out_evidence, out_p = np.empty(stats.shape), np.empty(n)
+    episodes[active] = chosen
+    out_evidence, out_p = np.ones(stats.shape), np.ones(n)
     out_evidence[:, grouped] = evidence.T
     out_p[grouped] = p
     return Calibration(out_evidence, out_p)

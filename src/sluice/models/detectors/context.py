@@ -5,7 +5,7 @@ Each value is quantised into one of :data:`BINS` equal bins of the range its key
 before it, or into one of two more symbols when it lies above or below that range (a new
 extreme). The symbols of a key's last :data:`LENGTH` values form its *context*; each key
 remembers every context it has shown, per feature, in a bitset of ``SYMBOLS ** LENGTH`` bits
-(stored as 16-bit words in float32, which holds them exactly). An event is *novel* when the
+(stored as 16-bit words). An event is *novel* when the
 context of one of its features was never shown before. Where a key showed no novel context
 within its last :data:`RECENT` events, the onset score is damped by :data:`FAMILIAR`: a spike or
 a dip of a shape the key has shown before is not a new incident. Missing values are skipped
@@ -40,7 +40,7 @@ SINCE_STATE = "cs"  # per key: events since its last novel context
 class BitUpdate:
     """Bits a chunk sets in the key table's context bitsets (written when learning)."""
 
-    bits: np.ndarray  # the key table's bitsets (slots, p, WORDS), float32
+    bits: np.ndarray  # the key table's bitsets (slots, p, WORDS), uint16
     clear: np.ndarray  # slots of keys without history: their (stale) bitsets are cleared
     at: np.ndarray  # flat index of each changed word in ``bits``
     value: np.ndarray  # its new value
@@ -48,7 +48,7 @@ class BitUpdate:
     def write(self) -> None:
         """Store the chunk's new contexts."""
         if self.clear.size:
-            self.bits[self.clear] = 0.0
+            self.bits[self.clear] = 0
         np.put(self.bits, self.at, self.value)
 
 
@@ -85,7 +85,7 @@ def context_scores(
     # (key slot, feature) of every event, and its context's bitset word there
     row = np.where(known, segs.slot, 0)[segs.seg] * p + np.arange(p)[:, None]
     stored = np.take(bits, row * WORDS + (code >> WORD_BITS))
-    stored = np.where(known[segs.seg], stored, 0.0).astype(np.int32)
+    stored = np.where(known[segs.seg], stored, 0).astype(np.int32)
     f, i = np.nonzero(full & ((stored >> (code & (WORD - 1))) & 1 == 0))
     flat = f * n + i
     ctx = (segs.seg[i] * p + f) * CONTEXTS + code.reshape(-1)[flat]
@@ -189,4 +189,4 @@ def _update(
     word = word[starts]
     seg = word // (bits.shape[1] * WORDS)
     at = word + (segs.slot[seg] - seg) * (bits.shape[1] * WORDS)
-    return BitUpdate(bits, segs.slot[clear & inside], at, value.astype(np.float32))
+    return BitUpdate(bits, segs.slot[clear & inside], at, value.astype(bits.dtype))

@@ -2,22 +2,29 @@
 
 Small per-key state lives in one float64 table (a row per slot, the named arrays are views of
 its columns), so a batch gathers and scatters it with one indexing operation each; *bulk*
-state (float32 ring buffers, float64 histograms) is read and written in place by slot, never
-copied whole. Bulk
-arrays start as zeros that the operating system maps lazily, page by page (a key only costs
-the memory pages its values reach); they are reserved for ``max_keys`` slots up front where
-that is affordable (growing the table then copies nothing), and are not cleared when a key is
-evicted: their users only ever read what they wrote for the current key.
+state (ring buffers, bitsets, histograms) is read and written in place by slot, never copied
+whole. Bulk arrays start as zeros that the operating system maps lazily, page by page, so a
+key only costs the memory pages its values reach: memory follows what keys have learned, not
+how many there are. A bulk array may be laid out *position-major* (its first per-key axis
+outermost, the slot next): a ring buffer's position ``t`` of every key is then contiguous, and
+keys that hold a few values share pages instead of each touching one of its own. Bulk arrays
+are reserved for ``max_keys`` slots up front (address space only, without swap accounting),
+so growing the table copies nothing; they are not cleared when a key is evicted: their users
+only ever read what they wrote for the current key.
 
 For incremental checkpoints the table tracks the slots changed since :meth:`KeyTable.clean`
-(keys assigned, keys evicted) and how far the free-slot stack shrank meanwhile, so that
-:meth:`KeyTable.export` can write only those slots and :meth:`KeyTable.apply` replay them.
+(keys assigned, keys evicted), each one's ``count`` when it first changed (``base``: what a
+slot learned since is ``count - base`` events), and how far the free-slot stack shrank
+meanwhile, so that :meth:`KeyTable.export` can write only those slots and
+:meth:`KeyTable.apply` replay them. Bulk arrays are encoded by their owner (only the values a
+key holds), not here.
 """
 
 from __future__ import annotations
 
 import mmap
-from itertools import repeat
+import sys
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -25,7 +32,10 @@ import numpy as np
 Spec = dict[str, tuple[tuple[int, ...], float]]
 FEW_KEYS = 64  # up to this many rows, keys are factorized without Arrow
 LAZY_BYTES = 1 << 22  # bulk arrays from this size are mapped page by page (see lazy_zeros)
-RESERVE_BYTES = 1 << 31  # address space reserved up front for a bulk array at most
+RESERVE_BYTES = 1 << 37  # address space reserved up front for a bulk array at most
+NOTED_MAX = 1 << 22  # positions of a bulk array noted between checkpoints at most
+# Linux mmap flag: no swap space is set aside for the mapping (pages are committed on touch)
+MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0
 
 
 def lazy_zeros(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
@@ -39,7 +49,8 @@ def lazy_zeros(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
     no_huge = getattr(mmap, "MADV_NOHUGEPAGE", None)
     if size < LAZY_BYTES or no_huge is None:
         return np.zeros(shape, dtype=dtype)
-    mapped = mmap.mmap(-1, size)
+    # private: reading a page never written maps the shared zero page (no memory)
+    mapped = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | MAP_NORESERVE)
     mapped.madvise(no_huge)
     return np.frombuffer(mapped, dtype=dtype).reshape(shape)
 
@@ -80,13 +91,21 @@ def _factorize_few(arr: np.ndarray) -> tuple[list[Any], np.ndarray] | None:
     return list(first), np.array(inv, dtype=np.int64)
 
 
-def _reserve(shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
-    """:func:`lazy_zeros` of ``shape``, or ``None`` if that is more than
-    :data:`RESERVE_BYTES` or the system refuses to map it."""
-    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > RESERVE_BYTES:
+def bulk_zeros(slots: int, shape: tuple[int, ...], dtype: Any, major: bool) -> np.ndarray:
+    """:func:`lazy_zeros` of ``slots`` rows of ``shape``, indexed by slot first; laid out
+    position-major (``shape[0]`` outermost in memory) when ``major``."""
+    if not major:
+        return lazy_zeros((slots, *shape), dtype)
+    return np.moveaxis(lazy_zeros((shape[0], slots, *shape[1:]), dtype), 1, 0)
+
+
+def _reserve(slots: int, shape: tuple[int, ...], dtype: Any, major: bool) -> np.ndarray | None:
+    """:func:`bulk_zeros`, or ``None`` if that is more than :data:`RESERVE_BYTES` or the
+    system refuses to map it."""
+    if slots * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > RESERVE_BYTES:
         return None
     try:
-        return lazy_zeros(shape, dtype)
+        return bulk_zeros(slots, shape, dtype, major)
     except (OSError, MemoryError, ValueError):
         return None
 
@@ -120,13 +139,15 @@ class KeyTable:
         max_keys: int,
         spec: Spec,
         bulk: Spec | None = None,
-        wide: frozenset[str] = frozenset(),
+        dtypes: dict[str, Any] | None = None,
+        major: frozenset[str] = frozenset(),
     ) -> None:
         self.max_keys = max_keys
         self.spec = spec
         self.bulk = bulk or {}
-        # bulk arrays are float32 (ring buffers, bitsets) except the ``wide`` ones (float64)
-        self.dtypes = {name: np.float64 if name in wide else np.float32 for name in self.bulk}
+        # bulk arrays are float32 unless ``dtypes`` says otherwise; ``major``: position-major
+        self.dtypes = {name: (dtypes or {}).get(name, np.float32) for name in self.bulk}
+        self.major = major
         self.columns: dict[str, tuple[int, int]] = {}
         self._at: dict[str, int | slice] = {}  # index of each name's columns in a table row
         width = 0
@@ -153,13 +174,20 @@ class KeyTable:
         self.evicted = 0
         self.evicted_young = 0  # evicted before their state was warm (see assign's ``warm``)
         self.dirty = np.zeros(0, dtype=bool)  # slots changed since clean()
+        self.base = np.zeros(0)  # each dirty slot's count when it first changed
         self._free_low = 0  # the free stack's shortest length since clean()
+        # flat positions of bulk arrays written since clean() (see note); None: too many
+        self._noted: dict[str, list[np.ndarray] | None] = {}
+        # small state of the keys the last assign evicted, by name (for running summaries)
+        self.evicted_rows: dict[str, np.ndarray] = {}
         # bulk arrays for ``max_keys`` slots, mapped page by page as keys reach them: growing
         # takes a longer view instead of copying (absent where the mapping is refused)
         self._reserved = {
-            name: _reserve((max_keys, *shape), self.dtypes[name])
+            name: _reserve(max_keys, shape, self.dtypes[name], name in major)
             for name, (shape, _) in self.bulk.items()
         }
+        # the table too (its rows are filled when a key takes them: growing touches nothing)
+        self._rows = _reserve(max_keys, (width,), np.float64, False)
         self._grow(min(1024, max_keys))
 
     def __len__(self) -> int:
@@ -169,6 +197,7 @@ class KeyTable:
         """Pickle without the reserved address space (only the slots in use are copied)."""
         state = self.__dict__.copy()
         state["_reserved"] = dict.fromkeys(self._reserved)
+        state["_rows"] = None
         return state
 
     def _views(self, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -180,16 +209,17 @@ class KeyTable:
 
     def _grow(self, new_cap: int) -> None:
         extra = new_cap - self.cap
-        self.table = np.concatenate(
-            [self.table, np.broadcast_to(self.fill, (extra, len(self.fill)))]
-        )
+        if self._rows is not None and new_cap <= self._rows.shape[0]:
+            self.table = self._rows[:new_cap]
+        else:
+            self.table = np.concatenate([self.table, np.zeros((extra, len(self.fill)))])
         self.arrays = self._views(self.table)
-        for name, (shape, _) in self.bulk.items():
+        for name in self.bulk:
             reserved = self._reserved.get(name)
             if reserved is not None:
                 self.arrays[name] = reserved[:new_cap]
                 continue
-            grown = lazy_zeros((new_cap, *shape), self.dtypes[name])
+            grown = self.bulk_zeros(name, new_cap)
             old = self.bulk_arrays.get(name)
             if old is not None:
                 grown[: self.cap] = old
@@ -198,9 +228,14 @@ class KeyTable:
         self.last_seen = np.concatenate([self.last_seen, np.zeros(extra, dtype=np.int64)])
         self.used = np.concatenate([self.used, np.zeros(extra, dtype=bool)])
         self.dirty = np.concatenate([self.dirty, np.zeros(extra, dtype=bool)])
+        self.base = np.concatenate([self.base, np.zeros(extra)])
         self.slot_keys.extend([None] * extra)
         self.free.extend(range(new_cap - 1, self.cap - 1, -1))
         self.cap = new_cap
+
+    def bulk_zeros(self, name: str, slots: int) -> np.ndarray:
+        """Fresh (lazily mapped) bulk array ``name`` of ``slots`` slots, in its layout."""
+        return bulk_zeros(slots, self.bulk[name][0], self.dtypes[name], name in self.major)
 
     def distinct(self, keys: np.ndarray) -> int:
         """Number of distinct keys in ``keys``."""
@@ -211,6 +246,7 @@ class KeyTable:
         key whose ``count`` was below ``warm`` is counted in ``evicted_young``."""
         uniq, inv = factorize(keys, n)
         slots = np.fromiter(map(self.index.get, uniq, repeat(-1)), np.int64, len(uniq))
+        self.evicted_rows = {}
         self.tick += 1
         self.last_seen[slots[slots >= 0]] = self.tick
         new = np.flatnonzero(slots < 0)
@@ -223,8 +259,12 @@ class KeyTable:
                 self.index[uniq[i]] = slot
                 self.slot_keys[slot] = uniq[i]
             slots[new] = taken
+            self.table[taken] = self.fill
             self.used[taken] = True
             self.last_seen[taken] = self.tick
+        first = slots[~self.dirty[slots]]
+        if "count" in self.arrays:
+            self.base[first] = self.arrays["count"][first]
         self.dirty[slots] = True
         return slots[inv]
 
@@ -244,6 +284,8 @@ class KeyTable:
             self.evicted_young += int(np.count_nonzero(self.arrays["count"][victims] < warm))
         self.used[victims] = False
         self.dirty[victims] = True
+        self.base[victims] = 0.0  # the slot's next key learns from nothing
+        self.evicted_rows = self._views(self.table[victims])
         self.table[victims] = self.fill
         self.free.extend(victims[::-1].tolist())
         self.evicted += int(victims.size)
@@ -277,21 +319,24 @@ class KeyTable:
     def export(
         self, *, dirty: bool = False
     ) -> tuple[dict[str, np.ndarray], list[Any], dict[str, Any]]:
-        """Arrays, slot keys and counters for a checkpoint: of every slot, or (``dirty``) only
-        of the slots changed since :meth:`clean`, to be replayed by :meth:`apply`."""
+        """Small state (``_table``: its rows), slot keys and counters for a checkpoint: of
+        every slot, or (``dirty``) only of the slots changed since :meth:`clean` (``_slots``;
+        ``_base``: each one's count when it first changed), to be replayed by :meth:`apply`.
+        Bulk arrays are left to their owner."""
         meta = {"tick": self.tick, "evicted": self.evicted, "evicted_young": self.evicted_young}
         if not dirty:
             arrays = {
-                **self.arrays,
+                "_table": self.table,
                 "_last_seen": self.last_seen,
                 "_free": np.array(self.free, dtype=np.int64),
                 "_used": self.used,
             }
             return arrays, self.slot_keys, meta
         slots = np.flatnonzero(self.dirty)
-        arrays = {name: values[slots] for name, values in self.arrays.items()}
+        arrays = {"_table": self.table[slots]}
         arrays.update(
             _slots=slots,
+            _base=self.base[slots],
             _last_seen=self.last_seen[slots],
             _free=np.array(self.free[self._free_low :], dtype=np.int64),
             _used=self.used[slots],
@@ -308,14 +353,42 @@ class KeyTable:
         """Mark every slot as checkpointed (the next dirty export starts from here)."""
         self.dirty[:] = False
         self._free_low = len(self.free)
+        self._noted = {}
+
+    def note(self, name: str, at: np.ndarray) -> None:
+        """Record that flat positions ``at`` of bulk array ``name`` were written (for
+        :meth:`noted`); past :data:`NOTED_MAX` positions they are no longer tracked."""
+        parts = self._noted.setdefault(name, [])
+        if parts is None:
+            return
+        parts.append(np.asarray(at, dtype=np.int64))
+        if sum(part.shape[0] for part in parts) > NOTED_MAX:
+            self._noted[name] = None
+
+    def noted(self, name: str) -> np.ndarray | None:
+        """Distinct flat positions of bulk array ``name`` written since :meth:`clean` (every
+        write must have been noted), or ``None`` when there were too many to track."""
+        parts = self._noted.get(name, [])
+        if parts is None:
+            return None
+        merged = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        self._noted[name] = [merged]
+        return merged
+
+    def _rows_of(self, arrays: dict[str, np.ndarray], count: int) -> np.ndarray:
+        """The ``_table`` rows of an export, checked against this table's layout."""
+        rows = np.asarray(arrays["_table"], dtype=np.float64)
+        if rows.shape != (count, self.table.shape[1]):
+            raise ValueError(f"state rows {rows.shape}, expected ({count}, {self.table.shape[1]})")
+        return rows
 
     def apply(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
-        """Replay a dirty :meth:`export` on the state it was taken after."""
+        """Replay a dirty :meth:`export` on the state it was taken after (the small state;
+        the owner writes the bulk arrays of ``_slots`` after this)."""
         if int(meta["cap"]) > self.cap:
             self._grow(int(meta["cap"]))
         slots = np.asarray(arrays["_slots"], dtype=np.int64)
-        for name in (*self.spec, *self.bulk):
-            self.arrays[name][slots] = arrays[name]
+        self.table[slots] = self._rows_of(arrays, slots.shape[0])
         used = np.asarray(arrays["_used"], dtype=bool)
         listed = slots.tolist()
         for slot in listed:  # first forget the keys these slots held, then give the new ones
@@ -337,21 +410,29 @@ class KeyTable:
         self.clean()
 
     def restore(self, arrays: dict[str, np.ndarray], keys: list[Any], meta: dict[str, Any]) -> None:
-        """Inverse of :meth:`export` (bulk arrays are adopted as they are, not copied)."""
+        """Inverse of :meth:`export`; bulk arrays start as zeros, for the owner to fill."""
         cap = len(keys)
-        self.table = np.empty((cap, self.table.shape[1]))
+        self._rows = _reserve(max(self.max_keys, cap), (self.table.shape[1],), np.float64, False)
+        self.table = (
+            np.empty((cap, self.table.shape[1])) if self._rows is None else self._rows[:cap]
+        )
+        self.table[...] = self._rows_of(arrays, cap)
         self.arrays = self._views(self.table)
-        for name in self.spec:
-            self.arrays[name][...] = arrays[name]
-        for name in self.bulk:
-            self.arrays[name] = np.asarray(arrays[name], dtype=self.dtypes[name])
-            self._reserved[name] = None
+        for name, (shape, _) in self.bulk.items():  # a fresh reservation: growing copies nothing
+            size, major = max(self.max_keys, cap), name in self.major
+            reserved = _reserve(size, shape, self.dtypes[name], major)
+            self._reserved[name] = reserved
+            self.arrays[name] = self.bulk_zeros(name, cap) if reserved is None else reserved[:cap]
         self.bulk_arrays = {name: self.arrays[name] for name in self.bulk}
         self.last_seen = np.array(arrays["_last_seen"], dtype=np.int64)
         self.free = [int(v) for v in arrays["_free"]]
         self.used = np.array(arrays["_used"], dtype=bool)
         self.slot_keys = list(keys)
-        self.index = {k: i for i, k in enumerate(self.slot_keys) if self.used[i]}
+        held = np.flatnonzero(self.used)
+        self.index = dict(
+            zip(compress(self.slot_keys, self.used.tolist()), held.tolist(), strict=True)
+        )
         self.cap = cap
         self.dirty = np.zeros(cap, dtype=bool)
+        self.base = np.zeros(cap)
         self._set_counters(meta)
