@@ -243,21 +243,22 @@ def _components(z, cap, others, muted, back, log_tests, zero_below, out):
 
 
 @_jit
-def _segment_scan(v, decay, start, lengths, init, before, final):
-    """Per row and segment: ``y = decay * y + v`` from ``init``; the state before each event
-    and after each segment."""
+def _segment_scan(v, decay, order, bounds, init, before, final):
+    """Per row and segment (positions ``order[bounds[s]:bounds[s + 1]]``, in event order):
+    ``y = decay * y + v`` from ``init``; the state before each event and after each segment."""
     for r in range(v.shape[0]):
         d = decay[r]
-        for s in range(start.shape[0]):
+        for s in range(bounds.shape[0] - 1):
             y = init[r, s]
-            for t in range(start[s], start[s] + lengths[s]):
+            for j in range(bounds[s], bounds[s + 1]):
+                t = order[j]
                 before[r, t] = y
                 y = d * y + v[r, t]
             final[r, s] = y
 
 
 def segment_scan() -> Any:
-    """The exponentially weighted scan of a contiguous layout."""
+    """The exponentially weighted scan of segments in any layout."""
     return _segment_scan
 
 

@@ -39,6 +39,7 @@ class Segments:
     lengths: np.ndarray  # events of each segment
     blocks: list[tuple[int, int]] = field(default_factory=list)  # head blocks [a, b)
     tail: Segments | None = None  # contiguous layout of the positions after the head blocks
+    _walk: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_slots(cls, slots: np.ndarray, min_block: int = MIN_BLOCK_KEYS) -> Segments:
@@ -137,6 +138,17 @@ class Segments:
     def tail_from(self) -> int:
         """First position of the tail (after the head blocks)."""
         return self.blocks[-1][1] if self.blocks else 0
+
+    def walk(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every position, segment by segment in event order, and where each segment's run
+        of them starts (m + 1 bounds): the order in which a per-key loop visits the batch."""
+        if self._walk is None:
+            bounds = np.zeros(self.m + 1, dtype=np.int64)
+            np.cumsum(self.lengths, out=bounds[1:])
+            order = np.empty(self.n, dtype=np.int64)
+            order[bounds[self.seg] + self.offset] = np.arange(self.n)
+            self._walk = (order, bounds)
+        return self._walk
 
     def position(self, seg: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """Position of event ``offset`` of segment ``seg`` (both arrays, offsets in range)."""

@@ -2,9 +2,9 @@
 
 Each scan carries a per-key recurrence through the batch laid out by
 :class:`~sluice.models.detectors.layout.Segments`. In a contiguous layout, exponentially
-weighted sums ``y_t = d * y_{t-1} + v_t`` run key by key in a compiled loop (exact: no value
-of one key leaks into another's sums, so the result does not depend on which keys share a
-batch); the other scans use cumulative maxima of event indexes. In a mixed
+weighted sums ``y_t = d * y_{t-1} + v_t`` run key by key in a compiled loop in either layout
+(exact: no value of one key leaks into another's sums, so the result does not depend on which
+keys share a batch); the other scans use cumulative maxima of event indexes. In a mixed
 layout, the head blocks are stepped through (each step vectorised over keys) and the tail is
 scanned as a contiguous layout from the state the blocks left.
 """
@@ -45,34 +45,7 @@ def ew_scan(
     if segs.single:
         d = np.asarray(decay, dtype=np.float64)
         return np.array(init, dtype=np.float64), init * (d[:, None] if d.ndim else d) + v
-    if not segs.blocks:
-        return _ew_contiguous(v, decay, segs, init)
-    d = np.asarray(decay, dtype=np.float64)
-    if d.ndim:
-        d = d[:, None]
-    before = np.empty_like(v)
-    carry = np.empty(init.shape)
-    a0, b0 = segs.blocks[0]
-    before[..., a0:b0] = init
-    # the state after block t is the state before block t + 1, for the segments that go on
-    n = v.shape[-1]
-    for (a, b), (na, nb) in zip(segs.blocks, [*segs.blocks[1:], (n, n)], strict=True):
-        go_on = nb - na
-        if go_on:
-            after = before[..., na:nb]
-            np.multiply(before[..., a : a + go_on], d, out=after)
-            after += v[..., a : a + go_on]
-        if go_on < b - a:
-            done = carry[..., go_on : b - a]
-            np.multiply(before[..., a + go_on : b], d, out=done)
-            done += v[..., a + go_on : b]
-    tail = segs.tail
-    if tail is not None:
-        first = segs.tail_from
-        before[..., first:], carry[..., : tail.m] = _ew_contiguous(
-            v[..., first:], decay, tail, carry[..., : tail.m]
-        )
-    return before, carry
+    return _ew_walk(v, decay, segs, init)
 
 
 def ew_scans(groups: list[ScanGroup], segs: Segments) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -110,21 +83,23 @@ def ew_scan_stacked(
     return before.reshape(rows.shape), final.reshape(r, k, -1)
 
 
-def _ew_contiguous(
+def _ew_walk(
     v: np.ndarray, decay: float | np.ndarray, segs: Segments, init: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ew_scan` of a contiguous layout: each key's recurrence run on its own (compiled),
-    so nothing leaks between keys and the result is the same whatever shares the batch."""
+    """:func:`ew_scan` as a compiled loop over each key's events in turn (any layout): exact,
+    since no value of one key enters another's sums, so the result does not depend on which
+    keys share a batch."""
     from sluice.models.detectors import kernels  # numba, compiled on first use
 
     rows = v.reshape(-1, v.shape[-1])
     decays = np.broadcast_to(np.asarray(decay, dtype=np.float64), (rows.shape[0],))
     before, final = np.empty(rows.shape), np.empty((rows.shape[0], segs.m))
+    order, bounds = segs.walk()
     kernels.segment_scan()(
         np.ascontiguousarray(rows, dtype=np.float64),
         np.ascontiguousarray(decays),
-        segs.start,
-        segs.lengths,
+        order,
+        bounds,
         np.ascontiguousarray(init.reshape(rows.shape[0], -1), dtype=np.float64),
         before,
         final,
