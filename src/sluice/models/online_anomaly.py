@@ -64,6 +64,7 @@ from sluice.models.detectors.context import (
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.evidence import (
     COMPONENTS,
+    FAMILIAR_ONSET,
     NOVELTY_HORIZON,
     NOVELTY_STATE,
     ONSET_STATE,
@@ -415,6 +416,8 @@ class OnlineAnomalyDetector:
         init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
         u = -np.log10(np.maximum(p, 1e-300))
         anomalous = calibrated & (p <= EXCLUDE)
+        # incidents start and escalate on the surprise the onset publishes (see onset_score)
+        u = np.where(ctx.familiar, u * FAMILIAR_ONSET, u)
         starts, _, onset_state = onsets(
             u, part.alert, anomalous, warm, segs, init, self.config.quiet_horizon
         )

@@ -31,9 +31,10 @@ number at most ``EXCLUDE`` times its recent trusted events. Each statistic count
 episodes (decayed over the calibration horizon); where they exceed that budget by
 :data:`RECURRING_Z` Poisson standard deviations, the extremes are the key's normal
 behaviour - bursts of a mostly idle counter, a spike every night - not anomalies: that
-statistic then learns them like any other event, and the open last bin of its histogram
-(statistics beyond the scale, whose position in it is not kept) counts as at least as
-extreme as any value in it, so its extremes are no rarer than the key has shown them.
+statistic then learns them like any other event; and where the combination's own extremes
+recur, the open last bin of its histogram (beyond the scale, where positions are not kept)
+counts as at least as extreme as any value in it: the published probability of such an
+event is then no smaller than the share of such events the key has shown.
 
 **Batch invariance.** A key's histogram is only rolled forward at key-local event counts: its
 events are cut into blocks of ``block`` events, and every event of block ``k`` is calibrated

@@ -94,7 +94,8 @@ def _bin(s, edges):
 @_jit
 def _probability(s, b, c, hist, tails, model, edges, widths, floor, open_top=False):
     """Calibrated tail probability of statistic ``c`` at ``s`` (in bin ``b``); ``open_top``:
-    the open last bin's events count as at least as extreme as any ``s`` in it."""
+    the open last bin's events count as at least as extreme as any ``s`` in it (the
+    published probability of a key whose extremes recur)."""
     n_bins = edges.shape[0]
     above = tails[c, b + 1] if b + 1 < n_bins else 0.0
     if open_top and b == n_bins - 1:
@@ -174,7 +175,7 @@ def _run(
             for c in range(n_comp):
                 bins[c] = _bin(stats[i, c], edges)
                 evidence[i, c] = _probability(
-                    stats[i, c], bins[c], c, hist, tails, model, edges, widths, floor, recurs[c]
+                    stats[i, c], bins[c], c, hist, tails, model, edges, widths, floor, False
                 )
             s = _combine(evidence, i, extra[i], floor)
             c = n_comp
