@@ -311,10 +311,10 @@ class KeyTable:
     def scatter(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
         """Write back the final state of ``slots``."""
         m = slots.shape[0]
-        columns = np.empty((self.table.shape[1], m))
+        rows = np.empty((m, self.table.shape[1]))
         for name, (a, b) in self.columns.items():
-            columns[a:b] = state[name].reshape(m, b - a).T
-        self.table[slots] = columns.T
+            rows[:, a:b] = state[name].reshape(m, b - a)
+        self.table[slots] = rows
 
     def export(
         self, *, dirty: bool = False
