@@ -60,6 +60,9 @@ class RiverHST:
         return out
 
 
+ROUNDS = 3
+
+
 def throughput(
     make: Any, n: int, keys: int = 10_000, features: int = 5, batch: int = 100_000
 ) -> tuple[float, Any]:
@@ -81,15 +84,19 @@ def _throughput_section(quick: bool) -> list[str]:
     def make_ours() -> OnlineAnomalyDetector:
         return OnlineAnomalyDetector(OnlineAnomalyConfig(features=list("abcde"), key="k"))
 
-    ours_tp, model = throughput(make_ours, n)
+    # best of ROUNDS for both, alternating: the machine is shared and its load moves
+    ours, river = [], []
+    for _ in range(ROUNDS):
+        ours.append(throughput(make_ours, n))
+        river.append(throughput(lambda: RiverHST(features=5), 20_000 if quick else 50_000, 10_000))
+    ours_tp, model = max(ours, key=lambda r: r[0])
+    river_tp = max(r[0] for r in river)
     state_per_key = len(model.get_state()) / model.n_keys
-    river_tp, _ = throughput(
-        lambda: RiverHST(features=5), 20_000 if quick else 50_000, batch=10_000
-    )
     return [
         "### Throughput (score + learn, 5 features, 10k keys, one core)",
         "",
-        "The detector alone (no pipeline), as the model stage runs it.",
+        f"The detector alone (no pipeline), as the model stage runs it; best of {ROUNDS} runs "
+        "each, alternating.",
         "",
         "| detector | events/s |",
         "|---|---|",
