@@ -25,7 +25,7 @@ From one event to its outputs:
    or the first anomalous event (``p`` at most calibration's exclusion level), after a quiet
    spell (see :func:`sluice.models.detectors.evidence.onsets`). Its value ranks
    incidents: the score, with the surprise of an event whose key showed no new pattern lately
-   discounted (see :func:`~sluice.models.detectors.evidence.onset_score`). An action with
+   discounted (see :func:`~sluice.models.detectors.evidence.onset_surprise`). An action with
    ``when: "m_anomaly AND m_onset > 0"`` fires once per incident.
 
 Every update happens at key-local event counts, so outputs do not depend on where micro-batch
@@ -64,7 +64,6 @@ from sluice.models.detectors.context import (
 from sluice.models.detectors.drift import DRIFT_STATE, DriftParams, drift_scores, rebase
 from sluice.models.detectors.evidence import (
     COMPONENTS,
-    FAMILIAR_ONSET,
     NOVELTY_HORIZON,
     NOVELTY_STATE,
     ONSET_STATE,
@@ -74,6 +73,7 @@ from sluice.models.detectors.evidence import (
     fresh_onsets,
     novelty_probability,
     onset_score,
+    onset_surprise,
     onsets,
 )
 from sluice.models.detectors.explain import explain
@@ -414,15 +414,13 @@ class OnlineAnomalyDetector:
         part.young = passes & ~calibrated
         fresh = st["count"] <= 0
         init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
-        u = -np.log10(np.maximum(p, 1e-300))
+        u = onset_surprise(p, ctx.familiar)
         anomalous = calibrated & (p <= EXCLUDE)
-        # incidents start and escalate on the surprise the onset publishes (see onset_score)
-        u = np.where(ctx.familiar, u * FAMILIAR_ONSET, u)
         starts, _, onset_state = onsets(
             u, part.alert, anomalous, warm, segs, init, self.config.quiet_horizon
         )
         final.update(zip(ONSET_STATE, onset_state, strict=True))
-        part.onset = np.where(starts, onset_score(p, ctx.familiar), 0.0)
+        part.onset = np.where(starts, onset_score(u), 0.0)
         part.context = ctx
         if learn:
             part.state = self._final_state(part, final, reg_final, pair, drift_state)

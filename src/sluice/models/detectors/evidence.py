@@ -144,14 +144,19 @@ def onsets(
     return starts | first_alert, first_alert, state
 
 
-def onset_score(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
-    """The score of an incident's first event: ``1 - p``, where the surprise ``-log10 p`` of
-    an event whose key showed no novel context lately (``familiar``) counts
-    :data:`FAMILIAR_ONSET` of itself: a spike of a shape the key has shown before is weaker
-    evidence that a new incident starts (the premise of the contextual detector CAD OSE)."""
+def onset_surprise(p: np.ndarray, familiar: np.ndarray) -> np.ndarray:
+    """The surprise ``-log10 p`` an onset publishes, where that of an event whose key showed
+    no novel context lately (``familiar``) counts :data:`FAMILIAR_ONSET` of itself: a spike of
+    a shape the key has shown before is weaker evidence that a new incident starts (the
+    premise of the contextual detector CAD OSE). Incidents start and escalate on it too."""
     u = -np.log10(np.maximum(p, P_FLOOR))
-    score = 1.0 - 10.0 ** -np.where(familiar, u * FAMILIAR_ONSET, u)
-    return np.minimum(score, np.nextafter(1.0, 0.0))
+    return np.where(familiar, u * FAMILIAR_ONSET, u)
+
+
+def onset_score(u: np.ndarray) -> np.ndarray:
+    """The score of an incident's first event, ``1 - 10 ** -u`` from its published surprise
+    ``u`` (see :func:`onset_surprise`)."""
+    return np.minimum(1.0 - 10.0**-u, np.nextafter(1.0, 0.0))
 
 
 def fresh_onsets(m: int) -> np.ndarray:

@@ -175,7 +175,7 @@ def _run(
             for c in range(n_comp):
                 bins[c] = _bin(stats[i, c], edges)
                 evidence[i, c] = _probability(
-                    stats[i, c], bins[c], c, hist, tails, model, edges, widths, floor, False
+                    stats[i, c], bins[c], c, hist, tails, model, edges, widths, floor
                 )
             s = _combine(evidence, i, extra[i], floor)
             c = n_comp
