@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -28,22 +27,10 @@ from tests.processes import kill_when
 
 psycopg = pytest.importorskip("psycopg")
 
-# Modules that declare tables on METADATA (to compare the models with the migrations).
-TABLE_MODULES = (
-    "sluice.storage.checkpoints",
-    "sluice.storage.runs",
-    "sluice.actions.outbox",
-    "sluice.orchestration.history",
-    "sluice.models.registry",
-    "sluice.models.drift",
-)
-
 
 def declared_metadata() -> MetaData:
     """``METADATA`` with every Sluice table declared on it."""
-    for module in TABLE_MODULES:
-        importlib.import_module(module)
-    return METADATA
+    return migrate.declared_metadata()
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +96,52 @@ def test_migrations_build_the_declared_schema_on_an_empty_database(any_url: str)
         assert migrate.upgrade(engine) == migrate.HEAD  # a second upgrade is a no-op
     finally:
         engine.dispose()
+
+
+def reflected_schema(engine: Engine) -> dict[str, Any]:
+    """Every table's columns, keys, indexes and constraints as the database reports them."""
+    found = inspect(engine)
+    schema: dict[str, Any] = {}
+    for table in sorted(found.get_table_names()):
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+            for c in found.get_columns(table)
+        ]
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            for i in found.get_indexes(table)
+        )
+        uniques = sorted(
+            (u["name"], tuple(u["column_names"])) for u in found.get_unique_constraints(table)
+        )
+        foreign = sorted(
+            (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+            for f in found.get_foreign_keys(table)
+        )
+        pk = found.get_pk_constraint(table)
+        schema[table] = (columns, tuple(pk["constrained_columns"]), indexes, uniques, foreign)
+    return schema
+
+
+def test_an_empty_database_made_in_one_step_equals_the_migrated_one(
+    any_url: str, new_database: Callable[[], str], sluice_home: Path
+) -> None:
+    other = (
+        f"sqlite:///{sluice_home / 'other.db'}" if any_url.startswith("sqlite") else new_database()
+    )
+    migrated, created = make_engine(any_url), make_engine(other)
+    try:
+        assert migrate.upgrade(migrated) == migrate.HEAD
+        assert migrate.create_at_head(created)
+        assert migrate.current(created) == migrate.HEAD
+        assert reflected_schema(created) == reflected_schema(migrated)
+        assert schema_diff(created) == []
+        assert not migrate.create_at_head(created)  # tables exist: nothing done
+        assert not migrate.create_at_head(migrated)
+        assert migrate.upgrade(created) == migrate.HEAD  # later migrations start from head
+    finally:
+        migrated.dispose()
+        created.dispose()
 
 
 CHILD = textwrap.dedent("""

@@ -6,16 +6,32 @@ advisory lock, on SQLite by ``BEGIN IMMEDIATE``; the one that waited finds the s
 head and does nothing. A database created before migrations existed (its tables made by
 ``create_all``, no ``alembic_version``) is adopted: the first revision creates only the
 tables it lacks and stamps it.
+
+An empty database (a fresh ``SLUICE_HOME``) is made in one step instead: the tables
+declared in code (``TABLE_MODULES``) are created and stamped at head in one transaction,
+under the same lock, without importing Alembic. The declared tables and the migrations'
+result are kept equal by tests on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    inspect,
+    text,
+)
 from sqlalchemy.exc import OperationalError
 
 from sluice.core.errors import StateError
@@ -28,6 +44,22 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 HEAD = "0005"
 # Any constant: replicas of one database agree on it, other users of the database do not use it.
 ADVISORY_LOCK_KEY = 0x51C1CE_DB
+# Modules that declare the metadata tables on ``storage.db.METADATA``.
+TABLE_MODULES = (
+    "sluice.storage.checkpoints",
+    "sluice.storage.runs",
+    "sluice.actions.outbox",
+    "sluice.orchestration.history",
+    "sluice.models.registry",
+    "sluice.models.drift",
+)
+# Alembic's version table, as Alembic creates it.
+_VERSION = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -81,7 +113,37 @@ def ensure_schema(engine: Engine) -> None:
             f"metadata database {where} is at schema revision {revision}, which this version "
             f"of Sluice does not know (its newest is {HEAD}): upgrade Sluice"
         )
+    if revision is None and create_at_head(engine):
+        return
     upgrade(engine)
+
+
+def declared_metadata() -> MetaData:
+    """``storage.db.METADATA`` with every table of ``TABLE_MODULES`` declared on it."""
+    from sluice.storage.db import METADATA
+
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+    return METADATA
+
+
+def create_at_head(engine: Engine) -> bool:
+    """Create the declared tables and stamp head, if the database holds no table at all.
+
+    Runs under the migration lock in one transaction; False (nothing done) when any table
+    exists, e.g. another process made the schema first or the database predates migrations.
+    """
+    metadata = declared_metadata()
+    with _reachable(engine), engine.connect() as conn:
+        _lock(conn)
+        if inspect(conn).get_table_names():
+            conn.rollback()
+            return False
+        metadata.create_all(conn, checkfirst=False)
+        _VERSION.create(conn)
+        conn.execute(_VERSION.insert().values(version_num=HEAD))
+        conn.commit()
+    return True
 
 
 def _known(revision: str) -> bool:
