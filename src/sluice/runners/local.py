@@ -10,7 +10,9 @@ Epochs overlap: when the next batch has already been read, it is decoded, transf
 and scored while the sinks write the previous epoch (whose state was taken before). It is
 planned only once the previous epoch is committed and before any sink sees it, so the
 checkpoint protocol is unchanged; when no batch is ready the epoch commits at once and
-the latency bound holds.
+the latency bound holds. A source that allows reading ahead has its next batch read and
+decoded in a pool thread while the current one is transformed (decoding is stateless;
+its rejects join the epoch's dead letters when the epoch runs).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sluice.core.context import EpochContext
 from sluice.core.errors import SluiceError, TransientError
 from sluice.core.settings import Settings
 from sluice.core.types import parse_duration
-from sluice.runners.stages import Stages
+from sluice.runners.stages import Decoded, Stages
 from sluice.runners.stats import RunStats
 from sluice.sinks.base import Marks, Sink, SinkContext, create_sink
 from sluice.sources.base import Position, Source, SourceBatch, SourceContext, create_source
@@ -106,7 +108,7 @@ class LocalRunner:
         self.epoch = 0
         self.position: Position | None = None
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"sluice-{pipeline.name}")
-        self._pending_read: Future[SourceBatch | None] | None = None
+        self._pending_read: Future[tuple[SourceBatch | None, Decoded | None]] | None = None
         self._prefetch = self.source.prefetch_safe
         self._max_rows = pipeline.batch.max_rows
         self._max_latency = parse_duration(pipeline.batch.max_latency).total_seconds()
@@ -182,7 +184,7 @@ class LocalRunner:
     def _step(self, last: bool = False) -> bool:
         if not self._next_ready():
             self._complete()  # nothing to overlap with: commit now (the latency bound)
-        batch = self._next_batch()
+        batch, decoded = self._next_batch()
         if batch is None:
             self._complete()
             if self.until_idle and self.source.exhausted:
@@ -192,7 +194,7 @@ class LocalRunner:
                 self.stop_event.wait(min(self._max_latency, 1.0))
             return True
         epoch = self.epoch + 1 + (self._inflight is not None)
-        scored = self._score(batch, epoch, final=False)  # while the previous epoch writes
+        scored = self._score(batch, epoch, final=False, decoded=decoded)  # while the last writes
         self._complete()
         self.checkpoints.plan(self.pipeline.name, epoch, batch.position)
         self._start(scored)
@@ -213,14 +215,19 @@ class LocalRunner:
         self.checkpoints.plan(self.pipeline.name, self.epoch + 1, empty.position)
         self._process(empty, self.epoch + 1, final=True)
 
-    def _next_batch(self) -> SourceBatch | None:
-        """The next batch; sources that allow it read the following one meanwhile."""
+    def _next_batch(self) -> tuple[SourceBatch | None, Decoded | None]:
+        """The next batch; sources that allow it read and decode the following one meanwhile."""
         if not self._prefetch:
-            return self._read()
-        pending = self._pending_read or self._pool.submit(self._read)
-        batch = pending.result()
-        self._pending_read = self._pool.submit(self._read) if batch is not None else None
-        return batch
+            return self._read(), None
+        pending = self._pending_read or self._pool.submit(self._read_ahead)
+        batch, decoded = pending.result()
+        self._pending_read = self._pool.submit(self._read_ahead) if batch is not None else None
+        return batch, decoded
+
+    def _read_ahead(self) -> tuple[SourceBatch | None, Decoded | None]:
+        """Read the next batch and decode it (in a pool thread, one read at a time)."""
+        batch = self._read()
+        return batch, self.stages.decode_ahead(batch) if batch is not None else None
 
     def _read(self, until: Position | None = None) -> SourceBatch | None:
         """Poll until ``max_rows`` rows, ``max_latency`` elapsed, or (replay) ``until``."""
@@ -257,10 +264,12 @@ class LocalRunner:
         self._start(self._score(batch, epoch, final=final))
         self._complete()
 
-    def _score(self, batch: SourceBatch, epoch: int, *, final: bool) -> Scored:
+    def _score(
+        self, batch: SourceBatch, epoch: int, *, final: bool, decoded: Decoded | None = None
+    ) -> Scored:
         ctx = EpochContext(self.pipeline.name, epoch, final=final)
         started = time.perf_counter()
-        table, pending = self.stages.run(batch, ctx)
+        table, pending = self.stages.run(batch, ctx, decoded)
         writers = self.stages.commit_writers(pending, epoch)
         return Scored(batch, epoch, ctx, table, writers, started)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
@@ -30,6 +31,24 @@ if TYPE_CHECKING:  # the engine (templates, outbox, dispatcher) is imported only
 
 log = logging.getLogger("sluice.runner")
 T = TypeVar("T")
+
+
+@dataclass
+class Decoded:
+    """A batch decoded ahead of its epoch: the good rows and what the decode rejected."""
+
+    table: pa.Table | None
+    rejects: EpochContext
+
+    def into(self, ctx: EpochContext) -> pa.Table | None:
+        """Hand the rejects to the epoch's ``ctx`` (numbered with its epoch); the rows out."""
+        for rows in self.rejects.dead_letters:
+            epochs = pa.repeat(pa.scalar(ctx.epoch, pa.int64()), rows.num_rows)
+            ctx.dead_letters.append(
+                rows.set_column(rows.schema.get_field_index("epoch"), "epoch", epochs)
+            )
+        ctx.counters.update(self.rejects.counters)
+        return self.table
 
 
 class Stages:
@@ -135,10 +154,13 @@ class Stages:
         return decoder
 
     # -- one epoch -----------------------------------------------------------------------
-    def run(self, batch: SourceBatch, ctx: EpochContext) -> tuple[pa.Table, PendingActions | None]:
-        """Decode and transform ``batch``, score it and evaluate the actions."""
+    def run(
+        self, batch: SourceBatch, ctx: EpochContext, decoded: Decoded | None = None
+    ) -> tuple[pa.Table, PendingActions | None]:
+        """Decode (unless ``decoded`` ahead) and transform ``batch``, score it, run actions."""
         self._drift_writers = []
-        table = self._transform(self.decode(batch, ctx), ctx)
+        rows = decoded.into(ctx) if decoded is not None else self.decode(batch, ctx)
+        table = self._transform(rows, ctx)
         table = self._score(table, ctx)
         pending = self.actions.evaluate(table, ctx) if self.actions is not None else None
         return table, pending
@@ -150,6 +172,11 @@ class Stages:
         if self.pipeline.schema_ or batch.raw_format != "arrow":
             return self._decoder(batch.raw_format).decode(batch.data, ctx)
         return reject_flagged(batch.data, ctx)
+
+    def decode_ahead(self, batch: SourceBatch) -> Decoded:
+        """Decode ``batch`` before its epoch is known (one thread at a time: the reader's)."""
+        rejects = EpochContext(self.pipeline.name, 0)
+        return Decoded(self.decode(batch, rejects), rejects)
 
     def _transform(self, table: pa.Table | None, ctx: EpochContext) -> pa.Table:
         """Apply every transform; on the final epoch flush each one's held rows downstream."""
