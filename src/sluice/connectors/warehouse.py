@@ -32,15 +32,22 @@ def is_lock_error(exc: duckdb.Error) -> bool:
     return any(hint in text for hint in _LOCK_HINTS)
 
 
-def connect_duckdb(
-    path: str, read_only: bool = False, wait: float = LOCK_WAIT_SECONDS
-) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB file, retrying briefly while another process holds its lock."""
+def attach_duckdb(
+    con: duckdb.DuckDBPyConnection,
+    path: str,
+    name: str,
+    read_only: bool = False,
+    wait: float = LOCK_WAIT_SECONDS,
+) -> None:
+    """Attach a DuckDB file to ``con`` as ``name``, retrying while another process holds it."""
+    mode = " (READ_ONLY)" if read_only else ""
+    statement = f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS {quote(name)}{mode}"
     deadline = time.monotonic() + wait
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(path, read_only=read_only)
+            con.execute(statement)
+            return
         except duckdb.Error as exc:
             if not is_lock_error(exc) or time.monotonic() >= deadline:
                 raise

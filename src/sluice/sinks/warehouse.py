@@ -4,10 +4,10 @@ transaction.
 Where: the ``url`` option, else ``settings.warehouse_url`` (``SLUICE_WAREHOUSE_URL``):
 
 * a path (or ``duckdb:///path``): a DuckDB file. Each write leases a cursor of the
-  process's one shared DuckDB instance of the file (``connectors.duckdb_shared``; queries of
+  process's one shared attachment of the file (``connectors.duckdb_shared``; queries of
   the same process lease it too, and read snapshots without blocking the write); when
-  nothing else of the process uses it, the file is closed after the write, so other
-  processes (``sluice query``) can read between epochs. Rows go in straight from Arrow
+  nothing else of the process uses it, the file is detached (closed) after the write, so
+  other processes (``sluice query``) can read between epochs. Rows go in straight from Arrow
   (``INSERT ... BY NAME``). ``keep_open: true`` keeps the lease (faster for tiny epochs;
   readers in other processes are then locked out). A file locked by another process is
   waited for ``lock_wait`` seconds (default 2), then the write fails with
