@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from sluice.core.errors import StateError
 from sluice.core.settings import Settings
-from sluice.storage import migrate
+from sluice.storage import db, migrate
 from sluice.storage.checkpoints import CheckpointStore
 from sluice.storage.db import METADATA, dispose_all, get_engine, make_engine
 from tests.postgres import SERVER, create_database, drop_databases
@@ -30,7 +30,7 @@ psycopg = pytest.importorskip("psycopg")
 
 def declared_metadata() -> MetaData:
     """``METADATA`` with every Sluice table declared on it."""
-    return migrate.declared_metadata()
+    return db.declared_metadata()
 
 
 @pytest.fixture(scope="session")
@@ -132,12 +132,13 @@ def test_an_empty_database_made_in_one_step_equals_the_migrated_one(
     migrated, created = make_engine(any_url), make_engine(other)
     try:
         assert migrate.upgrade(migrated) == migrate.HEAD
-        assert migrate.create_at_head(created)
+        assert migrate.create_at_head(created, declared_metadata())
         assert migrate.current(created) == migrate.HEAD
         assert reflected_schema(created) == reflected_schema(migrated)
         assert schema_diff(created) == []
-        assert not migrate.create_at_head(created)  # tables exist: nothing done
-        assert not migrate.create_at_head(migrated)
+        # tables exist: nothing done
+        assert not migrate.create_at_head(created, declared_metadata())
+        assert not migrate.create_at_head(migrated, declared_metadata())
         assert migrate.upgrade(created) == migrate.HEAD  # later migrations start from head
     finally:
         migrated.dispose()

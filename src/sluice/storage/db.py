@@ -8,6 +8,7 @@ Alembic migrations in ``storage/migrations``, applied when an engine is first cr
 
 from __future__ import annotations
 
+import importlib
 import threading
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from sluice.core.errors import ConfigError, MissingDependencyError
 from sluice.storage.sqlite_wal import enable_wal
 
 METADATA = MetaData()
+# Modules that declare the metadata tables on METADATA (imported by name: they import this one).
+TABLE_MODULES = (
+    "sluice.storage.checkpoints",
+    "sluice.storage.runs",
+    "sluice.actions.outbox",
+    "sluice.orchestration.history",
+    "sluice.models.registry",
+    "sluice.models.drift",
+)
 _engines: dict[str, Engine] = {}
 _created: set[tuple[str, str]] = set()
 _migrated: set[str] = set()
@@ -97,12 +107,19 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
+def declared_metadata() -> MetaData:
+    """``METADATA`` with every table of ``TABLE_MODULES`` declared on it."""
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+    return METADATA
+
+
 def _migrate(engine: Engine) -> None:
     from sluice.storage.migrate import ensure_schema
 
     key = engine.url.render_as_string(hide_password=False)
     if key not in _migrated:
-        ensure_schema(engine)
+        ensure_schema(engine, declared_metadata())
         _migrated.add(key)
 
 

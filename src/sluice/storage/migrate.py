@@ -8,14 +8,13 @@ head and does nothing. A database created before migrations existed (its tables 
 tables it lacks and stamps it.
 
 An empty database (a fresh ``SLUICE_HOME``) is made in one step instead: the tables
-declared in code (``TABLE_MODULES``) are created and stamped at head in one transaction,
+declared in code (``db.declared_metadata``) are created and stamped at head in one transaction,
 under the same lock, without importing Alembic. The declared tables and the migrations'
 result are kept equal by tests on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,15 +43,6 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 HEAD = "0005"
 # Any constant: replicas of one database agree on it, other users of the database do not use it.
 ADVISORY_LOCK_KEY = 0x51C1CE_DB
-# Modules that declare the metadata tables on ``storage.db.METADATA``.
-TABLE_MODULES = (
-    "sluice.storage.checkpoints",
-    "sluice.storage.runs",
-    "sluice.actions.outbox",
-    "sluice.orchestration.history",
-    "sluice.models.registry",
-    "sluice.models.drift",
-)
 # Alembic's version table, as Alembic creates it.
 _VERSION = Table(
     "alembic_version",
@@ -102,8 +92,12 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     return current(engine)
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade to head unless the database is already there; refuse a newer schema."""
+def ensure_schema(engine: Engine, metadata: MetaData | None = None) -> None:
+    """Upgrade to head unless the database is already there; refuse a newer schema.
+
+    With ``metadata`` (the tables declared in code), an empty database is created at head
+    in one step (``create_at_head``) instead of running every migration.
+    """
     revision = current(engine)
     if revision == HEAD:
         return
@@ -113,27 +107,18 @@ def ensure_schema(engine: Engine) -> None:
             f"metadata database {where} is at schema revision {revision}, which this version "
             f"of Sluice does not know (its newest is {HEAD}): upgrade Sluice"
         )
-    if revision is None and create_at_head(engine):
+    if revision is None and metadata is not None and create_at_head(engine, metadata):
         return
     upgrade(engine)
 
 
-def declared_metadata() -> MetaData:
-    """``storage.db.METADATA`` with every table of ``TABLE_MODULES`` declared on it."""
-    from sluice.storage.db import METADATA
+def create_at_head(engine: Engine, metadata: MetaData) -> bool:
+    """Create ``metadata``'s tables and stamp head, if the database holds no table at all.
 
-    for module in TABLE_MODULES:
-        importlib.import_module(module)
-    return METADATA
-
-
-def create_at_head(engine: Engine) -> bool:
-    """Create the declared tables and stamp head, if the database holds no table at all.
-
+    ``metadata`` must declare exactly the head revision's tables (``db.declared_metadata``).
     Runs under the migration lock in one transaction; False (nothing done) when any table
     exists, e.g. another process made the schema first or the database predates migrations.
     """
-    metadata = declared_metadata()
     with _reachable(engine), engine.connect() as conn:
         _lock(conn)
         if inspect(conn).get_table_names():
