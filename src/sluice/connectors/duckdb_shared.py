@@ -94,7 +94,8 @@ def _attach(path: str, read_only: bool, wait: float) -> str:
         _host = duckdb.connect()
     _attached += 1
     database = f"sluice_warehouse_{_attached}"
-    attach_duckdb(_host, path, database, read_only=read_only, wait=wait)
+    with contextlib.closing(_host.cursor()) as cursor:  # the host itself only makes cursors
+        attach_duckdb(cursor, path, database, read_only=read_only, wait=wait)
     return database
 
 
@@ -156,5 +157,6 @@ def _release(key: str) -> None:
         if instance.users <= 0:
             del _instances[key]
             assert _host is not None
-            _host.execute(f"DETACH {quote(instance.database)}")  # closes the file
+            with contextlib.closing(_host.cursor()) as cursor:
+                cursor.execute(f"DETACH {quote(instance.database)}")  # closes the file
             _changed.notify_all()
