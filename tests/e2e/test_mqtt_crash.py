@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from deltalake import DeltaTable
@@ -21,6 +22,9 @@ from tests.processes import committed_epoch, kill_when, start_run
 N_MESSAGES = 6_000
 DEVICES = 5
 BURST = 50
+# Mosquitto queues at most ``max_queued_messages`` (1000 by default) for a session whose client
+# is down and drops the rest: while no run is up the publisher sends at most this many.
+DOWN_BUDGET = 300
 
 PIPELINE = """\
 name: mqttcrash
@@ -44,18 +48,30 @@ def message(i: int) -> bytes:
     ).encode()
 
 
-def publish_slowly(run: str, done: threading.Event) -> None:
+def publish_slowly(run: str, up: threading.Event, done: threading.Event) -> None:
     """Publish every message at QoS 1 in bursts, about 200 a second.
 
-    Mosquitto queues at most ``max_queued_messages`` (1000 by default) for a session whose
-    client is down; at this rate a restart of a few seconds stays well within it.
+    While the pipeline is down (``up`` clear) at most ``DOWN_BUDGET`` messages go out, so the
+    broker's queue for the session cannot overflow however long a restart takes on a loaded
+    machine; the messages in flight at the kill are what the test is about.
     """
+    sent_while_down = 0
     for first in range(0, N_MESSAGES, BURST):
+        if not up.is_set() and sent_while_down >= DOWN_BUDGET:
+            up.wait(timeout=300)
+        sent_while_down = 0 if up.is_set() else sent_while_down + BURST
         for device in range(DEVICES):
             ids = range(first + device, min(first + BURST, N_MESSAGES), DEVICES)
             publish(f"plant/{run}/d{device}/telemetry", [message(i) for i in ids])
         time.sleep(BURST / 200)
     done.set()
+
+
+def _wait_for_epoch(home: Path, epoch: int) -> None:
+    deadline = time.monotonic() + 120  # a guard against hanging, not a measurement
+    while committed_epoch(home, "mqttcrash") <= epoch:
+        assert time.monotonic() < deadline, "the restarted run committed nothing"
+        time.sleep(0.02)
 
 
 def test_sigkill_while_publishing_lands_every_message_exactly_once(tmp_path: Path) -> None:
@@ -66,19 +82,36 @@ def test_sigkill_while_publishing_lands_every_message_exactly_once(tmp_path: Pat
     pipeline = tmp_path / "mqttcrash.yaml"
     pipeline.write_text(PIPELINE.format(url=url, run=run))
 
-    published = threading.Event()
-    publisher = threading.Thread(target=publish_slowly, args=(run, published), daemon=True)
+    up, published = threading.Event(), threading.Event()
+    up.set()
+    publisher = threading.Thread(target=publish_slowly, args=(run, up, published), daemon=True)
     publisher.start()
-    kill_when(start_run(pipeline, home), lambda: committed_epoch(home, "mqttcrash") >= 2)
-    assert not published.is_set(), "the first kill must come while messages are published"
-    first_kill = committed_epoch(home, "mqttcrash")
-    kill_when(
-        start_run(pipeline, home), lambda: committed_epoch(home, "mqttcrash") >= first_kill + 4
-    )
-    assert not published.is_set(), "the second kill must come while messages are published"
 
-    last = start_run(pipeline, home, "--idle-timeout", "3")
-    publisher.join(timeout=120)
+    def down_when(target: int) -> Callable[[], bool]:
+        def reached() -> bool:
+            epoch = committed_epoch(home, "mqttcrash")
+            if epoch > previous_kill:
+                up.set()  # this run is up and committing
+            if epoch >= target:
+                up.clear()
+                return True
+            return False
+
+        return reached
+
+    previous_kill = 0
+    kill_when(start_run(pipeline, home), down_when(2))
+    assert not published.is_set(), "the first kill must come while messages are published"
+    previous_kill = first_kill = committed_epoch(home, "mqttcrash")
+    kill_when(start_run(pipeline, home), down_when(first_kill + 4))
+    assert not published.is_set(), "the second kill must come while messages are published"
+    second_kill = committed_epoch(home, "mqttcrash")
+
+    # the idle timeout outlasts any pause of the publisher on a loaded machine
+    last = start_run(pipeline, home, "--idle-timeout", "8")
+    _wait_for_epoch(home, second_kill)
+    up.set()
+    publisher.join(timeout=300)
     assert published.is_set()
     _, err = last.communicate(timeout=300)
     assert last.returncode == 0, err.decode()
