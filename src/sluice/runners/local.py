@@ -10,9 +10,10 @@ Epochs overlap: when the next batch has already been read, it is decoded, transf
 and scored while the sinks write the previous epoch (whose state was taken before). It is
 planned only once the previous epoch is committed and before any sink sees it, so the
 checkpoint protocol is unchanged; when no batch is ready the epoch commits at once and
-the latency bound holds. A source that allows reading ahead has its next batch read and
-decoded in a pool thread while the current one is transformed (decoding is stateless;
-its rejects join the epoch's dead letters when the epoch runs).
+the latency bound holds. A source that allows reading ahead has its next batch decoded in
+a pool thread while the batch after it is read in another and the current one is
+transformed (decoding is stateless; its rejects join the epoch's dead letters when the
+epoch runs).
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ class LocalRunner:
         self._side_sinks: dict[str, Sink] = {}
         self.epoch = 0
         self.position: Position | None = None
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"sluice-{pipeline.name}")
+        self._pool = ThreadPoolExecutor(max_workers=5, thread_name_prefix=f"sluice-{pipeline.name}")
         self._pending_read: Future[tuple[SourceBatch | None, Decoded | None]] | None = None
+        self._raw_read: Future[SourceBatch | None] | None = None  # the batch after, being read
         self._prefetch = self.source.prefetch_safe
         self._max_rows = pipeline.batch.max_rows
         self._max_latency = parse_duration(pipeline.batch.max_latency).total_seconds()
@@ -152,6 +154,9 @@ class LocalRunner:
         if self._pending_read is not None:
             self._pending_read.cancel()
             wait([self._pending_read])
+        if self._raw_read is not None:  # set by the pending read (finished or cancelled now)
+            self._raw_read.cancel()
+            wait([self._raw_read])
         self._pool.shutdown(wait=True)
         for closer in [
             self.source.close,
@@ -225,9 +230,18 @@ class LocalRunner:
         return batch, decoded
 
     def _read_ahead(self) -> tuple[SourceBatch | None, Decoded | None]:
-        """Read the next batch and decode it (in a pool thread, one read at a time)."""
-        batch = self._read()
-        return batch, self.stages.decode_ahead(batch) if batch is not None else None
+        """The next batch, decoded (in a pool thread); the batch after it is read meanwhile.
+
+        Reads stay sequential (the following read starts once this batch is read) and so do
+        decodes (this task runs once the previous one is taken), but a read and a decode
+        overlap: two stages of a pipeline instead of one thread doing both in turn.
+        """
+        raw, self._raw_read = self._raw_read, None
+        batch = raw.result() if raw is not None else self._read()
+        if batch is None:
+            return None, None
+        self._raw_read = self._pool.submit(self._read)
+        return batch, self.stages.decode_ahead(batch)
 
     def _read(self, until: Position | None = None) -> SourceBatch | None:
         """Poll until ``max_rows`` rows, ``max_latency`` elapsed, or (replay) ``until``."""
