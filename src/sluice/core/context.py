@@ -6,9 +6,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from sluice.core.duck import memory_cursor
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
@@ -29,7 +30,7 @@ def rows_as_json(table: pa.Table) -> pa.Array:
         return pa.array([], pa.string())
     if table.num_columns == 0:
         return pa.array(["{}"] * table.num_rows, pa.string())
-    con = duckdb.connect()
+    con = memory_cursor()
     try:
         con.register("rows_in", table)
         cols = ", ".join('"' + c.replace('"', '""') + '"' for c in table.column_names)

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from sluice.config.models import FieldSpec
 from sluice.core.context import EpochContext
+from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
 from sluice.core.types import DUCKDB_TYPES, arrow_type
 
@@ -127,8 +128,7 @@ class Decoder:
         self.fields = dict(fields)
         self.raw_format = raw_format
         self.schema = pa.schema([pa.field(n, arrow_type(s.type)) for n, s in fields.items()])
-        self._con = duckdb.connect()
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._con = memory_cursor()
         self._defaults = {
             n: self._default_sql(n, s) for n, s in fields.items() if s.default is not None
         }

@@ -9,6 +9,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
 
 # DuckDB errors that mean "this SQL cannot be bound/parsed" rather than "this data is bad".
@@ -27,13 +28,19 @@ def quote(name: str) -> str:
 
 
 class DuckSQL:
-    """One in-memory DuckDB connection (UTC session) that runs SQL over Arrow tables."""
+    """One in-memory DuckDB connection (UTC session) that runs SQL over Arrow tables.
+
+    Without ``threads`` it is a cursor of the process's shared instance (``memory_cursor``);
+    ``threads`` is an instance setting, so a step that sets it has an instance of its own.
+    """
 
     def __init__(self, *, threads: int | None = None) -> None:
         self.threads = threads
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
-        if threads is not None:  # one thread makes float aggregates bit-for-bit repeatable
+        if threads is None:
+            self.con = memory_cursor()
+        else:  # one thread makes float aggregates bit-for-bit repeatable
+            self.con = duckdb.connect()
+            self.con.execute("SET TimeZone = 'UTC'")
             self.con.execute(f"SET threads = {int(threads)}")
         self._relations: dict[tuple[Any, ...], duckdb.DuckDBPyRelation] = {}
 
