@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,6 +17,7 @@ from sluice.config.models import SourceConfig
 from sluice.core.errors import ConfigError, SourceError
 from sluice.sources.base import Position, SourceContext
 from sluice.sources.file import FileSource
+from sluice.sources.lines import SCAN_BLOCK, newline_positions
 
 
 def make_source(path: Path | str, **options: Any) -> FileSource:
@@ -385,3 +387,28 @@ def test_until_at_the_current_position_returns_an_empty_batch(tmp_path: Path) ->
     assert batch is not None
     assert (batch.data.num_rows, batch.position) == (0, first.position)
     assert raws(drain(resumed)[0]) == [json.dumps({"n": 2, "pad": "xx"})]
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, SCAN_BLOCK - 1, SCAN_BLOCK, SCAN_BLOCK + 1, 3 * SCAN_BLOCK + 17]
+)
+def test_newline_positions_across_scan_blocks(size: int) -> None:
+    data = np.random.default_rng(size).integers(0, 16, size).astype(np.uint8)
+    data[-1:] = 10  # a newline as the very last byte (of the last block)
+    data[SCAN_BLOCK - 1 : SCAN_BLOCK + 1] = 10  # and on both sides of a block boundary
+    found = newline_positions(data)
+    assert found.dtype == np.int64
+    assert np.array_equal(found, np.flatnonzero(data == 10))
+
+
+def test_json_lines_larger_than_a_scan_block_keep_every_record(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    lines = [json.dumps({"n": i, "pad": "x" * (i % 50)}) for i in range(20_000)]
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > 2 * SCAN_BLOCK
+    source = make_source(path)
+    source.open(None)
+    batch = source.poll(100_000, 0)
+    assert batch is not None
+    assert batch.data.column("_raw").to_pylist() == lines
+    assert batch.data.column("__origin").to_pylist()[-1] == f"big.jsonl:{len(lines)}"

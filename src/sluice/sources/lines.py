@@ -19,11 +19,32 @@ Buffer = bytes | memoryview
 NEWLINE = 10
 QUOTE = 34
 _TAIL_SCAN = 1 << 16
+SCAN_BLOCK = 1 << 18  # bytes compared at a time when looking for newlines
+
+
+def newline_positions(buf: np.ndarray) -> np.ndarray:
+    """Positions of the newline bytes of ``buf``, found a block at a time.
+
+    One reused block-sized mask instead of a mask as large as the chunk: no fresh pages to
+    clear for each chunk (16 MiB by default), and the mask stays in the CPU cache.
+    """
+    if buf.size <= SCAN_BLOCK:
+        return np.flatnonzero(buf == NEWLINE)
+    mask = np.empty(SCAN_BLOCK, bool)
+    found = []
+    for start in range(0, buf.size, SCAN_BLOCK):
+        block = buf[start : start + SCAN_BLOCK]
+        part = mask[: block.size]
+        np.equal(block, NEWLINE, out=part)
+        hits = np.flatnonzero(part)
+        hits += start
+        found.append(hits)
+    return np.concatenate(found)
 
 
 def record_ends(buf: np.ndarray, quoted: bool = False) -> np.ndarray:
     """Positions of the newlines that end records (``quoted``: skip newlines in CSV quotes)."""
-    newlines = np.flatnonzero(buf == NEWLINE)
+    newlines = newline_positions(buf)
     if not quoted or newlines.size == 0:
         return newlines
     quotes = np.cumsum(buf == QUOTE, dtype=np.int64)
@@ -59,7 +80,7 @@ class Records:
 def split_records(data: Buffer, quoted: bool = False, strip: str = "\r\n") -> Records:
     """Split ``data`` (whole records; the last one may lack its newline) into records."""
     buf = np.frombuffer(data, np.uint8)
-    newlines = np.flatnonzero(buf == NEWLINE)
+    newlines = newline_positions(buf)
     ends = record_ends(buf, quoted) if quoted else newlines
     stops = ends.astype(np.int64) + 1
     if buf.size and (ends.size == 0 or int(ends[-1]) != buf.size - 1):
