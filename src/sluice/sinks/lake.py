@@ -134,6 +134,7 @@ class LakeSink(Sink):
         # marks of direct appends the handle may not hold yet, and whether they may be used
         self._version = -1
         self._marks: dict[str, int] = {}
+        self._held: dict[str, int] = {}  # the handle's marks, read once per snapshot
         self._direct: bool | None = None
         self._schema: pa.Schema | None = None
         self.compact_every = int(options.get("compact_every", COMPACT_EVERY))
@@ -187,8 +188,11 @@ class LakeSink(Sink):
     def _mark(self, delta: DeltaTable, stream: str) -> int:
         """The last epoch of ``stream`` in the table (-1 if none)."""
         app_id = self.app_id_of(stream)
-        held = delta.transaction_version(app_id)
-        return max(held if held is not None else -1, self._marks.get(app_id, -1))
+        held = self._held.get(app_id)
+        if held is None:
+            version = delta.transaction_version(app_id)
+            held = self._held[app_id] = version if version is not None else -1
+        return max(held, self._marks.get(app_id, -1))
 
     def last_epoch(self) -> int | None:
         """The last epoch this pipeline committed to the table (None if none)."""
@@ -249,6 +253,7 @@ class LakeSink(Sink):
         self._delta = None
         self._version = -1
         self._marks = {}
+        self._held = {}
         self._direct = None
 
     def _refresh(self) -> DeltaTable | None:
@@ -267,6 +272,7 @@ class LakeSink(Sink):
             raise self._store_error(exc) from exc
         self._stale = False
         self._direct = None  # the protocol, settings or schema may have changed
+        self._held = {}
         self._version = self._delta.version() if self._delta is not None else -1
         return self._delta
 
@@ -348,6 +354,7 @@ class LakeSink(Sink):
             self._delta = open_delta(self.uri)
         self._stale = False
         self._direct = None  # the write may have merged the schema
+        self._held = {}
         self._version = self._delta.version() if self._delta is not None else -1
         self._committed()
 
