@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from sluice.core.settings import Settings
 from sluice.sinks.base import SinkContext
 from sluice.sinks.lake import LakeSink
 from sluice.sinks.lake_append import file_stats, split_partitions
+from sluice.storage.lake_tables import LOG_GAP, listing_retry
 from tests.unit.test_lake_sink import T0, events, ids_in, lake_sink
 
 
@@ -176,3 +178,19 @@ def test_split_partitions_refuses_what_it_cannot_encode() -> None:
     assert split_partitions(pa.table({"p": ["a/b"], "v": [1]}), ["p"]) is None
     stamp = pa.array([T0 + timedelta(hours=1)], pa.timestamp("us", tz="UTC"))
     assert split_partitions(pa.table({"p": stamp, "v": [1]}), ["p"]) is None
+
+
+def test_a_listing_that_raced_with_commits_is_taken_again() -> None:
+    calls: list[bool] = []
+    guard = threading.Lock()
+
+    def listing() -> str:
+        calls.append(guard.locked())
+        if len(calls) < 3:
+            raise RuntimeError(f"kernel error: {LOG_GAP}, but found gap")
+        return "snapshot"
+
+    assert listing_retry(listing, attempts=3, guard=guard) == "snapshot"
+    assert calls == [False, False, True]  # the last attempt holds back the appends
+    with pytest.raises(ValueError, match="other"):
+        listing_retry(lambda: (_ for _ in ()).throw(ValueError("other")))

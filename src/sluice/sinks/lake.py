@@ -56,6 +56,7 @@ from sluice.sinks.lake_append import commit_entry, direct_append_ok, split_parti
 from sluice.storage.lake_tables import (
     DELTA_LOG,
     is_remote,
+    listing_retry,
     missing_bucket,
     open_delta,
     storage_options,
@@ -143,6 +144,7 @@ class LakeSink(Sink):
         self._commits = 0
         self._cleanup_due = False  # a compaction wrote a log checkpoint since the last cleanup
         self._maintenance: threading.Thread | None = None
+        self._committing = threading.Lock()  # held while a direct append creates its entry
 
     def app_id_of(self, stream: str) -> str:
         """The Delta app-transaction id of ``stream``'s writes to this table."""
@@ -230,8 +232,9 @@ class LakeSink(Sink):
         self._stale = True  # until this commit is known to have landed
         try:
             actions = write_files(root, parts)
-            if not commit_entry(root, self._version + 1, actions, transactions, partitions):
-                return False
+            with self._committing:
+                if not commit_entry(root, self._version + 1, actions, transactions, partitions):
+                    return False
         except OSError as exc:
             raise self._store_error(exc) from exc
         self._stale = False
@@ -263,7 +266,7 @@ class LakeSink(Sink):
         try:
             if self._delta is not None:
                 try:
-                    self._delta.update_incremental()
+                    listing_retry(self._delta.update_incremental)
                 except Exception:  # log entries it needs were cleaned up: read the checkpoint
                     self._forget()
             if self._delta is None:
@@ -321,7 +324,8 @@ class LakeSink(Sink):
 
         self._stale = True  # until this commit is known to have landed
         if delta is not None and delta.version() < self._version:
-            delta.update_incremental()  # direct appends since: delta-rs commits after them
+            # direct appends since: delta-rs commits after them
+            listing_retry(delta.update_incremental)
         try:
             write_deltalake(
                 delta if delta is not None else self.uri,
@@ -397,15 +401,21 @@ class LakeSink(Sink):
         from deltalake import PostCommitHookProperties
 
         try:
-            table = open_delta(self.uri)
+            table = listing_retry(lambda: open_delta(self.uri), guard=self._committing)
             if table is None:
                 return
-            table.optimize.compact(
-                post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False)
+            hooks = PostCommitHookProperties(cleanup_expired_logs=False)
+            # each step lists the log while this sink's appends go on: see listing_retry
+            guard = self._committing  # the last attempt holds back the appends
+            listing_retry(
+                lambda: table.optimize.compact(post_commithook_properties=hooks), guard=guard
             )
             if table.metadata().configuration.get(RETENTION) != self.log_retention:
-                table.alter.set_table_properties({RETENTION: self.log_retention})
-            table.create_checkpoint()
+                listing_retry(
+                    lambda: table.alter.set_table_properties({RETENTION: self.log_retention}),
+                    guard=guard,
+                )
+            listing_retry(table.create_checkpoint, guard=guard)
             self._cleanup_due = True
         except Exception as exc:  # a failed compaction only leaves the table as it was
             log.warning("compacting lake table %r failed: %s", self.table_name, exc)
