@@ -54,7 +54,9 @@ from sluice.core.types import parse_duration
 from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.sinks.lake_append import commit_entry, direct_append_ok, split_partitions, write_files
 from sluice.storage.lake_tables import (
+    COMMIT_LOST,
     DELTA_LOG,
+    LOG_GAP,
     is_remote,
     listing_retry,
     missing_bucket,
@@ -408,7 +410,10 @@ class LakeSink(Sink):
             # each step lists the log while this sink's appends go on: see listing_retry
             guard = self._committing  # the last attempt holds back the appends
             listing_retry(
-                lambda: table.optimize.compact(post_commithook_properties=hooks), guard=guard
+                lambda: table.optimize.compact(post_commithook_properties=hooks),
+                attempts=3,
+                guard=guard,
+                races=(LOG_GAP, COMMIT_LOST),  # appends took every version it tried
             )
             if table.metadata().configuration.get(RETENTION) != self.log_retention:
                 listing_retry(

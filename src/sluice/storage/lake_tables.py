@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 DELTA_LOG = "_delta_log"
 LOG_GAP = "Expected contiguous commit files"
+COMMIT_LOST = "Failed to commit transaction"  # delta-rs gave up: others took every version
 T = TypeVar("T")
 _AWS_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -75,7 +76,10 @@ def missing_bucket(uri: str) -> str | None:
 
 
 def listing_retry(
-    action: Callable[[], T], attempts: int = 6, guard: AbstractContextManager[object] | None = None
+    action: Callable[[], T],
+    attempts: int = 6,
+    guard: AbstractContextManager[object] | None = None,
+    races: tuple[str, ...] = (LOG_GAP,),
 ) -> T:
     """Run a delta-rs call that lists the log, again when the listing raced with commits.
 
@@ -83,7 +87,7 @@ def listing_retry(
     see the next (the order of a listing is not the order of creation); delta-rs then
     refuses the "gap". Listing again a moment later sees both. ``guard`` (a lock the
     writer of the appends holds while it commits) is taken for the last attempt, which
-    then cannot race.
+    then cannot race. ``races``: the error texts that mean the call raced with commits.
     """
     for attempt in range(attempts):
         try:
@@ -92,7 +96,7 @@ def listing_retry(
                     return action()
             return action()
         except Exception as exc:
-            if LOG_GAP not in str(exc) or attempt == attempts - 1:
+            if not any(race in str(exc) for race in races) or attempt == attempts - 1:
                 raise
             time.sleep(0.005 * (attempt + 1))
     raise AssertionError("unreachable")
