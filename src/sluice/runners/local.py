@@ -200,8 +200,8 @@ class LocalRunner:
             return True
         epoch = self.epoch + 1 + (self._inflight is not None)
         scored = self._score(batch, epoch, final=False, decoded=decoded)  # while the last writes
-        self._complete()
-        self.checkpoints.plan(self.pipeline.name, epoch, batch.position)
+        if not self._complete(plan=(epoch, batch.position)):  # commit the last, plan this one
+            self.checkpoints.plan(self.pipeline.name, epoch, batch.position)
         self._start(scored)
         if last or self.stop_event.is_set():
             self._complete()
@@ -292,16 +292,18 @@ class LocalRunner:
         writes = self._start_sink_writes(drop_internal(scored.table), scored.ctx, scored.epoch)
         self._inflight = InFlight(scored, writes, self.stages.states())
 
-    def _complete(self) -> None:
-        """Wait for the epoch in flight (if any) to be written, then commit it."""
+    def _complete(self, plan: tuple[int, Position] | None = None) -> bool:
+        """Wait for the epoch in flight (if any) to be written, then commit it; with
+        ``plan``, the next epoch is planned in the same transaction. False: none in flight
+        (nothing committed nor planned)."""
         inflight, self._inflight = self._inflight, None
         if inflight is None:
-            return
+            return False
         scored = inflight.scored
         wait_for(inflight.writes)
         position = scored.batch.position
         self.checkpoints.commit(
-            self.pipeline.name, scored.epoch, position, inflight.states, scored.writers
+            self.pipeline.name, scored.epoch, position, inflight.states, scored.writers, plan
         )
         self.source.commit(position)
         self.stages.after_commit()
@@ -314,6 +316,7 @@ class LocalRunner:
         )
         if self.on_progress:
             self.on_progress(self.stats)
+        return True
 
     # -- sinks ---------------------------------------------------------------------------
     def _side_sink(self, table_name: str) -> Sink:

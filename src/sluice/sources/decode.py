@@ -88,11 +88,14 @@ def typed_cast(type_name: str, ref: str, source: pa.DataType) -> str:
     return f"TRY_CAST({ref} AS {DUCKDB_TYPES[type_name]})"
 
 
-def _failure_reason(name: str, spec: FieldSpec, ref: str, value: str, shown: str) -> str:
+Branch = tuple[str, str]  # a CASE branch: (condition, reason)
+
+
+def _failure_reason(name: str, spec: FieldSpec, ref: str, value: str, shown: str) -> list[Branch]:
     """CASE branches naming the first problem of field ``name``."""
     branches = []
     if spec.required:
-        branches.append(f"WHEN {ref} IS NULL THEN {_literal(f'missing required field {name!r}')}")
+        branches.append((f"{ref} IS NULL", _literal(f"missing required field {name!r}")))
     if spec.type == "timestamp":
         prefix = _literal(f"field {name!r}: not a timestamp: ")
     elif spec.type == "date":
@@ -100,9 +103,9 @@ def _failure_reason(name: str, spec: FieldSpec, ref: str, value: str, shown: str
     else:
         prefix = _literal(f"field {name!r}: expected {spec.type}, got ")
     branches.append(
-        f"WHEN {ref} IS NOT NULL AND {value} IS NULL THEN {prefix} || left({shown}, {_SHOWN_CHARS})"
+        (f"{ref} IS NOT NULL AND {value} IS NULL", f"{prefix} || left({shown}, {_SHOWN_CHARS})")
     )
-    return "\n".join(branches)
+    return branches
 
 
 def metadata_columns(schema: pa.Schema) -> list[str]:
@@ -132,7 +135,8 @@ class Decoder:
         self._defaults = {
             n: self._default_sql(n, s) for n, s in fields.items() if s.default is not None
         }
-        # per input schema: the decode relation, bound once and re-run on each batch
+        # per input schema and kind (checking only, or with reasons): the decode relation,
+        # parsed once and re-run on each batch
         self._relations: dict[tuple[Any, ...], duckdb.DuckDBPyRelation] = {}
 
     def close(self) -> None:
@@ -155,33 +159,42 @@ class Decoder:
         return f"({text_cast(spec.type, _literal(text))})::{sql_type}"
 
     # -- query building ----------------------------------------------------------------
-    def _relation(self, schema: pa.Schema) -> duckdb.DuckDBPyRelation:
+    def _relation(self, schema: pa.Schema, *, reasons: bool) -> duckdb.DuckDBPyRelation:
         """The decode relation for input tables shaped like ``schema`` (``batch`` registered).
 
-        A relation is parsed and bound once; run again, it reads whatever table is
-        registered as ``batch`` then, so an epoch pays no parsing nor binding.
+        A relation is built once; run again, it reads whatever table is registered as
+        ``batch`` then. Without ``reasons`` it only flags bad rows (``__bad``): binding the
+        reason texts costs about 1 ms a batch, paid only when a batch has bad rows.
         """
-        key = tuple((f.name, str(f.type)) for f in schema)
+        key = (reasons, *((f.name, str(f.type)) for f in schema))
         relation = self._relations.get(key)
         if relation is None:
-            relation = self._con.sql(self._build_query(schema))
+            relation = self._con.sql(self._build_query(schema, reasons=reasons))
             self._relations[key] = relation
         return relation
 
-    def _build_query(self, schema: pa.Schema) -> str:
+    def _build_query(self, schema: pa.Schema, *, reasons: bool = True) -> str:
         names = set(schema.names)
-        values, reasons = self._field_sql(schema)
+        values, branches = self._field_sql(schema)
         special = []
         if "__invalid_utf8" in names:
-            special.append("WHEN \"__invalid_utf8\" THEN 'invalid UTF-8'")
+            special.append(('"__invalid_utf8"', "'invalid UTF-8'"))
         if "__error" in names:
-            special.append('WHEN "__error" IS NOT NULL THEN "__error"')
+            special.append(('"__error" IS NOT NULL', '"__error"'))
         if self.raw_format == "json":
             special += [
-                "WHEN __jt IS NULL THEN 'malformed JSON'",
-                "WHEN __jt <> 'OBJECT' THEN 'not a JSON object'",
+                ("__jt IS NULL", "'malformed JSON'"),
+                ("__jt <> 'OBJECT'", "'not a JSON object'"),
             ]
-        reason = "CASE " + "\n".join(special + reasons) + " END" if special or reasons else "NULL"
+        branches = special + branches
+        if not reasons:  # the same conditions in the same order: bad when one holds
+            checks = "\n".join(f"WHEN {condition} THEN true" for condition, _ in branches)
+            flag = f"CASE {checks} ELSE false END" if branches else "false"
+        reason = (
+            "CASE " + "\n".join(f"WHEN {c} THEN {r}" for c, r in branches) + " END"
+            if branches
+            else "NULL"
+        )
         outputs = []
         for name, spec in self.fields.items():
             expr = values[name]
@@ -190,12 +203,16 @@ class Decoder:
             outputs.append(f"({expr})::{DUCKDB_TYPES[spec.type]} AS {_ident(name)}")
         passed = [_ident(n) for n in self._passthrough(schema)]
         outputs += passed
+        kept = [_ident(n) for n in self.fields] + passed
+        if not reasons:
+            outputs.append(f"{flag} AS __bad")
+            parsed = f"SELECT {', '.join(outputs)} FROM ({self._parsed_sql(schema)}) AS parsed"
+            return f"SELECT {', '.join([*kept, '__bad'])} FROM ({parsed}) AS typed"
         outputs.append(f"{reason} AS __reason")
         # Typed input: the payload (a JSON object of the row) is built later, for bad rows only.
         raw = "NULL::VARCHAR" if self.raw_format == "arrow" else self._raw_sql(schema)
         outputs.append(f"{raw} AS __raw_payload")
         typed = f"SELECT {', '.join(outputs)} FROM ({self._parsed_sql(schema)}) AS parsed"
-        kept = [_ident(n) for n in self.fields] + passed
         return (
             f"SELECT {', '.join([*kept, '__reason'])}, CASE WHEN __reason IS NOT NULL "
             f"THEN __raw_payload END AS __raw_payload FROM ({typed}) AS typed"
@@ -244,10 +261,10 @@ class Decoder:
         inner = f"SELECT *, {kind} FROM (SELECT *, {', '.join(lists)} FROM batch)"
         return f"SELECT {', '.join(['*', *columns])} FROM ({inner})"
 
-    def _field_sql(self, schema: pa.Schema) -> tuple[dict[str, str], list[str]]:
+    def _field_sql(self, schema: pa.Schema) -> tuple[dict[str, str], list[Branch]]:
         """Per field: the value expression, and the CASE branches of its failure reason."""
         values: dict[str, str] = {}
-        reasons: list[str] = []
+        reasons: list[Branch] = []
         from_json = set(self._from_json(schema))
         for name, spec in self.fields.items():
             if name in from_json:
@@ -265,7 +282,7 @@ class Decoder:
             else:
                 ref, value, shown = "NULL", "NULL", "NULL"
             values[name] = value
-            reasons.append(_failure_reason(name, spec, ref, value, shown))
+            reasons += _failure_reason(name, spec, ref, value, shown)
         return values, reasons
 
     def _raw_sql(self, schema: pa.Schema) -> str:
@@ -296,14 +313,17 @@ class Decoder:
         scanned = batch.drop_columns(["__origin"]) if origin_field else batch
         self._con.register("batch", _in_morsels(scanned))
         try:
-            result = self._relation(scanned.schema).to_arrow_table()
+            result = self._relation(scanned.schema, reasons=False).to_arrow_table()
+            all_good = not pc.any(result.column("__bad")).as_py()
+            if not all_good:  # the rejects need their reasons: the full query, once more
+                result = self._relation(scanned.schema, reasons=True).to_arrow_table()
         finally:
             self._con.unregister("batch")
         if origins is not None:
             result = result.append_column("__origin", origins)
-        reason = result.column("__reason")
-        if reason.null_count == result.num_rows:
+        if all_good:
             return result.select(out_schema.names).cast(out_schema)
+        reason = result.column("__reason")
         bad_mask = pc.is_valid(reason)
         bad = result.filter(bad_mask)
         origin = bad.column("__origin") if origin_field else None

@@ -13,6 +13,12 @@ uses ``synchronous=NORMAL`` (no sync of its own): it survives any crash of the p
 epochs' commits may be lost but their plans are not, so the runner replays them exactly
 and the sinks skip what they hold. A commit carrying extra rows (an actions outbox) is
 synced, since its actions may be sent as soon as it returns.
+
+``commit`` may also plan the next epoch in the same transaction (``plan=``), synced as a
+plan is: the local runner commits epoch N and plans N+1 together when N+1 is ready, one
+transaction and one sync per epoch instead of two. Atomically both or neither: a crash
+before leaves N planned (replayed, its sinks skip it), after leaves N+1 planned.
+The ``synchronous`` pragma is sent only when it changes.
 """
 
 from __future__ import annotations
@@ -128,13 +134,17 @@ def _owned_by(owner: str | None) -> list[Any]:
 
 
 def _commit_stream(
-    conn: Connection, item: StreamCommit, now: datetime, owner: str | None = None
+    conn: Connection,
+    item: StreamCommit,
+    now: datetime,
+    owner: str | None = None,
+    plan: tuple[int, dict[str, Any]] | None = None,
 ) -> None:
     values = {
         "epoch": item.epoch,
         "position": json.dumps(item.position),
-        "planned_epoch": None,
-        "planned_position": None,
+        "planned_epoch": plan[0] if plan is not None else None,
+        "planned_position": json.dumps(plan[1]) if plan is not None else None,
         "updated_at": now,
     }
     if not conn.execute(
@@ -229,6 +239,7 @@ class CheckpointStore:
         ensure_tables(engine, "checkpoints", "operator_state", "operator_state_delta")
         self._writer: Engine | None = None
         self._lock = threading.Lock()
+        self._synchronous: str | None = None  # the pragma last set on the write connection
 
     @contextmanager
     def _begin(self, *, sync: bool) -> Iterator[Connection]:
@@ -236,9 +247,14 @@ class CheckpointStore:
         with self._lock:
             if self._writer is None:
                 self._writer = _writer_engine(self.engine)
+                self._synchronous = None
             with self._writer.begin() as conn:
-                if conn.dialect.name == "sqlite":  # before the first write opens the transaction
-                    conn.exec_driver_sql(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
+                mode = "FULL" if sync else "NORMAL"
+                # before the first write opens the transaction; the one connection keeps it
+                if conn.dialect.name == "sqlite" and mode != self._synchronous:
+                    self._synchronous = None  # unknown until the pragma succeeded
+                    conn.exec_driver_sql(f"PRAGMA synchronous={mode}")
+                    self._synchronous = mode
                 yield conn
 
     def close(self) -> None:
@@ -247,6 +263,7 @@ class CheckpointStore:
             if self._writer is not None and self._writer is not self.engine:
                 self._writer.dispose()
             self._writer = None
+            self._synchronous = None
 
     def load(self, pipeline: str) -> Checkpoint:
         """Return the pipeline's checkpoint (epoch 0, no position, when it never ran)."""
@@ -310,22 +327,31 @@ class CheckpointStore:
         position: dict[str, Any],
         states: dict[str, State],
         writers: list[Writer] | None = None,
+        plan: tuple[int, dict[str, Any]] | None = None,
     ) -> None:
-        """Commit ``epoch``: position, operator states and extra rows in one transaction."""
-        self.commit_many([StreamCommit(pipeline, epoch, position, states)], writers)
+        """Commit ``epoch``: position, operator states and extra rows in one transaction;
+        ``plan``: the next epoch and its end position, planned in the same transaction."""
+        self.commit_many(
+            [StreamCommit(pipeline, epoch, position, states)],
+            writers,
+            plans={pipeline: plan} if plan is not None else None,
+        )
 
     def commit_many(
         self,
         commits: list[StreamCommit],
         writers: list[Writer] | None = None,
         owner: str | None = None,
+        plans: dict[str, tuple[int, dict[str, Any]]] | None = None,
     ) -> None:
-        """``commit`` for several streams in one transaction (fenced like ``plan_many``)."""
+        """``commit`` for several streams in one transaction (fenced like ``plan_many``);
+        ``plans``: per stream, the next epoch planned in the same (synced) transaction."""
         now = datetime.now(UTC)
         started = time.perf_counter()
-        with self._begin(sync=bool(writers)) as conn:
+        plans = plans or {}
+        with self._begin(sync=bool(writers) or bool(plans)) as conn:
             for item in commits:
-                _commit_stream(conn, item, now, owner)
+                _commit_stream(conn, item, now, owner, plans.get(item.stream))
             for write in writers or []:
                 write(conn)
         if commits:

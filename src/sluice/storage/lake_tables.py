@@ -11,7 +11,10 @@ AWS S3 and on stores that support conditional writes (MinIO, moto); no locking p
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 DELTA_LOG = "_delta_log"
+LOG_GAP = "Expected contiguous commit files"
+COMMIT_LOST = "Failed to commit transaction"  # delta-rs gave up: others took every version
+T = TypeVar("T")
 _AWS_ENV = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -69,13 +75,40 @@ def missing_bucket(uri: str) -> str | None:
     return None if found else bucket
 
 
+def listing_retry(
+    action: Callable[[], T],
+    attempts: int = 6,
+    guard: AbstractContextManager[object] | None = None,
+    races: tuple[str, ...] = (LOG_GAP,),
+) -> T:
+    """Run a delta-rs call that lists the log, again when the listing raced with commits.
+
+    A directory listing taken while log entries are being created may miss one entry and
+    see the next (the order of a listing is not the order of creation); delta-rs then
+    refuses the "gap". Listing again a moment later sees both. ``guard`` (a lock the
+    writer of the appends holds while it commits) is taken for the last attempt, which
+    then cannot race. ``races``: the error texts that mean the call raced with commits.
+    """
+    for attempt in range(attempts):
+        try:
+            if guard is not None and attempt == attempts - 1:
+                with guard:
+                    return action()
+            return action()
+        except Exception as exc:
+            if not any(race in str(exc) for race in races) or attempt == attempts - 1:
+                raise
+            time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_delta(uri: str) -> DeltaTable | None:
     """Open the Delta table at ``uri``, or return None when there is none yet."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(uri, storage_options=storage_options(uri))
+        return listing_retry(lambda: DeltaTable(uri, storage_options=storage_options(uri)))
     except TableNotFoundError:
         return None
 
