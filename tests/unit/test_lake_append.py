@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
@@ -194,3 +195,24 @@ def test_a_listing_that_raced_with_commits_is_taken_again() -> None:
     assert calls == [False, False, True]  # the last attempt holds back the appends
     with pytest.raises(ValueError, match="other"):
         listing_retry(lambda: (_ for _ in ()).throw(ValueError("other")))
+
+
+def test_direct_appends_skip_files_by_their_statistics_and_survive_a_log_checkpoint(
+    settings: Settings,
+) -> None:
+    sink = lake_sink(settings, partition_by="none")
+    for epoch in range(1, 7):  # the first through delta-rs, then direct appends
+        assert sink.write(events((epoch - 1) * 10, 10), epoch) is True
+    assert writers(settings)[1:] == ["sluice"] * 5
+    path = str(settings.lake_path("telemetry"))
+    every = DeltaTable(path).to_pyarrow_table()
+    # a filtered scan prunes files by their min/max: it must return exactly the same rows
+    for low, high in [(0, 0), (15, 24), (35, 59), (58, 70)]:
+        expected = sorted(i for i in every.column("id").to_pylist() if low <= i <= high)
+        dataset = DeltaTable(path).to_pyarrow_dataset()
+        found = dataset.to_table(filter=(ds.field("id") >= low) & (ds.field("id") <= high))
+        assert sorted(found.column("id").to_pylist()) == expected
+    DeltaTable(path).create_checkpoint()  # delta-rs parses every add action's statistics
+    from_checkpoint = DeltaTable(path)
+    assert from_checkpoint.transaction_version("sluice:tele:telemetry") == 6
+    assert sorted(from_checkpoint.to_pyarrow_table().column("id").to_pylist()) == list(range(60))
