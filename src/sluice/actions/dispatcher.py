@@ -6,8 +6,10 @@ delivers the chains on a small thread pool, and records every attempt in one tra
 Transient failures are retried with exponential backoff and jitter until ``max_attempts``
 (then ``dead``); permanent failures are ``failed`` at once. A target that keeps failing
 opens its circuit breaker: its rows wait without spending attempts until it half-opens.
-The rows of a batched type (``log``) go in one call per route and are recorded with one
-``UPDATE`` and one ``INSERT ... SELECT`` over their ids.
+The rows of a batched type (``log``) go in one call per route and are recorded per run of
+consecutive rows of one epoch's batch: one ``UPDATE`` over the id range and one attempt
+row covering it. Messages are read from ``action_batches`` once per batch (kept while
+later rounds still deliver from it).
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import orjson
-from sqlalchemy import Connection, Engine, TextClause, bindparam, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, literal_column, select, update
 
 from sluice.actions.base import Action, Delivery
 from sluice.actions.outbox import (
@@ -35,6 +36,7 @@ from sluice.actions.outbox import (
     FAILED,
     PENDING,
     attempts,
+    batch_messages,
     ensure_outbox,
     outbox,
 )
@@ -139,6 +141,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._next_due = float("inf")
+        self._messages: dict[int, list[bytes]] = {}  # batch id -> its messages
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -229,14 +232,25 @@ class Dispatcher:
         return outcomes, rest
 
     def _pending(self) -> list[Claimed]:
+        """The pending rows (oldest first), each with its message read from its batch."""
         query = (
             select(*_CLAIMED)
-            .where(outbox.c.status == PENDING, outbox.c.pipeline.in_(self._pipelines))
+            .where(_IS_PENDING, outbox.c.pipeline.in_(self._pipelines))
             .order_by(outbox.c.id)
             .limit(self._read_limit)
         )
         with self.engine.connect() as conn:
-            return [Claimed._make(row) for row in conn.execute(query).all()]
+            rows = [Claimed._make(row) for row in conn.execute(query).all()]
+            wanted = {r.batch_id for r in rows if r.payload is None and r.batch_id is not None}
+            cached = {i: self._messages[i] for i in wanted if i in self._messages}
+            cached.update(batch_messages(conn, wanted - cached.keys()))
+        self._messages = cached  # only the batches this round still delivers from
+        return [
+            r._replace(payload=cached[r.batch_id][r.batch_index or 0].decode())
+            if r.payload is None and r.batch_id is not None and r.batch_id in cached
+            else r
+            for r in rows
+        ]
 
     def _plan(self, rows: list[Any], now: float) -> list[list[Any]]:
         """Chains of due rows; a key whose oldest row is not due holds its later rows.
@@ -325,7 +339,7 @@ class Dispatcher:
         with self.engine.begin() as conn:
             _relax_durability(conn)
             for group in delivered:
-                _record_delivered(conn, [r.id for r in group.rows], group.latency_ms, now, stamp)
+                _record_delivered(conn, group.rows, group.latency_ms, now, stamp)
             update_rows(conn, outbox, "id", _UPDATED, updates)
             insert_rows(conn, attempts, _LOGGED, logged)
         for (action, outcome), n in tally.items():
@@ -348,7 +362,7 @@ class Dispatcher:
             conn.execute(
                 update(outbox)
                 .where(
-                    outbox.c.status == AWAITING,
+                    _IS_AWAITING,
                     outbox.c.expires_at <= now,
                     outbox.c.pipeline.in_(self._pipelines),
                 )
@@ -388,40 +402,61 @@ def _relax_durability(conn: Connection) -> None:
 
 
 def _record_delivered(
-    conn: Connection, ids: list[int], latency_ms: float, now: float, stamp: datetime
+    conn: Connection, rows: list[Any], latency_ms: float, now: float, stamp: datetime
 ) -> None:
-    """Mark ``ids`` delivered (one more attempt) and log that attempt of each, in SQL.
+    """Mark ``rows`` delivered (one more attempt) and log that attempt, per run of rows.
 
-    The same rows and values as a per-row update and insert would write, with the ids
-    bound as one JSON array instead of a parameter tuple per row.
+    A run is consecutive ids of one batch with the same attempt count (usually a whole
+    batch): one ``UPDATE`` over its id range and one attempt row covering it.
     """
-    sql = _DELIVERED_SQL["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    values = {"ids": orjson.dumps(ids).decode(), "status": DELIVERED, "at": stamp}
-    conn.execute(sql[0], {**values, "now": now})
-    conn.execute(sql[1], {**values, "latency": latency_ms})
+    mark = update(outbox).where(
+        outbox.c.id.between(bindparam("first"), bindparam("last")), _IS_PENDING
+    )
+    mark = mark.values(
+        status=DELIVERED,
+        attempts=outbox.c.attempts + 1,
+        next_attempt_at=now,
+        last_error=None,
+        updated_at=stamp,
+    )
+    runs = _runs(rows)
+    conn.execute(mark, [{"first": run[0].id, "last": run[-1].id} for run in runs])
+    logged = [
+        (
+            run[0].id,
+            run[0].attempts + 1,
+            DELIVERED,
+            latency_ms,
+            None,
+            stamp,
+            run[-1].id if len(run) > 1 else None,
+            run[0].batch_id,
+        )
+        for run in runs
+    ]
+    insert_rows(conn, attempts, (*_LOGGED, "last_outbox_id", "batch_id"), logged)
 
 
-def _delivered_sql(ids: str) -> tuple[TextClause, TextClause]:
-    """(mark delivered, log the attempt) for the outbox rows whose ids are ``ids``."""
-    at = bindparam("at", type_=outbox.c.updated_at.type)
-    mark = text(
-        "UPDATE actions_outbox SET status = :status, attempts = attempts + 1, "
-        f"next_attempt_at = :now, last_error = NULL, updated_at = :at WHERE id IN ({ids})"
-    ).bindparams(at)
-    logged = text(
-        "INSERT INTO action_attempts (outbox_id, attempt, status, latency_ms, error, at) "
-        f"SELECT id, attempts, :status, :latency, NULL, :at FROM actions_outbox "
-        f"WHERE id IN ({ids}) ORDER BY id"
-    ).bindparams(at)
-    return mark, logged
+def _runs(rows: list[Any]) -> list[list[Any]]:
+    """``rows`` (sorted by id) cut where the id skips, the batch or the attempt count changes."""
+    runs: list[list[Any]] = []
+    for row in rows:
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and row.id == last.id + 1
+            and row.batch_id is not None
+            and row.batch_id == last.batch_id
+            and row.attempts == last.attempts
+        ):
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return runs
 
 
-_DELIVERED_SQL = {
-    "sqlite": _delivered_sql("SELECT value FROM json_each(:ids)"),
-    "postgresql": _delivered_sql(
-        "SELECT CAST(value AS INTEGER) FROM json_array_elements_text(CAST(:ids AS json))"
-    ),
-}
+_IS_PENDING = outbox.c.status == literal_column(f"'{PENDING}'")  # literal: the partial index
+_IS_AWAITING = outbox.c.status == literal_column(f"'{AWAITING}'")
 
 
 class Claimed(NamedTuple):
@@ -434,9 +469,11 @@ class Claimed(NamedTuple):
     key: str
     severity: str
     idempotency_key: str
-    payload: str
+    payload: str | None  # None: the message is in batch_id at batch_index
     attempts: int
     next_attempt_at: float
+    batch_id: int | None
+    batch_index: int | None
 
 
 _CLAIMED = [outbox.c[name] for name in Claimed._fields]

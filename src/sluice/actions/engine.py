@@ -368,7 +368,7 @@ class ActionEngine:
 
     def _default_texts(
         self, rule: Rule, epoch: int, keys: list[str], at: list[int], fired: FiredRows
-    ) -> list[str]:
+    ) -> list[bytes]:
         """The JSON of ``_message``'s default message, one per row, without a dict per row."""
         head = orjson.dumps(
             {
@@ -380,11 +380,10 @@ class ActionEngine:
         )
         start = b'{"payload":' + head[:-1] + b',"key":'
         reasons, rows, dumps = fired.reasons, fired.json, orjson.dumps
-        texts = [
+        return [
             start + dumps(key) + b',"reason":' + reasons[i] + b',"row":' + rows[i] + b"}}"
             for key, i in zip(keys, at, strict=True)
         ]
-        return [text.decode() for text in texts]
 
     def _message(
         self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
