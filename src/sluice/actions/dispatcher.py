@@ -8,8 +8,11 @@ Transient failures are retried with exponential backoff and jitter until ``max_a
 opens its circuit breaker: its rows wait without spending attempts until it half-opens.
 The rows of a batched type (``log``) go in one call per route and are recorded per run of
 consecutive rows of one epoch's batch: one ``UPDATE`` over the id range and one attempt
-row covering it. Messages are read from ``action_batches`` once per batch (kept while
-later rounds still deliver from it).
+row covering it. A round first plans per batch: a batch of a batched route whose rows
+are all pending, never tried and due (the usual case) is delivered straight from its
+``action_batches`` row, without reading its outbox rows; the rest is read row by row,
+its messages from ``action_batches`` once per batch (kept while later rounds still
+deliver from it).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, literal_column, select, update
+import orjson
+from sqlalchemy import Connection, Engine, bindparam, func, literal_column, select, update
 
 from sluice.actions.base import Action, Delivery
 from sluice.actions.outbox import (
@@ -34,9 +38,11 @@ from sluice.actions.outbox import (
     DELIVERED,
     EXPIRED,
     FAILED,
+    KEY_WIDTH,
     PENDING,
     attempts,
     batch_messages,
+    batches,
     ensure_outbox,
     outbox,
 )
@@ -188,16 +194,129 @@ class Dispatcher:
         now = self.clock()
         self._next_due = float("inf")
         self._expire(now)
+        done = self._deliver_batches(now)
         chains = self._plan(self._pending(), now)
         if not chains:
-            return 0
+            return done
         outcomes, chains = self._deliver_batched(chains)
         if chains:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sluice-action")
             outcomes += [o for chain in self._pool.map(self._deliver_chain, chains) for o in chain]
         self._record(outcomes)
-        return sum(len(o.rows) if isinstance(o, Delivered) else 1 for o in outcomes)
+        return done + sum(len(o.rows) if isinstance(o, Delivered) else 1 for o in outcomes)
+
+    def _deliver_batches(self, now: float) -> int:
+        """Deliver whole batches of batched routes from ``action_batches``; return the count.
+
+        A batch qualifies when all its outbox rows are pending, consecutive, never tried
+        and due, and every earlier pending row of its route is in a batch delivered here
+        (so each key's order holds). The rest is left to the row-by-row path.
+        """
+        routes = {k for k, r in self.routes.items() if r.action.batched}
+        if not routes:
+            return 0
+        pipelines = sorted({p for p, _ in routes})
+        groups = (
+            select(
+                outbox.c.batch_id,
+                func.count(),
+                func.min(outbox.c.id),
+                func.max(outbox.c.id),
+                func.max(outbox.c.attempts),
+                func.max(outbox.c.next_attempt_at),
+                func.min(outbox.c.severity),
+                func.max(outbox.c.severity),
+            )
+            .where(_IS_PENDING, outbox.c.pipeline.in_(pipelines))
+            .group_by(outbox.c.batch_id)
+            .order_by(func.min(outbox.c.id))
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(groups).all()
+            if not found or any(g[0] is None for g in found):
+                return 0  # rows from before action_batches: all row by row
+            heads = {
+                row.id: row
+                for row in conn.execute(
+                    select(
+                        batches.c.id, batches.c.pipeline, batches.c.action, batches.c.count
+                    ).where(batches.c.id.in_([g[0] for g in found]))
+                )
+            }
+            plan: list[tuple[Any, int, str]] = []
+            blocked: set[tuple[str, str]] = set()
+            size = 0
+            for batch_id, count, first, last, tried, due, low, high in found:
+                head = heads.get(batch_id)
+                if head is None:
+                    continue
+                route = (head.pipeline, head.action)
+                if route in blocked or route not in routes:
+                    continue
+                target = self.routes[route].action.target
+                whole = count == head.count == last - first + 1 and tried == 0 and low == high
+                if not whole or due > now or not self.breaker.allow(target) or size > _READ:
+                    blocked.add(route)
+                    continue
+                plan.append((head, first, low))
+                size += count
+            if not plan:
+                return 0
+            bodies = {
+                row.id: row
+                for row in conn.execute(
+                    select(
+                        batches.c.id, batches.c.epoch, batches.c.messages, batches.c.message_keys
+                    ).where(batches.c.id.in_([head.id for head, _, _ in plan]))
+                )
+            }
+        return self._send_batches(plan, bodies, now)
+
+    def _send_batches(
+        self, plan: list[tuple[Any, int, str]], bodies: dict[int, Any], now: float
+    ) -> int:
+        """Deliver each planned batch in one call; record each delivered one per batch."""
+        sent: list[tuple[int, int, int, int | None, float]] = []
+        failed: set[tuple[str, str]] = set()
+        for head, first, severity in plan:
+            route_key = (head.pipeline, head.action)
+            if route_key in failed:
+                continue
+            body = bodies[head.id]
+            keys = orjson.loads(body.message_keys)
+            deliveries = [
+                Delivery(
+                    first + i,
+                    head.pipeline,
+                    head.action,
+                    body.epoch,
+                    key[KEY_WIDTH:],
+                    severity,
+                    key[:KEY_WIDTH],
+                    text=message.decode(),
+                )
+                for i, (message, key) in enumerate(
+                    zip(bytes(body.messages).split(b"\n"), keys, strict=True)
+                )
+            ]
+            route = self.routes[route_key]
+            started = time.perf_counter()
+            try:
+                route.action.deliver_many(deliveries)
+            except Exception:
+                failed.add(route_key)  # the row-by-row path decides each row's outcome
+                continue
+            self.breaker.success(route.action.target)
+            latency = round(_ms(started) / len(deliveries), 3)
+            sent.append((first, first + head.count - 1, 1, head.id, latency))
+            ACTION_DELIVERIES.labels(head.action, DELIVERED).inc(head.count)
+        if sent:
+            stamp = datetime.fromtimestamp(now, UTC)
+            with self.engine.begin() as conn:
+                _relax_durability(conn)
+                _mark_delivered(conn, sent, now, stamp)
+        return sum(last - first + 1 for first, last, _, _, _ in sent)
 
     def _deliver_batched(
         self, chains: list[list[Any]]
@@ -376,6 +495,7 @@ class Dispatcher:
 
 _OUTCOMES = {PENDING: "retry"}
 _BATCHED_READ = 10_000
+_READ = 50_000  # messages of whole batches one round delivers (at least one batch)
 _UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "updated_at")
 _LOGGED = ("outbox_id", "attempt", "status", "latency_ms", "error", "at")
 
@@ -409,6 +529,23 @@ def _record_delivered(
     A run is consecutive ids of one batch with the same attempt count (usually a whole
     batch): one ``UPDATE`` over its id range and one attempt row covering it.
     """
+    runs = [
+        (run[0].id, run[-1].id, run[0].attempts + 1, run[0].batch_id, latency_ms)
+        for run in _runs(rows)
+    ]
+    _mark_delivered(conn, runs, now, stamp)
+
+
+def _mark_delivered(
+    conn: Connection,
+    runs: list[tuple[int, int, int, int | None, float]],
+    now: float,
+    stamp: datetime,
+) -> None:
+    """Mark the pending rows ``first..last`` of each run delivered, one attempt row each.
+
+    ``runs`` holds (first id, last id, attempt number, batch id, latency per row in ms).
+    """
     mark = update(outbox).where(
         outbox.c.id.between(bindparam("first"), bindparam("last")), _IS_PENDING
     )
@@ -419,20 +556,10 @@ def _record_delivered(
         last_error=None,
         updated_at=stamp,
     )
-    runs = _runs(rows)
-    conn.execute(mark, [{"first": run[0].id, "last": run[-1].id} for run in runs])
+    conn.execute(mark, [{"first": first, "last": last} for first, last, *_ in runs])
     logged = [
-        (
-            run[0].id,
-            run[0].attempts + 1,
-            DELIVERED,
-            latency_ms,
-            None,
-            stamp,
-            run[-1].id if len(run) > 1 else None,
-            run[0].batch_id,
-        )
-        for run in runs
+        (first, attempt, DELIVERED, latency, None, stamp, last if last > first else None, batch)
+        for first, last, attempt, batch, latency in runs
     ]
     insert_rows(conn, attempts, (*_LOGGED, "last_outbox_id", "batch_id"), logged)
 

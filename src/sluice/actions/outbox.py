@@ -31,7 +31,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TextClause,
     UniqueConstraint,
+    bindparam,
     insert,
     select,
     text,
@@ -90,6 +92,8 @@ batches = Table(
     Column("part", Integer, nullable=False),
     Column("count", Integer, nullable=False),
     Column("messages", LargeBinary, nullable=False),
+    # JSON array: per message its idempotency key (40 characters) then its ordering key
+    Column("message_keys", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("pipeline", "epoch", "action", "part", name="uq_action_batches_part"),
 )
@@ -242,6 +246,7 @@ _COLUMNS = (
     "batch_id",
     "batch_index",
 )
+KEY_WIDTH = 40  # characters of an idempotency key
 
 
 def write_pending(
@@ -249,9 +254,10 @@ def write_pending(
 ) -> None:
     """Record an epoch's actions and counts in ``conn``'s transaction, once per epoch.
 
-    The messages of each action go into ``action_batches`` (one row per part), then one
-    narrow outbox row per action points at its message. A replayed epoch whose batches
-    are already there writes nothing.
+    The messages of each action go into ``action_batches`` (one row per part, with the
+    idempotency and ordering keys of its messages as one JSON array); the narrow outbox
+    rows are made from that array by one ``INSERT ... SELECT`` in the database. A replayed
+    epoch whose batches are already there writes nothing.
     """
     if not pending.records and not pending.counts:
         return
@@ -267,9 +273,11 @@ def write_pending(
     routes: dict[str, list[ActionRecord]] = {}
     for record in pending.records:
         routes.setdefault(record.action, []).append(record)
-    rows: list[tuple[Any, ...]] = []
+    odd: list[tuple[Any, ...]] = []
+    sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
     for action, records in routes.items():
         for part, chunk in enumerate(_parts(records)):
+            keys = [idempotency_key(pipeline, action, epoch, r.row) + r.key[:500] for r in chunk]
             batch_id = conn.execute(
                 insert(batches)
                 .values(
@@ -279,32 +287,83 @@ def write_pending(
                     part=part,
                     count=len(chunk),
                     messages=b"\n".join(r.encoded_bytes() for r in chunk),
+                    message_keys=orjson.dumps(keys).decode(),
                     created_at=stamp,
                 )
                 .returning(batches.c.id)
             ).scalar_one()
-            rows.extend(
+            first = chunk[0]
+            same = (first.status, first.error, first.expires_at)
+            others = [i for i, r in enumerate(chunk) if (r.status, r.error, r.expires_at) != same]
+            conn.execute(
+                sql,
+                {
+                    "pipeline": pipeline,
+                    "epoch": epoch,
+                    "action": action,
+                    "type": first.type,
+                    "severity": first.severity,
+                    "status": first.status,
+                    "now": now,
+                    "expires": first.expires_at,
+                    "error": first.error,
+                    "stamp": stamp,
+                    "batch": batch_id,
+                    "others": orjson.dumps(others).decode(),
+                },
+            )
+            odd.extend(
                 (
                     pipeline,
                     epoch,
-                    r.action,
-                    r.type,
-                    r.key[:500],
-                    r.severity,
-                    idempotency_key(pipeline, r.action, epoch, r.row),
-                    r.status,
+                    action,
+                    chunk[i].type,
+                    keys[i][KEY_WIDTH:],
+                    chunk[i].severity,
+                    keys[i][:KEY_WIDTH],
+                    chunk[i].status,
                     0,
                     now,
-                    r.expires_at,
-                    r.error,
+                    chunk[i].expires_at,
+                    chunk[i].error,
                     stamp,
                     stamp,
                     batch_id,
                     i,
                 )
-                for i, r in enumerate(chunk)
+                for i in others
             )
-    insert_rows(conn, outbox, _COLUMNS, rows)
+    insert_rows(conn, outbox, _COLUMNS, odd)
+
+
+def _from_keys(elements: str, others: str) -> TextClause:
+    """The outbox rows of a batch from its ``message_keys`` (``elements``: index, value)."""
+    return text(
+        f"INSERT INTO actions_outbox ({', '.join(_COLUMNS)}) "
+        f"SELECT :pipeline, :epoch, :action, :type, substr(e.value, {KEY_WIDTH + 1}), "
+        f":severity, substr(e.value, 1, {KEY_WIDTH}), :status, 0, :now, :expires, :error, "
+        f":stamp, :stamp, :batch, e.idx FROM {elements} WHERE e.idx NOT IN ({others}) "
+        "ORDER BY e.idx"
+    ).bindparams(
+        bindparam("stamp", type_=outbox.c.created_at.type),
+        bindparam("expires", type_=Float()),
+        bindparam("error", type_=Text()),
+    )
+
+
+_FROM_KEYS = {
+    "sqlite": _from_keys(
+        "(SELECT key AS idx, value FROM json_each((SELECT message_keys FROM action_batches "
+        "WHERE id = :batch))) AS e",
+        "SELECT value FROM json_each(:others)",
+    ),
+    "postgresql": _from_keys(
+        "(SELECT CAST(n AS INTEGER) - 1 AS idx, value FROM json_array_elements_text("
+        "(SELECT CAST(message_keys AS json) FROM action_batches WHERE id = :batch)) "
+        "WITH ORDINALITY AS t(value, n)) AS e",
+        "SELECT CAST(value AS INTEGER) FROM json_array_elements_text(CAST(:others AS json))",
+    ),
+}
 
 
 def _recorded(conn: Connection, pipeline: str, epoch: int) -> bool:

@@ -46,6 +46,7 @@ def upgrade() -> None:
             sa.Column("part", sa.Integer, nullable=False),
             sa.Column("count", sa.Integer, nullable=False),
             sa.Column("messages", sa.LargeBinary, nullable=False),
+            sa.Column("message_keys", sa.Text, nullable=False),
             sa.Column("created_at", TZ, nullable=False),
             sa.UniqueConstraint(
                 "pipeline", "epoch", "action", "part", name="uq_action_batches_part"
