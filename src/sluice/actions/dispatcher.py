@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, Engine, bindparam, func, literal_column, select, update
 
-from sluice.actions.base import Action, Delivery
+from sluice.actions.base import Action, BatchDelivery, Delivery
 from sluice.actions.outbox import (
     AWAITING,
     DEAD,
@@ -285,30 +285,25 @@ class Dispatcher:
                 continue
             body = bodies[head.id]
             keys = orjson.loads(body.message_keys)
-            deliveries = [
-                Delivery(
-                    first + i,
-                    head.pipeline,
-                    head.action,
-                    body.epoch,
-                    key[KEY_WIDTH:],
-                    severity,
-                    key[:KEY_WIDTH],
-                    text=message.decode(),
-                )
-                for i, (message, key) in enumerate(
-                    zip(bytes(body.messages).split(b"\n"), keys, strict=True)
-                )
-            ]
+            batch = BatchDelivery(
+                first,
+                head.pipeline,
+                head.action,
+                body.epoch,
+                severity,
+                [key[KEY_WIDTH:] for key in keys],
+                [key[:KEY_WIDTH] for key in keys],
+                bytes(body.messages).split(b"\n"),
+            )
             route = self.routes[route_key]
             started = time.perf_counter()
             try:
-                route.action.deliver_many(deliveries)
+                route.action.deliver_batch(batch)
             except Exception:
                 failed.add(route_key)  # the row-by-row path decides each row's outcome
                 continue
             self.breaker.success(route.action.target)
-            latency = round(_ms(started) / len(deliveries), 3)
+            latency = round(_ms(started) / len(batch), 3)
             sent.append((first, first + head.count - 1, 1, head.id, latency))
             ACTION_DELIVERIES.labels(head.action, DELIVERED).inc(head.count)
         if sent:

@@ -151,6 +151,12 @@ class ActionEngine:
         if len(set(names)) != len(names):
             raise ConfigError(f"pipeline {pipeline!r}: action names must be unique")
         self.rules = [_compile(i, cfg, context) for i, cfg in enumerate(actions)]
+        # every condition in one statement, built once per run
+        self._exprs = [
+            f"COALESCE(CAST(({r.when}) AS BOOLEAN), false) AS r{i}"
+            for i, r in enumerate(self.rules)
+        ]
+        self._query = f"SELECT {', '.join(self._exprs)} FROM batch"
         self._con = duckdb.connect()  # in memory: evaluates the conditions
         self._dispatch = dispatch
         self._dispatcher_options = dispatcher_options or {}
@@ -233,17 +239,13 @@ class ActionEngine:
         """Every rule's condition as a bool array, in one query (per rule if one fails)."""
         self._con.register("batch", table)
         try:
-            exprs = [
-                f"COALESCE(CAST(({r.when}) AS BOOLEAN), false) AS r{i}"
-                for i, r in enumerate(self.rules)
-            ]
             try:
-                out = self._con.sql(f"SELECT {', '.join(exprs)} FROM batch").to_arrow_table()
+                out = self._con.sql(self._query).to_arrow_table()
                 return [_bools(out.column(i)) for i in range(len(self.rules))]
             except duckdb.Error:
                 return [
                     self._one_condition(expr, rule)
-                    for expr, rule in zip(exprs, self.rules, strict=True)
+                    for expr, rule in zip(self._exprs, self.rules, strict=True)
                 ]
         finally:
             self._con.unregister("batch")
