@@ -136,7 +136,24 @@ def ensure_outbox(engine: Engine) -> None:
 
 
 def idempotency_key(pipeline: str, action: str, epoch: int, row: str) -> str:
-    """Deterministic key of one action for one row of one epoch."""
+    """Deterministic key of one action for one row of one epoch (40 hex digits).
+
+    For a row number (what the engine makes): a hash of (pipeline, action, epoch), then
+    the number, so a batch hashes once; any other row id: a hash of all four.
+    """
+    return keyed_row(idempotency_prefix(pipeline, action, epoch), pipeline, action, epoch, row)
+
+
+def idempotency_prefix(pipeline: str, action: str, epoch: int) -> str:
+    """The first 28 hex digits of the idempotency keys of one action's numbered rows."""
+    text = "\x1f".join((pipeline, action, str(epoch)))
+    return hashlib.sha256(text.encode()).hexdigest()[:28]
+
+
+def keyed_row(prefix: str, pipeline: str, action: str, epoch: int, row: str) -> str:
+    """``idempotency_key`` given the action's ``idempotency_prefix``."""
+    if row.isdecimal() and len(row) <= 14:
+        return prefix + format(int(row), "012x")
     text = "\x1f".join((pipeline, action, str(epoch), row))
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
@@ -277,7 +294,8 @@ def write_pending(
     sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
     for action, records in routes.items():
         for part, chunk in enumerate(_parts(records)):
-            keys = [idempotency_key(pipeline, action, epoch, r.row) + r.key[:500] for r in chunk]
+            prefix = idempotency_prefix(pipeline, action, epoch)
+            keys = [keyed_row(prefix, pipeline, action, epoch, r.row) + r.key[:500] for r in chunk]
             batch_id = conn.execute(
                 insert(batches)
                 .values(
