@@ -216,3 +216,54 @@ def test_a_delivery_decodes_or_encodes_its_message_on_demand(tmp_path: Path) -> 
     empty = Delivery(2, "p", "a", 2, "k", "info", "key", {})
     action.deliver_many([only_payload, empty])
     assert path.read_text().splitlines() == [old_line(only_payload), old_line(empty)]
+
+
+def test_a_batch_waits_behind_its_routes_earlier_retries(tmp_path: Path) -> None:
+    """A batch is delivered straight from its row only when nothing older of its route waits."""
+    out = tmp_path / "log.jsonl"
+    clock = [NOW]
+    engine = ActionEngine(
+        [ActionConfig(name="all", when="true", type="log", path=str(out), key="device")],
+        pipeline="p",
+        settings=Settings(home=tmp_path / "home"),
+        dispatch=False,
+        clock=lambda: clock[0],
+    ).start()
+    store = CheckpointStore(engine.db)
+    table = pa.table({"device": ["a", "b", "a"], "n": [1, 2, 3]})
+    store.commit(
+        "p", 1, {}, {}, [engine.outbox_writer(engine.evaluate(table, EpochContext("p", 1)), 1)]
+    )
+    out.mkdir()  # a directory cannot be appended to: epoch 1's rows fail and wait to retry
+    assert engine.dispatcher.run_once() > 0
+    out.rmdir()
+    service = ActionsService(engine.db)
+    # each key's oldest row was tried; the later row of key "a" waits behind it untried
+    assert sorted((r["status"], r["attempts"]) for r in service.list()) == [
+        ("pending", 0),
+        ("pending", 1),
+        ("pending", 1),
+    ]
+    store.commit(
+        "p", 2, {}, {}, [engine.outbox_writer(engine.evaluate(table, EpochContext("p", 2)), 2)]
+    )
+    engine.dispatcher.run_once()  # epoch 1 is not due: epoch 2 of the same route waits too
+    assert not out.exists()
+    clock[0] += 3600
+    while engine.dispatcher.run_once():
+        pass
+    lines = [orjson.loads(line) for line in out.read_text().splitlines()]
+    assert [(line["epoch"], line["payload"]["row"]["n"]) for line in lines] == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (2, 1),
+        (2, 2),
+        (2, 3),
+    ]
+    assert {(r["status"], r["attempts"]) for r in service.list()} == {
+        ("delivered", 2),
+        ("delivered", 1),
+    }
+    assert service.stats()["attempts"]["count"] == 2 + 6  # two failures, six deliveries
+    engine.close(drain_seconds=0)
