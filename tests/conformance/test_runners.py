@@ -155,9 +155,10 @@ def outbox(home: Path) -> list[str]:
     """The actions the run put in the outbox, sorted, without their epoch (a batch run has one)."""
     con = sqlite3.connect(home / "metadata.db")
     try:
-        payloads = [json.loads(row[0]) for row in con.execute("SELECT payload FROM actions_outbox")]
+        batches = con.execute("SELECT messages FROM action_batches ORDER BY id").fetchall()
     finally:
         con.close()
+    payloads = [json.loads(line) for (blob,) in batches for line in bytes(blob).split(b"\n")]
     for payload in payloads:
         del payload["payload"]["epoch"]
     return sorted(json.dumps(p, sort_keys=True) for p in payloads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -13,7 +14,8 @@ from sqlalchemy import select
 from sluice.actions.base import ActionContext, Delivery
 from sluice.actions.engine import ActionEngine
 from sluice.actions.log import LogAction, LogOptions
-from sluice.actions.outbox import ActionRecord, attempts, outbox
+from sluice.actions.outbox import ActionRecord, as_dicts, batches, outbox, with_payloads
+from sluice.actions.service import ActionsService
 from sluice.config.models import ActionConfig
 from sluice.core.context import EpochContext
 from sluice.core.settings import Settings
@@ -119,8 +121,13 @@ def test_default_messages_equal_the_json_of_each_rows_message(tmp_path: Path) ->
 
     CheckpointStore(engine.db).commit("p", 3, {}, {}, [engine.outbox_writer(pending, 3)])
     with engine.db.connect() as conn:
-        stored = conn.execute(select(outbox.c.payload).order_by(outbox.c.id)).scalars().all()
-    assert stored == [r.encoded() for r in pending.records]
+        stored = with_payloads(conn, as_dicts(conn.execute(select(outbox).order_by(outbox.c.id))))
+        parts = conn.execute(select(batches.c.action, batches.c.count)).all()
+    assert [r["payload"] for r in stored] == [r.encoded() for r in pending.records]
+    # one batch per action of the epoch; a replayed epoch adds nothing
+    assert sorted(tuple(p) for p in parts) == sorted(counts.items())
+    CheckpointStore(engine.db).commit("p", 3, {}, {}, [engine.outbox_writer(pending, 3)])
+    assert len(ActionsService(engine.db).list(limit=1000)) == len(pending.records)
     engine.close(drain_seconds=0)
 
 
@@ -156,8 +163,12 @@ def test_batched_log_lines_and_outbox_rows_equal_the_per_record_outcome(tmp_path
     assert engine.dispatcher.run_once() == 0
 
     with engine.db.connect() as conn:
-        rows = conn.execute(select(outbox).order_by(outbox.c.id)).all()
-        logged = conn.execute(select(attempts).order_by(attempts.c.id)).all()
+        rows = [
+            SimpleNamespace(**r)
+            for r in with_payloads(
+                conn, as_dicts(conn.execute(select(outbox).order_by(outbox.c.id)))
+            )
+        ]
     # the same log lines, in outbox order, as delivering each row's decoded message
     per_record = [
         old_line(
@@ -180,10 +191,13 @@ def test_batched_log_lines_and_outbox_rows_equal_the_per_record_outcome(tmp_path
         ("delivered", 1, NOW, None)
     ] * 11
     assert {r.updated_at for r in rows} == {datetime.fromtimestamp(NOW, UTC).replace(tzinfo=None)}
-    assert [(a.outbox_id, a.attempt, a.status, a.error) for a in logged] == [
-        (r.id, 1, "delivered", None) for r in rows
-    ]
-    assert all(a.latency_ms >= 0 for a in logged)
+    service = ActionsService(engine.db)
+    logged = [service.get(r.id)["attempt_log"] for r in rows]
+    assert [
+        [(a["outbox_id"], a["attempt"], a["status"], a["error"]) for a in log] for log in logged
+    ] == [[(r.id, 1, "delivered", None)] for r in rows]
+    assert service.stats()["attempts"]["count"] == 11
+    assert all(a["latency_ms"] >= 0 for log in logged for a in log)
     engine.close(drain_seconds=0)
 
 
@@ -202,3 +216,54 @@ def test_a_delivery_decodes_or_encodes_its_message_on_demand(tmp_path: Path) -> 
     empty = Delivery(2, "p", "a", 2, "k", "info", "key", {})
     action.deliver_many([only_payload, empty])
     assert path.read_text().splitlines() == [old_line(only_payload), old_line(empty)]
+
+
+def test_a_batch_waits_behind_its_routes_earlier_retries(tmp_path: Path) -> None:
+    """A batch is delivered straight from its row only when nothing older of its route waits."""
+    out = tmp_path / "log.jsonl"
+    clock = [NOW]
+    engine = ActionEngine(
+        [ActionConfig(name="all", when="true", type="log", path=str(out), key="device")],
+        pipeline="p",
+        settings=Settings(home=tmp_path / "home"),
+        dispatch=False,
+        clock=lambda: clock[0],
+    ).start()
+    store = CheckpointStore(engine.db)
+    table = pa.table({"device": ["a", "b", "a"], "n": [1, 2, 3]})
+    store.commit(
+        "p", 1, {}, {}, [engine.outbox_writer(engine.evaluate(table, EpochContext("p", 1)), 1)]
+    )
+    out.mkdir()  # a directory cannot be appended to: epoch 1's rows fail and wait to retry
+    assert engine.dispatcher.run_once() > 0
+    out.rmdir()
+    service = ActionsService(engine.db)
+    # each key's oldest row was tried; the later row of key "a" waits behind it untried
+    assert sorted((r["status"], r["attempts"]) for r in service.list()) == [
+        ("pending", 0),
+        ("pending", 1),
+        ("pending", 1),
+    ]
+    store.commit(
+        "p", 2, {}, {}, [engine.outbox_writer(engine.evaluate(table, EpochContext("p", 2)), 2)]
+    )
+    engine.dispatcher.run_once()  # epoch 1 is not due: epoch 2 of the same route waits too
+    assert not out.exists()
+    clock[0] += 3600
+    while engine.dispatcher.run_once():
+        pass
+    lines = [orjson.loads(line) for line in out.read_text().splitlines()]
+    assert [(line["epoch"], line["payload"]["row"]["n"]) for line in lines] == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (2, 1),
+        (2, 2),
+        (2, 3),
+    ]
+    assert {(r["status"], r["attempts"]) for r in service.list()} == {
+        ("delivered", 2),
+        ("delivered", 1),
+    }
+    assert service.stats()["attempts"]["count"] == 2 + 6  # two failures, six deliveries
+    engine.close(drain_seconds=0)

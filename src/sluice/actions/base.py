@@ -136,6 +136,39 @@ class Delivery:
         )
 
 
+@dataclass
+class BatchDelivery:
+    """The messages of one stored batch, all at their first attempt, for one call.
+
+    Message ``i`` is outbox row ``first_id + i``, with ordering key ``keys[i]``,
+    idempotency key ``idempotency_keys[i]`` and JSON text ``messages[i]`` (UTF-8 bytes).
+    """
+
+    first_id: int
+    pipeline: str
+    action: str
+    epoch: int
+    severity: str
+    keys: list[str]
+    idempotency_keys: list[str]
+    messages: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def deliveries(self) -> list[Delivery]:
+        """One ``Delivery`` per message."""
+        pipeline, action, epoch, severity = self.pipeline, self.action, self.epoch, self.severity
+        return [
+            Delivery(
+                self.first_id + i, pipeline, action, epoch, key, severity, idem, text=m.decode()
+            )
+            for i, (key, idem, m) in enumerate(
+                zip(self.keys, self.idempotency_keys, self.messages, strict=True)
+            )
+        ]
+
+
 class Action(ABC):
     """A delivery target; ``deliver`` raises Transient/PermanentActionError on failure."""
 
@@ -174,6 +207,10 @@ class Action(ABC):
         """Deliver ``deliveries`` in order, all or none; raise like ``deliver`` on failure."""
         for delivery in deliveries:
             self.deliver(delivery)
+
+    def deliver_batch(self, batch: BatchDelivery) -> None:
+        """Deliver a whole stored batch like ``deliver_many`` (a type may skip the objects)."""
+        self.deliver_many(batch.deliveries())
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

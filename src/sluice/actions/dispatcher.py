@@ -6,8 +6,13 @@ delivers the chains on a small thread pool, and records every attempt in one tra
 Transient failures are retried with exponential backoff and jitter until ``max_attempts``
 (then ``dead``); permanent failures are ``failed`` at once. A target that keeps failing
 opens its circuit breaker: its rows wait without spending attempts until it half-opens.
-The rows of a batched type (``log``) go in one call per route and are recorded with one
-``UPDATE`` and one ``INSERT ... SELECT`` over their ids.
+The rows of a batched type (``log``) go in one call per route and are recorded per run of
+consecutive rows of one epoch's batch: one ``UPDATE`` over the id range and one attempt
+row covering it. A round first plans per batch: a batch of a batched route whose rows
+are all pending, never tried and due (the usual case) is delivered straight from its
+``action_batches`` row, without reading its outbox rows; the rest is read row by row,
+its messages from ``action_batches`` once per batch (kept while later rounds still
+deliver from it).
 """
 
 from __future__ import annotations
@@ -24,17 +29,20 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, Engine, TextClause, bindparam, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, literal_column, select, update
 
-from sluice.actions.base import Action, Delivery
+from sluice.actions.base import Action, BatchDelivery, Delivery
 from sluice.actions.outbox import (
     AWAITING,
     DEAD,
     DELIVERED,
     EXPIRED,
     FAILED,
+    KEY_WIDTH,
     PENDING,
     attempts,
+    batch_messages,
+    batches,
     ensure_outbox,
     outbox,
 )
@@ -139,6 +147,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._next_due = float("inf")
+        self._messages: dict[int, list[bytes]] = {}  # batch id -> its messages
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -185,16 +194,124 @@ class Dispatcher:
         now = self.clock()
         self._next_due = float("inf")
         self._expire(now)
+        done = self._deliver_batches(now)
         chains = self._plan(self._pending(), now)
         if not chains:
-            return 0
+            return done
         outcomes, chains = self._deliver_batched(chains)
         if chains:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sluice-action")
             outcomes += [o for chain in self._pool.map(self._deliver_chain, chains) for o in chain]
         self._record(outcomes)
-        return sum(len(o.rows) if isinstance(o, Delivered) else 1 for o in outcomes)
+        return done + sum(len(o.rows) if isinstance(o, Delivered) else 1 for o in outcomes)
+
+    def _deliver_batches(self, now: float) -> int:
+        """Deliver whole batches of batched routes from ``action_batches``; return the count.
+
+        A batch qualifies when all its outbox rows are pending, consecutive, never tried
+        and due, and every earlier pending row of its route is in a batch delivered here
+        (so each key's order holds). The rest is left to the row-by-row path.
+        """
+        routes = {k for k, r in self.routes.items() if r.action.batched}
+        if not routes:
+            return 0
+        pipelines = sorted({p for p, _ in routes})
+        groups = (
+            select(
+                outbox.c.batch_id,
+                func.count(),
+                func.min(outbox.c.id),
+                func.max(outbox.c.id),
+                func.max(outbox.c.attempts),
+                func.max(outbox.c.next_attempt_at),
+                func.min(outbox.c.severity),
+                func.max(outbox.c.severity),
+            )
+            .where(_IS_PENDING, outbox.c.pipeline.in_(pipelines))
+            .group_by(outbox.c.batch_id)
+            .order_by(func.min(outbox.c.id))
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(groups).all()
+            if not found or any(g[0] is None for g in found):
+                return 0  # rows from before action_batches: all row by row
+            heads = {
+                row.id: row
+                for row in conn.execute(
+                    select(
+                        batches.c.id, batches.c.pipeline, batches.c.action, batches.c.count
+                    ).where(batches.c.id.in_([g[0] for g in found]))
+                )
+            }
+            plan: list[tuple[Any, int, str]] = []
+            blocked: set[tuple[str, str]] = set()
+            size = 0
+            for batch_id, count, first, last, tried, due, low, high in found:
+                head = heads.get(batch_id)
+                if head is None:
+                    continue
+                route = (head.pipeline, head.action)
+                if route in blocked or route not in routes:
+                    continue
+                target = self.routes[route].action.target
+                whole = count == head.count == last - first + 1 and tried == 0 and low == high
+                if not whole or due > now or not self.breaker.allow(target) or size > _READ:
+                    blocked.add(route)
+                    continue
+                plan.append((head, first, low))
+                size += count
+            if not plan:
+                return 0
+            bodies = {
+                row.id: row
+                for row in conn.execute(
+                    select(
+                        batches.c.id, batches.c.epoch, batches.c.messages, batches.c.message_keys
+                    ).where(batches.c.id.in_([head.id for head, _, _ in plan]))
+                )
+            }
+        return self._send_batches(plan, bodies, now)
+
+    def _send_batches(
+        self, plan: list[tuple[Any, int, str]], bodies: dict[int, Any], now: float
+    ) -> int:
+        """Deliver each planned batch in one call; record each delivered one per batch."""
+        sent: list[tuple[int, int, int, int | None, float]] = []
+        failed: set[tuple[str, str]] = set()
+        for head, first, severity in plan:
+            route_key = (head.pipeline, head.action)
+            if route_key in failed:
+                continue
+            body = bodies[head.id]
+            keys = orjson.loads(body.message_keys)
+            batch = BatchDelivery(
+                first,
+                head.pipeline,
+                head.action,
+                body.epoch,
+                severity,
+                [key[KEY_WIDTH:] for key in keys],
+                [key[:KEY_WIDTH] for key in keys],
+                bytes(body.messages).split(b"\n"),
+            )
+            route = self.routes[route_key]
+            started = time.perf_counter()
+            try:
+                route.action.deliver_batch(batch)
+            except Exception:
+                failed.add(route_key)  # the row-by-row path decides each row's outcome
+                continue
+            self.breaker.success(route.action.target)
+            latency = round(_ms(started) / len(batch), 3)
+            sent.append((first, first + head.count - 1, 1, head.id, latency))
+            ACTION_DELIVERIES.labels(head.action, DELIVERED).inc(head.count)
+        if sent:
+            stamp = datetime.fromtimestamp(now, UTC)
+            with self.engine.begin() as conn:
+                _relax_durability(conn)
+                _mark_delivered(conn, sent, now, stamp)
+        return sum(last - first + 1 for first, last, _, _, _ in sent)
 
     def _deliver_batched(
         self, chains: list[list[Any]]
@@ -229,14 +346,25 @@ class Dispatcher:
         return outcomes, rest
 
     def _pending(self) -> list[Claimed]:
+        """The pending rows (oldest first), each with its message read from its batch."""
         query = (
             select(*_CLAIMED)
-            .where(outbox.c.status == PENDING, outbox.c.pipeline.in_(self._pipelines))
+            .where(_IS_PENDING, outbox.c.pipeline.in_(self._pipelines))
             .order_by(outbox.c.id)
             .limit(self._read_limit)
         )
         with self.engine.connect() as conn:
-            return [Claimed._make(row) for row in conn.execute(query).all()]
+            rows = [Claimed._make(row) for row in conn.execute(query).all()]
+            wanted = {r.batch_id for r in rows if r.payload is None and r.batch_id is not None}
+            cached = {i: self._messages[i] for i in wanted if i in self._messages}
+            cached.update(batch_messages(conn, wanted - cached.keys()))
+        self._messages = cached  # only the batches this round still delivers from
+        return [
+            r._replace(payload=cached[r.batch_id][r.batch_index or 0].decode())
+            if r.payload is None and r.batch_id is not None and r.batch_id in cached
+            else r
+            for r in rows
+        ]
 
     def _plan(self, rows: list[Any], now: float) -> list[list[Any]]:
         """Chains of due rows; a key whose oldest row is not due holds its later rows.
@@ -325,7 +453,7 @@ class Dispatcher:
         with self.engine.begin() as conn:
             _relax_durability(conn)
             for group in delivered:
-                _record_delivered(conn, [r.id for r in group.rows], group.latency_ms, now, stamp)
+                _record_delivered(conn, group.rows, group.latency_ms, now, stamp)
             update_rows(conn, outbox, "id", _UPDATED, updates)
             insert_rows(conn, attempts, _LOGGED, logged)
         for (action, outcome), n in tally.items():
@@ -348,7 +476,7 @@ class Dispatcher:
             conn.execute(
                 update(outbox)
                 .where(
-                    outbox.c.status == AWAITING,
+                    _IS_AWAITING,
                     outbox.c.expires_at <= now,
                     outbox.c.pipeline.in_(self._pipelines),
                 )
@@ -362,6 +490,7 @@ class Dispatcher:
 
 _OUTCOMES = {PENDING: "retry"}
 _BATCHED_READ = 10_000
+_READ = 50_000  # messages of whole batches one round delivers (at least one batch)
 _UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "updated_at")
 _LOGGED = ("outbox_id", "attempt", "status", "latency_ms", "error", "at")
 
@@ -388,40 +517,68 @@ def _relax_durability(conn: Connection) -> None:
 
 
 def _record_delivered(
-    conn: Connection, ids: list[int], latency_ms: float, now: float, stamp: datetime
+    conn: Connection, rows: list[Any], latency_ms: float, now: float, stamp: datetime
 ) -> None:
-    """Mark ``ids`` delivered (one more attempt) and log that attempt of each, in SQL.
+    """Mark ``rows`` delivered (one more attempt) and log that attempt, per run of rows.
 
-    The same rows and values as a per-row update and insert would write, with the ids
-    bound as one JSON array instead of a parameter tuple per row.
+    A run is consecutive ids of one batch with the same attempt count (usually a whole
+    batch): one ``UPDATE`` over its id range and one attempt row covering it.
     """
-    sql = _DELIVERED_SQL["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    values = {"ids": orjson.dumps(ids).decode(), "status": DELIVERED, "at": stamp}
-    conn.execute(sql[0], {**values, "now": now})
-    conn.execute(sql[1], {**values, "latency": latency_ms})
+    runs = [
+        (run[0].id, run[-1].id, run[0].attempts + 1, run[0].batch_id, latency_ms)
+        for run in _runs(rows)
+    ]
+    _mark_delivered(conn, runs, now, stamp)
 
 
-def _delivered_sql(ids: str) -> tuple[TextClause, TextClause]:
-    """(mark delivered, log the attempt) for the outbox rows whose ids are ``ids``."""
-    at = bindparam("at", type_=outbox.c.updated_at.type)
-    mark = text(
-        "UPDATE actions_outbox SET status = :status, attempts = attempts + 1, "
-        f"next_attempt_at = :now, last_error = NULL, updated_at = :at WHERE id IN ({ids})"
-    ).bindparams(at)
-    logged = text(
-        "INSERT INTO action_attempts (outbox_id, attempt, status, latency_ms, error, at) "
-        f"SELECT id, attempts, :status, :latency, NULL, :at FROM actions_outbox "
-        f"WHERE id IN ({ids}) ORDER BY id"
-    ).bindparams(at)
-    return mark, logged
+def _mark_delivered(
+    conn: Connection,
+    runs: list[tuple[int, int, int, int | None, float]],
+    now: float,
+    stamp: datetime,
+) -> None:
+    """Mark the pending rows ``first..last`` of each run delivered, one attempt row each.
+
+    ``runs`` holds (first id, last id, attempt number, batch id, latency per row in ms).
+    """
+    mark = update(outbox).where(
+        outbox.c.id.between(bindparam("first"), bindparam("last")), _IS_PENDING
+    )
+    mark = mark.values(
+        status=DELIVERED,
+        attempts=outbox.c.attempts + 1,
+        next_attempt_at=now,
+        last_error=None,
+        updated_at=stamp,
+    )
+    conn.execute(mark, [{"first": first, "last": last} for first, last, *_ in runs])
+    logged = [
+        (first, attempt, DELIVERED, latency, None, stamp, last if last > first else None, batch)
+        for first, last, attempt, batch, latency in runs
+    ]
+    insert_rows(conn, attempts, (*_LOGGED, "last_outbox_id", "batch_id"), logged)
 
 
-_DELIVERED_SQL = {
-    "sqlite": _delivered_sql("SELECT value FROM json_each(:ids)"),
-    "postgresql": _delivered_sql(
-        "SELECT CAST(value AS INTEGER) FROM json_array_elements_text(CAST(:ids AS json))"
-    ),
-}
+def _runs(rows: list[Any]) -> list[list[Any]]:
+    """``rows`` (sorted by id) cut where the id skips, the batch or the attempt count changes."""
+    runs: list[list[Any]] = []
+    for row in rows:
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and row.id == last.id + 1
+            and row.batch_id is not None
+            and row.batch_id == last.batch_id
+            and row.attempts == last.attempts
+        ):
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return runs
+
+
+_IS_PENDING = outbox.c.status == literal_column(f"'{PENDING}'")  # literal: the partial index
+_IS_AWAITING = outbox.c.status == literal_column(f"'{AWAITING}'")
 
 
 class Claimed(NamedTuple):
@@ -434,9 +591,11 @@ class Claimed(NamedTuple):
     key: str
     severity: str
     idempotency_key: str
-    payload: str
+    payload: str | None  # None: the message is in batch_id at batch_index
     attempts: int
     next_attempt_at: float
+    batch_id: int | None
+    batch_index: int | None
 
 
 _CLAIMED = [outbox.c[name] for name in Claimed._fields]

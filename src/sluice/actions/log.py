@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from sluice.actions.base import Action, Delivery, OptionsModel
+from sluice.actions.base import Action, BatchDelivery, Delivery, OptionsModel
 from sluice.core.errors import TransientActionError
 
 _LEVELS = {
@@ -52,12 +52,41 @@ class LogAction(Action):
             for line in lines:
                 logging.getLogger("sluice.actions").log(level, "%s", line)
             return
-        path = Path(self.options.path)
+        self._append("".join(line + "\n" for line in lines).encode())
+
+    def deliver_batch(self, batch: BatchDelivery) -> None:
+        """Write a stored batch's lines from its bytes (the same lines as ``deliver_many``)."""
+        if self.options.path is None:
+            self.deliver_many(batch.deliveries())
+            return
+        head = orjson.dumps(
+            {"action": batch.action, "pipeline": batch.pipeline, "epoch": batch.epoch}
+        )
+        start = head[:-1] + b',"key":'
+        middle = b',"severity":' + orjson.dumps(batch.severity) + b',"idempotency_key":'
+        dumps = orjson.dumps
+        self._append(
+            b"".join(
+                start
+                + dumps(key)
+                + middle
+                + dumps(idem)
+                + (b"," + message[1:] if len(message) > 2 else b',"payload":null}')
+                + b"\n"
+                for key, idem, message in zip(
+                    batch.keys, batch.idempotency_keys, batch.messages, strict=True
+                )
+            )
+        )
+
+    def _append(self, data: bytes) -> None:
+        """Append ``data`` to the file in one write."""
+        path = Path(self.options.path or "")
         try:
             with self._lock:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a", encoding="utf-8") as handle:
-                    handle.write("".join(line + "\n" for line in lines))
+                with path.open("ab") as handle:
+                    handle.write(data)
         except OSError as exc:
             raise TransientActionError(f"cannot append to {path}: {exc}") from None
 

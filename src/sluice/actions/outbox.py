@@ -1,8 +1,13 @@
 """The actions outbox, the attempt log and per-epoch counts in the metadata database.
 
-Outbox rows are inserted in the checkpoint transaction of their epoch. Each row's
-``idempotency_key`` is a hash of (pipeline, action, epoch, row), so a replayed epoch
-produces the same keys and its insert is ignored.
+An epoch's actions are inserted in the checkpoint transaction of that epoch. Their
+messages are written once per (epoch, action) into ``action_batches`` (parts of at most
+8 MB of newline-separated JSON); each action keeps a narrow ``actions_outbox`` row (status,
+attempts, key, ``batch_id``/``batch_index`` of its message), so marking it delivered does
+not rewrite its message. An epoch whose batches are already recorded (a replay) inserts
+nothing: its actions are recorded exactly once. Each row's ``idempotency_key`` is a hash
+of (pipeline, action, epoch, row), the same in any replay, for receivers to deduplicate
+an at-least-once delivery.
 """
 
 from __future__ import annotations
@@ -22,9 +27,16 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
+    TextClause,
+    UniqueConstraint,
+    bindparam,
+    insert,
+    select,
+    text,
 )
 
 from sluice.storage.db import METADATA, ensure_tables
@@ -44,8 +56,8 @@ outbox = Table(
     Column("type", String(50), nullable=False),
     Column("key", String(500), nullable=False, default=""),
     Column("severity", String(50), nullable=False, default="info"),
-    Column("idempotency_key", String(64), nullable=False, unique=True),
-    Column("payload", Text, nullable=False),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("payload", Text),  # rows from before action_batches; else NULL
     Column("status", String(30), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
@@ -53,7 +65,37 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_actions_outbox_status", "status", "pipeline", "id"),
+    Column("batch_id", Integer),
+    Column("batch_index", Integer),
+    Index(
+        "ix_actions_outbox_pending",
+        "pipeline",
+        "id",
+        sqlite_where=text(f"status = '{PENDING}'"),
+        postgresql_where=text(f"status = '{PENDING}'"),
+    ),
+    Index(
+        "ix_actions_outbox_awaiting",
+        "pipeline",
+        "expires_at",
+        sqlite_where=text(f"status = '{AWAITING}'"),
+        postgresql_where=text(f"status = '{AWAITING}'"),
+    ),
+)
+batches = Table(
+    "action_batches",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("action", String(200), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("messages", LargeBinary, nullable=False),
+    # JSON array: per message its idempotency key (40 characters) then its ordering key
+    Column("message_keys", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("pipeline", "epoch", "action", "part", name="uq_action_batches_part"),
 )
 attempts = Table(
     "action_attempts",
@@ -65,6 +107,9 @@ attempts = Table(
     Column("latency_ms", Float, nullable=False),
     Column("error", Text),
     Column("at", DateTime(timezone=True), nullable=False),
+    # one attempt of the outbox rows outbox_id..last_outbox_id of batch_id (one call)
+    Column("last_outbox_id", Integer),
+    Column("batch_id", Integer, index=True),
 )
 counts = Table(
     "action_counts",
@@ -81,7 +126,8 @@ counts = Table(
     Column("rule_errors", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )
-TABLES = ("actions_outbox", "action_attempts", "action_counts")
+TABLES = ("actions_outbox", "action_batches", "action_attempts", "action_counts")
+PART_BYTES = 8 << 20  # the most message bytes one action_batches row holds
 
 
 def ensure_outbox(engine: Engine) -> None:
@@ -90,7 +136,24 @@ def ensure_outbox(engine: Engine) -> None:
 
 
 def idempotency_key(pipeline: str, action: str, epoch: int, row: str) -> str:
-    """Deterministic key of one action for one row of one epoch."""
+    """Deterministic key of one action for one row of one epoch (40 hex digits).
+
+    For a row number (what the engine makes): a hash of (pipeline, action, epoch), then
+    the number, so a batch hashes once; any other row id: a hash of all four.
+    """
+    return keyed_row(idempotency_prefix(pipeline, action, epoch), pipeline, action, epoch, row)
+
+
+def idempotency_prefix(pipeline: str, action: str, epoch: int) -> str:
+    """The first 28 hex digits of the idempotency keys of one action's numbered rows."""
+    text = "\x1f".join((pipeline, action, str(epoch)))
+    return hashlib.sha256(text.encode()).hexdigest()[:28]
+
+
+def keyed_row(prefix: str, pipeline: str, action: str, epoch: int, row: str) -> str:
+    """``idempotency_key`` given the action's ``idempotency_prefix``."""
+    if row.isdecimal() and len(row) <= 14:
+        return prefix + format(int(row), "012x")
     text = "\x1f".join((pipeline, action, str(epoch), row))
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
@@ -99,8 +162,8 @@ class ActionRecord:
     """One action to insert into the outbox (before it has an id).
 
     The message is either a dict or ``text``, the same already encoded as JSON (the engine
-    joins it from each fired row's JSON, encoded once per epoch); each is derived from the
-    other on first use.
+    joins it from each fired row's JSON, encoded once per epoch, as bytes); each is derived
+    from the other on first use.
     """
 
     __slots__ = (
@@ -128,18 +191,18 @@ class ActionRecord:
         error: str | None = None,
         expires_at: float | None = None,
         *,
-        text: str | None = None,
+        text: str | bytes | None = None,
     ) -> None:
         self.action, self.type, self.row, self.key, self.severity = action, type, row, key, severity
         self.status, self.error, self.expires_at = status, error, expires_at
         self._message = message if message is not None or text is not None else {}
-        self._text = text
+        self._text = text.encode() if isinstance(text, str) else text
 
     @property
     def message(self) -> dict[str, Any]:
         """The message: ``payload`` and the rendered template fields."""
         if self._message is None:
-            self._message = orjson.loads(self._text or "{}")
+            self._message = orjson.loads(self._text or b"{}")
         return self._message
 
     @message.setter
@@ -147,9 +210,13 @@ class ActionRecord:
         self._message, self._text = value, None
 
     def encoded(self) -> str:
-        """The message as the JSON text stored in the outbox."""
+        """The message as JSON text (what a delivery hands the action type)."""
+        return self.encoded_bytes().decode()
+
+    def encoded_bytes(self) -> bytes:
+        """The message as the UTF-8 JSON stored in its batch (one line: no raw newline)."""
         if self._text is None:
-            self._text = orjson.dumps(self._message, default=str).decode()
+            self._text = orjson.dumps(self._message, default=str)
         return self._text
 
 
@@ -186,7 +253,6 @@ _COLUMNS = (
     "key",
     "severity",
     "idempotency_key",
-    "payload",
     "status",
     "attempts",
     "next_attempt_at",
@@ -194,41 +260,171 @@ _COLUMNS = (
     "last_error",
     "created_at",
     "updated_at",
+    "batch_id",
+    "batch_index",
 )
+KEY_WIDTH = 40  # characters of an idempotency key
 
 
 def write_pending(
     conn: Connection, pipeline: str, epoch: int, pending: PendingActions, now: float
 ) -> None:
-    """Insert an epoch's records (ignoring replays) and counts in ``conn``'s transaction."""
+    """Record an epoch's actions and counts in ``conn``'s transaction, once per epoch.
+
+    The messages of each action go into ``action_batches`` (one row per part, with the
+    idempotency and ordering keys of its messages as one JSON array); the narrow outbox
+    rows are made from that array by one ``INSERT ... SELECT`` in the database. A replayed
+    epoch whose batches are already there writes nothing.
+    """
+    if not pending.records and not pending.counts:
+        return
     stamp = datetime.fromtimestamp(now, UTC)
-    rows = [
-        (
-            pipeline,
-            epoch,
-            r.action,
-            r.type,
-            r.key[:500],
-            r.severity,
-            idempotency_key(pipeline, r.action, epoch, r.row),
-            r.encoded(),
-            r.status,
-            0,
-            now,
-            r.expires_at,
-            r.error,
-            stamp,
-            stamp,
-        )
-        for r in pending.records
-    ]
-    insert_rows(conn, outbox, _COLUMNS, rows, ["idempotency_key"])
     insert_ignore(
         conn,
         counts,
         [{"pipeline": pipeline, "epoch": epoch, "at": stamp, **vars(c)} for c in pending.counts],
         ["pipeline", "action", "epoch"],
     )
+    if not pending.records or _recorded(conn, pipeline, epoch):
+        return
+    routes: dict[str, list[ActionRecord]] = {}
+    for record in pending.records:
+        routes.setdefault(record.action, []).append(record)
+    odd: list[tuple[Any, ...]] = []
+    sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    for action, records in routes.items():
+        for part, chunk in enumerate(_parts(records)):
+            prefix = idempotency_prefix(pipeline, action, epoch)
+            keys = [keyed_row(prefix, pipeline, action, epoch, r.row) + r.key[:500] for r in chunk]
+            batch_id = conn.execute(
+                insert(batches)
+                .values(
+                    pipeline=pipeline,
+                    epoch=epoch,
+                    action=action,
+                    part=part,
+                    count=len(chunk),
+                    messages=b"\n".join(r.encoded_bytes() for r in chunk),
+                    message_keys=orjson.dumps(keys).decode(),
+                    created_at=stamp,
+                )
+                .returning(batches.c.id)
+            ).scalar_one()
+            first = chunk[0]
+            same = (first.status, first.error, first.expires_at)
+            others = [i for i, r in enumerate(chunk) if (r.status, r.error, r.expires_at) != same]
+            conn.execute(
+                sql,
+                {
+                    "pipeline": pipeline,
+                    "epoch": epoch,
+                    "action": action,
+                    "type": first.type,
+                    "severity": first.severity,
+                    "status": first.status,
+                    "now": now,
+                    "expires": first.expires_at,
+                    "error": first.error,
+                    "stamp": stamp,
+                    "batch": batch_id,
+                    "others": orjson.dumps(others).decode(),
+                },
+            )
+            odd.extend(
+                (
+                    pipeline,
+                    epoch,
+                    action,
+                    chunk[i].type,
+                    keys[i][KEY_WIDTH:],
+                    chunk[i].severity,
+                    keys[i][:KEY_WIDTH],
+                    chunk[i].status,
+                    0,
+                    now,
+                    chunk[i].expires_at,
+                    chunk[i].error,
+                    stamp,
+                    stamp,
+                    batch_id,
+                    i,
+                )
+                for i in others
+            )
+    insert_rows(conn, outbox, _COLUMNS, odd)
+
+
+def _from_keys(elements: str, others: str) -> TextClause:
+    """The outbox rows of a batch from its ``message_keys`` (``elements``: index, value)."""
+    return text(
+        f"INSERT INTO actions_outbox ({', '.join(_COLUMNS)}) "
+        f"SELECT :pipeline, :epoch, :action, :type, substr(e.value, {KEY_WIDTH + 1}), "
+        f":severity, substr(e.value, 1, {KEY_WIDTH}), :status, 0, :now, :expires, :error, "
+        f":stamp, :stamp, :batch, e.idx FROM {elements} WHERE e.idx NOT IN ({others}) "
+        "ORDER BY e.idx"
+    ).bindparams(
+        bindparam("stamp", type_=outbox.c.created_at.type),
+        bindparam("expires", type_=Float()),
+        bindparam("error", type_=Text()),
+    )
+
+
+_FROM_KEYS = {
+    "sqlite": _from_keys(
+        "(SELECT key AS idx, value FROM json_each((SELECT message_keys FROM action_batches "
+        "WHERE id = :batch))) AS e",
+        "SELECT value FROM json_each(:others)",
+    ),
+    "postgresql": _from_keys(
+        "(SELECT CAST(n AS INTEGER) - 1 AS idx, value FROM json_array_elements_text("
+        "(SELECT CAST(message_keys AS json) FROM action_batches WHERE id = :batch)) "
+        "WITH ORDINALITY AS t(value, n)) AS e",
+        "SELECT CAST(value AS INTEGER) FROM json_array_elements_text(CAST(:others AS json))",
+    ),
+}
+
+
+def _recorded(conn: Connection, pipeline: str, epoch: int) -> bool:
+    """Whether the actions of ``epoch`` are already in the outbox (a replayed epoch)."""
+    query = (
+        select(batches.c.id)
+        .where(batches.c.pipeline == pipeline, batches.c.epoch == epoch)
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
+
+
+def _parts(records: list[ActionRecord]) -> Iterable[list[ActionRecord]]:
+    """``records`` in runs whose messages hold at most ``PART_BYTES`` (at least one each)."""
+    start, size = 0, 0
+    for i, record in enumerate(records):
+        length = len(record.encoded_bytes()) + 1
+        if size and size + length > PART_BYTES:
+            yield records[start:i]
+            start, size = i, 0
+        size += length
+    if start < len(records):
+        yield records[start:]
+
+
+def batch_messages(conn: Connection, ids: Iterable[int]) -> dict[int, list[bytes]]:
+    """The messages of the given ``action_batches`` rows, in order, by batch id."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = select(batches.c.id, batches.c.messages).where(batches.c.id.in_(wanted))
+    return {i: bytes(blob).split(b"\n") for i, blob in conn.execute(query)}
+
+
+def with_payloads(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outbox row dicts with ``payload`` read from their batch where the row has none."""
+    messages = batch_messages(
+        conn, (r["batch_id"] for r in rows if r["payload"] is None and r["batch_id"] is not None)
+    )
+    for row in rows:
+        if row["payload"] is None and row["batch_id"] in messages:
+            row["payload"] = messages[row["batch_id"]][row["batch_index"]].decode()
+    return rows
 
 
 def decode_payload(text: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select, update
+from sqlalchemy import Engine, Select, and_, func, or_, select, update
 
 from sluice.actions.outbox import (
     AWAITING,
@@ -27,6 +27,7 @@ from sluice.actions.outbox import (
     decode_payload,
     ensure_outbox,
     outbox,
+    with_payloads,
 )
 from sluice.core.errors import ActionError, NotFoundError, PermanentError, QueryError
 from sluice.core.settings import Settings
@@ -79,7 +80,7 @@ class ActionsService:
             action,
         )
         with self.engine.connect() as conn:
-            return [_public(r) for r in as_dicts(conn.execute(query))]
+            return [_public(r) for r in with_payloads(conn, as_dicts(conn.execute(query)))]
 
     def count(
         self,
@@ -96,18 +97,23 @@ class ActionsService:
     def get(self, action_id: int) -> dict[str, Any]:
         """One outbox row with its attempts."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(outbox).where(outbox.c.id == action_id)).first()
-            if row is None:
+            found = as_dicts(conn.execute(select(outbox).where(outbox.c.id == action_id)))
+            if not found:
                 raise NotFoundError(f"action {action_id} does not exist")
-            tries = as_dicts(
-                conn.execute(
-                    select(attempts)
-                    .where(attempts.c.outbox_id == action_id)
-                    .order_by(attempts.c.id)
+            row = with_payloads(conn, found)[0]
+            mine = attempts.c.outbox_id == action_id
+            if row["batch_id"] is not None:  # or an attempt covering a run of its batch
+                mine = or_(
+                    mine,
+                    and_(
+                        attempts.c.batch_id == row["batch_id"],
+                        attempts.c.outbox_id <= action_id,
+                        attempts.c.last_outbox_id >= action_id,
+                    ),
                 )
-            )
-        out = _public(dict(row._mapping))
-        out["attempt_log"] = tries
+            tries = as_dicts(conn.execute(select(*_ATTEMPT).where(mine).order_by(attempts.c.id)))
+        out = _public(row)
+        out["attempt_log"] = [{**t, "outbox_id": action_id} for t in tries]
         return out
 
     def retry(self, action_id: int) -> dict[str, Any]:
@@ -184,8 +190,12 @@ class ActionsService:
         if pipeline is not None:
             by_status = by_status.where(outbox.c.pipeline == pipeline)
             totals = totals.where(counts.c.pipeline == pipeline)
+        # an attempt row covering a run of n outbox rows counts n attempts of its latency
+        covered = func.coalesce(attempts.c.last_outbox_id - attempts.c.outbox_id + 1, 1)
         latency = select(
-            func.count(), func.avg(attempts.c.latency_ms), func.max(attempts.c.latency_ms)
+            func.sum(covered),
+            func.sum(covered * attempts.c.latency_ms) / func.sum(covered),
+            func.max(attempts.c.latency_ms),
         )
         with self.engine.connect() as conn:
             statuses = {s: int(n) for s, n in conn.execute(by_status)}
@@ -224,9 +234,13 @@ def _where(query: Select[Any], status: str | None, pipeline: str | None, action:
     return query
 
 
+_ATTEMPT = [c for c in attempts.c if c.name not in ("last_outbox_id", "batch_id")]
+
+
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    row["payload"] = decode_payload(row["payload"])
+    """An outbox row as shown: its message decoded, times as text, no storage columns."""
+    row = {k: v for k, v in row.items() if k not in ("batch_id", "batch_index")}
+    row["payload"] = decode_payload(row["payload"] or "{}")
     for name in ("created_at", "updated_at"):
         if isinstance(row.get(name), datetime):
             row[name] = row[name].isoformat()
