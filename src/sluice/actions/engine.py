@@ -32,6 +32,7 @@ from sluice.actions.outbox import (
     PENDING,
     ActionRecord,
     PendingActions,
+    RecordGroup,
     RuleCounts,
     ensure_outbox,
     write_pending,
@@ -241,7 +242,7 @@ class ActionEngine:
         if emitted:
             fired = FiredRows(table, np.concatenate([rows for _, _, rows in emitted]))
             for rule, counts, rows in emitted:
-                pending.records.extend(self._records(rule, table, rows, ctx.epoch, counts, fired))
+                pending.add(self._records(rule, table, rows, ctx.epoch, counts, fired))
         return pending
 
     def _conditions(self, table: pa.Table) -> list[np.ndarray | None]:
@@ -345,7 +346,7 @@ class ActionEngine:
         epoch: int,
         counts: RuleCounts,
         fired: FiredRows,
-    ) -> list[ActionRecord]:
+    ) -> RecordGroup | list[ActionRecord]:
         keys = key_strings(table, rule.options.ordering_columns(), rows).tolist()
         at = fired.positions(rows).tolist()
         status = AWAITING if rule.options.approval == "required" else PENDING
@@ -358,12 +359,7 @@ class ActionEngine:
         if rule.payload is None and not rule.fields:
             # the default message, joined from JSON pieces: each row is encoded once per epoch
             texts = self._default_texts(rule, epoch, keys, at, fired)
-            return [
-                ActionRecord(
-                    name, kind, str(index), key, severity, None, status, None, expires, text=t
-                )
-                for index, key, t in zip(rows.tolist(), keys, texts, strict=True)
-            ]
+            return RecordGroup(name, kind, severity, status, expires, rows.tolist(), keys, texts)
         out = []
         for index, key, i in zip(rows.tolist(), keys, at, strict=True):
             record = ActionRecord(name, kind, str(index), key, severity, {}, status, None, expires)
