@@ -408,11 +408,8 @@ class ActionEngine:
             }
         )
         start = b'{"payload":' + head[:-1] + b',"key":'
-        reasons, rows, dumps = fired.reasons, fired.json, orjson.dumps
-        return [
-            start + dumps(key) + b',"reason":' + reasons[i] + b',"row":' + rows[i] + b"}}"
-            for key, i in zip(keys, at, strict=True)
-        ]
+        tails, dumps = fired.tails(), orjson.dumps
+        return [start + dumps(key) + tails[i] for key, i in zip(keys, at, strict=True)]
 
     def _message(
         self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
@@ -500,6 +497,19 @@ class FiredRows:
         rows = _with_iso_times(taken).to_pylist()
         self.json: list[bytes] = [dumps(row, default=str) for row in rows]
         self.reasons: list[bytes] = [dumps(reason) for reason in _reasons(taken)]
+        self._tails: list[bytes] | None = None
+
+    def tails(self) -> list[bytes]:
+        """Per fired row, the end of its default message: ``,"reason":...,"row":...}}``.
+
+        Made once per epoch, so each rule emitting the row only prepends its head and key.
+        """
+        if self._tails is None:
+            self._tails = [
+                b',"reason":' + reason + b',"row":' + row + b"}}"
+                for reason, row in zip(self.reasons, self.json, strict=True)
+            ]
+        return self._tails
 
     def positions(self, rows: np.ndarray) -> np.ndarray:
         """The index into ``json``/``reasons`` of each of ``rows`` (all among the fired)."""
