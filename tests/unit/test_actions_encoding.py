@@ -14,12 +14,24 @@ from sqlalchemy import select
 from sluice.actions.base import ActionContext, Delivery
 from sluice.actions.engine import ActionEngine
 from sluice.actions.log import LogAction, LogOptions
-from sluice.actions.outbox import ActionRecord, as_dicts, batches, outbox, with_payloads
+from sluice.actions.outbox import (
+    ActionRecord,
+    PendingActions,
+    RecordGroup,
+    as_dicts,
+    batches,
+    ensure_outbox,
+    idempotency_key,
+    outbox,
+    with_payloads,
+    write_pending,
+)
 from sluice.actions.service import ActionsService
 from sluice.config.models import ActionConfig
 from sluice.core.context import EpochContext
 from sluice.core.settings import Settings
 from sluice.storage.checkpoints import CheckpointStore
+from sluice.storage.db import get_engine
 
 NOW = 1_700_000_000.0
 
@@ -267,3 +279,31 @@ def test_a_batch_waits_behind_its_routes_earlier_retries(tmp_path: Path) -> None
     }
     assert service.stats()["attempts"]["count"] == 2 + 6  # two failures, six deliveries
     engine.close(drain_seconds=0)
+
+
+def test_an_actions_group_and_records_are_written_in_order_with_the_per_record_keys(
+    tmp_path: Path,
+) -> None:
+    """A rule's columnar group and loose records of the same action land as one action."""
+    db = get_engine(str(Settings(home=tmp_path).metadata_url))
+    ensure_outbox(db)
+    group = RecordGroup("a", "log", "info", "pending", None, [0, 7], ["k0", "k7"], [b"{}", b"{}"])
+    loose = [ActionRecord("a", "log", "9", "k9", "info", {"m": 9})]
+    other = [ActionRecord("b", "log", "row-x", "kx", "warning", {"m": "x"})]
+    pending = PendingActions(other)
+    pending.add(group)
+    pending.add(loose)
+    assert len(pending) == 4 and [r.row for r in pending.records] == ["row-x", "0", "7", "9"]
+    CheckpointStore(db).commit("p", 2, {}, {}, [lambda c: write_pending(c, "p", 2, pending, 0.0)])
+    with db.connect() as conn:
+        rows = as_dicts(conn.execute(select(outbox).order_by(outbox.c.id)))
+    assert [(r["action"], r["key"]) for r in rows] == [
+        ("b", "kx"),
+        ("a", "k0"),
+        ("a", "k7"),
+        ("a", "k9"),
+    ]
+    assert [r["idempotency_key"] for r in rows] == [
+        idempotency_key("p", "b", 2, "row-x"),
+        *(idempotency_key("p", "a", 2, row) for row in ("0", "7", "9")),
+    ]

@@ -32,6 +32,7 @@ from sluice.actions.outbox import (
     PENDING,
     ActionRecord,
     PendingActions,
+    RecordGroup,
     RuleCounts,
     ensure_outbox,
     write_pending,
@@ -46,6 +47,7 @@ from sluice.actions.rules import (
 from sluice.actions.templates import PayloadTemplate, TemplateRenderError
 from sluice.config.models import ActionConfig
 from sluice.core.context import EpochContext
+from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.core.types import duration_us
@@ -72,14 +74,30 @@ def _check_condition(name: str, when: str) -> None:
         )
 
 
+def _conditions_parse(whens: list[str]) -> bool:
+    """True when DuckDB parses every ``when`` as one expression (one statement for all)."""
+    if not whens:
+        return True
+    columns = ", ".join(
+        f"json_serialize_sql({_quote(f'SELECT ({w}) AS c')}) AS c{i}" for i, w in enumerate(whens)
+    )
+    try:
+        with _parser().cursor() as con:
+            parsed = con.execute(f"SELECT {columns}").fetchone()
+    except duckdb.Error:
+        return False
+    return parsed is not None and not any(orjson.loads(p).get("error") for p in parsed)
+
+
 @functools.cache
 def _parser() -> duckdb.DuckDBPyConnection:
-    """The process's in-memory DuckDB for conditions: parsing, binding and evaluating.
+    """A connection to the process's shared in-memory DuckDB (``memory_cursor``), for
+    conditions: parsing, binding and evaluating.
 
     Each user takes a cursor (its own connection, so its registered ``batch`` is its own);
-    a new database instance would cost ~40 ms of CPU.
+    a new database instance would cost ~40 ms of CPU and a thread pool.
     """
-    return duckdb.connect()
+    return memory_cursor()
 
 
 def _quote(text: str) -> str:
@@ -100,13 +118,15 @@ class Rule:
     fields: dict[str, PayloadTemplate]
 
     @classmethod
-    def compile(cls, config: ActionConfig, context: ActionContext) -> Rule:
-        """Validate ``config`` (errors name the action) and build the rule."""
+    def compile(cls, config: ActionConfig, context: ActionContext, *, parsed: bool = False) -> Rule:
+        """Validate ``config`` (errors name the action) and build the rule; ``parsed``: its
+        condition is known to parse."""
         extra = config.options
         rule_opts = {k: v for k, v in extra.items() if k in RULE_KEYS}
         type_opts = {k: v for k, v in extra.items() if k not in RULE_KEYS}
         options: RuleOptions = parse_options(RuleOptions, rule_opts, config.name)  # type: ignore[arg-type]
-        _check_condition(config.name, config.when)
+        if not parsed:
+            _check_condition(config.name, config.when)
         action = create_action(config.type, config.name, type_opts, context)
         payload = (
             PayloadTemplate(options.payload, config.name) if options.payload is not None else None
@@ -124,9 +144,9 @@ class Rule:
         )
 
 
-def _compile(index: int, config: ActionConfig, context: ActionContext) -> Rule:
+def _compile(index: int, config: ActionConfig, context: ActionContext, parsed: bool) -> Rule:
     try:
-        return Rule.compile(config, context)
+        return Rule.compile(config, context, parsed=parsed)
     except ConfigError as exc:
         raise exc.within(f"actions[{index}]") from None
 
@@ -154,14 +174,17 @@ class ActionEngine:
         names = [a.name for a in actions]
         if len(set(names)) != len(names):
             raise ConfigError(f"pipeline {pipeline!r}: action names must be unique")
-        self.rules = [_compile(i, cfg, context) for i, cfg in enumerate(actions)]
+        # all conditions parsed at once; one by one (in order, with the other checks) only
+        # to name the one that fails
+        parsed = _conditions_parse([a.when for a in actions])
+        self.rules = [_compile(i, cfg, context, parsed) for i, cfg in enumerate(actions)]
         # every condition in one statement, built once per run
         self._exprs = [
             f"COALESCE(CAST(({r.when}) AS BOOLEAN), false) AS r{i}"
             for i, r in enumerate(self.rules)
         ]
         self._query = f"SELECT {', '.join(self._exprs)} FROM batch"
-        self._con = _parser().cursor()  # evaluates the conditions
+        self._con = memory_cursor()  # evaluates the conditions (UTC, as the transforms)
         self._dispatch = dispatch
         self._dispatcher_options = dispatcher_options or {}
         self._dispatcher: Dispatcher | None = None
@@ -241,7 +264,7 @@ class ActionEngine:
         if emitted:
             fired = FiredRows(table, np.concatenate([rows for _, _, rows in emitted]))
             for rule, counts, rows in emitted:
-                pending.records.extend(self._records(rule, table, rows, ctx.epoch, counts, fired))
+                pending.add(self._records(rule, table, rows, ctx.epoch, counts, fired))
         return pending
 
     def _conditions(self, table: pa.Table) -> list[np.ndarray | None]:
@@ -345,7 +368,7 @@ class ActionEngine:
         epoch: int,
         counts: RuleCounts,
         fired: FiredRows,
-    ) -> list[ActionRecord]:
+    ) -> RecordGroup | list[ActionRecord]:
         keys = key_strings(table, rule.options.ordering_columns(), rows).tolist()
         at = fired.positions(rows).tolist()
         status = AWAITING if rule.options.approval == "required" else PENDING
@@ -358,12 +381,7 @@ class ActionEngine:
         if rule.payload is None and not rule.fields:
             # the default message, joined from JSON pieces: each row is encoded once per epoch
             texts = self._default_texts(rule, epoch, keys, at, fired)
-            return [
-                ActionRecord(
-                    name, kind, str(index), key, severity, None, status, None, expires, text=t
-                )
-                for index, key, t in zip(rows.tolist(), keys, texts, strict=True)
-            ]
+            return RecordGroup(name, kind, severity, status, expires, rows.tolist(), keys, texts)
         out = []
         for index, key, i in zip(rows.tolist(), keys, at, strict=True):
             record = ActionRecord(name, kind, str(index), key, severity, {}, status, None, expires)
@@ -390,11 +408,8 @@ class ActionEngine:
             }
         )
         start = b'{"payload":' + head[:-1] + b',"key":'
-        reasons, rows, dumps = fired.reasons, fired.json, orjson.dumps
-        return [
-            start + dumps(key) + b',"reason":' + reasons[i] + b',"row":' + rows[i] + b"}}"
-            for key, i in zip(keys, at, strict=True)
-        ]
+        tails, dumps = fired.tails(), orjson.dumps
+        return [start + dumps(key) + tails[i] for key, i in zip(keys, at, strict=True)]
 
     def _message(
         self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
@@ -482,6 +497,19 @@ class FiredRows:
         rows = _with_iso_times(taken).to_pylist()
         self.json: list[bytes] = [dumps(row, default=str) for row in rows]
         self.reasons: list[bytes] = [dumps(reason) for reason in _reasons(taken)]
+        self._tails: list[bytes] | None = None
+
+    def tails(self) -> list[bytes]:
+        """Per fired row, the end of its default message: ``,"reason":...,"row":...}}``.
+
+        Made once per epoch, so each rule emitting the row only prepends its head and key.
+        """
+        if self._tails is None:
+            self._tails = [
+                b',"reason":' + reason + b',"row":' + row + b"}}"
+                for reason, row in zip(self.reasons, self.json, strict=True)
+            ]
+        return self._tails
 
     def positions(self, rows: np.ndarray) -> np.ndarray:
         """The index into ``json``/``reasons`` of each of ``rows`` (all among the fired)."""
@@ -534,7 +562,9 @@ def _reasons(taken: pa.Table) -> list[Any]:
 
 
 def _bools(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
+    if column.null_count:
+        column = pc.fill_null(column, False)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _group_index(table: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:

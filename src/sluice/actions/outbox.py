@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -235,14 +235,79 @@ class RuleCounts:
 
 
 @dataclass
-class PendingActions:
-    """The outcome of ``ActionEngine.evaluate`` for one epoch: records and counts."""
+class RecordGroup:
+    """The actions one rule emits in one epoch with its default message, column by column.
 
-    records: list[ActionRecord] = field(default_factory=list)
-    counts: list[RuleCounts] = field(default_factory=list)
+    ``rows`` are the table's row numbers, ``keys`` the ordering keys, ``texts`` the encoded
+    messages; status, expiry and severity are the rule's. The outbox writes a group
+    without an ``ActionRecord`` per row; ``records()`` makes them when someone asks.
+    """
+
+    action: str
+    type: str
+    severity: str
+    status: str
+    expires_at: float | None
+    rows: list[int]
+    keys: list[str]
+    texts: list[bytes]
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.rows)
+
+    def records(self) -> list[ActionRecord]:
+        """The group as one ``ActionRecord`` per action."""
+        return [
+            ActionRecord(
+                self.action,
+                self.type,
+                str(row),
+                key,
+                self.severity,
+                None,
+                self.status,
+                None,
+                self.expires_at,
+                text=text,
+            )
+            for row, key, text in zip(self.rows, self.keys, self.texts, strict=True)
+        ]
+
+
+class PendingActions:
+    """The outcome of ``ActionEngine.evaluate`` for one epoch: records and counts.
+
+    Records are kept as the engine made them, per rule: a ``RecordGroup`` or a list of
+    ``ActionRecord``; ``records`` lists them all (made on first use), the outbox writes
+    the groups as they are.
+    """
+
+    def __init__(
+        self, records: list[ActionRecord] | None = None, counts: list[RuleCounts] | None = None
+    ) -> None:
+        self.counts: list[RuleCounts] = counts if counts is not None else []
+        self.parts: list[RecordGroup | list[ActionRecord]] = []
+        if records:
+            self.parts.append(records)
+        self._records: list[ActionRecord] | None = None
+
+    def add(self, part: RecordGroup | list[ActionRecord]) -> None:
+        """Append one rule's records of the epoch."""
+        if len(part):
+            self.parts.append(part)
+            self._records = None
+
+    @property
+    def records(self) -> list[ActionRecord]:
+        """Every record, in the order the rules emitted them."""
+        if self._records is None:
+            self._records = [
+                r for p in self.parts for r in (p.records() if isinstance(p, RecordGroup) else p)
+            ]
+        return self._records
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
 
 
 _COLUMNS = (
@@ -276,7 +341,7 @@ def write_pending(
     rows are made from that array by one ``INSERT ... SELECT`` in the database. A replayed
     epoch whose batches are already there writes nothing.
     """
-    if not pending.records and not pending.counts:
+    if not pending.parts and not pending.counts:
         return
     stamp = datetime.fromtimestamp(now, UTC)
     insert_ignore(
@@ -285,17 +350,24 @@ def write_pending(
         [{"pipeline": pipeline, "epoch": epoch, "at": stamp, **vars(c)} for c in pending.counts],
         ["pipeline", "action", "epoch"],
     )
-    if not pending.records or _recorded(conn, pipeline, epoch):
+    if not pending.parts or _recorded(conn, pipeline, epoch):
         return
-    routes: dict[str, list[ActionRecord]] = {}
-    for record in pending.records:
-        routes.setdefault(record.action, []).append(record)
-    odd: list[tuple[Any, ...]] = []
     sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    for action, records in routes.items():
-        for part, chunk in enumerate(_parts(records)):
-            prefix = idempotency_prefix(pipeline, action, epoch)
-            keys = [keyed_row(prefix, pipeline, action, epoch, r.row) + r.key[:500] for r in chunk]
+    parts: dict[str, int] = {}  # action -> parts written
+    odd: list[tuple[Any, ...]] = []
+    for item in _by_action(pending.parts):
+        action = item.action if isinstance(item, RecordGroup) else item[0].action
+        prefix = idempotency_prefix(pipeline, action, epoch)
+        if isinstance(item, RecordGroup):
+            keys = _group_keys(prefix, pipeline, item, epoch)
+            texts = item.texts
+        else:
+            keys = [keyed_row(prefix, pipeline, action, epoch, r.row) + r.key[:500] for r in item]
+            texts = [r.encoded_bytes() for r in item]
+        for start, end in _cuts([len(t) + 1 for t in texts]):
+            part = parts.get(action, 0)
+            parts[action] = part + 1
+            chunk_keys = keys[start:end]
             batch_id = conn.execute(
                 insert(batches)
                 .values(
@@ -303,28 +375,38 @@ def write_pending(
                     epoch=epoch,
                     action=action,
                     part=part,
-                    count=len(chunk),
-                    messages=b"\n".join(r.encoded_bytes() for r in chunk),
-                    message_keys=orjson.dumps(keys).decode(),
+                    count=end - start,
+                    messages=b"\n".join(texts[start:end]),
+                    message_keys=orjson.dumps(chunk_keys).decode(),
                     created_at=stamp,
                 )
                 .returning(batches.c.id)
             ).scalar_one()
-            first = chunk[0]
-            same = (first.status, first.error, first.expires_at)
-            others = [i for i, r in enumerate(chunk) if (r.status, r.error, r.expires_at) != same]
+            if isinstance(item, RecordGroup):
+                kind, severity, status = item.type, item.severity, item.status
+                error, expires, others = None, item.expires_at, []
+                chunk: list[ActionRecord] = []
+            else:
+                chunk = item[start:end]
+                first = chunk[0]
+                kind, severity, status = first.type, first.severity, first.status
+                error, expires = first.error, first.expires_at
+                same = (status, error, expires)
+                others = [
+                    i for i, r in enumerate(chunk) if (r.status, r.error, r.expires_at) != same
+                ]
             conn.execute(
                 sql,
                 {
                     "pipeline": pipeline,
                     "epoch": epoch,
                     "action": action,
-                    "type": first.type,
-                    "severity": first.severity,
-                    "status": first.status,
+                    "type": kind,
+                    "severity": severity,
+                    "status": status,
                     "now": now,
-                    "expires": first.expires_at,
-                    "error": first.error,
+                    "expires": expires,
+                    "error": error,
                     "stamp": stamp,
                     "batch": batch_id,
                     "others": orjson.dumps(others).decode(),
@@ -336,9 +418,9 @@ def write_pending(
                     epoch,
                     action,
                     chunk[i].type,
-                    keys[i][KEY_WIDTH:],
+                    chunk_keys[i][KEY_WIDTH:],
                     chunk[i].severity,
-                    keys[i][:KEY_WIDTH],
+                    chunk_keys[i][:KEY_WIDTH],
                     chunk[i].status,
                     0,
                     now,
@@ -352,6 +434,41 @@ def write_pending(
                 for i in others
             )
     insert_rows(conn, outbox, _COLUMNS, odd)
+
+
+def _by_action(
+    parts: list[RecordGroup | list[ActionRecord]],
+) -> list[RecordGroup | list[ActionRecord]]:
+    """``parts`` with the records of each action together (an action's rows stay in order)."""
+    out: list[RecordGroup | list[ActionRecord]] = []
+    for part in parts:
+        if isinstance(part, RecordGroup):
+            out.append(part)
+            continue
+        routes: dict[str, list[ActionRecord]] = {}
+        for record in part:
+            routes.setdefault(record.action, []).append(record)
+        out.extend(routes.values())
+    actions = [p.action if isinstance(p, RecordGroup) else p[0].action for p in out]
+    if len(set(actions)) == len(actions):
+        return out
+    merged: dict[str, list[ActionRecord]] = {}
+    for part in out:
+        records = part.records() if isinstance(part, RecordGroup) else part
+        merged.setdefault(records[0].action, []).extend(records)
+    return list(merged.values())
+
+
+def _group_keys(prefix: str, pipeline: str, group: RecordGroup, epoch: int) -> list[str]:
+    """Each action's idempotency key followed by its ordering key (``keyed_row``'s keys)."""
+    if group.rows and max(group.rows) >= 10**14:
+        return [
+            keyed_row(prefix, pipeline, group.action, epoch, str(r)) + k[:500]
+            for r, k in zip(group.rows, group.keys, strict=True)
+        ]
+    return [
+        prefix + format(r, "012x") + k[:500] for r, k in zip(group.rows, group.keys, strict=True)
+    ]
 
 
 def _from_keys(elements: str, others: str) -> TextClause:
@@ -394,17 +511,17 @@ def _recorded(conn: Connection, pipeline: str, epoch: int) -> bool:
     return conn.execute(query).first() is not None
 
 
-def _parts(records: list[ActionRecord]) -> Iterable[list[ActionRecord]]:
-    """``records`` in runs whose messages hold at most ``PART_BYTES`` (at least one each)."""
+def _cuts(lengths: list[int]) -> Iterable[tuple[int, int]]:
+    """(start, end) runs of messages of ``lengths`` bytes holding at most ``PART_BYTES``
+    each (at least one message each)."""
     start, size = 0, 0
-    for i, record in enumerate(records):
-        length = len(record.encoded_bytes()) + 1
+    for i, length in enumerate(lengths):
         if size and size + length > PART_BYTES:
-            yield records[start:i]
+            yield start, i
             start, size = i, 0
         size += length
-    if start < len(records):
-        yield records[start:]
+    if start < len(lengths):
+        yield start, len(lengths)
 
 
 def batch_messages(conn: Connection, ids: Iterable[int]) -> dict[int, list[bytes]]:
