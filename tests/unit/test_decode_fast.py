@@ -208,6 +208,8 @@ def test_large_batches_skip_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> No
         '"ts": "2024-01-01T00:00:00+05"',
         '"ts": "2024-01-01T00:00:00-0830"',
         '"ts": "9999-12-31T23:59:59.999999+00:00"',
+        '"ts": "2024-01-01 00:00:00.25+01:00"',
+        '"ts": "2024-06-30T12:00:00-00"',
         '"extra": {"s": 1, "d": [true]}',
     ],
 )
@@ -231,3 +233,13 @@ def test_negative_zero_is_left_to_duckdb_which_reads_minus_0_as_zero() -> None:
     probe.close()
     out, _ = decoded(lines, fast=True)
     assert [str(v) for v in out.column("d").to_pylist()] == ["0.0", "-0.0"]
+
+
+def test_large_string_lines_and_escaped_field_names() -> None:
+    lines = ['{"ts": "2024-01-01T00:00:00Z", "s": "x"}', '{"ts": "2024-01-01T00:00:01Z"}']
+    probe = Decoder(FIELDS, "json")
+    assert probe._fast_decode(pa.table({"_raw": pa.array(lines, pa.large_string())})) is not None
+    probe.close()
+    quoted = Decoder({'a"b': FieldSpec(type="string")}, "json")
+    assert quoted._fast_decode(pa.table({"_raw": ['{"a\\"b": "x"}']})) is None
+    quoted.close()

@@ -172,7 +172,10 @@ class Decoder:
         # parsed once and re-run on each batch
         self._relations: dict[tuple[Any, ...], duckdb.DuckDBPyRelation] = {}
         self._fast_options: pa_json.ParseOptions | None = None
-        if raw_format == "json" and all(s.type in _FAST_READ_TYPES for s in fields.values()):
+        plain = all(s.type in _FAST_READ_TYPES for s in fields.values()) and not any(
+            c in name for name in fields for c in '"\\\n'
+        )  # a name the JSON path of the DuckDB decode has to escape: DuckDB decides
+        if raw_format == "json" and plain:
             read = pa.schema([pa.field(n, _FAST_READ_TYPES[s.type]) for n, s in fields.items()])
             self._fast_options = pa_json.ParseOptions(
                 explicit_schema=read, unexpected_field_behavior="ignore"
@@ -415,7 +418,7 @@ class Decoder:
             return None
         if pc.any(pc.match_substring_regex(raw, "[\r\n]")).as_py():
             return None
-        lines = pc.binary_join_element_wise(raw, "", "\n")
+        lines = pc.binary_join_element_wise(raw, pa.scalar("", raw.type), pa.scalar("\n", raw.type))
         offset_type = np.int64 if pa.types.is_large_string(lines.type) else np.int32
         offsets = np.frombuffer(lines.buffers()[1], offset_type, len(lines) + 1, lines.offset)
         text = lines.buffers()[2][int(offsets[0]) : int(offsets[-1])]
