@@ -320,11 +320,11 @@ def main() -> None:
         else ""
     )
     text = textwrap.dedent(f"""\
-        # Actions benchmark
+        ## Actions (`benchmarks/actions.py`)
 
         Machine: shared 2-core box; `python benchmarks/actions.py` (median of 3 for rules).
 
-        ## Rule evaluation (20 rules, {rules["rows"]:,} scored rows, event time)
+        ### Rule evaluation (20 rules, {rules["rows"]:,} scored rows, event time)
 
         | step | seconds |
         |---|---|
@@ -336,7 +336,7 @@ def main() -> None:
 
         Records emitted: {rules["emitted"]:,}.
 
-        ## A whole pipeline with and without the 20 rules (`sluice run`)
+        ### A whole pipeline with and without the 20 rules (`sluice run`)
 
         {pipe["events"]:,} generated telemetry events from a JSON-lines file: filter, derive,
         `online_anomaly` per device, lake sink; the same pipeline with the 20 rules above
@@ -352,7 +352,7 @@ def main() -> None:
 
         Actions emitted per run: {pipe["emitted"]:,}.
 
-        ## Dispatcher (webhook to a local uvicorn receiver, keep-alive, 8 workers)
+        ### Dispatcher (webhook to a local uvicorn receiver, keep-alive, 8 workers)
 
         | deliveries | received | seconds | deliveries/s |
         |---|---|---|---|
