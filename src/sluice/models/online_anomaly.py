@@ -412,8 +412,10 @@ class OnlineAnomalyDetector:
         passes = part.score >= self.threshold()
         part.alert = passes & calibrated
         part.young = passes & ~calibrated
+        init = np.array([st[k] for k in ONSET_STATE])
         fresh = st["count"] <= 0
-        init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
+        if fresh.any():
+            init = np.where(fresh, fresh_onsets(segs.m), init)
         u = onset_surprise(p, ctx.familiar)
         anomalous = calibrated & (p <= EXCLUDE)
         starts, _, onset_state = onsets(
@@ -483,12 +485,16 @@ class OnlineAnomalyDetector:
         # used (every use needs a warm event) and have no calibration to store
         active = self._learned(st["count"] + segs.lengths)
         state = self._calibration_state(segs.slot[active], st["count"][active])
-        novelty_init = np.where(
-            st["count"] <= 0, fresh_novelty(segs.m), np.stack([st[k] for k in NOVELTY_STATE])
-        )
+        # fresh keys start from the prior states (built only when a chunk has one)
+        fresh = st["count"] <= 0
+        novelty_init = np.array([st[k] for k in NOVELTY_STATE])
+        episodes = st[EPISODE_STATE].T
+        if fresh.any():
+            novelty_init = np.where(fresh, fresh_novelty(segs.m), novelty_init)
+            episodes = np.where(fresh[:, None], fresh_episodes(self.n_stats, segs.m), episodes)
+        else:
+            episodes = episodes.copy()  # calibrate writes the final episodes into it
         p_novel, novelty = novelty_probability(ctx.novel, warm, segs, novelty_init, NOVELTY_HORIZON)
-        fresh = (st["count"] <= 0)[:, None]
-        episodes = np.where(fresh, fresh_episodes(self.n_stats, segs.m), st[EPISODE_STATE].T)
         result = calibrate(
             stats, p_novel, warm, calibrated, segs, st["count"], state, episodes, self.cal, active
         )
@@ -501,6 +507,11 @@ class OnlineAnomalyDetector:
         stored for keys that learned, derived for the others (the bulk rows of evicted or
         younger keys are stale and never read)."""
         learned = self._learned(count)
+        if learned.all() and (slots < self.keys.cap).all():  # every key's is stored
+            state = np.empty((slots.shape[0], 2, self.n_stats, N_BINS))
+            state[:, 0] = self.keys.arrays[CALIBRATION][slots]
+            state[:, 1] = self.keys.arrays[PENDING][slots]
+            return state
         state = unlearned_state(self.n_stats, np.where(learned, 0, count), self.cal)
         known = np.flatnonzero(learned & (slots < self.keys.cap))
         if known.size:

@@ -128,7 +128,7 @@ def unlearned_state(n_stats: int, count: np.ndarray, params: CalibrationParams) 
     for _ in range(int(rolls.max(initial=0))):
         levels.append(levels[-1] * params.block_decay + 0.0)  # the kernel's own operations
     state = np.zeros((count.shape[0], 2, n_stats, N_BINS))
-    state[:, 0] = np.stack(levels)[rolls][:, None, :]
+    state[:, 0] = np.array(levels)[rolls][:, None, :]
     return state
 
 
