@@ -319,9 +319,10 @@ class OnlineAnomalyDetector:
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
-            if part.context is not None:
-                part.context.update.write()
-                self.keys.note("ctx", part.context.update.at)
+            update = part.context.update if part.context is not None else None
+            if update is not None:
+                update.write()
+                self.keys.note("ctx", update.at)
             if part.calibration is not None:  # of the keys that learned (see _learned)
                 learned = part.segs.slot[self._learned(part.state["count"])]
                 reference[learned] = part.calibration[:, 0]
@@ -405,6 +406,7 @@ class OnlineAnomalyDetector:
             st["count"] <= 0,
             self.keys.arrays["ctx"],
             stale=self.keys.evicted > 0,
+            learn=learn,
         )
         calibrated = part.age >= self.config.warmup + self.config.calibration_events
         p, final = self._calibrate(part, stats, warm, calibrated, ctx)
