@@ -215,6 +215,8 @@ class OnlineAnomalyDetector:
         # derived from the whole state, kept between calls until it changes (see _changed)
         self._summary: tuple[np.ndarray, float] | None = None
         self._derived: PackedRows | None = None
+        # season analyses of keys at a refresh point, by slot (scoring without learning)
+        self._refreshed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _fresh_state(self) -> dict[str, tuple[tuple[int, ...], float]]:
         spec: dict[str, tuple[tuple[int, ...], float]] = {
@@ -269,6 +271,7 @@ class OnlineAnomalyDetector:
     def _changed(self) -> None:
         """Forget what was derived from the state (call whenever the state changes)."""
         self._derived = None
+        self._refreshed = {}
 
     def prepare(self) -> None:
         """Derive now what scoring without learning needs (key summary, per-key basis), so
@@ -371,7 +374,7 @@ class OnlineAnomalyDetector:
         basis = self._basis(segs.slot) if segs.single and not learn else None
         fr = feature_scores(Xs, segs, st, self.hz, basis)
         ready = fr.valid & (fr.sd > 0)
-        hist, season = self._season(Xs, segs, st)
+        hist, season = self._season(Xs, segs, st, segs.single and not learn)
         dev, held = signs(fr.z[LEVEL], fr.short_mean, ready, segs, st["dev"])
         return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held, basis)
 
@@ -552,8 +555,10 @@ class OnlineAnomalyDetector:
         return state
 
     def _season(
-        self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
+        self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray], keep: bool = False
     ) -> tuple[History | None, SeasonResult]:
+        """Seasonality of a chunk; ``keep``: one event per key scored without learning, so
+        the season analyses of keys at a refresh point are kept until the state changes."""
         init = {k: st[k] for k in SEASON_STATE}
         if not self.window:
             zero = np.zeros_like(Xs)
@@ -565,7 +570,8 @@ class OnlineAnomalyDetector:
             self.keys.arrays["buf"],
             segs.slot < self.keys.cap,
         )
-        return hist, season_scores(Xs, hist, init, self.refresh)
+        kept = self._refreshed if keep else None
+        return hist, season_scores(Xs, hist, init, self.refresh, kept)
 
     def _result(self, parts: list[_Batch], X: np.ndarray) -> ScoreResult:
         n = X.shape[0]
