@@ -142,12 +142,18 @@ def _codes(
         state["cn"] = init["cn"] + segs.lengths
     else:
         count, state["cn"] = ew_scan(valid.astype(np.float64), 1.0, segs, init["cn"])
-    code, older = q, q
-    for i in range(1, LENGTH):
-        last = (held >> (BITS * (i - 1))) & (SYMBOLS - 1)
-        older = segs.shift(older, last) if everywhere else last_valid(older, valid, segs, last)[0]
-        code = code | (older << (BITS * i))
-    recent = code & (SYMBOLS ** (LENGTH - 1) - 1)
+    recent_mask = SYMBOLS ** (LENGTH - 1) - 1
+    if segs.single:  # one event per key: its older symbols are all its key's last ones
+        code = q | ((held & recent_mask) << BITS)
+    else:
+        code, older = q, q
+        for i in range(1, LENGTH):
+            last = (held >> (BITS * (i - 1))) & (SYMBOLS - 1)
+            older = (
+                segs.shift(older, last) if everywhere else last_valid(older, valid, segs, last)[0]
+            )
+            code = code | (older << (BITS * i))
+    recent = code & recent_mask
     if everywhere:
         state["ch"] = recent[:, segs.last].astype(np.float64)
     else:
