@@ -215,6 +215,8 @@ class OnlineAnomalyDetector:
         # derived from the whole state, kept between calls until it changes (see _changed)
         self._summary: tuple[np.ndarray, float] | None = None
         self._derived: PackedRows | None = None
+        # season analyses of keys at a refresh point, by slot (scoring without learning)
+        self._refreshed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _fresh_state(self) -> dict[str, tuple[tuple[int, ...], float]]:
         spec: dict[str, tuple[tuple[int, ...], float]] = {
@@ -269,6 +271,7 @@ class OnlineAnomalyDetector:
     def _changed(self) -> None:
         """Forget what was derived from the state (call whenever the state changes)."""
         self._derived = None
+        self._refreshed = {}
 
     def prepare(self) -> None:
         """Derive now what scoring without learning needs (key summary, per-key basis), so
@@ -319,9 +322,10 @@ class OnlineAnomalyDetector:
             self.keys.scatter(part.segs.slot, part.state)
             if part.history is not None:
                 part.history.write()
-            if part.context is not None:
-                part.context.update.write()
-                self.keys.note("ctx", part.context.update.at)
+            update = part.context.update if part.context is not None else None
+            if update is not None:
+                update.write()
+                self.keys.note("ctx", update.at)
             if part.calibration is not None:  # of the keys that learned (see _learned)
                 learned = part.segs.slot[self._learned(part.state["count"])]
                 reference[learned] = part.calibration[:, 0]
@@ -370,7 +374,7 @@ class OnlineAnomalyDetector:
         basis = self._basis(segs.slot) if segs.single and not learn else None
         fr = feature_scores(Xs, segs, st, self.hz, basis)
         ready = fr.valid & (fr.sd > 0)
-        hist, season = self._season(Xs, segs, st)
+        hist, season = self._season(Xs, segs, st, segs.single and not learn)
         dev, held = signs(fr.z[LEVEL], fr.short_mean, ready, segs, st["dev"])
         return _Batch(segs, Xs, st, fr, ready, season, hist, dev, held, basis)
 
@@ -405,6 +409,7 @@ class OnlineAnomalyDetector:
             st["count"] <= 0,
             self.keys.arrays["ctx"],
             stale=self.keys.evicted > 0,
+            learn=learn,
         )
         calibrated = part.age >= self.config.warmup + self.config.calibration_events
         p, final = self._calibrate(part, stats, warm, calibrated, ctx)
@@ -412,8 +417,10 @@ class OnlineAnomalyDetector:
         passes = part.score >= self.threshold()
         part.alert = passes & calibrated
         part.young = passes & ~calibrated
+        init = np.array([st[k] for k in ONSET_STATE])
         fresh = st["count"] <= 0
-        init = np.where(fresh, fresh_onsets(segs.m), np.stack([st[k] for k in ONSET_STATE]))
+        if fresh.any():
+            init = np.where(fresh, fresh_onsets(segs.m), init)
         u = onset_surprise(p, ctx.familiar)
         anomalous = calibrated & (p <= EXCLUDE)
         starts, _, onset_state = onsets(
@@ -483,12 +490,16 @@ class OnlineAnomalyDetector:
         # used (every use needs a warm event) and have no calibration to store
         active = self._learned(st["count"] + segs.lengths)
         state = self._calibration_state(segs.slot[active], st["count"][active])
-        novelty_init = np.where(
-            st["count"] <= 0, fresh_novelty(segs.m), np.stack([st[k] for k in NOVELTY_STATE])
-        )
+        # fresh keys start from the prior states (built only when a chunk has one)
+        fresh = st["count"] <= 0
+        novelty_init = np.array([st[k] for k in NOVELTY_STATE])
+        episodes = st[EPISODE_STATE].T
+        if fresh.any():
+            novelty_init = np.where(fresh, fresh_novelty(segs.m), novelty_init)
+            episodes = np.where(fresh[:, None], fresh_episodes(self.n_stats, segs.m), episodes)
+        else:
+            episodes = episodes.copy()  # calibrate writes the final episodes into it
         p_novel, novelty = novelty_probability(ctx.novel, warm, segs, novelty_init, NOVELTY_HORIZON)
-        fresh = (st["count"] <= 0)[:, None]
-        episodes = np.where(fresh, fresh_episodes(self.n_stats, segs.m), st[EPISODE_STATE].T)
         result = calibrate(
             stats, p_novel, warm, calibrated, segs, st["count"], state, episodes, self.cal, active
         )
@@ -501,6 +512,11 @@ class OnlineAnomalyDetector:
         stored for keys that learned, derived for the others (the bulk rows of evicted or
         younger keys are stale and never read)."""
         learned = self._learned(count)
+        if learned.all() and (slots < self.keys.cap).all():  # every key's is stored
+            state = np.empty((slots.shape[0], 2, self.n_stats, N_BINS))
+            state[:, 0] = self.keys.arrays[CALIBRATION][slots]
+            state[:, 1] = self.keys.arrays[PENDING][slots]
+            return state
         state = unlearned_state(self.n_stats, np.where(learned, 0, count), self.cal)
         known = np.flatnonzero(learned & (slots < self.keys.cap))
         if known.size:
@@ -539,8 +555,10 @@ class OnlineAnomalyDetector:
         return state
 
     def _season(
-        self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray]
+        self, Xs: np.ndarray, segs: Segments, st: dict[str, np.ndarray], keep: bool = False
     ) -> tuple[History | None, SeasonResult]:
+        """Seasonality of a chunk; ``keep``: one event per key scored without learning, so
+        the season analyses of keys at a refresh point are kept until the state changes."""
         init = {k: st[k] for k in SEASON_STATE}
         if not self.window:
             zero = np.zeros_like(Xs)
@@ -552,7 +570,8 @@ class OnlineAnomalyDetector:
             self.keys.arrays["buf"],
             segs.slot < self.keys.cap,
         )
-        return hist, season_scores(Xs, hist, init, self.refresh)
+        kept = self._refreshed if keep else None
+        return hist, season_scores(Xs, hist, init, self.refresh, kept)
 
     def _result(self, parts: list[_Batch], X: np.ndarray) -> ScoreResult:
         n = X.shape[0]

@@ -128,7 +128,7 @@ def unlearned_state(n_stats: int, count: np.ndarray, params: CalibrationParams) 
     for _ in range(int(rolls.max(initial=0))):
         levels.append(levels[-1] * params.block_decay + 0.0)  # the kernel's own operations
     state = np.zeros((count.shape[0], 2, n_stats, N_BINS))
-    state[:, 0] = np.stack(levels)[rolls][:, None, :]
+    state[:, 0] = np.array(levels)[rolls][:, None, :]
     return state
 
 
@@ -170,17 +170,21 @@ def calibrate(
     lengths = segs.lengths[active]
     bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     # the kernel reads each key's events one after the other: lay them out so
-    events = np.flatnonzero(active[segs.seg])
-    rank = np.cumsum(active) - 1  # index of each active segment among them
-    grouped = np.empty(events.shape[0], dtype=np.int64)
-    grouped[bounds[rank[segs.seg[events]]] + segs.offset[events]] = events
+    every = segs.single and bool(active.all())  # one event per key, all calibrated: in place
+    if every:
+        grouped = segs.seg
+    else:
+        events = np.flatnonzero(active[segs.seg])
+        rank = np.cumsum(active) - 1  # index of each active segment among them
+        grouped = np.empty(events.shape[0], dtype=np.int64)
+        grouped[bounds[rank[segs.seg[events]]] + segs.offset[events]] = events
     evidence, p = np.empty((grouped.shape[0], n_comp)), np.empty(grouped.shape[0])
-    chosen = np.ascontiguousarray(episodes[active])
+    chosen = np.ascontiguousarray(episodes if every else episodes[active])
     _kernel()(
-        np.ascontiguousarray(stats[:, grouped].T),
-        extra[grouped].astype(np.float64),
-        learn[grouped].astype(np.bool_),
-        trusted[grouped].astype(np.bool_),
+        np.ascontiguousarray(stats.T if every else stats[:, grouped].T),
+        (extra if every else extra[grouped]).astype(np.float64),
+        (learn if every else learn[grouped]).astype(np.bool_),
+        (trusted if every else trusted[grouped]).astype(np.bool_),
         bounds,
         count[active].astype(np.int64),
         state,
@@ -206,6 +210,8 @@ def calibrate(
         p,
     )
     episodes[active] = chosen
+    if every:
+        return Calibration(np.ascontiguousarray(evidence.T), p)
     out_evidence, out_p = np.ones(stats.shape), np.ones(n)
     out_evidence[:, grouped] = evidence.T
     out_p[grouped] = p

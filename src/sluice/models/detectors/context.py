@@ -59,7 +59,7 @@ class ContextResult:
     familiar: np.ndarray
     novel: np.ndarray
     state: dict[str, np.ndarray]
-    update: BitUpdate
+    update: BitUpdate | None  # None when scored without learning
 
 
 def context_scores(
@@ -69,13 +69,14 @@ def context_scores(
     fresh: np.ndarray,
     bits: np.ndarray,
     stale: bool = True,
+    learn: bool = True,
 ) -> ContextResult:
     """Context novelty of a key-sorted chunk ``X`` (p, n).
 
     ``init`` holds each segment's state (``(p, m)`` per feature, ``(m,)`` for the key);
     ``fresh`` (m,) marks keys without history; ``bits`` is the key table's bitsets (a slot
     beyond it is a key not in the table). ``stale``: the slots of fresh keys may hold an
-    evicted key's bits, to be cleared.
+    evicted key's bits, to be cleared. Without ``learn`` the result has no bit update.
     """
     valid = np.isfinite(X)
     state: dict[str, np.ndarray] = {}
@@ -87,6 +88,12 @@ def context_scores(
     stored = np.take(bits, row * WORDS + (code >> WORD_BITS))
     stored = np.where(known[segs.seg], stored, 0).astype(np.int32)
     f, i = np.nonzero(full & ((stored >> (code & (WORD - 1))) & 1 == 0))
+    if segs.single and not learn:
+        # one event per key, nothing to store: each unseen context is its key's first
+        novel = np.zeros(n, dtype=bool)
+        novel[i] = True
+        since, state[SINCE_STATE] = run_length(~novel, segs, init[SINCE_STATE])
+        return ContextResult(since >= RECENT, novel, state, None)
     flat = f * n + i
     ctx = (segs.seg[i] * p + f) * CONTEXTS + code.reshape(-1)[flat]
     ctx, flat = _sorted(ctx, flat, segs.m * p * CONTEXTS, p * n)
@@ -135,12 +142,18 @@ def _codes(
         state["cn"] = init["cn"] + segs.lengths
     else:
         count, state["cn"] = ew_scan(valid.astype(np.float64), 1.0, segs, init["cn"])
-    code, older = q, q
-    for i in range(1, LENGTH):
-        last = (held >> (BITS * (i - 1))) & (SYMBOLS - 1)
-        older = segs.shift(older, last) if everywhere else last_valid(older, valid, segs, last)[0]
-        code = code | (older << (BITS * i))
-    recent = code & (SYMBOLS ** (LENGTH - 1) - 1)
+    recent_mask = SYMBOLS ** (LENGTH - 1) - 1
+    if segs.single:  # one event per key: its older symbols are all its key's last ones
+        code = q | ((held & recent_mask) << BITS)
+    else:
+        code, older = q, q
+        for i in range(1, LENGTH):
+            last = (held >> (BITS * (i - 1))) & (SYMBOLS - 1)
+            older = (
+                segs.shift(older, last) if everywhere else last_valid(older, valid, segs, last)[0]
+            )
+            code = code | (older << (BITS * i))
+    recent = code & recent_mask
     if everywhere:
         state["ch"] = recent[:, segs.last].astype(np.float64)
     else:

@@ -91,7 +91,7 @@ def drift_scores(
     fast, slow = params.decays
     decay = np.array([fast, fast, slow, slow])
     sums = DRIFT_STATE[:4]
-    before, final = ew_scan_stacked(rows, decay, segs, np.stack([init[k] for k in sums]))
+    before, final = ew_scan_stacked(rows, decay, segs, np.array([init[k] for k in sums]))
     # the means include the current event
     before *= decay[:, None, None]
     before += rows

@@ -81,7 +81,7 @@ def component_stats(
     kernels.components()(
         np.ascontiguousarray(z),
         np.ascontiguousarray(cap),
-        np.ascontiguousarray(np.stack(others)),
+        np.ascontiguousarray(np.array(others)),
         np.ascontiguousarray(muted),
         np.ascontiguousarray(back),
         float(np.log(p)),
@@ -96,7 +96,7 @@ def novelty_probability(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probability of a novel context for each event (1 where its context is familiar), from
     the key's EW rate of novel contexts before it; and the final state (2, m)."""
-    rows = np.stack([learn.astype(np.float64), (novel & learn).astype(np.float64)])
+    rows = np.array([learn.astype(np.float64), (novel & learn).astype(np.float64)])
     (w, r), final = ew_scan(rows, 1.0 - 1.0 / horizon, segs, init)
     rate = r / np.maximum(w, 1e-12)
     return np.where(novel, np.clip(rate, P_FLOOR, 1.0), 1.0), final
@@ -140,7 +140,7 @@ def onsets(
     normal, still_final = run_length(~anomalous, segs, still)
     first_anomalous = anomalous & (segs.shift(normal, still) >= INCIDENT_GAP)
     starts = candidate & (quiet_before | stronger) | first_anomalous
-    state = np.stack([top_final, since_final, calm_final, still_final])
+    state = np.array([top_final, since_final, calm_final, still_final])
     return starts | first_alert, first_alert, state
 
 
@@ -163,7 +163,7 @@ def fresh_onsets(m: int) -> np.ndarray:
     """Onset state (4, m) of fresh keys: nothing seen, long past any candidate, alert and
     anomalous event."""
     gap = np.full(m, float(INCIDENT_GAP))
-    return np.stack([np.zeros(m), np.full(m, float(REFRACTORY)), gap, gap])
+    return np.array([np.zeros(m), np.full(m, float(REFRACTORY)), gap, gap])
 
 
 def fresh_novelty(m: int) -> np.ndarray:

@@ -33,7 +33,7 @@ PERSISTS = 1.0  # ... that lets a key enter a regime and keeps it there
 def shift_counts(dev: np.ndarray, used: np.ndarray) -> np.ndarray:
     """Keys shifted up and down per feature, from the stored signs (2, p)."""
     live = dev[used]
-    return np.stack([(live > 0).sum(axis=0), (live < 0).sum(axis=0)]).astype(np.float64)
+    return np.array([(live > 0).sum(axis=0), (live < 0).sum(axis=0)]).astype(np.float64)
 
 
 def signs(
@@ -63,7 +63,7 @@ class Shifts:
         if not f.size:
             return
         d, h = dev[f, i], held[f, i]
-        delta = np.stack([(d == s).astype(np.float64) - (h == s) for s in (1.0, -1.0)])
+        delta = np.array([(d == s).astype(np.float64) - (h == s) for s in (1.0, -1.0)])
         self.parts.append((f * self.n + rows[i], delta, f))
 
     def close(self) -> None:

@@ -219,9 +219,18 @@ def refresh_points(
 
 
 def season_scores(
-    x: np.ndarray, hist: History, init: dict[str, np.ndarray], every: int
+    x: np.ndarray,
+    hist: History,
+    init: dict[str, np.ndarray],
+    every: int,
+    refreshed: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> SeasonResult:
-    """Seasonal statistic of each event of the key-sorted batch ``x`` (p, n)."""
+    """Seasonal statistic of each event of the key-sorted batch ``x`` (p, n).
+
+    ``refreshed``: for one event per key scored without learning, the period and scale of
+    the keys analysed before at their current refresh point, by slot (what is missing is
+    analysed and added; valid until the keys' state changes).
+    """
     p = x.shape[0]
     segs = hist.segs
     window = hist.buf.shape[1]
@@ -231,7 +240,10 @@ def season_scores(
     fin_p, fin_s = init["sp"], init["ss"]
     if rseg.size:
         fin_p, fin_s = fin_p.copy(), fin_s.copy()
-        rp, rs = _refresh(hist, rseg, rq, p, window)
+        if refreshed is None:
+            rp, rs = _refresh(hist, rseg, rq, p, window)
+        else:
+            rp, rs = _refresh_kept(hist, rseg, rq, p, window, refreshed)
         span = int(max(rq.max(), (hist.c0 + segs.lengths).max())) + 1
         tau = hist.c0[segs.seg] + segs.offset
         j = np.searchsorted(rseg * span + rq, segs.seg * span + tau, side="right") - 1
@@ -243,6 +255,28 @@ def season_scores(
         fin_p[:, rseg[last]], fin_s[:, rseg[last]] = rp[:, last], rs[:, last]
     z, expected = _statistic(x, hist, period, scale)
     return SeasonResult(z, period, expected, {"sp": fin_p, "ss": fin_s})
+
+
+def _refresh_kept(
+    hist: History,
+    rseg: np.ndarray,
+    rq: np.ndarray,
+    p: int,
+    window: int,
+    refreshed: dict[int, tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_refresh` of one refresh per key, taken from ``refreshed`` (by slot) where
+    there, else analysed and kept there (each window is analysed on its own)."""
+    slots = hist.segs.slot[rseg].tolist()
+    missing = [j for j, slot in enumerate(slots) if slot not in refreshed]
+    if missing:
+        rp, rs = _refresh(hist, rseg[missing], rq[missing], p, window)
+        for k, j in enumerate(missing):
+            refreshed[slots[j]] = (rp[:, k].copy(), rs[:, k].copy())
+    return (
+        np.array([refreshed[slot][0] for slot in slots]).T,
+        np.array([refreshed[slot][1] for slot in slots]).T,
+    )
 
 
 def _refresh(

@@ -85,7 +85,7 @@ def structure_scores(
         np.copyto(rows[0], both)
         np.multiply(rows[0], ei, out=rows[1])
         rows[1] *= ej
-        (w, c), final = ew_scan_stacked(rows, decay, segs, np.stack([init["pw"], init["pc"]]))
+        (w, c), final = ew_scan_stacked(rows, decay, segs, np.array([init["pw"], init["pc"]]))
         state.update(zip(("pw", "pc"), final, strict=True))
         rho = _correlation(w, c)
     else:
@@ -113,7 +113,7 @@ def structure_scores(
         np.minimum(np.square(r_ji, out=rows[2]), lim, out=rows[2])
         names = ("rw", "rv1", "rv2")
         (rw, v_ij, v_ji), final = ew_scan_stacked(
-            rows, decay, segs, np.stack([init[k][at] for k in names])
+            rows, decay, segs, np.array([init[k][at] for k in names])
         )
         for name, values in zip(names, final, strict=True):
             state[name][at] = values

@@ -290,7 +290,7 @@ def _scan(
 ) -> np.ndarray:
     """:func:`ew_scan_stacked` of rows (r, p, n) from the states ``names``: the state before
     each event (r, p, n); the final states go into ``out``."""
-    before, final = ew_scan_stacked(rows, decay, segs, np.stack([st[k] for k in names]))
+    before, final = ew_scan_stacked(rows, decay, segs, np.array([st[k] for k in names]))
     out.update(zip(names, final, strict=True))
     return before
 
