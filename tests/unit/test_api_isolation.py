@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from sluice.api import ApiConfig, ApiKeys, create_app
+from sluice.api.routes import predict as predict_route
 from sluice.config.models import SinkConfig
 from sluice.core.settings import Settings
 from sluice.sinks.base import SinkContext
@@ -179,3 +181,33 @@ async def test_api_queries_do_not_block_the_warehouse_sink(tmp_path: Path) -> No
         assert answer[0].json()["rows"] == [{"n": 5}]
     finally:
         sink.close()
+
+
+async def test_a_small_request_to_a_fast_model_runs_on_the_loop_a_slow_one_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: dict[str, list[int]] = {"fast": [], "slow": []}
+
+    def predictor(data: Any, model: str | None = None) -> dict[str, Any]:
+        assert model is not None
+        threads[model].append(threading.get_ident())
+        if model == "slow":
+            time.sleep(0.01)  # always above the 1 ms bound
+        return {"model": model, "prediction": {"n": len(data)}}
+
+    async def three_calls(client: httpx.AsyncClient, model: str) -> None:
+        for _ in range(3):
+            body = {"data": {"x": 1}, "model": model}
+            answer = await client.post("/api/v1/predict", json=body, headers=JSON)
+            assert answer.json() == {"model": model, "prediction": {"n": 1}}
+
+    app = create_app(Settings(home=tmp_path), predictor=predictor, api_keys=ApiKeys())
+    loop = threading.get_ident()  # this test's event loop runs the app
+    async with _client(app) as client:
+        await three_calls(client, "slow")
+        assert loop not in threads["slow"]
+        # a bound no call reaches: the test does not depend on how fast this machine is
+        monkeypatch.setattr(predict_route, "_INLINE_SECONDS", 60.0)
+        await three_calls(client, "fast")
+    # a model's first answer is timed in a worker thread; then a fast model stays on the loop
+    assert threads["fast"][0] != loop and threads["fast"][1:] == [loop, loop]

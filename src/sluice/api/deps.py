@@ -109,8 +109,9 @@ class ApiConfig:
     query_concurrency: int = 4  # SLUICE_API_QUERY_CONCURRENCY: queries at once, then 429
     max_result_bytes: int = 16 * 1024 * 1024  # SLUICE_API_MAX_RESULT_BYTES: bigger -> 413
     retry_after: int = 1  # seconds suggested in Retry-After when backpressure applies
-    # SLUICE_API_PREDICT_IN_THREAD=0: run predictions on the event loop (a little faster for
-    # sub-millisecond models, but a large body then stalls every other request).
+    # SLUICE_API_PREDICT_IN_THREAD=0: run every prediction on the event loop (a large body
+    # then stalls every other request). By default only a small body for a model that last
+    # answered within 1 ms runs there; the others run in a worker thread.
     predict_in_thread: bool = True
     # SLUICE_API_AUTH_FAILURES: invalid keys a client address may send per minute (then 429)
     auth_failures_per_minute: int = 10
@@ -150,6 +151,8 @@ class AppState:
     jobs_provider: JobsProvider | None = None
     query_engine_factory: Callable[[Settings], QueryEngineLike] | None = None
     query_pool: QueryPool | None = field(default=None, repr=False)
+    # seconds of the last prediction per requested model name (None: the default model)
+    predict_seconds: dict[str | None, float] = field(default_factory=dict, repr=False)
     _engine: QueryEngineLike | None = field(default=None, repr=False)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
