@@ -169,6 +169,8 @@ class LakeSink(Sink):
                 raise TransientSinkError(f"lake table {self.table_name!r}: {exc}") from exc
 
     def _write(self, table: pa.Table, marks: dict[str, int]) -> bool:
+        # a direct append's files and partition columns, kept for a retry at the next version
+        written: tuple[list[str], list[dict[str, Any]]] | None = None
         for _ in range(COMMIT_ATTEMPTS):
             delta = self._refresh()
             if delta is not None and self._holds_any(delta, marks):
@@ -179,7 +181,11 @@ class LakeSink(Sink):
             if parts is None:
                 self._commit(data, partitions, marks, delta)
                 return True
-            if self._append(parts, partitions, marks):
+            # the files stay valid while the table's schema (else parts is None above) and
+            # partition columns do
+            if written is None or written[0] != partitions:
+                written = (partitions, self._write_files(parts))
+            if self._append(written[1], partitions, marks):
                 return True
             self._stale = True  # another writer took the version: read its commit, retry
         raise TransientSinkError(
@@ -221,19 +227,22 @@ class LakeSink(Sink):
             data = data.select(schema.names)
         return data if data.schema.equals(schema, check_metadata=False) else None
 
+    def _write_files(self, parts: list[tuple[dict[str, str], pa.Table]]) -> list[dict[str, Any]]:
+        """Write ``parts`` as the table's Parquet files; their ``add`` actions."""
+        try:
+            return write_files(self.uri.removeprefix("file://"), parts)
+        except OSError as exc:
+            raise self._store_error(exc) from exc
+
     def _append(
-        self,
-        parts: list[tuple[dict[str, str], pa.Table]],
-        partitions: list[str],
-        marks: dict[str, int],
+        self, actions: list[dict[str, Any]], partitions: list[str], marks: dict[str, int]
     ) -> bool:
-        """Write ``parts`` and commit them as the next version; False if another writer
+        """Commit the files of ``actions`` as the next version; False if another writer
         committed that version first."""
         root = self.uri.removeprefix("file://")
         transactions = {self.app_id_of(stream): epoch for stream, epoch in marks.items()}
         self._stale = True  # until this commit is known to have landed
         try:
-            actions = write_files(root, parts)
             with self._committing:
                 if not commit_entry(root, self._version + 1, actions, transactions, partitions):
                     return False

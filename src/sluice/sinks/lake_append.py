@@ -29,10 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sluice.storage.lake_tables import DELTA_LOG
+
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-DELTA_LOG = "_delta_log"
 STATS_COLUMNS = 32  # delta.dataSkippingNumIndexedCols default
 STRING_STATS = 32  # characters of a string min value kept (a prefix is still a lower bound)
 _STATS_OPTIONS = ("delta.dataSkippingNumIndexedCols", "delta.dataSkippingStatsColumns")
