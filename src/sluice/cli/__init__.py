@@ -8,7 +8,11 @@ import sys
 
 import typer
 
-from sluice.cli import db, jobs, models, ops, pipelines, service
+from sluice.core.allocator import return_arrow_pages_promptly
+
+return_arrow_pages_promptly()  # before the commands' modules load pyarrow
+
+from sluice.cli import db, jobs, models, ops, pipelines, service  # noqa: E402
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -1,4 +1,7 @@
-"""Keep large numpy temporaries on the C heap instead of fresh memory mappings (glibc only).
+"""Allocator settings: numpy temporaries kept on the C heap, Arrow's freed pages returned.
+
+``reuse_freed_memory`` (glibc only) keeps large numpy temporaries on the C heap instead of
+fresh memory mappings.
 
 glibc's ``malloc`` serves blocks above a threshold (128 kB to start with) from their own memory
 mappings, unmapped again when freed, and returns free memory at the top of its heap to the
@@ -12,6 +15,7 @@ allocation history. Other C libraries are left alone.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from functools import cache
 
@@ -34,3 +38,13 @@ def reuse_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
+
+
+def return_arrow_pages_promptly() -> None:
+    """Make Arrow's allocator (mimalloc) give freed pages back to the system at once.
+
+    mimalloc purges a freed page only when the thread that freed it allocates again, so a
+    service whose reader or decoder thread goes idle after a large epoch keeps that epoch's
+    memory. Only takes effect before pyarrow is first imported; a value the user set wins.
+    """
+    os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
