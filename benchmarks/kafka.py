@@ -153,6 +153,7 @@ def sluice_pipeline(
             "topic": topic,
             "bootstrap_servers": bootstrap,
             "consumer": CONSUMER if consumer is None else consumer,
+            "keyed_by": "device_id",  # produce() keys every record by its device
         },
         "schema": {
             "device_id": "string",
