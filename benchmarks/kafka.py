@@ -61,6 +61,7 @@ SOURCE = "KafkaSource.poll → Arrow"
 PIPELINE = "Sluice pipeline (anomaly on)"
 QUIX = "Quix Streams 3.28, same pipeline"
 PATHWAY = "Pathway 0.33, same pipeline"
+BEFORE = "Sluice pipeline (anomaly on), --before code"
 
 
 @dataclass
@@ -187,6 +188,24 @@ def sluice_pipeline(
         ],
         "sinks": [{"type": "lake", "table": "kafka_bench"}],
     }
+
+
+def sluice_pipeline_in(src: Path, bootstrap: str, topic: str, n: int) -> Rate:
+    """``run_sluice_pipeline`` in a fresh process importing Sluice from ``src``."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import kafka; "
+        "r = kafka.run_sluice_pipeline(sys.argv[2], sys.argv[3], int(sys.argv[4]), {}); "
+        "print(json.dumps([r.events_per_s, r.events]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), bootstrap, topic, str(n)],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rate, events = json.loads(done.stdout.strip().splitlines()[-1])
+    return Rate(rate, events)
 
 
 def first_record_clock() -> tuple[list[float], Callable[[], None]]:
@@ -370,6 +389,12 @@ def main() -> None:
     parser.add_argument("--quix-python", help="python of a venv with quixstreams==3.28.*")
     parser.add_argument("--pathway-python", help="python of a venv with pathway==0.33.*")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout's src: its pipeline runs too, alternating; both sides then "
+        "run in fresh processes",
+    )
     parser.add_argument("--breakdown", action="store_true", help="time each pipeline stage")
     parser.add_argument(
         "--rounds", type=int, default=2, help="measure everything this often; keep each best"
@@ -397,8 +422,12 @@ def main() -> None:
             BARE_TUNED: lambda: bare_consumer(bootstrap, topic, n),
             SOURCE: lambda: kafka_source(bootstrap, topic, n),
         }
-        if not args.skip_pipeline:
+        if not args.skip_pipeline and args.before is None:
             runs[PIPELINE] = lambda: run_sluice_pipeline(bootstrap, topic, n, {})
+        elif not args.skip_pipeline:
+            this_src = Path(__file__).resolve().parent.parent / "src"
+            runs[PIPELINE] = lambda: sluice_pipeline_in(this_src, bootstrap, topic, n)
+            runs[BEFORE] = lambda: sluice_pipeline_in(args.before, bootstrap, topic, n)
         settings = json.dumps(CONSUMER)
         quix, why = baseline_python(args.quix_python, "quix", "quixstreams")
         if quix is not None:

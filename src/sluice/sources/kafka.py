@@ -168,6 +168,10 @@ def split_key(key: str) -> tuple[str, int]:
 class KafkaSource(PartitionedSource):
     """Consumes topics as a consumer-group member; offsets follow the pipeline checkpoint."""
 
+    # The client is thread-safe (offsets are committed while the next batch is consumed);
+    # rebalance callbacks run in the polling thread and the runner serialises them.
+    prefetch_safe = True
+
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
         self.options = parse_options(config)
