@@ -8,8 +8,10 @@ import pyarrow as pa
 
 
 def empty_table(schema: pa.Schema) -> pa.Table:
-    """Return a table with ``schema`` and no rows."""
-    return schema.empty_table()
+    """Return a table with ``schema`` and no rows (``schema.empty_table()``, which imports
+    pandas: see ``sluice.core.arrays``)."""
+    columns = [pa.nulls(0, field.type) for field in schema]
+    return pa.Table.from_batches([pa.RecordBatch.from_arrays(columns, schema=schema)])
 
 
 def concat(tables: Iterable[pa.Table], schema: pa.Schema | None = None) -> pa.Table:

@@ -73,6 +73,18 @@ def _partition_value(value: Any, type_: pa.DataType) -> str | None:
     return text if text and set(text) <= _SAFE_VALUE else None
 
 
+def _distinct(table: pa.Table, columns: list[str]) -> list[dict[str, pa.Scalar]]:
+    """The distinct values of ``columns`` in ``table``, as Arrow scalars of the columns' types.
+
+    One column (the usual ``event_date``) is read with ``pc.unique``: ``Table.group_by``
+    imports pyarrow's dataset module, and with it pandas (see ``sluice.core.arrays``).
+    """
+    if len(columns) == 1:
+        return [{columns[0]: value} for value in pc.unique(table.column(columns[0]))]
+    distinct = table.select(columns).group_by(columns).aggregate([])
+    return [{name: distinct.column(name)[i] for name in columns} for i in range(distinct.num_rows)]
+
+
 def split_partitions(
     table: pa.Table, partitions: list[str]
 ) -> list[tuple[dict[str, str], pa.Table]] | None:
@@ -81,17 +93,17 @@ def split_partitions(
     if not partitions:
         return [({}, table)]
     types = [table.schema.field(name).type for name in partitions]
-    keys = table.select(partitions).group_by(partitions).aggregate([]).to_pylist()
+    keys = _distinct(table, partitions)
     parts = []
     for key in keys:
         values: dict[str, str] = {}
         mask = None
         for name, type_ in zip(partitions, types, strict=True):
-            text = _partition_value(key[name], type_)
+            text = _partition_value(key[name].as_py(), type_)
             if text is None:
                 return None
             values[name] = text
-            equal = pc.equal(table.column(name), pa.scalar(key[name], type_))
+            equal = pc.equal(table.column(name), key[name])
             mask = equal if mask is None else pc.and_(mask, equal)
         part = table if len(keys) == 1 else table.filter(mask)
         parts.append((values, part.drop_columns(partitions)))
@@ -110,7 +122,7 @@ def _json_value(value: Any, type_: pa.DataType, *, upper: bool) -> Any:
         return value.isoformat()
     if pa.types.is_timestamp(type_) and type_.tz is not None:
         # Delta keeps milliseconds: round the lower bound down and the upper one up
-        micros = (value - _EPOCH) // timedelta(microseconds=1)
+        micros = value  # epoch microseconds (see _bound)
         millis = -(-micros // 1000) if upper else micros // 1000
         stamp = _EPOCH + timedelta(milliseconds=millis)
         return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
@@ -119,6 +131,21 @@ def _json_value(value: Any, type_: pa.DataType, *, upper: bool) -> Any:
             return value[:STRING_STATS]
         return value if len(value) <= STRING_STATS else None
     return None
+
+
+_MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1000, "us": 1}
+
+
+def _bound(value: pa.Scalar, type_: pa.DataType) -> Any:
+    """The Python value of a min/max bound; a timestamp with a time zone as epoch microseconds
+    (rounded down), without ``as_py`` (which imports pandas for it: see ``sluice.core.arrays``)."""
+    if pa.types.is_timestamp(type_) and type_.tz is not None:
+        raw = value.value
+        if raw is None:
+            return None
+        unit = type_.unit
+        return raw // 1000 if unit == "ns" else raw * _MICROS_PER_UNIT[unit]
+    return value.as_py()
 
 
 def file_stats(table: pa.Table) -> str:
@@ -138,8 +165,8 @@ def file_stats(table: pa.Table) -> str:
         if pa.types.is_floating(type_) and pc.any(pc.is_nan(column)).as_py():
             continue  # NaN has no place in a min/max bound
         bounds = pc.min_max(column)
-        low = _json_value(bounds["min"].as_py(), type_, upper=False)
-        high = _json_value(bounds["max"].as_py(), type_, upper=True)
+        low = _json_value(_bound(bounds["min"], type_), type_, upper=False)
+        high = _json_value(_bound(bounds["max"], type_), type_, upper=True)
         if low is not None:
             minimum[field.name] = low
         if high is not None:

@@ -39,6 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from sluice.config.models import FieldSpec
+from sluice.core.arrays import scalar, to_numpy
+from sluice.core.batch import empty_table
 from sluice.core.context import EpochContext
 from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
@@ -149,7 +151,7 @@ def _plain_doubles(column: pa.ChunkedArray) -> bool:
 
     DuckDB's text casts decide those: ``-0`` is 0.0 there (an integer), ``1e400`` infinity.
     """
-    values = column.drop_null().to_numpy()
+    values = to_numpy(column.drop_null())
     return bool(np.isfinite(values).all() and not np.signbit(values[values == 0]).any())
 
 
@@ -353,7 +355,7 @@ class Decoder:
         passed = [batch.schema.field(n) for n in self._passthrough(batch.schema)]
         out_schema = pa.schema([*self.schema, *passed, *origin_field])
         if batch.num_rows == 0:
-            return out_schema.empty_table()
+            return empty_table(out_schema)
         if self.raw_format == "json" and "_raw" not in batch.column_names:
             raise ConfigError("json input needs a '_raw' column holding the JSON text")
         if batch.num_rows <= FAST_MAX_ROWS:
@@ -418,7 +420,7 @@ class Decoder:
             return None
         if pc.any(pc.match_substring_regex(raw, "[\r\n]")).as_py():
             return None
-        lines = pc.binary_join_element_wise(raw, pa.scalar("", raw.type), pa.scalar("\n", raw.type))
+        lines = pc.binary_join_element_wise(raw, scalar("", raw.type), scalar("\n", raw.type))
         offset_type = np.int64 if pa.types.is_large_string(lines.type) else np.int32
         offsets = np.frombuffer(lines.buffers()[1], offset_type, len(lines) + 1, lines.offset)
         text = lines.buffers()[2][int(offsets[0]) : int(offsets[-1])]

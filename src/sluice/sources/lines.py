@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.core.arrays import from_numpy, scalar, to_numpy
+
 Buffer = bytes | memoryview
 NEWLINE = 10
 QUOTE = 34
@@ -63,7 +65,11 @@ def cut_point(data: bytes, at_eof: bool, quoted: bool = False) -> int:
 
 def origin_column(name: str, numbers: np.ndarray) -> pa.Array:
     """``name:<number>`` for each number (``a.jsonl:12``), built without a Python loop."""
-    return pc.binary_join_element_wise(name + ":", pa.array(numbers).cast(pa.string()), "")
+    return pc.binary_join_element_wise(
+        scalar(name + ":", pa.string()),
+        from_numpy(numbers).cast(pa.string()),
+        scalar("", pa.string()),
+    )
 
 
 @dataclass
@@ -114,7 +120,7 @@ def split_records(data: Buffer, quoted: bool = False, strip: str = "\r\n") -> Re
 
 def non_blank(text: pa.Array) -> np.ndarray:
     """A numpy bool per record: True when it is not empty (lengths read without a copy)."""
-    return np.asarray(pc.binary_length(text).to_numpy(zero_copy_only=False)) > 0
+    return to_numpy(pc.binary_length(text)) > 0
 
 
 def is_utf8(data: Buffer) -> bool:

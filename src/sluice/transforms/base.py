@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from sluice.core.batch import empty_table
 from sluice.core.context import EpochContext
 
 
@@ -32,7 +33,7 @@ class Transform(ABC):
         Used by ``sluice validate``. The default runs the step on an empty batch of
         ``schema``; None means the output columns are not known before a run.
         """
-        return self.apply(schema.empty_table(), EpochContext("validate", 0)).schema
+        return self.apply(empty_table(schema), EpochContext("validate", 0)).schema
 
     def finish(self, ctx: EpochContext) -> pa.Table | None:
         """Flush what is held (open windows) once the input has ended; None if nothing."""

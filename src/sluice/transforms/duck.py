@@ -9,6 +9,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from sluice.core.batch import empty_table
 from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
 
@@ -122,7 +123,7 @@ def check_expression(duck: DuckSQL, sql: str, where: str, *, select: str | None 
 
 def empty_like(table: pa.Table) -> pa.Table:
     """A zero-row table with the schema of ``table`` (for binding checks)."""
-    return table.schema.empty_table()
+    return empty_table(table.schema)
 
 
 def to_ipc(table: pa.Table, meta: dict[str, str]) -> bytes:

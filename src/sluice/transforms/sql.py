@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from sluice.core.batch import empty_table
 from sluice.core.context import EpochContext
 from sluice.core.errors import ConfigError
 from sluice.transforms.base import Transform
@@ -59,7 +60,7 @@ class SqlStep(Transform):
         if self._bound is not None and self._bound.equals(table.schema):
             return
         try:
-            result = self.evaluate(table.schema.empty_table())
+            result = self.evaluate(empty_table(table.schema))
         except duckdb.Error as exc:
             raise ConfigError(first_line(exc), key=self.key) from None
         self.check_result(result)
@@ -67,7 +68,7 @@ class SqlStep(Transform):
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema | None:
         """Bind the SQL against ``schema`` (DuckDB on an empty table); the columns out."""
-        self.bind(schema.empty_table())
+        self.bind(empty_table(schema))
         return super().output_schema(schema)
 
     def safe_evaluate(self, table: pa.Table, ctx: EpochContext) -> tuple[pa.Table, pa.Table]:
@@ -83,7 +84,7 @@ class SqlStep(Transform):
         results: list[pa.Table] = []
         self._bisect(table, ctx, rows, results, [BISECT_BUDGET])
         if not rows:
-            empty = table.schema.empty_table()
+            empty = empty_table(table.schema)
             return empty, self.evaluate(empty)
         return pa.concat_tables(rows), pa.concat_tables(results)
 

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.config.models import WindowSpec
+from sluice.core.arrays import from_numpy, scalar, to_numpy
+from sluice.core.batch import empty_table
 from sluice.core.context import EpochContext
 from sluice.core.errors import ConfigError
 from sluice.core.types import duration_us
@@ -121,9 +123,10 @@ class WindowTransform(Transform):
         times = event_time_us(table, self.time, self.key)
         late = self._late_mask(times)
         if late.any():
-            self._reject_late(table.filter(late), times.filter(late), ctx)
-            on_time = table.filter(~late)
-            times = times.filter(~late)
+            late_mask, on_time_mask = from_numpy(late), from_numpy(~late)
+            self._reject_late(table.filter(late_mask), times.filter(late_mask), ctx)
+            on_time = table.filter(on_time_mask)
+            times = times.filter(on_time_mask)
         else:
             on_time = table
         self._append(on_time, times)
@@ -138,7 +141,7 @@ class WindowTransform(Transform):
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema | None:
         """Check the key, time and aggregated columns; the aggregates' columns are not known."""
-        self._check_columns(schema.empty_table())
+        self._check_columns(empty_table(schema))
         unknown = sorted(self.needed - set(schema.names))
         if unknown:
             raise ConfigError(
@@ -175,10 +178,10 @@ class WindowTransform(Transform):
         return ((times - self.size) // self.slide + 1) * self.slide + self.size
 
     def _late_mask(self, times: pa.Array) -> np.ndarray:
-        missing = np.asarray(times.is_null())
+        missing = to_numpy(times.is_null())
         if self._closed_to is None or len(times) == 0:
             return missing
-        values = times.fill_null(0).to_numpy()
+        values = to_numpy(pc.fill_null(times, scalar(0, pa.int64())))
         return missing | (self.first_end(values) <= self._closed_to)
 
     def _reject_late(self, rows: pa.Table, times: pa.Array, ctx: EpochContext) -> None:
@@ -223,7 +226,7 @@ class WindowTransform(Transform):
         """Aggregate the windows ending in (closed_to, upto]; ``None`` closes nothing."""
         assert self._buffer is not None
         buffer, size, slide = self._buffer, self.size, self.slide
-        times = buffer.column(TIME).to_numpy()
+        times = to_numpy(buffer.column(TIME))
         first = (times - size) // slide + 1
         last = times // slide
         low = (
@@ -234,13 +237,13 @@ class WindowTransform(Transform):
         high = first - 1 if upto is None else np.minimum(last, (upto - size) // slide)
         take = low <= high
         part = (
-            buffer.filter(take)
-            .append_column("__a", pa.array(low[take]))
-            .append_column("__b", pa.array(high[take]))
+            buffer.filter(from_numpy(take))
+            .append_column("__a", from_numpy(low[take]))
+            .append_column("__b", from_numpy(high[take]))
         )
         result = self._aggregate(part, ctx)
         if upto is not None and (self._closed_to is None or upto > self._closed_to):
-            self._buffer = buffer.filter(last * slide + size > upto)
+            self._buffer = buffer.filter(from_numpy(last * slide + size > upto))
             self._closed_to = upto
         return result
 

@@ -1,0 +1,152 @@
+"""Numpy ↔ Arrow helpers that leave pandas unimported, and a run that never imports it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from sluice.core.arrays import from_numpy, scalar, to_numpy
+from sluice.core.batch import empty_table
+from sluice.sources import synthetic
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.arange(7, dtype=np.int64),
+        np.array([-3, 0, 2**40], np.int64),
+        np.array([1.5, -0.0, np.inf, np.nan]),
+        np.array([1, 2], np.int32),
+        np.array([True, False, True, True, False, False, False, True, True]),
+        np.zeros(0, np.int64),
+        np.zeros(0, bool),
+        np.arange(10)[::3],  # not contiguous
+    ],
+)
+def test_from_numpy_and_back_match_pyarrow(values: np.ndarray) -> None:
+    array = from_numpy(values)
+    expected = pa.array(values)
+    assert array.type == expected.type
+    assert array.null_count == expected.null_count == 0
+    np.testing.assert_array_equal(array.to_numpy(zero_copy_only=False), values)  # NaN == NaN
+    back = to_numpy(array)
+    assert back.dtype == expected.to_numpy(zero_copy_only=False).dtype
+    np.testing.assert_array_equal(back, expected.to_numpy(zero_copy_only=False))
+
+
+def test_to_numpy_of_slices_and_chunks() -> None:
+    bools = pa.array([True, False, True, True, False, True, False, False, True, True])
+    for start in range(5):
+        part = bools.slice(start, 4)
+        np.testing.assert_array_equal(to_numpy(part), part.to_numpy(zero_copy_only=False))
+        part = pa.array(np.arange(20)).slice(start, 7)
+        np.testing.assert_array_equal(to_numpy(part), part.to_numpy())
+    chunked = pa.chunked_array([pa.array([1, 2]), pa.array([3])])
+    np.testing.assert_array_equal(to_numpy(chunked), chunked.to_numpy())
+    with pytest.raises(ValueError, match="nulls"):
+        to_numpy(pa.array([1, None]))
+
+
+@pytest.mark.parametrize(
+    ("value", "type_"),
+    [
+        ("", pa.string()),
+        ("dev-1:é", pa.string()),
+        ("x", pa.large_string()),
+        (-5, pa.int64()),
+        (1_767_225_600_000_000, pa.timestamp("us", tz="UTC")),
+    ],
+)
+def test_scalar_matches_pyarrow(value: int | str, type_: pa.DataType) -> None:
+    assert scalar(value, type_).equals(pa.scalar(value, type_))
+
+
+def test_scalar_refuses_other_widths() -> None:
+    with pytest.raises(TypeError):
+        scalar(1, pa.int32())
+
+
+def test_empty_table_keeps_schema_and_one_chunk() -> None:
+    schema = pa.schema(
+        [
+            pa.field("a", pa.int64()),
+            pa.field("t", pa.timestamp("us", tz="UTC")),
+            pa.field("s", pa.struct([("x", pa.string())])),
+            pa.field("l", pa.list_(pa.int32()), nullable=False),
+        ],
+        metadata={b"k": b"v"},
+    )
+    table = empty_table(schema)
+    assert table.equals(schema.empty_table())
+    assert table.schema.equals(schema, check_metadata=True)
+    assert [c.num_chunks for c in table.columns] == [1, 1, 1, 1]
+    assert empty_table(pa.schema([])).num_columns == 0
+
+
+def test_origin_column_matches_pyarrow() -> None:
+    from sluice.sources.lines import origin_column
+
+    numbers = np.array([1, 2, 30], np.int64)
+    expected = pc.binary_join_element_wise("a.jsonl:", pa.array(numbers).cast(pa.string()), "")
+    assert origin_column("a.jsonl", numbers).equals(expected)
+
+
+RUN = """
+import sys
+from sluice.cli import app
+for path in sys.argv[1:]:
+    try:
+        app([ "run", path, "--until-idle", "--quiet"], standalone_mode=False)
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+print("pandas imported:", "pandas" in sys.modules)
+"""
+
+
+def test_sluice_run_does_not_import_pandas(tmp_path: Path) -> None:
+    """The benchmark's pipelines (large batches: DuckDB decode; small ones: Arrow's) run
+    without pyarrow importing pandas (about 0.2 s of start-up)."""
+    data = tmp_path / "events.jsonl"
+    synthetic.write_jsonl(synthetic.telemetry(6000, n_devices=10, seed=3, labels=False), data)
+    pipelines = []
+    for name, batch, into in [("big", "", ""), ("small", "batch: {max_rows: 1000}\n", "into")]:
+        window = ", into: w_1m" if into else ""
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            textwrap.dedent(f"""\
+                name: {name}
+                source: {{type: file, path: "{data}", format: json}}
+                schema: {{device_id: string, ts: timestamp, temperature: double,
+                          pressure: double, vibration: double, status: string}}
+                event_time: ts
+                """)
+            + batch
+            + textwrap.dedent(f"""\
+                transforms:
+                  - filter: "status <> 'maintenance'"
+                  - derive: {{temp_c: "(temperature - 32) * 5 / 9"}}
+                  - window: {{key: device_id, size: 1m, aggregate: {{t: "avg(temp_c)",
+                      n: "count(*)"}}{window}}}
+                sinks:
+                  - {{type: lake, table: {name}}}
+                  - {{type: warehouse, table: {name}}}
+                """)
+        )
+        pipelines.append(str(path))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, *pipelines],
+        capture_output=True,
+        text=True,
+        env={"SLUICE_HOME": str(tmp_path / "home"), "PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pandas imported: False" in done.stdout, done.stdout[-2000:]
