@@ -10,10 +10,12 @@ pays for it. ``tests/unit/test_arrays.py`` compares them with pyarrow's conversi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
-_NUMPY_TYPES = {
+_NUMPY_TYPES: dict[pa.DataType, np.dtype[Any]] = {
     pa.int8(): np.dtype(np.int8),
     pa.int16(): np.dtype(np.int16),
     pa.int32(): np.dtype(np.int32),
@@ -25,7 +27,9 @@ _NUMPY_TYPES = {
     pa.float32(): np.dtype(np.float32),
     pa.float64(): np.dtype(np.float64),
 }
-_ARROW_TYPES = {dtype: type_ for type_, dtype in _NUMPY_TYPES.items()}
+_ARROW_TYPES: dict[np.dtype[Any], pa.DataType] = {
+    dtype: type_ for type_, dtype in _NUMPY_TYPES.items()
+}
 
 
 def from_numpy(values: np.ndarray) -> pa.Array:
