@@ -167,6 +167,30 @@ def test_statistics_are_safe_bounds() -> None:
     assert "s" not in long_max["maxValues"]
 
 
+@pytest.mark.parametrize(
+    ("unit", "low", "high"),
+    [
+        ("s", 1_767_225_600, 1_767_225_601),
+        ("ms", 1_767_225_600_001, 1_767_225_601_999),
+        ("us", 1_767_225_600_000_999, 1_767_225_601_000_001),
+        ("ns", 1_767_225_600_000_999_999, 1_767_225_601_000_000_001),
+        ("us", -1_000_001, -1),
+    ],
+)
+def test_file_stats_of_timestamps_in_every_unit(unit: str, low: int, high: int) -> None:
+    """Bounds are read without ``as_py`` (which imports pandas): the same texts as from
+    datetimes, in milliseconds rounded outwards (nanoseconds first cut to microseconds)."""
+    column = pa.array([high, None, low], pa.timestamp(unit, tz="Europe/Paris"))
+    stats = json.loads(file_stats(pa.table({"ts": column})))
+    per_us = {"s": 10**6, "ms": 10**3, "us": 1}
+    micros = [v // 1000 if unit == "ns" else v * per_us[unit] for v in (low, high)]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    down = epoch + timedelta(milliseconds=micros[0] // 1000)
+    up = epoch + timedelta(milliseconds=-(-micros[1] // 1000))
+    assert stats["minValues"]["ts"] == down.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    assert stats["maxValues"]["ts"] == up.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def test_split_partitions_refuses_what_it_cannot_encode() -> None:
     days = pa.array([date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 1)], pa.date32())
     parts = split_partitions(pa.table({"event_date": days, "v": [1, 2, 3]}), ["event_date"])
