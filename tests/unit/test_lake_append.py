@@ -205,6 +205,21 @@ def test_split_partitions_refuses_what_it_cannot_encode() -> None:
     assert split_partitions(pa.table({"p": stamp, "v": [1]}), ["p"]) is None
 
 
+def test_split_partitions_by_two_columns() -> None:
+    table = pa.table({"a": ["x", "y", "x", "x"], "b": [1, 1, 2, 1], "v": [1, 2, 3, 4]})
+    parts = split_partitions(table, ["a", "b"])
+    assert parts is not None
+    assert sorted((sorted(values.items()), part.to_pydict()) for values, part in parts) == [
+        ([("a", "x"), ("b", "1")], {"v": [1, 4]}),
+        ([("a", "x"), ("b", "2")], {"v": [3]}),
+        ([("a", "y"), ("b", "1")], {"v": [2]}),
+    ]
+    assert (
+        split_partitions(pa.table({"a": ["x"], "b": pa.array([None], pa.int64())}), ["a", "b"])
+        is None
+    )
+
+
 def test_a_listing_that_raced_with_commits_is_taken_again() -> None:
     calls: list[bool] = []
     guard = threading.Lock()
