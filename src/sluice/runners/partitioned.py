@@ -18,13 +18,6 @@ window results do not depend on how partitions are spread over replicas.
 Records of a partition revoked while a batch was being read are dropped from it: their
 offsets were not committed, and the new owner reads them again.
 
-Read-ahead: while a step processes its batch, a pool thread reads the next one. Partitions
-are assigned and revoked inside that read (the client's rebalance callbacks run in the
-thread that polls), so ``_adopt`` and ``_release`` take the runner's lock, which a step
-holds from the moment it takes its batch and starts the next read until its commit: a
-rebalance waits for the epoch in progress, whose records were read before it, and records
-read before a revocation are dropped as above.
-
 Fencing: a replica *claims* each task as it is assigned (``CheckpointStore.claim`` writes
 its owner id and loads the checkpoint in one step); plans and commits only succeed for
 the current owner. A replica that stalled past the session timeout and wakes up after its
@@ -37,11 +30,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,9 +104,6 @@ class PartitionedRunner(LocalRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.tasks: dict[str, Task] = {}
         self._dropped: set[str] = set()
-        self._lock = threading.RLock()  # an epoch in progress, or a rebalance callback
-        self._ahead: Future[SourceBatch | None] | None = None  # the next batch, being read
-        self._offsets_due: dict[str, int] = {}  # checkpointed, not yet committed to Kafka
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         super().__init__(*args, **kwargs)
 
@@ -132,14 +120,6 @@ class PartitionedRunner(LocalRunner):
     def _stage_closers(self) -> list[Callable[[], None]]:
         return [task.stages.close for task in self.tasks.values()]
 
-    def close(self) -> None:
-        """Wait for the batch being read ahead (its records are read again), then close."""
-        if self._ahead is not None:
-            self._ahead.cancel()
-            wait([self._ahead])
-            self._ahead = None
-        super().close()
-
     # -- partitions arriving and leaving --------------------------------------------
     def _recover(self) -> None:
         source = self.partitioned_source
@@ -153,10 +133,6 @@ class PartitionedRunner(LocalRunner):
 
     def _adopt(self, keys: list[str]) -> dict[str, int]:
         """Load the checkpoints of partitions just assigned; return their start offsets."""
-        with self._lock:
-            return self._adopt_locked(keys)
-
-    def _adopt_locked(self, keys: list[str]) -> dict[str, int]:
         starts: dict[str, int] = {}
         for key in keys:
             stream = task_stream(self.pipeline.name, key)
@@ -194,37 +170,16 @@ class PartitionedRunner(LocalRunner):
 
     def _release(self, keys: list[str]) -> None:
         """Partitions revoked: drop their tasks (uncommitted records are read again)."""
-        with self._lock:
-            for key in keys:
-                task = self.tasks.pop(key, None)
-                if task is not None:
-                    task.stages.close()
-                self._dropped.add(key)
+        for key in keys:
+            task = self.tasks.pop(key, None)
+            if task is not None:
+                task.stages.close()
+            self._dropped.add(key)
 
     # -- the loop ----------------------------------------------------------------------
     def _step(self, last: bool = False) -> bool:
-        batch = self._take_batch()  # outside the lock: the read may wait for a rebalance
-        with self._lock:
-            if batch is not None and self._prefetch and not (last or self.stop_event.is_set()):
-                self._ahead = self._pool.submit(self._read)
-            going = self._step_locked(batch)
-        self._commit_offsets()
-        return going
-
-    def _commit_offsets(self) -> None:
-        """Commit the checkpointed offsets to the group, outside the lock: a synchronous
-        commit waits for a rebalance in progress, whose callback waits for the lock."""
-        if self._offsets_due:
-            due, self._offsets_due = self._offsets_due, {}
-            self.source.commit({"offsets": due})
-
-    def _take_batch(self) -> SourceBatch | None:
-        """The batch read ahead, or (nothing read ahead) a batch read now."""
-        ahead, self._ahead = self._ahead, None
-        return ahead.result() if ahead is not None else self._read()
-
-    def _step_locked(self, batch: SourceBatch | None) -> bool:
         self._replay_final_flushes()
+        batch = self._read()
         if batch is None:
             if self.until_idle and self.source.exhausted:
                 self._finish()
@@ -265,11 +220,10 @@ class PartitionedRunner(LocalRunner):
         rows = 0
         while rows < self._max_rows:
             part = self.source.poll(self._max_rows - rows, max(0.0, deadline - time.monotonic()))
-            if self._dropped:  # a revocation (or a fenced task) since the last poll
-                with self._lock:
-                    parts = [_without(p, self._dropped) for p in parts]
-                    rows = sum(p.data.num_rows for p in parts)
-                    self._dropped.clear()
+            if self._dropped:
+                parts = [_without(p, self._dropped) for p in parts]
+                rows = sum(p.data.num_rows for p in parts)
+                self._dropped.clear()
             if part is None:
                 break
             parts.append(part)
@@ -373,7 +327,7 @@ class PartitionedRunner(LocalRunner):
         wait_for(writes)
         items = self._commit(items, commits, writers)
         position = {"offsets": {i.task.key: i.batch.position["offsets"][i.task.key] for i in items}}
-        self._offsets_due.update(position["offsets"])
+        self.source.commit(position)
         for item in items:
             item.task.epoch = item.epoch
             item.task.stages.after_commit()

@@ -168,10 +168,6 @@ def split_key(key: str) -> tuple[str, int]:
 class KafkaSource(PartitionedSource):
     """Consumes topics as a consumer-group member; offsets follow the pipeline checkpoint."""
 
-    # The client is thread-safe (offsets are committed while the next batch is consumed);
-    # rebalance callbacks run in the polling thread and the runner serialises them.
-    prefetch_safe = True
-
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
         self.options = parse_options(config)
@@ -212,9 +208,7 @@ class KafkaSource(PartitionedSource):
             # (benchmarks/kafka.py). Memory stays bounded by queued.max.messages.kbytes.
             queued_min_messages=QUEUED_MIN_MESSAGES,
         )
-        config.update(
-            {"logger": log, "error_cb": self._on_client_error, "on_commit": _log_failed_commit}
-        )
+        config.update({"logger": log, "error_cb": self._on_client_error})
         return config
 
     def open(self, position: Position | None) -> None:
@@ -568,13 +562,7 @@ class KafkaSource(PartitionedSource):
         return True
 
     def commit(self, position: Position) -> None:
-        """Commit ``position``'s offsets of the partitions still held, in the background.
-
-        The group's offsets only say how far the group got (``lag``, other tools): the
-        checkpoint holds the position. A synchronous commit would wait behind the fetch
-        the reading thread has in flight on the same broker connection; closing the
-        consumer waits for the commits still outstanding.
-        """
+        """Commit ``position``'s offsets of the partitions still held (synchronously)."""
         if self._consumer is None:
             return
         offsets = [
@@ -585,7 +573,7 @@ class KafkaSource(PartitionedSource):
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=True)
+            self._consumer.commit(offsets=offsets, asynchronous=False)
         except self._kafka.KafkaException as exc:
             log.warning("offset commit failed (the checkpoint holds the position): %s", exc)
 
@@ -604,12 +592,6 @@ class KafkaSource(PartitionedSource):
                 continue
             lag[key] = max(0, high - self._positions.get(key, 0))
         return lag
-
-
-def _log_failed_commit(error: Any, partitions: list[Any]) -> None:
-    """The client's report of an offset commit: failures are logged."""
-    if error is not None:
-        log.warning("offset commit failed (the checkpoint holds the position): %s", error)
 
 
 @contextmanager
