@@ -18,12 +18,12 @@ from sluice.actions.outbox import (
     ActionRecord,
     PendingActions,
     RecordGroup,
+    all_actions,
     as_dicts,
     batches,
     ensure_outbox,
     idempotency_key,
     outbox,
-    with_payloads,
     write_pending,
 )
 from sluice.actions.service import ActionsService
@@ -133,7 +133,7 @@ def test_default_messages_equal_the_json_of_each_rows_message(tmp_path: Path) ->
 
     CheckpointStore(engine.db).commit("p", 3, {}, {}, [engine.outbox_writer(pending, 3)])
     with engine.db.connect() as conn:
-        stored = with_payloads(conn, as_dicts(conn.execute(select(outbox).order_by(outbox.c.id))))
+        stored = all_actions(conn)
         parts = conn.execute(select(batches.c.action, batches.c.count)).all()
     assert [r["payload"] for r in stored] == [r.encoded() for r in pending.records]
     # one batch per action of the epoch; a replayed epoch adds nothing
@@ -175,12 +175,7 @@ def test_batched_log_lines_and_outbox_rows_equal_the_per_record_outcome(tmp_path
     assert engine.dispatcher.run_once() == 0
 
     with engine.db.connect() as conn:
-        rows = [
-            SimpleNamespace(**r)
-            for r in with_payloads(
-                conn, as_dicts(conn.execute(select(outbox).order_by(outbox.c.id)))
-            )
-        ]
+        rows = [SimpleNamespace(**r) for r in all_actions(conn)]
     # the same log lines, in outbox order, as delivering each row's decoded message
     per_record = [
         old_line(

@@ -381,7 +381,10 @@ class ActionEngine:
         if rule.payload is None and not rule.fields:
             # the default message, joined from JSON pieces: each row is encoded once per epoch
             texts = self._default_texts(rule, epoch, keys, at, fired)
-            return RecordGroup(name, kind, severity, status, expires, rows.tolist(), keys, texts)
+            lazy = rule.action.batched  # delivered in whole batches: no outbox row each
+            return RecordGroup(
+                name, kind, severity, status, expires, rows.tolist(), keys, texts, lazy
+            )
         out = []
         for index, key, i in zip(rows.tolist(), keys, at, strict=True):
             record = ActionRecord(name, kind, str(index), key, severity, {}, status, None, expires)

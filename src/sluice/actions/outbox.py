@@ -34,9 +34,11 @@ from sqlalchemy import (
     TextClause,
     UniqueConstraint,
     bindparam,
+    func,
     insert,
     select,
     text,
+    update,
 )
 
 from sluice.storage.db import METADATA, ensure_tables
@@ -95,7 +97,24 @@ batches = Table(
     # JSON array: per message its idempotency key (40 characters) then its ordering key
     Column("message_keys", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # the outbox id of message 0 (message i is action first_id + i); NULL before 0007
+    Column("first_id", Integer, index=True),
+    # not NULL: the batch's actions have no outbox rows and all have this status (and the
+    # type, severity, attempts and times below); NULL: its actions are outbox rows
+    Column("status", String(30)),
+    Column("type", String(50)),
+    Column("severity", String(50)),
+    Column("attempts", Integer),
+    Column("next_attempt_at", Float),
+    Column("updated_at", DateTime(timezone=True)),
     UniqueConstraint("pipeline", "epoch", "action", "part", name="uq_action_batches_part"),
+    Index(
+        "ix_action_batches_pending",
+        "pipeline",
+        "id",
+        sqlite_where=text(f"status = '{PENDING}'"),
+        postgresql_where=text(f"status = '{PENDING}'"),
+    ),
 )
 attempts = Table(
     "action_attempts",
@@ -251,6 +270,9 @@ class RecordGroup:
     rows: list[int]
     keys: list[str]
     texts: list[bytes]
+    # the action type delivers whole batches: its actions get no outbox rows (status per
+    # batch in ``action_batches``) while they are pending or delivered
+    lazy: bool = False
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -337,9 +359,11 @@ def write_pending(
     """Record an epoch's actions and counts in ``conn``'s transaction, once per epoch.
 
     The messages of each action go into ``action_batches`` (one row per part, with the
-    idempotency and ordering keys of its messages as one JSON array); the narrow outbox
-    rows are made from that array by one ``INSERT ... SELECT`` in the database. A replayed
-    epoch whose batches are already there writes nothing.
+    idempotency and ordering keys of its messages as one JSON array). A lazy group (a
+    batched type's pending actions) stops there: the batch row holds their status. Other
+    actions get narrow outbox rows, made from that array by one ``INSERT ... SELECT`` in
+    the database. Every action's id is reserved here (``first_id`` + its index in its
+    batch). A replayed epoch whose batches are already there writes nothing.
     """
     if not pending.parts and not pending.counts:
         return
@@ -353,6 +377,7 @@ def write_pending(
     if not pending.parts or _recorded(conn, pipeline, epoch):
         return
     sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    ids = _Ids(conn)
     parts: dict[str, int] = {}  # action -> parts written
     odd: list[tuple[Any, ...]] = []
     for item in _by_action(pending.parts):
@@ -368,20 +393,6 @@ def write_pending(
             part = parts.get(action, 0)
             parts[action] = part + 1
             chunk_keys = keys[start:end]
-            batch_id = conn.execute(
-                insert(batches)
-                .values(
-                    pipeline=pipeline,
-                    epoch=epoch,
-                    action=action,
-                    part=part,
-                    count=end - start,
-                    messages=b"\n".join(texts[start:end]),
-                    message_keys=orjson.dumps(chunk_keys).decode(),
-                    created_at=stamp,
-                )
-                .returning(batches.c.id)
-            ).scalar_one()
             if isinstance(item, RecordGroup):
                 kind, severity, status = item.type, item.severity, item.status
                 error, expires, others = None, item.expires_at, []
@@ -395,18 +406,41 @@ def write_pending(
                 others = [
                     i for i, r in enumerate(chunk) if (r.status, r.error, r.expires_at) != same
                 ]
+            lazy = isinstance(item, RecordGroup) and item.lazy and status == PENDING
+            first_id = ids.reserve(end - start)
+            batch_id = conn.execute(
+                insert(batches)
+                .values(
+                    pipeline=pipeline,
+                    epoch=epoch,
+                    action=action,
+                    part=part,
+                    count=end - start,
+                    messages=b"\n".join(texts[start:end]),
+                    message_keys=orjson.dumps(chunk_keys).decode(),
+                    created_at=stamp,
+                    first_id=first_id,
+                    **(_lazy_values(kind, severity, now, stamp) if lazy else {}),
+                )
+                .returning(batches.c.id)
+            ).scalar_one()
+            if lazy:
+                continue
             conn.execute(
                 sql,
                 {
+                    "first": first_id,
                     "pipeline": pipeline,
                     "epoch": epoch,
                     "action": action,
                     "type": kind,
                     "severity": severity,
                     "status": status,
+                    "attempts": 0,
                     "now": now,
                     "expires": expires,
                     "error": error,
+                    "created": stamp,
                     "stamp": stamp,
                     "batch": batch_id,
                     "others": orjson.dumps(others).decode(),
@@ -414,6 +448,7 @@ def write_pending(
             )
             odd.extend(
                 (
+                    first_id + i,
                     pipeline,
                     epoch,
                     action,
@@ -433,7 +468,60 @@ def write_pending(
                 )
                 for i in others
             )
-    insert_rows(conn, outbox, _COLUMNS, odd)
+    insert_rows(conn, outbox, ("id", *_COLUMNS), odd)
+
+
+def _lazy_values(kind: str, severity: str, now: float, stamp: datetime) -> dict[str, Any]:
+    """The status columns of a batch whose pending actions get no outbox rows."""
+    return {
+        "status": PENDING,
+        "type": kind,
+        "severity": severity,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "updated_at": stamp,
+    }
+
+
+class _Ids:
+    """Reserves outbox ids in a checkpoint transaction: each action's, outbox row or not.
+
+    SQLite: after the largest id in use (an outbox row or a batch's range); the
+    transaction holds the database's write lock. PostgreSQL: from the outbox's id
+    sequence, moved past the range under a transaction-scoped advisory lock.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._next: int | None = None
+
+    def reserve(self, n: int) -> int:
+        """The first of ``n`` new consecutive ids."""
+        if self.conn.dialect.name == "postgresql":
+            if self._next is None:
+                self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ID_LOCK})
+                self._next = 0
+            last = self.conn.execute(_PG_RESERVE, {"n": n}).scalar_one()
+            return int(last) - n + 1
+        if self._next is None:
+            used = self.conn.execute(select(func.max(outbox.c.id))).scalar()
+            ranges = self.conn.execute(
+                select(batches.c.first_id + batches.c.count)
+                .where(batches.c.first_id.is_not(None))
+                .order_by(batches.c.first_id.desc())
+                .limit(1)
+            ).scalar()
+            self._next = max(int(used or 0) + 1, int(ranges or 1))
+        first = self._next
+        self._next += n
+        return first
+
+
+_ID_LOCK = 0x5C1CE0B0  # pg_advisory_xact_lock key of the outbox id reservation
+_PG_RESERVE = text(
+    "SELECT setval(pg_get_serial_sequence('actions_outbox', 'id'), "
+    "nextval(pg_get_serial_sequence('actions_outbox', 'id')) + :n - 1)"
+)
 
 
 def _by_action(
@@ -472,14 +560,16 @@ def _group_keys(prefix: str, pipeline: str, group: RecordGroup, epoch: int) -> l
 
 
 def _from_keys(elements: str, others: str) -> TextClause:
-    """The outbox rows of a batch from its ``message_keys`` (``elements``: index, value)."""
+    """The outbox rows of a batch from its ``message_keys`` (``elements``: index, value);
+    row ``i`` gets the id ``first + i``."""
     return text(
-        f"INSERT INTO actions_outbox ({', '.join(_COLUMNS)}) "
-        f"SELECT :pipeline, :epoch, :action, :type, substr(e.value, {KEY_WIDTH + 1}), "
-        f":severity, substr(e.value, 1, {KEY_WIDTH}), :status, 0, :now, :expires, :error, "
-        f":stamp, :stamp, :batch, e.idx FROM {elements} WHERE e.idx NOT IN ({others}) "
-        "ORDER BY e.idx"
+        f"INSERT INTO actions_outbox (id, {', '.join(_COLUMNS)}) "
+        f"SELECT :first + e.idx, :pipeline, :epoch, :action, :type, "
+        f"substr(e.value, {KEY_WIDTH + 1}), :severity, substr(e.value, 1, {KEY_WIDTH}), "
+        f":status, :attempts, :now, :expires, :error, :created, :stamp, :batch, e.idx "
+        f"FROM {elements} WHERE e.idx NOT IN ({others}) ORDER BY e.idx"
     ).bindparams(
+        bindparam("created", type_=outbox.c.created_at.type),
         bindparam("stamp", type_=outbox.c.created_at.type),
         bindparam("expires", type_=Float()),
         bindparam("error", type_=Text()),
@@ -531,6 +621,119 @@ def batch_messages(conn: Connection, ids: Iterable[int]) -> dict[int, list[bytes
         return {}
     query = select(batches.c.id, batches.c.messages).where(batches.c.id.in_(wanted))
     return {i: bytes(blob).split(b"\n") for i, blob in conn.execute(query)}
+
+
+def materialise(conn: Connection, batch_id: int, now: float) -> bool:
+    """Write the outbox rows of a lazy batch's actions (with its status); False if it has
+    them already. Its actions keep their ids; the batch's ``status`` becomes NULL."""
+    head = conn.execute(
+        select(*_LAZY_HEAD).where(batches.c.id == batch_id, batches.c.status.is_not(None))
+    ).first()
+    if head is None:
+        return False
+    sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    conn.execute(
+        sql,
+        {
+            "first": head.first_id,
+            "pipeline": head.pipeline,
+            "epoch": head.epoch,
+            "action": head.action,
+            "type": head.type,
+            "severity": head.severity,
+            "status": head.status,
+            "attempts": head.attempts,
+            "now": head.next_attempt_at,
+            "expires": None,
+            "error": None,
+            "created": head.created_at,
+            "stamp": datetime.fromtimestamp(now, UTC),
+            "batch": batch_id,
+            "others": "[]",
+        },
+    )
+    conn.execute(update(batches).where(batches.c.id == batch_id).values(status=None))
+    return True
+
+
+_LAZY_HEAD = [
+    batches.c[name]
+    for name in (
+        "id",
+        "pipeline",
+        "epoch",
+        "action",
+        "type",
+        "severity",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+        "updated_at",
+        "first_id",
+    )
+] + [batches.c.count.label("n")]  # not "count": a Row's tuple method
+
+
+def lazy_head_columns() -> list[Any]:
+    """The ``action_batches`` columns ``lazy_rows`` needs (no messages, no keys)."""
+    return list(_LAZY_HEAD)
+
+
+def lazy_rows(conn: Connection, wanted: list[tuple[Any, int]]) -> list[dict[str, Any]]:
+    """Outbox-shaped row dicts (payload included) of lazy batches' actions.
+
+    ``wanted``: (batch head from ``lazy_head_columns()``, index in the batch) pairs.
+    """
+    ids = sorted({head.id for head, _ in wanted})
+    if not ids:
+        return []
+    bodies = {
+        row.id: (orjson.loads(row.message_keys), bytes(row.messages).split(b"\n"))
+        for row in conn.execute(
+            select(batches.c.id, batches.c.message_keys, batches.c.messages).where(
+                batches.c.id.in_(ids)
+            )
+        )
+    }
+    out = []
+    for head, i in wanted:
+        keys, messages = bodies[head.id]
+        out.append(
+            {
+                "id": head.first_id + i,
+                "pipeline": head.pipeline,
+                "epoch": head.epoch,
+                "action": head.action,
+                "type": head.type,
+                "key": keys[i][KEY_WIDTH:],
+                "severity": head.severity,
+                "idempotency_key": keys[i][:KEY_WIDTH],
+                "payload": messages[i].decode(),
+                "status": head.status,
+                "attempts": head.attempts,
+                "next_attempt_at": head.next_attempt_at,
+                "expires_at": None,
+                "last_error": None,
+                "created_at": head.created_at,
+                "updated_at": head.updated_at,
+                "batch_id": head.id,
+                "batch_index": i,
+            }
+        )
+    return out
+
+
+def all_actions(conn: Connection, pipeline: str | None = None) -> list[dict[str, Any]]:
+    """Every action, by id: outbox rows and the actions of lazy batches, with payloads."""
+    rows = select(outbox).order_by(outbox.c.id)
+    heads = select(*_LAZY_HEAD).where(batches.c.status.is_not(None))
+    if pipeline is not None:
+        rows = rows.where(outbox.c.pipeline == pipeline)
+        heads = heads.where(batches.c.pipeline == pipeline)
+    found = with_payloads(conn, as_dicts(conn.execute(rows)))
+    found += lazy_rows(conn, [(h, i) for h in conn.execute(heads) for i in range(h.n)])
+    return sorted(found, key=lambda r: int(r["id"]))
 
 
 def with_payloads(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
