@@ -58,6 +58,7 @@ from sluice.actions.outbox import (
     lazy_head_columns,
     materialise,
     outbox,
+    states,
 )
 from sluice.actions.rules import RetrySpec
 from sluice.core.errors import PermanentError
@@ -242,8 +243,8 @@ class Dispatcher:
         with self._db.connect() as conn:
             heads = conn.execute(
                 select(*lazy_head_columns())
-                .where(_BATCH_PENDING, batches.c.pipeline.in_(pipelines))
-                .order_by(batches.c.id)
+                .where(_BATCH_PENDING, states.c.pipeline.in_(pipelines))
+                .order_by(states.c.id)
             ).all()
             if not heads:
                 return 0
@@ -324,11 +325,11 @@ class Dispatcher:
             with self._db.begin() as conn:
                 _relax_durability(conn)
                 conn.execute(
-                    update(batches)
-                    .where(batches.c.id == bindparam("batch"), _BATCH_PENDING)
+                    update(states)
+                    .where(states.c.id == bindparam("batch"), _BATCH_PENDING)
                     .values(
                         status=DELIVERED,
-                        attempts=batches.c.attempts + 1,
+                        attempts=states.c.attempts + 1,
                         next_attempt_at=now,
                         updated_at=stamp,
                     ),
@@ -646,7 +647,7 @@ def _runs(rows: list[Any]) -> list[list[Any]]:
 
 _IS_PENDING = outbox.c.status == literal_column(f"'{PENDING}'")  # literal: the partial index
 _IS_AWAITING = outbox.c.status == literal_column(f"'{AWAITING}'")
-_BATCH_PENDING = batches.c.status == literal_column(f"'{PENDING}'")
+_BATCH_PENDING = states.c.status == literal_column(f"'{PENDING}'")
 
 
 class Claimed(NamedTuple):

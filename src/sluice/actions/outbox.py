@@ -34,11 +34,11 @@ from sqlalchemy import (
     TextClause,
     UniqueConstraint,
     bindparam,
+    delete,
     func,
     insert,
     select,
     text,
-    update,
 )
 
 from sluice.storage.db import METADATA, ensure_tables
@@ -97,19 +97,30 @@ batches = Table(
     # JSON array: per message its idempotency key (40 characters) then its ordering key
     Column("message_keys", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    # the outbox id of message 0 (message i is action first_id + i); NULL before 0007
-    Column("first_id", Integer, index=True),
-    # not NULL: the batch's actions have no outbox rows and all have this status (and the
-    # type, severity, attempts and times below); NULL: its actions are outbox rows
-    Column("status", String(30)),
-    Column("type", String(50)),
-    Column("severity", String(50)),
-    Column("attempts", Integer),
-    Column("next_attempt_at", Float),
-    Column("updated_at", DateTime(timezone=True)),
     UniqueConstraint("pipeline", "epoch", "action", "part", name="uq_action_batches_part"),
+)
+# A lazy batch: its actions (of a type delivered in whole batches) have no outbox rows;
+# they all have the status, attempts and times of this narrow row (kept apart from the
+# messages, so marking them delivered does not rewrite those) and the ids first_id ..
+# first_id + count - 1. Deleted when its actions get outbox rows (``materialise``).
+states = Table(
+    "action_batch_states",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # action_batches.id
+    Column("pipeline", String(200), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("action", String(200), nullable=False),
+    Column("type", String(50), nullable=False),
+    Column("severity", String(50), nullable=False),
+    Column("first_id", Integer, nullable=False, index=True),
+    Column("count", Integer, nullable=False),
+    Column("status", String(30), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
     Index(
-        "ix_action_batches_pending",
+        "ix_action_batch_states_pending",
         "pipeline",
         "id",
         sqlite_where=text(f"status = '{PENDING}'"),
@@ -145,7 +156,13 @@ counts = Table(
     Column("rule_errors", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )
-TABLES = ("actions_outbox", "action_batches", "action_attempts", "action_counts")
+TABLES = (
+    "actions_outbox",
+    "action_batches",
+    "action_batch_states",
+    "action_attempts",
+    "action_counts",
+)
 PART_BYTES = 8 << 20  # the most message bytes one action_batches row holds
 
 
@@ -378,6 +395,7 @@ def write_pending(
         return
     sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
     ids = _Ids(conn)
+    lazy_states: list[tuple[Any, ...]] = []
     parts: dict[str, int] = {}  # action -> parts written
     odd: list[tuple[Any, ...]] = []
     for item in _by_action(pending.parts):
@@ -419,12 +437,16 @@ def write_pending(
                     messages=b"\n".join(texts[start:end]),
                     message_keys=orjson.dumps(chunk_keys).decode(),
                     created_at=stamp,
-                    first_id=first_id,
-                    **(_lazy_values(kind, severity, now, stamp) if lazy else {}),
                 )
                 .returning(batches.c.id)
             ).scalar_one()
             if lazy:
+                lazy_states.append(
+                    (
+                        *(batch_id, pipeline, epoch, action, kind, severity, first_id),
+                        *(end - start, PENDING, 0, now, stamp, stamp),
+                    )
+                )
                 continue
             conn.execute(
                 sql,
@@ -469,18 +491,7 @@ def write_pending(
                 for i in others
             )
     insert_rows(conn, outbox, ("id", *_COLUMNS), odd)
-
-
-def _lazy_values(kind: str, severity: str, now: float, stamp: datetime) -> dict[str, Any]:
-    """The status columns of a batch whose pending actions get no outbox rows."""
-    return {
-        "status": PENDING,
-        "type": kind,
-        "severity": severity,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "updated_at": stamp,
-    }
+    insert_rows(conn, states, [c.name for c in states.c], lazy_states)
 
 
 class _Ids:
@@ -506,9 +517,8 @@ class _Ids:
         if self._next is None:
             used = self.conn.execute(select(func.max(outbox.c.id))).scalar()
             ranges = self.conn.execute(
-                select(batches.c.first_id + batches.c.count)
-                .where(batches.c.first_id.is_not(None))
-                .order_by(batches.c.first_id.desc())
+                select(states.c.first_id + states.c.count)
+                .order_by(states.c.first_id.desc())
                 .limit(1)
             ).scalar()
             self._next = max(int(used or 0) + 1, int(ranges or 1))
@@ -626,9 +636,7 @@ def batch_messages(conn: Connection, ids: Iterable[int]) -> dict[int, list[bytes
 def materialise(conn: Connection, batch_id: int, now: float) -> bool:
     """Write the outbox rows of a lazy batch's actions (with its status); False if it has
     them already. Its actions keep their ids; the batch's ``status`` becomes NULL."""
-    head = conn.execute(
-        select(*_LAZY_HEAD).where(batches.c.id == batch_id, batches.c.status.is_not(None))
-    ).first()
+    head = conn.execute(select(*_LAZY_HEAD).where(states.c.id == batch_id)).first()
     if head is None:
         return False
     sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
@@ -652,31 +660,16 @@ def materialise(conn: Connection, batch_id: int, now: float) -> bool:
             "others": "[]",
         },
     )
-    conn.execute(update(batches).where(batches.c.id == batch_id).values(status=None))
+    conn.execute(delete(states).where(states.c.id == batch_id))
     return True
 
 
-_LAZY_HEAD = [
-    batches.c[name]
-    for name in (
-        "id",
-        "pipeline",
-        "epoch",
-        "action",
-        "type",
-        "severity",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "created_at",
-        "updated_at",
-        "first_id",
-    )
-] + [batches.c.count.label("n")]  # not "count": a Row's tuple method
+_LAZY_HEAD = [c for c in states.c if c.name != "count"] + [states.c.count.label("n")]  # not
+# "count": a Row's tuple method
 
 
 def lazy_head_columns() -> list[Any]:
-    """The ``action_batches`` columns ``lazy_rows`` needs (no messages, no keys)."""
+    """The ``action_batch_states`` columns ``lazy_rows`` needs (``count`` as ``n``)."""
     return list(_LAZY_HEAD)
 
 
@@ -727,10 +720,10 @@ def lazy_rows(conn: Connection, wanted: list[tuple[Any, int]]) -> list[dict[str,
 def all_actions(conn: Connection, pipeline: str | None = None) -> list[dict[str, Any]]:
     """Every action, by id: outbox rows and the actions of lazy batches, with payloads."""
     rows = select(outbox).order_by(outbox.c.id)
-    heads = select(*_LAZY_HEAD).where(batches.c.status.is_not(None))
+    heads = select(*_LAZY_HEAD)
     if pipeline is not None:
         rows = rows.where(outbox.c.pipeline == pipeline)
-        heads = heads.where(batches.c.pipeline == pipeline)
+        heads = heads.where(states.c.pipeline == pipeline)
     found = with_payloads(conn, as_dicts(conn.execute(rows)))
     found += lazy_rows(conn, [(h, i) for h in conn.execute(heads) for i in range(h.n)])
     return sorted(found, key=lambda r: int(r["id"]))

@@ -24,13 +24,13 @@ from sluice.actions.outbox import (
     STATUSES,
     as_dicts,
     attempts,
-    batches,
     counts,
     decode_payload,
     ensure_outbox,
     lazy_head_columns,
     lazy_rows,
     outbox,
+    states,
     with_payloads,
 )
 from sluice.core.errors import ActionError, NotFoundError, PermanentError, QueryError
@@ -80,12 +80,12 @@ class ActionsService:
             heads = list(
                 conn.execute(
                     _where(
-                        select(*lazy_head_columns()).order_by(batches.c.first_id.desc()),
+                        select(*lazy_head_columns()).order_by(states.c.first_id.desc()),
                         status,
                         pipeline,
                         action,
-                        batches,
-                    ).where(batches.c.status.is_not(None))
+                        states,
+                    )
                 )
             )
             if not heads:  # no lazy batch: the outbox rows alone, paged by the database
@@ -124,13 +124,11 @@ class ActionsService:
         """How many actions ``list`` with the same filters pages through."""
         query = _where(select(func.count()).select_from(outbox), status, pipeline, action)
         lazy = _where(
-            select(func.coalesce(func.sum(batches.c.count), 0)).where(
-                batches.c.status.is_not(None)
-            ),
+            select(func.coalesce(func.sum(states.c.count), 0)),
             status,
             pipeline,
             action,
-            batches,
+            states,
         )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one()) + int(conn.execute(lazy).scalar_one())
@@ -213,13 +211,9 @@ class ActionsService:
         query = select(outbox.c.pipeline, outbox.c.action, outbox.c.status, func.count()).group_by(
             outbox.c.pipeline, outbox.c.action, outbox.c.status
         )
-        lazy = (
-            select(
-                batches.c.pipeline, batches.c.action, batches.c.status, func.sum(batches.c.count)
-            )
-            .where(batches.c.status.is_not(None))
-            .group_by(batches.c.pipeline, batches.c.action, batches.c.status)
-        )
+        lazy = select(
+            states.c.pipeline, states.c.action, states.c.status, func.sum(states.c.count)
+        ).group_by(states.c.pipeline, states.c.action, states.c.status)
         tally: Counter[tuple[str, str, str]] = Counter()
         with self.engine.connect() as conn:
             for p, a, s, n in [*conn.execute(query), *conn.execute(lazy)]:
@@ -232,11 +226,7 @@ class ActionsService:
     def stats(self, pipeline: str | None = None) -> dict[str, Any]:
         """Counts by status, fired/suppressed totals per action, attempt latency."""
         by_status = select(outbox.c.status, func.count()).group_by(outbox.c.status)
-        lazy = (
-            select(batches.c.status, func.sum(batches.c.count))
-            .where(batches.c.status.is_not(None))
-            .group_by(batches.c.status)
-        )
+        lazy = select(states.c.status, func.sum(states.c.count)).group_by(states.c.status)
         totals = select(
             counts.c.pipeline,
             counts.c.action,
@@ -244,7 +234,7 @@ class ActionsService:
         ).group_by(counts.c.pipeline, counts.c.action)
         if pipeline is not None:
             by_status = by_status.where(outbox.c.pipeline == pipeline)
-            lazy = lazy.where(batches.c.pipeline == pipeline)
+            lazy = lazy.where(states.c.pipeline == pipeline)
             totals = totals.where(counts.c.pipeline == pipeline)
         # an attempt row covering a run of n outbox rows counts n attempts of its latency
         covered = func.coalesce(attempts.c.last_outbox_id - attempts.c.outbox_id + 1, 1)
@@ -343,8 +333,8 @@ def _lazy_action(conn: Connection, action_id: int) -> dict[str, Any]:
     """The action ``action_id`` of a lazy batch (which has no outbox row)."""
     head = conn.execute(
         select(*lazy_head_columns())
-        .where(batches.c.first_id <= action_id, batches.c.status.is_not(None))
-        .order_by(batches.c.first_id.desc())
+        .where(states.c.first_id <= action_id)
+        .order_by(states.c.first_id.desc())
         .limit(1)
     ).first()
     if head is None or action_id >= head.first_id + head.n:

@@ -1,10 +1,11 @@
-"""Batched actions (``log``) without outbox rows: their status is kept per batch.
+"""Batched actions (``log``) without outbox rows: ``action_batch_states``.
 
-A batch whose action type delivers a whole batch in one call keeps the status, attempts
-and times of all its actions in its ``action_batches`` row (``status`` not NULL); its
-actions have the outbox ids ``first_id .. first_id + count - 1`` and no
-``actions_outbox`` row until one is needed (a failed delivery writes them, and the batch's
-``status`` becomes NULL). Older batches keep NULL: their actions are outbox rows.
+The pending actions of a type that delivers a whole batch in one call get no
+``actions_outbox`` rows: one narrow ``action_batch_states`` row per batch holds the
+status, attempts and times of all of them (apart from the messages, so marking them
+delivered does not rewrite those), and their ids ``first_id .. first_id + count - 1``
+(reserved when the batch is written). A failed delivery writes their outbox rows with
+those ids and deletes the state row.
 
 Revision ID: 0007
 Revises: 0006
@@ -25,29 +26,32 @@ depends_on = None
 
 TZ = sa.DateTime(timezone=True)
 _PENDING = sa.text("status = 'pending'")
-_COLUMNS = (
-    ("first_id", sa.Integer),
-    ("status", sa.String(30)),
-    ("type", sa.String(50)),
-    ("severity", sa.String(50)),
-    ("attempts", sa.Integer),
-    ("next_attempt_at", sa.Float),
-    ("updated_at", TZ),
-)
 
 
 def upgrade() -> None:
-    """Add the per-batch status columns and their indexes (once)."""
-    inspector = sa.inspect(op.get_bind())
-    have = {c["name"] for c in inspector.get_columns("action_batches")}
-    if "first_id" in have:
+    """Create ``action_batch_states`` and its indexes (once)."""
+    if sa.inspect(op.get_bind()).has_table("action_batch_states"):
         return
-    for name, kind in _COLUMNS:
-        op.add_column("action_batches", sa.Column(name, kind))
-    op.create_index("ix_action_batches_first_id", "action_batches", ["first_id"])
+    op.create_table(
+        "action_batch_states",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("pipeline", sa.String(200), nullable=False),
+        sa.Column("epoch", sa.Integer, nullable=False),
+        sa.Column("action", sa.String(200), nullable=False),
+        sa.Column("type", sa.String(50), nullable=False),
+        sa.Column("severity", sa.String(50), nullable=False),
+        sa.Column("first_id", sa.Integer, nullable=False),
+        sa.Column("count", sa.Integer, nullable=False),
+        sa.Column("status", sa.String(30), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", sa.Float, nullable=False),
+        sa.Column("created_at", TZ, nullable=False),
+        sa.Column("updated_at", TZ, nullable=False),
+    )
+    op.create_index("ix_action_batch_states_first_id", "action_batch_states", ["first_id"])
     op.create_index(
-        "ix_action_batches_pending",
-        "action_batches",
+        "ix_action_batch_states_pending",
+        "action_batch_states",
         ["pipeline", "id"],
         sqlite_where=_PENDING,
         postgresql_where=_PENDING,
@@ -55,13 +59,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Write an outbox row for every action of a batch without them; drop the columns."""
+    """Write the outbox rows of every lazy batch's actions, then drop the table."""
     bind = op.get_bind()
     lazy = bind.execute(
         sa.text(
-            "SELECT id, pipeline, epoch, action, type, severity, status, attempts, "
-            "next_attempt_at, created_at, updated_at, first_id, message_keys "
-            "FROM action_batches WHERE status IS NOT NULL ORDER BY id"
+            "SELECT s.id, s.pipeline, s.epoch, s.action, s.type, s.severity, s.status, "
+            "s.attempts, s.next_attempt_at, s.created_at, s.updated_at, s.first_id, "
+            "b.message_keys FROM action_batch_states s JOIN action_batches b ON b.id = s.id "
+            "ORDER BY s.id"
         )
     ).all()
     insert = sa.text(
@@ -71,7 +76,6 @@ def downgrade() -> None:
         ":severity, :ikey, :status, :attempts, :next, :created, :updated, :batch, :index)"
     ).bindparams(sa.bindparam("created", type_=TZ), sa.bindparam("updated", type_=TZ))
     for b in lazy:
-        keys = json.loads(b.message_keys)
         bind.execute(
             insert,
             [
@@ -92,17 +96,10 @@ def downgrade() -> None:
                     "batch": b.id,
                     "index": i,
                 }
-                for i, key in enumerate(keys)
+                for i, key in enumerate(json.loads(b.message_keys))
             ],
         )
-    if bind.dialect.name == "postgresql" and lazy:
-        bind.execute(
-            sa.text(
-                "SELECT setval(pg_get_serial_sequence('actions_outbox', 'id'), "
-                "(SELECT max(id) FROM actions_outbox))"
-            )
-        )
-    op.drop_index("ix_action_batches_pending", "action_batches")
-    op.drop_index("ix_action_batches_first_id", "action_batches")
-    for name, _ in reversed(_COLUMNS):
-        op.drop_column("action_batches", name)
+    # PostgreSQL: the id sequence is already past the reserved ids
+    op.drop_index("ix_action_batch_states_pending", "action_batch_states")
+    op.drop_index("ix_action_batch_states_first_id", "action_batch_states")
+    op.drop_table("action_batch_states")
