@@ -230,10 +230,11 @@ class Dispatcher:
         """Deliver the lazy batches (actions without outbox rows) of batched routes, one
         call each; return the actions delivered.
 
-        A batch waits while its route has an older pending outbox row (each key's order
-        holds), its target's breaker is open or the round has enough; the row-by-row path
-        then holds the route's later rows too (``_held``). A batch whose delivery fails
-        gets its outbox rows (``materialise``): the row-by-row path decides each outcome.
+        A batch whose route has an older pending outbox row, or whose delivery fails (and
+        the route's later batches), gets its outbox rows (``materialise``): the row-by-row
+        path then orders and decides each as it does any row. A batch waits while its
+        target's breaker is open or the round has enough; the row-by-row path then holds
+        the route's later rows too (``_held``).
         """
         self._held = {}
         routes = {k for k, r in self.routes.items() if r.action.batched}
@@ -261,22 +262,22 @@ class Dispatcher:
                 )
             }
             plan: list[Any] = []
+            rows: list[int] = []  # batches to give outbox rows
             size = 0
             for head in heads:
                 route = (head.pipeline, head.action)
                 if route not in routes or route in self._held:
                     continue
-                target = self.routes[route].action.target
-                if (
-                    older.get(route, head.first_id) < head.first_id
-                    or not self.breaker.allow(target)
-                    or size > _READ
-                ):
+                if older.get(route, head.first_id) < head.first_id:
+                    rows.append(head.id)
+                    continue
+                if not self.breaker.allow(self.routes[route].action.target) or size > _READ:
                     self._held[route] = head.first_id
                     continue
                 plan.append(head)
                 size += head.n
             if not plan:
+                self._materialise(rows, now)
                 return 0
             bodies = {
                 row.id: row
@@ -286,14 +287,28 @@ class Dispatcher:
                     )
                 )
             }
-        return self._send_batches(plan, bodies, now)
+        return self._send_batches(plan, bodies, rows, now)
 
-    def _send_batches(self, plan: list[Any], bodies: dict[int, Any], now: float) -> int:
-        """Deliver each planned lazy batch in one call; mark the delivered ones per batch."""
+    def _materialise(self, batch_ids: list[int], now: float) -> None:
+        """Give the actions of these lazy batches outbox rows (one transaction)."""
+        if batch_ids:
+            with self._db.begin() as conn:
+                for batch_id in batch_ids:
+                    materialise(conn, batch_id, now)
+
+    def _send_batches(
+        self, plan: list[Any], bodies: dict[int, Any], rows: list[int], now: float
+    ) -> int:
+        """Deliver each planned lazy batch in one call; mark the delivered ones per batch.
+
+        A failed batch and the route's later ones get outbox rows, with ``rows``.
+        """
         sent: list[tuple[Any, float]] = []
+        failed: set[tuple[str, str]] = set()
         for head in plan:
             route_key = (head.pipeline, head.action)
-            if route_key in self._held:  # an earlier batch of the route failed this round
+            if route_key in failed:  # an earlier batch of the route failed this round
+                rows.append(head.id)
                 continue
             body = bodies[head.id]
             keys = orjson.loads(body.message_keys)
@@ -311,11 +326,9 @@ class Dispatcher:
             started = time.perf_counter()
             try:
                 route.action.deliver_batch(batch)
-            except Exception:
-                # its outbox rows, then the row-by-row path decides each row's outcome
-                self._held[route_key] = head.first_id + head.n
-                with self._db.begin() as conn:
-                    materialise(conn, head.id, now)
+            except Exception:  # the row-by-row path decides each row's outcome
+                failed.add(route_key)
+                rows.append(head.id)
                 continue
             self.breaker.success(route.action.target)
             sent.append((head, round(_ms(started) / len(batch), 3)))
@@ -349,6 +362,7 @@ class Dispatcher:
                     for head, latency in sent
                 ]
                 insert_rows(conn, attempts, (*_LOGGED, "last_outbox_id", "batch_id"), logged)
+        self._materialise(rows, now)
         return sum(head.n for head, _ in sent)
 
     def _deliver_batched(

@@ -491,7 +491,9 @@ def write_pending(
                 for i in others
             )
     insert_rows(conn, outbox, ("id", *_COLUMNS), odd)
-    insert_rows(conn, states, [c.name for c in states.c], lazy_states)
+    if lazy_states:  # through SQLAlchemy: times stored as the outbox's (a few rows)
+        names = [c.name for c in states.c]
+        conn.execute(insert(states), [dict(zip(names, r, strict=True)) for r in lazy_states])
 
 
 class _Ids:

@@ -74,7 +74,7 @@ def downgrade() -> None:
         "idempotency_key, status, attempts, next_attempt_at, created_at, updated_at, "
         "batch_id, batch_index) VALUES (:id, :pipeline, :epoch, :action, :type, :key, "
         ":severity, :ikey, :status, :attempts, :next, :created, :updated, :batch, :index)"
-    ).bindparams(sa.bindparam("created", type_=TZ), sa.bindparam("updated", type_=TZ))
+    )  # the times as stored (no type: SQLite's come back as text)
     for b in lazy:
         bind.execute(
             insert,
