@@ -536,9 +536,11 @@ def _with_iso_times(table: pa.Table) -> pa.Table:
         low, high = bounds["min"].value, bounds["max"].value
         if low is None or high is None or low < _YEAR_1000 or high >= _YEAR_10000:
             continue
-        text = pc.replace_substring_regex(
-            pc.strftime(column, "%Y-%m-%dT%H:%M:%S"), r"\.000000$", ""
-        )
+        # Arrow's cast writes "2026-01-01 00:00:01.500000" (UTC wall time), ~7x faster than
+        # strftime("%Y-%m-%dT%H:%M:%S"), which writes the same with a "T"
+        text = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())
+        text = pc.replace_substring(text, " ", "T", max_replacements=1)
+        text = pc.replace_substring_regex(text, r"\.000000$", "")
         columns[i] = pc.binary_join_element_wise(text, _ISO_ZONES[kind.tz], "")
     return pa.table(columns, names=table.column_names)
 
