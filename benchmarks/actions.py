@@ -8,8 +8,9 @@
 3. A whole pipeline (`sluice run`, fresh processes) with and without the 20 rules.
 
 Run: ``python benchmarks/actions.py [--rows 1000000] [--deliveries 5000] [--events 1000000]
-[--rounds 2] [--before OLD/src]``; ``--before`` runs the 20-rule pipeline on another source
-tree too, alternating with the others in the same invocation.
+[--rounds 2] [--before OLD/src] [--only pipeline]``; ``--before`` runs the 20-rule pipeline on
+another source tree too, alternating with the others in the same invocation; ``--only
+pipeline`` runs and prints only that comparison (the results file is left as it is).
 """
 
 from __future__ import annotations
@@ -303,12 +304,18 @@ def main() -> None:
     parser.add_argument(
         "--before", type=Path, help="a source tree (e.g. main's src) to run the rules on too"
     )
+    parser.add_argument(
+        "--only", choices=["pipeline"], help="only the whole-pipeline comparison (printed)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rules = bench_rules(args.rows, Path(tmp) / "rules")
         pipe = bench_pipeline(
             args.events, Path(tmp) / "pipeline", rounds=args.rounds, before=args.before
         )
+        if args.only == "pipeline":
+            print(json.dumps(pipe, indent=1))
+            return
+        rules = bench_rules(args.rows, Path(tmp) / "rules")
         dispatch = bench_dispatch(args.deliveries, Path(tmp) / "dispatch")
     before_rows = (
         f"| with 20 rules, the code of `--before {args.before}` "

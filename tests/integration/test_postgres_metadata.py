@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, MetaData, insert, inspect, text
+from sqlalchemy import Engine, MetaData, func, insert, inspect, select, text
 from typer.testing import CliRunner
 
 from sluice.core.errors import StateError
@@ -337,6 +338,7 @@ def test_outbox_batched_delivery_and_its_fallback(any_url: str, tmp_path: Path) 
     import pyarrow as pa
 
     from sluice.actions.engine import ActionEngine
+    from sluice.actions.outbox import all_actions
     from sluice.config.models import ActionConfig
     from sluice.core.context import EpochContext
 
@@ -359,9 +361,7 @@ def test_outbox_batched_delivery_and_its_fallback(any_url: str, tmp_path: Path) 
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(line["payload"]["row"]["n"] for line in lines) == list(range(50))
     with engine.db.connect() as conn:
-        rows = conn.execute(
-            text("SELECT action, status, attempts, last_error FROM actions_outbox ORDER BY id")
-        ).all()
+        rows = [SimpleNamespace(**r) for r in all_actions(conn)]  # lazy batches' too
         logged = conn.execute(
             text(  # an attempt row covers a run of rows delivered in one call
                 "SELECT status, sum(coalesce(last_outbox_id - outbox_id + 1, 1)) "
@@ -513,16 +513,161 @@ def test_pipeline_killed_and_resumed_lands_every_row_once(pg_url: str, tmp_path:
         runs = conn.execute(
             "SELECT status FROM pipeline_runs WHERE pipeline = 'pgmeta' ORDER BY id"
         ).fetchall()
-        outbox = conn.execute(
-            "SELECT count(*), count(DISTINCT idempotency_key) FROM actions_outbox "
-            "WHERE pipeline = 'pgmeta'"
-        ).fetchone()
         fired = conn.execute(
             "SELECT sum(fired) FROM action_counts WHERE pipeline = 'pgmeta'"
         ).fetchone()
         job = conn.execute("SELECT state FROM job_runs WHERE job = 'tally'").fetchall()
         tasks = conn.execute("SELECT task, state FROM task_runs").fetchall()
     assert [r[0] for r in runs] == ["running", "running", "succeeded"]  # two were killed
-    assert tuple(outbox) == (hot, hot)
+    from sluice.actions.outbox import all_actions
+
+    with get_engine(pg_url).connect() as meta:  # outbox rows and lazy batches' actions
+        keys = [r["idempotency_key"] for r in all_actions(meta, "pgmeta")]
+    assert (len(keys), len(set(keys))) == (hot, hot)
     assert fired == (hot,)
     assert job == [("success",)] and tasks == [("count", "success")]
+
+
+# -- lazy batches (0007): a batched type's actions without outbox rows ------------------
+
+
+def _lazy_engine(url: str, home: Path, out: Path) -> Any:
+    from sluice.actions.engine import ActionEngine
+    from sluice.config.models import ActionConfig
+
+    rules = [
+        ActionConfig(name="all", when="true", type="log", path=str(out), key="device"),
+        ActionConfig(name="hot", when="n % 3 = 0", type="log", path=str(out)),
+        ActionConfig(  # a template: outbox rows (not lazy)
+            name="tpl", when="n % 100 < 4", type="log", path=str(out), payload={"d": "{{ device }}"}
+        ),
+        ActionConfig(  # delivery fails: its lazy batches get outbox rows (same ids); fewer
+            # than 5 rows, or the circuit breaker opens at an unordered point of the round
+            name="broken",
+            when="n % 12 = 0",
+            type="log",
+            path=str(home),
+        ),
+    ]
+    settings = Settings(home=home, metadata_url=url)
+    return ActionEngine(
+        rules,
+        pipeline="p",
+        settings=settings,
+        dispatch=False,
+        clock=lambda: 1000.0,
+        dispatcher_options={"seed": 7},  # the same retry jitter
+    ).start()
+
+
+def _shown(service: Any) -> dict[str, Any]:
+    """Everything the API and CLI show of the actions (attempt latencies aside)."""
+    out: dict[str, Any] = {"count": service.count(), "by_rule": service.by_rule()}
+    stats = service.stats()
+    stats["attempts"].pop("avg_latency_ms")
+    stats["attempts"].pop("max_latency_ms")
+    out["stats"] = stats
+    for status in (None, "pending", "delivered"):
+        for action in (None, "all", "broken"):
+            out[f"count {status} {action}"] = service.count(status, action=action)
+            for limit, offset in ((1000, 0), (7, 0), (7, 5), (3, 20), (50, 31), (5, 1000)):
+                out[f"list {status} {action} {limit} {offset}"] = service.list(
+                    status, action=action, limit=limit, offset=offset
+                )
+    for row in service.list(limit=1000):
+        shown = service.get(row["id"])
+        out[f"get {row['id']}"] = {
+            **shown,
+            "attempt_log": [
+                {k: v for k, v in t.items() if k not in ("id", "latency_ms")}
+                for t in shown["attempt_log"]
+            ],
+        }
+    return out
+
+
+def test_lazy_batches_show_as_outbox_rows_would(
+    any_url: str, new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """The same epochs written lazily and with outbox rows: the API/CLI see the same."""
+    import pyarrow as pa
+
+    from sluice.actions.outbox import RecordGroup, states
+    from sluice.actions.service import ActionsService
+    from sluice.core.context import EpochContext
+
+    other = f"sqlite:///{tmp_path / 'rows.db'}" if any_url.startswith("sqlite") else new_database()
+    seen = []
+    for url, lazy in ((any_url, True), (other, False)):
+        out = tmp_path / f"out-{lazy}.jsonl"
+        engine = _lazy_engine(url, tmp_path, out)
+        store = CheckpointStore(engine.db)
+        service = ActionsService(engine.db)
+        for epoch in (1, 2, 3):
+            n = [epoch * 100 + i for i in range(12)]
+            table = pa.table({"device": [f"d{i % 4}" for i in n], "n": n})
+            pending = engine.evaluate(table, EpochContext("p", epoch))
+            for part in pending.parts:
+                if isinstance(part, RecordGroup):
+                    part.lazy = lazy
+            store.commit("p", epoch, {}, {}, [engine.outbox_writer(pending, epoch)])
+        before = _shown(service)
+        with engine.db.connect() as conn:
+            written = conn.execute(select(func.count()).select_from(states)).scalar()
+        assert written == (9 if lazy else 0)  # all, hot, broken x 3 epochs (not tpl)
+        while engine.dispatcher.run_once():
+            pass
+        # the same lines; each action's in order (the row path writes action by action)
+        lines = out.read_text().splitlines()
+        by_action = {a: [x for x in lines if f'"action":"{a}"' in x] for a in ("all", "hot")}
+        seen.append((before, _shown(service), sorted(lines), by_action))
+        with engine.db.connect() as conn:  # the failed batches got their outbox rows
+            left = conn.execute(select(states.c.action, states.c.status)).all()
+        assert sorted(set(left)) == ([("all", "delivered"), ("hot", "delivered")] if lazy else [])
+        engine.close(drain_seconds=0)
+    assert seen[0][0] == seen[1][0]  # before delivery
+    assert seen[0][1] == seen[1][1]  # after: delivered, and the failed ones pending
+    assert seen[0][2:] == seen[1][2:]  # the same log lines
+    after = seen[0][1]
+    assert after["count"] == 3 * (12 + 4 + 4 + 1)
+    assert after["count pending broken"] == 3
+    assert {r["attempts"] for r in after["list pending broken 1000 0"]} == {1}
+
+
+def test_lazy_batches_migrate_down_to_outbox_rows(any_url: str, tmp_path: Path) -> None:
+    """0007 -> 0006 writes the outbox rows of lazy batches' actions, with their ids."""
+    import pyarrow as pa
+    from alembic import command
+
+    from sluice.actions.service import ActionsService
+    from sluice.core.context import EpochContext
+
+    engine = _lazy_engine(any_url, tmp_path, tmp_path / "out.jsonl")
+    for epoch in (1, 2):
+        n = list(range(epoch * 10, epoch * 10 + 6))
+        pending = engine.evaluate(pa.table({"device": ["a"] * 6, "n": n}), EpochContext("p", 1))
+        CheckpointStore(engine.db).commit(
+            "p", epoch, {}, {}, [engine.outbox_writer(pending, epoch)]
+        )
+        if epoch == 1:
+            while engine.dispatcher.run_once():
+                pass
+    shown = ActionsService(engine.db).list(limit=1000)
+    engine.close(drain_seconds=0)
+    db = make_engine(any_url)
+    try:
+        with db.connect() as conn:
+            command.downgrade(migrate._config(conn), "0006")
+            conn.commit()
+        assert migrate.current(db) == "0006" and "action_batch_states" not in tables(db)
+        with db.connect() as conn:
+            rows = conn.execute(
+                text("SELECT id, action, status, attempts FROM actions_outbox ORDER BY id DESC")
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            (r["id"], r["action"], r["status"], r["attempts"]) for r in shown
+        ]
+        assert migrate.upgrade(db) == migrate.HEAD
+        assert schema_diff(db) == []
+    finally:
+        db.dispose()

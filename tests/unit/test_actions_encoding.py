@@ -7,8 +7,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pytest
 from sqlalchemy import select
 
 from sluice.actions.base import ActionContext, Delivery
@@ -18,12 +20,12 @@ from sluice.actions.outbox import (
     ActionRecord,
     PendingActions,
     RecordGroup,
+    all_actions,
     as_dicts,
     batches,
     ensure_outbox,
     idempotency_key,
     outbox,
-    with_payloads,
     write_pending,
 )
 from sluice.actions.service import ActionsService
@@ -133,7 +135,7 @@ def test_default_messages_equal_the_json_of_each_rows_message(tmp_path: Path) ->
 
     CheckpointStore(engine.db).commit("p", 3, {}, {}, [engine.outbox_writer(pending, 3)])
     with engine.db.connect() as conn:
-        stored = with_payloads(conn, as_dicts(conn.execute(select(outbox).order_by(outbox.c.id))))
+        stored = all_actions(conn)
         parts = conn.execute(select(batches.c.action, batches.c.count)).all()
     assert [r["payload"] for r in stored] == [r.encoded() for r in pending.records]
     # one batch per action of the epoch; a replayed epoch adds nothing
@@ -175,12 +177,7 @@ def test_batched_log_lines_and_outbox_rows_equal_the_per_record_outcome(tmp_path
     assert engine.dispatcher.run_once() == 0
 
     with engine.db.connect() as conn:
-        rows = [
-            SimpleNamespace(**r)
-            for r in with_payloads(
-                conn, as_dicts(conn.execute(select(outbox).order_by(outbox.c.id)))
-            )
-        ]
+        rows = [SimpleNamespace(**r) for r in all_actions(conn)]
     # the same log lines, in outbox order, as delivering each row's decoded message
     per_record = [
         old_line(
@@ -306,4 +303,24 @@ def test_an_actions_group_and_records_are_written_in_order_with_the_per_record_k
     assert [r["idempotency_key"] for r in rows] == [
         idempotency_key("p", "b", 2, "row-x"),
         *(idempotency_key("p", "a", 2, row) for row in ("0", "7", "9")),
+    ]
+
+
+@pytest.mark.parametrize("zone", [None, "UTC", "+00:00", "Etc/UTC"])
+def test_timestamps_are_written_as_orjson_writes_their_datetimes(zone: str | None) -> None:
+    """Arrow's text of a microsecond timestamp equals orjson's datetime, years 1000-9999."""
+    from sluice.actions.engine import _with_iso_times
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate(
+        [
+            rng.integers(-30_610_224_000_000_000, 253_402_300_800_000_000, 3000),
+            rng.integers(-(10**13), 10**13, 3000),  # around 1970, before it too
+            rng.integers(-(10**7), 10**7, 3000) * 1_000_000,  # whole seconds
+        ]
+    )
+    column = pa.array(values, pa.timestamp("us", tz=zone), mask=rng.random(len(values)) < 0.05)
+    written = _with_iso_times(pa.table({"ts": column})).column(0).to_pylist()
+    assert written == [
+        None if v is None else orjson.loads(orjson.dumps(v)) for v in column.to_pylist()
     ]

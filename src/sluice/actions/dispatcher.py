@@ -55,7 +55,10 @@ from sluice.actions.outbox import (
     batch_messages,
     batches,
     ensure_outbox,
+    lazy_head_columns,
+    materialise,
     outbox,
+    states,
 )
 from sluice.actions.rules import RetrySpec
 from sluice.core.errors import PermanentError
@@ -161,6 +164,8 @@ class Dispatcher:
         self._wake = threading.Event()
         self._next_due = float("inf")
         self._messages: dict[int, list[bytes]] = {}  # batch id -> its messages
+        # route -> first id of its oldest lazy batch a round left pending (rows after wait)
+        self._held: dict[tuple[str, str], int] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -222,90 +227,97 @@ class Dispatcher:
         return done + sum(len(o.rows) if isinstance(o, Delivered) else 1 for o in outcomes)
 
     def _deliver_batches(self, now: float) -> int:
-        """Deliver whole batches of batched routes from ``action_batches``; return the count.
+        """Deliver the lazy batches (actions without outbox rows) of batched routes, one
+        call each; return the actions delivered.
 
-        A batch qualifies when all its outbox rows are pending, consecutive, never tried
-        and due, and every earlier pending row of its route is in a batch delivered here
-        (so each key's order holds). The rest is left to the row-by-row path.
+        A batch whose route has an older pending outbox row, or whose delivery fails (and
+        the route's later batches), gets its outbox rows (``materialise``): the row-by-row
+        path then orders and decides each as it does any row. A batch waits while its
+        target's breaker is open or the round has enough; the row-by-row path then holds
+        the route's later rows too (``_held``).
         """
+        self._held = {}
         routes = {k for k, r in self.routes.items() if r.action.batched}
         if not routes:
             return 0
         pipelines = sorted({p for p, _ in routes})
-        groups = (
-            select(
-                outbox.c.batch_id,
-                func.count(),
-                func.min(outbox.c.id),
-                func.max(outbox.c.id),
-                func.max(outbox.c.attempts),
-                func.max(outbox.c.next_attempt_at),
-                func.min(outbox.c.severity),
-                func.max(outbox.c.severity),
-            )
-            .where(_IS_PENDING, outbox.c.pipeline.in_(pipelines))
-            .group_by(outbox.c.batch_id)
-            .order_by(func.min(outbox.c.id))
-        )
         with self._db.connect() as conn:
-            found = conn.execute(groups).all()
-            if not found or any(g[0] is None for g in found):
-                return 0  # rows from before action_batches: all row by row
-            heads = {
-                row.id: row
-                for row in conn.execute(
-                    select(
-                        batches.c.id, batches.c.pipeline, batches.c.action, batches.c.count
-                    ).where(batches.c.id.in_([g[0] for g in found]))
+            heads = conn.execute(
+                select(*lazy_head_columns())
+                .where(_BATCH_PENDING, states.c.pipeline.in_(pipelines))
+                .order_by(states.c.id)
+            ).all()
+            if not heads:
+                return 0
+            older = {
+                (p, a): first
+                for p, a, first in conn.execute(
+                    select(outbox.c.pipeline, outbox.c.action, func.min(outbox.c.id))
+                    .where(
+                        _IS_PENDING,
+                        outbox.c.pipeline.in_(pipelines),
+                        outbox.c.action.in_(sorted({h.action for h in heads})),
+                    )
+                    .group_by(outbox.c.pipeline, outbox.c.action)
                 )
             }
-            plan: list[tuple[Any, int, str]] = []
-            blocked: set[tuple[str, str]] = set()
+            plan: list[Any] = []
+            rows: list[int] = []  # batches to give outbox rows
             size = 0
-            for batch_id, count, first, last, tried, due, low, high in found:
-                head = heads.get(batch_id)
-                if head is None:
-                    continue
+            for head in heads:
                 route = (head.pipeline, head.action)
-                if route in blocked or route not in routes:
+                if route not in routes or route in self._held:
                     continue
-                target = self.routes[route].action.target
-                whole = count == head.count == last - first + 1 and tried == 0 and low == high
-                if not whole or due > now or not self.breaker.allow(target) or size > _READ:
-                    blocked.add(route)
+                if older.get(route, head.first_id) < head.first_id:
+                    rows.append(head.id)
                     continue
-                plan.append((head, first, low))
-                size += count
+                if not self.breaker.allow(self.routes[route].action.target) or size > _READ:
+                    self._held[route] = head.first_id
+                    continue
+                plan.append(head)
+                size += head.n
             if not plan:
+                self._materialise(rows, now)
                 return 0
             bodies = {
                 row.id: row
                 for row in conn.execute(
-                    select(
-                        batches.c.id, batches.c.epoch, batches.c.messages, batches.c.message_keys
-                    ).where(batches.c.id.in_([head.id for head, _, _ in plan]))
+                    select(batches.c.id, batches.c.messages, batches.c.message_keys).where(
+                        batches.c.id.in_([head.id for head in plan])
+                    )
                 )
             }
-        return self._send_batches(plan, bodies, now)
+        return self._send_batches(plan, bodies, rows, now)
+
+    def _materialise(self, batch_ids: list[int], now: float) -> None:
+        """Give the actions of these lazy batches outbox rows (one transaction)."""
+        if batch_ids:
+            with self._db.begin() as conn:
+                for batch_id in batch_ids:
+                    materialise(conn, batch_id, now)
 
     def _send_batches(
-        self, plan: list[tuple[Any, int, str]], bodies: dict[int, Any], now: float
+        self, plan: list[Any], bodies: dict[int, Any], rows: list[int], now: float
     ) -> int:
-        """Deliver each planned batch in one call; record each delivered one per batch."""
-        sent: list[tuple[int, int, int, int | None, float]] = []
+        """Deliver each planned lazy batch in one call; mark the delivered ones per batch.
+
+        A failed batch and the route's later ones get outbox rows, with ``rows``.
+        """
+        sent: list[tuple[Any, float]] = []
         failed: set[tuple[str, str]] = set()
-        for head, first, severity in plan:
+        for head in plan:
             route_key = (head.pipeline, head.action)
-            if route_key in failed:
+            if route_key in failed:  # an earlier batch of the route failed this round
+                rows.append(head.id)
                 continue
             body = bodies[head.id]
             keys = orjson.loads(body.message_keys)
             batch = BatchDelivery(
-                first,
+                head.first_id,
                 head.pipeline,
                 head.action,
-                body.epoch,
-                severity,
+                head.epoch,
+                head.severity,
                 [key[KEY_WIDTH:] for key in keys],
                 [key[:KEY_WIDTH] for key in keys],
                 bytes(body.messages).split(b"\n"),
@@ -314,19 +326,44 @@ class Dispatcher:
             started = time.perf_counter()
             try:
                 route.action.deliver_batch(batch)
-            except Exception:
-                failed.add(route_key)  # the row-by-row path decides each row's outcome
+            except Exception:  # the row-by-row path decides each row's outcome
+                failed.add(route_key)
+                rows.append(head.id)
                 continue
             self.breaker.success(route.action.target)
-            latency = round(_ms(started) / len(batch), 3)
-            sent.append((first, first + head.count - 1, 1, head.id, latency))
-            ACTION_DELIVERIES.labels(head.action, DELIVERED).inc(head.count)
+            sent.append((head, round(_ms(started) / len(batch), 3)))
+            ACTION_DELIVERIES.labels(head.action, DELIVERED).inc(head.n)
         if sent:
             stamp = datetime.fromtimestamp(now, UTC)
             with self._db.begin() as conn:
                 _relax_durability(conn)
-                _mark_delivered(conn, sent, now, stamp)
-        return sum(last - first + 1 for first, last, _, _, _ in sent)
+                conn.execute(
+                    update(states)
+                    .where(states.c.id == bindparam("batch"), _BATCH_PENDING)
+                    .values(
+                        status=DELIVERED,
+                        attempts=states.c.attempts + 1,
+                        next_attempt_at=now,
+                        updated_at=stamp,
+                    ),
+                    [{"batch": head.id} for head, _ in sent],
+                )
+                logged = [
+                    (
+                        head.first_id,
+                        head.attempts + 1,
+                        DELIVERED,
+                        latency,
+                        None,
+                        stamp,
+                        head.first_id + head.n - 1 if head.n > 1 else None,
+                        head.id,
+                    )
+                    for head, latency in sent
+                ]
+                insert_rows(conn, attempts, (*_LOGGED, "last_outbox_id", "batch_id"), logged)
+        self._materialise(rows, now)
+        return sum(head.n for head, _ in sent)
 
     def _deliver_batched(
         self, chains: list[list[Any]]
@@ -397,6 +434,9 @@ class Dispatcher:
                 continue
             key = (row.pipeline, row.action, row.key) if row.key else None
             if key is not None and key in blocked:
+                continue
+            held = self._held.get((row.pipeline, row.action))
+            if held is not None and row.id > held:  # after a lazy batch still pending
                 continue
             target = route.action.target
             due = max(row.next_attempt_at, self.breaker.open_until(target))
@@ -621,6 +661,7 @@ def _runs(rows: list[Any]) -> list[list[Any]]:
 
 _IS_PENDING = outbox.c.status == literal_column(f"'{PENDING}'")  # literal: the partial index
 _IS_AWAITING = outbox.c.status == literal_column(f"'{AWAITING}'")
+_BATCH_PENDING = states.c.status == literal_column(f"'{PENDING}'")
 
 
 class Claimed(NamedTuple):

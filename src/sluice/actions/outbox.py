@@ -34,6 +34,8 @@ from sqlalchemy import (
     TextClause,
     UniqueConstraint,
     bindparam,
+    delete,
+    func,
     insert,
     select,
     text,
@@ -97,6 +99,34 @@ batches = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("pipeline", "epoch", "action", "part", name="uq_action_batches_part"),
 )
+# A lazy batch: its actions (of a type delivered in whole batches) have no outbox rows;
+# they all have the status, attempts and times of this narrow row (kept apart from the
+# messages, so marking them delivered does not rewrite those) and the ids first_id ..
+# first_id + count - 1. Deleted when its actions get outbox rows (``materialise``).
+states = Table(
+    "action_batch_states",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # action_batches.id
+    Column("pipeline", String(200), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("action", String(200), nullable=False),
+    Column("type", String(50), nullable=False),
+    Column("severity", String(50), nullable=False),
+    Column("first_id", Integer, nullable=False, index=True),
+    Column("count", Integer, nullable=False),
+    Column("status", String(30), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(
+        "ix_action_batch_states_pending",
+        "pipeline",
+        "id",
+        sqlite_where=text(f"status = '{PENDING}'"),
+        postgresql_where=text(f"status = '{PENDING}'"),
+    ),
+)
 attempts = Table(
     "action_attempts",
     METADATA,
@@ -126,7 +156,13 @@ counts = Table(
     Column("rule_errors", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )
-TABLES = ("actions_outbox", "action_batches", "action_attempts", "action_counts")
+TABLES = (
+    "actions_outbox",
+    "action_batches",
+    "action_batch_states",
+    "action_attempts",
+    "action_counts",
+)
 PART_BYTES = 8 << 20  # the most message bytes one action_batches row holds
 
 
@@ -251,6 +287,9 @@ class RecordGroup:
     rows: list[int]
     keys: list[str]
     texts: list[bytes]
+    # the action type delivers whole batches: its actions get no outbox rows (status per
+    # batch in ``action_batches``) while they are pending or delivered
+    lazy: bool = False
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -337,9 +376,11 @@ def write_pending(
     """Record an epoch's actions and counts in ``conn``'s transaction, once per epoch.
 
     The messages of each action go into ``action_batches`` (one row per part, with the
-    idempotency and ordering keys of its messages as one JSON array); the narrow outbox
-    rows are made from that array by one ``INSERT ... SELECT`` in the database. A replayed
-    epoch whose batches are already there writes nothing.
+    idempotency and ordering keys of its messages as one JSON array). A lazy group (a
+    batched type's pending actions) stops there: the batch row holds their status. Other
+    actions get narrow outbox rows, made from that array by one ``INSERT ... SELECT`` in
+    the database. Every action's id is reserved here (``first_id`` + its index in its
+    batch). A replayed epoch whose batches are already there writes nothing.
     """
     if not pending.parts and not pending.counts:
         return
@@ -353,6 +394,8 @@ def write_pending(
     if not pending.parts or _recorded(conn, pipeline, epoch):
         return
     sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    ids = _Ids(conn)
+    lazy_states: list[tuple[Any, ...]] = []
     parts: dict[str, int] = {}  # action -> parts written
     odd: list[tuple[Any, ...]] = []
     for item in _by_action(pending.parts):
@@ -368,6 +411,21 @@ def write_pending(
             part = parts.get(action, 0)
             parts[action] = part + 1
             chunk_keys = keys[start:end]
+            if isinstance(item, RecordGroup):
+                kind, severity, status = item.type, item.severity, item.status
+                error, expires, others = None, item.expires_at, []
+                chunk: list[ActionRecord] = []
+            else:
+                chunk = item[start:end]
+                first = chunk[0]
+                kind, severity, status = first.type, first.severity, first.status
+                error, expires = first.error, first.expires_at
+                same = (status, error, expires)
+                others = [
+                    i for i, r in enumerate(chunk) if (r.status, r.error, r.expires_at) != same
+                ]
+            lazy = isinstance(item, RecordGroup) and item.lazy and status == PENDING
+            first_id = ids.reserve(end - start)
             batch_id = conn.execute(
                 insert(batches)
                 .values(
@@ -382,31 +440,29 @@ def write_pending(
                 )
                 .returning(batches.c.id)
             ).scalar_one()
-            if isinstance(item, RecordGroup):
-                kind, severity, status = item.type, item.severity, item.status
-                error, expires, others = None, item.expires_at, []
-                chunk: list[ActionRecord] = []
-            else:
-                chunk = item[start:end]
-                first = chunk[0]
-                kind, severity, status = first.type, first.severity, first.status
-                error, expires = first.error, first.expires_at
-                same = (status, error, expires)
-                others = [
-                    i for i, r in enumerate(chunk) if (r.status, r.error, r.expires_at) != same
-                ]
+            if lazy:
+                lazy_states.append(
+                    (
+                        *(batch_id, pipeline, epoch, action, kind, severity, first_id),
+                        *(end - start, PENDING, 0, now, stamp, stamp),
+                    )
+                )
+                continue
             conn.execute(
                 sql,
                 {
+                    "first": first_id,
                     "pipeline": pipeline,
                     "epoch": epoch,
                     "action": action,
                     "type": kind,
                     "severity": severity,
                     "status": status,
+                    "attempts": 0,
                     "now": now,
                     "expires": expires,
                     "error": error,
+                    "created": stamp,
                     "stamp": stamp,
                     "batch": batch_id,
                     "others": orjson.dumps(others).decode(),
@@ -414,6 +470,7 @@ def write_pending(
             )
             odd.extend(
                 (
+                    first_id + i,
                     pipeline,
                     epoch,
                     action,
@@ -433,7 +490,50 @@ def write_pending(
                 )
                 for i in others
             )
-    insert_rows(conn, outbox, _COLUMNS, odd)
+    insert_rows(conn, outbox, ("id", *_COLUMNS), odd)
+    if lazy_states:  # through SQLAlchemy: times stored as the outbox's (a few rows)
+        names = [c.name for c in states.c]
+        conn.execute(insert(states), [dict(zip(names, r, strict=True)) for r in lazy_states])
+
+
+class _Ids:
+    """Reserves outbox ids in a checkpoint transaction: each action's, outbox row or not.
+
+    SQLite: after the largest id in use (an outbox row or a batch's range); the
+    transaction holds the database's write lock. PostgreSQL: from the outbox's id
+    sequence, moved past the range under a transaction-scoped advisory lock.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._next: int | None = None
+
+    def reserve(self, n: int) -> int:
+        """The first of ``n`` new consecutive ids."""
+        if self.conn.dialect.name == "postgresql":
+            if self._next is None:
+                self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ID_LOCK})
+                self._next = 0
+            last = self.conn.execute(_PG_RESERVE, {"n": n}).scalar_one()
+            return int(last) - n + 1
+        if self._next is None:
+            used = self.conn.execute(select(func.max(outbox.c.id))).scalar()
+            ranges = self.conn.execute(
+                select(states.c.first_id + states.c.count)
+                .order_by(states.c.first_id.desc())
+                .limit(1)
+            ).scalar()
+            self._next = max(int(used or 0) + 1, int(ranges or 1))
+        first = self._next
+        self._next += n
+        return first
+
+
+_ID_LOCK = 0x5C1CE0B0  # pg_advisory_xact_lock key of the outbox id reservation
+_PG_RESERVE = text(
+    "SELECT setval(pg_get_serial_sequence('actions_outbox', 'id'), "
+    "nextval(pg_get_serial_sequence('actions_outbox', 'id')) + :n - 1)"
+)
 
 
 def _by_action(
@@ -472,14 +572,16 @@ def _group_keys(prefix: str, pipeline: str, group: RecordGroup, epoch: int) -> l
 
 
 def _from_keys(elements: str, others: str) -> TextClause:
-    """The outbox rows of a batch from its ``message_keys`` (``elements``: index, value)."""
+    """The outbox rows of a batch from its ``message_keys`` (``elements``: index, value);
+    row ``i`` gets the id ``first + i``."""
     return text(
-        f"INSERT INTO actions_outbox ({', '.join(_COLUMNS)}) "
-        f"SELECT :pipeline, :epoch, :action, :type, substr(e.value, {KEY_WIDTH + 1}), "
-        f":severity, substr(e.value, 1, {KEY_WIDTH}), :status, 0, :now, :expires, :error, "
-        f":stamp, :stamp, :batch, e.idx FROM {elements} WHERE e.idx NOT IN ({others}) "
-        "ORDER BY e.idx"
+        f"INSERT INTO actions_outbox (id, {', '.join(_COLUMNS)}) "
+        f"SELECT :first + e.idx, :pipeline, :epoch, :action, :type, "
+        f"substr(e.value, {KEY_WIDTH + 1}), :severity, substr(e.value, 1, {KEY_WIDTH}), "
+        f":status, :attempts, :now, :expires, :error, :created, :stamp, :batch, e.idx "
+        f"FROM {elements} WHERE e.idx NOT IN ({others}) ORDER BY e.idx"
     ).bindparams(
+        bindparam("created", type_=outbox.c.created_at.type),
         bindparam("stamp", type_=outbox.c.created_at.type),
         bindparam("expires", type_=Float()),
         bindparam("error", type_=Text()),
@@ -531,6 +633,102 @@ def batch_messages(conn: Connection, ids: Iterable[int]) -> dict[int, list[bytes
         return {}
     query = select(batches.c.id, batches.c.messages).where(batches.c.id.in_(wanted))
     return {i: bytes(blob).split(b"\n") for i, blob in conn.execute(query)}
+
+
+def materialise(conn: Connection, batch_id: int, now: float) -> bool:
+    """Write the outbox rows of a lazy batch's actions (with its status); False if it has
+    them already. Its actions keep their ids; the batch's ``status`` becomes NULL."""
+    head = conn.execute(select(*_LAZY_HEAD).where(states.c.id == batch_id)).first()
+    if head is None:
+        return False
+    sql = _FROM_KEYS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    conn.execute(
+        sql,
+        {
+            "first": head.first_id,
+            "pipeline": head.pipeline,
+            "epoch": head.epoch,
+            "action": head.action,
+            "type": head.type,
+            "severity": head.severity,
+            "status": head.status,
+            "attempts": head.attempts,
+            "now": head.next_attempt_at,
+            "expires": None,
+            "error": None,
+            "created": head.created_at,
+            "stamp": datetime.fromtimestamp(now, UTC),
+            "batch": batch_id,
+            "others": "[]",
+        },
+    )
+    conn.execute(delete(states).where(states.c.id == batch_id))
+    return True
+
+
+_LAZY_HEAD = [c for c in states.c if c.name != "count"] + [states.c.count.label("n")]  # not
+# "count": a Row's tuple method
+
+
+def lazy_head_columns() -> list[Any]:
+    """The ``action_batch_states`` columns ``lazy_rows`` needs (``count`` as ``n``)."""
+    return list(_LAZY_HEAD)
+
+
+def lazy_rows(conn: Connection, wanted: list[tuple[Any, int]]) -> list[dict[str, Any]]:
+    """Outbox-shaped row dicts (payload included) of lazy batches' actions.
+
+    ``wanted``: (batch head from ``lazy_head_columns()``, index in the batch) pairs.
+    """
+    ids = sorted({head.id for head, _ in wanted})
+    if not ids:
+        return []
+    bodies = {
+        row.id: (orjson.loads(row.message_keys), bytes(row.messages).split(b"\n"))
+        for row in conn.execute(
+            select(batches.c.id, batches.c.message_keys, batches.c.messages).where(
+                batches.c.id.in_(ids)
+            )
+        )
+    }
+    out = []
+    for head, i in wanted:
+        keys, messages = bodies[head.id]
+        out.append(
+            {
+                "id": head.first_id + i,
+                "pipeline": head.pipeline,
+                "epoch": head.epoch,
+                "action": head.action,
+                "type": head.type,
+                "key": keys[i][KEY_WIDTH:],
+                "severity": head.severity,
+                "idempotency_key": keys[i][:KEY_WIDTH],
+                "payload": messages[i].decode(),
+                "status": head.status,
+                "attempts": head.attempts,
+                "next_attempt_at": head.next_attempt_at,
+                "expires_at": None,
+                "last_error": None,
+                "created_at": head.created_at,
+                "updated_at": head.updated_at,
+                "batch_id": head.id,
+                "batch_index": i,
+            }
+        )
+    return out
+
+
+def all_actions(conn: Connection, pipeline: str | None = None) -> list[dict[str, Any]]:
+    """Every action, by id: outbox rows and the actions of lazy batches, with payloads."""
+    rows = select(outbox).order_by(outbox.c.id)
+    heads = select(*_LAZY_HEAD)
+    if pipeline is not None:
+        rows = rows.where(outbox.c.pipeline == pipeline)
+        heads = heads.where(states.c.pipeline == pipeline)
+    found = with_payloads(conn, as_dicts(conn.execute(rows)))
+    found += lazy_rows(conn, [(h, i) for h in conn.execute(heads) for i in range(h.n)])
+    return sorted(found, key=lambda r: int(r["id"]))
 
 
 def with_payloads(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,11 +7,12 @@ a running dispatcher picks up retried/approved rows at its next poll.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, Select, Table, and_, func, or_, select, update
 
 from sluice.actions.outbox import (
     AWAITING,
@@ -26,7 +27,10 @@ from sluice.actions.outbox import (
     counts,
     decode_payload,
     ensure_outbox,
+    lazy_head_columns,
+    lazy_rows,
     outbox,
+    states,
     with_payloads,
 )
 from sluice.core.errors import ActionError, NotFoundError, PermanentError, QueryError
@@ -67,20 +71,48 @@ class ActionsService:
         limit: int = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """Outbox rows, newest first, optionally filtered."""
+        """Actions, newest first, optionally filtered: outbox rows and the actions of lazy
+        batches (which have none), merged by id."""
         if status is not None and status not in STATUSES:
             raise QueryError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-        query = _where(
-            select(outbox)
-            .order_by(outbox.c.id.desc())
-            .limit(max(1, min(limit, 10_000)))
-            .offset(max(0, offset)),
-            status,
-            pipeline,
-            action,
-        )
+        limit, offset = max(1, min(limit, 10_000)), max(0, offset)
         with self.engine.connect() as conn:
-            return [_public(r) for r in with_payloads(conn, as_dicts(conn.execute(query)))]
+            heads = list(
+                conn.execute(
+                    _where(
+                        select(*lazy_head_columns()).order_by(states.c.first_id.desc()),
+                        status,
+                        pipeline,
+                        action,
+                        states,
+                    )
+                )
+            )
+            if not heads:  # no lazy batch: the outbox rows alone, paged by the database
+                query = _where(
+                    select(outbox).order_by(outbox.c.id.desc()).limit(limit).offset(offset),
+                    status,
+                    pipeline,
+                    action,
+                )
+                return [_public(r) for r in with_payloads(conn, as_dicts(conn.execute(query)))]
+            ids = conn.execute(
+                _where(
+                    select(outbox.c.id).order_by(outbox.c.id.desc()).limit(offset + limit),
+                    status,
+                    pipeline,
+                    action,
+                )
+            ).scalars()
+            real, lazy = _page(list(ids), heads, offset, limit)
+            found = {
+                r["id"]: r
+                for r in with_payloads(
+                    conn, as_dicts(conn.execute(select(outbox).where(outbox.c.id.in_(real))))
+                )
+            }
+            found.update((r["id"], r) for r in lazy_rows(conn, lazy))
+        return [_public(found[i]) for i in sorted(found, reverse=True)]
 
     def count(
         self,
@@ -89,18 +121,23 @@ class ActionsService:
         pipeline: str | None = None,
         action: str | None = None,
     ) -> int:
-        """How many outbox rows ``list`` with the same filters pages through."""
+        """How many actions ``list`` with the same filters pages through."""
         query = _where(select(func.count()).select_from(outbox), status, pipeline, action)
+        lazy = _where(
+            select(func.coalesce(func.sum(states.c.count), 0)),
+            status,
+            pipeline,
+            action,
+            states,
+        )
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(query).scalar_one()) + int(conn.execute(lazy).scalar_one())
 
     def get(self, action_id: int) -> dict[str, Any]:
-        """One outbox row with its attempts."""
+        """One action with its attempts."""
         with self.engine.connect() as conn:
             found = as_dicts(conn.execute(select(outbox).where(outbox.c.id == action_id)))
-            if not found:
-                raise NotFoundError(f"action {action_id} does not exist")
-            row = with_payloads(conn, found)[0]
+            row = with_payloads(conn, found)[0] if found else _lazy_action(conn, action_id)
             mine = attempts.c.outbox_id == action_id
             if row["batch_id"] is not None:  # or an attempt covering a run of its batch
                 mine = or_(
@@ -170,18 +207,26 @@ class ActionsService:
         return self.get(action_id)
 
     def by_rule(self) -> Rows:
-        """Outbox rows counted by pipeline, rule (action) and status."""
-        query = (
-            select(outbox.c.pipeline, outbox.c.action, outbox.c.status, func.count().label("count"))
-            .group_by(outbox.c.pipeline, outbox.c.action, outbox.c.status)
-            .order_by(outbox.c.pipeline, outbox.c.action, outbox.c.status)
+        """Actions counted by pipeline, rule (action) and status."""
+        query = select(outbox.c.pipeline, outbox.c.action, outbox.c.status, func.count()).group_by(
+            outbox.c.pipeline, outbox.c.action, outbox.c.status
         )
+        lazy = select(
+            states.c.pipeline, states.c.action, states.c.status, func.sum(states.c.count)
+        ).group_by(states.c.pipeline, states.c.action, states.c.status)
+        tally: Counter[tuple[str, str, str]] = Counter()
         with self.engine.connect() as conn:
-            return [{**r, "count": int(r["count"])} for r in as_dicts(conn.execute(query))]
+            for p, a, s, n in [*conn.execute(query), *conn.execute(lazy)]:
+                tally[(p, a, s)] += int(n)
+        return [
+            {"pipeline": p, "action": a, "status": s, "count": n}
+            for (p, a, s), n in sorted(tally.items())
+        ]
 
     def stats(self, pipeline: str | None = None) -> dict[str, Any]:
         """Counts by status, fired/suppressed totals per action, attempt latency."""
         by_status = select(outbox.c.status, func.count()).group_by(outbox.c.status)
+        lazy = select(states.c.status, func.sum(states.c.count)).group_by(states.c.status)
         totals = select(
             counts.c.pipeline,
             counts.c.action,
@@ -189,6 +234,7 @@ class ActionsService:
         ).group_by(counts.c.pipeline, counts.c.action)
         if pipeline is not None:
             by_status = by_status.where(outbox.c.pipeline == pipeline)
+            lazy = lazy.where(states.c.pipeline == pipeline)
             totals = totals.where(counts.c.pipeline == pipeline)
         # an attempt row covering a run of n outbox rows counts n attempts of its latency
         covered = func.coalesce(attempts.c.last_outbox_id - attempts.c.outbox_id + 1, 1)
@@ -197,8 +243,10 @@ class ActionsService:
             func.sum(covered * attempts.c.latency_ms) / func.sum(covered),
             func.max(attempts.c.latency_ms),
         )
+        statuses: Counter[str] = Counter()
         with self.engine.connect() as conn:
-            statuses = {s: int(n) for s, n in conn.execute(by_status)}
+            for s, n in [*conn.execute(by_status), *conn.execute(lazy)]:
+                statuses[s] += int(n)
             actions = [
                 {k: (int(v) if k in _COUNT_COLUMNS else v) for k, v in r.items()}
                 for r in as_dicts(conn.execute(totals))
@@ -222,16 +270,76 @@ _COUNT_COLUMNS = (
 )
 
 
-def _where(query: Select[Any], status: str | None, pipeline: str | None, action: str | None) -> Any:
+def _where(
+    query: Select[Any],
+    status: str | None,
+    pipeline: str | None,
+    action: str | None,
+    table: Table = outbox,
+) -> Any:
     """``query`` narrowed to the given status, pipeline and action (None: any)."""
     for column, value in (
-        (outbox.c.status, status),
-        (outbox.c.pipeline, pipeline),
-        (outbox.c.action, action),
+        (table.c.status, status),
+        (table.c.pipeline, pipeline),
+        (table.c.action, action),
     ):
         if value is not None:
             query = query.where(column == value)
     return query
+
+
+def _page(
+    real: list[int], heads: list[Any], offset: int, limit: int
+) -> tuple[list[int], list[tuple[Any, int]]]:
+    """The actions at ``offset .. offset + limit`` of the merged id order (newest first).
+
+    ``real``: the newest ``offset + limit`` outbox ids, descending; ``heads``: lazy
+    batches by ``first_id`` descending (each the ids ``first_id .. first_id + n - 1``).
+    Returns the outbox ids and the (batch, index) pairs on the page.
+    """
+    out_real: list[int] = []
+    out_lazy: list[tuple[Any, int]] = []
+    position, r, h = 0, 0, 0
+    index = heads[0].n - 1 if heads else -1  # the next lazy action: heads[h], index
+    end = offset + limit
+    while position < end:
+        lazy_id = heads[h].first_id + index if h < len(heads) else None
+        real_id = real[r] if r < len(real) else None
+        if lazy_id is None and real_id is None:
+            break
+        if real_id is not None and (lazy_id is None or real_id > lazy_id):
+            if position >= offset:
+                out_real.append(real_id)
+            r += 1
+            position += 1
+            continue
+        # lazy actions down to the next outbox id (or the offset) in one step
+        assert lazy_id is not None
+        low = heads[h].first_id
+        if real_id is not None:
+            low = max(low, real_id + 1)
+        take = min(lazy_id - low + 1, end - position)
+        skip = max(0, min(take, offset - position))
+        out_lazy.extend((heads[h], i) for i in range(index - skip, index - take, -1))
+        position += take
+        index -= take
+        if index < 0:
+            h += 1
+            index = heads[h].n - 1 if h < len(heads) else -1
+    return out_real, out_lazy
+
+
+def _lazy_action(conn: Connection, action_id: int) -> dict[str, Any]:
+    """The action ``action_id`` of a lazy batch (which has no outbox row)."""
+    head = conn.execute(
+        select(*lazy_head_columns())
+        .where(states.c.first_id <= action_id)
+        .order_by(states.c.first_id.desc())
+        .limit(1)
+    ).first()
+    if head is None or action_id >= head.first_id + head.n:
+        raise NotFoundError(f"action {action_id} does not exist")
+    return lazy_rows(conn, [(head, action_id - head.first_id)])[0]
 
 
 _ATTEMPT = [c for c in attempts.c if c.name not in ("last_outbox_id", "batch_id")]
