@@ -210,8 +210,8 @@ def bench_pipeline(
     variants = {"without": "", "with": json.dumps(rules)}
     if before is not None:
         variants["before"] = variants["with"]
-    best = {name: float("inf") for name in variants}
-    cpu = {name: float("inf") for name in variants}  # user + system: steadier on a busy box
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}  # user + system
     for _ in range(rounds):
         for name, actions in variants.items():
             home = work / f"home-{name}"
@@ -225,8 +225,11 @@ def bench_pipeline(
                 [python(), "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"],
                 env=env,
             )
-            best[name] = min(best[name], measured.seconds)
-            cpu[name] = min(cpu[name], measured.cpu_seconds)
+            walls[name].append(measured.seconds)
+            cpus[name].append(measured.cpu_seconds)
+    best = {name: min(times) for name, times in walls.items()}
+    cpu = {name: min(times) for name, times in cpus.items()}
+    median = {name: statistics.median(times) for name, times in cpus.items()}
     runs = rounds * (len(variants) - 1)
     emitted = sum(1 for _ in (work / "actions.jsonl").open()) // runs
     return {
@@ -240,6 +243,12 @@ def bench_pipeline(
         "cpu_with": cpu["with"],
         "cpu_before": cpu.get("before", float("nan")),
         "emitted": emitted,
+        # medians of CPU: a round that drew a quiet moment moves the best a lot
+        "median_cpu_without": median["without"],
+        "median_cpu_with": median["with"],
+        "median_cpu_before": median.get("before", float("nan")),
+        "median_cpu_added": median["with"] / median["without"] - 1.0,
+        "median_cpu_added_before": median.get("before", float("nan")) / median["without"] - 1.0,
     }
 
 
