@@ -48,6 +48,13 @@ PENDING, DELIVERED, FAILED, DEAD = "pending", "delivered", "failed", "dead"
 AWAITING, EXPIRED, REJECTED = "awaiting_approval", "expired", "rejected"
 STATUSES = (PENDING, DELIVERED, FAILED, DEAD, AWAITING, EXPIRED, REJECTED)
 
+
+def _status_index(name: str, column: str, status: str) -> Index:
+    """An index on (pipeline, ``column``) of the rows in ``status`` only (a partial index)."""
+    where = text(f"status = '{status}'")
+    return Index(name, "pipeline", column, sqlite_where=where, postgresql_where=where)
+
+
 outbox = Table(
     "actions_outbox",
     METADATA,
@@ -69,20 +76,8 @@ outbox = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("batch_id", Integer),
     Column("batch_index", Integer),
-    Index(
-        "ix_actions_outbox_pending",
-        "pipeline",
-        "id",
-        sqlite_where=text(f"status = '{PENDING}'"),
-        postgresql_where=text(f"status = '{PENDING}'"),
-    ),
-    Index(
-        "ix_actions_outbox_awaiting",
-        "pipeline",
-        "expires_at",
-        sqlite_where=text(f"status = '{AWAITING}'"),
-        postgresql_where=text(f"status = '{AWAITING}'"),
-    ),
+    _status_index("ix_actions_outbox_pending", "id", PENDING),
+    _status_index("ix_actions_outbox_awaiting", "expires_at", AWAITING),
 )
 batches = Table(
     "action_batches",
@@ -119,13 +114,7 @@ states = Table(
     Column("next_attempt_at", Float, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index(
-        "ix_action_batch_states_pending",
-        "pipeline",
-        "id",
-        sqlite_where=text(f"status = '{PENDING}'"),
-        postgresql_where=text(f"status = '{PENDING}'"),
-    ),
+    _status_index("ix_action_batch_states_pending", "id", PENDING),
 )
 attempts = Table(
     "action_attempts",
@@ -506,14 +495,15 @@ class _Ids:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._next: int | None = None
+        self._next: int | None = None  # SQLite: the next free id, once read
+        self._locked = False  # PostgreSQL: the advisory lock is held
 
     def reserve(self, n: int) -> int:
         """The first of ``n`` new consecutive ids."""
         if self.conn.dialect.name == "postgresql":
-            if self._next is None:
+            if not self._locked:
                 self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ID_LOCK})
-                self._next = 0
+                self._locked = True
             last = self.conn.execute(_PG_RESERVE, {"n": n}).scalar_one()
             return int(last) - n + 1
         if self._next is None:
@@ -637,7 +627,7 @@ def batch_messages(conn: Connection, ids: Iterable[int]) -> dict[int, list[bytes
 
 def materialise(conn: Connection, batch_id: int, now: float) -> bool:
     """Write the outbox rows of a lazy batch's actions (with its status); False if it has
-    them already. Its actions keep their ids; the batch's ``status`` becomes NULL."""
+    them already. Its actions keep their ids; its ``action_batch_states`` row is deleted."""
     head = conn.execute(select(*_LAZY_HEAD).where(states.c.id == batch_id)).first()
     if head is None:
         return False
