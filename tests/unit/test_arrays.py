@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sluice.core.arrays import from_numpy, scalar, to_numpy
+from sluice.core.arrays import floats, from_numpy, objects, scalar, strings, to_numpy
 from sluice.core.batch import empty_table
 from sluice.sources import synthetic
 
@@ -73,6 +73,57 @@ def test_scalar_refuses_other_widths() -> None:
         scalar(1, pa.int32())
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        pa.array([1, None, 3], pa.int32()),
+        pa.array([1.5, None, float("nan"), -0.0]),
+        pa.array([True, None, False]),
+        pa.chunked_array([pa.array([1, 2], pa.int64()), pa.array([None], pa.int64())]),
+        pa.array([5, 6, 7, 8], pa.uint8()).slice(1, 2),
+        pa.array([], pa.float64()),
+    ],
+)
+def test_floats_match_pyarrow(array: pa.Array | pa.ChunkedArray) -> None:
+    expected = pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+    got = floats(array)
+    assert got.dtype == np.float64 and got.flags.writeable
+    np.testing.assert_array_equal(got, expected)  # NaN == NaN
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        pa.array(["b", None, "a", "b", "é", ""]),
+        pa.chunked_array([pa.array(["x", "y"]), pa.array([None, "x"])]),
+        pa.array(["a", "b", "c", "d"], pa.large_string()).slice(1, 2),
+        pa.array([], pa.string()),
+    ],
+)
+def test_objects_match_pyarrow(array: pa.Array | pa.ChunkedArray) -> None:
+    got = objects(array)
+    assert got.dtype == object
+    assert got.tolist() == array.to_numpy(zero_copy_only=False).tolist()
+    with pytest.raises(TypeError):
+        objects(pa.array([1, 2]))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["", "temperature 4.2 sigma", None, "é ü", "", ""],
+        ["only"],
+        [None, None],
+        [],
+    ],
+)
+def test_strings_match_pyarrow(values: list[str | None]) -> None:
+    array = np.array(values, dtype=object)
+    got = strings(array)
+    assert got.type == pa.string()
+    assert got.equals(pa.array(values, pa.string()))
+
+
 def test_empty_table_keeps_schema_and_one_chunk() -> None:
     schema = pa.schema(
         [
@@ -111,8 +162,9 @@ print("pandas imported:", "pandas" in sys.modules)
 
 
 def test_sluice_run_does_not_import_pandas(tmp_path: Path) -> None:
-    """The benchmark's pipelines (large batches: DuckDB decode; small ones: Arrow's) run
-    without pyarrow importing pandas (about 0.2 s of start-up)."""
+    """The benchmark's pipelines (large batches: DuckDB decode; small ones: Arrow's), and one
+    with a keyed online model and action rules, run without pyarrow importing pandas (about
+    0.2 s of start-up)."""
     data = tmp_path / "events.jsonl"
     synthetic.write_jsonl(synthetic.telemetry(6000, n_devices=10, seed=3, labels=False), data)
     pipelines = []
@@ -140,6 +192,36 @@ def test_sluice_run_does_not_import_pandas(tmp_path: Path) -> None:
                 """)
         )
         pipelines.append(str(path))
+    log = tmp_path / "actions.jsonl"
+    rules = [
+        f'{{name: r{i}, type: log, path: "{log}", when: "temperature > 0", {extra}}}'
+        for i, extra in enumerate(
+            [
+                "dedupe: {key: device_id, window: 10m}",
+                "group_by: [device_id, status], for: 2",
+                "rate_limit: 100/m",
+                "cooldown: 1m, severity: critical",
+            ]
+        )
+    ]
+    model = tmp_path / "model.yaml"  # a keyed online model and rules of every kind
+    model.write_text(
+        textwrap.dedent(f"""            name: model
+            source: {{type: file, path: "{data}", format: json}}
+            schema: {{device_id: string, ts: timestamp, temperature: double,
+                      pressure: double, vibration: double, status: string}}
+            event_time: ts
+            batch: {{max_rows: 2000}}
+            models:
+              - {{name: m, type: online_anomaly, features: [temperature, pressure],
+                  key: device_id}}
+            sinks:
+              - {{type: lake, table: scored}}
+            actions:
+            """)
+        + "".join(f"  - {rule}\n" for rule in rules)
+    )
+    pipelines.append(str(model))
     src = str(Path(__file__).resolve().parents[2] / "src")
     done = subprocess.run(
         [sys.executable, "-c", RUN, *pipelines],
@@ -150,3 +232,5 @@ def test_sluice_run_does_not_import_pandas(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pandas imported: False" in done.stdout, done.stdout[-2000:]
+    fired = {line.split('"action":"')[1].split('"')[0] for line in log.open()}
+    assert fired == {"r0", "r1", "r2", "r3"}

@@ -46,6 +46,7 @@ from sluice.actions.rules import (
 )
 from sluice.actions.templates import PayloadTemplate, TemplateRenderError
 from sluice.config.models import ActionConfig
+from sluice.core.arrays import from_numpy, scalar, to_numpy
 from sluice.core.context import EpochContext
 from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
@@ -295,9 +296,7 @@ class ActionEngine:
             col = pc.cast(table.column(self.event_time), pa.timestamp("us", tz="UTC"))
             values = pc.cast(col, pa.int64())
             now = int(self.clock() * 1_000_000)
-            return np.asarray(
-                pc.fill_null(values, now).to_numpy(zero_copy_only=False), dtype=np.int64
-            )
+            return np.array(to_numpy(pc.fill_null(values, scalar(now, pa.int64()))), np.int64)
         return np.full(table.num_rows, int(self.clock() * 1_000_000), dtype=np.int64)
 
     def _select(
@@ -495,7 +494,7 @@ class FiredRows:
     def __init__(self, table: pa.Table, rows: np.ndarray) -> None:
         self.rows = np.unique(rows)
         visible = [c for c in table.column_names if not c.startswith("__")]
-        taken = table.select(visible).take(pa.array(self.rows, pa.int64()))
+        taken = table.select(visible).take(from_numpy(self.rows.astype(np.int64)))
         dumps = orjson.dumps
         rows = _with_iso_times(taken).to_pylist()
         self.json: list[bytes] = [dumps(row, default=str) for row in rows]
@@ -541,7 +540,8 @@ def _with_iso_times(table: pa.Table) -> pa.Table:
         text = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())
         text = pc.replace_substring(text, " ", "T", max_replacements=1)
         text = pc.replace_substring_regex(text, r"\.000000$", "")
-        columns[i] = pc.binary_join_element_wise(text, _ISO_ZONES[kind.tz], "")
+        zone, empty = scalar(_ISO_ZONES[kind.tz], pa.string()), scalar("", pa.string())
+        columns[i] = pc.binary_join_element_wise(text, zone, empty)
     return pa.table(columns, names=table.column_names)
 
 
@@ -554,10 +554,11 @@ def _reasons(taken: pa.Table) -> list[Any]:
     columns = [c for c in taken.column_names if c.endswith("_reason")]
     if not columns:
         return [None] * taken.num_rows
+    empty, null = scalar("", pa.string()), pa.nulls(1, pa.string())[0]
     parts = [
         pc.if_else(
-            pc.equal(pc.cast(taken.column(c), pa.string()), ""),
-            None,
+            pc.equal(pc.cast(taken.column(c), pa.string()), empty),
+            null,
             pc.cast(taken.column(c), pa.string()),
         )
         for c in columns
@@ -573,8 +574,8 @@ def _filled(values: np.ndarray) -> np.ndarray:
 
 def _bools(column: pa.ChunkedArray) -> np.ndarray:
     if column.null_count:
-        column = pc.fill_null(column, False)
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=bool)
+        column = pc.fill_null(column, from_numpy(np.zeros(1, bool))[0])
+    return np.array(to_numpy(column), dtype=bool)
 
 
 def _group_index(table: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -586,9 +587,10 @@ def _group_index(table: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.nd
         encoded = pc.dictionary_encode(
             table.column(columns[0]).combine_chunks(), null_encoding="encode"
         )
-        names = pc.fill_null(pc.cast(encoded.dictionary, pa.string()), "")
-        uniques = np.asarray(names.to_numpy(zero_copy_only=False), dtype=object)
-        return uniques, np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        names = pc.fill_null(pc.cast(encoded.dictionary, pa.string()), scalar("", pa.string()))
+        uniques = np.empty(len(names), dtype=object)
+        uniques[:] = names.to_pylist()
+        return uniques, to_numpy(encoded.indices).astype(np.int64)
     keys = key_strings(table, columns, np.arange(n))
     uniques, codes = np.unique(keys.astype(str), return_inverse=True)
     return uniques.astype(object), codes.astype(np.int64)

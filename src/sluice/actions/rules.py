@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sluice.core.arrays import from_numpy, objects, scalar
 from sluice.core.errors import ConfigError
 from sluice.core.types import duration_us
 
@@ -139,10 +140,12 @@ def key_strings(table: pa.Table, columns: list[str], rows: np.ndarray) -> np.nda
     """The key of each row in ``rows`` as a string (columns joined by ``|``); '' when none."""
     if not columns:
         return np.full(len(rows), "", dtype=object)
-    taken = table.select(columns).take(pa.array(rows, pa.int64()))
-    parts = [pc.fill_null(pc.cast(taken.column(c), pa.string()), "") for c in columns]
-    joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "|")
-    return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
+    taken = table.select(columns).take(from_numpy(np.asarray(rows, np.int64)))
+    empty = scalar("", pa.string())
+    parts = [pc.fill_null(pc.cast(taken.column(c), pa.string()), empty) for c in columns]
+    if len(parts) > 1:
+        parts = [pc.binary_join_element_wise(*parts, scalar("|", pa.string()))]
+    return objects(parts[0])
 
 
 def _group_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

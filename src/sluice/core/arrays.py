@@ -71,3 +71,54 @@ def scalar(value: int | str, type_: pa.DataType) -> pa.Scalar:
     if type_.bit_width != 64:
         raise TypeError(f"scalar: {type_} is not a 64-bit type")
     return pa.Array.from_buffers(type_, 1, [None, pa.py_buffer(np.array([value], np.int64))])[0]
+
+
+def floats(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``pc.cast(array, float64).to_numpy(zero_copy_only=False)``: a float64 copy, nulls as NaN."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    array = array.cast(pa.float64())
+    if len(array) == 0:
+        return np.zeros(0, np.float64)
+    values = np.frombuffer(array.buffers()[1], np.float64, len(array), array.offset * 8).copy()
+    if array.null_count:
+        values[to_numpy(array.is_null())] = np.nan
+    return values
+
+
+def objects(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``array.to_numpy(zero_copy_only=False)`` for a string array: an object array of str,
+    None for nulls. Each distinct value becomes one Python string, shared by its rows."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        raise TypeError(f"objects: {array.type} is not a string type")
+    encoded = array.dictionary_encode()
+    distinct = np.empty(len(encoded.dictionary) + 1, dtype=object)  # the last one: None
+    distinct[:-1] = encoded.dictionary.to_pylist()
+    indices = encoded.indices.cast(pa.int64())
+    if indices.null_count:
+        indices = indices.fill_null(scalar(len(distinct) - 1, pa.int64()))
+    return distinct[to_numpy(indices)]
+
+
+def strings(values: np.ndarray) -> pa.Array:
+    """``pa.array(values, pa.string())`` for an object array of str and None (null); cheap
+    when most values are empty, as a model's per-row reasons are."""
+    n = len(values)
+    nulls = np.asarray(values == None)  # noqa: E711 - elementwise
+    rows = np.flatnonzero(values.astype(bool) & ~nulls)  # '' and None add no bytes
+    encoded = [text.encode() for text in values[rows]]
+    lengths = np.zeros(n, np.int64)
+    lengths[rows] = [len(b) for b in encoded]
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    kind = pa.string() if offsets[-1] < 2**31 else pa.large_string()
+    if kind == pa.string():
+        offsets = offsets.astype(np.int32)
+    validity = None
+    if nulls.any():
+        validity = pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+    data = pa.py_buffer(b"".join(encoded))
+    array = pa.Array.from_buffers(kind, n, [validity, pa.py_buffer(offsets), data])
+    return array if kind == pa.string() else array.cast(pa.string())

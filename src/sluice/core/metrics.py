@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from sluice.core.arrays import scalar
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS_IN = Counter(
@@ -85,11 +87,14 @@ def count_alerts(model: str, table: pa.Table) -> None:
     flag = f"{model}_anomaly"
     if flag not in table.column_names or table.num_rows == 0:
         return
-    flags = pc.fill_null(table.column(flag), False)
+    # no Python values in these calls: pyarrow would import pandas to convert them; nulls
+    # count as False (sum skips them, and Kleene's AND is null or false where one side is)
+    flags = table.column(flag)
     flagged = pc.sum(pc.cast(flags, pa.int64())).as_py() or 0
     if flagged:
         ANOMALIES.labels(model).inc(flagged)
     onset = f"{model}_onset"
     if flagged and onset in table.column_names:
-        opened = pc.and_(flags, pc.fill_null(pc.greater(table.column(onset), 0), False))
+        started = pc.greater(table.column(onset), scalar(0, pa.int64()))
+        opened = pc.and_kleene(flags, started)
         INCIDENTS.labels(model).inc(pc.sum(pc.cast(opened, pa.int64())).as_py() or 0)

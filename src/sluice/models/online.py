@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sluice.config.models import ModelConfig
+from sluice.core.arrays import floats, from_numpy, strings
 from sluice.core.errors import ConfigError, ModelError
 from sluice.models.base import Model, ModelContext
 from sluice.models.state_log import StateLog
@@ -46,8 +46,7 @@ def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
             or pa.types.is_boolean(col.type)
         ):
             raise ModelError(f"feature {name!r} is {col.type}, not numeric")
-        col = pc.cast(col, pa.float64())
-        columns.append(col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
+        columns.append(floats(col))
     if not columns:
         return np.empty((table.num_rows, 0))
     return np.column_stack(columns)
@@ -98,13 +97,21 @@ class OnlineAnomalyModel(Model):
         if self.config.key:
             if self.config.key not in table.column_names:
                 raise ModelError(f"missing key column {self.config.key!r}")
-            keys = table.column(self.config.key).to_numpy(zero_copy_only=False)
+            column = table.column(self.config.key)
+            keys = (
+                column.combine_chunks()  # factorised by Arrow (see detectors.keys.factorize)
+                if pa.types.is_string(column.type)
+                else column.to_numpy(zero_copy_only=False)
+            )
         result = (self.detector.score_learn if learn else self.detector.score)(keys, X)
         prefix = self.name
-        table = table.append_column(f"{prefix}_score", pa.array(result.score, pa.float64()))
-        table = table.append_column(f"{prefix}_anomaly", pa.array(result.anomaly, pa.bool_()))
-        table = table.append_column(f"{prefix}_onset", pa.array(result.onset, pa.float64()))
-        return table.append_column(f"{prefix}_reason", pa.array(result.reason, pa.string()))
+        score, onset = (np.asarray(v, np.float64) for v in (result.score, result.onset))
+        table = table.append_column(f"{prefix}_score", from_numpy(score))
+        table = table.append_column(
+            f"{prefix}_anomaly", from_numpy(np.asarray(result.anomaly, bool))
+        )
+        table = table.append_column(f"{prefix}_onset", from_numpy(onset))
+        return table.append_column(f"{prefix}_reason", strings(np.asarray(result.reason, object)))
 
     def state(self) -> State:
         """The detector's learned state: a snapshot, or the keys changed since the last one.

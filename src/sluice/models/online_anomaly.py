@@ -77,7 +77,7 @@ from sluice.models.detectors.evidence import (
     onsets,
 )
 from sluice.models.detectors.explain import explain
-from sluice.models.detectors.keys import KeyTable, PackedRows, Spec
+from sluice.models.detectors.keys import Keys, KeyTable, PackedRows, Spec
 from sluice.models.detectors.layout import split
 from sluice.models.detectors.regime import Shifts, regime_mask, shift_counts, signs
 from sluice.models.detectors.scan import Segments
@@ -292,7 +292,7 @@ class OnlineAnomalyDetector:
             self._derived = PackedRows(parts)
         return self._derived.gather(np.minimum(slots, cap))
 
-    def score_learn(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
+    def score_learn(self, keys: Keys, X: np.ndarray) -> ScoreResult:
         """Score each row from the state before it, then learn from it (in row order)."""
         X = self._check(keys, X)
         n = X.shape[0]
@@ -334,7 +334,7 @@ class OnlineAnomalyDetector:
         self._changed()
         return self._result(parts, X)
 
-    def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
+    def score(self, keys: Keys, X: np.ndarray) -> ScoreResult:
         """Score rows as :meth:`score_learn` would, without changing any state."""
         X = self._check(keys, X)
         if X.shape[0] == 0:
@@ -342,7 +342,7 @@ class OnlineAnomalyDetector:
         slots = self.keys.lookup(keys, X.shape[0])
         return self._result(self._run(slots, X, learn=False), X)
 
-    def _check(self, keys: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+    def _check(self, keys: Keys, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1 and self.p == 1:
             X = X[:, None]

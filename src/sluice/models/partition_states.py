@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sluice.core.arrays import objects
 from sluice.core.errors import ModelError
-from sluice.models.detectors.keys import factorize
+from sluice.models.detectors.keys import Keys, factorize
 from sluice.models.online_anomaly import OnlineAnomalyDetector, ScoreResult
 
 
@@ -40,7 +41,7 @@ class PartitionStates:
         for detector in self.detectors:
             detector.prepare()
 
-    def owners(self, keys: np.ndarray | None, n: int) -> np.ndarray:
+    def owners(self, keys: Keys, n: int) -> np.ndarray:
         """Index of the detector that scores each row."""
         if keys is None:
             return np.full(n, self._busiest, dtype=np.int64)
@@ -53,10 +54,12 @@ class PartitionStates:
         owner = np.where(seen.max(axis=0) >= 0, seen.argmax(axis=0), self._busiest)
         return owner[inv]
 
-    def score(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
+    def score(self, keys: Keys, X: np.ndarray) -> ScoreResult:
         """Score rows, each by the partition state that knows its key, without learning."""
         X = np.asarray(X, dtype=np.float64)
         n = X.shape[0]
+        if keys is not None and not isinstance(keys, np.ndarray):
+            keys = objects(keys)  # split by row below
         owner = self.owners(keys, n)
         score, onset = np.zeros(n), np.zeros(n)
         anomaly = np.zeros(n, dtype=bool)
@@ -70,6 +73,6 @@ class PartitionStates:
             reason[rows], onset[rows] = found.reason, found.onset
         return ScoreResult(score, anomaly, reason, onset)
 
-    def score_learn(self, keys: np.ndarray | None, X: np.ndarray) -> ScoreResult:
+    def score_learn(self, keys: Keys, X: np.ndarray) -> ScoreResult:
         """Refused: partition states are learned by their own tasks, never here."""
         raise ModelError("an online model read from several partitions cannot learn")

@@ -25,9 +25,16 @@ from __future__ import annotations
 import mmap
 import sys
 from itertools import compress, repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# the key of each row: a string column as Arrow (factorised without a Python object per row),
+# or numpy values; None when the detector has no key
+Keys: TypeAlias = "np.ndarray | pa.Array | None"
 
 Spec = dict[str, tuple[tuple[int, ...], float]]
 FEW_KEYS = 64  # up to this many rows, keys are factorized without Arrow
@@ -55,17 +62,22 @@ def lazy_zeros(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
     return np.frombuffer(mapped, dtype=dtype).reshape(shape)
 
 
-def factorize(keys: np.ndarray | None, n: int) -> tuple[list[Any], np.ndarray]:
+def factorize(keys: Keys, n: int) -> tuple[list[Any], np.ndarray]:
     """Distinct keys (as plain Python values, first seen first) and each row's index among them."""
     if keys is None:
         return [None], np.zeros(n, dtype=np.int64)
+    import pyarrow as pa
+
+    from sluice.core.arrays import to_numpy
+
+    if isinstance(keys, pa.Array):  # a string column, straight from the batch
+        encoded = keys.dictionary_encode(null_encoding="encode")
+        return encoded.dictionary.to_pylist(), to_numpy(encoded.indices).astype(np.int64)
     arr = np.asarray(keys)
     if n <= FEW_KEYS:
         few = _factorize_few(arr)
         if few is not None:
             return few
-    import pyarrow as pa
-
     try:
         if arr.dtype.kind in "iub":
             encoded = pa.array(arr).dictionary_encode()
@@ -241,7 +253,7 @@ class KeyTable:
         """Number of distinct keys in ``keys``."""
         return len(factorize(keys, len(keys))[0])
 
-    def assign(self, keys: np.ndarray | None, n: int, warm: float = 0.0) -> np.ndarray:
+    def assign(self, keys: Keys, n: int, warm: float = 0.0) -> np.ndarray:
         """Slot of each row's key, creating slots (and evicting old keys) as needed; an evicted
         key whose ``count`` was below ``warm`` is counted in ``evicted_young``."""
         uniq, inv = factorize(keys, n)
@@ -290,7 +302,7 @@ class KeyTable:
         self.free.extend(victims[::-1].tolist())
         self.evicted += int(victims.size)
 
-    def lookup(self, keys: np.ndarray | None, n: int) -> np.ndarray:
+    def lookup(self, keys: Keys, n: int) -> np.ndarray:
         """Slot of each row's key without creating any; unknown keys get virtual fresh slots."""
         uniq, inv = factorize(keys, n)
         slots = np.fromiter(map(self.index.get, uniq, repeat(-1)), np.int64, len(uniq))
