@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine
 
 from sluice.actions.base import Action, ActionContext, JobRunner, create_action, parse_options
+from sluice.actions.conditions import Columns, UnsupportedError, compile_parsed
 from sluice.actions.dispatcher import Dispatcher, Route
 from sluice.actions.outbox import (
     AWAITING,
@@ -75,10 +76,11 @@ def _check_condition(name: str, when: str) -> None:
         )
 
 
-def _conditions_parse(whens: list[str]) -> bool:
-    """True when DuckDB parses every ``when`` as one expression (one statement for all)."""
+def _conditions_parse(whens: list[str]) -> list[dict[str, Any]] | None:
+    """DuckDB's parse of every ``when`` as one expression (one statement for all); None when
+    one does not parse."""
     if not whens:
-        return True
+        return []
     columns = ", ".join(
         f"json_serialize_sql({_quote(f'SELECT ({w}) AS c')}) AS c{i}" for i, w in enumerate(whens)
     )
@@ -86,8 +88,11 @@ def _conditions_parse(whens: list[str]) -> bool:
         with _parser().cursor() as con:
             parsed = con.execute(f"SELECT {columns}").fetchone()
     except duckdb.Error:
-        return False
-    return parsed is not None and not any(orjson.loads(p).get("error") for p in parsed)
+        return None
+    if parsed is None:
+        return None
+    trees = [orjson.loads(p) for p in parsed]
+    return None if any(tree.get("error") for tree in trees) else trees
 
 
 @functools.cache
@@ -177,8 +182,11 @@ class ActionEngine:
             raise ConfigError(f"pipeline {pipeline!r}: action names must be unique")
         # all conditions parsed at once; one by one (in order, with the other checks) only
         # to name the one that fails
-        parsed = _conditions_parse([a.when for a in actions])
-        self.rules = [_compile(i, cfg, context, parsed) for i, cfg in enumerate(actions)]
+        trees = _conditions_parse([a.when for a in actions])
+        self.rules = [_compile(i, cfg, context, trees is not None) for i, cfg in enumerate(actions)]
+        # conditions of a simple shape are evaluated with numpy; the others by DuckDB
+        self._fast = [compile_parsed(tree) for tree in trees or [{} for _ in actions]]
+        self._slow_queries: dict[tuple[int, ...], str] = {}
         # every condition in one statement, built once per run
         self._exprs = [
             f"COALESCE(CAST(({r.when}) AS BOOLEAN), false) AS r{i}"
@@ -243,7 +251,7 @@ class ActionEngine:
         conditions = self._conditions(table)
         times = self._times(table)
         now_us = int(self.clock() * 1_000_000)
-        groups: dict[tuple[str, ...], GroupIndex] = {}
+        keys = EpochKeys(table)
         emitted: list[tuple[Rule, RuleCounts, np.ndarray]] = []
         for rule, cond in zip(self.rules, conditions, strict=True):
             counts = RuleCounts(rule.name)
@@ -253,8 +261,8 @@ class ActionEngine:
                 ctx.counters["action_rule_errors"] += 1
                 continue
             if rule.state.streaks is not None:
-                cond = self._streaks(rule, table, cond, times, groups)
-            rows = self._select(rule, table, cond, times, now_us, counts)
+                cond = self._streaks(rule, cond, times, keys)
+            rows = self._select(rule, keys, cond, times, now_us, counts)
             if len(rows):
                 emitted.append((rule, counts, rows))
             ctx.counters["actions_fired"] += counts.fired
@@ -265,21 +273,43 @@ class ActionEngine:
         if emitted:
             fired = FiredRows(table, np.concatenate([rows for _, _, rows in emitted]))
             for rule, counts, rows in emitted:
-                pending.add(self._records(rule, table, rows, ctx.epoch, counts, fired))
+                pending.add(self._records(rule, keys, rows, ctx.epoch, counts, fired))
         return pending
 
     def _conditions(self, table: pa.Table) -> list[np.ndarray | None]:
-        """Every rule's condition as a bool array, in one query (per rule if one fails)."""
+        """Every rule's condition as a bool array: simple ones with numpy, the others in one
+        DuckDB query (per rule if that fails)."""
+        results: list[np.ndarray | None] = [None] * len(self.rules)
+        columns, slow = Columns(table), []
+        for i, node in enumerate(self._fast):
+            if node is None:
+                slow.append(i)
+                continue
+            try:
+                value, known = node.truth(columns, table.num_rows)
+            except UnsupportedError:  # a column of a type only DuckDB compares
+                slow.append(i)
+                continue
+            # NULL counts as false, as COALESCE(..., false)
+            results[i] = value if known is None else value & known
+        if slow:
+            for i, found in zip(slow, self._slow_conditions(table, tuple(slow)), strict=True):
+                results[i] = found
+        return results
+
+    def _slow_conditions(self, table: pa.Table, which: tuple[int, ...]) -> list[np.ndarray | None]:
+        """The conditions of rules ``which`` by DuckDB: in one query, else one by one."""
+        query = self._slow_queries.get(which)
+        if query is None:
+            exprs = ", ".join(self._exprs[i] for i in which)
+            query = self._slow_queries[which] = f"SELECT {exprs} FROM batch"
         self._con.register("batch", table)
         try:
             try:  # numpy straight from DuckDB: ~25% less than through Arrow's bit arrays
-                out = self._con.execute(self._query).fetchnumpy()
-                return [_filled(out[f"r{i}"]) for i in range(len(self.rules))]
+                out = self._con.execute(query).fetchnumpy()
+                return [_filled(out[f"r{i}"]) for i in which]
             except duckdb.Error:
-                return [
-                    self._one_condition(expr, rule)
-                    for expr, rule in zip(self._exprs, self.rules, strict=True)
-                ]
+                return [self._one_condition(self._exprs[i], self.rules[i]) for i in which]
         finally:
             self._con.unregister("batch")
 
@@ -302,7 +332,7 @@ class ActionEngine:
     def _select(
         self,
         rule: Rule,
-        table: pa.Table,
+        keys: EpochKeys,
         cond: np.ndarray,
         times: np.ndarray,
         now_us: int,
@@ -315,18 +345,18 @@ class ActionEngine:
         horizon = int(times.max()) if len(times) else now_us
         dedupe_keys = cool_keys = rate_keys = None
         if state.dedupe is not None and opts.dedupe is not None and len(rows):
-            dedupe_keys = key_strings(table, _cols(opts.dedupe.key), rows)
+            dedupe_keys = keys.of(_cols(opts.dedupe.key), rows)
             keep = state.dedupe.check(dedupe_keys, times[rows])
             counts.suppressed_dedupe = int((~keep).sum())
             rows, dedupe_keys = rows[keep], dedupe_keys[keep]
         if state.cooldown is not None and len(rows):
-            cool_keys = key_strings(table, _cols(opts.group_by), rows)
+            cool_keys = keys.of(_cols(opts.group_by), rows)
             keep = state.cooldown.check(cool_keys, times[rows])
             counts.suppressed_cooldown = int((~keep).sum())
             rows, cool_keys = rows[keep], cool_keys[keep]
             dedupe_keys = dedupe_keys[keep] if dedupe_keys is not None else None
         if state.rate is not None and opts.rate_limit is not None and len(rows):
-            rate_keys = key_strings(table, _cols(opts.rate_limit.key), rows)  # type: ignore[union-attr]
+            rate_keys = keys.of(_cols(opts.rate_limit.key), rows)  # type: ignore[union-attr]
             keep = state.rate.check(rate_keys, now_us)
             counts.suppressed_rate_limit = int((~keep).sum())
             rows, rate_keys = rows[keep], rate_keys[keep]
@@ -344,31 +374,26 @@ class ActionEngine:
     def _streaks(
         self,
         rule: Rule,
-        table: pa.Table,
         cond: np.ndarray,
         times: np.ndarray,
-        groups: dict[tuple[str, ...], GroupIndex],
+        keys: EpochKeys,
     ) -> np.ndarray:
         streaks = rule.state.streaks
         assert streaks is not None
         if not cond.any() and not streaks.open:
             return cond
-        columns = tuple(_cols(rule.options.group_by))
-        index = groups.get(columns)
-        if index is None:
-            index = groups[columns] = GroupIndex.build(*_group_index(table, list(columns)))
-        return streaks.apply(cond, index, times)
+        return streaks.apply(cond, keys.groups(_cols(rule.options.group_by)), times)
 
     def _records(
         self,
         rule: Rule,
-        table: pa.Table,
+        epoch_keys: EpochKeys,
         rows: np.ndarray,
         epoch: int,
         counts: RuleCounts,
         fired: FiredRows,
     ) -> RecordGroup | list[ActionRecord]:
-        keys = key_strings(table, rule.options.ordering_columns(), rows).tolist()
+        keys = epoch_keys.of(rule.options.ordering_columns(), rows).tolist()
         at = fired.positions(rows).tolist()
         status = AWAITING if rule.options.approval == "required" else PENDING
         expires = (
@@ -481,6 +506,36 @@ def _cols(value: str | list[str] | None) -> list[str]:
 
 def _or_empty(keys: np.ndarray | None) -> np.ndarray:
     return keys if keys is not None else np.zeros(0, dtype=object)
+
+
+class EpochKeys:
+    """The key strings of an epoch's rows, as :func:`key_strings` makes them; a one-column key
+    is encoded once per epoch for all rules (dictionary encoding of the whole column)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._encoded: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._groups: dict[tuple[str, ...], GroupIndex] = {}
+
+    def of(self, columns: list[str], rows: np.ndarray) -> np.ndarray:
+        """The key of each of ``rows`` (columns joined by ``|``; '' when there are none)."""
+        if len(columns) != 1:  # several columns: joined for these rows only
+            return key_strings(self.table, columns, rows)
+        uniques, codes = self._encode(columns)
+        return uniques[codes[rows]]
+
+    def groups(self, columns: list[str]) -> GroupIndex:
+        """Every row grouped by its key over ``columns``."""
+        found = self._groups.get(tuple(columns))
+        if found is None:
+            found = self._groups[tuple(columns)] = GroupIndex.build(*self._encode(columns))
+        return found
+
+    def _encode(self, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        found = self._encoded.get(tuple(columns))
+        if found is None:
+            found = self._encoded[tuple(columns)] = _group_index(self.table, columns)
+        return found
 
 
 class FiredRows:
