@@ -324,3 +324,21 @@ def test_timestamps_are_written_as_orjson_writes_their_datetimes(zone: str | Non
     assert written == [
         None if v is None else orjson.loads(orjson.dumps(v)) for v in column.to_pylist()
     ]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_batch_parts_are_filled_in_order_up_to_the_size_limit(seed: int) -> None:
+    """Messages go into parts of at most PART_BYTES (one oversized message alone), each part
+    as full as the next message allows, covering every message once, in order."""
+    from sluice.actions.outbox import PART_BYTES, _cuts
+
+    rng = np.random.default_rng(seed)
+    sizes = [1, 100, PART_BYTES // 7, PART_BYTES // 2, PART_BYTES, PART_BYTES + 5]
+    lengths = rng.choice(sizes, size=int(rng.integers(0, 40))).astype(np.int64)
+    parts = list(_cuts(lengths))
+    assert [i for start, end in parts for i in range(start, end)] == list(range(len(lengths)))
+    for start, end in parts:
+        size = int(lengths[start:end].sum())
+        assert end - start == 1 or size <= PART_BYTES
+        if end < len(lengths):  # the next message did not fit
+            assert size + int(lengths[end]) > PART_BYTES

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy import (
     Column,
@@ -359,6 +360,9 @@ _COLUMNS = (
 KEY_WIDTH = 40  # characters of an idempotency key
 
 
+_INSERT_BATCH = insert(batches).returning(batches.c.id)
+
+
 def write_pending(
     conn: Connection, pipeline: str, epoch: int, pending: PendingActions, now: float
 ) -> None:
@@ -396,7 +400,8 @@ def write_pending(
         else:
             keys = [keyed_row(prefix, pipeline, action, epoch, r.row) + r.key[:500] for r in item]
             texts = [r.encoded_bytes() for r in item]
-        for start, end in _cuts([len(t) + 1 for t in texts]):
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts)) + 1  # and a newline
+        for start, end in _cuts(lengths):
             part = parts.get(action, 0)
             parts[action] = part + 1
             chunk_keys = keys[start:end]
@@ -416,18 +421,17 @@ def write_pending(
             lazy = isinstance(item, RecordGroup) and item.lazy and status == PENDING
             first_id = ids.reserve(end - start)
             batch_id = conn.execute(
-                insert(batches)
-                .values(
-                    pipeline=pipeline,
-                    epoch=epoch,
-                    action=action,
-                    part=part,
-                    count=end - start,
-                    messages=b"\n".join(texts[start:end]),
-                    message_keys=orjson.dumps(chunk_keys).decode(),
-                    created_at=stamp,
-                )
-                .returning(batches.c.id)
+                _INSERT_BATCH,  # one statement with parameters: compiled once
+                {
+                    "pipeline": pipeline,
+                    "epoch": epoch,
+                    "action": action,
+                    "part": part,
+                    "count": end - start,
+                    "messages": b"\n".join(texts[start:end]),
+                    "message_keys": orjson.dumps(chunk_keys).decode(),
+                    "created_at": stamp,
+                },
             ).scalar_one()
             if lazy:
                 lazy_states.append(
@@ -556,9 +560,10 @@ def _group_keys(prefix: str, pipeline: str, group: RecordGroup, epoch: int) -> l
             keyed_row(prefix, pipeline, group.action, epoch, str(r)) + k[:500]
             for r, k in zip(group.rows, group.keys, strict=True)
         ]
-    return [
-        prefix + format(r, "012x") + k[:500] for r, k in zip(group.rows, group.keys, strict=True)
-    ]
+    keys = group.keys
+    if keys and max(map(len, keys)) > 500:
+        keys = [k[:500] for k in keys]
+    return [f"{prefix}{r:012x}{k}" for r, k in zip(group.rows, keys, strict=True)]
 
 
 def _from_keys(elements: str, others: str) -> TextClause:
@@ -603,17 +608,17 @@ def _recorded(conn: Connection, pipeline: str, epoch: int) -> bool:
     return conn.execute(query).first() is not None
 
 
-def _cuts(lengths: list[int]) -> Iterable[tuple[int, int]]:
+def _cuts(lengths: np.ndarray) -> Iterable[tuple[int, int]]:
     """(start, end) runs of messages of ``lengths`` bytes holding at most ``PART_BYTES``
-    each (at least one message each)."""
-    start, size = 0, 0
-    for i, length in enumerate(lengths):
-        if size and size + length > PART_BYTES:
-            yield start, i
-            start, size = i, 0
-        size += length
-    if start < len(lengths):
-        yield start, len(lengths)
+    each (at least one message each), filled in order."""
+    ends = np.cumsum(lengths, dtype=np.int64)
+    start = 0
+    while start < len(lengths):
+        before = int(ends[start - 1]) if start else 0
+        end = int(np.searchsorted(ends, before + PART_BYTES, side="right"))
+        end = max(end, start + 1)
+        yield start, end
+        start = end
 
 
 def batch_messages(conn: Connection, ids: Iterable[int]) -> dict[int, list[bytes]]:
