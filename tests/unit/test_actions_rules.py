@@ -365,3 +365,26 @@ def test_state_round_trip_is_stable(settings: Settings, tmp_path: Path) -> None:
     assert get_engine(str(settings.metadata_url)) is engine.db
     engine.close()
     other.close()
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.chunked_array([pa.array(["a", None, "b"]), pa.array(["a", "é", None])]),
+        pa.chunked_array([pa.array([3, None, 3, 7, -1, None], pa.int64())]),
+        pa.chunked_array([pa.array([1.5, None, float("nan"), 1.5, 0.0, -0.0])]),
+    ],
+)
+def test_epoch_keys_equal_the_keys_made_per_rule(column: pa.ChunkedArray) -> None:
+    """A one-column key encoded once per epoch gives each row the key string that joining
+    the row's columns gives (nulls as '')."""
+    from sluice.actions.engine import EpochKeys
+    from sluice.actions.rules import key_strings
+
+    table = pa.table({"k": column, "other": np.arange(6)})
+    keys = EpochKeys(table)
+    for rows in (np.arange(6), np.array([5, 0, 2]), np.array([], np.int64)):
+        assert keys.of(["k"], rows).tolist() == key_strings(table, ["k"], rows).tolist()
+        both = keys.of(["k", "other"], rows).tolist()
+        assert both == key_strings(table, ["k", "other"], rows).tolist()
+    assert keys.of([], np.array([1, 2])).tolist() == ["", ""]
