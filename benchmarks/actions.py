@@ -8,9 +8,17 @@
 3. A whole pipeline (`sluice run`, fresh processes) with and without the 20 rules.
 
 Run: ``python benchmarks/actions.py [--rows 1000000] [--deliveries 5000] [--events 1000000]
-[--rounds 2] [--before OLD/src] [--only pipeline]``; ``--before`` runs the 20-rule pipeline on
-another source tree too, alternating with the others in the same invocation; ``--only
-pipeline`` runs and prints only that comparison (the results file is left as it is).
+[--rounds 2] [--before OLD/src] [--only pipeline|instructions]``; ``--before`` runs the 20-rule
+pipeline on another source tree too, alternating with the others in the same invocation;
+``--only pipeline`` runs and prints only that comparison (the results file is left as it is).
+
+``--only instructions`` runs the pipeline once without and once with the rules under
+``valgrind --tool=callgrind`` and prints the instructions each executed (all threads). On a
+shared machine CPU seconds move with the load (the other core's work slows this one's), more
+than the rules cost; instruction counts do not. It takes about 15 minutes per run, and the
+run is about 100 times slower, so the rules' rate limits (per wall-clock minute) let more
+actions through than in a normal run: the emitted count is printed, and the figure is an
+upper bound.
 """
 
 from __future__ import annotations
@@ -252,6 +260,34 @@ def bench_pipeline(
     }
 
 
+def bench_instructions(events: int, work: Path) -> dict[str, Any]:
+    """Instructions executed by `sluice run` without and with the 20 rules (callgrind)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--only instructions needs valgrind (apt-get install valgrind)")
+    data = telemetry_file(events)
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "actions.jsonl"
+    rules = rule_dicts(str(log), hot=75, pressure=95)
+    out: dict[str, Any] = {"events": events}
+    for name, actions in (("without", "[]"), ("with", json.dumps(rules))):
+        pipeline = work / f"{name}.yaml"
+        pipeline.write_text(PIPELINE.format(data=data, actions=actions))
+        run = [python(), "-m", "sluice.cli", "run", str(pipeline), "--until-idle", "--quiet"]
+        # a plain run first: numba's kernels cached on disk, as in any later run
+        run_measured(run, env={"SLUICE_HOME": str(work / f"warm-{name}")})
+        log.unlink(missing_ok=True)
+        measured = run_measured(
+            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *run],
+            env={"SLUICE_HOME": str(work / f"home-{name}")},
+        )
+        counted = [line for line in measured.output.splitlines() if "I   refs:" in line]
+        out[f"instructions_{name}"] = int(counted[-1].split(":")[-1].replace(",", ""))
+        out[f"emitted_{name}"] = sum(1 for _ in log.open()) if log.exists() else 0
+    out["added"] = out["instructions_with"] / out["instructions_without"] - 1.0
+    return out
+
+
 def bench_dispatch(deliveries: int, home: Path) -> dict[str, float]:
     """Deliveries per second from the outbox to a uvicorn receiver."""
     with socket.socket() as sock:
@@ -314,10 +350,15 @@ def main() -> None:
         "--before", type=Path, help="a source tree (e.g. main's src) to run the rules on too"
     )
     parser.add_argument(
-        "--only", choices=["pipeline"], help="only the whole-pipeline comparison (printed)"
+        "--only",
+        choices=["pipeline", "instructions"],
+        help="only the whole-pipeline comparison, in seconds or in instructions (printed)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.only == "instructions":
+            print(json.dumps(bench_instructions(args.events, Path(tmp) / "ir"), indent=1))
+            return
         pipe = bench_pipeline(
             args.events, Path(tmp) / "pipeline", rounds=args.rounds, before=args.before
         )
