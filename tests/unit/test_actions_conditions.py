@@ -191,3 +191,11 @@ def test_three_valued_logic_exhaustively(con: duckdb.DuckDBPyConnection) -> None
         got = fast(con, table, when)
         assert got is not None, when
         np.testing.assert_array_equal(got, duck(con, table, when), err_msg=when)
+
+
+def test_names_differing_only_in_case_are_left_to_duckdb(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB binds names ignoring case; with two such columns the fast path does not guess."""
+    table = pa.table({"temp": [1.0, 5.0], "TEMP": [9.0, 0.0]})
+    for when in ["temp > 2", "TEMP > 2", "Temp > 2"]:
+        assert fast(con, table, when) is None
+    assert fast(con, pa.table({"Temp": [1.0, 5.0]}), "TEMP > 2") is not None

@@ -59,18 +59,13 @@ class Columns:
         self._lowered = lowered
 
     def array(self, name: str) -> pa.Array:
-        """The column ``name`` binds to (exactly, else the one equal ignoring case)."""
+        """The column ``name`` binds to: the only one equal to it ignoring case."""
         found = self._arrays.get(name)
         if found is None:
-            if name in self.table.column_names:
-                real = name
-            else:
-                matches = self._lowered.get(name.lower(), [])
-                if len(matches) != 1:
-                    raise UnsupportedError(name)  # DuckDB reports the missing or ambiguous name
-                real = matches[0]
-            column = self.table.column(real)
-            found = self._arrays[name] = column.combine_chunks()
+            matches = self._lowered.get(name.lower(), [])
+            if len(matches) != 1:  # missing, or names differing in case only: DuckDB decides
+                raise UnsupportedError(name)
+            found = self._arrays[name] = self.table.column(matches[0]).combine_chunks()
         return found
 
     def valid(self, name: str) -> np.ndarray | None:
