@@ -199,3 +199,7 @@ def test_names_differing_only_in_case_are_left_to_duckdb(con: duckdb.DuckDBPyCon
     for when in ["temp > 2", "TEMP > 2", "Temp > 2"]:
         assert fast(con, table, when) is None
     assert fast(con, pa.table({"Temp": [1.0, 5.0]}), "TEMP > 2") is not None
+    accented = pa.table({"Température": [1.0, 5.0]})  # DuckDB folds ASCII letters only
+    assert fast(con, accented, "TEMPÉRATURE > 2") is None
+    assert duck(con, accented, "TEMPÉRATURE > 2") is None
+    assert fast(con, accented, "TEMPéRATURE > 2").tolist() == [False, True]  # type: ignore[union-attr]

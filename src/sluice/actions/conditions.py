@@ -14,6 +14,7 @@ path ran (``tests/unit/test_actions_conditions.py`` compares both on random data
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,9 @@ _INTEGERS: dict[pa.DataType, Any] = {  # integer types whose values fit int64
 }
 
 
+_FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)  # DuckDB folds ASCII only
+
+
 class UnsupportedError(Exception):
     """The condition meets a column this module does not evaluate; DuckDB must."""
 
@@ -55,14 +59,14 @@ class Columns:
         self._valid: dict[str, np.ndarray | None] = {}
         lowered: dict[str, list[str]] = {}
         for name in table.column_names:
-            lowered.setdefault(name.lower(), []).append(name)
+            lowered.setdefault(name.translate(_FOLD), []).append(name)
         self._lowered = lowered
 
     def array(self, name: str) -> pa.Array:
         """The column ``name`` binds to: the only one equal to it ignoring case."""
         found = self._arrays.get(name)
         if found is None:
-            matches = self._lowered.get(name.lower(), [])
+            matches = self._lowered.get(name.translate(_FOLD), [])
             if len(matches) != 1:  # missing, or names differing in case only: DuckDB decides
                 raise UnsupportedError(name)
             found = self._arrays[name] = self.table.column(matches[0]).combine_chunks()
