@@ -19,7 +19,7 @@ from sluice.actions.conditions import (
 )
 
 FLOATS = [0.0, -0.0, 1.0, -1.0, 2.5, 75.0, 75.5, 0.9901, 1e-3, float("nan"), float("inf")]
-FLOATS += [float("-inf"), 1e300, None]
+FLOATS += [float("-inf"), 1e300, None, 0.99014, 0.99006, 2.4999999999999996, 75.00000000000001]
 INTS = [0, 1, -1, 75, 2**40, -(2**62), None]
 BOOLS = [True, False, None]
 STRINGS = ["ok", "maintenance", "", "é", "OK", None]
