@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sluice.core.arrays import floats, from_numpy, objects, scalar, strings, to_numpy
+from sluice.core.arrays import bools, floats, from_numpy, objects, scalar, strings, to_numpy
 from sluice.core.batch import empty_table
 from sluice.sources import synthetic
 
@@ -62,9 +62,11 @@ def test_to_numpy_of_slices_and_chunks() -> None:
         ("x", pa.large_string()),
         (-5, pa.int64()),
         (1_767_225_600_000_000, pa.timestamp("us", tz="UTC")),
+        (True, pa.bool_()),
+        (False, pa.bool_()),
     ],
 )
-def test_scalar_matches_pyarrow(value: int | str, type_: pa.DataType) -> None:
+def test_scalar_matches_pyarrow(value: bool | int | str, type_: pa.DataType) -> None:
     assert scalar(value, type_).equals(pa.scalar(value, type_))
 
 
@@ -89,6 +91,14 @@ def test_floats_match_pyarrow(array: pa.Array | pa.ChunkedArray) -> None:
     got = floats(array)
     assert got.dtype == np.float64 and got.flags.writeable
     np.testing.assert_array_equal(got, expected)  # NaN == NaN
+
+
+def test_bools_count_nulls_as_false() -> None:
+    chunked = pa.chunked_array([pa.array([True, None, False]), pa.array([None, True])])
+    got = bools(chunked)
+    assert got.dtype == bool and got.flags.writeable
+    assert got.tolist() == [True, False, False, False, True]
+    assert bools(pa.array([True, False, True]).slice(1)).tolist() == [False, True]
 
 
 @pytest.mark.parametrize(

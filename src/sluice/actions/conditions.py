@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluice.core.arrays import scalar, to_numpy
+from sluice.core.arrays import bools, scalar, to_numpy
 
 # (value, known): SQL's three-valued truth per row; ``value`` only counts where ``known``
 # (None: known on every row)
@@ -107,15 +107,8 @@ class Columns:
             array = self.array(name)
             if array.type != pa.bool_():
                 raise UnsupportedError(name)
-            if array.null_count:
-                array = array.fill_null(scalar_false())
-            found = self._booleans[name] = to_numpy(array)
+            found = self._booleans[name] = bools(array)
         return found
-
-
-def scalar_false() -> pa.Scalar:
-    """A boolean False scalar made without pyarrow's Python conversion (no pandas)."""
-    return pa.Array.from_buffers(pa.bool_(), 1, [None, pa.py_buffer(b"\x00")])[0]
 
 
 def _buffer_values(array: pa.Array, dtype: Any) -> np.ndarray:
@@ -210,10 +203,7 @@ _ORDER = {
 def _string_equal(array: pa.Array, text: str) -> np.ndarray:
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         raise UnsupportedError(str(array.type))
-    equal = pc.equal(array, scalar(text, array.type))
-    if equal.null_count:
-        equal = equal.fill_null(scalar_false())
-    return np.array(to_numpy(equal))
+    return bools(pc.equal(array, scalar(text, array.type)))
 
 
 @dataclass

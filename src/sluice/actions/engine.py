@@ -47,7 +47,7 @@ from sluice.actions.rules import (
 )
 from sluice.actions.templates import PayloadTemplate, TemplateRenderError
 from sluice.config.models import ActionConfig
-from sluice.core.arrays import from_numpy, scalar, to_numpy
+from sluice.core.arrays import bools, from_numpy, scalar, to_numpy
 from sluice.core.context import EpochContext
 from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
@@ -315,7 +315,7 @@ class ActionEngine:
 
     def _one_condition(self, expr: str, rule: Rule) -> np.ndarray | None:
         try:
-            return _bools(self._con.sql(f"SELECT {expr} FROM batch").to_arrow_table().column(0))
+            return bools(self._con.sql(f"SELECT {expr} FROM batch").to_arrow_table().column(0))
         except duckdb.Error as exc:
             log.warning("action %s: condition failed on this batch: %s", rule.name, exc)
             return None
@@ -625,12 +625,6 @@ def _reasons(taken: pa.Table) -> list[Any]:
 def _filled(values: np.ndarray) -> np.ndarray:
     """A condition column from ``fetchnumpy`` as bools (never NULL: COALESCE'd)."""
     return np.asarray(np.ma.filled(values, False), dtype=bool)
-
-
-def _bools(column: pa.ChunkedArray) -> np.ndarray:
-    if column.null_count:
-        column = pc.fill_null(column, from_numpy(np.zeros(1, bool))[0])
-    return np.array(to_numpy(column), dtype=bool)
 
 
 def _group_index(table: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -61,9 +61,12 @@ def to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
 
 
-def scalar(value: int | str, type_: pa.DataType) -> pa.Scalar:
-    """``pa.scalar(value, type_)`` for an int (as a 64-bit type: int64, timestamp) or a str
-    (as a string type)."""
+def scalar(value: bool | int | str, type_: pa.DataType) -> pa.Scalar:
+    """``pa.scalar(value, type_)`` for a bool (as bool), an int (as a 64-bit type: int64,
+    timestamp) or a str (as a string type)."""
+    if isinstance(value, bool):
+        bits = pa.py_buffer(np.array([value], np.uint8))
+        return pa.Array.from_buffers(pa.bool_(), 1, [None, bits])[0]
     if isinstance(value, str):
         data = value.encode()
         offsets = np.array([0, len(data)], np.int64 if type_ == pa.large_string() else np.int32)
@@ -71,6 +74,15 @@ def scalar(value: int | str, type_: pa.DataType) -> pa.Scalar:
     if type_.bit_width != 64:
         raise TypeError(f"scalar: {type_} is not a 64-bit type")
     return pa.Array.from_buffers(type_, 1, [None, pa.py_buffer(np.array([value], np.int64))])[0]
+
+
+def bools(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean array as a (writable) numpy bool array, nulls as False."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.null_count:
+        array = array.fill_null(scalar(False, pa.bool_()))
+    return to_numpy(array)
 
 
 def floats(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
