@@ -107,8 +107,10 @@ def line(rng: random.Random, mix: float) -> str:
     return text
 
 
-def decoded(lines: list[str], fast: bool) -> tuple[pa.Table, list[dict[str, object]]]:
-    """The decoded rows and the dead letters, with the fast path allowed or not."""
+def decoded(
+    lines: list[str], fast: bool, native: bool = False
+) -> tuple[pa.Table, list[dict[str, object]]]:
+    """The decoded rows and the dead letters, with the Arrow (or native) fast path or not."""
     batch = pa.table(
         {
             "_raw": pa.array(lines, pa.string()),
@@ -120,6 +122,8 @@ def decoded(lines: list[str], fast: bool) -> tuple[pa.Table, list[dict[str, obje
     decoder = Decoder(FIELDS, "json")
     if not fast:
         decoder._fast_options = None
+    if not native:
+        decoder._lines = None
     try:
         out = decoder.decode(batch, ctx)
     finally:

@@ -39,15 +39,20 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from sluice.config.models import FieldSpec
-from sluice.core.arrays import scalar, to_numpy
+from sluice.core.arrays import bools, from_numpy, scalar, to_numpy
 from sluice.core.batch import empty_table
 from sluice.core.context import EpochContext
 from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
 from sluice.core.types import DUCKDB_TYPES, arrow_type
+from sluice.sources import json_lines
+from sluice.sources.json_lines import LineDecoder
 
 RAW_FORMATS = ("json", "csv", "arrow")
 _SHOWN_CHARS = 80  # how much of a bad value a reason quotes
+# Above this share of unsure lines, DuckDB decodes the whole batch rather than only those.
+_UNSURE_SHARE = 0.5
+ROW_INDEX = "_sluice_row_index"  # carries each unsure line's position through the DuckDB decode
 _MORSEL_ROWS = 20_000  # DuckDB parallelises an Arrow scan by record batch
 # Up to this many JSON rows, a batch is first parsed by Arrow (no DuckDB query to bind, about
 # 3 ms a batch); larger batches go straight to DuckDB, whose extraction costs less per row.
@@ -66,6 +71,9 @@ _FAST_TEXT_SHAPES = {
     "timestamp": r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d(:?\d\d)?)$",
     "date": r"^\d{4}-\d\d-\d\d$",
 }
+
+
+_BOOKKEEPING = ("_raw", "__origin", "__invalid_utf8", "__error")
 
 
 def _ident(name: str) -> str:
@@ -182,6 +190,16 @@ class Decoder:
             self._fast_options = pa_json.ParseOptions(
                 explicit_schema=read, unexpected_field_behavior="ignore"
             )
+        # the compiled one-pass decode of JSON lines (None: DuckDB or Arrow decode every batch)
+        self._lines: LineDecoder | None = None
+        if (
+            raw_format == "json"
+            and plain
+            and json_lines.available()
+            and all(s.type in json_lines.KINDS for s in fields.values())
+            and ROW_INDEX not in fields
+        ):
+            self._lines = LineDecoder({n: s.type for n, s in fields.items()})
         self._fast_defaults = {
             n: self._con.sql(f"SELECT {sql} AS v")
             .to_arrow_table()
@@ -358,10 +376,19 @@ class Decoder:
             return empty_table(out_schema)
         if self.raw_format == "json" and "_raw" not in batch.column_names:
             raise ConfigError("json input needs a '_raw' column holding the JSON text")
-        if batch.num_rows <= FAST_MAX_ROWS:
+        if self._lines is not None:
+            native = self._native_decode(batch, ctx, out_schema)
+            if native is not None:
+                return native
+        elif batch.num_rows <= FAST_MAX_ROWS:
             fast = self._fast_decode(batch)
             if fast is not None:
                 return fast.select(out_schema.names).cast(out_schema)
+        return self._duck_decode(batch, ctx, out_schema)
+
+    def _duck_decode(self, batch: pa.Table, ctx: EpochContext, out_schema: pa.Schema) -> pa.Table:
+        """Decode ``batch`` with one DuckDB query; dead-letter the rows that do not fit."""
+        origin_field = [batch.schema.field("__origin")] if "__origin" in batch.column_names else []
         # Origins stay out of the query (one string per row through DuckDB and back): the
         # result keeps the input's row order, so they are put back here.
         origins = batch.column("__origin") if origin_field else None
@@ -393,6 +420,67 @@ class Decoder:
         )
         good = result.filter(pc.invert(bad_mask))
         return good.select(out_schema.names).cast(out_schema)
+
+    def _native_decode(
+        self, batch: pa.Table, ctx: EpochContext, out_schema: pa.Schema
+    ) -> pa.Table | None:
+        """``batch`` decoded by the compiled pass, or None when DuckDB must decode all of it.
+
+        The lines it is unsure of (rejects among them) are decoded by DuckDB and put back in
+        their places, so the result and the dead letters are the DuckDB decode's.
+        """
+        assert self._lines is not None
+        passed = set(self._passthrough(batch.schema))
+        for name in batch.column_names:
+            if name.startswith("_") and name not in passed and name not in _BOOKKEEPING:
+                return None  # a declared metadata column: the full decode
+        raw = batch.column("_raw")
+        parts = [self._lines.decode(chunk) for chunk in raw.chunks]
+        unsure = np.concatenate([mask for _, mask in parts])
+        columns = {
+            name: pa.chunked_array([cols[name] for cols, _ in parts], arrow_type(spec.type))
+            for name, spec in self.fields.items()
+        }
+        for name, spec in self.fields.items():
+            if spec.required and columns[name].null_count:
+                unsure |= to_numpy(pc.is_null(columns[name]))
+        if "__invalid_utf8" in batch.column_names:
+            unsure |= bools(batch.column("__invalid_utf8"))
+        if "__error" in batch.column_names:
+            unsure |= to_numpy(pc.is_valid(batch.column("__error")))
+        share = np.count_nonzero(unsure) / max(len(unsure), 1)
+        if share > _UNSURE_SHARE:
+            return None
+        for name, default in self._fast_defaults.items():
+            if columns[name].null_count:
+                columns[name] = pc.fill_null(columns[name], default)
+        for name in out_schema.names[len(self.fields) :]:
+            columns[name] = batch.column(name)
+        decoded = pa.table(columns).select(out_schema.names)
+        if share == 0:
+            return decoded
+        return self._merge_unsure(batch, decoded, unsure, ctx, out_schema)
+
+    def _merge_unsure(
+        self,
+        batch: pa.Table,
+        decoded: pa.Table,
+        unsure: np.ndarray,
+        ctx: EpochContext,
+        out_schema: pa.Schema,
+    ) -> pa.Table:
+        """``decoded`` with its unsure rows replaced by DuckDB's decode of them, in order."""
+        sure_rows = np.flatnonzero(~unsure)
+        unsure_rows = np.flatnonzero(unsure)
+        subset = batch.take(from_numpy(unsure_rows)).append_column(
+            ROW_INDEX, from_numpy(unsure_rows)
+        )
+        with_index = pa.schema([*out_schema, pa.field(ROW_INDEX, pa.int64())])
+        slow = self._duck_decode(subset, ctx, with_index)
+        sure = decoded.take(from_numpy(sure_rows)).append_column(ROW_INDEX, from_numpy(sure_rows))
+        merged = pa.concat_tables([sure, slow.select(with_index.names)])
+        order = np.argsort(to_numpy(merged.column(ROW_INDEX)), kind="stable")
+        return merged.take(from_numpy(order)).drop_columns([ROW_INDEX])
 
     def _fast_decode(self, batch: pa.Table) -> pa.Table | None:
         """``batch`` decoded by Arrow's JSON reader, or None when DuckDB must decide.

@@ -1,0 +1,20 @@
+"""Type stub of the compiled JSON lines pass (``native/jsonlines.c``)."""
+
+from typing import Any
+
+def decode(
+    offsets: Any,
+    data: Any,
+    validity: Any | None,
+    start: int,
+    n: int,
+    wide: bool,
+    names: tuple[bytes, ...],
+    kinds: bytes,
+    values: list[Any],
+    valid: list[Any],
+    str_offsets: list[Any | None],
+    unsure: Any,
+    /,
+) -> list[int]:
+    """Decode JSON lines into the given column buffers; bytes used per string column."""
