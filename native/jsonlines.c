@@ -215,8 +215,10 @@ static int put_value(column_t *c, Py_ssize_t row, yyjson_val *val) {
 }
 
 static int same_name(const column_t *c, const char *name, size_t len) {
-    return c->name_len == len && (len == 0 || (c->name[0] == name[0] &&
-                                               memcmp(c->name, name, len) == 0));
+    if (c->name_len != len) return 0;
+    for (size_t i = 0; i < len; i++) /* names are short: a loop beats calling memcmp */
+        if (c->name[i] != name[i]) return 0;
+    return 1;
 }
 
 typedef struct {
