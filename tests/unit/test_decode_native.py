@@ -207,6 +207,16 @@ def test_chunked_large_string_input_and_bookkeeping_columns() -> None:
     assert [d["reason"] for d in results[0][2]] == ["malformed JSON", "invalid UTF-8"]
 
 
+def test_binary_lines_are_left_to_duckdb() -> None:
+    lines = [b'{"ts": "2024-01-01T00:00:00Z", "s": "x"}']
+    decoder = Decoder(FIELDS, "json")
+    batch = pa.table({"_raw": pa.array(lines, pa.binary())})
+    assert decoder._native_decode(batch, EpochContext("t", 1), pa.schema([])) is None
+    decoder.close()
+    native_out, native_dead = decoded([lines[0].decode()], fast=False, native=True)
+    assert native_out.column("s").to_pylist() == ["x"] and not native_dead
+
+
 def test_a_declared_metadata_column_leaves_the_batch_to_duckdb() -> None:
     decoder = Decoder({"_key": FieldSpec(type="string"), "s": FieldSpec(type="string")}, "json")
     batch = pa.table({"_raw": ['{"s": "x"}'], "_key": ["k"]})

@@ -435,6 +435,8 @@ class Decoder:
             if name.startswith("_") and name not in passed and name not in _BOOKKEEPING:
                 return None  # a declared metadata column: the full decode
         raw = batch.column("_raw")
+        if not (pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)):
+            return None
         parts = [self._lines.decode(chunk) for chunk in raw.chunks]
         unsure = np.concatenate([mask for _, mask in parts])
         columns = {
