@@ -7,6 +7,7 @@ import time
 import duckdb
 
 MARKER_TABLE = "_sluice_epochs"
+BATCH_VIEW = "__sluice_batch"  # the name an epoch's rows are registered under in DuckDB
 LOCK_WAIT_SECONDS = 2.0
 _LOCK_HINTS = ("lock", "different configuration", "conflict")
 

@@ -11,11 +11,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from sluice.connectors.warehouse import MARKER_TABLE, quote, redact_url
+from sluice.connectors.warehouse import BATCH_VIEW, MARKER_TABLE, quote, redact_url
 from sluice.core.deps import require
 from sluice.core.errors import SinkError, TransientSinkError
-
-BATCH_VIEW = "__sluice_batch"
 
 
 def pg_type(arrow_type: pa.DataType, redshift: bool = False) -> str:

@@ -30,7 +30,7 @@ with ``ALTER TABLE ... ADD COLUMN``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -44,6 +44,7 @@ from sluice.connectors.duckdb_shared import (
     unregister_writer,
 )
 from sluice.connectors.warehouse import (
+    BATCH_VIEW,
     LOCK_WAIT_SECONDS,
     MARKER_TABLE,
     duckdb_path,
@@ -55,10 +56,22 @@ from sluice.connectors.warehouse import (
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
 from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.sinks.lake import lake_ready
-from sluice.sinks.postgres import BATCH_VIEW, PostgresWarehouse, csv_ready, pg_type
-from sluice.sinks.redshift import RedshiftWarehouse
+
+if TYPE_CHECKING:
+    from sluice.sinks.postgres import PostgresWarehouse, csv_ready, pg_type
 
 __all__ = ["MARKER_TABLE", "PostgresWarehouse", "WarehouseSink", "csv_ready", "pg_type"]
+
+# imported on first use: a DuckDB warehouse needs neither PostgreSQL nor Redshift code
+_POSTGRES_NAMES = ("PostgresWarehouse", "csv_ready", "pg_type")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _POSTGRES_NAMES:
+        from sluice.sinks import postgres
+
+        return getattr(postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class WarehouseBackend(Protocol):
@@ -85,6 +98,8 @@ class WarehouseSink(Sink):
         url = str(options.get("url") or context.settings.warehouse_url)
         self.backend: WarehouseBackend
         if url.startswith("redshift://"):
+            from sluice.sinks.redshift import RedshiftWarehouse
+
             length = options.get("varchar_length")
             self.backend = RedshiftWarehouse(
                 url,
@@ -94,6 +109,8 @@ class WarehouseSink(Sink):
                 varchar_length=int(length) if length is not None else None,
             )
         elif is_postgres_url(url):
+            from sluice.sinks.postgres import PostgresWarehouse
+
             self.backend = PostgresWarehouse(url, schema=options.get("schema"))
         else:
             self.backend = DuckDBWarehouse(
