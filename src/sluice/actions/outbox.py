@@ -36,6 +36,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     delete,
+    event,
     func,
     insert,
     select,
@@ -53,7 +54,17 @@ STATUSES = (PENDING, DELIVERED, FAILED, DEAD, AWAITING, EXPIRED, REJECTED)
 def _status_index(name: str, column: str, status: str) -> Index:
     """An index on (pipeline, ``column``) of the rows in ``status`` only (a partial index)."""
     where = text(f"status = '{status}'")
-    return Index(name, "pipeline", column, sqlite_where=where, postgresql_where=where)
+    index = Index(name, "pipeline", column, sqlite_where=where)
+    # ``postgresql_where`` given here would import SQLAlchemy's PostgreSQL dialect in every
+    # process that declares the tables; it is added when the index is created on PostgreSQL.
+    event.listen(index, "before_create", _postgresql_where)
+    return index
+
+
+def _postgresql_where(index: Index, connection: Connection, **_kw: Any) -> None:
+    """Give ``index`` its SQLite ``where`` on PostgreSQL too, before it is created there."""
+    if connection.dialect.name == "postgresql":
+        index.dialect_kwargs["postgresql_where"] = index.dialect_kwargs["sqlite_where"]
 
 
 outbox = Table(
