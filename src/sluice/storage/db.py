@@ -119,7 +119,8 @@ def _migrate(engine: Engine) -> None:
 
     key = engine.url.render_as_string(hide_password=False)
     if key not in _migrated:
-        ensure_schema(engine, declared_metadata())
+        # the table modules are imported only to create an empty database
+        ensure_schema(engine, declared_metadata)
         _migrated.add(key)
 
 

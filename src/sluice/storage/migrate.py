@@ -15,7 +15,7 @@ result are kept equal by tests on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,11 +92,14 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     return current(engine)
 
 
-def ensure_schema(engine: Engine, metadata: MetaData | None = None) -> None:
+def ensure_schema(
+    engine: Engine, metadata: MetaData | Callable[[], MetaData] | None = None
+) -> None:
     """Upgrade to head unless the database is already there; refuse a newer schema.
 
-    With ``metadata`` (the tables declared in code), an empty database is created at head
-    in one step (``create_at_head``) instead of running every migration.
+    With ``metadata`` (the tables declared in code, or a function returning them: called
+    only for an empty database), an empty database is created at head in one step
+    (``create_at_head``) instead of running every migration.
     """
     revision = current(engine)
     if revision == HEAD:
@@ -107,8 +110,10 @@ def ensure_schema(engine: Engine, metadata: MetaData | None = None) -> None:
             f"metadata database {where} is at schema revision {revision}, which this version "
             f"of Sluice does not know (its newest is {HEAD}): upgrade Sluice"
         )
-    if revision is None and metadata is not None and create_at_head(engine, metadata):
-        return
+    if revision is None and metadata is not None:
+        declared = metadata() if callable(metadata) else metadata
+        if create_at_head(engine, declared):
+            return
     upgrade(engine)
 
 
