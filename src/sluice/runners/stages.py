@@ -16,8 +16,6 @@ from sluice.core.errors import ConfigError
 from sluice.core.metrics import DRIFT_EVENTS, count_alerts, pipeline_label
 from sluice.core.settings import Settings
 from sluice.models.base import Model, ModelContext, build_model
-from sluice.models.drift import DriftLog, DriftWatch, drift_writer
-from sluice.models.registry import OnlineModelIndex, OnlineModelInfo
 from sluice.sources.base import SourceBatch
 from sluice.sources.decode import Decoder, reject_flagged
 from sluice.storage.checkpoints import State, Writer
@@ -28,6 +26,7 @@ from sluice.transforms.build import build_transforms
 if TYPE_CHECKING:  # the engine (templates, outbox, dispatcher) is imported only when used
     from sluice.actions.engine import ActionEngine
     from sluice.actions.outbox import PendingActions
+    from sluice.models.drift import DriftLog, DriftWatch  # with models that watch drift
 
 log = logging.getLogger("sluice.runner")
 T = TypeVar("T")
@@ -98,6 +97,8 @@ class Stages:
             model.start()
         self._index_online_models()
         if self.drift:
+            from sluice.models.drift import DriftLog
+
             self.drift_log = DriftLog(get_engine(str(self.settings.metadata_url)))
         if self.actions is not None:
             self.actions.start()
@@ -124,6 +125,8 @@ class Stages:
         online = [m for m in self.models if m.online]
         if not online:
             return
+        from sluice.models.registry import OnlineModelIndex, OnlineModelInfo
+
         index = OnlineModelIndex(self.settings)
         # a partition task runs as "PIPELINE#TOPIC/PARTITION": predict reads every task's state
         pipeline = self.pipeline.name.partition("#")[0]
@@ -135,6 +138,10 @@ class Stages:
             )
 
     def _drift_watches(self) -> dict[str, DriftWatch]:
+        if not any(m.config.drift and m.config.drift.on_drift != "none" for m in self.models):
+            return {}
+        from sluice.models.drift import DriftWatch
+
         return {
             m.name: DriftWatch(m.name, m.config.drift, m.config.features)
             for m in self.models
@@ -232,6 +239,8 @@ class Stages:
         watch = self.drift[name]
         table, events = watch.observe(table)
         if events:
+            from sluice.models.drift import drift_writer
+
             ctx.counters["drift_events"] += len(events)
             DRIFT_EVENTS.labels(pipeline_label(self.pipeline.name), name).inc(len(events))
             self._drift_writers.append(
