@@ -8,7 +8,6 @@ from sluice.config.models import Pipeline
 from sluice.core.errors import ConfigError
 from sluice.core.settings import Settings
 from sluice.runners.local import LocalRunner
-from sluice.runners.partitioned import PartitionedRunner
 from sluice.runners.stats import RunStats
 from sluice.sources.base import source_class
 
@@ -24,6 +23,8 @@ def create_runner(
 ) -> LocalRunner:
     """The runner for ``pipeline``: one task per partition for partitioned sources (Kafka)."""
     if source_class(pipeline.source).partitioned:
+        from sluice.runners.partitioned import PartitionedRunner  # with its Kafka plumbing
+
         return PartitionedRunner(pipeline, settings, **options)
     return LocalRunner(pipeline, settings, **options)
 
