@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from sluice.actions.base import JobRunner
 from sluice.config.models import Pipeline, SinkConfig
 from sluice.core.batch import concat, drop_internal
 from sluice.core.context import EpochContext
@@ -41,6 +41,9 @@ from sluice.sources.base import Position, Source, SourceBatch, SourceContext, cr
 from sluice.storage.checkpoints import CheckpointStore, State, Writer
 from sluice.storage.db import get_engine
 from sluice.storage.runs import RunHistory
+
+if TYPE_CHECKING:  # the actions layer is imported only by pipelines with actions
+    from sluice.actions.base import JobRunner
 
 log = logging.getLogger("sluice.runner")
 ProgressCallback = Callable[[RunStats], None]

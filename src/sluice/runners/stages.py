@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from sluice.actions.base import JobRunner
 from sluice.config.models import Pipeline
 from sluice.core.context import EpochContext, rows_as_json
 from sluice.core.errors import ConfigError
@@ -24,6 +23,7 @@ from sluice.transforms.base import Transform
 from sluice.transforms.build import build_transforms
 
 if TYPE_CHECKING:  # the engine (templates, outbox, dispatcher) is imported only when used
+    from sluice.actions.base import JobRunner
     from sluice.actions.engine import ActionEngine
     from sluice.actions.outbox import PendingActions
     from sluice.models.drift import DriftLog, DriftWatch  # with models that watch drift
