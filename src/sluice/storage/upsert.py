@@ -11,10 +11,12 @@ from sqlalchemy import Connection, Table, bindparam
 def _insert(conn: Connection, table: Table) -> Any:
     # the dialect in use is imported already; importing the other one costs start-up time
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 def insert_ignore(
