@@ -72,3 +72,46 @@ def test_alert_rules_and_dashboard_use_exported_metrics() -> None:
         missing = _referenced(expr) - exported
         assert not missing, f"{expr!r} names metrics Sluice does not export: {missing}"
     assert {"sluice_job_runs", "sluice_action_deliveries", "sluice_drift_events"} <= exported
+
+
+def test_the_export_is_prometheus_clients_own() -> None:
+    """Counters and histograms export exactly as prometheus_client's Counter and Histogram
+    (``_created`` times aside), series in the order they were first used."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import Counter as PromCounter
+    from prometheus_client import Histogram as PromHistogram
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
+
+    ours = (
+        metrics.Counter("t_count", "A count", ["a", "b"]),
+        metrics.Counter("t_idle", "Never counted", ["a"]),
+        metrics.Histogram("t_hist", "A histogram", ["a"], buckets=(1, 2.5, 10)),
+    )
+    native = CollectorRegistry()
+    theirs = (
+        PromCounter("t_count", "A count", ["a", "b"], registry=native),
+        PromCounter("t_idle", "Never counted", ["a"], registry=native),
+        PromHistogram("t_hist", "A histogram", ["a"], registry=native, buckets=(1, 2.5, 10)),
+    )
+    for counter in (ours[0], theirs[0]):
+        counter.labels("x", 1).inc(3)
+        counter.labels("y", "z").inc()
+        counter.labels("x", "1").inc(0.5)
+    for hist in (ours[2], theirs[2]):
+        for value in (0.5, 1, 2, 2.5, 7, 11, 1e9):
+            hist.labels("p").observe(value)
+        hist.labels("q").observe(3)
+
+    class Ours(Collector):
+        def collect(self) -> list[Metric]:
+            return [family.export(True) for family in ours]
+
+    exported = CollectorRegistry()
+    exported.register(Ours())
+
+    def text(registry: CollectorRegistry) -> str:
+        return re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", generate_latest(registry).decode())
+
+    assert text(exported) == text(native)
+    assert "t_count_created" in text(native) and "t_hist_created" in text(native)

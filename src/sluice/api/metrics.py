@@ -53,8 +53,8 @@ class _ProcessCollector(Collector):
     """The process-wide counters (pipelines, models, actions, jobs) in this app's export."""
 
     def collect(self) -> Iterable[Any]:
-        """Yield every family of the process registry."""
-        yield from process_metrics.REGISTRY.collect()
+        """Yield every process-wide family (``core.metrics``)."""
+        yield from process_metrics.collect()
 
 
 class ApiMetrics:
