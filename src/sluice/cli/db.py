@@ -1,7 +1,5 @@
 """``sluice db upgrade|current``: the metadata database's schema revision."""
 
-from __future__ import annotations
-
 import typer
 
 from sluice.cli.common import console, fail, settings

@@ -1,7 +1,5 @@
 """``sluice jobs``, ``sluice scheduler`` and ``sluice airflow export``."""
 
-from __future__ import annotations
-
 import json
 import signal
 import threading

@@ -1,7 +1,5 @@
 """``sluice models``: list, train, promote, rollback, evaluate."""
 
-from __future__ import annotations
-
 import json
 from typing import TYPE_CHECKING, Annotated
 
@@ -164,7 +162,7 @@ def _print_metrics(title: str, metrics: dict[str, object]) -> None:
     console.print(view)
 
 
-def _print_evaluation(result: Evaluation, as_json: bool) -> None:
+def _print_evaluation(result: "Evaluation", as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.as_dict(), default=str))
         return

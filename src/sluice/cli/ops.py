@@ -1,7 +1,5 @@
 """Operations commands: produce (Kafka), actions, pipelines status, api keys."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -188,7 +186,7 @@ def pipelines_status(
         _print_kafka_lag(pipeline, CheckpointStore(engine))
 
 
-def _print_kafka_lag(path: Path, store: CheckpointStore) -> None:
+def _print_kafka_lag(path: Path, store: "CheckpointStore") -> None:
     from sluice.config.loader import load_pipeline
     from sluice.connectors.kafka import consumer_lag
 

@@ -1,7 +1,5 @@
 """Pipeline commands: run, validate, query, dlq, demo."""
 
-from __future__ import annotations
-
 import signal
 import threading
 from pathlib import Path
@@ -116,7 +114,7 @@ def run(
     print_summary(console, stats)
 
 
-def _run_batch(path: Path, pipeline: Pipeline, kind: str, **options: Any) -> RunStats:
+def _run_batch(path: Path, pipeline: "Pipeline", kind: str, **options: Any) -> "RunStats":
     """Run ``pipeline`` on Spark or Beam; configuration errors name the file and line."""
     from sluice.core.errors import ConfigError
     from sluice.runners.check import located

@@ -1,7 +1,5 @@
 """Service commands: serve, ingest, forget-consumer, predict."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated
