@@ -155,7 +155,13 @@ def reflected_schema(engine: Engine) -> dict[str, Any]:
             for c in found.get_columns(table)
         ]
         indexes = sorted(
-            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            (
+                i["name"],
+                tuple(i["column_names"]),
+                bool(i["unique"]),
+                # a partial index's WHERE clause
+                sorted((k, str(v)) for k, v in i.get("dialect_options", {}).items()),
+            )
             for i in found.get_indexes(table)
         )
         uniques = sorted(
