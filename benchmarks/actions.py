@@ -277,9 +277,11 @@ def bench_instructions(events: int, work: Path) -> dict[str, Any]:
         # a plain run first: numba's kernels cached on disk, as in any later run
         run_measured(run, env={"SLUICE_HOME": str(work / f"warm-{name}")})
         log.unlink(missing_ok=True)
+        # OpenBLAS's idle threads spin waiting for work: under callgrind, which runs one
+        # thread at a time, their count follows the scheduling, not the pipeline's work
         measured = run_measured(
             [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *run],
-            env={"SLUICE_HOME": str(work / f"home-{name}")},
+            env={"SLUICE_HOME": str(work / f"home-{name}"), "OPENBLAS_NUM_THREADS": "1"},
         )
         counted = [line for line in measured.output.splitlines() if "I   refs:" in line]
         out[f"instructions_{name}"] = int(counted[-1].split(":")[-1].replace(",", ""))

@@ -207,6 +207,24 @@ def test_chunked_large_string_input_and_bookkeeping_columns() -> None:
     assert [d["reason"] for d in results[0][2]] == ["malformed JSON", "invalid UTF-8"]
 
 
+def test_sliced_arrays_with_nulls_decode_like_their_copies() -> None:
+    rng = random.Random(7)
+    lines: list[str | None] = [line(rng, 0.1) for _ in range(200)]
+    lines[5] = lines[77] = None
+    whole = pa.array(lines, pa.string())
+    decoder = LineDecoder(TYPES)
+    for start, length in ((0, 200), (3, 50), (77, 1), (150, 50), (199, 1), (10, 0)):
+        part = whole.slice(start, length)
+        copy = pa.array(lines[start : start + length], pa.string())
+        (got, got_unsure), (want, want_unsure) = decoder.decode(part), decoder.decode(copy)
+        assert got_unsure.tolist() == want_unsure.tolist()
+        assert {k: v.to_pylist() for k, v in got.items()} == {
+            k: v.to_pylist() for k, v in want.items()
+        }
+        nulls = [i for i, text in enumerate(lines[start : start + length]) if text is None]
+        assert all(got_unsure[i] for i in nulls)
+
+
 def test_binary_lines_are_left_to_duckdb() -> None:
     lines = [b'{"ts": "2024-01-01T00:00:00Z", "s": "x"}']
     decoder = Decoder(FIELDS, "json")
