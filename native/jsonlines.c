@@ -1,5 +1,6 @@
 /*
- * sluice.sources._jsonlines: JSON lines to typed column buffers in one pass (yyjson).
+ * sluice.sources._jsonlines: JSON lines to typed column buffers in one pass (yyjson), plus
+ * the two per-line loops of splitting a chunk into lines (newline positions, origin texts).
  *
  * The decode's fast path. Each line is parsed once, strictly (RFC 8259, valid UTF-8, no
  * duplicate keys among the schema's fields), and the schema's fields are written into
@@ -345,6 +346,7 @@ static void release_columns(column_t *columns, Py_ssize_t count) {
 }
 
 static PyObject *decode(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *offsets_obj, *data_obj, *validity_obj, *names, *values, *valid, *str_offsets;
     PyObject *unsure_obj;
     Py_ssize_t start, n;
@@ -467,8 +469,105 @@ done:
     return result;
 }
 
+/* newlines(data) -> bytearray of the int64 positions of every newline byte in `data`. */
+static PyObject *newlines(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    const char *data = view.buf, *end = data + view.len;
+    size_t count = 0, capacity = (size_t)view.len / 64 + 16;
+    int64_t *positions = malloc(capacity * sizeof(int64_t));
+    int failed = positions == NULL;
+    Py_BEGIN_ALLOW_THREADS
+    for (const char *at = data;
+         !failed && at < end && (at = memchr(at, '\n', (size_t)(end - at))) != NULL; at++) {
+        if (count == capacity) {
+            int64_t *grown = realloc(positions, 2 * capacity * sizeof(int64_t));
+            if (grown == NULL) {
+                failed = 1;
+                break;
+            }
+            positions = grown;
+            capacity *= 2;
+        }
+        positions[count++] = at - data;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *out = NULL;
+    if (failed)
+        PyErr_NoMemory();
+    else
+        out = PyByteArray_FromStringAndSize((const char *)positions,
+                                            (Py_ssize_t)(count * sizeof(int64_t)));
+    free(positions);
+    return out;
+}
+
+/* Decimal digits of `value` written backwards from `stop`; returns the first byte. */
+static char *write_decimal(char *stop, int64_t value) {
+    uint64_t magnitude = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+    do {
+        *--stop = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (value < 0) *--stop = '-';
+    return stop;
+}
+
+static size_t decimal_length(int64_t value) {
+    char scratch[24];
+    return (size_t)(scratch + sizeof scratch - write_decimal(scratch + sizeof scratch, value));
+}
+
+/* prefixed_numbers(prefix, numbers) -> (int32 offsets, data) of the strings prefix + number
+ * (numbers: a buffer of int64), as bytearrays for an Arrow string array. */
+static PyObject *prefixed_numbers(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer prefix, numbers;
+    if (!PyArg_ParseTuple(args, "y*y*", &prefix, &numbers)) return NULL;
+    PyObject *result = NULL, *offsets = NULL, *data = NULL;
+    Py_ssize_t n = numbers.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *values = numbers.buf;
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) total += (size_t)prefix.len + decimal_length(values[i]);
+    if (total > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "strings too large for 32-bit offsets");
+        goto done;
+    }
+    offsets = PyByteArray_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int32_t));
+    data = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (offsets == NULL || data == NULL) goto done;
+    int32_t *offs = (int32_t *)PyByteArray_AS_STRING(offsets);
+    char *out = PyByteArray_AS_STRING(data);
+    Py_BEGIN_ALLOW_THREADS
+    size_t at = 0;
+    char scratch[24];
+    offs[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(out + at, prefix.buf, (size_t)prefix.len);
+        at += (size_t)prefix.len;
+        char *first = write_decimal(scratch + sizeof scratch, values[i]);
+        size_t len = (size_t)(scratch + sizeof scratch - first);
+        memcpy(out + at, first, len);
+        at += len;
+        offs[i + 1] = (int32_t)at;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(2, offsets, data);
+done:
+    Py_XDECREF(offsets);
+    Py_XDECREF(data);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&numbers);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS, "Decode JSON lines into typed column buffers."},
+    {"newlines", newlines, METH_O, "Positions (int64) of the newline bytes of a buffer."},
+    {"prefixed_numbers", prefixed_numbers, METH_VARARGS,
+     "Offsets and data of the strings prefix + number for int64 numbers."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,6 +17,7 @@ import pytest
 from sluice.config.models import FieldSpec
 from sluice.core.context import EpochContext
 from sluice.sources import json_lines
+from sluice.sources import lines as lines_module
 from sluice.sources.decode import Decoder
 from sluice.sources.json_lines import LineDecoder
 from tests.unit.test_decode_fast import FIELDS, bits, decoded, line
@@ -260,3 +261,35 @@ def test_the_extension_checks_its_buffers() -> None:
             offsets, data, None, 1, 1, False, (b"a",), bytes([1]), [np.empty(1, np.float64)],
             [np.empty(1, np.uint8)], [None], np.empty(1, np.uint8),
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 1000, lines_module.SCAN_BLOCK, 3 * lines_module.SCAN_BLOCK + 7]
+)
+def test_newline_positions_match_numpy(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(size)
+    buf = rng.choice(np.frombuffer(b"ab\n{}\r", np.uint8), size).astype(np.uint8)
+    native = lines_module.newline_positions(buf)
+    monkeypatch.setattr(lines_module, "native", None)
+    expected = lines_module.newline_positions(buf)
+    assert native.dtype == np.int64 and native.tolist() == expected.tolist()
+    assert (buf[native] == 10).all() and int(native.size) == int((buf == 10).sum())
+
+
+def test_origin_column_matches_arrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    numbers = np.concatenate(
+        [
+            rng.integers(-(2**63), 2**63 - 1, 500, dtype=np.int64),
+            np.array([0, 1, -1, 9, 10, -10, 2**63 - 1, -(2**63)], np.int64),
+            rng.integers(0, 10**6, 500, dtype=np.int64),
+        ]
+    )
+    for name in ("telemetry.jsonl", "dir/é 中.jsonl", ""):
+        for values in (numbers, numbers[::2], numbers[:0]):
+            native = lines_module.origin_column(name, values)
+            with monkeypatch.context() as patch:
+                patch.setattr(lines_module, "native", None)
+                expected = lines_module.origin_column(name, values)
+            native.validate(full=True)
+            assert native.type == expected.type and native.to_pylist() == expected.to_pylist()

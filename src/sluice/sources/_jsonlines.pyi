@@ -18,3 +18,9 @@ def decode(
     /,
 ) -> list[int]:
     """Decode JSON lines into the given column buffers; bytes used per string column."""
+
+def newlines(data: Any, /) -> bytearray:
+    """Positions (int64) of the newline bytes of ``data``."""
+
+def prefixed_numbers(prefix: bytes, numbers: Any, /) -> tuple[bytearray, bytearray]:
+    """Int32 offsets and data of the strings ``prefix + str(number)`` (int64 numbers)."""

@@ -16,11 +16,11 @@ import pyarrow as pa
 
 from sluice.core.types import arrow_type
 
-_native: ModuleType | None
+native: ModuleType | None  # the extension (None: not built; callers fall back)
 try:
-    from sluice.sources import _jsonlines as _native
+    from sluice.sources import _jsonlines as native
 except ImportError:  # built without a C compiler: DuckDB decodes everything
-    _native = None
+    native = None
 
 # The schema types the extension writes, and its code for each.
 KINDS = {"string": 0, "double": 1, "long": 2, "boolean": 3, "timestamp": 4, "date": 5}
@@ -29,7 +29,7 @@ _VALUE_DTYPES = {1: np.float64, 2: np.int64, 3: np.uint8, 4: np.int64, 5: np.int
 
 def available() -> bool:
     """True when the extension is built."""
-    return _native is not None
+    return native is not None
 
 
 def _bitmap(flags: np.ndarray) -> tuple[pa.Buffer | None, int]:
@@ -44,9 +44,9 @@ class LineDecoder:
     """Decodes a string array of JSON objects into the columns of ``types`` (name → type)."""
 
     def __init__(self, types: dict[str, str]) -> None:
-        if _native is None:
+        if native is None:
             raise RuntimeError("the JSON lines extension is not built")
-        self._native_decode = _native.decode
+        self._native_decode = native.decode
         unknown = [t for t in types.values() if t not in KINDS]
         if unknown:
             raise ValueError(f"types the extension does not decode: {unknown}")
