@@ -1,4 +1,4 @@
-"""The CLI makes Arrow's allocator return freed pages to the system at once."""
+"""The CLI makes Arrow's allocator return freed pages at once and keeps BLAS to one thread."""
 
 from __future__ import annotations
 
@@ -42,3 +42,21 @@ def test_a_purge_delay_the_user_set_is_kept() -> None:
     env = {**os.environ, "MIMALLOC_PURGE_DELAY": "250"}
     code = "import os, sluice.cli; print(os.environ['MIMALLOC_PURGE_DELAY'])"
     assert _run(code, env) == "250"
+
+
+BLAS_THREADS = """
+import sluice.cli
+import numpy
+from threadpoolctl import threadpool_info
+print(sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}))
+"""
+
+
+def test_the_cli_keeps_numpy_blas_to_one_thread() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert _run(BLAS_THREADS, env) == "[1]"
+
+
+def test_blas_threads_the_user_set_are_kept() -> None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    assert _run(BLAS_THREADS, env) == "[2]"

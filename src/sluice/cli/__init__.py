@@ -12,9 +12,10 @@ import sys
 
 import typer
 
-from sluice.core.allocator import return_arrow_pages_promptly
+from sluice.core.allocator import one_blas_thread, return_arrow_pages_promptly
 
 return_arrow_pages_promptly()  # before the commands' modules load pyarrow
+one_blas_thread()  # and numpy
 
 from sluice.cli import db, jobs, models, ops, pipelines, service  # noqa: E402
 
