@@ -286,13 +286,15 @@ class LocalRunner:
     ) -> Scored:
         ctx = EpochContext(self.pipeline.name, epoch, final=final)
         started = time.perf_counter()
-        table, pending = self.stages.run(batch, ctx, decoded)
-        writers = self.stages.commit_writers(pending, epoch)
-        return Scored(batch, epoch, ctx, table, writers, started)
+        table, _ = self.stages.run(batch, ctx, decoded, act=False)  # rules: in _start
+        return Scored(batch, epoch, ctx, table, [], started)
 
     def _start(self, scored: Scored) -> None:
-        """Start the (planned) epoch's sink writes and take its state meanwhile."""
+        """Start the (planned) epoch's sink writes; meanwhile run its action rules (their
+        outbox rows are committed with its checkpoint) and take its state."""
         writes = self._start_sink_writes(drop_internal(scored.table), scored.ctx, scored.epoch)
+        pending = self.stages.act(scored.table, scored.ctx)
+        scored.writers = self.stages.commit_writers(pending, scored.epoch)
         self._inflight = InFlight(scored, writes, self.stages.states())
 
     def _complete(self, plan: tuple[int, Position] | None = None) -> bool:

@@ -162,15 +162,24 @@ class Stages:
 
     # -- one epoch -----------------------------------------------------------------------
     def run(
-        self, batch: SourceBatch, ctx: EpochContext, decoded: Decoded | None = None
+        self,
+        batch: SourceBatch,
+        ctx: EpochContext,
+        decoded: Decoded | None = None,
+        *,
+        act: bool = True,
     ) -> tuple[pa.Table, PendingActions | None]:
-        """Decode (unless ``decoded`` ahead) and transform ``batch``, score it, run actions."""
+        """Decode (unless ``decoded`` ahead) and transform ``batch``, score it, run actions
+        (without ``act``: the caller calls ``act`` later, e.g. while the sinks write)."""
         self._drift_writers = []
         rows = decoded.into(ctx) if decoded is not None else self.decode(batch, ctx)
         table = self._transform(rows, ctx)
         table = self._score(table, ctx)
-        pending = self.actions.evaluate(table, ctx) if self.actions is not None else None
-        return table, pending
+        return table, self.act(table, ctx) if act else None
+
+    def act(self, table: pa.Table, ctx: EpochContext) -> PendingActions | None:
+        """Evaluate the action rules on the scored ``table`` (None: no actions)."""
+        return self.actions.evaluate(table, ctx) if self.actions is not None else None
 
     def decode(self, batch: SourceBatch, ctx: EpochContext) -> pa.Table | None:
         """Decode and validate ``batch``; rejects go to ``ctx`` (None: the batch has no data)."""
