@@ -68,6 +68,8 @@ class InFlight:
     scored: Scored
     writes: list[Future[None]]
     states: dict[str, State]
+    # its action rules, run in a pool thread: outbox writers and the rules' state after them
+    acting: Future[tuple[list[Writer], State]] | None = None
 
 
 class LocalRunner:
@@ -290,12 +292,21 @@ class LocalRunner:
         return Scored(batch, epoch, ctx, table, [], started)
 
     def _start(self, scored: Scored) -> None:
-        """Start the (planned) epoch's sink writes; meanwhile run its action rules (their
-        outbox rows are committed with its checkpoint) and take its state."""
+        """Start the (planned) epoch's sink writes and action rules in pool threads (both
+        overlap the next epoch's scoring) and take its state meanwhile."""
         writes = self._start_sink_writes(drop_internal(scored.table), scored.ctx, scored.epoch)
+        scored.writers = self.stages.commit_writers(None, scored.epoch)
+        states = self.stages.states(actions=False)
+        acting = None
+        if self.stages.actions is not None:  # the rules run one epoch at a time, in order:
+            acting = self._pool.submit(self._act, scored)  # the next starts after this commit
+        self._inflight = InFlight(scored, writes, states, acting)
+
+    def _act(self, scored: Scored) -> tuple[list[Writer], State]:
+        """Run the epoch's action rules: its outbox writers and the rules' state after it."""
         pending = self.stages.act(scored.table, scored.ctx)
-        scored.writers = self.stages.commit_writers(pending, scored.epoch)
-        self._inflight = InFlight(scored, writes, self.stages.states())
+        assert self.stages.actions is not None
+        return self.stages.action_writers(pending, scored.epoch), self.stages.actions.state()
 
     def _complete(self, plan: tuple[int, Position] | None = None) -> bool:
         """Wait for the epoch in flight (if any) to be written, then commit it; with
@@ -306,10 +317,12 @@ class LocalRunner:
             return False
         scored = inflight.scored
         wait_for(inflight.writes)
+        writers, states = scored.writers, inflight.states
+        if inflight.acting is not None:
+            outbox, rules = inflight.acting.result()
+            writers, states = [*writers, *outbox], {**states, "actions": rules}
         position = scored.batch.position
-        self.checkpoints.commit(
-            self.pipeline.name, scored.epoch, position, inflight.states, scored.writers, plan
-        )
+        self.checkpoints.commit(self.pipeline.name, scored.epoch, position, states, writers, plan)
         self.source.commit(position)
         self.stages.after_commit()
         self.epoch, self.position = scored.epoch, position

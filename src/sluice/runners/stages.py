@@ -265,8 +265,9 @@ class Stages:
         """True when a window may still hold rows to flush at end of input."""
         return any(t.holds_state for t in self.transforms)
 
-    def states(self) -> dict[str, State]:
-        """Every operator's and model's state, keyed by a stable operator id."""
+    def states(self, *, actions: bool = True) -> dict[str, State]:
+        """Every operator's and model's state, keyed by a stable operator id (without
+        ``actions``: not the rules', which ``act`` may still be changing)."""
         out: dict[str, State] = {}
         for i, transform in enumerate(self.transforms):
             out[f"transform[{i}]"] = transform.state()
@@ -274,7 +275,7 @@ class Stages:
             out[f"model:{model.name}"] = model.state()
         for name, watch in self.drift.items():
             out[f"drift:{name}"] = watch.state()
-        if self.actions is not None:
+        if self.actions is not None and actions:
             out["actions"] = self.actions.state()
         return out
 
@@ -298,9 +299,13 @@ class Stages:
     def commit_writers(self, pending: PendingActions | None, epoch: int) -> list[Writer]:
         """Rows to commit with the checkpoint: the epoch's drift events and actions outbox."""
         writers, self._drift_writers = self._drift_writers, []
-        if self.actions is not None and pending is not None:
-            writers.append(self.actions.outbox_writer(pending, epoch))
-        return writers
+        return writers + self.action_writers(pending, epoch)
+
+    def action_writers(self, pending: PendingActions | None, epoch: int) -> list[Writer]:
+        """The actions outbox rows of ``pending`` to commit with the checkpoint of ``epoch``."""
+        if self.actions is None or pending is None:
+            return []
+        return [self.actions.outbox_writer(pending, epoch)]
 
     def after_commit(self) -> None:
         """Wake the action dispatcher and let models pick up promoted versions."""
