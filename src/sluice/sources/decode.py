@@ -5,7 +5,11 @@ One DuckDB query per batch does the whole job over the Arrow table: it parses JS
 per-row rejection reason (null for good rows). Good rows leave typed exactly to the schema;
 the others go to ``ctx.dead_letter`` with their raw payload, origin and reason.
 
-Small JSON batches (up to ``FAST_MAX_ROWS``) are first read by Arrow's JSON reader, which is
+JSON lines are first decoded by the compiled one-pass module (``json_lines``, when it is
+built): the lines it cannot prove to decode exactly as DuckDB would (rejects among them) are
+decoded by the query above and put back in their places (``Decoder._native_decode``;
+``tests/unit/test_decode_native.py`` compares both on generated lines). Without the module,
+small JSON batches (up to ``FAST_MAX_ROWS``) are first read by Arrow's JSON reader, which is
 stricter than the decode; a batch it reads whole, with every value passing the checks of
 ``Decoder._fast_decode``, is taken from it (the same values, no query to bind), any other
 batch is decoded by DuckDB. ``tests/unit/test_decode_fast.py`` compares both on generated lines.
