@@ -460,8 +460,9 @@ class Decoder:
         for name, default in self._fast_defaults.items():
             if columns[name].null_count:
                 columns[name] = pc.fill_null(columns[name], default)
-        for name in out_schema.names[len(self.fields) :]:
-            columns[name] = batch.column(name)
+        for name in out_schema.names:  # the metadata columns and origins pass through
+            if name not in columns:
+                columns[name] = batch.column(name)
         decoded = pa.table(columns).select(out_schema.names)
         if share == 0:
             return decoded

@@ -24,6 +24,7 @@ except ImportError:  # built without a C compiler: DuckDB decodes everything
 
 # The schema types the extension writes, and its code for each.
 KINDS = {"string": 0, "double": 1, "long": 2, "boolean": 3, "timestamp": 4, "date": 5}
+_STRING, _BOOLEAN = KINDS["string"], KINDS["boolean"]
 _VALUE_DTYPES = {1: np.float64, 2: np.int64, 3: np.uint8, 4: np.int64, 5: np.int32}
 
 
@@ -73,7 +74,7 @@ class LineDecoder:
         str_offsets: list[np.ndarray | None] = []
         for kind in self._kinds:
             valid.append(np.empty(n, np.uint8))
-            if kind == KINDS["string"]:
+            if kind == _STRING:
                 values.append(np.empty(max(data_size, 1), np.uint8))
                 str_offsets.append(np.empty(n + 1, offset_type))
             else:
@@ -98,21 +99,16 @@ class LineDecoder:
         for j, (name, type_name) in enumerate(self.types.items()):
             bitmap, nulls = _bitmap(valid[j])
             kind = self._kinds[j]
-            if kind == KINDS["string"]:
-                buffers = [
-                    bitmap,
-                    pa.py_buffer(str_offsets[j]),
-                    pa.py_buffer(values[j][: used[j]]),
-                ]
-            elif kind == KINDS["boolean"]:
-                buffers = [bitmap, pa.py_buffer(np.packbits(values[j], bitorder="little"))]
+            if kind == _STRING:
+                data_buffers = [pa.py_buffer(str_offsets[j]), pa.py_buffer(values[j][: used[j]])]
+                array_type = pa.large_string() if wide else pa.string()
+            elif kind == _BOOLEAN:
+                data_buffers = [pa.py_buffer(np.packbits(values[j], bitorder="little"))]
+                array_type = arrow_type(type_name)
             else:
-                buffers = [bitmap, pa.py_buffer(values[j])]
-            if kind == KINDS["string"] and wide:
-                array = pa.Array.from_buffers(pa.large_string(), n, buffers, null_count=nulls)
-                columns[name] = array.cast(pa.string())
-            else:
-                columns[name] = pa.Array.from_buffers(
-                    arrow_type(type_name), n, buffers, null_count=nulls
-                )
+                data_buffers = [pa.py_buffer(values[j])]
+                array_type = arrow_type(type_name)
+            array = pa.Array.from_buffers(array_type, n, [bitmap, *data_buffers], null_count=nulls)
+            # 64-bit offsets follow the input's; the schema's strings have 32-bit ones
+            columns[name] = array.cast(arrow_type(type_name)) if wide else array
         return columns, unsure.view(np.bool_)
