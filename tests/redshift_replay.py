@@ -16,8 +16,8 @@ import psycopg
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from sluice.sinks.postgres import csv_ready
 from sluice.sinks.redshift import COPY_PATTERN, ParquetStage
-from sluice.sinks.warehouse import csv_ready
 
 # Redshift's GETDATE() (the marker table's default), for PostgreSQL.
 GETDATE = "CREATE OR REPLACE FUNCTION getdate() RETURNS timestamptz LANGUAGE sql AS 'SELECT now()'"

@@ -17,14 +17,8 @@ from sluice.config.models import SinkConfig
 from sluice.core.errors import ConfigError, SinkError, TransientSinkError
 from sluice.core.settings import Settings
 from sluice.sinks.base import SinkContext, create_sink
-from sluice.sinks.warehouse import (
-    MARKER_TABLE,
-    WarehouseSink,
-    csv_ready,
-    describe_backend,
-    pg_type,
-    redact_url,
-)
+from sluice.sinks.postgres import csv_ready, pg_type
+from sluice.sinks.warehouse import MARKER_TABLE, WarehouseSink, describe_backend, redact_url
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

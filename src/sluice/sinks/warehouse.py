@@ -30,7 +30,7 @@ with ``ALTER TABLE ... ADD COLUMN``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -57,21 +57,9 @@ from sluice.core.errors import ConfigError, SinkError, TransientSinkError
 from sluice.sinks.base import Marks, Sink, SinkContext
 from sluice.sinks.lake import lake_ready
 
-if TYPE_CHECKING:
-    from sluice.sinks.postgres import PostgresWarehouse, csv_ready, pg_type
-
-__all__ = ["MARKER_TABLE", "PostgresWarehouse", "WarehouseSink", "csv_ready", "pg_type"]
-
-# imported on first use: a DuckDB warehouse needs neither PostgreSQL nor Redshift code
-_POSTGRES_NAMES = ("PostgresWarehouse", "csv_ready", "pg_type")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _POSTGRES_NAMES:
-        from sluice.sinks import postgres
-
-        return getattr(postgres, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The PostgreSQL and Redshift backends are imported when a URL needs them: a DuckDB
+# warehouse loads neither.
+__all__ = ["MARKER_TABLE", "WarehouseSink"]
 
 
 class WarehouseBackend(Protocol):
