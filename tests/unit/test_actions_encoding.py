@@ -342,3 +342,64 @@ def test_batch_parts_are_filled_in_order_up_to_the_size_limit(seed: int) -> None
         assert end - start == 1 or size <= PART_BYTES
         if end < len(lengths):  # the next message did not fit
             assert size + int(lengths[end]) > PART_BYTES
+
+
+def test_packed_messages_unpack_to_the_messages_and_plain_parts_still_read() -> None:
+    """Small parts are stored as their text; larger ones as one Zstandard frame, smaller
+    than the text; both (and text written before packing existed) unpack to the messages."""
+    from sluice.actions.outbox import pack_messages, unpack_messages
+
+    rng = np.random.default_rng(5)
+    small = [orjson.dumps({"payload": {"i": i}}) for i in range(3)]
+    large = [
+        orjson.dumps({"payload": {"i": i, "x": float(x), "s": "é\n" * int(x * 10)}})
+        for i, x in enumerate(rng.random(2000))
+    ]
+    packed_small, packed_large = pack_messages(small), pack_messages(large)
+    assert packed_small == b"\n".join(small)
+    assert packed_large[:4] == b"\x28\xb5\x2f\xfd"
+    assert len(packed_large) < len(b"\n".join(large)) / 3
+    assert unpack_messages(packed_small) == small
+    assert unpack_messages(memoryview(packed_large)) == large
+    assert unpack_messages(b"\n".join(large)) == large  # a part stored as text
+
+
+def many_rows() -> pa.Table:
+    """``scored()`` 40 times over: parts large enough to be packed."""
+    table = scored()
+    return pa.concat_tables([table] * 40)
+
+
+def test_remembered_batches_are_delivered_as_read_back_ones(tmp_path: Path) -> None:
+    """After a commit the dispatcher delivers the parts just written from memory: the same
+    lines as a dispatcher that reads them back; a remembered part that does not match its
+    stored row is not used."""
+    from sqlalchemy import update
+
+    rules = [
+        {"name": "all", "when": "true", "type": "log", "key": "device"},
+        {"name": "hot", "when": "temp > 80", "type": "log"},
+    ]
+    table, lines = many_rows(), {}
+    for name in ("remembered", "read", "stale"):
+        out = tmp_path / f"{name}.jsonl"
+        engine = make(tmp_path / name, [{**r, "path": str(out)} for r in rules])
+        pending = engine.evaluate(table, EpochContext("p", 3))
+        writer = engine.outbox_writer(pending, 3)
+        CheckpointStore(engine.db).commit("p", 3, {}, {}, [writer])
+        with engine.db.begin() as conn:
+            stored = conn.execute(select(batches.c.messages)).scalars().all()
+            assert all(bytes(s)[:4] == b"\x28\xb5\x2f\xfd" for s in stored)  # packed
+            if name == "remembered":  # stored messages it must not read
+                conn.execute(update(batches).values(messages=b'{"payload":"stored"}'))
+        if name == "stale":
+            for part in engine._written:
+                part.epoch = 2  # as if written for another epoch
+        if name != "read":
+            engine.notify()
+        assert engine.dispatcher.run_once() == len(pending)
+        assert not engine.dispatcher._recent  # delivered: forgotten
+        lines[name] = out.read_text().splitlines()
+        engine.close(drain_seconds=0)
+    assert len(lines["read"]) == 240 + 200  # NaN > 80 in SQL
+    assert lines["remembered"] == lines["read"] == lines["stale"]

@@ -51,6 +51,7 @@ from sluice.actions.outbox import (
     FAILED,
     KEY_WIDTH,
     PENDING,
+    PreparedPart,
     attempts,
     batch_messages,
     batches,
@@ -59,6 +60,7 @@ from sluice.actions.outbox import (
     materialise,
     outbox,
     states,
+    unpack_messages,
 )
 from sluice.actions.rules import RetrySpec
 from sluice.core.errors import PermanentError
@@ -164,6 +166,9 @@ class Dispatcher:
         self._wake = threading.Event()
         self._next_due = float("inf")
         self._messages: dict[int, list[bytes]] = {}  # batch id -> its messages
+        # batch id -> a part this process committed lately: its messages, not read back
+        self._recent: dict[int, PreparedPart] = {}
+        self._recent_lock = threading.Lock()
         # route -> first id of its oldest lazy batch a round left pending (rows after wait)
         self._held: dict[tuple[str, str], int] = {}
 
@@ -188,6 +193,29 @@ class Dispatcher:
             self._pool = None
         if self._db is not self.engine:
             self._db.dispose()  # closes the kept connections (reopened if used again)
+
+    def remember(self, parts: list[PreparedPart]) -> None:
+        """Keep the messages of batch parts just committed (``write_prepared``'s), to deliver
+        them without reading them back; the oldest go past ``_RECENT_BYTES``."""
+        with self._recent_lock:
+            for part in parts:
+                if part.batch_id is not None and (part.lazy or part.status == PENDING):
+                    self._recent[part.batch_id] = part
+            total = sum(p.size for p in self._recent.values())
+            while total > _RECENT_BYTES:
+                total -= self._recent.pop(next(iter(self._recent))).size
+
+    def _take_recent(self, heads: dict[int, tuple[Any, ...]]) -> dict[int, PreparedPart]:
+        """The remembered parts of these batches, forgotten here. ``heads``: batch id ->
+        (pipeline, epoch, action[, count]) as read from the database; a part that differs
+        is not used."""
+        with self._recent_lock:
+            found = {i: self._recent.pop(i) for i in heads if i in self._recent}
+        return {
+            i: part
+            for i, part in found.items()
+            if (part.pipeline, part.epoch, part.action, part.count)[: len(heads[i])] == heads[i]
+        }
 
     def wake(self) -> None:
         """Deliver new rows now instead of at the next poll."""
@@ -279,14 +307,19 @@ class Dispatcher:
             if not plan:
                 self._materialise(rows, now)
                 return 0
-            bodies = {
-                row.id: row
-                for row in conn.execute(
-                    select(batches.c.id, batches.c.messages, batches.c.message_keys).where(
-                        batches.c.id.in_([head.id for head in plan])
-                    )
-                )
+            recent = self._take_recent(
+                {head.id: (head.pipeline, head.epoch, head.action, head.n) for head in plan}
+            )
+            bodies: dict[int, tuple[list[str], list[bytes]]] = {
+                i: (part.keys, part.texts) for i, part in recent.items()
             }
+            unread = [head.id for head in plan if head.id not in bodies]
+            if unread:
+                query = select(batches.c.id, batches.c.message_keys, batches.c.messages)
+                bodies.update(
+                    (i, (orjson.loads(keys), unpack_messages(blob)))
+                    for i, keys, blob in conn.execute(query.where(batches.c.id.in_(unread)))
+                )
         return self._send_batches(plan, bodies, rows, now)
 
     def _materialise(self, batch_ids: list[int], now: float) -> None:
@@ -297,7 +330,11 @@ class Dispatcher:
                     materialise(conn, batch_id, now)
 
     def _send_batches(
-        self, plan: list[Any], bodies: dict[int, Any], rows: list[int], now: float
+        self,
+        plan: list[Any],
+        bodies: dict[int, tuple[list[str], list[bytes]]],
+        rows: list[int],
+        now: float,
     ) -> int:
         """Deliver each planned lazy batch in one call; mark the delivered ones per batch.
 
@@ -310,8 +347,7 @@ class Dispatcher:
             if route_key in failed:  # an earlier batch of the route failed this round
                 rows.append(head.id)
                 continue
-            body = bodies[head.id]
-            keys = orjson.loads(body.message_keys)
+            keys, messages = bodies[head.id]
             batch = BatchDelivery(
                 head.first_id,
                 head.pipeline,
@@ -320,7 +356,7 @@ class Dispatcher:
                 head.severity,
                 [key[KEY_WIDTH:] for key in keys],
                 [key[:KEY_WIDTH] for key in keys],
-                bytes(body.messages).split(b"\n"),
+                messages,
             )
             route = self.routes[route_key]
             started = time.perf_counter()
@@ -409,6 +445,12 @@ class Dispatcher:
             rows = [Claimed._make(row) for row in conn.execute(query).all()]
             wanted = {r.batch_id for r in rows if r.payload is None and r.batch_id is not None}
             cached = {i: self._messages[i] for i in wanted if i in self._messages}
+            heads = {
+                r.batch_id: (r.pipeline, r.epoch, r.action)
+                for r in rows
+                if r.batch_id in wanted and r.batch_id not in cached
+            }
+            cached.update((i, part.texts) for i, part in self._take_recent(heads).items())
             cached.update(batch_messages(conn, wanted - cached.keys()))
         self._messages = cached  # only the batches this round still delivers from
         return [
@@ -546,6 +588,7 @@ class Dispatcher:
 
 _OUTCOMES = {PENDING: "retry"}
 _BATCHED_READ = 10_000
+_RECENT_BYTES = 64 << 20  # messages a dispatcher keeps of the batches lately committed
 _READ = 50_000  # messages of whole batches one round delivers (at least one batch)
 _UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "updated_at")
 _LOGGED = ("outbox_id", "attempt", "status", "latency_ms", "error", "at")

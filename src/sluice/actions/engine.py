@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from sluice.actions.base import Action, ActionContext, JobRunner, create_action, parse_options
 from sluice.actions.conditions import Columns, UnsupportedError, compile_parsed
@@ -33,10 +33,12 @@ from sluice.actions.outbox import (
     PENDING,
     ActionRecord,
     PendingActions,
+    PreparedPart,
     RecordGroup,
     RuleCounts,
     ensure_outbox,
-    write_pending,
+    prepare_pending,
+    write_prepared,
 )
 from sluice.actions.rules import (
     RULE_KEYS,
@@ -197,6 +199,7 @@ class ActionEngine:
         self._dispatch = dispatch
         self._dispatcher_options = dispatcher_options or {}
         self._dispatcher: Dispatcher | None = None
+        self._written: list[PreparedPart] = []  # by the last outbox writer, until notify()
 
     def start(self) -> ActionEngine:
         """Migrate the outbox tables and start the dispatcher (when ``dispatch``); once."""
@@ -462,12 +465,25 @@ class ActionEngine:
 
     # -- checkpoint and lifecycle --------------------------------------------------------
     def outbox_writer(self, pending: PendingActions, epoch: int) -> Writer:
-        """A writer that inserts ``pending`` in the checkpoint transaction of ``epoch``."""
-        now = self.clock()
-        return lambda conn: write_pending(conn, self.pipeline, epoch, pending, now)
+        """A writer that inserts ``pending`` in the checkpoint transaction of ``epoch``.
+
+        The rows are made here (messages packed, keys made), so the transaction, on the
+        runner's main thread, only inserts them.
+        """
+        prepared = prepare_pending(self.pipeline, epoch, pending, self.clock())
+        self._written = []  # what an earlier, failed transaction wrote is gone
+
+        def write(conn: Connection) -> None:
+            self._written = write_prepared(conn, prepared)
+
+        return write
 
     def notify(self) -> None:
-        """Wake the dispatcher after a commit."""
+        """After a commit: hand the dispatcher the messages just written (it delivers them
+        without reading them back) and wake it."""
+        written, self._written = self._written, []
+        if written:
+            self.dispatcher.remember(written)
         self.dispatcher.wake()
 
     def state(self) -> bytes:
