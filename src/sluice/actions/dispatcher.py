@@ -167,7 +167,7 @@ class Dispatcher:
         self._next_due = float("inf")
         self._messages: dict[int, list[bytes]] = {}  # batch id -> its messages
         # batch id -> a part this process committed lately: its messages, not read back
-        self._recent: dict[int, PreparedPart] = {}
+        self._recent: dict[int, Remembered] = {}
         self._recent_lock = threading.Lock()
         # route -> first id of its oldest lazy batch a round left pending (rows after wait)
         self._held: dict[tuple[str, str], int] = {}
@@ -200,22 +200,19 @@ class Dispatcher:
         with self._recent_lock:
             for part in parts:
                 if part.batch_id is not None and (part.lazy or part.status == PENDING):
-                    self._recent[part.batch_id] = part
-            total = sum(p.size for p in self._recent.values())
+                    head = (part.pipeline, part.epoch, part.action, part.count)
+                    self._recent[part.batch_id] = Remembered(head, part.keys, part.texts, part.size)
+            total = sum(r.size for r in self._recent.values())
             while total > _RECENT_BYTES:
                 total -= self._recent.pop(next(iter(self._recent))).size
 
-    def _take_recent(self, heads: dict[int, tuple[Any, ...]]) -> dict[int, PreparedPart]:
+    def _take_recent(self, heads: dict[int, tuple[Any, ...]]) -> dict[int, Remembered]:
         """The remembered parts of these batches, forgotten here. ``heads``: batch id ->
         (pipeline, epoch, action[, count]) as read from the database; a part that differs
         is not used."""
         with self._recent_lock:
             found = {i: self._recent.pop(i) for i in heads if i in self._recent}
-        return {
-            i: part
-            for i, part in found.items()
-            if (part.pipeline, part.epoch, part.action, part.count)[: len(heads[i])] == heads[i]
-        }
+        return {i: r for i, r in found.items() if r.head[: len(heads[i])] == heads[i]}
 
     def wake(self) -> None:
         """Deliver new rows now instead of at the next poll."""
@@ -705,6 +702,15 @@ def _runs(rows: list[Any]) -> list[list[Any]]:
 _IS_PENDING = outbox.c.status == literal_column(f"'{PENDING}'")  # literal: the partial index
 _IS_AWAITING = outbox.c.status == literal_column(f"'{AWAITING}'")
 _BATCH_PENDING = states.c.status == literal_column(f"'{PENDING}'")
+
+
+class Remembered(NamedTuple):
+    """A batch part this process committed: its messages and keys, kept for delivery."""
+
+    head: tuple[str, int, str, int]  # pipeline, epoch, action, count (as its stored row)
+    keys: list[str]
+    texts: list[bytes]
+    size: int
 
 
 class Claimed(NamedTuple):

@@ -3,12 +3,12 @@
 An epoch's actions are inserted in the checkpoint transaction of that epoch. Their
 messages are written once per (epoch, action) into ``action_batches`` (parts of at most
 8 MB of newline-separated JSON, from 4 KB on stored as one Zstandard frame); the rows are
-made before the transaction (``prepare_pending``), which only inserts them. Each action keeps a narrow ``actions_outbox`` row (status,
-attempts, key, ``batch_id``/``batch_index`` of its message), so marking it delivered does
-not rewrite its message. An epoch whose batches are already recorded (a replay) inserts
-nothing: its actions are recorded exactly once. Each row's ``idempotency_key`` is a hash
-of (pipeline, action, epoch, row), the same in any replay, for receivers to deduplicate
-an at-least-once delivery.
+made before the transaction (``prepare_pending``), which only inserts them. Each action
+keeps a narrow ``actions_outbox`` row (status, attempts, key, ``batch_id``/``batch_index``
+of its message), so marking it delivered does not rewrite its message. An epoch whose
+batches are already recorded (a replay) inserts nothing: its actions are recorded exactly
+once. Each row's ``idempotency_key`` is a hash of (pipeline, action, epoch, row), the same
+in any replay, for receivers to deduplicate an at-least-once delivery.
 """
 
 from __future__ import annotations
