@@ -26,6 +26,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
+from sluice.actions.outbox import unpack_messages
 from sluice.config.loader import load_pipeline
 from sluice.core import plugins
 from sluice.core.settings import Settings
@@ -158,7 +159,7 @@ def outbox(home: Path) -> list[str]:
         batches = con.execute("SELECT messages FROM action_batches ORDER BY id").fetchall()
     finally:
         con.close()
-    payloads = [json.loads(line) for (blob,) in batches for line in bytes(blob).split(b"\n")]
+    payloads = [json.loads(line) for (blob,) in batches for line in unpack_messages(blob)]
     for payload in payloads:
         del payload["payload"]["epoch"]
     return sorted(json.dumps(p, sort_keys=True) for p in payloads)
