@@ -65,6 +65,7 @@ from sluice.actions.outbox import (
 from sluice.actions.rules import RetrySpec
 from sluice.core.errors import PermanentError
 from sluice.core.metrics import ACTION_DELIVERIES
+from sluice.core.threads import background_priority
 from sluice.core.types import duration_us
 from sluice.storage.db import sqlite_pragmas
 from sluice.storage.upsert import insert_rows, update_rows
@@ -219,6 +220,7 @@ class Dispatcher:
         self._wake.set()
 
     def _loop(self) -> None:
+        background_priority()  # deliveries wait for the pipeline's threads, not the reverse
         while not self._stop.is_set():
             try:
                 done = self.run_once()

@@ -33,6 +33,7 @@ from sluice.core.batch import concat, drop_internal
 from sluice.core.context import EpochContext
 from sluice.core.errors import SluiceError, TransientError
 from sluice.core.settings import Settings
+from sluice.core.threads import background_priority
 from sluice.core.types import parse_duration
 from sluice.runners.stages import Decoded, Stages
 from sluice.runners.stats import RunStats
@@ -114,6 +115,12 @@ class LocalRunner:
         self.epoch = 0
         self.position: Position | None = None
         self._pool = ThreadPoolExecutor(max_workers=5, thread_name_prefix=f"sluice-{pipeline.name}")
+        # an epoch's action rules: one epoch at a time, at a lower priority than the scoring
+        self._rules_pool = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"sluice-{pipeline.name}-rules",
+            initializer=background_priority,
+        )
         self._pending_read: Future[tuple[SourceBatch | None, Decoded | None]] | None = None
         self._raw_read: Future[SourceBatch | None] | None = None  # the batch after, being read
         self._prefetch = self.source.prefetch_safe
@@ -163,6 +170,7 @@ class LocalRunner:
             self._raw_read.cancel()
             wait([self._raw_read])
         self._pool.shutdown(wait=True)
+        self._rules_pool.shutdown(wait=True)
         for closer in [
             self.source.close,
             *(s.close for s in self.sinks),
@@ -299,7 +307,7 @@ class LocalRunner:
         states = self.stages.states(actions=False)
         acting = None
         if self.stages.actions is not None:  # the rules run one epoch at a time, in order:
-            acting = self._pool.submit(self._act, scored)  # the next starts after this commit
+            acting = self._rules_pool.submit(self._act, scored)  # the next: after this commit
         self._inflight = InFlight(scored, writes, states, acting)
 
     def _act(self, scored: Scored) -> tuple[list[Writer], State]:
