@@ -206,8 +206,9 @@ def bench_rules(rows: int, home: Path) -> dict[str, float]:
 
 def bench_pipeline(
     events: int, work: Path, rounds: int = 2, before: Path | None = None
-) -> dict[str, float]:
-    """Best seconds of `sluice run` over a file with and without the 20 rules, alternating.
+) -> dict[str, Any]:
+    """Best seconds of `sluice run` over a file with and without the 20 rules, alternating,
+    and the quartiles of the ratio within each round.
 
     With ``before`` (a source tree), the 20-rule pipeline also runs on that code.
     """
@@ -239,6 +240,13 @@ def bench_pipeline(
     cpu = {name: min(times) for name, times in cpus.items()}
     median = {name: statistics.median(times) for name, times in cpus.items()}
     runs = rounds * (len(variants) - 1)
+    # each round runs the variants back to back: the ratio within a round cancels the slow
+    # drifts of a shared machine that move the best of each variant apart
+    paired = {
+        name: sorted(w / base - 1.0 for w, base in zip(walls[name], walls["without"], strict=True))
+        for name in variants
+        if name != "without"
+    }
     emitted = sum(1 for _ in (work / "actions.jsonl").open()) // runs
     return {
         "events": events,
@@ -257,7 +265,18 @@ def bench_pipeline(
         "median_cpu_before": median.get("before", float("nan")),
         "median_cpu_added": median["with"] / median["without"] - 1.0,
         "median_cpu_added_before": median.get("before", float("nan")) / median["without"] - 1.0,
+        # the median and quartiles over rounds of (with / without - 1), wall time
+        "paired_added": _quartiles(paired["with"]),
+        "paired_added_before": _quartiles(paired["before"]) if "before" in paired else None,
     }
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    """[first quartile, median, third quartile] of ``values``."""
+    if len(values) < 2:
+        return [values[0]] * 3 if values else []
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return [q1, q2, q3]
 
 
 def bench_instructions(events: int, work: Path) -> dict[str, Any]:
@@ -408,6 +427,10 @@ def main() -> None:
         | with 20 rules | {pipe["with_s"]:.2f} | {pipe["events"] / pipe["with_s"]:,.0f} | {pipe["cpu_with"]:.2f} |
         | **time added by the rules** | | **{pipe["added"]:.1%}** (target < 10%) | {pipe["cpu_with"] / pipe["cpu_without"] - 1:.1%} |
         @BEFORE@
+
+        Within each round (the variants run back to back), with / without - 1: median
+        **{pipe["paired_added"][1]:.1%}**, quartiles {pipe["paired_added"][0]:.1%} to
+        {pipe["paired_added"][2]:.1%}.
 
         Actions emitted per run: {pipe["emitted"]:,}.
 
