@@ -438,8 +438,9 @@ class ActionEngine:
             }
         )
         start = b'{"payload":' + head[:-1] + b',"key":'
-        tails, dumps = fired.tails(), orjson.dumps
-        return [start + dumps(key) + tails[i] for key, i in zip(keys, at, strict=True)]
+        starts = {key: start + orjson.dumps(key) for key in set(keys)}  # once per key
+        tails = fired.tails()
+        return [starts[key] + tails[i] for key, i in zip(keys, at, strict=True)]
 
     def _message(
         self, rule: Rule, row: dict[str, Any], key: str, epoch: int, reason: str | None
