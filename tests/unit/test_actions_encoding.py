@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import select
 
-from sluice.actions.base import ActionContext, Delivery
+from sluice.actions.base import ActionContext, BatchDelivery, Delivery
 from sluice.actions.engine import ActionEngine
-from sluice.actions.log import LogAction, LogOptions
+from sluice.actions.log import LogAction, LogOptions, batch_lines
 from sluice.actions.outbox import (
     ActionRecord,
     PendingActions,
@@ -225,6 +225,25 @@ def test_a_delivery_decodes_or_encodes_its_message_on_demand(tmp_path: Path) -> 
     empty = Delivery(2, "p", "a", 2, "k", "info", "key", {})
     action.deliver_many([only_payload, empty])
     assert path.read_text().splitlines() == [old_line(only_payload), old_line(empty)]
+
+
+def test_batch_lines_equal_the_line_of_each_delivery(tmp_path: Path) -> None:
+    idem = [format(i, "040x") for i in range(5)]
+    keys = ["dev-1", 'quote " and \\', "é\u2028\n", "", "dev-1"]
+    messages = [orjson.dumps({"payload": {"x": i, "s": "ü\u2028"}}) for i in range(4)] + [b"{}"]
+    batch = BatchDelivery(
+        7, "p", "a", 3, "critical", [i + k for i, k in zip(idem, keys, strict=True)], messages
+    )
+    assert batch.keys == keys and batch.idempotency_keys == idem
+    expected = [old_line(d) for d in batch.deliveries()]
+    assert bytes(batch_lines(batch)).decode().split("\n") == [*expected, ""]
+
+    path = tmp_path / "nested" / "log.jsonl"
+    action = LogAction("a", LogOptions(path=str(path)), ActionContext("p"))
+    action.deliver_batch(batch)
+    action.deliver_batch(BatchDelivery(12, "p", "a", 3, "info", [], []))
+    action.deliver_batch(batch)
+    assert path.read_text().split("\n") == [*expected, *expected, ""]
 
 
 def test_a_batch_waits_behind_its_routes_earlier_retries(tmp_path: Path) -> None:

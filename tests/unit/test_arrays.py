@@ -12,7 +12,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sluice.core.arrays import bools, floats, from_numpy, objects, scalar, strings, to_numpy
+from sluice.core.arrays import (
+    bools,
+    contiguous,
+    floats,
+    from_numpy,
+    objects,
+    scalar,
+    strings,
+    to_numpy,
+)
 from sluice.core.batch import empty_table
 from sluice.sources import synthetic
 
@@ -132,6 +141,13 @@ def test_strings_match_pyarrow(values: list[str | None]) -> None:
     got = strings(array)
     assert got.type == pa.string()
     assert got.equals(pa.array(values, pa.string()))
+
+
+def test_contiguous_keeps_one_chunk_and_combines_several() -> None:
+    one = pa.array([1.0, 2.0])
+    assert contiguous(one) is one
+    assert contiguous(pa.chunked_array([one])).buffers()[1].address == one.buffers()[1].address
+    assert contiguous(pa.chunked_array([one, one])).equals(pa.array([1.0, 2.0, 1.0, 2.0]))
 
 
 def test_empty_table_keeps_schema_and_one_chunk() -> None:

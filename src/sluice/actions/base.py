@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from sluice.actions import KEY_WIDTH
 from sluice.core.errors import ConfigError, PermanentActionError
 from sluice.core.plugins import load_plugin
 from sluice.core.settings import Settings
@@ -140,8 +141,9 @@ class Delivery:
 class BatchDelivery:
     """The messages of one stored batch, all at their first attempt, for one call.
 
-    Message ``i`` is outbox row ``first_id + i``, with ordering key ``keys[i]``,
-    idempotency key ``idempotency_keys[i]`` and JSON text ``messages[i]`` (UTF-8 bytes).
+    Message ``i`` is outbox row ``first_id + i``, with JSON text ``messages[i]`` (UTF-8
+    bytes) and stored key ``stored_keys[i]``: its idempotency key (``KEY_WIDTH``
+    characters) followed by its ordering key.
     """
 
     first_id: int
@@ -149,12 +151,21 @@ class BatchDelivery:
     action: str
     epoch: int
     severity: str
-    keys: list[str]
-    idempotency_keys: list[str]
+    stored_keys: list[str]
     messages: list[bytes]
 
     def __len__(self) -> int:
         return len(self.messages)
+
+    @property
+    def keys(self) -> list[str]:
+        """The ordering key of each message."""
+        return [key[KEY_WIDTH:] for key in self.stored_keys]
+
+    @property
+    def idempotency_keys(self) -> list[str]:
+        """The idempotency key of each message."""
+        return [key[:KEY_WIDTH] for key in self.stored_keys]
 
     def deliveries(self) -> list[Delivery]:
         """One ``Delivery`` per message."""

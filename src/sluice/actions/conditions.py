@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluice.core.arrays import bools, scalar, to_numpy
+from sluice.core.arrays import bools, contiguous, scalar, to_numpy
 
 # (value, known): SQL's three-valued truth per row; ``value`` only counts where ``known``
 # (None: known on every row)
@@ -69,7 +69,7 @@ class Columns:
             matches = self._lowered.get(name.translate(_FOLD), [])
             if len(matches) != 1:  # missing, or names differing in case only: DuckDB decides
                 raise UnsupportedError(name)
-            found = self._arrays[name] = self.table.column(matches[0]).combine_chunks()
+            found = self._arrays[name] = contiguous(self.table.column(matches[0]))
         return found
 
     def valid(self, name: str) -> np.ndarray | None:

@@ -49,7 +49,6 @@ from sluice.actions.outbox import (
     DELIVERED,
     EXPIRED,
     FAILED,
-    KEY_WIDTH,
     PENDING,
     PreparedPart,
     attempts,
@@ -353,8 +352,7 @@ class Dispatcher:
                 head.action,
                 head.epoch,
                 head.severity,
-                [key[KEY_WIDTH:] for key in keys],
-                [key[:KEY_WIDTH] for key in keys],
+                keys,
                 messages,
             )
             route = self.routes[route_key]

@@ -49,7 +49,7 @@ from sluice.actions.rules import (
 )
 from sluice.actions.templates import PayloadTemplate, TemplateRenderError
 from sluice.config.models import ActionConfig
-from sluice.core.arrays import bools, from_numpy, scalar, to_numpy
+from sluice.core.arrays import bools, contiguous, from_numpy, scalar, to_numpy
 from sluice.core.context import EpochContext
 from sluice.core.duck import memory_cursor
 from sluice.core.errors import ConfigError
@@ -650,9 +650,7 @@ def _group_index(table: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.nd
     if not columns:
         return np.array([""], dtype=object), np.zeros(n, dtype=np.int64)
     if len(columns) == 1:
-        encoded = pc.dictionary_encode(
-            table.column(columns[0]).combine_chunks(), null_encoding="encode"
-        )
+        encoded = pc.dictionary_encode(contiguous(table.column(columns[0])), null_encoding="encode")
         names = pc.fill_null(pc.cast(encoded.dictionary, pa.string()), scalar("", pa.string()))
         uniques = np.empty(len(names), dtype=object)
         uniques[:] = names.to_pylist()

@@ -43,10 +43,18 @@ def from_numpy(values: np.ndarray) -> pa.Array:
     )
 
 
+def contiguous(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``array`` as one Array: its only chunk as it is (``combine_chunks`` copies even one)."""
+    if isinstance(array, pa.Array):
+        return array
+    if array.num_chunks == 1:
+        return array.chunk(0)
+    return array.combine_chunks()
+
+
 def to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """``array.to_numpy()`` for numbers or booleans without nulls (read-only for numbers)."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = contiguous(array)
     if array.null_count:
         raise ValueError("to_numpy: the array holds nulls")
     if pa.types.is_boolean(array.type):
@@ -69,7 +77,10 @@ def scalar(value: bool | int | str, type_: pa.DataType) -> pa.Scalar:
         return pa.Array.from_buffers(pa.bool_(), 1, [None, bits])[0]
     if isinstance(value, str):
         data = value.encode()
-        offsets = np.array([0, len(data)], np.int64 if type_ == pa.large_string() else np.int32)
+        offsets = np.array(
+            [0, len(data)],
+            np.int64 if type_ == pa.large_string() else np.int32,
+        )
         return pa.Array.from_buffers(type_, 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])[0]
     if type_.bit_width != 64:
         raise TypeError(f"scalar: {type_} is not a 64-bit type")
@@ -78,8 +89,7 @@ def scalar(value: bool | int | str, type_: pa.DataType) -> pa.Scalar:
 
 def bools(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean array as a (writable) numpy bool array, nulls as False."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = contiguous(array)
     if array.null_count:
         array = array.fill_null(scalar(False, pa.bool_()))
     return to_numpy(array)
@@ -87,8 +97,7 @@ def bools(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def floats(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """``pc.cast(array, float64).to_numpy(zero_copy_only=False)``: a float64 copy, nulls as NaN."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = contiguous(array)
     array = array.cast(pa.float64())
     if len(array) == 0:
         return np.zeros(0, np.float64)
@@ -101,8 +110,7 @@ def floats(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def objects(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """``array.to_numpy(zero_copy_only=False)`` for a string array: an object array of str,
     None for nulls. Each distinct value becomes one Python string, shared by its rows."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = contiguous(array)
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         raise TypeError(f"objects: {array.type} is not a string type")
     encoded = array.dictionary_encode()
