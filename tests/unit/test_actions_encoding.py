@@ -231,19 +231,24 @@ def test_batch_lines_equal_the_line_of_each_delivery(tmp_path: Path) -> None:
     idem = [format(i, "040x") for i in range(5)]
     keys = ["dev-1", 'quote " and \\', "é\u2028\n", "", "dev-1"]
     messages = [orjson.dumps({"payload": {"x": i, "s": "ü\u2028"}}) for i in range(4)] + [b"{}"]
-    batch = BatchDelivery(
-        7, "p", "a", 3, "critical", [i + k for i, k in zip(idem, keys, strict=True)], messages
-    )
-    assert batch.keys == keys and batch.idempotency_keys == idem
-    expected = [old_line(d) for d in batch.deliveries()]
-    assert bytes(batch_lines(batch)).decode().split("\n") == [*expected, ""]
+    stored = [i + k for i, k in zip(idem, keys, strict=True)]
+    first = BatchDelivery(7, "p", "a", 3, "critical", stored, messages)
+    second = BatchDelivery(12, "p", "b", 4, "info", stored[:2], [b"{}", messages[1]])
+    assert first.keys == keys and first.idempotency_keys == idem
+    expected = [old_line(d) for batch in (first, second) for d in batch.deliveries()]
+    assert bytes(batch_lines([first, second])).decode().split("\n") == [*expected, ""]
+    assert batch_lines([]) == b"" == batch_lines([BatchDelivery(1, "p", "a", 1, "info", [], [])])
 
     path = tmp_path / "nested" / "log.jsonl"
     action = LogAction("a", LogOptions(path=str(path)), ActionContext("p"))
-    action.deliver_batch(batch)
-    action.deliver_batch(BatchDelivery(12, "p", "a", 3, "info", [], []))
-    action.deliver_batch(batch)
-    assert path.read_text().split("\n") == [*expected, *expected, ""]
+    assert (
+        action.batch_group
+        == LogAction("b", LogOptions(path=str(path)), ActionContext("p")).batch_group
+    )
+    action.deliver_batch(first)
+    action.deliver_batches([second, first])
+    got = path.read_text().split("\n")
+    assert got == [*expected[:5], *expected[5:], *expected[:5], ""]
 
 
 def test_a_batch_waits_behind_its_routes_earlier_retries(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from sluice.core.arrays import (
+    binaries,
     bools,
     contiguous,
     floats,
@@ -69,13 +70,16 @@ def test_to_numpy_of_slices_and_chunks() -> None:
         ("", pa.string()),
         ("dev-1:é", pa.string()),
         ("x", pa.large_string()),
+        (b"", pa.binary()),
+        (b'"payload":null}\n', pa.binary()),
+        (b"\x00\xff", pa.large_binary()),
         (-5, pa.int64()),
         (1_767_225_600_000_000, pa.timestamp("us", tz="UTC")),
         (True, pa.bool_()),
         (False, pa.bool_()),
     ],
 )
-def test_scalar_matches_pyarrow(value: bool | int | str, type_: pa.DataType) -> None:
+def test_scalar_matches_pyarrow(value: bool | int | str | bytes, type_: pa.DataType) -> None:
     assert scalar(value, type_).equals(pa.scalar(value, type_))
 
 
@@ -141,6 +145,13 @@ def test_strings_match_pyarrow(values: list[str | None]) -> None:
     got = strings(array)
     assert got.type == pa.string()
     assert got.equals(pa.array(values, pa.string()))
+
+
+@pytest.mark.parametrize("values", [[b"", b"{}", "é\n".encode(), b"\x00"], [b"only"], []])
+def test_binaries_match_pyarrow(values: list[bytes]) -> None:
+    assert binaries(values).equals(pa.array(values, pa.binary()))
+    text = [v for v in values if v != b"\x00"]
+    assert binaries(text, pa.string()).equals(pa.array([v.decode() for v in text], pa.string()))
 
 
 def test_contiguous_keeps_one_chunk_and_combines_several() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -222,6 +222,18 @@ class Action(ABC):
     def deliver_batch(self, batch: BatchDelivery) -> None:
         """Deliver a whole stored batch like ``deliver_many`` (a type may skip the objects)."""
         self.deliver_many(batch.deliveries())
+
+    @property
+    def batch_group(self) -> Hashable | None:
+        """Actions (of any rule) with the same group deliver their stored batches together,
+        in one ``deliver_batches`` call; None: each batch on its own."""
+        return None
+
+    def deliver_batches(self, batches: list[BatchDelivery]) -> None:
+        """Deliver the stored batches of actions in this action's ``batch_group``, in order,
+        all or none (a type that sets a group overrides it)."""
+        for batch in batches:
+            self.deliver_batch(batch)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -334,38 +334,42 @@ class Dispatcher:
         rows: list[int],
         now: float,
     ) -> int:
-        """Deliver each planned lazy batch in one call; mark the delivered ones per batch.
+        """Deliver the planned lazy batches, those of one ``batch_group`` (rules logging to
+        one file) in one call, the others one call each; mark the delivered ones per batch.
 
-        A failed batch and the route's later ones get outbox rows, with ``rows``.
+        A failed call's batches, and their routes' later ones, get outbox rows, with ``rows``.
         """
-        sent: list[tuple[Any, float]] = []
-        failed: set[tuple[str, str]] = set()
+        # the batches of actions that deliver together (rules logging to one file): one call
+        groups: dict[Hashable, list[tuple[Any, BatchDelivery]]] = {}
         for head in plan:
-            route_key = (head.pipeline, head.action)
-            if route_key in failed:  # an earlier batch of the route failed this round
-                rows.append(head.id)
-                continue
             keys, messages = bodies[head.id]
             batch = BatchDelivery(
-                head.first_id,
-                head.pipeline,
-                head.action,
-                head.epoch,
-                head.severity,
-                keys,
-                messages,
+                head.first_id, head.pipeline, head.action, head.epoch, head.severity, keys, messages
             )
-            route = self.routes[route_key]
+            action = self.routes[(head.pipeline, head.action)].action
+            group = action.batch_group
+            groups.setdefault(head.id if group is None else group, []).append((head, batch))
+        sent: list[tuple[Any, float]] = []
+        failed: set[tuple[str, str]] = set()
+        for members in groups.values():
+            # after a failed batch of a route, its later ones wait (as outbox rows)
+            rows.extend(head.id for head, _ in members if (head.pipeline, head.action) in failed)
+            live = [(head, b) for head, b in members if (head.pipeline, head.action) not in failed]
+            if not live:
+                continue
+            action = self.routes[(live[0][0].pipeline, live[0][0].action)].action
             started = time.perf_counter()
             try:
-                route.action.deliver_batch(batch)
+                action.deliver_batches([batch for _, batch in live])
             except Exception:  # the row-by-row path decides each row's outcome
-                failed.add(route_key)
-                rows.append(head.id)
+                failed.update((head.pipeline, head.action) for head, _ in live)
+                rows.extend(head.id for head, _ in live)
                 continue
-            self.breaker.success(route.action.target)
-            sent.append((head, round(_ms(started) / len(batch), 3)))
-            ACTION_DELIVERIES.labels(head.action, DELIVERED).inc(head.n)
+            self.breaker.success(action.target)
+            latency = round(_ms(started) / sum(len(batch) for _, batch in live), 3)
+            for head, _ in live:
+                sent.append((head, latency))
+                ACTION_DELIVERIES.labels(head.action, DELIVERED).inc(head.n)
         if sent:
             stamp = datetime.fromtimestamp(now, UTC)
             with self._db.begin() as conn:

@@ -69,18 +69,16 @@ def to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
 
 
-def scalar(value: bool | int | str, type_: pa.DataType) -> pa.Scalar:
+def scalar(value: bool | int | str | bytes, type_: pa.DataType) -> pa.Scalar:
     """``pa.scalar(value, type_)`` for a bool (as bool), an int (as a 64-bit type: int64,
-    timestamp) or a str (as a string type)."""
+    timestamp), a str (as a string type) or bytes (as binary)."""
     if isinstance(value, bool):
         bits = pa.py_buffer(np.array([value], np.uint8))
         return pa.Array.from_buffers(pa.bool_(), 1, [None, bits])[0]
-    if isinstance(value, str):
-        data = value.encode()
-        offsets = np.array(
-            [0, len(data)],
-            np.int64 if type_ == pa.large_string() else np.int32,
-        )
+    if isinstance(value, str | bytes):
+        data = value.encode() if isinstance(value, str) else value
+        large = type_ in (pa.large_string(), pa.large_binary())
+        offsets = np.array([0, len(data)], np.int64 if large else np.int32)
         return pa.Array.from_buffers(type_, 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])[0]
     if type_.bit_width != 64:
         raise TypeError(f"scalar: {type_} is not a 64-bit type")
@@ -142,3 +140,17 @@ def strings(values: np.ndarray) -> pa.Array:
     data = pa.py_buffer(b"".join(encoded))
     array = pa.Array.from_buffers(kind, n, [validity, pa.py_buffer(offsets), data])
     return array if kind == pa.string() else array.cast(pa.string())
+
+
+def binaries(values: list[bytes], type_: pa.DataType | None = None) -> pa.Array:
+    """``pa.array(values, pa.binary())`` for a list of bytes (no nulls); ``type_``
+    ``pa.string()`` for UTF-8 bytes taken as strings (not checked)."""
+    offsets = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        raise ValueError("binaries: 2 GiB or more")
+    kind = type_ or pa.binary()
+    data = pa.py_buffer(b"".join(values))
+    return pa.Array.from_buffers(
+        kind, len(values), [None, pa.py_buffer(offsets.astype(np.int32)), data]
+    )
