@@ -340,24 +340,23 @@ class Dispatcher:
         A failed call's batches, and their routes' later ones, get outbox rows, with ``rows``.
         """
         # the batches of actions that deliver together (rules logging to one file): one call
-        groups: dict[Hashable, list[tuple[Any, BatchDelivery]]] = {}
+        groups: dict[Hashable, tuple[Action, list[tuple[Any, BatchDelivery]]]] = {}
         for head in plan:
             keys, messages = bodies[head.id]
             batch = BatchDelivery(
                 head.first_id, head.pipeline, head.action, head.epoch, head.severity, keys, messages
             )
             action = self.routes[(head.pipeline, head.action)].action
-            group = action.batch_group
-            groups.setdefault(head.id if group is None else group, []).append((head, batch))
+            group = head.id if action.batch_group is None else action.batch_group
+            groups.setdefault(group, (action, []))[1].append((head, batch))
         sent: list[tuple[Any, float]] = []
         failed: set[tuple[str, str]] = set()
-        for members in groups.values():
+        for action, members in groups.values():
             # after a failed batch of a route, its later ones wait (as outbox rows)
             rows.extend(head.id for head, _ in members if (head.pipeline, head.action) in failed)
             live = [(head, b) for head, b in members if (head.pipeline, head.action) not in failed]
             if not live:
                 continue
-            action = self.routes[(live[0][0].pipeline, live[0][0].action)].action
             started = time.perf_counter()
             try:
                 action.deliver_batches([batch for _, batch in live])
